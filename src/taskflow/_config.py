@@ -1,0 +1,245 @@
+"""`GlobalConfig`: one typed settings object with documented defaults.
+
+Each setting is resolved in this order: a value passed to `GlobalConfig(...)` in code, else the
+environment variable ``TASKFLOW_<NAME>`` (upper case), else the default below. Every value is
+checked when the object is built, and a bad one raises `ConfigError` naming the setting, where its
+value came from, and what it accepts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Mapping
+from typing import Any, Final
+
+from ._exceptions import ConfigError
+
+__all__ = ["GlobalConfig"]
+
+
+class _Unset:
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+_UNSET: Final = _Unset()
+
+
+@dataclasses.dataclass(frozen=True)
+class _Setting:
+    kind: type
+    default: Any
+    check: Callable[[Any], bool]
+    rule: str
+    doc: str
+
+
+def _positive(v: float) -> bool:
+    return v > 0
+
+
+def _non_negative(v: float) -> bool:
+    return v >= 0
+
+
+def _at_least_one(v: int) -> bool:
+    return v >= 1
+
+
+def _non_empty(v: str) -> bool:
+    return bool(v)
+
+
+_SETTINGS: Final[dict[str, _Setting]] = {
+    "lease_s": _Setting(
+        float, 30.0, _positive, "a number of seconds > 0",
+        "How long a claimed task stays invisible to other workers before it is re-delivered. "
+        "Renewed every `heartbeat_s` while the task runs.",
+    ),
+    "heartbeat_s": _Setting(
+        float, 10.0, _positive, "a number of seconds > 0 and < lease_s",
+        "How often a worker renews the leases of its running tasks (one batched call).",
+    ),
+    "result_ttl_s": _Setting(
+        float, 86_400.0, _positive, "a number of seconds > 0",
+        "How long a finished task's result is kept; after it, `result()` raises ResultExpired.",
+    ),
+    "default_retries": _Setting(
+        int, 0, _non_negative, "an integer >= 0",
+        "Retries for tasks that do not set `retries` (0: a failure dead-letters at once).",
+    ),
+    "default_retry_backoff_s": _Setting(
+        float, 1.0, _non_negative, "a number of seconds >= 0",
+        "Base of the exponential backoff: retry n waits about backoff * 2**(n-1), with jitter.",
+    ),
+    "max_retry_backoff_s": _Setting(
+        float, 600.0, _non_negative, "a number of seconds >= 0",
+        "Upper bound of one retry's backoff.",
+    ),
+    "claim_batch": _Setting(
+        int, 100, _at_least_one, "an integer >= 1",
+        "Most messages a worker claims in one backend call.",
+    ),
+    "concurrency": _Setting(
+        int, 10, _at_least_one, "an integer >= 1",
+        "Default number of sub-worker slots (tasks run at once) per worker.",
+    ),
+    "thread_pool_size": _Setting(
+        int, 16, _at_least_one, "an integer >= 1",
+        "Most plain (sync) task functions running in threads at once, per worker.",
+    ),
+    "shutdown_grace_s": _Setting(
+        float, 10.0, _non_negative, "a number of seconds >= 0",
+        "On shutdown, how long running tasks may finish before they are cancelled and released.",
+    ),
+    "idle_poll_s": _Setting(
+        float, 1.0, _positive, "a number of seconds > 0",
+        "Safety sweep of an idle worker; new work wakes it at once by push, this is a backstop.",
+    ),
+    "unknown_task_window_s": _Setting(
+        float, 300.0, _non_negative, "a number of seconds >= 0",
+        "Shared backends: how long a task whose name no worker knows is put back (rolling "
+        "deploys) before it is dead-lettered.",
+    ),
+    "unknown_task_retry_s": _Setting(
+        float, 5.0, _positive, "a number of seconds > 0",
+        "Shared backends: delay before a task with an unknown name is offered again.",
+    ),
+    "events_maxlen": _Setting(
+        int, 100_000, _at_least_one, "an integer >= 1",
+        "Approximate number of events kept per queue in the event stream.",
+    ),
+    "default_queue": _Setting(
+        str, "default", _non_empty, "a non-empty string",
+        "Queue of tasks that do not name one.",
+    ),
+}
+
+
+def _parse(name: str, setting: _Setting, raw: str) -> Any:
+    try:
+        if setting.kind is int:
+            return int(raw)
+        if setting.kind is float:
+            return float(raw)
+        return raw
+    except ValueError:
+        raise ConfigError(
+            f"GlobalConfig.{name}: environment variable TASKFLOW_{name.upper()}={raw!r} is not "
+            f"{setting.rule}"
+        ) from None
+
+
+@dataclasses.dataclass(frozen=True, init=False)
+class GlobalConfig:
+    """Settings shared by the producer and the workers of one app.
+
+    Each field falls back to the environment variable ``TASKFLOW_<FIELD>`` (for example
+    ``TASKFLOW_LEASE_S=5``) and then to its default. Times are seconds (the ``_s`` suffix).
+
+    Attributes:
+        lease_s: Lease of a claimed task (default 30). Renewed while the task runs.
+        heartbeat_s: Interval of the batched lease renewal (default 10, must be < lease_s).
+        result_ttl_s: How long results are kept (default 86400).
+        default_retries: Retries of tasks that set none (default 0).
+        default_retry_backoff_s: Base of the exponential retry backoff (default 1).
+        max_retry_backoff_s: Cap of one retry's backoff (default 600).
+        claim_batch: Most messages claimed per backend call (default 100).
+        concurrency: Default sub-worker slots per worker (default 10).
+        thread_pool_size: Most sync task functions in threads at once (default 16).
+        shutdown_grace_s: Grace period for running tasks on shutdown (default 10).
+        idle_poll_s: Backstop sweep interval of an idle worker (default 1).
+        unknown_task_window_s: How long an unknown task name is retried on shared backends
+            (default 300).
+        unknown_task_retry_s: Delay between those retries (default 5).
+        events_maxlen: Events kept per queue (default 100000).
+        default_queue: Queue of tasks that name none (default ``"default"``).
+
+    Raises:
+        ConfigError: a value (given or from the environment) is out of range or of the wrong type.
+    """
+
+    lease_s: float
+    heartbeat_s: float
+    result_ttl_s: float
+    default_retries: int
+    default_retry_backoff_s: float
+    max_retry_backoff_s: float
+    claim_batch: int
+    concurrency: int
+    thread_pool_size: int
+    shutdown_grace_s: float
+    idle_poll_s: float
+    unknown_task_window_s: float
+    unknown_task_retry_s: float
+    events_maxlen: int
+    default_queue: str
+
+    def __init__(
+        self,
+        *,
+        lease_s: float | _Unset = _UNSET,
+        heartbeat_s: float | _Unset = _UNSET,
+        result_ttl_s: float | _Unset = _UNSET,
+        default_retries: int | _Unset = _UNSET,
+        default_retry_backoff_s: float | _Unset = _UNSET,
+        max_retry_backoff_s: float | _Unset = _UNSET,
+        claim_batch: int | _Unset = _UNSET,
+        concurrency: int | _Unset = _UNSET,
+        thread_pool_size: int | _Unset = _UNSET,
+        shutdown_grace_s: float | _Unset = _UNSET,
+        idle_poll_s: float | _Unset = _UNSET,
+        unknown_task_window_s: float | _Unset = _UNSET,
+        unknown_task_retry_s: float | _Unset = _UNSET,
+        events_maxlen: int | _Unset = _UNSET,
+        default_queue: str | _Unset = _UNSET,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        given = {k: v for k, v in locals().items() if k in _SETTINGS}
+        env = os.environ if environ is None else environ
+        for name, setting in _SETTINGS.items():
+            value = given[name]
+            source = "argument"
+            if isinstance(value, _Unset):
+                raw = env.get(f"TASKFLOW_{name.upper()}")
+                if raw is None:
+                    value, source = setting.default, "default"
+                else:
+                    value, source = _parse(name, setting, raw), f"TASKFLOW_{name.upper()}"
+            value = _coerce(name, setting, value, source)
+            object.__setattr__(self, name, value)
+        if self.heartbeat_s >= self.lease_s:
+            raise ConfigError(
+                f"GlobalConfig.heartbeat_s={self.heartbeat_s} must be smaller than "
+                f"lease_s={self.lease_s}, or leases lapse between renewals; "
+                "for example GlobalConfig(lease_s=30, heartbeat_s=10)"
+            )
+
+    def replace(self, **changes: Any) -> GlobalConfig:
+        """Return a copy with some settings changed (validated like the constructor)."""
+        unknown = set(changes) - set(_SETTINGS)
+        if unknown:
+            raise ConfigError(f"GlobalConfig has no setting(s) {sorted(unknown)}")
+        current = {name: getattr(self, name) for name in _SETTINGS}
+        current.update(changes)
+        return GlobalConfig(**current)
+
+    @staticmethod
+    def describe() -> dict[str, tuple[Any, str]]:
+        """Return every setting's default and documentation, for docs and ``taskflow config``."""
+        return {name: (s.default, s.doc) for name, s in _SETTINGS.items()}
+
+
+def _coerce(name: str, setting: _Setting, value: Any, source: str) -> Any:
+    kind = setting.kind
+    ok_type = (
+        isinstance(value, (int, float)) and not isinstance(value, bool)
+        if kind is float
+        else isinstance(value, kind) and not isinstance(value, bool)
+    )
+    if not ok_type or not setting.check(value):
+        raise ConfigError(
+            f"GlobalConfig.{name}={value!r} (from {source}) is not {setting.rule}"
+        )
+    return kind(value)

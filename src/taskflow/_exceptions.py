@@ -1,0 +1,139 @@
+"""Every exception taskflow raises, under one root.
+
+```
+TaskflowError
+├── ConfigError (ValueError)          bad GlobalConfig value; raised by GlobalConfig / QueueTasks
+├── BackendUnavailable                a URL scheme whose driver is not installed; a backend that
+│                                     cannot do what was asked (e.g. memory across processes)
+├── LifecycleError (RuntimeError)     open twice, used before open, reused after close
+├── TaskRegistrationError (ValueError) bad @app.task usage, duplicate task name
+├── UnknownTaskError (LookupError)    a name-based add_task for a task this app does not know
+├── EncodeError (TypeError)           an argument msgspec cannot encode (producer side)
+├── TaskNotFound (LookupError)        AsyncResult for an id the storage has never seen
+├── ResultExpired                     the result TTL passed; raised at once by result()
+├── TaskFailed                        the task ended failed; carries the remote error
+│   └── TaskCancelled                 the task was cancelled
+│   └── TaskExpired                   the task was not started before its `expires`
+├── TimeoutError (builtins.TimeoutError)  result(timeout=...) gave up waiting
+└── Retry                             raised *inside* a task to ask for a retry
+```
+
+`TaskTimeout` is not raised to callers: a task that exceeds its own `timeout` fails with an
+error whose type is ``"TaskTimeout"``, visible through `TaskFailed.error_type`.
+"""
+
+from __future__ import annotations
+
+import builtins
+
+__all__ = [
+    "BackendUnavailable",
+    "ConfigError",
+    "EncodeError",
+    "LifecycleError",
+    "ResultExpired",
+    "Retry",
+    "TaskCancelled",
+    "TaskExpired",
+    "TaskFailed",
+    "TaskNotFound",
+    "TaskRegistrationError",
+    "TaskflowError",
+    "TimeoutError",
+    "UnknownTaskError",
+]
+
+
+class TaskflowError(Exception):
+    """The root of every error taskflow raises."""
+
+
+class ConfigError(TaskflowError, ValueError):
+    """A setting has a bad value; the message names the setting and what it accepts."""
+
+
+class BackendUnavailable(TaskflowError):
+    """A backend cannot be used as asked: its driver is missing, or it cannot do the operation."""
+
+
+class LifecycleError(TaskflowError, RuntimeError):
+    """An object was opened twice, used before it was opened, or reused after it was closed."""
+
+
+class TaskRegistrationError(TaskflowError, ValueError):
+    """`@app.task` was used on something it cannot run, or a task name is taken."""
+
+
+class UnknownTaskError(TaskflowError, LookupError):
+    """A task name is not registered on this app (raised by name-based `add_task`)."""
+
+
+class EncodeError(TaskflowError, TypeError):
+    """An argument or result cannot be encoded with msgspec; the message names it."""
+
+
+class TaskNotFound(TaskflowError, LookupError):
+    """The storage has no record of this task id."""
+
+    def __init__(self, task_id: str) -> None:
+        super().__init__(
+            f"no task with id {task_id!r} is known to the storage: check the id, and that the "
+            "producer and this handle use the same backend"
+        )
+        self.task_id = task_id
+
+
+class ResultExpired(TaskflowError):
+    """The task finished, but its result outlived the result TTL and was dropped."""
+
+    def __init__(self, task_id: str) -> None:
+        super().__init__(
+            f"the result of task {task_id!r} expired (GlobalConfig.result_ttl_s); "
+            "raise the TTL or read results sooner"
+        )
+        self.task_id = task_id
+
+
+class TaskFailed(TaskflowError):
+    """The task ended without a value. Carries the remote error's type, message and traceback.
+
+    Raised by `AsyncResult.result()` / `SyncResult.result()`.
+    """
+
+    def __init__(
+        self,
+        task_id: str,
+        error_type: str,
+        message: str,
+        traceback: str = "",
+    ) -> None:
+        super().__init__(f"task {task_id!r} failed: {error_type}: {message}")
+        self.task_id = task_id
+        self.error_type = error_type
+        self.error_message = message
+        self.remote_traceback = traceback
+
+
+class TaskCancelled(TaskFailed):
+    """The task was cancelled before it finished."""
+
+
+class TaskExpired(TaskFailed):
+    """The task was not started before its `expires` time, so it was never run."""
+
+
+class TimeoutError(TaskflowError, builtins.TimeoutError):  # noqa: A001 - deliberate builtin twin
+    """Waiting for a result took longer than the `timeout` given."""
+
+
+class Retry(TaskflowError):
+    """Raise inside a task to run it again later: ``raise Retry(delay=30)``.
+
+    The retry counts as an attempt, so it stops at the task's `retries`; after that the task is
+    dead-lettered with this exception as its error.
+    """
+
+    def __init__(self, delay: float | None = None, reason: str = "retry requested") -> None:
+        super().__init__(reason)
+        self.delay = delay
+        self.reason = reason

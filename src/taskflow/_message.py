@@ -1,0 +1,352 @@
+"""Wire structs shared by the producer, the workers and every backend, and their codecs.
+
+Everything here is a `msgspec.Struct` encoded as msgpack; there is no pickle anywhere. Schema
+evolution follows msgspec's rules: a new field goes at the end with a default, and no field is
+ever retyped. `TaskMessage` is what travels through the broker; `TaskRecord` is what the storage
+knows about a task; `Outcome`, `Delivery` and the rest are the vocabulary of `taskflow.abc`.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any, Final
+
+import msgspec
+
+__all__ = [
+    "CancelResult",
+    "Delivery",
+    "EnqueueResult",
+    "ErrorInfo",
+    "Event",
+    "EventKind",
+    "Lease",
+    "LeaseInfo",
+    "LeaseState",
+    "Outcome",
+    "OutcomeKind",
+    "Progress",
+    "ProgressUpdate",
+    "QueueStats",
+    "TaskMessage",
+    "TaskRecord",
+    "TaskStatus",
+    "TERMINAL_STATUSES",
+    "Versioned",
+    "decode_message",
+    "decode_value",
+    "encode_message",
+    "encode_value",
+]
+
+
+class TaskStatus(str, enum.Enum):
+    """Where a task is in its life. The last four are terminal and never change again."""
+
+    QUEUED = "queued"
+    """Waiting to be claimed."""
+    SCHEDULED = "scheduled"
+    """Waiting for its `eta` (a delayed task)."""
+    RUNNING = "running"
+    """Claimed by a worker under a lease."""
+    RETRYING = "retrying"
+    """Failed an attempt; waiting for its next one."""
+    DONE = "done"
+    """Finished with a value."""
+    FAILED = "failed"
+    """Dead-lettered: retries spent, or an error that is not retried."""
+    CANCELLED = "cancelled"
+    """Cancelled before it finished."""
+    EXPIRED = "expired"
+    """Not started before its `expires` time, so never run."""
+
+    @property
+    def terminal(self) -> bool:
+        """True for done, failed, cancelled and expired."""
+        return self in TERMINAL_STATUSES
+
+
+TERMINAL_STATUSES: Final = frozenset(
+    {TaskStatus.DONE, TaskStatus.FAILED, TaskStatus.CANCELLED, TaskStatus.EXPIRED}
+)
+
+
+class ErrorInfo(msgspec.Struct, frozen=True, array_like=True):
+    """An error raised by a task, as stored: the exception's type name, message and traceback."""
+
+    type: str
+    message: str
+    traceback: str = ""
+
+
+class Progress(msgspec.Struct, frozen=True, array_like=True):
+    """Progress reported by a task with `ctx.progress(done, total)`."""
+
+    done: int
+    total: int | None = None
+    message: str | None = None
+
+
+class TaskMessage(msgspec.Struct, frozen=True, array_like=True, gc=False):
+    """One task as it travels through the broker.
+
+    `payload` is the msgpack encoding of ``[args, kwargs]``, kept as opaque bytes so a backend
+    never needs to understand it and a worker can turn a payload it cannot decode into a failed
+    task instead of a crash. Times are seconds since the epoch from the app's clock.
+    """
+
+    id: str
+    name: str
+    queue: str
+    payload: bytes
+    priority: int = 0
+    eta: float | None = None
+    created_at: float = 0.0
+    retries: int = 0
+    retry_backoff_s: float = 1.0
+    timeout_s: float | None = None
+    expires_at: float | None = None
+    dedup_key: str | None = None
+    dedup_ttl_s: float | None = None
+    store_result: bool = True
+    parent_id: str | None = None
+    order_id: str | None = None
+    requeued_from: str | None = None
+    headers: dict[str, str] = {}
+
+
+class EnqueueResult(msgspec.Struct, frozen=True, array_like=True):
+    """Per message of `Broker.enqueue`: the id that now stands for it, and whether it was new.
+
+    `created` is False when a live task with the same dedup key (or id) already existed; then
+    `task_id` is that task's id.
+    """
+
+    task_id: str
+    created: bool
+
+
+class Delivery(msgspec.Struct, frozen=True, array_like=True, gc=False):
+    """A claimed message: run it, then report its `Outcome` with the same `token`.
+
+    `data` is the encoded `TaskMessage` (decoded by the worker, so a corrupt message becomes a
+    failed task rather than a crashed claim). `attempt` counts claims that consumed an attempt,
+    this one included (the first run is attempt 1). `token` is the fencing token: strictly
+    greater than every token handed out before for this task.
+    """
+
+    task_id: str
+    token: int
+    attempt: int
+    data: bytes
+    lease_expires_at: float
+
+
+class Lease(msgspec.Struct, frozen=True, array_like=True, gc=False):
+    """A lease to renew with `Broker.extend`: which task, under which fencing token."""
+
+    task_id: str
+    token: int
+
+
+class LeaseState(str, enum.Enum):
+    """What `Broker.extend` says of one lease."""
+
+    OK = "ok"
+    """Renewed; keep running."""
+    LOST = "lost"
+    """Another claim holds the task now (or it is terminal): stop, the outcome will be refused."""
+    CANCEL = "cancel"
+    """Renewed, but cancellation was requested: stop and report `OutcomeKind.CANCELLED`."""
+
+
+class OutcomeKind(str, enum.Enum):
+    """How an attempt ended, as reported to `Broker.complete`."""
+
+    DONE = "done"
+    """Terminal: finished with `result`."""
+    FAILED = "failed"
+    """Terminal: dead-lettered with `error`."""
+    CANCELLED = "cancelled"
+    """Terminal: stopped on request."""
+    EXPIRED = "expired"
+    """Terminal: not started before `expires_at`; never run."""
+    RETRY = "retry"
+    """Not terminal: run again at `retry_at`; the attempt is spent."""
+    RELEASE = "release"
+    """Not terminal: give the message back (due at `retry_at`, or now) and refund the attempt.
+
+    Used on graceful shutdown and for a task name no worker knows yet."""
+
+
+TERMINAL_OUTCOMES: Final = frozenset(
+    {OutcomeKind.DONE, OutcomeKind.FAILED, OutcomeKind.CANCELLED, OutcomeKind.EXPIRED}
+)
+
+OUTCOME_STATUS: Final = {
+    OutcomeKind.DONE: TaskStatus.DONE,
+    OutcomeKind.FAILED: TaskStatus.FAILED,
+    OutcomeKind.CANCELLED: TaskStatus.CANCELLED,
+    OutcomeKind.EXPIRED: TaskStatus.EXPIRED,
+    OutcomeKind.RETRY: TaskStatus.RETRYING,
+}
+
+
+class Outcome(msgspec.Struct, frozen=True, array_like=True, gc=False):
+    """The end of one attempt, stored and acked atomically by `Broker.complete`.
+
+    `result` is the encoded return value (DONE, and only if the task stores results). `error` is
+    set for FAILED and RETRY (the error that caused it) and may be set for CANCELLED and EXPIRED.
+    `retry_at` is when a RETRY or RELEASE becomes due (None: now). `result_expires_at` is when a
+    terminal result stops being readable (the result TTL).
+    """
+
+    task_id: str
+    token: int
+    kind: OutcomeKind
+    result: bytes | None = None
+    error: ErrorInfo | None = None
+    retry_at: float | None = None
+    result_expires_at: float | None = None
+
+
+class CancelResult(str, enum.Enum):
+    """What `Broker.cancel` did for one task."""
+
+    CANCELLED = "cancelled"
+    """It was queued, scheduled or retrying: it is cancelled now (terminal)."""
+    REQUESTED = "requested"
+    """It is running: its worker learns it at the next lease renewal and stops."""
+    ALREADY_TERMINAL = "already_terminal"
+    """It had already ended; nothing changed."""
+    NOT_FOUND = "not_found"
+    """No such task."""
+
+
+class TaskRecord(msgspec.Struct, kw_only=True):
+    """What the storage knows about one task (returned by `QueueTasks.get`).
+
+    `result` is encoded (use `AsyncResult` for the decoded value); `yields` holds each value a
+    generator task yielded, encoded, in order. `result_expired` is True once the result TTL has
+    passed: the status stays readable, the result does not.
+    """
+
+    id: str
+    name: str
+    queue: str
+    status: TaskStatus
+    priority: int = 0
+    attempts: int = 0
+    retries: int = 0
+    created_at: float = 0.0
+    eta: float | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    result: bytes | None = None
+    error: ErrorInfo | None = None
+    progress: Progress | None = None
+    yields: list[bytes] = []
+    parent_id: str | None = None
+    order_id: str | None = None
+    requeued_from: str | None = None
+    dedup_key: str | None = None
+    store_result: bool = True
+    cancel_requested: bool = False
+    result_expires_at: float | None = None
+    result_expired: bool = False
+    token: int = 0
+    worker_id: str | None = None
+
+
+class ProgressUpdate(msgspec.Struct, frozen=True, array_like=True, gc=False):
+    """Progress and new yielded values of a running task, fenced by its token."""
+
+    task_id: str
+    token: int
+    progress: Progress | None = None
+    yields: list[bytes] = []
+
+
+class EventKind(str, enum.Enum):
+    """Kinds of entries in the event stream: every state change of a task."""
+
+    QUEUED = "queued"
+    SCHEDULED = "scheduled"
+    RUNNING = "running"
+    RETRYING = "retrying"
+    RELEASED = "released"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+    CANCEL_REQUESTED = "cancel_requested"
+    PROGRESS = "progress"
+    YIELDED = "yielded"
+    REQUEUED = "requeued"
+
+
+class Event(msgspec.Struct, frozen=True, kw_only=True):
+    """One entry of a queue's event stream. `cursor` resumes reading right after it."""
+
+    cursor: str
+    task_id: str
+    queue: str
+    kind: EventKind
+    at: float
+    attempt: int = 0
+    order_id: str | None = None
+    detail: str | None = None
+
+
+class QueueStats(msgspec.Struct, frozen=True, kw_only=True):
+    """Counts of one queue's tasks by state (for monitors and benchmarks)."""
+
+    queue: str
+    queued: int = 0
+    scheduled: int = 0
+    running: int = 0
+    dead: int = 0
+
+
+class LeaseInfo(msgspec.Struct, frozen=True, kw_only=True):
+    """A named coordination lease (leader election, resource locks)."""
+
+    name: str
+    owner: str
+    token: int
+    expires_at: float
+
+
+class Versioned(msgspec.Struct, frozen=True, array_like=True):
+    """A value of the storage's small key-value space, with its version for compare-and-set."""
+
+    value: bytes
+    version: int
+
+
+# --- codecs -------------------------------------------------------------------------------
+
+_message_encoder: Final = msgspec.msgpack.Encoder()
+_message_decoder: Final = msgspec.msgpack.Decoder(TaskMessage)
+_value_encoder: Final = msgspec.msgpack.Encoder()
+_value_decoder: Final = msgspec.msgpack.Decoder()
+
+
+def encode_message(message: TaskMessage) -> bytes:
+    """Encode a message for the broker."""
+    return _message_encoder.encode(message)
+
+
+def decode_message(data: bytes) -> TaskMessage:
+    """Decode a message; raises `msgspec.DecodeError` / `msgspec.ValidationError` if corrupt."""
+    return _message_decoder.decode(data)
+
+
+def encode_value(value: Any) -> bytes:
+    """Encode a payload, result or yielded value (msgpack); raises `TypeError` if unsupported."""
+    return _value_encoder.encode(value)
+
+
+def decode_value(data: bytes) -> Any:
+    """Decode what `encode_value` produced."""
+    return _value_decoder.decode(data)

@@ -1,0 +1,576 @@
+"""The backend contracts: `Broker` (moving messages) and `Storage` (what is known about tasks).
+
+A backend module (`taskflow.memory`, `taskflow.redis`, `taskflow.postgres`) implements both on one
+server, because storing an outcome, checking its fencing token and acking its message are **one
+atomic backend call** (`Broker.complete`). The base classes here own what every backend shares:
+the lifecycle (open/close, with clear errors for misuse), counters, logging, and the registry of
+result waiters that push notifications resolve. Backends implement the ``_hooks``.
+
+Rules every backend follows (the conformance suite in ``tests/conformance`` checks each one):
+
+* **Time comes in.** Every call that needs "now" takes it as ``now`` (seconds since the epoch,
+  from the caller's clock seam). A backend never reads its own clock for due times, leases or
+  TTLs, so the whole suite runs under a fake clock, real servers included.
+* **Batches.** Every call takes and returns a batch, in order: one round trip for many messages.
+* **Fencing.** Each claim hands out a token strictly greater than any earlier token of that task.
+  `complete`, `extend` and `report` with a stale token are refused and change nothing.
+* **One terminal outcome.** done, failed, cancelled and expired are terminal. The first terminal
+  write wins, is never overwritten, and a cancel racing a completion is decided by who writes
+  first. A message claimed again after its outcome was stored is acked without being delivered.
+* **At-least-once.** A claimed message is acked only by `complete`. A lease that lapses (its
+  worker died) makes the message claimable again with a higher token; if that claim would exceed
+  ``retries + 1`` attempts, the task is dead-lettered instead, with an error of type
+  ``"LeaseExpired"``.
+* **Events.** Every state change appends an `Event` to the task's queue stream, in the same
+  atomic step as the change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Sequence
+from types import TracebackType
+from typing import Self
+
+from ._exceptions import LifecycleError, TaskNotFound
+from ._message import (
+    CancelResult,
+    Delivery,
+    EnqueueResult,
+    Event,
+    Lease,
+    LeaseInfo,
+    LeaseState,
+    Outcome,
+    ProgressUpdate,
+    QueueStats,
+    TaskMessage,
+    TaskRecord,
+    Versioned,
+)
+
+__all__ = ["Broker", "Storage"]
+
+logger = logging.getLogger("taskflow.backend")
+
+
+class _Lifecycle:
+    """open/close bookkeeping shared by Broker and Storage."""
+
+    _state: str = "new"
+
+    def _check_open(self) -> None:
+        if self._state != "open":
+            what = type(self).__name__
+            if self._state == "new":
+                raise LifecycleError(
+                    f"{what} is not open: use `async with app:` / `app.running()`, "
+                    f"or call `await {what.lower()}.open()` first"
+                )
+            raise LifecycleError(f"{what} was closed and cannot be reused; create a new one")
+
+    @property
+    def is_open(self) -> bool:
+        """True between `open()` and `close()`."""
+        return self._state == "open"
+
+
+class Storage(_Lifecycle, ABC):
+    """What is known about tasks: records, results, progress, events, and coordination.
+
+    Subclasses implement the ``_hooks``. The base class resolves result waiters: a backend calls
+    `_notify_terminal` whenever it learns that a task reached a terminal state (directly, or from
+    its push channel: pub/sub, LISTEN/NOTIFY), and `wait` does the rest.
+    """
+
+    #: True if broker and storage can be shared by several OS processes (False for memory).
+    shared_across_processes: bool = True
+    #: URL scheme(s) of this backend, for messages.
+    scheme: str = ""
+
+    def __init__(self) -> None:
+        self._waiters: dict[str, list[asyncio.Future[TaskRecord | None]]] = {}
+        #: Approximate number of events kept per queue (set from `GlobalConfig.events_maxlen`).
+        self.events_maxlen: int = 100_000
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Connect (and create the schema) if needed. Raises `LifecycleError` if already open."""
+        if self._state == "open":
+            raise LifecycleError(f"{type(self).__name__} is already open")
+        if self._state == "closed":
+            raise LifecycleError(f"{type(self).__name__} was closed and cannot be reopened")
+        await self._open()
+        self._state = "open"
+        logger.debug("%s opened", type(self).__name__)
+
+    async def close(self) -> None:
+        """Disconnect; pending waiters are woken with nothing. Closing twice is a no-op."""
+        if self._state != "open":
+            self._state = "closed"
+            return
+        self._state = "closed"
+        for futures in self._waiters.values():
+            for fut in futures:
+                if not fut.done():
+                    fut.cancel()
+        self._waiters.clear()
+        await self._close()
+        logger.debug("%s closed", type(self).__name__)
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def _open(self) -> None:  # noqa: B027 - optional hook
+        """Hook: connect. Default: nothing."""
+
+    async def _close(self) -> None:  # noqa: B027 - optional hook
+        """Hook: disconnect. Default: nothing."""
+
+    # -- records ---------------------------------------------------------------------------
+
+    async def get(self, task_id: str, *, now: float) -> TaskRecord | None:
+        """Return the task's record, or None if the id is unknown.
+
+        After the result TTL the record is still returned, with ``result_expired=True`` and no
+        result.
+        """
+        self._check_open()
+        return (await self._get_many([task_id], now))[0]
+
+    async def get_many(self, task_ids: Sequence[str], *, now: float) -> list[TaskRecord | None]:
+        """`get` for many ids in one round trip, in order."""
+        self._check_open()
+        return await self._get_many(task_ids, now)
+
+    async def report(self, updates: Sequence[ProgressUpdate], *, now: float) -> list[bool]:
+        """Store progress and yielded values of running tasks; per update, False if its token is
+        stale or the task is no longer running (nothing is written then)."""
+        self._check_open()
+        if not updates:
+            return []
+        return await self._report(updates, now)
+
+    async def wait(self, task_id: str, *, timeout: float | None, now: float) -> TaskRecord:
+        """Wait until the task is terminal and return its record; push-notified, never polled.
+
+        The waiter is registered *before* the stored state is read, so a task finishing in
+        between is not missed.
+
+        Raises:
+            TaskNotFound: the id is unknown.
+            TimeoutError: (builtin) not terminal within `timeout` seconds.
+        """
+        self._check_open()
+        await self._ensure_listening()
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[TaskRecord | None] = loop.create_future()
+        futures = self._waiters.setdefault(task_id, [])
+        futures.append(fut)
+        try:
+            record = (await self._get_many([task_id], now))[0]
+            if record is None:
+                raise TaskNotFound(task_id)
+            if record.status.terminal:
+                return record
+            pushed = await asyncio.wait_for(fut, timeout)
+            if pushed is not None:
+                return pushed
+            record = (await self._get_many([task_id], now))[0]
+            if record is None:
+                raise TaskNotFound(task_id)
+            return record
+        finally:
+            try:
+                futures.remove(fut)
+            except ValueError:
+                pass
+            if not futures:
+                self._waiters.pop(task_id, None)
+
+    def _notify_terminal(self, task_id: str, record: TaskRecord | None = None) -> None:
+        """For backends: wake the waiters of `task_id` (with its terminal `record` if at hand)."""
+        futures = self._waiters.get(task_id)
+        if futures:
+            for fut in futures:
+                if not fut.done():
+                    fut.set_result(record)
+
+    def _has_waiters(self, task_id: str) -> bool:
+        return task_id in self._waiters
+
+    async def _ensure_listening(self) -> None:  # noqa: B027 - optional hook
+        """Hook: make sure this process's one shared notification listener runs."""
+
+    @abstractmethod
+    async def _get_many(self, task_ids: Sequence[str], now: float) -> list[TaskRecord | None]:
+        """Return each task's record or None; hide the result once `result_expires_at <= now`."""
+
+    @abstractmethod
+    async def _report(self, updates: Sequence[ProgressUpdate], now: float) -> list[bool]:
+        """Apply progress/yields of RUNNING tasks whose token matches; emit PROGRESS/YIELDED
+        events. Return per update whether it was applied."""
+
+    # -- events ----------------------------------------------------------------------------
+
+    async def read_events(
+        self, queue: str, *, after: str | None = None, limit: int = 1000
+    ) -> list[Event]:
+        """Read a queue's events in order, starting right after cursor `after` (None: the
+        oldest kept). The stream is capped (`GlobalConfig.events_maxlen`); a cursor older than
+        the oldest kept event resumes at the oldest kept event."""
+        self._check_open()
+        return await self._read_events(queue, after, limit)
+
+    async def follow_events(
+        self, queue: str, *, after: str | None = None, batch: int = 1000
+    ) -> AsyncIterator[Event]:
+        """Yield a queue's events as they happen, forever, resuming after cursor `after`."""
+        self._check_open()
+        cursor = after
+        while True:
+            events = await self._read_events(queue, cursor, batch)
+            for event in events:
+                cursor = event.cursor
+                yield event
+            if not events:
+                await self._wait_events(queue, cursor)
+
+    @abstractmethod
+    async def _read_events(self, queue: str, after: str | None, limit: int) -> list[Event]:
+        """Return up to `limit` events of `queue` after cursor `after`, oldest first."""
+
+    @abstractmethod
+    async def _wait_events(self, queue: str, after: str | None) -> None:
+        """Return when events after cursor `after` may exist (push; spurious returns allowed)."""
+
+    # -- maintenance -----------------------------------------------------------------------
+
+    async def cleanup(self, *, now: float, keep_s: float) -> int:
+        """Delete records whose result expired more than `keep_s` seconds before `now`, and
+        dedup keys past their TTL. Returns how many records were deleted."""
+        self._check_open()
+        return await self._cleanup(now, keep_s)
+
+    @abstractmethod
+    async def _cleanup(self, now: float, keep_s: float) -> int:
+        """See `cleanup`."""
+
+    # -- coordination: leases (leader election, named locks) --------------------------------
+
+    async def acquire_lease(
+        self, name: str, owner: str, *, ttl_s: float, now: float
+    ) -> int | None:
+        """Take the named lease for `owner` until ``now + ttl_s``, if it is free, lapsed, or
+        already `owner`'s. Returns its fencing token (a new, higher one when ownership changes),
+        or None if someone else holds it."""
+        self._check_open()
+        return await self._acquire_lease(name, owner, ttl_s, now)
+
+    async def renew_lease(
+        self, name: str, owner: str, token: int, *, ttl_s: float, now: float
+    ) -> bool:
+        """Extend a held lease; False if it lapsed and was taken, or the token is stale."""
+        self._check_open()
+        return await self._renew_lease(name, owner, token, ttl_s, now)
+
+    async def release_lease(self, name: str, owner: str, token: int) -> bool:
+        """Give a held lease up at once; False if it was not held with that token."""
+        self._check_open()
+        return await self._release_lease(name, owner, token)
+
+    async def get_lease(self, name: str, *, now: float) -> LeaseInfo | None:
+        """Who holds the named lease now (None if free or lapsed)."""
+        self._check_open()
+        return await self._get_lease(name, now)
+
+    @abstractmethod
+    async def _acquire_lease(self, name: str, owner: str, ttl_s: float, now: float) -> int | None:
+        """See `acquire_lease`."""
+
+    @abstractmethod
+    async def _renew_lease(
+        self, name: str, owner: str, token: int, ttl_s: float, now: float
+    ) -> bool:
+        """See `renew_lease`."""
+
+    @abstractmethod
+    async def _release_lease(self, name: str, owner: str, token: int) -> bool:
+        """See `release_lease`."""
+
+    @abstractmethod
+    async def _get_lease(self, name: str, now: float) -> LeaseInfo | None:
+        """See `get_lease`."""
+
+    # -- durable key-value records (orders and their plans) ----------------------------------
+
+    async def kv_get(self, namespace: str, key: str) -> Versioned | None:
+        """Read one record of the small durable key-value space."""
+        self._check_open()
+        return await self._kv_get(namespace, key)
+
+    async def kv_set(
+        self, namespace: str, key: str, value: bytes, *, expect_version: int | None = None
+    ) -> int | None:
+        """Write a record. With `expect_version` (0: must not exist yet) it is a
+        compare-and-set. Returns the new version, or None if the expectation failed."""
+        self._check_open()
+        return await self._kv_set(namespace, key, value, expect_version)
+
+    async def kv_list(self, namespace: str) -> dict[str, Versioned]:
+        """Every record of a namespace."""
+        self._check_open()
+        return await self._kv_list(namespace)
+
+    async def kv_delete(self, namespace: str, key: str) -> bool:
+        """Delete a record; False if it did not exist."""
+        self._check_open()
+        return await self._kv_delete(namespace, key)
+
+    @abstractmethod
+    async def _kv_get(self, namespace: str, key: str) -> Versioned | None:
+        """See `kv_get`."""
+
+    @abstractmethod
+    async def _kv_set(
+        self, namespace: str, key: str, value: bytes, expect_version: int | None
+    ) -> int | None:
+        """See `kv_set`. Versions start at 1 and grow by 1 per write."""
+
+    @abstractmethod
+    async def _kv_list(self, namespace: str) -> dict[str, Versioned]:
+        """See `kv_list`."""
+
+    @abstractmethod
+    async def _kv_delete(self, namespace: str, key: str) -> bool:
+        """See `kv_delete`."""
+
+
+class Broker(_Lifecycle, ABC):
+    """Moves messages: enqueue, claim under a lease, renew, complete, cancel, dead letters.
+
+    A broker is bound to the `Storage` of the same server (`self.storage`); opening and closing
+    the broker opens and closes that storage too. Subclasses implement the ``_hooks``.
+    """
+
+    def __init__(self, storage: Storage) -> None:
+        self.storage = storage
+        #: Result TTL for terminal states the backend decides by itself (a queued task
+        #: cancelled, a lapsed task dead-lettered); set from `GlobalConfig.result_ttl_s`.
+        self.result_ttl_s: float = 86_400.0
+        self.counters: dict[str, int] = {
+            "enqueued": 0,
+            "claimed": 0,
+            "completed": 0,
+            "refused": 0,
+        }
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Open the storage (if not open yet) and the broker."""
+        if self._state == "open":
+            raise LifecycleError(f"{type(self).__name__} is already open")
+        if self._state == "closed":
+            raise LifecycleError(f"{type(self).__name__} was closed and cannot be reopened")
+        if not self.storage.is_open:
+            await self.storage.open()
+        await self._open()
+        self._state = "open"
+
+    async def close(self) -> None:
+        """Close the broker and its storage. Closing twice is a no-op."""
+        if self._state != "open":
+            self._state = "closed"
+            return
+        self._state = "closed"
+        await self._close()
+        await self.storage.close()
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def _open(self) -> None:  # noqa: B027 - optional hook
+        """Hook: connect. Default: nothing."""
+
+    async def _close(self) -> None:  # noqa: B027 - optional hook
+        """Hook: disconnect. Default: nothing."""
+
+    # -- the message path ------------------------------------------------------------------
+
+    async def enqueue(self, messages: Sequence[TaskMessage], *, now: float) -> list[EnqueueResult]:
+        """Store each message's record (queued, or scheduled if its eta is after `now`) and make
+        it claimable, in one round trip.
+
+        Dedup: a message whose `dedup_key` (scoped to its queue) belongs to a live task, or to
+        one that ended less than its `dedup_ttl_s` ago, is not added; its result names the
+        existing task. The same holds for a message whose `id` already exists.
+        """
+        self._check_open()
+        if not messages:
+            return []
+        results = await self._enqueue(messages, now)
+        self.counters["enqueued"] += len(messages)
+        return results
+
+    async def claim(
+        self,
+        queues: Sequence[str],
+        *,
+        limit: int,
+        lease_s: float,
+        now: float,
+        worker_id: str,
+    ) -> list[Delivery]:
+        """Claim up to `limit` due messages from `queues` under a lease until `now + lease_s`.
+
+        Order: higher priority first, then FIFO (by due time, then enqueue order) within a
+        priority; across queues, in the order given. Scheduled and retrying messages whose time
+        has come, and messages whose lease lapsed before `now`, are claimable. Each claim marks
+        the task running, increments its attempts and fencing token, and emits a RUNNING event.
+        """
+        self._check_open()
+        deliveries = await self._claim(queues, limit, lease_s, now, worker_id)
+        self.counters["claimed"] += len(deliveries)
+        return deliveries
+
+    async def extend(
+        self, leases: Sequence[Lease], *, lease_s: float, now: float
+    ) -> list[LeaseState]:
+        """Renew leases (until `now + lease_s`) in one call; per lease: OK, LOST or CANCEL."""
+        self._check_open()
+        if not leases:
+            return []
+        return await self._extend(leases, lease_s, now)
+
+    async def complete(self, outcomes: Sequence[Outcome], *, now: float) -> list[bool]:
+        """Store each outcome and ack its message, atomically per outcome, in one round trip.
+
+        An outcome is refused (False, nothing written) if its token is not the task's current
+        token or the task is already terminal. Terminal outcomes wake result waiters.
+        """
+        self._check_open()
+        if not outcomes:
+            return []
+        accepted = await self._complete(outcomes, now)
+        n_ok = sum(accepted)
+        self.counters["completed"] += n_ok
+        self.counters["refused"] += len(accepted) - n_ok
+        if n_ok != len(accepted):
+            logger.info(
+                "refused %d stale outcome(s): their lease was taken over or the task had ended",
+                len(accepted) - n_ok,
+            )
+        return accepted
+
+    async def cancel(self, task_ids: Sequence[str], *, now: float) -> list[CancelResult]:
+        """Cancel tasks: queued/scheduled/retrying ones at once (terminal CANCELLED), running
+        ones by request (their worker sees CANCEL on its next `extend`)."""
+        self._check_open()
+        if not task_ids:
+            return []
+        return await self._cancel(task_ids, now)
+
+    async def next_due(self, queues: Sequence[str], *, now: float) -> float | None:
+        """The earliest time after `now` at which something in `queues` becomes claimable (a
+        scheduled or retrying message, or a lease lapsing), or None if nothing is pending."""
+        self._check_open()
+        return await self._next_due(queues, now)
+
+    async def wait_for_work(self, queues: Sequence[str], *, worker_id: str) -> None:
+        """Return when work may be claimable in `queues`: at once if a message was enqueued or
+        released there after `worker_id`'s last `claim` began, else when one is. Push-driven;
+        spurious returns are allowed. The worker bounds this wait with `next_due`."""
+        self._check_open()
+        await self._wait_for_work(queues, worker_id)
+
+    # -- dead letters and inspection -------------------------------------------------------
+
+    async def dead_letters(self, queue: str, *, limit: int = 100, offset: int = 0) -> list[TaskRecord]:
+        """Dead-lettered (failed) tasks of a queue, newest first."""
+        self._check_open()
+        return await self._dead_letters(queue, limit, offset)
+
+    async def requeue_dead(
+        self, task_ids: Sequence[str], *, now: float, new_ids: Sequence[str]
+    ) -> list[str | None]:
+        """Requeue dead letters as new tasks (ids from `new_ids`) linked to the old ones by
+        `requeued_from`, with fresh attempts. Per id: the new task id, or None if the task is
+        not dead-lettered."""
+        self._check_open()
+        return await self._requeue_dead(task_ids, now, new_ids)
+
+    async def stats(self, queues: Sequence[str], *, now: float) -> list[QueueStats]:
+        """Counts per queue: queued (due), scheduled (not yet due), running, dead."""
+        self._check_open()
+        return await self._stats(queues, now)
+
+    # -- hooks -----------------------------------------------------------------------------
+
+    @abstractmethod
+    async def _enqueue(self, messages: Sequence[TaskMessage], now: float) -> list[EnqueueResult]:
+        """See `enqueue`."""
+
+    @abstractmethod
+    async def _claim(
+        self, queues: Sequence[str], limit: int, lease_s: float, now: float, worker_id: str
+    ) -> list[Delivery]:
+        """See `claim`. Also dead-letters lapsed tasks that have no attempt left."""
+
+    @abstractmethod
+    async def _extend(
+        self, leases: Sequence[Lease], lease_s: float, now: float
+    ) -> list[LeaseState]:
+        """See `extend`."""
+
+    @abstractmethod
+    async def _complete(self, outcomes: Sequence[Outcome], now: float) -> list[bool]:
+        """See `complete`. Must call ``self.storage._notify_terminal`` (locally or through the
+        backend's push channel) for every accepted terminal outcome."""
+
+    @abstractmethod
+    async def _cancel(self, task_ids: Sequence[str], now: float) -> list[CancelResult]:
+        """See `cancel`. Tasks cancelled at once wake their result waiters."""
+
+    @abstractmethod
+    async def _next_due(self, queues: Sequence[str], now: float) -> float | None:
+        """See `next_due`."""
+
+    @abstractmethod
+    async def _wait_for_work(self, queues: Sequence[str], worker_id: str) -> None:
+        """See `wait_for_work`."""
+
+    @abstractmethod
+    async def _dead_letters(self, queue: str, limit: int, offset: int) -> list[TaskRecord]:
+        """See `dead_letters`."""
+
+    @abstractmethod
+    async def _requeue_dead(
+        self, task_ids: Sequence[str], now: float, new_ids: Sequence[str]
+    ) -> list[str | None]:
+        """See `requeue_dead`."""
+
+    @abstractmethod
+    async def _stats(self, queues: Sequence[str], now: float) -> list[QueueStats]:
+        """See `stats`."""
