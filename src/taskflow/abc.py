@@ -28,13 +28,15 @@ Rules every backend follows (the conformance suite in ``tests/conformance`` chec
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+import os
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Sequence
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
-from ._exceptions import LifecycleError, TaskNotFound
+from ._exceptions import BackendUnavailable, LifecycleError, TaskNotFound
 from ._message import (
     CancelResult,
     Delivery,
@@ -370,6 +372,8 @@ class Broker(_Lifecycle, ABC):
         #: Result TTL for terminal states the backend decides by itself (a queued task
         #: cancelled, a lapsed task dead-lettered); set from `GlobalConfig.result_ttl_s`.
         self.result_ttl_s: float = 86_400.0
+        self._id_prefix = os.urandom(8).hex()
+        self._id_counter = itertools.count(1)
         self.counters: dict[str, int] = {
             "enqueued": 0,
             "claimed": 0,
@@ -419,9 +423,15 @@ class Broker(_Lifecycle, ABC):
 
     # -- the message path ------------------------------------------------------------------
 
-    async def enqueue(self, messages: Sequence[TaskMessage], *, now: float) -> list[EnqueueResult]:
+    async def enqueue(
+        self, messages: Sequence[TaskMessage], *, now: float, connection: Any = None
+    ) -> list[EnqueueResult]:
         """Store each message's record (queued, or scheduled if its eta is after `now`) and make
         it claimable, in one round trip.
+
+        `connection` is a backend-specific transaction handle (PostgreSQL: an asyncpg connection
+        inside the caller's transaction, so the tasks exist only if it commits). Backends that
+        cannot enlist in a caller's transaction raise `BackendUnavailable` when it is given.
 
         Dedup: a message whose `dedup_key` (scoped to its queue) belongs to a live task, or to
         one that ended less than its `dedup_ttl_s` ago, is not added; its result names the
@@ -430,7 +440,10 @@ class Broker(_Lifecycle, ABC):
         self._check_open()
         if not messages:
             return []
-        results = await self._enqueue(messages, now)
+        if connection is not None:
+            results = await self._enqueue_in(connection, messages, now)
+        else:
+            results = await self._enqueue(messages, now)
         self.counters["enqueued"] += len(messages)
         return results
 
@@ -526,7 +539,25 @@ class Broker(_Lifecycle, ABC):
         self._check_open()
         return await self._stats(queues, now)
 
+    def new_task_id(self, queue: str) -> str:
+        """A fresh, globally unique task id for a message of `queue`.
+
+        Backends may override it to embed routing (Redis Cluster: the queue's hash tag). The
+        default is a random per-process prefix and a counter: unique across processes and much
+        cheaper than a uuid4 per task.
+        """
+        return f"{self._id_prefix}{next(self._id_counter):x}"
+
     # -- hooks -----------------------------------------------------------------------------
+
+    async def _enqueue_in(
+        self, connection: Any, messages: Sequence[TaskMessage], now: float
+    ) -> list[EnqueueResult]:
+        """Hook: enqueue inside the caller's transaction `connection`. Default: unsupported."""
+        raise BackendUnavailable(
+            f"{type(self).__name__} cannot enqueue inside a caller's transaction "
+            "(options(connection=...)); that needs the PostgreSQL backend"
+        )
 
     @abstractmethod
     async def _enqueue(self, messages: Sequence[TaskMessage], now: float) -> list[EnqueueResult]:
