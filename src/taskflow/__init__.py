@@ -1,0 +1,93 @@
+"""taskflow: an embeddable asyncio task queue.
+
+The one public surface. Implementation lives in ``_``-prefixed modules; backends are imported
+lazily by URL scheme (``taskflow.memory``, ``taskflow.redis``, ``taskflow.postgres``); contracts
+are in ``taskflow.abc`` and test helpers in ``taskflow.testing``.
+"""
+
+import logging as _logging
+
+from ._app import QueueTasks as QueueTasks
+from ._client import AsyncResult as AsyncResult
+from ._client import AsyncTask as AsyncTask
+from ._client import SyncResult as SyncResult
+from ._client import SyncTask as SyncTask
+from ._client import TaskInfo as TaskInfo
+from ._clock import Clock as Clock
+from ._clock import SystemClock as SystemClock
+from ._config import GlobalConfig as GlobalConfig
+from ._context import TaskContext as TaskContext
+from ._context import WorkerState as WorkerState
+from ._exceptions import BackendUnavailable as BackendUnavailable
+from ._exceptions import ConfigError as ConfigError
+from ._exceptions import EncodeError as EncodeError
+from ._exceptions import LifecycleError as LifecycleError
+from ._exceptions import ResultExpired as ResultExpired
+from ._exceptions import Retry as Retry
+from ._exceptions import TaskCancelled as TaskCancelled
+from ._exceptions import TaskExpired as TaskExpired
+from ._exceptions import TaskFailed as TaskFailed
+from ._exceptions import TaskflowError as TaskflowError
+from ._exceptions import TaskNotFound as TaskNotFound
+from ._exceptions import TaskRegistrationError as TaskRegistrationError
+from ._exceptions import TimeoutError as TimeoutError  # noqa: A004 - deliberate builtin twin
+from ._exceptions import UnknownTaskError as UnknownTaskError
+from ._message import CancelResult as CancelResult
+from ._message import ErrorInfo as ErrorInfo
+from ._message import Event as Event
+from ._message import EventKind as EventKind
+from ._message import Progress as Progress
+from ._message import TaskRecord as TaskRecord
+from ._message import TaskStatus as TaskStatus
+from ._starter import Starter as Starter
+from ._task import NOT_GIVEN as NOT_GIVEN
+from ._task import PreparedTask as PreparedTask
+from ._task import TaskCall as TaskCall
+from ._task import TaskFunc as TaskFunc
+from ._worker import Worker as Worker
+
+__version__ = "0.1.0"
+
+# A library never prints: without the application's own logging setup, records go nowhere.
+_logging.getLogger("taskflow").addHandler(_logging.NullHandler())
+
+__all__ = [
+    "NOT_GIVEN",
+    "AsyncResult",
+    "AsyncTask",
+    "BackendUnavailable",
+    "CancelResult",
+    "Clock",
+    "ConfigError",
+    "EncodeError",
+    "ErrorInfo",
+    "Event",
+    "EventKind",
+    "GlobalConfig",
+    "LifecycleError",
+    "PreparedTask",
+    "Progress",
+    "QueueTasks",
+    "ResultExpired",
+    "Retry",
+    "Starter",
+    "SyncResult",
+    "SyncTask",
+    "SystemClock",
+    "TaskCall",
+    "TaskCancelled",
+    "TaskContext",
+    "TaskExpired",
+    "TaskFailed",
+    "TaskFunc",
+    "TaskInfo",
+    "TaskNotFound",
+    "TaskRecord",
+    "TaskRegistrationError",
+    "TaskStatus",
+    "TaskflowError",
+    "TimeoutError",
+    "UnknownTaskError",
+    "Worker",
+    "WorkerState",
+]

@@ -1,0 +1,695 @@
+"""`QueueTasks`: the app. Registry of tasks, config, backend, lifecycle, and the send path.
+
+What lives here: the `@app.task` decorator, building `TaskMessage`s from calls (`_enqueue_one`,
+`add_tasks`), the app's open/close lifecycle, the three ways to run workers (`running`,
+`run_forever`, `run_in_thread`, all through `Starter`), and the bridge that lets sync code call
+into the loop that owns the app (`_call_sync`). Running tasks lives in `_worker.py`.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import logging
+import signal
+import threading
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Generator,
+    Iterator,
+    Mapping,
+    Sequence,
+)
+from types import TracebackType
+from typing import Any, Concatenate, ParamSpec, Self, TypeVar, overload
+
+import anyio
+import anyio.from_thread
+import anyio.lowlevel
+
+from ._backends import resolve_backend
+from ._client import AsyncResult
+from ._clock import Clock, SystemClock
+from ._config import GlobalConfig
+from ._context import TaskContext, WorkerState
+from ._exceptions import (
+    EncodeError,
+    LifecycleError,
+    TaskRegistrationError,
+    UnknownTaskError,
+)
+from ._message import CancelResult, TaskMessage, TaskRecord, encode_value
+from ._starter import Starter
+from ._task import (
+    PreparedTask,
+    Seconds,
+    TaskDefinition,
+    TaskFunc,
+    TaskOptions,
+    When,
+    _NotGiven,
+    given,
+    make_definition,
+    to_seconds,
+    to_timestamp,
+)
+from .abc import Broker, Storage
+
+__all__ = ["QueueTasks"]
+
+_NO_HEADERS: dict[str, str] = {}
+
+logger = logging.getLogger("taskflow.app")
+
+P = ParamSpec("P")
+R = TypeVar("R")
+Y = TypeVar("Y")
+
+Hook = Callable[[WorkerState], Awaitable[None]]
+
+
+class _TaskDecorator:
+    """What ``@app.task(name=..., ...)`` returns: applies the options to a function."""
+
+    def __init__(self, app: QueueTasks, options: dict[str, Any]) -> None:
+        self._app = app
+        self._options = options
+
+    @overload
+    def __call__(
+        self, fn: Callable[Concatenate[TaskContext, P], AsyncGenerator[Y, Any]]
+    ) -> TaskFunc[P, list[Y]]: ...
+    @overload
+    def __call__(
+        self, fn: Callable[Concatenate[TaskContext, P], Coroutine[Any, Any, R]]
+    ) -> TaskFunc[P, R]: ...
+    @overload
+    def __call__(
+        self, fn: Callable[Concatenate[TaskContext, P], Generator[Y, Any, Any]]
+    ) -> TaskFunc[P, list[Y]]: ...
+    @overload
+    def __call__(
+        self, fn: Callable[Concatenate[TaskContext, P], R]
+    ) -> TaskFunc[P, R]: ...
+    @overload
+    def __call__(
+        self, fn: Callable[P, AsyncGenerator[Y, Any]]
+    ) -> TaskFunc[P, list[Y]]: ...
+    @overload
+    def __call__(
+        self, fn: Callable[P, Coroutine[Any, Any, R]]
+    ) -> TaskFunc[P, R]: ...
+    @overload
+    def __call__(
+        self, fn: Callable[P, Generator[Y, Any, Any]]
+    ) -> TaskFunc[P, list[Y]]: ...
+    @overload
+    def __call__(self, fn: Callable[P, R]) -> TaskFunc[P, R]: ...
+    def __call__(self, fn: Callable[..., Any]) -> TaskFunc[Any, Any]:
+        return self._app._register(fn, **self._options)
+
+
+class QueueTasks:
+    """The app: register tasks, send them, run workers.
+
+    ```python
+    app = QueueTasks(name="shop")                       # in-memory, no server
+    app = QueueTasks(name="shop", broker="redis://localhost:6379/0")
+
+    @app.task(retries=3)
+    async def add(a: int, b: int) -> int:
+        return a + b
+
+    async with app.running(concurrency=10):
+        handle = await add.add_task(2, 3)
+        assert await handle.result(timeout=5) == 5
+    ```
+
+    Args:
+        name: The app's name (logs, monitors).
+        broker: A `Broker`, or a URL (``memory://``, ``redis://``, ``redis+cluster://``,
+            ``postgresql://``). Default: the in-memory backend.
+        storage: Optional; the broker's storage is used. Given, it must be the same backend.
+        config: Settings; default ``GlobalConfig()`` (environment variables apply).
+        clock: The time seam; `taskflow.testing.FakeClock` in tests.
+
+    Raises:
+        ConfigError: unknown URL scheme, or broker and storage on different backends.
+        BackendUnavailable: the URL's driver is not installed (the message says what to install).
+    """
+
+    def __init__(
+        self,
+        name: str = "taskflow",
+        *,
+        broker: Broker | str | None = None,
+        storage: Storage | str | None = None,
+        config: GlobalConfig | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self.name = name
+        self.config = config if config is not None else GlobalConfig()
+        self.clock: Clock = clock if clock is not None else SystemClock()
+        self.broker: Broker = resolve_backend(broker, storage)
+        self.storage: Storage = self.broker.storage
+        self._tasks: dict[str, TaskDefinition] = {}
+        self._startup: list[Hook] = []
+        self._shutdown: list[Hook] = []
+        self._state = "new"
+        self._loop_token: anyio.lowlevel.EventLoopToken | None = None
+        self._loop_thread: int | None = None
+        self._portal_cm: contextlib.AbstractContextManager[anyio.from_thread.BlockingPortal] | None
+        self._portal_cm = None
+        self._portal: anyio.from_thread.BlockingPortal | None = None
+
+    # -- registration ----------------------------------------------------------------------
+
+    @overload
+    def task(
+        self, fn: Callable[Concatenate[TaskContext, P], AsyncGenerator[Y, Any]]
+    ) -> TaskFunc[P, list[Y]]: ...
+    @overload
+    def task(
+        self, fn: Callable[Concatenate[TaskContext, P], Coroutine[Any, Any, R]]
+    ) -> TaskFunc[P, R]: ...
+    @overload
+    def task(
+        self, fn: Callable[Concatenate[TaskContext, P], Generator[Y, Any, Any]]
+    ) -> TaskFunc[P, list[Y]]: ...
+    @overload
+    def task(
+        self, fn: Callable[Concatenate[TaskContext, P], R]
+    ) -> TaskFunc[P, R]: ...
+    @overload
+    def task(
+        self, fn: Callable[P, AsyncGenerator[Y, Any]]
+    ) -> TaskFunc[P, list[Y]]: ...
+    @overload
+    def task(
+        self, fn: Callable[P, Coroutine[Any, Any, R]]
+    ) -> TaskFunc[P, R]: ...
+    @overload
+    def task(
+        self, fn: Callable[P, Generator[Y, Any, Any]]
+    ) -> TaskFunc[P, list[Y]]: ...
+    @overload
+    def task(self, fn: Callable[P, R]) -> TaskFunc[P, R]: ...
+    @overload
+    def task(
+        self,
+        fn: None = None,
+        *,
+        name: str | None = None,
+        retries: int | None = None,
+        retry_backoff: Seconds | None = None,
+        timeout: Seconds | None = None,
+        priority: int = 0,
+        queue: str | None = None,
+        retry_on: Sequence[type[BaseException]] | type[BaseException] | None = None,
+        dont_retry_on: Sequence[type[BaseException]] | type[BaseException] | None = None,
+        expires: Seconds | When | None = None,
+        store_result: bool = True,
+    ) -> _TaskDecorator: ...
+    def task(
+        self,
+        fn: Callable[..., Any] | None = None,
+        *,
+        name: str | None = None,
+        retries: int | None = None,
+        retry_backoff: Seconds | None = None,
+        timeout: Seconds | None = None,
+        priority: int = 0,
+        queue: str | None = None,
+        retry_on: Sequence[type[BaseException]] | type[BaseException] | None = None,
+        dont_retry_on: Sequence[type[BaseException]] | type[BaseException] | None = None,
+        expires: Seconds | When | None = None,
+        store_result: bool = True,
+    ) -> TaskFunc[Any, Any] | _TaskDecorator:
+        """Register a function as a task: ``@app.task`` or ``@app.task(retries=3, ...)``.
+
+        Works on async functions, plain functions (run in a bounded thread pool, never on the
+        event loop), and generator / async-generator functions (each yielded value is recorded
+        while the task runs; the result is the list of yields). A parameter annotated with
+        `TaskContext` (put it first) receives the run's context.
+
+        Args:
+            name: Registered name (default: ``module.qualname``).
+            retries: Retries after the first attempt (default `GlobalConfig.default_retries`).
+            retry_backoff: Base of the exponential backoff with jitter.
+            timeout: Interrupt an async run after this long (sync functions cannot be).
+            priority: Default priority; higher runs first.
+            queue: Default queue (default `GlobalConfig.default_queue`).
+            retry_on: Retry only these exception types.
+            dont_retry_on: Never retry these exception types.
+            expires: Do not start after this (duration from enqueue, or a point in time).
+            store_result: False for fire-and-forget tasks.
+
+        Raises:
+            TaskRegistrationError: not a function, a name already taken, or bad options.
+        """
+        options: dict[str, Any] = {
+            "name": name,
+            "retries": retries,
+            "retry_backoff": retry_backoff,
+            "timeout": timeout,
+            "priority": priority,
+            "queue": queue,
+            "retry_on": retry_on,
+            "dont_retry_on": dont_retry_on,
+            "expires": expires,
+            "store_result": store_result,
+        }
+        if fn is None:
+            return _TaskDecorator(self, options)
+        return self._register(fn, **options)
+
+    def _register(self, fn: Callable[..., Any], **options: Any) -> TaskFunc[Any, Any]:
+        definition = make_definition(fn, **options)
+        if definition.name in self._tasks and self._tasks[definition.name].fn is not fn:
+            raise TaskRegistrationError(
+                f"a task named {definition.name!r} is already registered on app {self.name!r}; "
+                "give one of them another name with @app.task(name=...)"
+            )
+        self._tasks[definition.name] = definition
+        return TaskFunc(self, definition)
+
+    @property
+    def tasks(self) -> Mapping[str, TaskDefinition]:
+        """Registered tasks by name (read-only view)."""
+        return dict(self._tasks)
+
+    def on_startup(self, fn: Hook) -> Hook:
+        """Register ``async def hook(state: WorkerState)``, run when a worker process starts
+        (before it claims), to create shared resources tasks reach as ``ctx.state``."""
+        self._startup.append(fn)
+        return fn
+
+    def on_shutdown(self, fn: Hook) -> Hook:
+        """Register ``async def hook(state: WorkerState)``, run when a worker stops (in reverse
+        order of registration), to close what `on_startup` opened."""
+        self._shutdown.append(fn)
+        return fn
+
+    async def _run_startup(self, state: WorkerState) -> None:
+        for hook in self._startup:
+            await hook(state)
+
+    async def _run_shutdown(self, state: WorkerState) -> None:
+        for hook in reversed(self._shutdown):
+            try:
+                await hook(state)
+            except Exception:
+                logger.exception("on_shutdown hook %r failed", hook)
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    @property
+    def is_open(self) -> bool:
+        """True between `open()` and `close()`."""
+        return self._state == "open"
+
+    async def open(self) -> None:
+        """Connect the backend. ``async with app:`` does this for you.
+
+        Raises:
+            LifecycleError: already open, or closed before.
+        """
+        if self._state == "open":
+            raise LifecycleError(f"app {self.name!r} is already open")
+        if self._state == "closed":
+            raise LifecycleError(f"app {self.name!r} was closed; create a new QueueTasks")
+        self.broker.result_ttl_s = self.config.result_ttl_s
+        self.storage.events_maxlen = self.config.events_maxlen
+        await self.broker.open()
+        self._loop_token = anyio.lowlevel.current_token()
+        self._loop_thread = threading.get_ident()
+        self._state = "open"
+
+    async def close(self) -> None:
+        """Disconnect the backend. Closing twice is a no-op."""
+        if self._state != "open":
+            self._state = "closed"
+            return
+        self._state = "closed"
+        self._loop_token = None
+        await self.broker.close()
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def _check_open(self) -> None:
+        if self._state != "open":
+            raise LifecycleError(
+                f"app {self.name!r} is not open: use `async with app:` or "
+                "`async with app.running():` around code that sends tasks"
+                if self._state == "new"
+                else f"app {self.name!r} was closed"
+            )
+
+    # -- running workers -------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def running(
+        self, concurrency: int | None = None, *, queues: Sequence[str] | None = None
+    ) -> AsyncIterator[Starter]:
+        """Run a worker inside the caller's event loop for the duration of the block.
+
+        Opens the app if it is not open (and closes it after). Returns once the worker is
+        ready; installs no signal handlers. Leaving the block stops the worker gracefully;
+        cancellation propagates (running tasks are released for redelivery).
+        """
+        starter = Starter(self, concurrency=concurrency, queues=queues)
+        try:
+            async with anyio.create_task_group() as tg:
+                await tg.start(starter.serve)
+                try:
+                    yield starter
+                finally:
+                    starter.stop()
+        except BaseExceptionGroup as group:
+            # The caller's own exception should reach the caller as itself, not wrapped.
+            if len(group.exceptions) == 1:
+                raise group.exceptions[0] from None
+            raise
+
+    def run_forever(
+        self, concurrency: int | None = None, *, queues: Sequence[str] | None = None
+    ) -> None:
+        """Run a worker in this thread until SIGINT/SIGTERM, then shut down gracefully.
+
+        For scripts: it starts its own event loop (uvloop when installed). A second signal
+        during the grace period stops at once (running tasks are released).
+        """
+        starter = Starter(self, concurrency=concurrency, queues=queues)
+        anyio.run(self._serve_until_signal, starter, backend_options=_loop_options())
+
+    async def _serve_until_signal(self, starter: Starter) -> None:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_watch_signals, starter, tg.cancel_scope)
+            await starter.serve()
+            tg.cancel_scope.cancel()
+
+    @contextlib.contextmanager
+    def run_in_thread(
+        self, concurrency: int | None = None, *, queues: Sequence[str] | None = None
+    ) -> Iterator[Starter]:
+        """Run a worker on an event loop in a background thread, for synchronous programs.
+
+        Inside the block, `SyncTask` / `SyncResult` (and the blocking API) talk to it.
+        """
+        starter = Starter(self, concurrency=concurrency, queues=queues)
+        with anyio.from_thread.start_blocking_portal(backend_options=_loop_options()) as portal:
+            future, _ = portal.start_task(starter.serve)
+            try:
+                yield starter
+            finally:
+                portal.call(starter.stop)
+                future.result()
+
+    # -- the sync bridge -------------------------------------------------------------------
+
+    def _call_sync(self, fn: Callable[..., Awaitable[R]], *args: Any) -> R:
+        """Run ``await fn(*args)`` on the loop that owns the app, from synchronous code."""
+        token = self._loop_token
+        if token is not None:
+            if threading.get_ident() == self._loop_thread:
+                raise LifecycleError(
+                    "a blocking call (SyncTask / SyncResult) was made on the event loop that runs "
+                    "the app; inside async code use AsyncTask / AsyncResult with await"
+                )
+            result: R = anyio.from_thread.run(_awaiting, fn, *args, token=token)
+            return result
+        result = self._private_portal().call(_awaiting, fn, *args)
+        return result
+
+    def _private_portal(self) -> anyio.from_thread.BlockingPortal:
+        """A loop in a background thread that owns the app when no running loop does."""
+        if self._portal is None:
+            self._portal_cm = anyio.from_thread.start_blocking_portal(
+                backend_options=_loop_options()
+            )
+            self._portal = self._portal_cm.__enter__()
+            self._portal.call(self.open)
+            atexit.register(self._close_private_portal)
+        return self._portal
+
+    def _close_private_portal(self) -> None:
+        portal, cm = self._portal, self._portal_cm
+        self._portal = self._portal_cm = None
+        if portal is not None and cm is not None:
+            with contextlib.suppress(Exception):
+                portal.call(self.close)
+            cm.__exit__(None, None, None)
+
+    def close_sync(self) -> None:
+        """Close an app that synchronous code opened (SyncTask with no running worker)."""
+        self._close_private_portal()
+
+    # -- sending ---------------------------------------------------------------------------
+
+    async def add_task(
+        self,
+        task_name: str,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> AsyncResult[Any]:
+        """Send a task by name: ``await app.add_task("add", args=(2, 3), priority=5)``.
+
+        Returns an `AsyncResult`. Options as in `TaskFunc.options`.
+
+        Raises:
+            UnknownTaskError: no task of that name is registered on this app.
+        """
+        return await self._enqueue_by_name(task_name, args, kwargs, TaskOptions(**options))
+
+    async def add_tasks(
+        self, calls: Sequence[PreparedTask[Any]], *, connection: Any = None
+    ) -> list[AsyncResult[Any]]:
+        """Send many tasks in one backend call: ``await app.add_tasks([add.prepare(1, 2), ...])``.
+
+        Returns one `AsyncResult` per call, in order.
+        """
+        self._check_open()
+        now = self.clock.time()
+        messages = [
+            self._build_message(call.definition, call.args, call.kwargs, call.options, now)
+            for call in calls
+        ]
+        results = await self.broker.enqueue(messages, now=now, connection=connection)
+        return [AsyncResult(r.task_id, self) for r in results]
+
+    async def _enqueue_by_name(
+        self,
+        task_name: str,
+        args: Sequence[Any],
+        kwargs: Mapping[str, Any] | None,
+        options: TaskOptions,
+    ) -> AsyncResult[Any]:
+        definition = self._tasks.get(task_name)
+        if definition is None:
+            known = ", ".join(sorted(self._tasks)) or "none"
+            raise UnknownTaskError(
+                f"no task named {task_name!r} is registered on app {self.name!r} "
+                f"(registered: {known})"
+            )
+        return await self._enqueue_one(definition, tuple(args), dict(kwargs or {}), options)
+
+    async def _enqueue_one(
+        self,
+        definition: TaskDefinition,
+        args: tuple[Any, ...],
+        kwargs: Mapping[str, Any],
+        options: TaskOptions,
+    ) -> AsyncResult[Any]:
+        if self._state != "open":
+            self._check_open()
+        now = self.clock.time()
+        message = self._build_message(definition, args, kwargs, options, now)
+        result = (
+            await self.broker.enqueue((message,), now=now, connection=options.connection)
+        )[0]
+        return AsyncResult(result.task_id, self)
+
+    def _build_message(
+        self,
+        definition: TaskDefinition,
+        args: tuple[Any, ...],
+        kwargs: Mapping[str, Any],
+        options: TaskOptions,
+        now: float,
+    ) -> TaskMessage:
+        config = self.config
+        payload = _encode_payload(definition, args, kwargs)
+        queue = given(options.queue, definition.queue) or config.default_queue
+        retries = given(options.retries, definition.retries)
+        backoff = options.retry_backoff
+        timeout = given(options.timeout, definition.timeout_s)
+        dedup_ttl = given(options.dedup_ttl, None)
+        return TaskMessage(
+            id=given(options.task_id, None) or self.broker.new_task_id(queue),
+            name=definition.name,
+            queue=queue,
+            payload=payload,
+            priority=given(options.priority, definition.priority),
+            eta=_eta(options, now),
+            created_at=now,
+            retries=config.default_retries if retries is None else retries,
+            retry_backoff_s=(
+                to_seconds(backoff, "retry_backoff")
+                if not isinstance(backoff, _NotGiven)
+                else definition.retry_backoff_s
+                if definition.retry_backoff_s is not None
+                else config.default_retry_backoff_s
+            ),
+            timeout_s=None if timeout is None else to_seconds(timeout, "timeout"),
+            expires_at=_expires_at(given(options.expires, definition.expires), now),
+            dedup_key=given(options.dedup_key, None),
+            dedup_ttl_s=None if dedup_ttl is None else to_seconds(dedup_ttl, "dedup_ttl"),
+            store_result=given(options.store_result, definition.store_result),
+            parent_id=given(options.parent_id, None),
+            order_id=given(options.order_id, None),
+            headers=given(options.headers, _NO_HEADERS),
+        )
+
+    # -- reading and managing tasks ---------------------------------------------------------
+
+    async def get(self, task_id: str) -> TaskRecord | None:
+        """The stored record of a task (the seed's ``QueueTasks.get()``), or None if unknown."""
+        self._check_open()
+        return await self.storage.get(task_id, now=self.clock.time())
+
+    def result(self, task_id: str) -> AsyncResult[Any]:
+        """An `AsyncResult` handle for a task id (from a log, a database, another process)."""
+        return AsyncResult(task_id, self)
+
+    async def cancel(self, task_id: str) -> CancelResult:
+        """Cancel a task: at once if not started, by request if running."""
+        self._check_open()
+        return (await self.broker.cancel([task_id], now=self.clock.time()))[0]
+
+    async def dead_letters(self, queue: str | None = None, *, limit: int = 100) -> list[TaskRecord]:
+        """Dead-lettered tasks of a queue (default queue if None), newest first."""
+        self._check_open()
+        return await self.broker.dead_letters(queue or self.config.default_queue, limit=limit)
+
+    async def requeue(self, task_ids: Sequence[str]) -> list[AsyncResult[Any] | None]:
+        """Requeue dead letters as new tasks linked to the old ones (``requeued_from``).
+
+        Returns per id an `AsyncResult` for the new task, or None if it was not dead-lettered.
+        """
+        self._check_open()
+        records = await self.storage.get_many(task_ids, now=self.clock.time())
+        new_ids = [
+            self.broker.new_task_id(r.queue if r is not None else self.config.default_queue)
+            for r in records
+        ]
+        created = await self.broker.requeue_dead(task_ids, now=self.clock.time(), new_ids=new_ids)
+        return [None if tid is None else AsyncResult(tid, self) for tid in created]
+
+    def __repr__(self) -> str:
+        return f"QueueTasks(name={self.name!r}, broker={type(self.broker).__name__}, " \
+               f"tasks={len(self._tasks)})"
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+
+def _encode_payload(
+    definition: TaskDefinition, args: tuple[Any, ...], kwargs: Mapping[str, Any]
+) -> bytes:
+    try:
+        return encode_value((args, kwargs))
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise EncodeError(_describe_unencodable(definition, args, kwargs, exc)) from None
+
+
+def _describe_unencodable(
+    definition: TaskDefinition,
+    args: tuple[Any, ...],
+    kwargs: Mapping[str, Any],
+    exc: Exception,
+) -> str:
+    names = list(definition.signature.parameters)
+    if definition.context_param is not None:
+        names.remove(definition.context_param)
+    for index, value in enumerate(args):
+        try:
+            encode_value(value)
+        except (TypeError, ValueError, OverflowError) as err:
+            label = names[index] if index < len(names) else f"#{index}"
+            return (
+                f"argument {label!r} (position {index}) of task {definition.name!r} cannot be "
+                f"encoded: {err}. Pass plain data (str, numbers, dict, list, datetime, "
+                "msgspec.Struct, dataclass) or an id to look the object up in the task"
+            )
+    for key, value in kwargs.items():
+        try:
+            encode_value(value)
+        except (TypeError, ValueError, OverflowError) as err:
+            return f"argument {key!r} of task {definition.name!r} cannot be encoded: {err}"
+    return f"the arguments of task {definition.name!r} cannot be encoded: {exc}"
+
+
+def _eta(options: TaskOptions, now: float) -> float | None:
+    eta = given(options.eta, None)
+    delay = given(options.delay, None)
+    if eta is not None:
+        if delay is not None:
+            raise ValueError("give either delay= or eta=, not both")
+        return to_timestamp(eta)
+    if delay is not None:
+        return now + to_seconds(delay, "delay")
+    return None
+
+
+def _expires_at(value: Any, now: float) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, int | float) and value > 1_000_000_000:
+        return float(value)  # an epoch timestamp
+    if isinstance(value, int | float) or hasattr(value, "total_seconds"):
+        return now + to_seconds(value, "expires")
+    return to_timestamp(value)
+
+
+async def _awaiting(fn: Callable[..., Awaitable[R]], *args: Any) -> R:
+    result: R = await fn(*args)
+    return result
+
+
+def _loop_options() -> dict[str, Any]:
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return {}
+    return {"use_uvloop": True}
+
+
+async def _watch_signals(starter: Starter, scope: anyio.CancelScope) -> None:
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        stopping = False
+        async for signum in signals:
+            if stopping:
+                logger.warning("second signal (%s): stopping now", signal.Signals(signum).name)
+                scope.cancel()
+                return
+            logger.info(
+                "received %s: stopping gracefully (again to stop at once)",
+                signal.Signals(signum).name,
+            )
+            stopping = True
+            starter.stop()

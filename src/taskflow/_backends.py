@@ -1,0 +1,94 @@
+"""Backend lookup by URL scheme, with lazy imports and a clear word about missing drivers.
+
+Only this module maps ``memory://``, ``redis://``, ``rediss://``, ``redis+cluster://``,
+``postgresql://`` and ``postgres://`` to backend modules; each backend module exposes
+``from_url(url) -> Broker`` (the broker carries its storage).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from typing import Final
+
+from ._exceptions import BackendUnavailable, ConfigError
+from .abc import Broker, Storage
+
+__all__ = ["broker_from_url", "resolve_backend"]
+
+_SCHEMES: Final = {
+    "memory": "taskflow.memory",
+    "redis": "taskflow.redis",
+    "rediss": "taskflow.redis",
+    "redis+cluster": "taskflow.redis",
+    "postgresql": "taskflow.postgres",
+    "postgres": "taskflow.postgres",
+}
+
+_DRIVERS: Final = {
+    "taskflow.redis": ("redis", 'pip install "taskflow[redis]"'),
+    "taskflow.postgres": ("asyncpg", 'pip install "taskflow[postgres]"'),
+}
+
+
+def broker_from_url(url: str) -> Broker:
+    """Build the broker (and its storage) for a backend URL.
+
+    Raises:
+        ConfigError: the URL has no scheme taskflow knows.
+        BackendUnavailable: the backend's driver is not installed (the message says what to
+            install).
+    """
+    scheme, sep, _ = url.partition("://")
+    module_name = _SCHEMES.get(scheme.lower()) if sep else None
+    if module_name is None:
+        known = ", ".join(f"{s}://" for s in _SCHEMES)
+        raise ConfigError(f"unknown backend URL {url!r}: expected one of {known}")
+    driver = _DRIVERS.get(module_name)
+    if driver is not None and importlib.util.find_spec(driver[0]) is None:
+        raise BackendUnavailable(
+            f"{url.partition('://')[0]}:// needs the {driver[0]!r} package, which is not "
+            f"installed: {driver[1]}"
+        )
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        raise BackendUnavailable(f"backend {module_name} is not available: {exc}") from exc
+    broker = module.from_url(url)
+    if not isinstance(broker, Broker):  # pragma: no cover - a broken backend module
+        raise BackendUnavailable(f"{module_name}.from_url returned {broker!r}, not a Broker")
+    return broker
+
+
+def resolve_backend(broker: Broker | str | None, storage: Storage | str | None) -> Broker:
+    """The one broker an app uses (its storage is ``broker.storage``).
+
+    Broker and storage live on one server (storing an outcome and acking it is one atomic
+    call), so when both are given they must name the same backend.
+    """
+    if broker is None and storage is None:
+        from .memory import MemoryBroker
+
+        return MemoryBroker()
+    if isinstance(broker, str):
+        if isinstance(storage, str) and storage != broker:
+            raise ConfigError(
+                f"broker={broker!r} and storage={storage!r} name different servers; a broker "
+                "and its storage live on one server. Pass only broker=... (its storage follows)"
+            )
+        if isinstance(storage, Storage):
+            raise ConfigError("pass broker and storage both as URLs or both as objects")
+        return broker_from_url(broker)
+    if broker is None:
+        if isinstance(storage, str):
+            return broker_from_url(storage)
+        raise ConfigError(
+            "a Storage object alone cannot move messages: pass broker=... (for example "
+            "MemoryBroker(storage)); the storage follows the broker"
+        )
+    if storage is not None and storage is not broker.storage:
+        raise ConfigError(
+            "broker and storage must be one backend: pass broker=... alone, or a storage that "
+            "is broker.storage"
+        )
+    return broker

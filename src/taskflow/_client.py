@@ -1,0 +1,272 @@
+"""The seed's client side: `AsyncTask`/`SyncTask` send tasks by name, `AsyncResult`/`SyncResult`
+wait for them.
+
+The sync classes hold no logic of their own: each call runs the async twin on the event loop
+that owns the app, through anyio (`from_thread.run` with the loop's token, or a blocking portal
+the app starts when no loop owns it). Waiting for a result is push-notified by the storage.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from ._exceptions import (
+    ResultExpired,
+    TaskCancelled,
+    TaskExpired,
+    TaskFailed,
+    TaskNotFound,
+)
+from ._exceptions import (
+    TimeoutError as TaskflowTimeoutError,
+)
+from ._message import (
+    CancelResult,
+    ErrorInfo,
+    Progress,
+    TaskRecord,
+    TaskStatus,
+    decode_value,
+)
+from ._task import NOT_GIVEN, Seconds, TaskOptions, When, _NotGiven
+
+if TYPE_CHECKING:
+    from ._app import QueueTasks
+
+__all__ = ["AsyncResult", "AsyncTask", "SyncResult", "SyncTask", "TaskInfo"]
+
+R = TypeVar("R")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TaskInfo:
+    """A readable snapshot of a task: what `AsyncResult.info()` returns.
+
+    Attributes:
+        task_id: The task's id.
+        name: Its registered name.
+        queue: Its queue.
+        status: Where it is now.
+        attempts: Runs started so far.
+        created_at: When it was enqueued (epoch seconds).
+        started_at: When its latest attempt started.
+        finished_at: When it reached a terminal state.
+        error: The latest error (type, message, traceback), if any.
+        progress: The latest `ctx.progress(...)` report, if any.
+        yields: Values a generator task has yielded so far (decoded).
+        result_expired: True once the result TTL has passed.
+    """
+
+    task_id: str
+    name: str
+    queue: str
+    status: TaskStatus
+    attempts: int
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    error: ErrorInfo | None
+    progress: Progress | None
+    yields: list[Any]
+    result_expired: bool
+
+    @classmethod
+    def from_record(cls, record: TaskRecord) -> TaskInfo:
+        return cls(
+            task_id=record.id,
+            name=record.name,
+            queue=record.queue,
+            status=record.status,
+            attempts=record.attempts,
+            created_at=record.created_at,
+            started_at=record.started_at,
+            finished_at=record.finished_at,
+            error=record.error,
+            progress=record.progress,
+            yields=[decode_value(item) for item in record.yields],
+            result_expired=record.result_expired,
+        )
+
+
+def value_of(record: TaskRecord) -> Any:
+    """The decoded result of a terminal record, or the matching exception raised."""
+    status = record.status
+    if status is TaskStatus.DONE:
+        if record.result_expired:
+            raise ResultExpired(record.id)
+        return None if record.result is None else decode_value(record.result)
+    error = record.error or ErrorInfo(status.value, f"task ended {status.value}")
+    if status is TaskStatus.CANCELLED:
+        raise TaskCancelled(record.id, error.type, error.message, error.traceback)
+    if status is TaskStatus.EXPIRED:
+        raise TaskExpired(record.id, error.type, error.message, error.traceback)
+    raise TaskFailed(record.id, error.type, error.message, error.traceback)
+
+
+class AsyncResult(Generic[R]):
+    """A handle on one task's outcome. ``await handle.result(timeout=5)``."""
+
+    __slots__ = ("app", "task_id")
+
+    def __init__(self, task_id: str, app: QueueTasks) -> None:
+        self.task_id = task_id
+        self.app = app
+
+    async def result(self, timeout: float | None = None) -> R:
+        """Wait for the task to end and return its value.
+
+        Args:
+            timeout: Seconds to wait; None waits as long as it takes.
+
+        Raises:
+            TaskFailed: it failed for good (`error_type`, `error_message`, `remote_traceback`).
+            TaskCancelled: it was cancelled.
+            TaskExpired: it was not started before its `expires` time.
+            ResultExpired: it finished, but its result outlived the result TTL.
+            TaskNotFound: the storage never heard of this id.
+            taskflow.TimeoutError: still not finished after `timeout` seconds.
+        """
+        app = self.app
+        try:
+            record = await app.storage.wait(self.task_id, timeout=timeout, now=app.clock.time())
+        except TimeoutError:
+            raise TaskflowTimeoutError(
+                f"task {self.task_id!r} did not finish within {timeout} s; it keeps running — "
+                "call result() again to keep waiting"
+            ) from None
+        if record.result_expired or (
+            record.result_expires_at is not None and record.result_expires_at <= app.clock.time()
+        ):
+            record.result_expired = True
+        return value_of(record)  # type: ignore[no-any-return]
+
+    async def status(self) -> TaskStatus:
+        """The task's current status. Raises `TaskNotFound` for an unknown id."""
+        return (await self._record()).status
+
+    async def info(self) -> TaskInfo:
+        """Status, attempts, timestamps, error, progress and yields so far."""
+        return TaskInfo.from_record(await self._record())
+
+    async def cancel(self) -> CancelResult:
+        """Cancel the task: at once if it has not started, by request if it is running."""
+        app = self.app
+        return (await app.broker.cancel([self.task_id], now=app.clock.time()))[0]
+
+    async def _record(self) -> TaskRecord:
+        record = await self.app.get(self.task_id)
+        if record is None:
+            raise TaskNotFound(self.task_id)
+        return record
+
+    def __repr__(self) -> str:
+        return f"AsyncResult({self.task_id!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, AsyncResult | SyncResult) and other.task_id == self.task_id
+
+    def __hash__(self) -> int:
+        return hash(self.task_id)
+
+
+class SyncResult(Generic[R]):
+    """`AsyncResult` for plain synchronous code (no event loop needed)."""
+
+    __slots__ = ("_async", "app", "task_id")
+
+    def __init__(self, task_id: str, app: QueueTasks) -> None:
+        self.task_id = task_id
+        self.app = app
+        self._async: AsyncResult[R] = AsyncResult(task_id, app)
+
+    def result(self, timeout: float | None = None) -> R:
+        """Blocking `AsyncResult.result`."""
+        return self.app._call_sync(self._async.result, timeout)
+
+    def status(self) -> TaskStatus:
+        """Blocking `AsyncResult.status`."""
+        return self.app._call_sync(self._async.status)
+
+    def info(self) -> TaskInfo:
+        """Blocking `AsyncResult.info`."""
+        return self.app._call_sync(self._async.info)
+
+    def cancel(self) -> CancelResult:
+        """Blocking `AsyncResult.cancel`."""
+        return self.app._call_sync(self._async.cancel)
+
+    def __repr__(self) -> str:
+        return f"SyncResult({self.task_id!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, AsyncResult | SyncResult) and other.task_id == self.task_id
+
+    def __hash__(self) -> int:
+        return hash(self.task_id)
+
+
+class AsyncTask:
+    """Send tasks by name, as in the seed's client: ``await AsyncTask(app).add_task("add",
+    args=(2, 3))``. Same as `QueueTasks.add_task`."""
+
+    __slots__ = ("app",)
+
+    def __init__(self, app: QueueTasks) -> None:
+        self.app = app
+
+    async def add_task(
+        self,
+        task_name: str,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        priority: int | _NotGiven = NOT_GIVEN,
+        delay: Seconds | None | _NotGiven = NOT_GIVEN,
+        eta: When | None | _NotGiven = NOT_GIVEN,
+        task_id: str | None | _NotGiven = NOT_GIVEN,
+        dedup_key: str | None | _NotGiven = NOT_GIVEN,
+        dedup_ttl: Seconds | None | _NotGiven = NOT_GIVEN,
+        queue: str | _NotGiven = NOT_GIVEN,
+        retries: int | _NotGiven = NOT_GIVEN,
+        timeout: Seconds | None | _NotGiven = NOT_GIVEN,
+        expires: Seconds | When | None | _NotGiven = NOT_GIVEN,
+    ) -> AsyncResult[Any]:
+        """Enqueue the task registered as `task_name`; options as in `TaskFunc.options`.
+
+        Raises:
+            UnknownTaskError: this app has no task of that name.
+            EncodeError: an argument cannot be encoded.
+        """
+        options = TaskOptions(
+            priority=priority, delay=delay, eta=eta, task_id=task_id, dedup_key=dedup_key,
+            dedup_ttl=dedup_ttl, queue=queue, retries=retries, timeout=timeout, expires=expires,
+        )
+        return await self.app._enqueue_by_name(task_name, args, kwargs, options)
+
+
+class SyncTask:
+    """`AsyncTask` for plain synchronous code: ``SyncTask(app).add_task("add", args=(2, 3))``
+    returns a `SyncResult`."""
+
+    __slots__ = ("_async", "app")
+
+    def __init__(self, app: QueueTasks) -> None:
+        self.app = app
+        self._async = AsyncTask(app)
+
+    def add_task(
+        self,
+        task_name: str,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> SyncResult[Any]:
+        """Blocking `AsyncTask.add_task` (same options)."""
+
+        async def send() -> AsyncResult[Any]:
+            return await self._async.add_task(task_name, args, kwargs, **options)
+
+        handle = self.app._call_sync(send)
+        return SyncResult(handle.task_id, self.app)

@@ -1,0 +1,83 @@
+"""`Starter`: boots the backend, the startup hooks and the worker of one process, and stops them.
+
+`QueueTasks.running()`, `run_forever()`, `run_in_thread()` and the CLI all go through a Starter,
+so there is one start/stop sequence: open the app (if needed) -> run `on_startup` hooks ->
+start the worker and report ready -> ... -> graceful stop -> `on_shutdown` hooks -> close the app
+(if this Starter opened it).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import anyio
+import anyio.abc
+
+from ._context import WorkerState
+from ._worker import Worker
+
+if TYPE_CHECKING:
+    from ._app import QueueTasks
+
+__all__ = ["Starter"]
+
+logger = logging.getLogger("taskflow.starter")
+
+
+class Starter:
+    """Boots and stops the worker side of one process for an app.
+
+    Attributes:
+        worker: The running `Worker` (None before `serve` reports ready).
+        state: The `WorkerState` the startup hooks filled.
+    """
+
+    def __init__(
+        self,
+        app: QueueTasks,
+        *,
+        concurrency: int | None = None,
+        queues: Sequence[str] | None = None,
+    ) -> None:
+        self.app = app
+        self.concurrency = concurrency
+        self.queues = queues
+        self.state = WorkerState()
+        self.worker: Worker | None = None
+        self._stop_requested = False
+
+    def stop(self) -> None:
+        """Ask the worker to stop gracefully (safe to call before it started or twice)."""
+        self._stop_requested = True
+        if self.worker is not None:
+            self.worker.stop()
+
+    async def serve(
+        self, *, task_status: anyio.abc.TaskStatus[Starter] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Open, start, report ready, and run until stopped; cleans up on any exit."""
+        app = self.app
+        opened_here = not app.is_open
+        if opened_here:
+            await app.open()
+        try:
+            await app._run_startup(self.state)
+            try:
+                worker = Worker(
+                    app, concurrency=self.concurrency, queues=self.queues, state=self.state
+                )
+                self.worker = worker
+                async with anyio.create_task_group() as tg:
+                    await tg.start(worker.run)
+                    if self._stop_requested:
+                        worker.stop()
+                    task_status.started(self)
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await app._run_shutdown(self.state)
+        finally:
+            if opened_here:
+                with anyio.CancelScope(shield=True):
+                    await app.close()
