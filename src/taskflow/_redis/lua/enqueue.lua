@@ -1,0 +1,38 @@
+-- Enqueue a batch: ARGV[6] = count, then per message 9 fields:
+-- id, encoded message, priority, due time, scheduled flag, dedup key, dedup ttl, retries, order id.
+-- Returns per message: the id now standing for it, and 1 if created (0: deduplicated).
+local n = tonumber(ARGV[6])
+local out = {}
+local woke = false
+for i = 0, n - 1 do
+  local b = 7 + i * 9
+  local id, msg, pr, due, sched = ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4]
+  local dk, dt, rt, oid = ARGV[b + 5], ARGV[b + 6], ARGV[b + 7], ARGV[b + 8]
+  local existing = nil
+  if redis.call('EXISTS', rkey(id)) == 1 then
+    existing = id
+  elseif dk ~= '' then
+    local other = redis.call('HGET', K .. 'dedup', dk)
+    if other then
+      local f = redis.call('HMGET', rkey(other), 'st', 'fa', 'dt')
+      if f[1] then
+        if not TERMINAL[f[1]] then
+          existing = other
+        elseif f[3] and f[3] ~= '' and f[2] and tonumber(f[2]) + tonumber(f[3]) > NOWN then
+          existing = other
+        end
+      end
+    end
+  end
+  if existing then
+    out[#out + 1] = existing
+    out[#out + 1] = 0
+  else
+    create(id, msg, pr, due, sched, dk, dt, rt, oid)
+    out[#out + 1] = id
+    out[#out + 1] = 1
+    if sched ~= '1' then woke = true end
+  end
+end
+if woke then wake_workers() end
+return out

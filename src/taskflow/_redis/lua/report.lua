@@ -1,0 +1,25 @@
+-- Progress and yielded values of running tasks: ARGV[6] = count, then per update: id, token,
+-- encoded progress ('' = none), number of yields, the yields. Returns per update 1 or 0.
+local n = tonumber(ARGV[6])
+local out = {}
+local b = 7
+for _ = 1, n do
+  local id, tok, prog, ny = ARGV[b], ARGV[b + 1], ARGV[b + 2], tonumber(ARGV[b + 3])
+  local r = rkey(id)
+  local f = redis.call('HMGET', r, 'st', 'tok', 'att', 'oid')
+  if f[1] == 'running' and f[2] == tok then
+    if prog ~= '' then
+      redis.call('HSET', r, 'prog', prog)
+      event(id, 'progress', f[3], f[4], '')
+    end
+    for y = 1, ny do
+      redis.call('RPUSH', ykey(id), ARGV[b + 3 + y])
+      event(id, 'yielded', f[3], f[4], '')
+    end
+    out[#out + 1] = 1
+  else
+    out[#out + 1] = 0
+  end
+  b = b + 4 + ny
+end
+return out

@@ -1,0 +1,848 @@
+"""The Redis backend: `RedisStorage` and `RedisBroker` on ``redis.asyncio`` (with hiredis).
+
+`from_url` builds both from ``redis://``, ``rediss://`` or ``redis+cluster://host:port``
+(``rediss+cluster://`` for TLS). Every state change is one Lua script (``taskflow/_redis/lua``),
+run with EVALSHA, one call per queue per batch; the script also appends the event to the
+queue's capped stream and publishes the notification, so there is never a round trip per task
+for either. Every key of a queue carries the queue's hash tag (``<prefix>:{<queue>}:...``), and
+task ids made by `RedisBroker.new_task_id` start with it too (``{<queue>}<unique>``), so on a
+Redis Cluster a task id alone names the slot of its record. Ids chosen by users (without the
+tag) are routed through a small id -> queue index written at enqueue. The data layout and its
+reasons are in ``docs/backends/redis.md``.
+
+What does not live here: the scripts (``_redis/lua``), their loader (``_redis/scripts.py``) and
+the shared pub/sub listener (``_redis/listener.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable, Sequence
+from typing import Any, Final
+from urllib.parse import unquote, urlsplit
+
+import msgspec
+
+from ._exceptions import BackendUnavailable, ConfigError
+from ._message import (
+    CancelResult,
+    Delivery,
+    EnqueueResult,
+    ErrorInfo,
+    Event,
+    EventKind,
+    Lease,
+    LeaseInfo,
+    LeaseState,
+    Outcome,
+    OutcomeKind,
+    Progress,
+    ProgressUpdate,
+    QueueStats,
+    TaskMessage,
+    TaskRecord,
+    TaskStatus,
+    Versioned,
+    decode_message,
+    encode_message,
+)
+from .abc import Broker, Storage
+
+try:
+    import redis.asyncio as aioredis
+    from redis.asyncio.cluster import RedisCluster
+    from redis.asyncio.retry import Retry
+    from redis.backoff import ExponentialWithJitterBackoff
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise BackendUnavailable(
+        'the Redis backend needs the redis driver: pip install "taskflow[redis]"'
+    ) from exc
+
+from ._redis.listener import Listener
+from ._redis.scripts import Script, load_scripts
+
+__all__ = ["RedisBroker", "RedisStorage", "from_url"]
+
+logger = logging.getLogger("taskflow.redis")
+
+_SCHEMES: Final = {
+    "redis": ("redis", False),
+    "rediss": ("rediss", False),
+    "redis+cluster": ("redis", True),
+    "rediss+cluster": ("rediss", True),
+}
+_LEASE_EXPIRED: Final = msgspec.msgpack.encode(
+    ErrorInfo(
+        "LeaseExpired",
+        "the worker running this task stopped renewing its lease (it died or stalled) and no "
+        "attempt was left",
+    )
+)
+_CANCEL_CODES: Final = {
+    b"cancelled": CancelResult.CANCELLED,
+    b"requested": CancelResult.REQUESTED,
+    b"already_terminal": CancelResult.ALREADY_TERMINAL,
+    b"not_found": CancelResult.NOT_FOUND,
+}
+_LEASE_CODES: Final = {0: LeaseState.LOST, 1: LeaseState.OK, 2: LeaseState.CANCEL}
+_EVENTS_BLOCK_MS: Final = 5_000
+_ID_CACHE_MAX: Final = 100_000
+_error_decoder: Final = msgspec.msgpack.Decoder(ErrorInfo)
+_progress_decoder: Final = msgspec.msgpack.Decoder(Progress)
+
+
+def _t(value: float) -> str:
+    """A time as exact text for the scripts (repr round-trips a float)."""
+    return repr(float(value))
+
+
+def _opt_t(value: float | None) -> str:
+    return "" if value is None else _t(value)
+
+
+def _opt_float(raw: bytes | None) -> float | None:
+    return None if raw is None or raw == b"" else float(raw)
+
+
+def _text(raw: bytes | None) -> str | None:
+    return None if raw is None or raw == b"" else raw.decode()
+
+
+def check_queue_name(queue: str) -> None:
+    """Raise `ConfigError` if `queue` cannot be a Redis hash tag (braces, or empty)."""
+    if not queue or "{" in queue or "}" in queue:
+        raise ConfigError(
+            f"queue name {queue!r} cannot be used with the Redis backend: it becomes the hash "
+            "tag of the queue's keys, so it must be non-empty and contain no '{' or '}'"
+        )
+
+
+def tagged_queue(task_id: str) -> str | None:
+    """The queue named by a task id's hash tag (``{queue}...``), or None for an untagged id."""
+    if task_id.startswith("{"):
+        end = task_id.find("}")
+        if end > 1:
+            return task_id[1:end]
+    return None
+
+
+class RedisStorage(Storage):
+    """Task records, results, events, leases and key-value records on Redis (or a cluster).
+
+    Args:
+        url: ``redis://host:port/db`` or ``rediss://...``; with `cluster`, any node's address.
+        prefix: prepended to every key (``<prefix>:``), so several apps or tests can share one
+            server; must not contain braces.
+        cluster: True for a Redis Cluster (``from_url`` sets it for ``redis+cluster://``).
+        **client_options: passed to ``redis.asyncio.Redis.from_url`` / ``RedisCluster.from_url``.
+    """
+
+    scheme = "redis"
+
+    def __init__(
+        self,
+        url: str = "redis://127.0.0.1:6379/0",
+        *,
+        prefix: str = "taskflow",
+        cluster: bool = False,
+        **client_options: Any,
+    ) -> None:
+        super().__init__()
+        if "{" in prefix or "}" in prefix:
+            raise ConfigError(
+                f"Redis key prefix {prefix!r} must not contain braces: they would replace the "
+                "queue's hash tag; for example prefix='myapp'"
+            )
+        self.url = url
+        self.cluster = cluster
+        self.prefix = f"{prefix}:"
+        self._client_options = client_options
+        self._pubcmd = "SPUBLISH" if cluster else "PUBLISH"
+        self._scripts: dict[str, Script] = load_scripts()
+        self._client: Any = None
+        self._listener: Listener | None = None
+        self._known_queues: set[str] = set()
+        self._id_queues: dict[str, str] = {}
+        self._work_events: dict[str, asyncio.Event] = {}
+        self._background: set[asyncio.Task[None]] = set()
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def _open(self) -> None:
+        self._client = _make_client(self.url, self.cluster, self._client_options)
+        try:
+            await self._client.ping()
+            await self._load_scripts()
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            await self._client.aclose()
+            raise BackendUnavailable(
+                f"cannot reach Redis at {self.url!r} ({type(exc).__name__}: {exc}); is the "
+                "server running and the URL right (redis://host:port/db)?"
+            ) from exc
+        self._listener = Listener(
+            self._client,
+            sharded=self.cluster,
+            node_options=_node_options(self.url),
+            on_message=self._on_message,
+            on_resubscribed=self._on_resubscribed,
+        )
+
+    async def _load_scripts(self) -> None:
+        for script in self._scripts.values():
+            await self._client.script_load(script.source)
+
+    async def _close(self) -> None:
+        for task in list(self._background):
+            task.cancel()
+        if self._listener is not None:
+            await self._listener.close()
+        if self._client is not None:
+            await self._client.aclose()
+
+    # -- keys and routing ------------------------------------------------------------------
+
+    def qkey(self, queue: str, suffix: str) -> str:
+        """The key ``<prefix>:{<queue>}:<suffix>`` (all of a queue's keys share its slot)."""
+        return f"{self.prefix}{{{queue}}}:{suffix}"
+
+    def _qargs(self, queue: str, now: float) -> list[Any]:
+        return [self.prefix, queue, _t(now), str(self.events_maxlen), self._pubcmd]
+
+    async def run_queue_script(self, name: str, queue: str, now: float, args: list[Any]) -> Any:
+        """Run queue script `name` on `queue`'s slot with the prelude's arguments first."""
+        keys = [self.qkey(queue, "ev")]
+        return await self._scripts[name].run(self._client, keys, self._qargs(queue, now) + args)
+
+    async def register_queues(self, queues: Iterable[str]) -> None:
+        """Remember queue names in the ``<prefix>:queues`` set (for `cleanup`), once each."""
+        new = [q for q in set(queues) if q not in self._known_queues]
+        if new:
+            await self._client.sadd(f"{self.prefix}queues", *new)
+            self._known_queues.update(new)
+
+    def remember_queue(self, task_id: str, queue: str) -> None:
+        """Cache the queue of an untagged task id (bounded)."""
+        if len(self._id_queues) >= _ID_CACHE_MAX:
+            self._id_queues.clear()
+        self._id_queues[task_id] = queue
+
+    async def index_untagged(self, pairs: Sequence[tuple[str, str]]) -> list[bool]:
+        """Write the id -> queue index of untagged ids (first writer wins).
+
+        Returns per pair whether the id is (now) indexed to that queue; False means the id
+        already belongs to a task of another queue.
+        """
+        keys = [f"{self.prefix}ix:{task_id}" for task_id, _ in pairs]
+        results = await asyncio.gather(
+            *(self._client.set(k, q, nx=True) for k, (_, q) in zip(keys, pairs, strict=True))
+        )
+        ok: list[bool] = []
+        for key, (task_id, queue), written in zip(keys, pairs, results, strict=True):
+            if not written:
+                current = await self._client.get(key)
+                if current is not None and current.decode() != queue:
+                    ok.append(False)
+                    continue
+            self.remember_queue(task_id, queue)
+            ok.append(True)
+        return ok
+
+    async def resolve_queues(self, task_ids: Sequence[str]) -> list[str | None]:
+        """The queue of each task id: from its hash tag, the local cache, or the index."""
+        queues: list[str | None] = []
+        missing: list[int] = []
+        for i, task_id in enumerate(task_ids):
+            queue = tagged_queue(task_id) or self._id_queues.get(task_id)
+            queues.append(queue)
+            if queue is None:
+                missing.append(i)
+        if missing:
+            found = await asyncio.gather(
+                *(self._client.get(f"{self.prefix}ix:{task_ids[i]}") for i in missing)
+            )
+            for i, raw in zip(missing, found, strict=True):
+                if raw is not None:
+                    queues[i] = raw.decode()
+                    self.remember_queue(task_ids[i], raw.decode())
+        return queues
+
+    # -- records ---------------------------------------------------------------------------
+
+    async def fetch_raw(
+        self, task_ids: Sequence[str]
+    ) -> list[tuple[dict[bytes, bytes], list[bytes]] | None]:
+        """Each task's stored hash and yields (None if unknown), one script call per queue."""
+        queues = await self.resolve_queues(task_ids)
+        watched = {
+            q for tid, q in zip(task_ids, queues, strict=True) if q and self._has_waiters(tid)
+        }
+        if watched:
+            # Subscribe *before* reading, so a completion in between is still pushed to us.
+            await self._require_listener().subscribe(self.qkey(q, "done") for q in watched)
+        groups = _group(queues)
+        out: list[tuple[dict[bytes, bytes], list[bytes]] | None] = [None] * len(task_ids)
+        replies = await asyncio.gather(
+            *(
+                self.run_queue_script("get", q, 0.0, [task_ids[i] for i in idx])
+                for q, idx in groups.items()
+            )
+        )
+        for idx, reply in zip(groups.values(), replies, strict=True):
+            for i, (flat, yields) in zip(idx, reply, strict=True):
+                if flat:
+                    out[i] = (dict(zip(flat[::2], flat[1::2], strict=True)), list(yields))
+        return out
+
+    async def _get_many(self, task_ids: Sequence[str], now: float) -> list[TaskRecord | None]:
+        raws = await self.fetch_raw(task_ids)
+        return [None if raw is None else _record(raw[0], raw[1], now) for raw in raws]
+
+    async def _report(self, updates: Sequence[ProgressUpdate], now: float) -> list[bool]:
+        queues = await self.resolve_queues([u.task_id for u in updates])
+        out = [False] * len(updates)
+        for queue, idx in _group(queues).items():
+            args: list[Any] = [str(len(idx))]
+            for i in idx:
+                u = updates[i]
+                prog = b"" if u.progress is None else msgspec.msgpack.encode(u.progress)
+                args += [u.task_id, str(u.token), prog, str(len(u.yields)), *u.yields]
+            reply = await self.run_queue_script("report", queue, now, args)
+            for i, ok in zip(idx, reply, strict=True):
+                out[i] = bool(ok)
+        return out
+
+    # -- notifications ---------------------------------------------------------------------
+
+    def _require_listener(self) -> Listener:
+        if self._listener is None:
+            raise BackendUnavailable("RedisStorage is not connected; open it first")
+        return self._listener
+
+    async def _ensure_listening(self) -> None:
+        # The listener subscribes per queue, lazily: `fetch_raw` subscribes to the "done"
+        # channel of every queue that has a waiter before it reads the state.
+        self._require_listener()
+
+    def _on_message(self, channel: str, data: bytes) -> None:
+        if channel.endswith(":done"):
+            self._notify_terminal(data.decode())
+        elif channel.endswith(":work"):
+            event = self._work_events.pop(channel, None)
+            if event is not None:
+                event.set()
+
+    def _on_resubscribed(self, channel: str) -> None:
+        if channel.endswith(":work"):
+            self._on_message(channel, b"1")
+            return
+        # Completions published while we were disconnected were lost: re-read the waited ids.
+        waited = [tid for tid in list(self._waiters) if self._done_channel_of(tid) == channel]
+        if waited:
+            task = asyncio.get_running_loop().create_task(self._recheck(waited))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    def _done_channel_of(self, task_id: str) -> str | None:
+        queue = tagged_queue(task_id) or self._id_queues.get(task_id)
+        return None if queue is None else self.qkey(queue, "done")
+
+    async def _recheck(self, task_ids: list[str]) -> None:
+        try:
+            raws = await self.fetch_raw(task_ids)
+        except Exception:
+            logger.exception("re-reading waited tasks after a Redis reconnect failed")
+            return
+        for task_id, raw in zip(task_ids, raws, strict=True):
+            if raw is not None and TaskStatus(raw[0][b"st"].decode()).terminal:
+                self._notify_terminal(task_id)
+
+    async def wait_work(self, queues: Sequence[str]) -> tuple[list[asyncio.Event], list[bytes]]:
+        """Subscribe to the queues' work channels; return their wake events and generations.
+
+        The events are taken before the generations are read, so a wake-up published after
+        the read still sets one of them.
+        """
+        channels = [self.qkey(q, "work") for q in queues]
+        await self._require_listener().subscribe(channels)
+        events = [self._work_events.setdefault(ch, asyncio.Event()) for ch in channels]
+        gens = await asyncio.gather(*(self._client.get(self.qkey(q, "gen")) for q in queues))
+        return events, [g or b"0" for g in gens]
+
+    # -- events ----------------------------------------------------------------------------
+
+    async def _read_events(self, queue: str, after: str | None, limit: int) -> list[Event]:
+        start = "-" if after is None else f"({after}"
+        entries = await self._client.xrange(self.qkey(queue, "ev"), start, "+", count=limit)
+        return [_event(queue, entry_id, fields) for entry_id, fields in entries]
+
+    async def _wait_events(self, queue: str, after: str | None) -> None:
+        await self._client.xread(
+            {self.qkey(queue, "ev"): after or "0-0"}, count=1, block=_EVENTS_BLOCK_MS
+        )
+
+    # -- maintenance -----------------------------------------------------------------------
+
+    async def _cleanup(self, now: float, keep_s: float) -> int:
+        queues = [q.decode() for q in await self._client.smembers(f"{self.prefix}queues")]
+        deleted = 0
+        for queue in queues:
+            ids = await self.run_queue_script("cleanup", queue, now, [_t(now - keep_s)])
+            deleted += len(ids)
+            untagged = [i.decode() for i in ids if tagged_queue(i.decode()) is None]
+            for task_id in untagged:
+                await self._client.delete(f"{self.prefix}ix:{task_id}")
+                self._id_queues.pop(task_id, None)
+        return deleted
+
+    # -- coordination leases ---------------------------------------------------------------
+
+    def _lease_key(self, name: str) -> str:
+        return f"{self.prefix}lease:{name}"
+
+    async def _lease(
+        self, name: str, op: str, owner: str, token: int, exp: float, now: float
+    ) -> Any:
+        args = [op, owner, str(token), _t(exp), _t(now)]
+        return await self._scripts["lease"].run(self._client, [self._lease_key(name)], args)
+
+    async def _acquire_lease(self, name: str, owner: str, ttl_s: float, now: float) -> int | None:
+        token = await self._lease(name, "acquire", owner, 0, now + ttl_s, now)
+        return None if token is None else int(token)
+
+    async def _renew_lease(
+        self, name: str, owner: str, token: int, ttl_s: float, now: float
+    ) -> bool:
+        return bool(await self._lease(name, "renew", owner, token, now + ttl_s, now))
+
+    async def _release_lease(self, name: str, owner: str, token: int) -> bool:
+        return bool(await self._lease(name, "release", owner, token, 0.0, 0.0))
+
+    async def _get_lease(self, name: str, now: float) -> LeaseInfo | None:
+        owner, token, exp = await self._client.hmget(self._lease_key(name), "owner", "tok", "exp")
+        if not owner or exp is None or float(exp) <= now:
+            return None
+        return LeaseInfo(name=name, owner=owner.decode(), token=int(token), expires_at=float(exp))
+
+    # -- key-value records -----------------------------------------------------------------
+
+    def _kv_keys(self, namespace: str) -> list[str]:
+        base = f"{self.prefix}kv:{{{namespace}}}"
+        return [f"{base}:d", f"{base}:v"]
+
+    async def _kv_get(self, namespace: str, key: str) -> Versioned | None:
+        data_key, version_key = self._kv_keys(namespace)
+        async with self._client.pipeline(transaction=False) as pipe:
+            pipe.hget(data_key, key)
+            pipe.hget(version_key, key)
+            value, version = await pipe.execute()
+        return None if value is None else Versioned(value, int(version or 1))
+
+    async def _kv_set(
+        self, namespace: str, key: str, value: bytes, expect_version: int | None
+    ) -> int | None:
+        expect = "" if expect_version is None else str(expect_version)
+        version = await self._scripts["kv_set"].run(
+            self._client, self._kv_keys(namespace), [key, value, expect]
+        )
+        return None if version is None else int(version)
+
+    async def _kv_list(self, namespace: str) -> dict[str, Versioned]:
+        data_key, version_key = self._kv_keys(namespace)
+        async with self._client.pipeline(transaction=False) as pipe:
+            pipe.hgetall(data_key)
+            pipe.hgetall(version_key)
+            values, versions = await pipe.execute()
+        return {k.decode(): Versioned(v, int(versions.get(k, b"1"))) for k, v in values.items()}
+
+    async def _kv_delete(self, namespace: str, key: str) -> bool:
+        data_key, version_key = self._kv_keys(namespace)
+        async with self._client.pipeline(transaction=False) as pipe:
+            pipe.hdel(data_key, key)
+            pipe.hdel(version_key, key)
+            removed, _ = await pipe.execute()
+        return bool(removed)
+
+
+class RedisBroker(Broker):
+    """Moves messages through Redis: one Lua script call per queue per batch.
+
+    Args:
+        storage: the `RedisStorage` of the same server (opened and closed with the broker).
+    """
+
+    def __init__(self, storage: RedisStorage) -> None:
+        super().__init__(storage)
+        self._redis = storage
+        self._claim_gens: dict[tuple[str, str], bytes] = {}
+
+    def new_task_id(self, queue: str) -> str:
+        """A unique id starting with the queue's hash tag, ``{queue}<unique>``, so the id alone
+        routes to the slot of its record on a Redis Cluster."""
+        check_queue_name(queue)
+        return f"{{{queue}}}{self._id_prefix}{next(self._id_counter):x}"
+
+    # -- enqueue ---------------------------------------------------------------------------
+
+    async def _enqueue(self, messages: Sequence[TaskMessage], now: float) -> list[EnqueueResult]:
+        for message in messages:
+            _check_message_routing(message)
+        rs = self._redis
+        await rs.register_queues(m.queue for m in messages)
+        results: list[EnqueueResult | None] = [None] * len(messages)
+        untagged = [i for i, m in enumerate(messages) if tagged_queue(m.id) is None]
+        if untagged:
+            indexed = await rs.index_untagged(
+                [(messages[i].id, messages[i].queue) for i in untagged]
+            )
+            for i, ok in zip(untagged, indexed, strict=True):
+                if not ok:  # the id belongs to a task of another queue
+                    results[i] = EnqueueResult(messages[i].id, False)
+        todo = [i for i in range(len(messages)) if results[i] is None]
+        groups = _group([messages[i].queue for i in todo])
+        replies = await asyncio.gather(
+            *(
+                rs.run_queue_script(
+                    "enqueue", q, now, _enqueue_args([messages[todo[j]] for j in idx], now)
+                )
+                for q, idx in groups.items()
+            )
+        )
+        for idx, reply in zip(groups.values(), replies, strict=True):
+            for n, j in enumerate(idx):
+                results[todo[j]] = EnqueueResult(reply[2 * n].decode(), bool(reply[2 * n + 1]))
+        return [r for r in results if r is not None]
+
+    # -- claim / extend / complete ---------------------------------------------------------
+
+    async def _claim(
+        self, queues: Sequence[str], limit: int, lease_s: float, now: float, worker_id: str
+    ) -> list[Delivery]:
+        rs = self._redis
+        lease_until = now + lease_s
+        fixed = [_t(lease_until), worker_id, _t(now + self.result_ttl_s), _LEASE_EXPIRED]
+        deliveries: list[Delivery] = []
+        for queue in queues:
+            want = limit - len(deliveries)
+            if want <= 0:
+                break
+            reply = await rs.run_queue_script("claim", queue, now, [str(want), *fixed])
+            self._claim_gens[(worker_id, queue)] = reply[0]
+            for j in range(1, len(reply), 4):
+                deliveries.append(
+                    Delivery(
+                        task_id=reply[j].decode(),
+                        token=int(reply[j + 1]),
+                        attempt=int(reply[j + 2]),
+                        data=reply[j + 3],
+                        lease_expires_at=lease_until,
+                    )
+                )
+        return deliveries
+
+    async def _extend(
+        self, leases: Sequence[Lease], lease_s: float, now: float
+    ) -> list[LeaseState]:
+        rs = self._redis
+        queues = await rs.resolve_queues([lease.task_id for lease in leases])
+        out = [LeaseState.LOST] * len(leases)
+        groups = _group(queues)
+        replies = await asyncio.gather(
+            *(
+                rs.run_queue_script(
+                    "extend",
+                    q,
+                    now,
+                    [_t(now + lease_s)]
+                    + [x for i in idx for x in (leases[i].task_id, str(leases[i].token))],
+                )
+                for q, idx in groups.items()
+            )
+        )
+        for idx, reply in zip(groups.values(), replies, strict=True):
+            for i, code in zip(idx, reply, strict=True):
+                out[i] = _LEASE_CODES[int(code)]
+        return out
+
+    async def _complete(self, outcomes: Sequence[Outcome], now: float) -> list[bool]:
+        rs = self._redis
+        queues = await rs.resolve_queues([o.task_id for o in outcomes])
+        out = [False] * len(outcomes)
+        groups = _group(queues)
+        replies = await asyncio.gather(
+            *(
+                rs.run_queue_script("complete", q, now, _complete_args([outcomes[i] for i in idx]))
+                for q, idx in groups.items()
+            )
+        )
+        for idx, reply in zip(groups.values(), replies, strict=True):
+            for i, ok in zip(idx, reply, strict=True):
+                out[i] = bool(ok)
+                outcome = outcomes[i]
+                if ok and outcome.kind not in (OutcomeKind.RETRY, OutcomeKind.RELEASE):
+                    # Waiters in this process need not wait for the pub/sub round trip.
+                    rs._notify_terminal(outcome.task_id)
+        return out
+
+    # -- cancel, scheduling, waiting for work ----------------------------------------------
+
+    async def _cancel(self, task_ids: Sequence[str], now: float) -> list[CancelResult]:
+        rs = self._redis
+        queues = await rs.resolve_queues(task_ids)
+        out = [CancelResult.NOT_FOUND] * len(task_ids)
+        for queue, idx in _group(queues).items():
+            args = [_t(now + self.result_ttl_s)] + [task_ids[i] for i in idx]
+            reply = await rs.run_queue_script("cancel", queue, now, args)
+            for i, code in zip(idx, reply, strict=True):
+                out[i] = _CANCEL_CODES[code]
+                if out[i] is CancelResult.CANCELLED:
+                    rs._notify_terminal(task_ids[i])
+        return out
+
+    async def _inspect(self, queues: Sequence[str], now: float) -> list[list[Any]]:
+        return list(
+            await asyncio.gather(
+                *(self._redis.run_queue_script("inspect", q, now, []) for q in queues)
+            )
+        )
+
+    async def _next_due(self, queues: Sequence[str], now: float) -> float | None:
+        times: list[float] = []
+        for facts in await self._inspect(queues, now):
+            times += [float(t) for t in facts[5:7] if t]
+        return min(times, default=None)
+
+    async def _wait_for_work(self, queues: Sequence[str], worker_id: str) -> None:
+        events, gens = await self._redis.wait_work(queues)
+        for queue, gen in zip(queues, gens, strict=True):
+            if self._claim_gens.get((worker_id, queue)) != gen:
+                return
+        waits = [asyncio.ensure_future(e.wait()) for e in events]
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waits:
+                w.cancel()
+
+    # -- dead letters and inspection -------------------------------------------------------
+
+    async def _dead_letters(self, queue: str, limit: int, offset: int) -> list[TaskRecord]:
+        if limit <= 0:
+            return []
+        raw_ids = await self._redis._client.zrevrange(
+            self._redis.qkey(queue, "dead"), offset, offset + limit - 1
+        )
+        ids = [i.decode() for i in raw_ids]
+        for task_id in ids:
+            if tagged_queue(task_id) is None:
+                self._redis.remember_queue(task_id, queue)
+        records = await self._redis.get_many(ids, now=0.0)
+        return [r for r in records if r is not None]
+
+    async def _requeue_dead(
+        self, task_ids: Sequence[str], now: float, new_ids: Sequence[str]
+    ) -> list[str | None]:
+        rs = self._redis
+        raws = await rs.fetch_raw(task_ids)
+        out: list[str | None] = [None] * len(task_ids)
+        plans: list[tuple[int, TaskMessage]] = []
+        for i, (raw, new_id) in enumerate(zip(raws, new_ids, strict=True)):
+            if raw is None or raw[0].get(b"st") != b"failed":
+                continue
+            old = decode_message(raw[0][b"msg"])
+            new = msgspec.structs.replace(
+                old, id=new_id, requeued_from=old.id, eta=None, created_at=now
+            )
+            _check_message_routing(new)
+            plans.append((i, new))
+        untagged = [(new.id, new.queue) for _, new in plans if tagged_queue(new.id) is None]
+        if untagged:
+            await rs.index_untagged(untagged)
+        groups = _group([new.queue for _, new in plans])
+        for queue, idx in groups.items():
+            args: list[Any] = [str(len(idx))]
+            for j in idx:
+                i, new = plans[j]
+                args += [
+                    task_ids[i],
+                    new.id,
+                    encode_message(new),
+                    str(new.priority),
+                    new.dedup_key or "",
+                    _opt_t(new.dedup_ttl_s),
+                    str(new.retries),
+                    new.order_id or "",
+                    "",
+                ]
+            reply = await rs.run_queue_script("requeue", queue, now, args)
+            for j, new_id in zip(idx, reply, strict=True):
+                out[plans[j][0]] = new_id.decode() or None
+        return out
+
+    async def _stats(self, queues: Sequence[str], now: float) -> list[QueueStats]:
+        return [
+            QueueStats(
+                queue=q,
+                queued=int(f[1]),
+                scheduled=int(f[2]),
+                running=int(f[3]),
+                dead=int(f[4]),
+            )
+            for q, f in zip(queues, await self._inspect(queues, now), strict=True)
+        ]
+
+
+# --- helpers ------------------------------------------------------------------------------
+
+
+def _group(queues: Sequence[str | None]) -> dict[str, list[int]]:
+    """Indexes by queue, in first-seen order (None, an unknown id, is left out)."""
+    groups: dict[str, list[int]] = {}
+    for i, queue in enumerate(queues):
+        if queue is not None:
+            groups.setdefault(queue, []).append(i)
+    return groups
+
+
+def _check_message_routing(message: TaskMessage) -> None:
+    check_queue_name(message.queue)
+    tag = tagged_queue(message.id)
+    if tag is not None and tag != message.queue:
+        raise ConfigError(
+            f"task id {message.id!r} starts with the hash tag of queue {tag!r} but is sent to "
+            f"queue {message.queue!r}: on Redis an id that starts with '{{...}}' must name its "
+            "own queue; use an id without braces, or let the broker choose one"
+        )
+
+
+def _enqueue_args(messages: Sequence[TaskMessage], now: float) -> list[Any]:
+    args: list[Any] = [str(len(messages))]
+    for m in messages:
+        scheduled = m.eta is not None and m.eta > now
+        due = now if m.eta is None else m.eta
+        args += [
+            m.id,
+            encode_message(m),
+            str(m.priority),
+            _t(due),
+            "1" if scheduled else "0",
+            m.dedup_key or "",
+            _opt_t(m.dedup_ttl_s),
+            str(m.retries),
+            m.order_id or "",
+        ]
+    return args
+
+
+def _complete_args(outcomes: Sequence[Outcome]) -> list[Any]:
+    args: list[Any] = [str(len(outcomes))]
+    for o in outcomes:
+        args += [
+            o.task_id,
+            str(o.token),
+            o.kind.value,
+            b"" if o.result is None else o.result,
+            b"" if o.error is None else msgspec.msgpack.encode(o.error),
+            _opt_t(o.retry_at),
+            _opt_t(o.result_expires_at),
+        ]
+    return args
+
+
+def _record(fields: dict[bytes, bytes], yields: list[bytes], now: float) -> TaskRecord:
+    msg = decode_message(fields[b"msg"])
+    expires_at = _opt_float(fields.get(b"rx"))
+    expired = expires_at is not None and expires_at <= now
+    err = fields.get(b"err")
+    prog = fields.get(b"prog")
+    return TaskRecord(
+        id=msg.id,
+        name=msg.name,
+        queue=msg.queue,
+        status=TaskStatus(fields[b"st"].decode()),
+        priority=msg.priority,
+        attempts=int(fields.get(b"att", b"0")),
+        retries=msg.retries,
+        created_at=msg.created_at,
+        eta=msg.eta,
+        started_at=_opt_float(fields.get(b"sa")),
+        finished_at=_opt_float(fields.get(b"fa")),
+        result=None if expired else fields.get(b"res"),
+        error=None if not err else _error_decoder.decode(err),
+        progress=None if not prog else _progress_decoder.decode(prog),
+        yields=yields,
+        parent_id=msg.parent_id,
+        order_id=msg.order_id,
+        requeued_from=msg.requeued_from,
+        dedup_key=msg.dedup_key,
+        store_result=msg.store_result,
+        cancel_requested=fields.get(b"cr") == b"1",
+        result_expires_at=expires_at,
+        result_expired=expired,
+        token=int(fields.get(b"tok", b"0")),
+        worker_id=_text(fields.get(b"wid")),
+    )
+
+
+def _event(queue: str, entry_id: bytes, fields: dict[bytes, bytes]) -> Event:
+    return Event(
+        cursor=entry_id.decode(),
+        task_id=fields[b"i"].decode(),
+        queue=queue,
+        kind=EventKind(fields[b"k"].decode()),
+        at=float(fields[b"t"]),
+        attempt=int(fields.get(b"a", b"0")),
+        order_id=_text(fields.get(b"o")),
+        detail=_text(fields.get(b"d")),
+    )
+
+
+def _make_client(url: str, cluster: bool, options: dict[str, Any]) -> Any:
+    """A client that retries with jittered exponential backoff on connection loss."""
+    settings: dict[str, Any] = {
+        "retry": Retry(ExponentialWithJitterBackoff(base=0.05, cap=2.0), retries=8),
+        "retry_on_error": [RedisConnectionError, RedisTimeoutError],
+        "socket_keepalive": True,
+        "socket_connect_timeout": 5.0,
+    }
+    settings.update(options)
+    if cluster:
+        return RedisCluster.from_url(url, **settings)
+    return aioredis.Redis.from_url(url, **settings)
+
+
+def _node_options(url: str) -> dict[str, Any]:
+    """Credentials and TLS of `url`, for the listener's own per-node connections on a cluster."""
+    parts = urlsplit(url)
+    options: dict[str, Any] = {"ssl": parts.scheme == "rediss"}
+    if parts.username:
+        options["username"] = unquote(parts.username)
+    if parts.password:
+        options["password"] = unquote(parts.password)
+    return options
+
+
+def from_url(url: str, **options: Any) -> RedisBroker:
+    """A `RedisBroker` (with its `RedisStorage`) for a Redis URL.
+
+    Accepts ``redis://host:port/db``, ``rediss://...`` (TLS), and ``redis+cluster://host:port``
+    / ``rediss+cluster://...`` for a Redis Cluster (any node's address; ``cluster=True`` does
+    the same for a plain URL). Options: ``prefix`` (key prefix, default ``"taskflow"``), and
+    anything ``redis.asyncio.Redis.from_url`` accepts.
+
+    Raises:
+        ConfigError: the URL's scheme is not one of these.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme not in _SCHEMES:
+        raise ConfigError(
+            f"{url!r} is not a Redis URL: use redis://host:port/db, rediss://host:port/db, or "
+            "redis+cluster://host:port for a Redis Cluster"
+        )
+    real_scheme, is_cluster = _SCHEMES[scheme]
+    cluster = bool(options.pop("cluster", False)) or is_cluster
+    prefix = str(options.pop("prefix", "taskflow"))
+    storage = RedisStorage(f"{real_scheme}://{rest}", prefix=prefix, cluster=cluster, **options)
+    return RedisBroker(storage)
