@@ -1,0 +1,375 @@
+"""Conformance: result waiters (push), the event stream, work wake-ups and cleanup."""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+
+from taskflow._exceptions import TaskNotFound
+from taskflow._message import (
+    Event,
+    EventKind,
+    Progress,
+    ProgressUpdate,
+    TaskRecord,
+    TaskStatus,
+    encode_value,
+)
+from taskflow.abc import Broker
+from taskflow.testing import FakeClock
+
+from ._helpers import TTL_S, claim, done, enqueue_one, failed, message, release, retry
+
+# -- storage.wait ---------------------------------------------------------------------------
+
+
+async def test_wait_returns_when_another_coroutine_completes(
+    backend: Broker, clock: FakeClock
+) -> None:
+    task_id = await enqueue_one(backend, clock)
+    [delivery] = await claim(backend, clock)
+    records: list[TaskRecord] = []
+
+    async def waiter() -> None:
+        records.append(await backend.storage.wait(task_id, timeout=None, now=clock.time()))
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(waiter)
+            await anyio.wait_all_tasks_blocked()
+            assert records == []
+            await backend.complete([done(delivery, clock, 7)], now=clock.time())
+    [record] = records
+    assert record.status is TaskStatus.DONE and record.result == encode_value(7)
+
+
+async def test_wait_wakes_on_cancel_of_a_queued_task(backend: Broker, clock: FakeClock) -> None:
+    task_id = await enqueue_one(backend, clock)
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+
+            async def cancel_soon() -> None:
+                await anyio.wait_all_tasks_blocked()
+                await backend.cancel([task_id], now=clock.time())
+
+            tg.start_soon(cancel_soon)
+            record = await backend.storage.wait(task_id, timeout=None, now=clock.time())
+    assert record.status is TaskStatus.CANCELLED
+
+
+async def test_wait_wakes_on_lease_expired_dead_letter(backend: Broker, clock: FakeClock) -> None:
+    task_id = await enqueue_one(backend, clock)
+    await claim(backend, clock, lease_s=10)
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+
+            async def lapse() -> None:
+                await anyio.wait_all_tasks_blocked()
+                await clock.advance(11)
+                await claim(backend, clock, worker_id="w2")
+
+            tg.start_soon(lapse)
+            record = await backend.storage.wait(task_id, timeout=None, now=clock.time())
+    assert record.status is TaskStatus.FAILED
+    assert record.error is not None and record.error.type == "LeaseExpired"
+
+
+async def test_wait_times_out(backend: Broker, clock: FakeClock) -> None:
+    task_id = await enqueue_one(backend, clock)
+    with anyio.fail_after(10), pytest.raises(TimeoutError):
+        await backend.storage.wait(task_id, timeout=0.05, now=clock.time())
+    assert not backend.storage._has_waiters(task_id)
+
+
+async def test_wait_for_an_unknown_id(backend: Broker, clock: FakeClock) -> None:
+    with anyio.fail_after(10), pytest.raises(TaskNotFound):
+        await backend.storage.wait("never-enqueued", timeout=1, now=clock.time())
+
+
+async def test_wait_for_a_finished_task_returns_at_once(backend: Broker, clock: FakeClock) -> None:
+    task_id = await enqueue_one(backend, clock)
+    [delivery] = await claim(backend, clock)
+    await backend.complete([failed(delivery, clock)], now=clock.time())
+    with anyio.fail_after(10):
+        record = await backend.storage.wait(task_id, timeout=None, now=clock.time())
+    assert record.status is TaskStatus.FAILED
+
+
+async def test_wait_does_not_miss_a_completion_right_after_its_read(
+    backend: Broker, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The task completes between wait's stored-state read and its sleep: still woken."""
+    task_id = await enqueue_one(backend, clock)
+    [delivery] = await claim(backend, clock)
+    storage = backend.storage
+    original_get_many = storage._get_many
+    completed = False
+
+    async def read_then_complete(task_ids: list[str], now: float) -> list[TaskRecord | None]:
+        nonlocal completed
+        records = await original_get_many(task_ids, now)
+        if not completed:
+            completed = True
+            await backend.complete([done(delivery, clock)], now=clock.time())
+        return records
+
+    monkeypatch.setattr(storage, "_get_many", read_then_complete)
+    with anyio.fail_after(10):
+        record = await storage.wait(task_id, timeout=None, now=clock.time())
+    assert completed and record.status is TaskStatus.DONE
+
+
+async def test_many_waiters_of_one_task(backend: Broker, clock: FakeClock) -> None:
+    task_id = await enqueue_one(backend, clock)
+    [delivery] = await claim(backend, clock)
+    statuses: list[TaskStatus] = []
+
+    async def waiter() -> None:
+        record = await backend.storage.wait(task_id, timeout=None, now=clock.time())
+        statuses.append(record.status)
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            for _ in range(3):
+                tg.start_soon(waiter)
+            await anyio.wait_all_tasks_blocked()
+            await backend.complete([done(delivery, clock)], now=clock.time())
+    assert statuses == [TaskStatus.DONE] * 3
+
+
+# -- events ---------------------------------------------------------------------------------
+
+
+def kinds(events: list[Event], task_id: str) -> list[EventKind]:
+    return [e.kind for e in events if e.task_id == task_id]
+
+
+async def test_every_state_change_is_an_event_in_order(backend: Broker, clock: FakeClock) -> None:
+    task_id = await enqueue_one(backend, clock, retries=2, order_id="order-1")
+    [d1] = await claim(backend, clock)
+    await backend.storage.report(
+        [ProgressUpdate(task_id, d1.token, progress=Progress(1, 2), yields=[b"\x01"])],
+        now=clock.time(),
+    )
+    await backend.complete([retry(d1, None)], now=clock.time())
+    [d2] = await claim(backend, clock)
+    await backend.complete([release(d2)], now=clock.time())
+    [d3] = await claim(backend, clock)
+    await backend.cancel([task_id], now=clock.time())
+    await clock.advance(1)
+    await backend.complete([done(d3, clock)], now=clock.time())
+
+    events = await backend.storage.read_events("default")
+    assert kinds(events, task_id) == [
+        EventKind.QUEUED,
+        EventKind.RUNNING,
+        EventKind.PROGRESS,
+        EventKind.YIELDED,
+        EventKind.RETRYING,
+        EventKind.RUNNING,
+        EventKind.RELEASED,
+        EventKind.RUNNING,
+        EventKind.CANCEL_REQUESTED,
+        EventKind.DONE,
+    ]
+    assert all(e.queue == "default" and e.order_id == "order-1" for e in events)
+    assert [e.attempt for e in events if e.kind is EventKind.RUNNING] == [1, 2, 2]
+    assert events[-1].at == clock.time() and events[0].at == clock.time() - 1
+    assert len({e.cursor for e in events}) == len(events)
+
+
+async def test_failed_requeued_and_scheduled_events(backend: Broker, clock: FakeClock) -> None:
+    task_id = await enqueue_one(backend, clock)
+    [delivery] = await claim(backend, clock)
+    await backend.complete([failed(delivery, clock, "KeyError")], now=clock.time())
+    [new_id] = await backend.requeue_dead([task_id], now=clock.time(), new_ids=["requeued-1"])
+    events = await backend.storage.read_events("default")
+    assert kinds(events, task_id) == [
+        EventKind.QUEUED,
+        EventKind.RUNNING,
+        EventKind.FAILED,
+        EventKind.REQUEUED,
+    ]
+    assert kinds(events, new_id or "") == [EventKind.QUEUED]
+    assert [e.detail for e in events if e.kind is EventKind.FAILED] == ["KeyError"]
+
+
+async def test_cursors_resume_and_queues_are_separate(backend: Broker, clock: FakeClock) -> None:
+    ids = [await enqueue_one(backend, clock) for _ in range(5)]
+    other = await enqueue_one(backend, clock, "other")
+    storage = backend.storage
+    first = await storage.read_events("default", limit=2)
+    assert [e.task_id for e in first] == ids[:2]
+    rest = await storage.read_events("default", after=first[-1].cursor)
+    assert [e.task_id for e in rest] == ids[2:]
+    assert await storage.read_events("default", after=rest[-1].cursor) == []
+    assert [e.task_id for e in await storage.read_events("other")] == [other]
+    assert await storage.read_events("no-such-queue") == []
+
+
+async def test_follow_events_wakes_on_push(backend: Broker, clock: FakeClock) -> None:
+    first = await enqueue_one(backend, clock)
+    seen: list[str] = []
+    arrived = [anyio.Event() for _ in range(3)]
+
+    async def follow() -> None:
+        async for event in backend.storage.follow_events("default"):
+            seen.append(event.task_id)
+            arrived[len(seen) - 1].set()
+            if len(seen) == 3:
+                return
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(follow)
+            await arrived[0].wait()
+            await anyio.wait_all_tasks_blocked()  # the follower now waits for a push
+            second = await enqueue_one(backend, clock)
+            await arrived[1].wait()
+            third = await enqueue_one(backend, clock)
+    assert seen == [first, second, third]
+
+
+async def test_follow_events_resumes_after_a_cursor(backend: Broker, clock: FakeClock) -> None:
+    await enqueue_one(backend, clock)
+    [event] = await backend.storage.read_events("default")
+    second = await enqueue_one(backend, clock)
+    with anyio.fail_after(10):
+        stream = backend.storage.follow_events("default", after=event.cursor)
+        resumed = await stream.__anext__()
+        await stream.aclose()  # type: ignore[attr-defined]
+    assert resumed.task_id == second
+
+
+async def test_event_stream_is_capped(backend: Broker, clock: FakeClock) -> None:
+    backend.storage.events_maxlen = 5
+    ids = [await enqueue_one(backend, clock) for _ in range(300)]
+    events = await backend.storage.read_events("default", limit=1000)
+    # "Approximately" events_maxlen (Redis trims whole stream nodes): not all, the newest kept.
+    assert 5 <= len(events) < 300
+    assert events[-1].task_id == ids[-1]
+    assert [e.task_id for e in events] == ids[-len(events) :]
+
+
+async def test_a_cursor_older_than_the_cap_resumes_at_the_oldest_kept(
+    backend: Broker, clock: FakeClock
+) -> None:
+    backend.storage.events_maxlen = 5
+    await enqueue_one(backend, clock)
+    [oldest] = await backend.storage.read_events("default")
+    ids = [await enqueue_one(backend, clock) for _ in range(300)]
+    kept = await backend.storage.read_events("default")
+    resumed = await backend.storage.read_events("default", after=oldest.cursor)
+    assert resumed == kept and resumed[-1].task_id == ids[-1]
+
+
+# -- wait_for_work --------------------------------------------------------------------------
+
+
+async def test_wait_for_work_wakes_on_enqueue(backend: Broker, clock: FakeClock) -> None:
+    assert await claim(backend, clock, worker_id="w1") == []
+    woke = anyio.Event()
+
+    async def idle_worker() -> None:
+        await backend.wait_for_work(["default"], worker_id="w1")
+        woke.set()
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(idle_worker)
+            await anyio.wait_all_tasks_blocked()
+            assert not woke.is_set()
+            await enqueue_one(backend, clock, "unrelated")
+            await anyio.wait_all_tasks_blocked()
+            assert not woke.is_set()
+            await enqueue_one(backend, clock)
+            await woke.wait()
+
+
+async def test_wait_for_work_does_not_lose_a_wakeup(backend: Broker, clock: FakeClock) -> None:
+    assert await claim(backend, clock, worker_id="w1") == []
+    # Enqueued after the claim began, before the worker waits: the wait returns at once.
+    await enqueue_one(backend, clock)
+    with anyio.fail_after(10):
+        await backend.wait_for_work(["default"], worker_id="w1")
+    assert len(await claim(backend, clock, worker_id="w1")) == 1
+
+
+async def test_wait_for_work_wakes_on_release_and_retry(backend: Broker, clock: FakeClock) -> None:
+    await enqueue_one(backend, clock, retries=1)
+    [delivery] = await claim(backend, clock, worker_id="w1")
+    assert await claim(backend, clock, worker_id="w1") == []
+    await backend.complete([retry(delivery, None)], now=clock.time())
+    with anyio.fail_after(10):
+        await backend.wait_for_work(["default"], worker_id="w1")
+    [again] = await claim(backend, clock, worker_id="w1")
+    await backend.complete([release(again)], now=clock.time())
+    with anyio.fail_after(10):
+        await backend.wait_for_work(["default"], worker_id="w1")
+
+
+async def test_wait_for_work_of_several_workers(backend: Broker, clock: FakeClock) -> None:
+    for worker_id in ("w1", "w2"):
+        assert await claim(backend, clock, ("a", "b"), worker_id=worker_id) == []
+    woken: set[str] = set()
+
+    async def idle(worker_id: str) -> None:
+        await backend.wait_for_work(["a", "b"], worker_id=worker_id)
+        woken.add(worker_id)
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(idle, "w1")
+            tg.start_soon(idle, "w2")
+            await anyio.wait_all_tasks_blocked()
+            await backend.enqueue([message(backend, "b")], now=clock.time())
+    assert woken == {"w1", "w2"}
+
+
+# -- cleanup --------------------------------------------------------------------------------
+
+
+async def test_cleanup_drops_old_records_and_dedup_keys(backend: Broker, clock: FakeClock) -> None:
+    old = await enqueue_one(backend, clock, dedup_key="k", dedup_ttl_s=TTL_S * 3)
+    live = await enqueue_one(backend, clock)
+    [delivery, _] = await claim(backend, clock)
+    await backend.complete([done(delivery, clock)], now=clock.time())  # result TTL: TTL_S
+    storage = backend.storage
+    assert await storage.cleanup(now=clock.time(), keep_s=60) == 0
+    await clock.advance(TTL_S + 59)
+    assert await storage.cleanup(now=clock.time(), keep_s=60) == 0
+    await clock.advance(1)
+    assert await storage.cleanup(now=clock.time(), keep_s=60) == 1
+    assert await storage.get(old, now=clock.time()) is None
+    assert await storage.get(live, now=clock.time()) is not None
+    # The record is gone and with it the dedup key, although its dedup TTL had not passed.
+    fresh = message(backend, dedup_key="k")
+    [result] = await backend.enqueue([fresh], now=clock.time())
+    assert result.created and result.task_id == fresh.id
+
+
+async def test_cleanup_drops_dead_letters_with_their_records(
+    backend: Broker, clock: FakeClock
+) -> None:
+    await enqueue_one(backend, clock)
+    [delivery] = await claim(backend, clock)
+    await backend.complete([failed(delivery, clock)], now=clock.time())
+    await clock.advance(TTL_S)
+    assert await backend.storage.cleanup(now=clock.time(), keep_s=0) == 1
+    assert await backend.dead_letters("default") == []
+    [stats] = await backend.stats(["default"], now=clock.time())
+    assert stats.dead == 0
+
+
+async def test_wait_is_cancellable(backend: Broker, clock: FakeClock) -> None:
+    task_id = await enqueue_one(backend, clock)
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+
+            async def waiter() -> None:
+                await backend.storage.wait(task_id, timeout=None, now=clock.time())
+
+            tg.start_soon(waiter)
+            await anyio.wait_all_tasks_blocked()
+            tg.cancel_scope.cancel()
+    assert not backend.storage._has_waiters(task_id)
