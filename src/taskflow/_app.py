@@ -70,6 +70,7 @@ R = TypeVar("R")
 Y = TypeVar("Y")
 
 Hook = Callable[[WorkerState], Awaitable[None]]
+Service = Callable[["QueueTasks", WorkerState], Awaitable[None]]
 
 
 class _TaskDecorator:
@@ -92,21 +93,13 @@ class _TaskDecorator:
         self, fn: Callable[Concatenate[TaskContext, P], Generator[Y, Any, Any]]
     ) -> TaskFunc[P, list[Y]]: ...
     @overload
-    def __call__(
-        self, fn: Callable[Concatenate[TaskContext, P], R]
-    ) -> TaskFunc[P, R]: ...
+    def __call__(self, fn: Callable[Concatenate[TaskContext, P], R]) -> TaskFunc[P, R]: ...
     @overload
-    def __call__(
-        self, fn: Callable[P, AsyncGenerator[Y, Any]]
-    ) -> TaskFunc[P, list[Y]]: ...
+    def __call__(self, fn: Callable[P, AsyncGenerator[Y, Any]]) -> TaskFunc[P, list[Y]]: ...
     @overload
-    def __call__(
-        self, fn: Callable[P, Coroutine[Any, Any, R]]
-    ) -> TaskFunc[P, R]: ...
+    def __call__(self, fn: Callable[P, Coroutine[Any, Any, R]]) -> TaskFunc[P, R]: ...
     @overload
-    def __call__(
-        self, fn: Callable[P, Generator[Y, Any, Any]]
-    ) -> TaskFunc[P, list[Y]]: ...
+    def __call__(self, fn: Callable[P, Generator[Y, Any, Any]]) -> TaskFunc[P, list[Y]]: ...
     @overload
     def __call__(self, fn: Callable[P, R]) -> TaskFunc[P, R]: ...
     def __call__(self, fn: Callable[..., Any]) -> TaskFunc[Any, Any]:
@@ -157,6 +150,8 @@ class QueueTasks:
         self.broker: Broker = resolve_backend(broker, storage)
         self.storage: Storage = self.broker.storage
         self._tasks: dict[str, TaskDefinition] = {}
+        self._owns_broker = True
+        self._services: list[Service] = []
         self._startup: list[Hook] = []
         self._shutdown: list[Hook] = []
         self._state = "new"
@@ -181,21 +176,13 @@ class QueueTasks:
         self, fn: Callable[Concatenate[TaskContext, P], Generator[Y, Any, Any]]
     ) -> TaskFunc[P, list[Y]]: ...
     @overload
-    def task(
-        self, fn: Callable[Concatenate[TaskContext, P], R]
-    ) -> TaskFunc[P, R]: ...
+    def task(self, fn: Callable[Concatenate[TaskContext, P], R]) -> TaskFunc[P, R]: ...
     @overload
-    def task(
-        self, fn: Callable[P, AsyncGenerator[Y, Any]]
-    ) -> TaskFunc[P, list[Y]]: ...
+    def task(self, fn: Callable[P, AsyncGenerator[Y, Any]]) -> TaskFunc[P, list[Y]]: ...
     @overload
-    def task(
-        self, fn: Callable[P, Coroutine[Any, Any, R]]
-    ) -> TaskFunc[P, R]: ...
+    def task(self, fn: Callable[P, Coroutine[Any, Any, R]]) -> TaskFunc[P, R]: ...
     @overload
-    def task(
-        self, fn: Callable[P, Generator[Y, Any, Any]]
-    ) -> TaskFunc[P, list[Y]]: ...
+    def task(self, fn: Callable[P, Generator[Y, Any, Any]]) -> TaskFunc[P, list[Y]]: ...
     @overload
     def task(self, fn: Callable[P, R]) -> TaskFunc[P, R]: ...
     @overload
@@ -294,6 +281,15 @@ class QueueTasks:
         self._shutdown.append(fn)
         return fn
 
+    def worker_service(self, fn: Service) -> Service:
+        """Register ``async def service(app, state)`` to run beside the worker in every worker
+        process, from after the startup hooks until the worker stops (then it is cancelled).
+
+        Long-running coordinators use it (the orders Supervisor is one: every worker process
+        hosts a candidate, and leader election picks the one that acts)."""
+        self._services.append(fn)
+        return fn
+
     async def _run_startup(self, state: WorkerState) -> None:
         for hook in self._startup:
             await hook(state)
@@ -324,7 +320,10 @@ class QueueTasks:
             raise LifecycleError(f"app {self.name!r} was closed; create a new QueueTasks")
         self.broker.result_ttl_s = self.config.result_ttl_s
         self.storage.events_maxlen = self.config.events_maxlen
-        await self.broker.open()
+        # A broker opened by its creator (tests, shared connections) stays theirs to close.
+        self._owns_broker = not self.broker.is_open
+        if self._owns_broker:
+            await self.broker.open()
         self._loop_token = anyio.lowlevel.current_token()
         self._loop_thread = threading.get_ident()
         self._state = "open"
@@ -336,7 +335,8 @@ class QueueTasks:
             return
         self._state = "closed"
         self._loop_token = None
-        await self.broker.close()
+        if self._owns_broker:
+            await self.broker.close()
 
     async def __aenter__(self) -> Self:
         await self.open()
@@ -519,9 +519,7 @@ class QueueTasks:
             self._check_open()
         now = self.clock.time()
         message = self._build_message(definition, args, kwargs, options, now)
-        result = (
-            await self.broker.enqueue((message,), now=now, connection=options.connection)
-        )[0]
+        result = (await self.broker.enqueue((message,), now=now, connection=options.connection))[0]
         return AsyncResult(result.task_id, self)
 
     def _build_message(
@@ -601,8 +599,10 @@ class QueueTasks:
         return [None if tid is None else AsyncResult(tid, self) for tid in created]
 
     def __repr__(self) -> str:
-        return f"QueueTasks(name={self.name!r}, broker={type(self.broker).__name__}, " \
-               f"tasks={len(self._tasks)})"
+        return (
+            f"QueueTasks(name={self.name!r}, broker={type(self.broker).__name__}, "
+            f"tasks={len(self._tasks)})"
+        )
 
 
 # -- helpers -------------------------------------------------------------------------------

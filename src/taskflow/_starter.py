@@ -19,7 +19,7 @@ from ._context import WorkerState
 from ._worker import Worker
 
 if TYPE_CHECKING:
-    from ._app import QueueTasks
+    from ._app import QueueTasks, Service
 
 __all__ = ["Starter"]
 
@@ -47,6 +47,24 @@ class Starter:
         self.state = WorkerState()
         self.worker: Worker | None = None
         self._stop_requested = False
+        self._worker_done = anyio.Event()
+
+    async def _run_worker(
+        self,
+        worker: Worker,
+        *,
+        task_status: anyio.abc.TaskStatus[Worker] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        try:
+            await worker.run(task_status=task_status)
+        finally:
+            self._worker_done.set()
+
+    async def _run_service(self, service: Service) -> None:
+        try:
+            await service(self.app, self.state)
+        except Exception:
+            logger.exception("worker service %r failed; the worker keeps running", service)
 
     def stop(self) -> None:
         """Ask the worker to stop gracefully (safe to call before it started or twice)."""
@@ -70,10 +88,15 @@ class Starter:
                 )
                 self.worker = worker
                 async with anyio.create_task_group() as tg:
-                    await tg.start(worker.run)
-                    if self._stop_requested:
-                        worker.stop()
-                    task_status.started(self)
+                    await tg.start(self._run_worker, worker)
+                    async with anyio.create_task_group() as services:
+                        for service in app._services:
+                            services.start_soon(self._run_service, service)
+                        if self._stop_requested:
+                            worker.stop()
+                        task_status.started(self)
+                        await self._worker_done.wait()
+                        services.cancel_scope.cancel()
             finally:
                 with anyio.CancelScope(shield=True):
                     await app._run_shutdown(self.state)
