@@ -1,0 +1,1 @@
+"""Internals of the PostgreSQL backend (`taskflow.postgres`): schema migrations and SQL."""

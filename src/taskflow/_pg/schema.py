@@ -1,0 +1,238 @@
+"""The PostgreSQL backend's schema: versioned migrations, applied under an advisory lock.
+
+Every table lives in one configurable schema (``taskflow`` by default; the tests use one per
+run). `migrate` creates the schema if needed and applies the migrations it lacks, in order, in one
+transaction that holds a transaction-scoped advisory lock derived from the schema name, so any
+number of workers starting at once upgrade it exactly once. Each applied version is a row of
+``<schema>.schema_version``. Migrations are append-only: a released one is never edited; a change
+is a new migration.
+
+What lives here: the DDL and the upgrade procedure. The statements that move tasks live in
+`taskflow._pg.sql`; the connection handling in `taskflow.postgres`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from typing import TYPE_CHECKING, Final, TypeAlias
+
+import asyncpg
+
+if TYPE_CHECKING:
+    from asyncpg.pool import PoolConnectionProxy
+
+__all__ = [
+    "LATEST_VERSION",
+    "LIVE_STATES_SQL",
+    "MIGRATIONS",
+    "Conn",
+    "current_version",
+    "migrate",
+    "quote_schema",
+]
+
+#: A connection of our own or one lent by a pool (or by the caller, for transactional enqueue).
+Conn: TypeAlias = "asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]"
+
+logger = logging.getLogger("taskflow.postgres")
+
+_SCHEMA_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+
+#: Live (not terminal) task states; the claim-path indexes cover only these rows, so millions of
+#: finished rows never slow a claim down.
+LIVE_STATES_SQL: Final = "('queued', 'scheduled', 'retrying', 'running')"
+
+_V1_TABLES: Final = """
+CREATE TABLE {s}.tasks (
+    id                text PRIMARY KEY,
+    seq               bigint GENERATED ALWAYS AS IDENTITY,
+    name              text NOT NULL,
+    queue             text NOT NULL,
+    status            text NOT NULL,
+    priority          integer NOT NULL DEFAULT 0,
+    -- when the row is next claimable: its eta or enqueue time; a retry's time; for a running
+    -- task, when its lease lapses
+    due_at            double precision NOT NULL,
+    attempts          integer NOT NULL DEFAULT 0,
+    retries           integer NOT NULL DEFAULT 0,
+    token             bigint NOT NULL DEFAULT 0,
+    data              bytea NOT NULL,
+    created_at        double precision NOT NULL,
+    eta               double precision,
+    expires_at        double precision,
+    started_at        double precision,
+    finished_at       double precision,
+    result            bytea,
+    error             bytea,
+    progress          bytea,
+    yields            bytea[] NOT NULL DEFAULT '{{}}',
+    parent_id         text,
+    order_id          text,
+    requeued_from     text,
+    dedup_key         text,
+    dedup_ttl_s       double precision,
+    dedup_until       double precision,
+    store_result      boolean NOT NULL DEFAULT true,
+    cancel_requested  boolean NOT NULL DEFAULT false,
+    result_expires_at double precision,
+    worker_id         text
+);
+
+CREATE TABLE {s}.events (
+    id        bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    queue     text NOT NULL,
+    task_id   text NOT NULL,
+    kind      text NOT NULL,
+    at        double precision NOT NULL,
+    attempt   integer NOT NULL DEFAULT 0,
+    order_id  text,
+    detail    text
+);
+CREATE INDEX events_queue_id ON {s}.events (queue, id);
+
+CREATE TABLE {s}.leases (
+    name        text PRIMARY KEY,
+    owner       text NOT NULL,
+    token       bigint NOT NULL,
+    expires_at  double precision NOT NULL
+);
+
+CREATE TABLE {s}.kv (
+    namespace  text NOT NULL,
+    key        text NOT NULL,
+    value      bytea NOT NULL,
+    version    bigint NOT NULL,
+    PRIMARY KEY (namespace, key)
+);
+
+-- One NOTIFY per kind and statement: items joined by commas, split so that no payload
+-- exceeds PostgreSQL's 8000-byte limit. Returns how many notifications were sent.
+CREATE FUNCTION {s}.notify(channel text, kind text, items text[]) RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE
+    chunk text := '';
+    item  text;
+    sent  integer := 0;
+BEGIN
+    IF items IS NULL THEN
+        RETURN 0;
+    END IF;
+    FOREACH item IN ARRAY items LOOP
+        IF length(chunk) + length(item) > 7000 THEN
+            PERFORM pg_notify(channel, kind || chunk);
+            sent := sent + 1;
+            chunk := '';
+        END IF;
+        chunk := chunk || ',' || item;
+    END LOOP;
+    IF chunk <> '' THEN
+        PERFORM pg_notify(channel, kind || chunk);
+        sent := sent + 1;
+    END IF;
+    RETURN sent;
+END
+$$;
+"""
+
+_V2_INDEXES: Final = f"""
+-- The claim: due live rows of a queue in priority, due time, enqueue order.
+CREATE INDEX tasks_claim ON {{s}}.tasks (queue, priority DESC, due_at, seq)
+    WHERE status IN {LIVE_STATES_SQL};
+-- next_due: the earliest pending due time of a queue.
+CREATE INDEX tasks_due ON {{s}}.tasks (queue, due_at) WHERE status IN {LIVE_STATES_SQL};
+-- Dedup: one live task per (queue, dedup key); ended ones are found for their dedup TTL.
+CREATE UNIQUE INDEX tasks_dedup_live ON {{s}}.tasks (queue, dedup_key)
+    WHERE dedup_key IS NOT NULL AND status IN {LIVE_STATES_SQL};
+CREATE INDEX tasks_dedup_any ON {{s}}.tasks (queue, dedup_key) WHERE dedup_key IS NOT NULL;
+-- Dead letters, newest first; cleanup of expired results.
+CREATE INDEX tasks_dead ON {{s}}.tasks (queue, finished_at DESC) WHERE status = 'failed';
+CREATE INDEX tasks_expiry ON {{s}}.tasks (result_expires_at)
+    WHERE result_expires_at IS NOT NULL;
+"""
+
+#: (version, description, DDL with ``{s}`` for the quoted schema), in order. Append only.
+MIGRATIONS: Final[tuple[tuple[int, str, str], ...]] = (
+    (1, "tables: tasks, events, leases, kv; the notify helper", _V1_TABLES),
+    (
+        2,
+        "indexes of the claim path (partial, live rows only), dedup, dead letters, cleanup",
+        _V2_INDEXES,
+    ),
+)
+LATEST_VERSION: Final = MIGRATIONS[-1][0]
+
+
+def quote_schema(schema: str) -> str:
+    """Return `schema` as a quoted SQL identifier, after checking it is a plain name.
+
+    Raises:
+        ValueError: the name is not letters, digits and underscores (at most 63, not starting
+            with a digit).
+    """
+    if not _SCHEMA_NAME.fullmatch(schema):
+        raise ValueError(
+            f"PostgreSQL schema name {schema!r} is not allowed: use letters, digits and "
+            "underscores, at most 63 characters, not starting with a digit (e.g. 'taskflow')"
+        )
+    return f'"{schema}"'
+
+
+def _lock_key(schema: str) -> int:
+    """A signed 64-bit advisory-lock key that belongs to this schema's migrations."""
+    digest = hashlib.sha256(f"taskflow.migrate:{schema}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+async def current_version(conn: Conn, schema: str) -> int:
+    """The schema's applied version (0 if the schema or its version table does not exist)."""
+    exists = await conn.fetchval(
+        "SELECT to_regclass($1) IS NOT NULL", f"{quote_schema(schema)}.schema_version"
+    )
+    if not exists:
+        return 0
+    version = await conn.fetchval(
+        f"SELECT coalesce(max(version), 0) FROM {quote_schema(schema)}.schema_version"
+    )
+    return int(version)
+
+
+async def migrate(conn: Conn, schema: str, *, target: int | None = None) -> int:
+    """Create `schema` if needed and apply the missing migrations up to `target` (default: all).
+
+    Safe to call from many processes at once: the work happens in one transaction holding an
+    advisory lock keyed by the schema name, and each migration is applied exactly once.
+    Returns the version the schema is at afterwards.
+    """
+    goal = LATEST_VERSION if target is None else target
+    if await current_version(conn, schema) >= goal:
+        return await current_version(conn, schema)
+    s = quote_schema(schema)
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", _lock_key(schema))
+        await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {s}")
+        await conn.execute(
+            f"CREATE TABLE IF NOT EXISTS {s}.schema_version ("
+            " version integer PRIMARY KEY, description text NOT NULL,"
+            " applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        version = await current_version(conn, schema)
+        for number, description, ddl in MIGRATIONS:
+            if version < number <= goal:
+                await conn.execute(ddl.format(s=s))
+                await conn.execute(
+                    f"INSERT INTO {s}.schema_version (version, description) VALUES ($1, $2)",
+                    number,
+                    description,
+                )
+                logger.info("schema %s: applied migration %d (%s)", schema, number, description)
+                version = number
+    if version > LATEST_VERSION:
+        logger.warning(
+            "schema %s is at version %d, newer than this taskflow knows (%d): upgrade taskflow",
+            schema,
+            version,
+            LATEST_VERSION,
+        )
+    return version

@@ -1,0 +1,405 @@
+"""The SQL of the PostgreSQL backend: one statement per batched backend call.
+
+Each hot-path call (enqueue, claim, extend, complete, cancel, report) is a single statement
+built from data-modifying CTEs: it reads its batch from parallel arrays (``unnest ... WITH
+ORDINALITY``, so results come back in input order), changes the task rows, appends the event
+rows, and sends its notifications (``<schema>.notify``) in the same atomic step. A NOTIFY is
+delivered only on commit, so listeners never hear of a change that did not happen.
+
+`Statements` formats the templates for one schema once; `taskflow.postgres` runs them.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from .schema import LIVE_STATES_SQL
+
+__all__ = ["Statements"]
+
+_TERMINAL: Final = "('done', 'failed', 'cancelled', 'expired')"
+_WAITING: Final = "('queued', 'scheduled', 'retrying')"
+
+_ENQUEUE: Final = f"""
+WITH input AS (
+    SELECT * FROM unnest(
+        $1::text[], $2::text[], $3::text[], $4::bytea[], $5::int4[], $6::float8[], $7::float8[],
+        $8::int4[], $9::float8[], $10::text[], $11::float8[], $12::bool[], $13::text[],
+        $14::text[], $15::text[]
+    ) WITH ORDINALITY AS i(id, name, queue, data, priority, eta, created_at, retries, expires_at,
+                           dedup_key, dedup_ttl_s, store_result, parent_id, order_id,
+                           requeued_from, ord)
+), blocked AS (
+    SELECT i.ord, (
+        SELECT t.id FROM {{s}}.tasks t
+        WHERE t.queue = i.queue AND t.dedup_key = i.dedup_key
+          AND (t.status IN {LIVE_STATES_SQL} OR t.dedup_until > $16)
+        ORDER BY t.seq DESC LIMIT 1
+    ) AS by_id
+    FROM input i WHERE i.dedup_key IS NOT NULL
+), ins AS (
+    INSERT INTO {{s}}.tasks (
+        id, name, queue, status, priority, due_at, data, created_at, eta, retries, expires_at,
+        dedup_key, dedup_ttl_s, store_result, parent_id, order_id, requeued_from)
+    SELECT i.id, i.name, i.queue,
+           CASE WHEN i.eta > $16 THEN 'scheduled' ELSE 'queued' END,
+           i.priority, coalesce(i.eta, $16), i.data, i.created_at, i.eta, i.retries,
+           i.expires_at, i.dedup_key, i.dedup_ttl_s, i.store_result, i.parent_id, i.order_id,
+           i.requeued_from
+    FROM input i
+    WHERE NOT EXISTS (SELECT 1 FROM blocked b WHERE b.ord = i.ord AND b.by_id IS NOT NULL)
+    ORDER BY i.ord
+    ON CONFLICT DO NOTHING
+    RETURNING id, queue, status, order_id
+), ev AS (
+    INSERT INTO {{s}}.events (queue, task_id, kind, at, attempt, order_id)
+    SELECT queue, id, status, $16, 0, order_id FROM ins
+)
+SELECT i.id, (ins.id IS NOT NULL) AS created, b.by_id,
+       (SELECT {{s}}.notify($17, 'w:', array_agg(DISTINCT queue)) FROM ins) AS notified
+FROM input i
+LEFT JOIN ins ON ins.id = i.id
+LEFT JOIN blocked b ON b.ord = i.ord
+ORDER BY i.ord
+"""
+
+# Which task now stands for a message that was not inserted: the one with its id, else the
+# live one holding its dedup key.
+_ENQUEUE_CONFLICTS: Final = f"""
+SELECT i.ord, coalesce(
+    (SELECT t.id FROM {{s}}.tasks t WHERE t.id = i.id),
+    (SELECT t.id FROM {{s}}.tasks t
+     WHERE t.queue = i.queue AND t.dedup_key = i.dedup_key
+       AND t.status IN {LIVE_STATES_SQL} LIMIT 1)
+) AS existing
+FROM unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY AS i(id, queue, dedup_key, ord)
+ORDER BY i.ord
+"""
+
+# Claim from one queue: due waiting rows, and running rows whose lease lapsed. A lapsed row with
+# no attempt left is dead-lettered (LeaseExpired), one whose cancel was requested is cancelled.
+_CLAIM: Final = f"""
+WITH cand AS (
+    SELECT id, priority, due_at AS old_due, seq,
+           CASE WHEN status <> 'running' THEN 'running'
+                WHEN cancel_requested THEN 'cancelled'
+                WHEN attempts >= retries + 1 THEN 'failed'
+                ELSE 'running' END AS verdict
+    FROM {{s}}.tasks
+    WHERE queue = $1 AND status IN {LIVE_STATES_SQL} AND due_at <= $2
+    ORDER BY priority DESC, due_at, seq
+    LIMIT $3
+    FOR UPDATE SKIP LOCKED
+), upd AS (
+    UPDATE {{s}}.tasks t SET
+        status = c.verdict,
+        attempts = t.attempts + (c.verdict = 'running')::int,
+        token = t.token + (c.verdict = 'running')::int,
+        due_at = CASE WHEN c.verdict = 'running' THEN $4 ELSE t.due_at END,
+        started_at = CASE WHEN c.verdict = 'running' THEN $2 ELSE t.started_at END,
+        worker_id = CASE WHEN c.verdict = 'running' THEN $5 ELSE t.worker_id END,
+        finished_at = CASE WHEN c.verdict = 'running' THEN NULL ELSE $2 END,
+        error = CASE WHEN c.verdict = 'failed' THEN $6 ELSE t.error END,
+        result_expires_at = CASE WHEN c.verdict = 'running' THEN NULL
+                                 ELSE $2::float8 + $7::float8 END,
+        dedup_until = CASE WHEN c.verdict <> 'running' THEN $2 + t.dedup_ttl_s END
+    FROM cand c
+    WHERE t.id = c.id
+    RETURNING t.id, t.queue, t.status, t.token, t.attempts, t.data, t.order_id,
+              c.priority, c.old_due, c.seq
+), ev AS (
+    INSERT INTO {{s}}.events (queue, task_id, kind, at, attempt, order_id, detail)
+    SELECT queue, id, status, $2, attempts, order_id,
+           CASE WHEN status = 'failed' THEN 'LeaseExpired' END
+    FROM upd
+)
+SELECT id, status, token, attempts, data,
+       (SELECT {{s}}.notify($8, 't:', array_agg(id)) FROM upd WHERE status <> 'running') AS n1,
+       (SELECT {{s}}.notify($8, 'e:', ARRAY[$1])) AS n2
+FROM upd
+ORDER BY priority DESC, old_due, seq
+"""
+
+_EXTEND: Final = """
+WITH input AS (
+    SELECT * FROM unnest($1::text[], $2::int8[]) WITH ORDINALITY AS i(id, token, ord)
+), upd AS (
+    UPDATE {s}.tasks t SET due_at = $3
+    FROM input i
+    WHERE t.id = i.id AND t.token = i.token AND t.status = 'running'
+    RETURNING i.ord, t.cancel_requested
+)
+SELECT i.ord, u.ord IS NOT NULL AS ok, coalesce(u.cancel_requested, false) AS cancel
+FROM input i LEFT JOIN upd u ON u.ord = i.ord
+ORDER BY i.ord
+"""
+
+_COMPLETE: Final = f"""
+WITH input AS (
+    SELECT * FROM unnest(
+        $1::text[], $2::int8[], $3::text[], $4::bytea[], $5::bytea[], $6::float8[],
+        $7::float8[], $8::text[]
+    ) WITH ORDINALITY AS i(id, token, kind, result, error, retry_at, result_expires_at, detail,
+                           ord)
+), upd AS (
+    UPDATE {{s}}.tasks t SET
+        status = CASE i.kind
+            WHEN 'retry' THEN 'retrying'
+            WHEN 'release' THEN
+                CASE WHEN coalesce(i.retry_at, $9) > $9 THEN 'scheduled' ELSE 'queued' END
+            ELSE i.kind END,
+        attempts = CASE WHEN i.kind = 'release' THEN greatest(t.attempts - 1, 0)
+                        ELSE t.attempts END,
+        due_at = CASE WHEN i.kind IN ('retry', 'release') THEN coalesce(i.retry_at, $9)
+                      ELSE t.due_at END,
+        result = CASE WHEN i.kind = 'done' THEN i.result ELSE t.result END,
+        error = CASE WHEN i.kind = 'release' THEN t.error ELSE i.error END,
+        finished_at = CASE WHEN i.kind IN ('retry', 'release') THEN NULL ELSE $9 END,
+        result_expires_at = CASE WHEN i.kind IN ('retry', 'release') THEN NULL
+                                 ELSE coalesce(i.result_expires_at, $9::float8 + $11::float8) END,
+        dedup_until = CASE WHEN i.kind IN ('retry', 'release') THEN NULL
+                           ELSE $9 + t.dedup_ttl_s END
+    FROM input i
+    WHERE t.id = i.id AND t.token = i.token AND t.status = 'running'
+    RETURNING i.ord, t.id, t.queue, t.status, t.due_at, t.attempts, t.order_id, i.kind, i.detail
+), ev AS (
+    INSERT INTO {{s}}.events (queue, task_id, kind, at, attempt, order_id, detail)
+    SELECT queue, id,
+           CASE kind WHEN 'retry' THEN 'retrying' WHEN 'release' THEN 'released' ELSE kind END,
+           $9, attempts, order_id, detail
+    FROM upd
+)
+SELECT i.ord, u.ord IS NOT NULL AS ok, u.status,
+       (SELECT {{s}}.notify($10, 't:', array_agg(id)) FROM upd
+        WHERE status IN {_TERMINAL}) AS n1,
+       (SELECT {{s}}.notify($10, 'w:', array_agg(DISTINCT queue)) FROM upd
+        WHERE status IN {_WAITING} AND due_at <= $9) AS n2,
+       (SELECT {{s}}.notify($10, 'e:', array_agg(DISTINCT queue)) FROM upd) AS n3
+FROM input i LEFT JOIN upd u ON u.ord = i.ord
+ORDER BY i.ord
+"""
+
+_CANCEL: Final = f"""
+WITH input AS (
+    SELECT * FROM unnest($1::text[]) WITH ORDINALITY AS i(id, ord)
+), upd AS (
+    UPDATE {{s}}.tasks t SET
+        status = CASE WHEN t.status = 'running' THEN 'running' ELSE 'cancelled' END,
+        cancel_requested = true,
+        finished_at = CASE WHEN t.status = 'running' THEN t.finished_at ELSE $2 END,
+        result_expires_at = CASE WHEN t.status = 'running' THEN t.result_expires_at
+                                 ELSE $2::float8 + $3::float8 END,
+        dedup_until = CASE WHEN t.status = 'running' THEN t.dedup_until
+                           ELSE $2 + t.dedup_ttl_s END
+    FROM (SELECT DISTINCT id FROM input) i
+    WHERE t.id = i.id AND t.status IN {LIVE_STATES_SQL}
+    RETURNING t.id, t.queue, t.status, t.attempts, t.order_id
+), ev AS (
+    INSERT INTO {{s}}.events (queue, task_id, kind, at, attempt, order_id)
+    SELECT queue, id,
+           CASE WHEN status = 'running' THEN 'cancel_requested' ELSE 'cancelled' END,
+           $2, attempts, order_id
+    FROM upd
+)
+SELECT i.ord, u.status,
+       EXISTS (SELECT 1 FROM {{s}}.tasks x WHERE x.id = i.id) AS found,
+       (SELECT {{s}}.notify($4, 't:', array_agg(id)) FROM upd
+        WHERE status = 'cancelled') AS n1,
+       (SELECT {{s}}.notify($4, 'e:', array_agg(DISTINCT queue)) FROM upd) AS n2
+FROM input i LEFT JOIN upd u ON u.id = i.id
+ORDER BY i.ord
+"""
+
+_REPORT: Final = """
+WITH input AS (
+    SELECT * FROM unnest($1::text[], $2::int8[], $3::bytea[], $4::text[])
+        WITH ORDINALITY AS i(id, token, progress, detail, ord)
+), ys AS (
+    SELECT y.owner, array_agg(y.value ORDER BY y.k) AS vals, count(*)::int AS n
+    FROM unnest($5::bytea[], $6::int8[]) WITH ORDINALITY AS y(value, owner, k)
+    GROUP BY y.owner
+), upd AS (
+    UPDATE {s}.tasks t SET
+        progress = coalesce(i.progress, t.progress),
+        yields = t.yields || coalesce(ys.vals, '{{}}'::bytea[])
+    FROM input i LEFT JOIN ys ON ys.owner = i.ord
+    WHERE t.id = i.id AND t.token = i.token AND t.status = 'running'
+    RETURNING i.ord, t.id, t.queue, t.attempts, t.order_id,
+              i.progress IS NOT NULL AS has_progress, i.detail, coalesce(ys.n, 0) AS n_yields
+), ev AS (
+    INSERT INTO {s}.events (queue, task_id, kind, at, attempt, order_id, detail)
+    SELECT queue, id, 'progress', $7::float8, attempts, order_id, detail FROM upd WHERE has_progress
+    UNION ALL
+    SELECT queue, id, 'yielded', $7::float8, attempts, order_id, NULL
+    FROM upd, generate_series(1, upd.n_yields)
+)
+SELECT i.ord, u.ord IS NOT NULL AS ok,
+       (SELECT {s}.notify($8, 'e:', array_agg(DISTINCT queue)) FROM upd) AS n
+FROM input i LEFT JOIN upd u ON u.ord = i.ord
+ORDER BY i.ord
+"""
+
+_TASK_COLUMNS: Final = (
+    "id, name, queue, status, priority, attempts, retries, created_at, eta, started_at, "
+    "finished_at, result, error, progress, yields, parent_id, order_id, requeued_from, "
+    "dedup_key, store_result, cancel_requested, result_expires_at, token, worker_id"
+)
+
+_GET_MANY: Final = f"SELECT {_TASK_COLUMNS} FROM {{s}}.tasks WHERE id = ANY($1::text[])"
+
+_READ_EVENTS: Final = """
+SELECT id, task_id, queue, kind, at, attempt, order_id, detail FROM {s}.events
+WHERE queue = $1 AND id > $2 ORDER BY id LIMIT $3
+"""
+
+_HAS_EVENTS_AFTER: Final = "SELECT EXISTS (SELECT 1 FROM {s}.events WHERE queue = $1 AND id > $2)"
+
+_NEXT_DUE: Final = f"""
+SELECT min(due_at) FROM {{s}}.tasks
+WHERE queue = ANY($1::text[]) AND status IN {LIVE_STATES_SQL} AND due_at > $2
+"""
+
+_STATS: Final = f"""
+SELECT q.queue,
+       count(t.id) FILTER (WHERE t.status IN {_WAITING} AND t.due_at <= $2) AS queued,
+       count(t.id) FILTER (WHERE t.status IN {_WAITING} AND t.due_at > $2) AS scheduled,
+       count(t.id) FILTER (WHERE t.status = 'running') AS running,
+       (SELECT count(*) FROM {{s}}.tasks d WHERE d.queue = q.queue AND d.status = 'failed')
+           AS dead
+FROM unnest($1::text[]) WITH ORDINALITY AS q(queue, ord)
+LEFT JOIN {{s}}.tasks t ON t.queue = q.queue AND t.status IN {LIVE_STATES_SQL}
+GROUP BY q.queue, q.ord
+ORDER BY q.ord
+"""
+
+_DEAD_LETTERS: Final = f"""
+SELECT {_TASK_COLUMNS} FROM {{s}}.tasks
+WHERE queue = $1 AND status = 'failed'
+ORDER BY finished_at DESC, seq DESC
+LIMIT $2 OFFSET $3
+"""
+
+_LOCK_DEAD: Final = """
+SELECT id, data, queue, attempts, order_id FROM {s}.tasks
+WHERE id = ANY($1::text[]) AND status = 'failed'
+FOR UPDATE
+"""
+
+# Requeued tasks take over the dedup key of the dead letters they come from.
+_RELEASE_DEDUP: Final = "UPDATE {s}.tasks SET dedup_until = NULL WHERE id = ANY($1::text[])"
+
+_REQUEUED_EVENTS: Final = """
+INSERT INTO {s}.events (queue, task_id, kind, at, attempt, order_id, detail)
+SELECT t.queue, t.id, 'requeued', $3, t.attempts, t.order_id, n.new_id
+FROM unnest($1::text[], $2::text[]) AS n(old_id, new_id)
+JOIN {s}.tasks t ON t.id = n.old_id
+"""
+
+_CLEANUP_TASKS: Final = f"""
+WITH doomed AS (
+    SELECT id FROM {{s}}.tasks
+    WHERE result_expires_at <= $1 AND status IN {_TERMINAL}
+      AND (dedup_until IS NULL OR dedup_until <= $2)
+    LIMIT $3
+    FOR UPDATE SKIP LOCKED
+)
+DELETE FROM {{s}}.tasks t USING doomed d WHERE t.id = d.id
+"""
+
+_EVENT_QUEUES: Final = """
+WITH RECURSIVE q AS (
+    (SELECT queue FROM {s}.events ORDER BY queue LIMIT 1)
+    UNION ALL
+    SELECT (SELECT e.queue FROM {s}.events e WHERE e.queue > q.queue ORDER BY e.queue LIMIT 1)
+    FROM q WHERE q.queue IS NOT NULL
+)
+SELECT queue FROM q WHERE queue IS NOT NULL
+"""
+
+_TRIM_EVENTS: Final = """
+DELETE FROM {s}.events
+WHERE queue = $1 AND id <= (
+    SELECT id FROM {s}.events WHERE queue = $1 ORDER BY id DESC OFFSET $2 LIMIT 1
+)
+"""
+
+_ACQUIRE_LEASE: Final = """
+INSERT INTO {s}.leases AS l (name, owner, token, expires_at)
+VALUES ($1, $2, 1, $3::float8 + $4::float8)
+ON CONFLICT (name) DO UPDATE SET
+    token = CASE WHEN l.owner = EXCLUDED.owner AND l.expires_at > $3 THEN l.token
+                 ELSE l.token + 1 END,
+    owner = EXCLUDED.owner,
+    expires_at = EXCLUDED.expires_at
+WHERE l.owner = EXCLUDED.owner OR l.expires_at <= $3
+RETURNING token
+"""
+
+_RENEW_LEASE: Final = """
+UPDATE {s}.leases SET expires_at = $4::float8 + $5::float8
+WHERE name = $1 AND owner = $2 AND token = $3 AND expires_at <> '-Infinity'::float8
+"""
+
+_RELEASE_LEASE: Final = """
+UPDATE {s}.leases SET expires_at = '-Infinity'::float8
+WHERE name = $1 AND owner = $2 AND token = $3 AND expires_at <> '-Infinity'::float8
+"""
+
+_GET_LEASE: Final = (
+    "SELECT owner, token, expires_at FROM {s}.leases WHERE name = $1 AND expires_at > $2"
+)
+
+_KV_GET: Final = "SELECT value, version FROM {s}.kv WHERE namespace = $1 AND key = $2"
+_KV_UPSERT: Final = """
+INSERT INTO {s}.kv AS k (namespace, key, value, version) VALUES ($1, $2, $3, 1)
+ON CONFLICT (namespace, key) DO UPDATE SET value = EXCLUDED.value, version = k.version + 1
+RETURNING version
+"""
+_KV_CREATE: Final = """
+INSERT INTO {s}.kv (namespace, key, value, version) VALUES ($1, $2, $3, 1)
+ON CONFLICT (namespace, key) DO NOTHING
+RETURNING version
+"""
+_KV_REPLACE: Final = """
+UPDATE {s}.kv SET value = $3, version = version + 1
+WHERE namespace = $1 AND key = $2 AND version = $4
+RETURNING version
+"""
+_KV_LIST: Final = "SELECT key, value, version FROM {s}.kv WHERE namespace = $1"
+_KV_DELETE: Final = "DELETE FROM {s}.kv WHERE namespace = $1 AND key = $2"
+
+
+class Statements:
+    """Every statement of the backend, formatted for one (quoted) schema."""
+
+    def __init__(self, quoted_schema: str) -> None:
+        s = quoted_schema
+        self.enqueue = _ENQUEUE.format(s=s)
+        self.enqueue_conflicts = _ENQUEUE_CONFLICTS.format(s=s)
+        self.claim = _CLAIM.format(s=s)
+        self.extend = _EXTEND.format(s=s)
+        self.complete = _COMPLETE.format(s=s)
+        self.cancel = _CANCEL.format(s=s)
+        self.report = _REPORT.format(s=s)
+        self.get_many = _GET_MANY.format(s=s)
+        self.read_events = _READ_EVENTS.format(s=s)
+        self.has_events_after = _HAS_EVENTS_AFTER.format(s=s)
+        self.next_due = _NEXT_DUE.format(s=s)
+        self.stats = _STATS.format(s=s)
+        self.dead_letters = _DEAD_LETTERS.format(s=s)
+        self.lock_dead = _LOCK_DEAD.format(s=s)
+        self.release_dedup = _RELEASE_DEDUP.format(s=s)
+        self.requeued_events = _REQUEUED_EVENTS.format(s=s)
+        self.cleanup_tasks = _CLEANUP_TASKS.format(s=s)
+        self.event_queues = _EVENT_QUEUES.format(s=s)
+        self.trim_events = _TRIM_EVENTS.format(s=s)
+        self.acquire_lease = _ACQUIRE_LEASE.format(s=s)
+        self.renew_lease = _RENEW_LEASE.format(s=s)
+        self.release_lease = _RELEASE_LEASE.format(s=s)
+        self.get_lease = _GET_LEASE.format(s=s)
+        self.kv_get = _KV_GET.format(s=s)
+        self.kv_upsert = _KV_UPSERT.format(s=s)
+        self.kv_create = _KV_CREATE.format(s=s)
+        self.kv_replace = _KV_REPLACE.format(s=s)
+        self.kv_list = _KV_LIST.format(s=s)
+        self.kv_delete = _KV_DELETE.format(s=s)

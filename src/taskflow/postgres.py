@@ -1,0 +1,943 @@
+"""The PostgreSQL backend: `PostgresBroker` and `PostgresStorage` on asyncpg.
+
+```python
+broker = taskflow.postgres.from_url("postgresql://user:pw@host/db?schema=jobs")
+```
+
+One row per task in ``<schema>.tasks`` holds both the message and what is known about it. A
+claim is one statement that locks due rows with ``FOR UPDATE SKIP LOCKED``, recovers lapsed
+leases (dead-lettering those whose attempts are spent) and hands out a higher fencing token; a
+batch of outcomes is one statement that checks every token, stores the outcomes, appends the
+events and sends one NOTIFY per kind. Workers and result waiters sleep on LISTEN/NOTIFY through
+one listening connection per storage (`_Listener`), which reconnects with backoff; pooled calls
+retry on a lost connection. `enqueue(..., connection=conn)` writes inside the caller's own
+transaction (the outbox pattern): the task exists, and workers hear of it, only if it commits.
+
+The schema is created and migrated by `taskflow._pg.schema` under an advisory lock; the SQL lives
+in `taskflow._pg.sql`. Times always come from the caller (`now`), never from the server's clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Final, TypeVar
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import msgspec
+
+from ._exceptions import BackendUnavailable
+from ._message import (
+    CancelResult,
+    Delivery,
+    EnqueueResult,
+    ErrorInfo,
+    Event,
+    EventKind,
+    Lease,
+    LeaseInfo,
+    LeaseState,
+    Outcome,
+    OutcomeKind,
+    Progress,
+    ProgressUpdate,
+    QueueStats,
+    TaskMessage,
+    TaskRecord,
+    TaskStatus,
+    Versioned,
+    decode_message,
+    encode_message,
+)
+from .abc import Broker, Storage
+
+try:
+    import asyncpg
+except ImportError:  # pragma: no cover - exercised only without the extra installed
+    asyncpg = None  # type: ignore[assignment]
+
+from ._pg.schema import migrate, quote_schema
+from ._pg.sql import Statements
+
+if TYPE_CHECKING:
+    from ._pg.schema import Conn
+
+__all__ = ["PostgresBroker", "PostgresStorage", "channel_name", "from_url", "upgrade"]
+
+logger = logging.getLogger("taskflow.postgres")
+
+T = TypeVar("T")
+
+_INSTALL_HINT: Final = 'the PostgreSQL backend needs asyncpg: pip install "taskflow[postgres]"'
+_DEFAULT_SCHEMA: Final = "taskflow"
+_CLEANUP_CHUNK: Final = 10_000
+#: Reconnect backoff of pooled calls and of the listener (seconds): doubles up to the cap.
+_BACKOFF_FIRST_S: Final = 0.05
+_BACKOFF_CAP_S: Final = 2.0
+#: How many times a pooled call is retried after a lost connection (about 15 s in all).
+_CALL_RETRIES: Final = 10
+#: How often the listener checks that its connection is alive even without a termination signal.
+_LISTENER_CHECK_S: Final = 5.0
+
+_error_encoder: Final = msgspec.msgpack.Encoder()
+_error_decoder: Final = msgspec.msgpack.Decoder(ErrorInfo)
+_progress_decoder: Final = msgspec.msgpack.Decoder(Progress)
+_LEASE_EXPIRED: Final = _error_encoder.encode(
+    ErrorInfo(
+        "LeaseExpired",
+        "the task's lease lapsed (its worker died or stalled) and it has no attempt left",
+    )
+)
+
+
+def _require_asyncpg() -> None:
+    if asyncpg is None:
+        raise BackendUnavailable(_INSTALL_HINT)
+
+
+def _is_transient(exc: BaseException) -> bool:
+    """True for errors after which the same call may succeed on a fresh connection."""
+    if asyncpg is None:
+        return False
+    if isinstance(exc, asyncpg.exceptions.QueryCanceledError):
+        return False
+    return isinstance(
+        exc,
+        (
+            OSError,
+            TimeoutError,
+            asyncpg.exceptions.PostgresConnectionError,
+            asyncpg.exceptions.ConnectionDoesNotExistError,
+            asyncpg.exceptions.OperatorInterventionError,  # admin shutdown, restarting server
+            asyncpg.exceptions.DeadlockDetectedError,
+            asyncpg.exceptions.SerializationError,
+        ),
+    ) or (isinstance(exc, asyncpg.exceptions.InterfaceError) and "closed" in str(exc))
+
+
+def channel_name(schema: str) -> str:
+    """The LISTEN/NOTIFY channel of a schema (channels are database-wide, so it names it)."""
+    name = f"taskflow_{schema}"
+    if len(name) > 63:
+        name = "taskflow_" + hashlib.sha256(schema.encode()).hexdigest()[:40]
+    return name
+
+
+def _split_dsn(url: str) -> tuple[str, str | None]:
+    """Take a ``schema`` query parameter out of a URL (asyncpg would send it to the server)."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    schema = next((v for k, v in query if k == "schema"), None)
+    rest = urlencode([(k, v) for k, v in query if k != "schema"])
+    return urlunsplit(parts._replace(query=rest)), schema
+
+
+def from_url(url: str, **options: Any) -> PostgresBroker:
+    """A `PostgresBroker` (with its `PostgresStorage`) for a ``postgresql://`` URL.
+
+    Args:
+        url: ``postgresql://`` or ``postgres://`` DSN; a ``?schema=`` parameter picks the schema.
+        **options: ``schema`` (default ``"taskflow"``), ``min_pool_size`` (1),
+            ``max_pool_size`` (10), ``statement_cache_size`` (asyncpg's; 0 behind pgbouncer
+            in transaction mode).
+
+    Raises:
+        BackendUnavailable: asyncpg is not installed.
+        ValueError: the URL is not a PostgreSQL URL, or an option is unknown.
+    """
+    _require_asyncpg()
+    scheme = urlsplit(url).scheme
+    if scheme not in ("postgresql", "postgres"):
+        raise ValueError(
+            f"taskflow.postgres.from_url({url!r}): the scheme must be postgresql:// or postgres://"
+        )
+    dsn, schema_in_url = _split_dsn(url)
+    schema = options.pop("schema", None) or schema_in_url or _DEFAULT_SCHEMA
+    known = {"min_pool_size", "max_pool_size", "statement_cache_size"}
+    unknown = set(options) - known
+    if unknown:
+        raise ValueError(
+            f"taskflow.postgres.from_url: unknown option(s) {sorted(unknown)}; "
+            f"known: schema, {', '.join(sorted(known))}"
+        )
+    return PostgresBroker(PostgresStorage(dsn, schema=schema, **options))
+
+
+async def upgrade(dsn: str, schema: str = _DEFAULT_SCHEMA, *, target: int | None = None) -> int:
+    """Create or migrate the taskflow tables in `schema` (what ``taskflow db upgrade`` runs).
+
+    Idempotent and safe to run while workers start (an advisory lock serializes upgraders).
+    `target` stops at an older version (for tests of in-place upgrades). Returns the version
+    the schema is at afterwards.
+
+    Raises:
+        BackendUnavailable: asyncpg is not installed.
+    """
+    _require_asyncpg()
+    dsn, schema_in_url = _split_dsn(dsn)
+    conn = await asyncpg.connect(dsn)
+    try:
+        return await migrate(conn, schema_in_url or schema, target=target)
+    finally:
+        await conn.close()
+
+
+# --- rows to structs ----------------------------------------------------------------------------
+
+
+def _decode_error(data: bytes | None) -> ErrorInfo | None:
+    return None if data is None else _error_decoder.decode(data)
+
+
+def _encode_error(error: ErrorInfo | None) -> bytes | None:
+    return None if error is None else _error_encoder.encode(error)
+
+
+def _error_detail(error: ErrorInfo | None) -> str | None:
+    if error is None:
+        return None
+    text = f"{error.type}: {error.message}" if error.message else error.type
+    return text[:500]
+
+
+def _task_record(row: asyncpg.Record, now: float) -> TaskRecord:
+    expires = row["result_expires_at"]
+    expired = expires is not None and expires <= now
+    progress = row["progress"]
+    return TaskRecord(
+        id=row["id"],
+        name=row["name"],
+        queue=row["queue"],
+        status=TaskStatus(row["status"]),
+        priority=row["priority"],
+        attempts=row["attempts"],
+        retries=row["retries"],
+        created_at=row["created_at"],
+        eta=row["eta"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        result=None if expired else row["result"],
+        error=_decode_error(row["error"]),
+        progress=None if progress is None else _progress_decoder.decode(progress),
+        yields=list(row["yields"]),
+        parent_id=row["parent_id"],
+        order_id=row["order_id"],
+        requeued_from=row["requeued_from"],
+        dedup_key=row["dedup_key"],
+        store_result=row["store_result"],
+        cancel_requested=row["cancel_requested"],
+        result_expires_at=expires,
+        result_expired=expired,
+        token=row["token"],
+        worker_id=row["worker_id"],
+    )
+
+
+def _enqueue_args(messages: Sequence[TaskMessage]) -> list[list[Any]]:
+    """The parallel column arrays of the enqueue statement ($1..$15)."""
+    columns: list[list[Any]] = [[] for _ in range(15)]
+    for m in messages:
+        for column, value in zip(
+            columns,
+            (
+                m.id,
+                m.name,
+                m.queue,
+                encode_message(m),
+                m.priority,
+                m.eta,
+                m.created_at,
+                m.retries,
+                m.expires_at,
+                m.dedup_key,
+                m.dedup_ttl_s,
+                m.store_result,
+                m.parent_id,
+                m.order_id,
+                m.requeued_from,
+            ),
+            strict=True,
+        ):
+            column.append(value)
+    return columns
+
+
+# --- the listener -------------------------------------------------------------------------------
+
+
+class _Listener:
+    """This storage's one LISTEN connection, re-established with backoff when it is lost.
+
+    Payloads are ``<kind>:,item,item...``: ``t`` task ids that reached a terminal state, ``w``
+    queues with new claimable work, ``e`` queues with new events.
+    """
+
+    def __init__(self, storage: PostgresStorage) -> None:
+        self._storage = storage
+        self._conn: asyncpg.Connection[asyncpg.Record] | None = None
+        self._lost = asyncio.Event()
+        self._supervisor: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+
+    async def ensure_started(self) -> None:
+        """Connect and LISTEN (once); later calls return at once."""
+        if self._supervisor is not None:
+            return
+        async with self._lock:
+            if self._supervisor is None:
+                await self._connect()
+                self._supervisor = asyncio.create_task(
+                    self._supervise(), name="taskflow-postgres-listener"
+                )
+
+    async def close(self) -> None:
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+            try:
+                await self._supervisor
+            except asyncio.CancelledError:
+                pass
+            self._supervisor = None
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            try:
+                await asyncio.wait_for(conn.close(), 2.0)
+            except Exception:  # a dead connection cannot say goodbye; drop it
+                conn.terminate()
+
+    async def _connect(self) -> None:
+        conn = await self._storage._connect()
+        try:
+            await conn.add_listener(self._storage.channel, self._on_notification)
+        except BaseException:
+            conn.terminate()
+            raise
+        conn.add_termination_listener(self._on_terminated)
+        self._conn = conn
+        self._lost.clear()
+
+    def _on_notification(self, conn: object, pid: int, channel: str, payload: object) -> None:
+        self._storage._dispatch(str(payload))
+
+    def _on_terminated(self, conn: object) -> None:
+        self._lost.set()
+
+    async def _supervise(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self._lost.wait(), _LISTENER_CHECK_S)
+            except TimeoutError:
+                pass
+            if self._conn is not None and not self._conn.is_closed() and not self._lost.is_set():
+                continue
+            logger.warning("LISTEN connection lost; reconnecting")
+            await self._reconnect()
+
+    async def _reconnect(self) -> None:
+        if self._conn is not None:
+            self._conn.terminate()
+            self._conn = None
+        delay = _BACKOFF_FIRST_S
+        while True:
+            try:
+                await self._connect()
+            except Exception as exc:
+                if not _is_transient(exc):
+                    logger.exception("LISTEN reconnect failed; retrying")
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _BACKOFF_CAP_S)
+                continue
+            logger.info("LISTEN connection re-established")
+            # Notifications sent while we were away are lost: wake everyone who might care.
+            self._storage._after_listener_gap()
+            return
+
+
+# --- storage ------------------------------------------------------------------------------------
+
+
+class PostgresStorage(Storage):
+    """Task records, results, events, leases and key-value records in PostgreSQL tables.
+
+    Args:
+        dsn: asyncpg DSN (``postgresql://user:password@host:port/database``).
+        schema: Schema holding the tables (created and migrated on `open`).
+        min_pool_size: Connections the pool keeps open.
+        max_pool_size: Most connections of the pool.
+        statement_cache_size: asyncpg's prepared-statement cache per connection (0 disables it,
+            needed behind pgbouncer in transaction mode).
+    """
+
+    shared_across_processes = True
+    scheme = "postgresql"
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        schema: str = _DEFAULT_SCHEMA,
+        min_pool_size: int = 1,
+        max_pool_size: int = 10,
+        statement_cache_size: int = 100,
+    ) -> None:
+        _require_asyncpg()
+        super().__init__()
+        self.dsn = dsn
+        self.schema = schema
+        self.channel = channel_name(schema)
+        self.sql = Statements(quote_schema(schema))
+        self._pool_sizes = (min_pool_size, max_pool_size)
+        self._statement_cache_size = statement_cache_size
+        self._pool: asyncpg.Pool[asyncpg.Record] | None = None
+        self._listener: _Listener | None = None
+        #: Per queue: how many work / event notifications this process has heard.
+        self.work_seq: dict[str, int] = {}
+        self.event_seq: dict[str, int] = {}
+        self._changed = asyncio.Event()
+        self._background: set[asyncio.Task[None]] = set()
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def _open(self) -> None:
+        conn = await self._connect()
+        try:
+            await migrate(conn, self.schema)
+        finally:
+            await conn.close()
+        self._pool = await asyncpg.create_pool(
+            self.dsn,
+            min_size=self._pool_sizes[0],
+            max_size=self._pool_sizes[1],
+            statement_cache_size=self._statement_cache_size,
+        )
+        self._listener = _Listener(self)
+
+    async def _close(self) -> None:
+        for task in list(self._background):
+            task.cancel()
+        if self._listener is not None:
+            await self._listener.close()
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            try:
+                await asyncio.wait_for(pool.close(), 5.0)
+            except Exception:
+                pool.terminate()
+        self._wake()
+
+    async def _connect(self) -> asyncpg.Connection[asyncpg.Record]:
+        return await asyncpg.connect(self.dsn, statement_cache_size=self._statement_cache_size)
+
+    async def run(self, op: Callable[[Conn], Awaitable[T]]) -> T:
+        """Run `op` on a pooled connection, retrying with backoff if the connection was lost
+        (the pool replaces dead connections; a restarted server is waited for ~15 s)."""
+        delay = _BACKOFF_FIRST_S
+        attempt = 0
+        while True:
+            pool = self._pool
+            if pool is None:
+                self._check_open()
+                raise BackendUnavailable("the PostgreSQL pool is closed")
+            try:
+                async with pool.acquire() as conn:
+                    return await op(conn)
+            except Exception as exc:
+                if not _is_transient(exc) or attempt >= _CALL_RETRIES or not self.is_open:
+                    raise
+                attempt += 1
+                logger.warning(
+                    "PostgreSQL call failed (%s: %s); retry %d in %.2fs",
+                    type(exc).__name__,
+                    exc,
+                    attempt,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _BACKOFF_CAP_S)
+
+    # -- notifications --------------------------------------------------------------------------
+
+    async def _ensure_listening(self) -> None:
+        if self._listener is not None:
+            await self._listener.ensure_started()
+
+    def _dispatch(self, payload: str) -> None:
+        """Handle one NOTIFY payload from the listener."""
+        kind, _, body = payload.partition(":")
+        items = [item for item in body.split(",") if item]
+        if kind == "t":
+            for task_id in items:
+                if self._has_waiters(task_id):
+                    self._notify_terminal(task_id)
+        elif kind in ("w", "e"):
+            self.bump(items, work=kind == "w")
+
+    def bump(self, queues: Sequence[str], *, work: bool) -> None:
+        """Record that `queues` have new events (and new work if `work`), and wake sleepers."""
+        for queue in queues:
+            self.event_seq[queue] = self.event_seq.get(queue, 0) + 1
+            if work:
+                self.work_seq[queue] = self.work_seq.get(queue, 0) + 1
+        self._wake()
+
+    def _wake(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def wait_changed(self, ready: Callable[[], bool]) -> None:
+        """Sleep until `ready()` holds, re-checked after each notification."""
+        while not ready():
+            changed = self._changed
+            await changed.wait()
+            if not self.is_open:
+                return
+
+    def _after_listener_gap(self) -> None:
+        """After the listener reconnected: wake every sleeper, and settle the result waiters
+        whose tasks ended while we could not hear it."""
+        self.bump(list(set(self.work_seq) | set(self.event_seq)), work=True)
+        self._changed.set()
+        if self._waiters:
+            task = asyncio.create_task(self._recheck_waiters())
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def _recheck_waiters(self) -> None:
+        ids = list(self._waiters)
+        rows = await self.run(lambda conn: conn.fetch(self.sql.get_many, ids))
+        for row in rows:
+            if TaskStatus(row["status"]).terminal:
+                self._notify_terminal(row["id"])
+
+    # -- records --------------------------------------------------------------------------------
+
+    async def _get_many(self, task_ids: Sequence[str], now: float) -> list[TaskRecord | None]:
+        ids = list(task_ids)
+        rows = await self.run(lambda conn: conn.fetch(self.sql.get_many, ids))
+        by_id = {row["id"]: row for row in rows}
+        return [_task_record(by_id[task_id], now) if task_id in by_id else None for task_id in ids]
+
+    async def _report(self, updates: Sequence[ProgressUpdate], now: float) -> list[bool]:
+        # Several updates of one attempt in a batch are merged: an UPDATE touches a row once.
+        merged: dict[tuple[str, int], tuple[Progress | None, list[bytes]]] = {}
+        for u in updates:
+            progress, yields = merged.get((u.task_id, u.token), (None, []))
+            merged[(u.task_id, u.token)] = (u.progress or progress, [*yields, *u.yields])
+        keys = list(merged)
+        progresses = [merged[k][0] for k in keys]
+        yield_values: list[bytes] = []
+        yield_owner: list[int] = []
+        for ordinal, key in enumerate(keys, start=1):
+            for value in merged[key][1]:
+                yield_values.append(value)
+                yield_owner.append(ordinal)
+        args = (
+            [k[0] for k in keys],
+            [k[1] for k in keys],
+            [None if p is None else _error_encoder.encode(p) for p in progresses],
+            [None if p is None else _progress_detail(p) for p in progresses],
+            yield_values,
+            yield_owner,
+            now,
+            self.channel,
+        )
+        rows = await self.run(lambda conn: conn.fetch(self.sql.report, *args))
+        applied = {keys[row["ord"] - 1]: bool(row["ok"]) for row in rows}
+        return [applied[(u.task_id, u.token)] for u in updates]
+
+    # -- events ---------------------------------------------------------------------------------
+
+    async def _read_events(self, queue: str, after: str | None, limit: int) -> list[Event]:
+        cursor = _parse_cursor(after)
+        rows = await self.run(lambda conn: conn.fetch(self.sql.read_events, queue, cursor, limit))
+        return [
+            Event(
+                cursor=str(row["id"]),
+                task_id=row["task_id"],
+                queue=row["queue"],
+                kind=EventKind(row["kind"]),
+                at=row["at"],
+                attempt=row["attempt"],
+                order_id=row["order_id"],
+                detail=row["detail"],
+            )
+            for row in rows
+        ]
+
+    async def _wait_events(self, queue: str, after: str | None) -> None:
+        await self._ensure_listening()
+        seen = self.event_seq.get(queue, 0)
+        cursor = _parse_cursor(after)
+        exists = await self.run(
+            lambda conn: conn.fetchval(self.sql.has_events_after, queue, cursor)
+        )
+        if exists:
+            return
+        await self.wait_changed(lambda: self.event_seq.get(queue, 0) != seen)
+
+    # -- maintenance ----------------------------------------------------------------------------
+
+    async def _cleanup(self, now: float, keep_s: float) -> int:
+        deleted = 0
+        while True:
+            status = await self.run(
+                lambda conn: conn.execute(self.sql.cleanup_tasks, now - keep_s, now, _CLEANUP_CHUNK)
+            )
+            count = int(status.split()[-1])
+            deleted += count
+            if count < _CLEANUP_CHUNK:
+                break
+        await self.trim_events()
+        return deleted
+
+    async def trim_events(self) -> None:
+        """Keep about `events_maxlen` events per queue."""
+        queues = await self.run(lambda conn: conn.fetch(self.sql.event_queues))
+        for row in queues:
+            await self._trim_queue_events(row["queue"])
+
+    async def _trim_queue_events(self, queue: str) -> None:
+        await self.run(lambda conn: conn.execute(self.sql.trim_events, queue, self.events_maxlen))
+
+    # -- coordination leases --------------------------------------------------------------------
+
+    async def _acquire_lease(self, name: str, owner: str, ttl_s: float, now: float) -> int | None:
+        token = await self.run(
+            lambda conn: conn.fetchval(self.sql.acquire_lease, name, owner, now, ttl_s)
+        )
+        return None if token is None else int(token)
+
+    async def _renew_lease(
+        self, name: str, owner: str, token: int, ttl_s: float, now: float
+    ) -> bool:
+        status = await self.run(
+            lambda conn: conn.execute(self.sql.renew_lease, name, owner, token, now, ttl_s)
+        )
+        return status.endswith(" 1")
+
+    async def _release_lease(self, name: str, owner: str, token: int) -> bool:
+        status = await self.run(
+            lambda conn: conn.execute(self.sql.release_lease, name, owner, token)
+        )
+        return status.endswith(" 1")
+
+    async def _get_lease(self, name: str, now: float) -> LeaseInfo | None:
+        row = await self.run(lambda conn: conn.fetchrow(self.sql.get_lease, name, now))
+        if row is None:
+            return None
+        return LeaseInfo(
+            name=name, owner=row["owner"], token=row["token"], expires_at=row["expires_at"]
+        )
+
+    # -- key-value records ----------------------------------------------------------------------
+
+    async def _kv_get(self, namespace: str, key: str) -> Versioned | None:
+        row = await self.run(lambda conn: conn.fetchrow(self.sql.kv_get, namespace, key))
+        return None if row is None else Versioned(bytes(row["value"]), int(row["version"]))
+
+    async def _kv_set(
+        self, namespace: str, key: str, value: bytes, expect_version: int | None
+    ) -> int | None:
+        args: tuple[Any, ...]
+        if expect_version is None:
+            sql, args = self.sql.kv_upsert, (namespace, key, value)
+        elif expect_version == 0:
+            sql, args = self.sql.kv_create, (namespace, key, value)
+        else:
+            sql, args = self.sql.kv_replace, (namespace, key, value, expect_version)
+        version = await self.run(lambda conn: conn.fetchval(sql, *args))
+        return None if version is None else int(version)
+
+    async def _kv_list(self, namespace: str) -> dict[str, Versioned]:
+        rows = await self.run(lambda conn: conn.fetch(self.sql.kv_list, namespace))
+        return {row["key"]: Versioned(bytes(row["value"]), int(row["version"])) for row in rows}
+
+    async def _kv_delete(self, namespace: str, key: str) -> bool:
+        status = await self.run(lambda conn: conn.execute(self.sql.kv_delete, namespace, key))
+        return status.endswith(" 1")
+
+
+def _progress_detail(progress: Progress) -> str:
+    text = f"{progress.done}/{progress.total}" if progress.total is not None else str(progress.done)
+    return f"{text} {progress.message}" if progress.message else text
+
+
+def _parse_cursor(after: str | None) -> int:
+    if after is None:
+        return 0
+    try:
+        return int(after)
+    except ValueError:
+        raise ValueError(
+            f"event cursor {after!r} is not a PostgreSQL event cursor: pass the `cursor` of an "
+            "Event read from this backend, or None to start at the oldest kept event"
+        ) from None
+
+
+# --- broker -------------------------------------------------------------------------------------
+
+
+class PostgresBroker(Broker):
+    """Moves messages through ``<schema>.tasks``: SKIP LOCKED claims, fenced batched completes.
+
+    Args:
+        storage: The `PostgresStorage` of the same database (opened with the broker).
+    """
+
+    def __init__(self, storage: PostgresStorage) -> None:
+        super().__init__(storage)
+        self.pg = storage
+        #: Per worker id: the work counters seen when its last claim began.
+        self._claim_marks: dict[str, dict[str, int]] = {}
+
+    # -- enqueue --------------------------------------------------------------------------------
+
+    async def _enqueue(self, messages: Sequence[TaskMessage], now: float) -> list[EnqueueResult]:
+        results = await self.pg.run(lambda conn: self._insert(conn, messages, now))
+        created = sorted({m.queue for m, r in zip(messages, results, strict=True) if r.created})
+        if created:
+            self.pg.bump(created, work=True)  # same-process workers need not wait for NOTIFY
+        return results
+
+    async def _enqueue_in(
+        self, connection: Any, messages: Sequence[TaskMessage], now: float
+    ) -> list[EnqueueResult]:
+        if not hasattr(connection, "fetch") or not hasattr(connection, "transaction"):
+            raise BackendUnavailable(
+                f"options(connection=...) needs an asyncpg connection (inside your transaction), "
+                f"not {type(connection).__name__}: `async with conn.transaction(): "
+                "await task.options(connection=conn).add_task(...)`"
+            )
+        return await self._insert(connection, messages, now)
+
+    async def _insert(
+        self, conn: Conn, messages: Sequence[TaskMessage], now: float
+    ) -> list[EnqueueResult]:
+        """Insert a batch (one statement; a second one only for messages that collided)."""
+        rows = await conn.fetch(self.pg.sql.enqueue, *_enqueue_args(messages), now, self.pg.channel)
+        results: list[EnqueueResult | None] = []
+        seen: set[str] = set()
+        unresolved: list[int] = []
+        for index, row in enumerate(rows):
+            task_id = row["id"]
+            if row["created"] and task_id not in seen:
+                results.append(EnqueueResult(task_id, True))
+            elif row["by_id"] is not None:
+                results.append(EnqueueResult(row["by_id"], False))
+            else:
+                results.append(None)
+                unresolved.append(index)
+            seen.add(task_id)
+        if unresolved:
+            await self._resolve_conflicts(conn, messages, unresolved, results)
+        return [r for r in results if r is not None]
+
+    async def _resolve_conflicts(
+        self,
+        conn: Conn,
+        messages: Sequence[TaskMessage],
+        unresolved: list[int],
+        results: list[EnqueueResult | None],
+    ) -> None:
+        picked = [messages[i] for i in unresolved]
+        rows = await conn.fetch(
+            self.pg.sql.enqueue_conflicts,
+            [m.id for m in picked],
+            [m.queue for m in picked],
+            [m.dedup_key for m in picked],
+        )
+        for index, row in zip(unresolved, rows, strict=True):
+            results[index] = EnqueueResult(row["existing"] or messages[index].id, False)
+
+    # -- claim, extend, complete ----------------------------------------------------------------
+
+    async def _claim(
+        self, queues: Sequence[str], limit: int, lease_s: float, now: float, worker_id: str
+    ) -> list[Delivery]:
+        await self.pg._ensure_listening()
+        self._claim_marks[worker_id] = {q: self.pg.work_seq.get(q, 0) for q in queues}
+        deliveries: list[Delivery] = []
+        lease_until = now + lease_s
+        for queue in dict.fromkeys(queues):
+            room = limit - len(deliveries)
+            if room <= 0:
+                break
+            deliveries += await self._claim_queue(queue, room, lease_until, now, worker_id)
+        return deliveries
+
+    async def _claim_queue(
+        self, queue: str, limit: int, lease_until: float, now: float, worker_id: str
+    ) -> list[Delivery]:
+        """One claim statement on one queue; settles the lapsed tasks it dead-lettered."""
+        rows = await self.pg.run(
+            lambda conn: conn.fetch(
+                self.pg.sql.claim,
+                queue,
+                now,
+                limit,
+                lease_until,
+                worker_id,
+                _LEASE_EXPIRED,
+                self.result_ttl_s,
+                self.pg.channel,
+            )
+        )
+        deliveries: list[Delivery] = []
+        for row in rows:
+            if row["status"] == "running":
+                deliveries.append(
+                    Delivery(row["id"], row["token"], row["attempts"], row["data"], lease_until)
+                )
+            else:
+                self.pg._notify_terminal(row["id"])
+        return deliveries
+
+    async def _extend(
+        self, leases: Sequence[Lease], lease_s: float, now: float
+    ) -> list[LeaseState]:
+        unique = list(dict.fromkeys((lease.task_id, lease.token) for lease in leases))
+        args = ([k[0] for k in unique], [k[1] for k in unique], now + lease_s)
+        rows = await self.pg.run(lambda conn: conn.fetch(self.pg.sql.extend, *args))
+        state: dict[tuple[str, int], LeaseState] = {}
+        for key, row in zip(unique, rows, strict=True):
+            if not row["ok"]:
+                state[key] = LeaseState.LOST
+            else:
+                state[key] = LeaseState.CANCEL if row["cancel"] else LeaseState.OK
+        return [state[(lease.task_id, lease.token)] for lease in leases]
+
+    async def _complete(self, outcomes: Sequence[Outcome], now: float) -> list[bool]:
+        args = (
+            [o.task_id for o in outcomes],
+            [o.token for o in outcomes],
+            [o.kind.value for o in outcomes],
+            [o.result for o in outcomes],
+            [_encode_error(o.error) for o in outcomes],
+            [o.retry_at for o in outcomes],
+            [o.result_expires_at for o in outcomes],
+            [_error_detail(o.error) if o.kind is not OutcomeKind.DONE else None for o in outcomes],
+            now,
+            self.pg.channel,
+            self.result_ttl_s,
+        )
+        rows = await self.pg.run(lambda conn: conn.fetch(self.pg.sql.complete, *args))
+        accepted: list[bool] = []
+        for outcome, row in zip(outcomes, rows, strict=True):
+            accepted.append(bool(row["ok"]))
+            if row["ok"] and TaskStatus(row["status"]).terminal:
+                self.pg._notify_terminal(outcome.task_id)  # local waiters: no need to hear it
+        return accepted
+
+    # -- cancel ---------------------------------------------------------------------------------
+
+    async def _cancel(self, task_ids: Sequence[str], now: float) -> list[CancelResult]:
+        ids = list(task_ids)
+        rows = await self.pg.run(
+            lambda conn: conn.fetch(
+                self.pg.sql.cancel, ids, now, self.result_ttl_s, self.pg.channel
+            )
+        )
+        results: list[CancelResult] = []
+        for task_id, row in zip(ids, rows, strict=True):
+            if row["status"] == "cancelled":
+                results.append(CancelResult.CANCELLED)
+                self.pg._notify_terminal(task_id)
+            elif row["status"] == "running":
+                results.append(CancelResult.REQUESTED)
+            elif row["found"]:
+                results.append(CancelResult.ALREADY_TERMINAL)
+            else:
+                results.append(CancelResult.NOT_FOUND)
+        return results
+
+    # -- waiting for work -----------------------------------------------------------------------
+
+    async def _next_due(self, queues: Sequence[str], now: float) -> float | None:
+        names = list(queues)
+        due = await self.pg.run(lambda conn: conn.fetchval(self.pg.sql.next_due, names, now))
+        return None if due is None else float(due)
+
+    async def _wait_for_work(self, queues: Sequence[str], worker_id: str) -> None:
+        await self.pg._ensure_listening()
+        marks = self._claim_marks.get(worker_id)
+        if marks is None:
+            return  # no claim yet: there may be work already
+
+        def arrived() -> bool:
+            return any(self.pg.work_seq.get(q, 0) != marks.get(q, 0) for q in queues)
+
+        await self.pg.wait_changed(arrived)
+
+    # -- dead letters and inspection ------------------------------------------------------------
+
+    async def _dead_letters(self, queue: str, limit: int, offset: int) -> list[TaskRecord]:
+        rows = await self.pg.run(
+            lambda conn: conn.fetch(self.pg.sql.dead_letters, queue, limit, offset)
+        )
+        # Dead letters are listed with their error even after the result TTL.
+        return [_task_record(row, float("-inf")) for row in rows]
+
+    async def _requeue_dead(
+        self, task_ids: Sequence[str], now: float, new_ids: Sequence[str]
+    ) -> list[str | None]:
+        async def op(conn: Conn) -> tuple[list[str | None], list[str]]:
+            async with conn.transaction():
+                return await self._requeue_locked(conn, task_ids, now, new_ids)
+
+        results, queues = await self.pg.run(op)
+        self.pg.bump(queues, work=True)
+        return results
+
+    async def _requeue_locked(
+        self, conn: Conn, task_ids: Sequence[str], now: float, new_ids: Sequence[str]
+    ) -> tuple[list[str | None], list[str]]:
+        """Requeue under row locks; returns the new ids (or None) and the queues touched."""
+        rows = await conn.fetch(self.pg.sql.lock_dead, list(task_ids))
+        dead = {row["id"]: row for row in rows}
+        messages: list[TaskMessage] = []
+        pairs: list[tuple[str, str]] = []
+        out: list[str | None] = []
+        for old_id, new_id in zip(task_ids, new_ids, strict=True):
+            row = dead.pop(old_id, None)  # a dead letter is requeued once per call
+            message = _decode_or_none(row["data"]) if row is not None else None
+            if message is None:
+                out.append(None)
+                continue
+            messages.append(
+                msgspec.structs.replace(
+                    message, id=new_id, requeued_from=old_id, eta=None, created_at=now
+                )
+            )
+            pairs.append((old_id, new_id))
+            out.append(new_id)
+        if not messages:
+            return out, []
+        old_ids = [p[0] for p in pairs]
+        await conn.execute(self.pg.sql.release_dedup, old_ids)
+        await self._insert(conn, messages, now)
+        await conn.execute(self.pg.sql.requeued_events, old_ids, [p[1] for p in pairs], now)
+        return out, sorted({m.queue for m in messages})
+
+    async def _stats(self, queues: Sequence[str], now: float) -> list[QueueStats]:
+        names = list(queues)
+        rows = await self.pg.run(lambda conn: conn.fetch(self.pg.sql.stats, names, now))
+        return [
+            QueueStats(
+                queue=row["queue"],
+                queued=row["queued"],
+                scheduled=row["scheduled"],
+                running=row["running"],
+                dead=row["dead"],
+            )
+            for row in rows
+        ]
+
+
+def _decode_or_none(data: bytes) -> TaskMessage | None:
+    try:
+        return decode_message(data)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        logger.warning("cannot requeue a dead letter whose message does not decode")
+        return None
