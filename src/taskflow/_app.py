@@ -28,6 +28,7 @@ from types import TracebackType
 from typing import Any, Concatenate, ParamSpec, Self, TypeVar, overload
 
 import anyio
+import msgspec
 import anyio.from_thread
 import anyio.lowlevel
 
@@ -45,6 +46,7 @@ from ._exceptions import (
 from ._message import CancelResult, TaskMessage, TaskRecord, encode_value
 from ._starter import Starter
 from ._task import (
+    NO_OPTIONS,
     PreparedTask,
     Seconds,
     TaskDefinition,
@@ -62,6 +64,8 @@ from .abc import Broker, Storage
 __all__ = ["QueueTasks"]
 
 _NO_HEADERS: dict[str, str] = {}
+# Distinct from NO_OPTIONS (same values) so building a template takes the general path.
+_TEMPLATE_OPTIONS = TaskOptions(task_id="template")
 
 logger = logging.getLogger("taskflow.app")
 
@@ -151,6 +155,7 @@ class QueueTasks:
         self.storage: Storage = self.broker.storage
         self._tasks: dict[str, TaskDefinition] = {}
         self._owns_broker = True
+        self._templates: dict[str, TaskMessage] = {}
         self._services: list[Service] = []
         self._startup: list[Hook] = []
         self._shutdown: list[Hook] = []
@@ -530,6 +535,8 @@ class QueueTasks:
         options: TaskOptions,
         now: float,
     ) -> TaskMessage:
+        if options is NO_OPTIONS:
+            return self._build_default_message(definition, args, kwargs, now)
         config = self.config
         payload = _encode_payload(definition, args, kwargs)
         queue = given(options.queue, definition.queue) or config.default_queue
@@ -561,6 +568,29 @@ class QueueTasks:
             parent_id=given(options.parent_id, None),
             order_id=given(options.order_id, None),
             headers=given(options.headers, _NO_HEADERS),
+        )
+
+    def _build_default_message(
+        self,
+        definition: TaskDefinition,
+        args: tuple[Any, ...],
+        kwargs: Mapping[str, Any],
+        now: float,
+    ) -> TaskMessage:
+        """The hot path: a call with no per-call options, from a template made once per task."""
+        template = self._templates.get(definition.name)
+        if template is None or template.name != definition.name:
+            template = self._build_message(definition, (), {}, _TEMPLATE_OPTIONS, now)
+            self._templates[definition.name] = template
+        queue = template.queue
+        return msgspec.structs.replace(
+            template,
+            id=self.broker.new_task_id(queue),
+            payload=_encode_payload(definition, args, kwargs),
+            created_at=now,
+            expires_at=(
+                None if definition.expires is None else _expires_at(definition.expires, now)
+            ),
         )
 
     # -- reading and managing tasks ---------------------------------------------------------

@@ -100,7 +100,8 @@ class TaskOptions:
         return dataclasses.replace(self, **changes) if changes else self
 
 
-_NO_OPTIONS: Final = TaskOptions()
+NO_OPTIONS: Final = TaskOptions()
+"""The options of a call that sets none (identity-checked on the hot path)."""
 
 
 @dataclasses.dataclass(slots=True)
@@ -322,11 +323,11 @@ class TaskFunc(Generic[P, R]):
             EncodeError: an argument cannot be encoded with msgspec (the message names it).
             LifecycleError: the app is not open.
         """
-        return await self._app._enqueue_one(self.definition, args, kwargs, _NO_OPTIONS)
+        return await self._app._enqueue_one(self.definition, args, kwargs, NO_OPTIONS)
 
     def prepare(self, *args: P.args, **kwargs: P.kwargs) -> PreparedTask[R]:
         """Bind arguments without sending, for `QueueTasks.add_tasks` (one backend call)."""
-        return PreparedTask(self.definition, args, kwargs, _NO_OPTIONS)
+        return PreparedTask(self.definition, args, kwargs, NO_OPTIONS)
 
     def options(
         self,

@@ -549,7 +549,8 @@ class Worker:
 
     def _finish(self, outcome: Outcome) -> None:
         self._pending.append(outcome)
-        self._flush_event.set()
+        if not self._flush_event.is_set():
+            self._flush_event.set()
 
     def _drop(self, run: _Run) -> None:
         self._runs.pop(run.task_id, None)
