@@ -229,7 +229,7 @@ class QueueTasks:
         `TaskContext` (put it first) receives the run's context.
 
         Args:
-            name: Registered name (default: ``module.qualname``).
+            name: Registered name (default: the function's ``__qualname__``).
             retries: Retries after the first attempt (default `GlobalConfig.default_retries`).
             retry_backoff: Base of the exponential backoff with jitter.
             timeout: Interrupt an async run after this long (sync functions cannot be).

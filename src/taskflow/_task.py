@@ -197,11 +197,9 @@ def make_definition(
             "@app.task goes on a plain function; put it below @staticmethod, or use a "
             "module-level function"
         )
-    task_name = name or f"{fn.__module__}.{fn.__qualname__}"
-    if "<locals>" in task_name and name is None:
-        # Workers in other processes could never import it; an explicit name makes that a
-        # deliberate choice.
-        task_name = fn.__qualname__.replace(".<locals>", "")
+    # The default name is the function's own (as in the seed's client: add_task("add", ...));
+    # two tasks of one name on an app are refused, so a clash is caught at import time.
+    task_name = name or fn.__qualname__.replace(".<locals>", "")
     signature = inspect.signature(fn)
     context_param = _context_param(fn, signature)
     if retries is not None and retries < 0:
