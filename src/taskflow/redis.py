@@ -308,7 +308,8 @@ class RedisStorage(Storage):
             for i in idx:
                 u = updates[i]
                 prog = b"" if u.progress is None else msgspec.msgpack.encode(u.progress)
-                args += [u.task_id, str(u.token), prog, str(len(u.yields)), *u.yields]
+                args += [u.task_id, str(u.token), prog, _progress_text(u.progress)]
+                args += [str(len(u.yields)), *u.yields]
             reply = await self.run_queue_script("report", queue, now, args)
             for i, ok in zip(idx, reply, strict=True):
                 out[i] = bool(ok)
@@ -611,6 +612,8 @@ class RedisBroker(Broker):
     async def _next_due(self, queues: Sequence[str], now: float) -> float | None:
         times: list[float] = []
         for facts in await self._inspect(queues, now):
+            if int(facts[7]) > 0 or int(facts[1]) > 0:  # claimable already
+                return now
             times += [float(t) for t in facts[5:7] if t]
         return min(times, default=None)
 
@@ -674,7 +677,7 @@ class RedisBroker(Broker):
                     _opt_t(new.dedup_ttl_s),
                     str(new.retries),
                     new.order_id or "",
-                    "",
+                    "" if new.store_result else "1",
                 ]
             reply = await rs.run_queue_script("requeue", queue, now, args)
             for j, new_id in zip(idx, reply, strict=True):
@@ -717,6 +720,13 @@ def _check_message_routing(message: TaskMessage) -> None:
         )
 
 
+def _progress_text(progress: Progress | None) -> str:
+    if progress is None:
+        return ""
+    total = "?" if progress.total is None else str(progress.total)
+    return f"{progress.done}/{total}"
+
+
 def _enqueue_args(messages: Sequence[TaskMessage], now: float) -> list[Any]:
     args: list[Any] = [str(len(messages))]
     for m in messages:
@@ -732,6 +742,7 @@ def _enqueue_args(messages: Sequence[TaskMessage], now: float) -> list[Any]:
             _opt_t(m.dedup_ttl_s),
             str(m.retries),
             m.order_id or "",
+            "" if m.store_result else "1",
         ]
     return args
 
@@ -745,6 +756,7 @@ def _complete_args(outcomes: Sequence[Outcome]) -> list[Any]:
             o.kind.value,
             b"" if o.result is None else o.result,
             b"" if o.error is None else msgspec.msgpack.encode(o.error),
+            "" if o.error is None else o.error.type,
             _opt_t(o.retry_at),
             _opt_t(o.result_expires_at),
         ]

@@ -13,15 +13,14 @@ for j = 7, #ARGV do
   elseif TERMINAL[st] then
     out[#out + 1] = 'already_terminal'
   elseif st == 'running' then
-    redis.call('HSET', r, 'cr', '1')
-    event(id, 'cancel_requested', f[2], f[5], '')
+    if redis.call('HSETNX', r, 'cr', '1') == 1 then
+      event(id, 'cancel_requested', f[2], f[5], '')
+    end
     out[#out + 1] = 'requested'
   else
-    if st == 'queued' then
-      ready_remove(f[3], f[4])
-    else
-      redis.call('ZREM', K .. 'sched', id)
-    end
+    -- A scheduled task may already sit in a ready set (promoted when it became due).
+    ready_remove(f[3], f[4])
+    redis.call('ZREM', K .. 'sched', id)
     finish(id, 'cancelled', '', '', RX, f[2], f[5], '')
     out[#out + 1] = 'cancelled'
   end

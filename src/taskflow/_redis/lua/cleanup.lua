@@ -1,7 +1,7 @@
 -- Delete records whose result expired before ARGV[6], and dedup entries past their window.
 -- Returns the deleted ids.
 local cutoff = ARGV[6]
-local ids = redis.call('ZRANGEBYSCORE', K .. 'fin', '-inf', '(' .. cutoff)
+local ids = redis.call('ZRANGEBYSCORE', K .. 'fin', '-inf', cutoff)
 for _, id in ipairs(ids) do
   redis.call('DEL', rkey(id), ykey(id))
   redis.call('ZREM', K .. 'fin', id)

@@ -55,7 +55,7 @@ end
 local function finish(id, status, res, err, rx, attempt, oid, detail)
   local r = rkey(id)
   redis.call('HSET', r, 'st', status, 'fa', NOW)
-  if res ~= '' then redis.call('HSET', r, 'res', res) end
+  if res ~= '' and redis.call('HGET', r, 'nr') ~= '1' then redis.call('HSET', r, 'res', res) end
   if err ~= '' then redis.call('HSET', r, 'err', err) end
   redis.call('ZREM', K .. 'run', id)
   if status == 'failed' then redis.call('ZADD', K .. 'dead', NOW, id) end
@@ -68,14 +68,14 @@ local function finish(id, status, res, err, rx, attempt, oid, detail)
 end
 
 -- Store a new task record and make it claimable (or scheduled).
-local function create(id, msg, pr, due, sched, dk, dt, rt, oid)
+local function create(id, msg, pr, due, sched, dk, dt, rt, oid, nr)
   local seq = redis.call('INCR', K .. 'seq')
   local m = string.format('%012x', seq) .. id
   local r = rkey(id)
   local st = 'queued'
   if sched == '1' then st = 'scheduled' end
   redis.call('HSET', r, 'msg', msg, 'st', st, 'att', 0, 'tok', 0, 'pr', pr, 'm', m, 'rt', rt,
-    'dk', dk, 'dt', dt, 'oid', oid)
+    'dk', dk, 'dt', dt, 'oid', oid, 'nr', nr)
   if sched == '1' then
     redis.call('ZADD', K .. 'sched', due, id)
     event(id, 'scheduled', 0, oid, '')

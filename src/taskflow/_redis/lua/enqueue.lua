@@ -1,13 +1,13 @@
--- Enqueue a batch: ARGV[6] = count, then per message 9 fields:
--- id, encoded message, priority, due time, scheduled flag, dedup key, dedup ttl, retries, order id.
+-- Enqueue a batch: ARGV[6] = count, then per message 10 fields: id, encoded message,
+-- priority, due time, scheduled flag, dedup key, dedup ttl, retries, order id, no-result flag.
 -- Returns per message: the id now standing for it, and 1 if created (0: deduplicated).
 local n = tonumber(ARGV[6])
 local out = {}
 local woke = false
 for i = 0, n - 1 do
-  local b = 7 + i * 9
+  local b = 7 + i * 10
   local id, msg, pr, due, sched = ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4]
-  local dk, dt, rt, oid = ARGV[b + 5], ARGV[b + 6], ARGV[b + 7], ARGV[b + 8]
+  local dk, dt, rt, oid, nr = ARGV[b + 5], ARGV[b + 6], ARGV[b + 7], ARGV[b + 8], ARGV[b + 9]
   local existing = nil
   if redis.call('EXISTS', rkey(id)) == 1 then
     existing = id
@@ -28,7 +28,7 @@ for i = 0, n - 1 do
     out[#out + 1] = existing
     out[#out + 1] = 0
   else
-    create(id, msg, pr, due, sched, dk, dt, rt, oid)
+    create(id, msg, pr, due, sched, dk, dt, rt, oid, nr)
     out[#out + 1] = id
     out[#out + 1] = 1
     if sched ~= '1' then woke = true end

@@ -1,14 +1,16 @@
 -- Renew leases until ARGV[6]; then pairs of (id, token) from ARGV[7].
 -- Returns per lease: 0 lost, 1 renewed, 2 renewed but cancellation requested.
+-- A lapsed lease not yet claimed by another worker is taken back (out of the ready set).
 local LX = ARGV[6]
 local out = {}
 for j = 7, #ARGV, 2 do
   local id, tok = ARGV[j], ARGV[j + 1]
   local r = rkey(id)
-  local f = redis.call('HMGET', r, 'st', 'tok', 'cr')
+  local f = redis.call('HMGET', r, 'st', 'tok', 'cr', 'pr', 'm')
   if f[1] == 'running' and f[2] == tok then
     redis.call('HSET', r, 'lx', LX)
-    redis.call('ZADD', K .. 'run', 'XX', LX, id)
+    if redis.call('SREM', K .. 'lap', id) == 1 then ready_remove(f[4], f[5]) end
+    redis.call('ZADD', K .. 'run', LX, id)
     if f[3] == '1' then out[#out + 1] = 2 else out[#out + 1] = 1 end
   else
     out[#out + 1] = 0

@@ -8,7 +8,7 @@ local held = f[1] and f[1] ~= '' and tonumber(f[3]) > now
 if op == 'acquire' then
   if held and f[1] ~= owner then return false end
   local tok = tonumber(f[2] or '0')
-  if f[1] ~= owner or tok == 0 then tok = tok + 1 end
+  if not held then tok = tok + 1 end
   redis.call('HSET', key, 'owner', owner, 'tok', tok, 'exp', exp)
   return tok
 elseif op == 'renew' then

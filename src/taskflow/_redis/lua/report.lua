@@ -1,25 +1,27 @@
 -- Progress and yielded values of running tasks: ARGV[6] = count, then per update: id, token,
--- encoded progress ('' = none), number of yields, the yields. Returns per update 1 or 0.
+-- encoded progress ('' = none), progress text for the event, number of yields, the yields.
+-- Returns per update 1 or 0.
 local n = tonumber(ARGV[6])
 local out = {}
 local b = 7
 for _ = 1, n do
-  local id, tok, prog, ny = ARGV[b], ARGV[b + 1], ARGV[b + 2], tonumber(ARGV[b + 3])
+  local id, tok, prog, ptext = ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3]
+  local ny = tonumber(ARGV[b + 4])
   local r = rkey(id)
   local f = redis.call('HMGET', r, 'st', 'tok', 'att', 'oid')
   if f[1] == 'running' and f[2] == tok then
     if prog ~= '' then
       redis.call('HSET', r, 'prog', prog)
-      event(id, 'progress', f[3], f[4], '')
+      event(id, 'progress', f[3], f[4], ptext)
     end
     for y = 1, ny do
-      redis.call('RPUSH', ykey(id), ARGV[b + 3 + y])
-      event(id, 'yielded', f[3], f[4], '')
+      local len = redis.call('RPUSH', ykey(id), ARGV[b + 4 + y])
+      event(id, 'yielded', f[3], f[4], tostring(len - 1))
     end
     out[#out + 1] = 1
   else
     out[#out + 1] = 0
   end
-  b = b + 4 + ny
+  b = b + 5 + ny
 end
 return out

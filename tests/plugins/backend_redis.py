@@ -1,0 +1,168 @@
+"""Backend plugin for the conformance suite: Redis, single node (``redis``) and a Redis Cluster
+(``redis_cluster``).
+
+Follows the protocol in ``tests/conformance/conftest.py``. ``backend_factory_redis`` opens a
+broker on the test server (``tests.services.redis_url()``) under a random key prefix and deletes
+that prefix's keys afterwards. ``backend_factory_redis_cluster`` does the same on a 3-master
+Redis Cluster that the session-scoped ``redis_cluster_url`` fixture starts on free loopback
+ports (``redis-server --cluster-enabled yes`` + ``redis-cli --cluster create``), waits for
+``cluster_state:ok`` on every node, and stops by pid at the end of the session.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractAsyncContextManager as AsyncContextManager
+
+import pytest
+
+from taskflow.abc import Broker
+from taskflow.redis import RedisBroker, from_url
+from tests.services import free_port, redis_ping, redis_url, stop_process
+
+BACKEND_KINDS: tuple[str, ...] = ("redis", "redis_cluster")
+
+BrokerFactory = Callable[[], AsyncContextManager[Broker]]
+
+_CLUSTER_MASTERS = 3
+_CLUSTER_READY_TIMEOUT_S = 30.0
+
+
+def random_prefix() -> str:
+    """A key prefix no other test uses."""
+    return f"tftest-{os.urandom(6).hex()}"
+
+
+async def delete_prefix(broker: RedisBroker) -> None:
+    """Delete every key under the broker's prefix (on each node of a cluster)."""
+    storage = broker._redis
+    client = storage._client
+    pattern = f"{storage.prefix}*"
+    if storage.cluster:
+        for node in client.get_primaries():
+            keys = [k async for k in client.scan_iter(match=pattern, count=1000, target_nodes=node)]
+            for key in keys:
+                await client.delete(key)
+    else:
+        keys = [k async for k in client.scan_iter(match=pattern, count=1000)]
+        if keys:
+            await client.delete(*keys)
+
+
+def redis_factory(url: str) -> BrokerFactory:
+    """A factory of fresh brokers on `url`, each under its own prefix, cleaned up on exit."""
+
+    @contextlib.asynccontextmanager
+    async def open_backend() -> AsyncIterator[Broker]:
+        broker = from_url(url, prefix=random_prefix())
+        async with broker:
+            try:
+                yield broker
+            finally:
+                with contextlib.suppress(Exception):
+                    await delete_prefix(broker)
+
+    return open_backend
+
+
+@pytest.fixture
+def backend_factory_redis() -> BrokerFactory:
+    """Fresh, open Redis brokers on the test server (random key prefix, deleted afterwards)."""
+    return redis_factory(redis_url())
+
+
+@pytest.fixture
+def backend_factory_redis_cluster(redis_cluster_url: str) -> BrokerFactory:
+    """Fresh, open Redis brokers on the session's 3-master test cluster."""
+    return redis_factory(redis_cluster_url)
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_url() -> Iterator[str]:
+    """Start a 3-master Redis Cluster on free loopback ports; yield ``redis+cluster://...``."""
+    binary, cli = shutil.which("redis-server"), shutil.which("redis-cli")
+    if binary is None or cli is None:
+        redis_url()  # skips (or fails under TASKFLOW_REQUIRE_SERVICES=1) with the fix
+        pytest.skip("redis-server and redis-cli are needed for the Redis Cluster tests")
+    workdir = tempfile.mkdtemp(prefix="taskflow-cluster-")
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        ports = [free_port() for _ in range(_CLUSTER_MASTERS)]
+        procs = [_start_cluster_node(binary, port, workdir) for port in ports]
+        subprocess.run(
+            [
+                *(cli, "--cluster", "create", *(f"127.0.0.1:{p}" for p in ports)),
+                *("--cluster-replicas", "0", "--cluster-yes"),
+            ],
+            check=True,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            timeout=_CLUSTER_READY_TIMEOUT_S,
+        )
+        _wait_cluster_ok(cli, ports)
+        yield f"redis+cluster://127.0.0.1:{ports[0]}"
+    finally:
+        for proc in procs:
+            stop_process(proc)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _start_cluster_node(binary: str, port: int, workdir: str) -> subprocess.Popen[bytes]:
+    node_dir = os.path.join(workdir, str(port))
+    os.makedirs(node_dir)
+    proc = subprocess.Popen(
+        [
+            binary,
+            *("--port", str(port), "--bind", "127.0.0.1", "--dir", node_dir),
+            *("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"),
+            # The bus port defaults to port + 10000, which may be taken or past 65535.
+            *("--cluster-port", str(free_port())),
+            *("--save", "", "--appendonly", "no", "--logfile", os.path.join(node_dir, "log")),
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + _CLUSTER_READY_TIMEOUT_S
+    while not redis_ping("127.0.0.1", port, timeout=0.2):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            stop_process(proc)
+            raise RuntimeError(f"cluster node on port {port} did not start; see {node_dir}/log")
+        time.sleep(0.05)  # a child process's readiness has no event to wait on
+    return proc
+
+
+def _wait_cluster_ok(cli: str, ports: list[int]) -> None:
+    deadline = time.monotonic() + _CLUSTER_READY_TIMEOUT_S
+    for port in ports:
+        while True:
+            info = subprocess.run(
+                [cli, "-p", str(port), "cluster", "info"],
+                capture_output=True,
+                text=True,
+                check=False,
+                stdin=subprocess.DEVNULL,
+            ).stdout
+            if "cluster_state:ok" in info:
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"Redis Cluster node {port} not ok in time:\n{info}")
+            time.sleep(0.1)  # cluster convergence has no event to wait on
+
+
+__all__ = [
+    "BACKEND_KINDS",
+    "backend_factory_redis",
+    "backend_factory_redis_cluster",
+    "delete_prefix",
+    "random_prefix",
+    "redis_cluster_url",
+    "redis_factory",
+]
