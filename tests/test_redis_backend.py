@@ -1,0 +1,251 @@
+"""Redis-specific behaviour the conformance suite cannot see: the subscribe-before-read race of
+result waiting, reconnecting after the server drops our connections (or restarts), and hash-tag
+routing of task ids on a Redis Cluster.
+
+Tests that kill connections or restart a server use a private ``redis-server`` on a free port
+(`tests.services.start_redis_server`), never the shared test server.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import AsyncIterator, Iterator, Sequence
+
+import anyio
+import pytest
+import redis.asyncio as aioredis
+from redis.crc import key_slot
+
+from taskflow._exceptions import ConfigError
+from taskflow._message import TaskRecord, TaskStatus, encode_value
+from taskflow.redis import RedisBroker, RedisStorage, from_url
+from taskflow.testing import FakeClock
+from tests.conformance._helpers import claim, done, enqueue_one, message
+from tests.plugins.backend_redis import delete_prefix, random_prefix
+from tests.services import free_port, redis_url, start_redis_server, stop_process
+
+pytestmark = pytest.mark.redis
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+async def broker() -> AsyncIterator[RedisBroker]:
+    """A broker on the shared test server under a private prefix."""
+    async with from_url(redis_url(), prefix=random_prefix()) as b:
+        try:
+            yield b
+        finally:
+            await delete_prefix(b)
+
+
+@pytest.fixture
+def private_server() -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
+    """A redis-server of this test's own, free to kill connections on or restart."""
+    redis_url()  # skip (or fail) with the usual reason if Redis is not installed/running
+    port = free_port()
+    proc = start_redis_server(port)
+    try:
+        yield port, proc
+    finally:
+        stop_process(proc)
+
+
+async def _kill_clients(port: int, kind: str) -> int:
+    """CLIENT KILL TYPE `kind` on the private server, from a connection of its own."""
+    async with aioredis.Redis(port=port) as admin:
+        killed: int = await admin.client_kill_filter(_type=kind, skipme=True)
+        return killed
+
+
+# -- subscribe before read ---------------------------------------------------------------------
+
+
+async def test_completion_right_after_the_waiter_read_the_state_still_wakes_it(
+    broker: RedisBroker, clock: FakeClock
+) -> None:
+    """The waiter reads "running"; the task completes (from another process's broker) before
+    the waiter starts waiting. The pub/sub subscription made before the read delivers it."""
+    task_id = await enqueue_one(broker, clock)
+    waiter_storage = broker._redis
+    async with from_url(redis_url(), prefix=waiter_storage.prefix.rstrip(":")) as other:
+        [delivery] = await claim(other, clock)
+        read_original = waiter_storage._get_many
+        completed: list[bool] = []
+
+        async def read_then_complete(
+            task_ids: Sequence[str], now: float
+        ) -> list[TaskRecord | None]:
+            records = await read_original(task_ids, now)
+            if not completed:
+                completed.append(True)
+                assert records[0] is not None and records[0].status is TaskStatus.RUNNING
+                assert await other.complete([done(delivery, clock, 42)], now=clock.time())
+            return records
+
+        waiter_storage._get_many = read_then_complete  # type: ignore[method-assign]
+        with anyio.fail_after(10):
+            record = await waiter_storage.wait(task_id, timeout=None, now=clock.time())
+    assert completed == [True]
+    assert record.status is TaskStatus.DONE and record.result == encode_value(42)
+
+
+async def test_many_waiters_share_one_subscription(broker: RedisBroker, clock: FakeClock) -> None:
+    ids = [await enqueue_one(broker, clock) for _ in range(20)]
+    deliveries = await claim(broker, clock)
+    results: list[TaskRecord] = []
+
+    async def wait(task_id: str) -> None:
+        results.append(await broker.storage.wait(task_id, timeout=None, now=clock.time()))
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            for task_id in ids:
+                tg.start_soon(wait, task_id)
+            await anyio.wait_all_tasks_blocked()
+            listener = broker._redis._listener
+            assert listener is not None
+            assert len(listener._confirmed) == 1  # one "done" channel for the one queue
+            await broker.complete([done(d, clock) for d in deliveries], now=clock.time())
+    assert sorted(r.id for r in results) == sorted(ids)
+
+
+# -- reconnecting ------------------------------------------------------------------------------
+
+
+async def test_calls_succeed_again_after_client_kill(
+    private_server: tuple[int, subprocess.Popen[bytes]], clock: FakeClock
+) -> None:
+    port, _ = private_server
+    async with from_url(f"redis://127.0.0.1:{port}/0", prefix=random_prefix()) as b:
+        first = await enqueue_one(b, clock)
+        assert await _kill_clients(port, "normal") >= 1
+        second = await enqueue_one(b, clock)
+        deliveries = await claim(b, clock)
+        assert {d.task_id for d in deliveries} == {first, second}
+        assert await _kill_clients(port, "normal") >= 1
+        assert await b.complete([done(d, clock) for d in deliveries], now=clock.time()) == [
+            True,
+            True,
+        ]
+        records = await b.storage.get_many([first, second], now=clock.time())
+        assert [r.status for r in records if r is not None] == [TaskStatus.DONE] * 2
+
+
+async def test_listener_resubscribes_after_its_connection_is_killed(
+    private_server: tuple[int, subprocess.Popen[bytes]], clock: FakeClock
+) -> None:
+    """Kill the pub/sub connection, complete the task while it may still be down: the
+    listener reconnects, resubscribes, re-reads what it waits for, and the waiter gets it."""
+    port, _ = private_server
+    url = f"redis://127.0.0.1:{port}/0"
+    prefix = random_prefix()
+    async with from_url(url, prefix=prefix) as waiter, from_url(url, prefix=prefix) as worker:
+        task_id = await enqueue_one(waiter, clock)
+        [delivery] = await claim(worker, clock)
+        results: list[TaskRecord] = []
+
+        async def wait() -> None:
+            results.append(await waiter.storage.wait(task_id, timeout=None, now=clock.time()))
+
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(wait)
+                await anyio.wait_all_tasks_blocked()
+                assert await _kill_clients(port, "pubsub") >= 1
+                await worker.complete([done(delivery, clock, "late")], now=clock.time())
+        [record] = results
+        assert record.status is TaskStatus.DONE and record.result == encode_value("late")
+
+        # And the resubscribed channel keeps delivering.
+        second = await enqueue_one(waiter, clock)
+        [delivery] = await claim(worker, clock)
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(lambda: worker.complete([done(delivery, clock)], now=clock.time()))
+                record = await waiter.storage.wait(second, timeout=None, now=clock.time())
+        assert record.status is TaskStatus.DONE
+
+
+async def test_carries_on_after_a_server_restart(clock: FakeClock) -> None:
+    """A restarted (empty) server: scripts are loaded again on NOSCRIPT and calls succeed."""
+    redis_url()
+    port = free_port()
+    proc = start_redis_server(port)
+    try:
+        async with from_url(f"redis://127.0.0.1:{port}/0", prefix=random_prefix()) as b:
+            await enqueue_one(b, clock)
+            stop_process(proc)
+            proc = start_redis_server(port)
+            task_id = await enqueue_one(b, clock)
+            [delivery] = await claim(b, clock)
+            assert delivery.task_id == task_id
+            assert await b.complete([done(delivery, clock)], now=clock.time()) == [True]
+    finally:
+        stop_process(proc)
+
+
+# -- ids, routing, validation ------------------------------------------------------------------
+
+
+async def test_task_id_hash_tag_routes_to_the_queue_slot(redis_cluster_url: str) -> None:
+    async with from_url(redis_cluster_url, prefix=random_prefix()) as b:
+        storage = b._redis
+        for queue in ("default", "emails", "q-ü"):
+            task_id = b.new_task_id(queue)
+            assert task_id.startswith("{" + queue + "}")
+            queue_slot = key_slot(storage.qkey(queue, "ev").encode())
+            assert key_slot(task_id.encode()) == queue_slot
+            assert key_slot(storage.qkey(queue, f"t:{task_id}").encode()) == queue_slot
+            server_slot = await storage._client.cluster_keyslot(task_id)
+            assert server_slot == queue_slot
+
+
+async def test_user_chosen_ids_work_on_a_cluster(redis_cluster_url: str, clock: FakeClock) -> None:
+    async with from_url(redis_cluster_url, prefix=random_prefix()) as b:
+        [result] = await b.enqueue([message(b, "emails", id="order-17")], now=clock.time())
+        assert result.created and result.task_id == "order-17"
+        # Another process (no local cache) finds the queue through the id index.
+        async with from_url(redis_cluster_url, prefix=b._redis.prefix.rstrip(":")) as other:
+            record = await other.storage.get("order-17", now=clock.time())
+            assert record is not None and record.queue == "emails"
+            [delivery] = await claim(other, clock, ("emails",))
+            assert await other.complete([done(delivery, clock, 1)], now=clock.time()) == [True]
+            with anyio.fail_after(10):
+                record = await b.storage.wait("order-17", timeout=5, now=clock.time())
+            assert record.status is TaskStatus.DONE
+        # The same id sent to another queue names the existing task, as any duplicate id does.
+        [again] = await b.enqueue([message(b, "other", id="order-17")], now=clock.time())
+        assert not again.created and again.task_id == "order-17"
+        await delete_prefix(b)
+
+
+async def test_ids_and_queues_that_would_break_routing_are_refused(
+    broker: RedisBroker, clock: FakeClock
+) -> None:
+    with pytest.raises(ConfigError, match="hash tag"):
+        await broker.enqueue([message(broker, "emails", id="{default}x")], now=clock.time())
+    with pytest.raises(ConfigError, match="contain no"):
+        broker.new_task_id("a{b}")
+    with pytest.raises(ConfigError, match="braces"):
+        RedisStorage(prefix="x{y}")
+    with pytest.raises(ConfigError, match="not a Redis URL"):
+        from_url("http://localhost")
+
+
+async def test_outcome_of_a_running_task_is_fenced_across_processes(
+    broker: RedisBroker, clock: FakeClock
+) -> None:
+    """A zombie's late DONE after its lease lapsed and another worker claimed is refused."""
+    await enqueue_one(broker, clock, retries=1)
+    [old] = await claim(broker, clock, lease_s=5)
+    await clock.advance(6)
+    [new] = await claim(broker, clock, worker_id="w2")
+    assert new.token > old.token
+    assert await broker.complete([done(old, clock)], now=clock.time()) == [False]
+    assert await broker.complete([done(new, clock)], now=clock.time()) == [True]
+    record = await broker.storage.get(new.task_id, now=clock.time())
+    assert record is not None and record.status is TaskStatus.DONE and record.worker_id == "w2"
