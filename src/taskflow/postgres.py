@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -87,7 +87,8 @@ _progress_decoder: Final = msgspec.msgpack.Decoder(Progress)
 _LEASE_EXPIRED: Final = _error_encoder.encode(
     ErrorInfo(
         "LeaseExpired",
-        "the task's lease lapsed (its worker died or stalled) and it has no attempt left",
+        "the lease lapsed with no attempt left: the worker stopped renewing it (it probably "
+        "died, or its event loop was blocked for longer than the lease)",
     )
 )
 
@@ -195,11 +196,11 @@ def _encode_error(error: ErrorInfo | None) -> bytes | None:
     return None if error is None else _error_encoder.encode(error)
 
 
-def _error_detail(error: ErrorInfo | None) -> str | None:
-    if error is None:
+def _event_detail(outcome: Outcome) -> str | None:
+    """An outcome's event detail: the error's type (none for a release)."""
+    if outcome.error is None or outcome.kind is OutcomeKind.RELEASE:
         return None
-    text = f"{error.type}: {error.message}" if error.message else error.type
-    return text[:500]
+    return outcome.error.type
 
 
 def _task_record(row: asyncpg.Record, now: float) -> TaskRecord:
@@ -397,6 +398,8 @@ class PostgresStorage(Storage):
         self.event_seq: dict[str, int] = {}
         self._changed = asyncio.Event()
         self._background: set[asyncio.Task[None]] = set()
+        #: Per queue: events this process appended since it last trimmed that queue's stream.
+        self._events_since_trim: dict[str, int] = {}
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -583,7 +586,7 @@ class PostgresStorage(Storage):
         deleted = 0
         while True:
             status = await self.run(
-                lambda conn: conn.execute(self.sql.cleanup_tasks, now - keep_s, now, _CLEANUP_CHUNK)
+                lambda conn: conn.execute(self.sql.cleanup_tasks, now - keep_s, _CLEANUP_CHUNK)
             )
             count = int(status.split()[-1])
             deleted += count
@@ -591,6 +594,23 @@ class PostgresStorage(Storage):
                 break
         await self.trim_events()
         return deleted
+
+    async def count_events(self, queues: Iterable[str]) -> None:
+        """Count events just appended to `queues`; trim a queue's stream back to about
+        `events_maxlen` once this process added a tenth of that since its last trim."""
+        threshold = max(1, self.events_maxlen // 10)
+        counts = self._events_since_trim
+        full: list[str] = []
+        for queue in queues:
+            counts[queue] = counts.get(queue, 0) + 1
+            if counts[queue] == threshold:
+                full.append(queue)
+        for queue in full:
+            counts[queue] = 0
+            try:
+                await self._trim_queue_events(queue)
+            except Exception:  # the change itself is stored; trimming waits for the next round
+                logger.warning("could not trim the event stream of queue %r", queue, exc_info=True)
 
     async def trim_events(self) -> None:
         """Keep about `events_maxlen` events per queue."""
@@ -660,8 +680,8 @@ class PostgresStorage(Storage):
 
 
 def _progress_detail(progress: Progress) -> str:
-    text = f"{progress.done}/{progress.total}" if progress.total is not None else str(progress.done)
-    return f"{text} {progress.message}" if progress.message else text
+    total = "?" if progress.total is None else str(progress.total)
+    return f"{progress.done}/{total}"
 
 
 def _parse_cursor(after: str | None) -> int:
@@ -696,9 +716,10 @@ class PostgresBroker(Broker):
 
     async def _enqueue(self, messages: Sequence[TaskMessage], now: float) -> list[EnqueueResult]:
         results = await self.pg.run(lambda conn: self._insert(conn, messages, now))
-        created = sorted({m.queue for m, r in zip(messages, results, strict=True) if r.created})
+        created = [m.queue for m, r in zip(messages, results, strict=True) if r.created]
         if created:
-            self.pg.bump(created, work=True)  # same-process workers need not wait for NOTIFY
+            self.pg.bump(sorted(set(created)), work=True)  # same-process workers: no NOTIFY wait
+            await self.pg.count_events(created)
         return results
 
     async def _enqueue_in(
@@ -792,6 +813,7 @@ class PostgresBroker(Broker):
                 )
             else:
                 self.pg._notify_terminal(row["id"])
+        await self.pg.count_events([queue] * len(rows))
         return deliveries
 
     async def _extend(
@@ -817,10 +839,9 @@ class PostgresBroker(Broker):
             [_encode_error(o.error) for o in outcomes],
             [o.retry_at for o in outcomes],
             [o.result_expires_at for o in outcomes],
-            [_error_detail(o.error) if o.kind is not OutcomeKind.DONE else None for o in outcomes],
+            [_event_detail(o) for o in outcomes],
             now,
             self.pg.channel,
-            self.result_ttl_s,
         )
         rows = await self.pg.run(lambda conn: conn.fetch(self.pg.sql.complete, *args))
         accepted: list[bool] = []
@@ -828,6 +849,7 @@ class PostgresBroker(Broker):
             accepted.append(bool(row["ok"]))
             if row["ok"] and TaskStatus(row["status"]).terminal:
                 self.pg._notify_terminal(outcome.task_id)  # local waiters: no need to hear it
+        await self.pg.count_events(row["queue"] for row in rows if row["ok"])
         return accepted
 
     # -- cancel ---------------------------------------------------------------------------------
@@ -844,19 +866,20 @@ class PostgresBroker(Broker):
             if row["status"] == "cancelled":
                 results.append(CancelResult.CANCELLED)
                 self.pg._notify_terminal(task_id)
-            elif row["status"] == "running":
-                results.append(CancelResult.REQUESTED)
-            elif row["found"]:
+            elif row["status"] == "running" or row["before"] == "running":
+                results.append(CancelResult.REQUESTED)  # now, or by an earlier request
+            elif row["before"] is not None:
                 results.append(CancelResult.ALREADY_TERMINAL)
             else:
                 results.append(CancelResult.NOT_FOUND)
+        await self.pg.count_events(row["queue"] for row in rows if row["queue"] is not None)
         return results
 
     # -- waiting for work -----------------------------------------------------------------------
 
     async def _next_due(self, queues: Sequence[str], now: float) -> float | None:
         names = list(queues)
-        due = await self.pg.run(lambda conn: conn.fetchval(self.pg.sql.next_due, names, now))
+        due = await self.pg.run(lambda conn: conn.fetchval(self.pg.sql.next_due, names))
         return None if due is None else float(due)
 
     async def _wait_for_work(self, queues: Sequence[str], worker_id: str) -> None:
@@ -882,12 +905,20 @@ class PostgresBroker(Broker):
     async def _requeue_dead(
         self, task_ids: Sequence[str], now: float, new_ids: Sequence[str]
     ) -> list[str | None]:
+        if len(task_ids) != len(new_ids):
+            raise ValueError(
+                f"requeue_dead got {len(task_ids)} task id(s) but {len(new_ids)} new id(s); "
+                "pass one new id per dead letter (broker.new_task_id(queue))"
+            )
+
         async def op(conn: Conn) -> tuple[list[str | None], list[str]]:
             async with conn.transaction():
                 return await self._requeue_locked(conn, task_ids, now, new_ids)
 
         results, queues = await self.pg.run(op)
-        self.pg.bump(queues, work=True)
+        if queues:
+            self.pg.bump(sorted(set(queues)), work=True)
+            await self.pg.count_events(queues * 2)
         return results
 
     async def _requeue_locked(
@@ -896,29 +927,32 @@ class PostgresBroker(Broker):
         """Requeue under row locks; returns the new ids (or None) and the queues touched."""
         rows = await conn.fetch(self.pg.sql.lock_dead, list(task_ids))
         dead = {row["id"]: row for row in rows}
+        taken = {row["id"] for row in await conn.fetch(self.pg.sql.existing_ids, list(new_ids))}
         messages: list[TaskMessage] = []
-        pairs: list[tuple[str, str]] = []
         out: list[str | None] = []
         for old_id, new_id in zip(task_ids, new_ids, strict=True):
-            row = dead.pop(old_id, None)  # a dead letter is requeued once per call
+            row = dead.pop(old_id, None)  # a dead letter is requeued once
             message = _decode_or_none(row["data"]) if row is not None else None
-            if message is None:
+            if message is None or new_id in taken:
                 out.append(None)
                 continue
+            taken.add(new_id)
             messages.append(
                 msgspec.structs.replace(
                     message, id=new_id, requeued_from=old_id, eta=None, created_at=now
                 )
             )
-            pairs.append((old_id, new_id))
             out.append(new_id)
         if not messages:
             return out, []
-        old_ids = [p[0] for p in pairs]
-        await conn.execute(self.pg.sql.release_dedup, old_ids)
+        await conn.execute(
+            self.pg.sql.mark_requeued,
+            [m.requeued_from for m in messages],
+            [m.id for m in messages],
+            now,
+        )
         await self._insert(conn, messages, now)
-        await conn.execute(self.pg.sql.requeued_events, old_ids, [p[1] for p in pairs], now)
-        return out, sorted({m.queue for m in messages})
+        return out, [m.queue for m in messages]
 
     async def _stats(self, queues: Sequence[str], now: float) -> list[QueueStats]:
         names = list(queues)

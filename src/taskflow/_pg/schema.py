@@ -71,6 +71,7 @@ CREATE TABLE {s}.tasks (
     parent_id         text,
     order_id          text,
     requeued_from     text,
+    requeued_as       text,
     dedup_key         text,
     dedup_ttl_s       double precision,
     dedup_until       double precision,
@@ -147,7 +148,8 @@ CREATE UNIQUE INDEX tasks_dedup_live ON {{s}}.tasks (queue, dedup_key)
     WHERE dedup_key IS NOT NULL AND status IN {LIVE_STATES_SQL};
 CREATE INDEX tasks_dedup_any ON {{s}}.tasks (queue, dedup_key) WHERE dedup_key IS NOT NULL;
 -- Dead letters, newest first; cleanup of expired results.
-CREATE INDEX tasks_dead ON {{s}}.tasks (queue, finished_at DESC) WHERE status = 'failed';
+CREATE INDEX tasks_dead ON {{s}}.tasks (queue, finished_at DESC)
+    WHERE status = 'failed' AND requeued_as IS NULL;
 CREATE INDEX tasks_expiry ON {{s}}.tasks (result_expires_at)
     WHERE result_expires_at IS NOT NULL;
 """

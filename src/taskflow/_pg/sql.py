@@ -19,6 +19,8 @@ __all__ = ["Statements"]
 
 _TERMINAL: Final = "('done', 'failed', 'cancelled', 'expired')"
 _WAITING: Final = "('queued', 'scheduled', 'retrying')"
+#: Dead letters: failed tasks not requeued yet.
+_DEAD: Final = "status = 'failed' AND requeued_as IS NULL"
 
 _ENQUEUE: Final = f"""
 WITH input AS (
@@ -152,11 +154,12 @@ WITH input AS (
                         ELSE t.attempts END,
         due_at = CASE WHEN i.kind IN ('retry', 'release') THEN coalesce(i.retry_at, $9)
                       ELSE t.due_at END,
-        result = CASE WHEN i.kind = 'done' THEN i.result ELSE t.result END,
+        result = CASE WHEN i.kind = 'done' AND t.store_result THEN i.result ELSE t.result END,
         error = CASE WHEN i.kind = 'release' THEN t.error ELSE i.error END,
         finished_at = CASE WHEN i.kind IN ('retry', 'release') THEN NULL ELSE $9 END,
         result_expires_at = CASE WHEN i.kind IN ('retry', 'release') THEN NULL
-                                 ELSE coalesce(i.result_expires_at, $9::float8 + $11::float8) END,
+                                 ELSE i.result_expires_at END,
+        worker_id = CASE WHEN i.kind IN ('retry', 'release') THEN NULL ELSE t.worker_id END,
         dedup_until = CASE WHEN i.kind IN ('retry', 'release') THEN NULL
                            ELSE $9 + t.dedup_ttl_s END
     FROM input i
@@ -169,7 +172,7 @@ WITH input AS (
            $9, attempts, order_id, detail
     FROM upd
 )
-SELECT i.ord, u.ord IS NOT NULL AS ok, u.status,
+SELECT i.ord, u.ord IS NOT NULL AS ok, u.status, u.queue,
        (SELECT {{s}}.notify($10, 't:', array_agg(id)) FROM upd
         WHERE status IN {_TERMINAL}) AS n1,
        (SELECT {{s}}.notify($10, 'w:', array_agg(DISTINCT queue)) FROM upd
@@ -193,6 +196,7 @@ WITH input AS (
                            ELSE $2 + t.dedup_ttl_s END
     FROM (SELECT DISTINCT id FROM input) i
     WHERE t.id = i.id AND t.status IN {LIVE_STATES_SQL}
+      AND NOT (t.status = 'running' AND t.cancel_requested)
     RETURNING t.id, t.queue, t.status, t.attempts, t.order_id
 ), ev AS (
     INSERT INTO {{s}}.events (queue, task_id, kind, at, attempt, order_id)
@@ -201,8 +205,8 @@ WITH input AS (
            $2, attempts, order_id
     FROM upd
 )
-SELECT i.ord, u.status,
-       EXISTS (SELECT 1 FROM {{s}}.tasks x WHERE x.id = i.id) AS found,
+SELECT i.ord, u.status, u.queue,
+       (SELECT x.status FROM {{s}}.tasks x WHERE x.id = i.id) AS before,
        (SELECT {{s}}.notify($4, 't:', array_agg(id)) FROM upd
         WHERE status = 'cancelled') AS n1,
        (SELECT {{s}}.notify($4, 'e:', array_agg(DISTINCT queue)) FROM upd) AS n2
@@ -225,13 +229,15 @@ WITH input AS (
     FROM input i LEFT JOIN ys ON ys.owner = i.ord
     WHERE t.id = i.id AND t.token = i.token AND t.status = 'running'
     RETURNING i.ord, t.id, t.queue, t.attempts, t.order_id,
-              i.progress IS NOT NULL AS has_progress, i.detail, coalesce(ys.n, 0) AS n_yields
+              i.progress IS NOT NULL AS has_progress, i.detail, coalesce(ys.n, 0) AS n_yields,
+              cardinality(t.yields) AS n_total
 ), ev AS (
     INSERT INTO {s}.events (queue, task_id, kind, at, attempt, order_id, detail)
     SELECT queue, id, 'progress', $7::float8, attempts, order_id, detail FROM upd WHERE has_progress
     UNION ALL
-    SELECT queue, id, 'yielded', $7::float8, attempts, order_id, NULL
-    FROM upd, generate_series(1, upd.n_yields)
+    SELECT queue, id, 'yielded', $7::float8, attempts, order_id,
+           (upd.n_total - upd.n_yields + k - 1)::text
+    FROM upd, generate_series(1, upd.n_yields) AS k
 )
 SELECT i.ord, u.ord IS NOT NULL AS ok,
        (SELECT {s}.notify($8, 'e:', array_agg(DISTINCT queue)) FROM upd) AS n
@@ -256,7 +262,7 @@ _HAS_EVENTS_AFTER: Final = "SELECT EXISTS (SELECT 1 FROM {s}.events WHERE queue 
 
 _NEXT_DUE: Final = f"""
 SELECT min(due_at) FROM {{s}}.tasks
-WHERE queue = ANY($1::text[]) AND status IN {LIVE_STATES_SQL} AND due_at > $2
+WHERE queue = ANY($1::text[]) AND status IN {LIVE_STATES_SQL}
 """
 
 _STATS: Final = f"""
@@ -264,7 +270,7 @@ SELECT q.queue,
        count(t.id) FILTER (WHERE t.status IN {_WAITING} AND t.due_at <= $2) AS queued,
        count(t.id) FILTER (WHERE t.status IN {_WAITING} AND t.due_at > $2) AS scheduled,
        count(t.id) FILTER (WHERE t.status = 'running') AS running,
-       (SELECT count(*) FROM {{s}}.tasks d WHERE d.queue = q.queue AND d.status = 'failed')
+       (SELECT count(*) FROM {{s}}.tasks d WHERE d.queue = q.queue AND d.{_DEAD})
            AS dead
 FROM unnest($1::text[]) WITH ORDINALITY AS q(queue, ord)
 LEFT JOIN {{s}}.tasks t ON t.queue = q.queue AND t.status IN {LIVE_STATES_SQL}
@@ -274,33 +280,37 @@ ORDER BY q.ord
 
 _DEAD_LETTERS: Final = f"""
 SELECT {_TASK_COLUMNS} FROM {{s}}.tasks
-WHERE queue = $1 AND status = 'failed'
+WHERE queue = $1 AND {_DEAD}
 ORDER BY finished_at DESC, seq DESC
 LIMIT $2 OFFSET $3
 """
 
-_LOCK_DEAD: Final = """
-SELECT id, data, queue, attempts, order_id FROM {s}.tasks
-WHERE id = ANY($1::text[]) AND status = 'failed'
+_LOCK_DEAD: Final = f"""
+SELECT id, data FROM {{s}}.tasks
+WHERE id = ANY($1::text[]) AND {_DEAD}
 FOR UPDATE
 """
 
-# Requeued tasks take over the dedup key of the dead letters they come from.
-_RELEASE_DEDUP: Final = "UPDATE {s}.tasks SET dedup_until = NULL WHERE id = ANY($1::text[])"
+_EXISTING_IDS: Final = "SELECT id FROM {s}.tasks WHERE id = ANY($1::text[])"
 
-_REQUEUED_EVENTS: Final = """
+# Requeued dead letters leave the dead-letter list and hand their dedup key to the new task.
+_MARK_REQUEUED: Final = """
+WITH n AS (
+    SELECT * FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS n(old_id, new_id, ord)
+), upd AS (
+    UPDATE {s}.tasks t SET requeued_as = n.new_id, dedup_until = NULL
+    FROM n WHERE t.id = n.old_id
+    RETURNING t.queue, t.id, t.attempts, t.order_id, n.new_id, n.ord
+)
 INSERT INTO {s}.events (queue, task_id, kind, at, attempt, order_id, detail)
-SELECT t.queue, t.id, 'requeued', $3, t.attempts, t.order_id, n.new_id
-FROM unnest($1::text[], $2::text[]) AS n(old_id, new_id)
-JOIN {s}.tasks t ON t.id = n.old_id
+SELECT queue, id, 'requeued', $3::float8, attempts, order_id, new_id FROM upd ORDER BY ord
 """
 
 _CLEANUP_TASKS: Final = f"""
 WITH doomed AS (
     SELECT id FROM {{s}}.tasks
     WHERE result_expires_at <= $1 AND status IN {_TERMINAL}
-      AND (dedup_until IS NULL OR dedup_until <= $2)
-    LIMIT $3
+    LIMIT $2
     FOR UPDATE SKIP LOCKED
 )
 DELETE FROM {{s}}.tasks t USING doomed d WHERE t.id = d.id
@@ -388,8 +398,8 @@ class Statements:
         self.stats = _STATS.format(s=s)
         self.dead_letters = _DEAD_LETTERS.format(s=s)
         self.lock_dead = _LOCK_DEAD.format(s=s)
-        self.release_dedup = _RELEASE_DEDUP.format(s=s)
-        self.requeued_events = _REQUEUED_EVENTS.format(s=s)
+        self.existing_ids = _EXISTING_IDS.format(s=s)
+        self.mark_requeued = _MARK_REQUEUED.format(s=s)
         self.cleanup_tasks = _CLEANUP_TASKS.format(s=s)
         self.event_queues = _EVENT_QUEUES.format(s=s)
         self.trim_events = _TRIM_EVENTS.format(s=s)
