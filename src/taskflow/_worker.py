@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+import inspect
 import itertools
 import logging
 import os
@@ -725,10 +726,27 @@ class Worker:
 
 
 async def _first_of(*awaitables: Any) -> None:
-    """Wait until the first of `awaitables` finishes; cancel the others."""
-    tasks = [asyncio.ensure_future(a) for a in awaitables]
+    """Wait until the first of `awaitables` finishes; cancel the others.
+
+    The waiter that finishes wakes the caller from inside its own step (not through a done
+    callback one loop turn later), so `anyio.wait_all_tasks_blocked()` - and with it
+    `FakeClock.advance` - never sees this worker as idle while it is about to act.
+    """
+    loop = asyncio.get_running_loop()
+    first: asyncio.Future[None] = loop.create_future()
+
+    async def until_first(awaitable: Any) -> None:
+        try:
+            await awaitable
+        finally:
+            if inspect.iscoroutine(awaitable):
+                awaitable.close()  # no "never awaited" warning if cancelled before it began
+            if not first.done():
+                first.set_result(None)
+
+    tasks = [loop.create_task(until_first(a)) for a in awaitables]
     try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        await first
     finally:
         for task in tasks:
             if not task.done():
