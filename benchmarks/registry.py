@@ -1,0 +1,94 @@
+"""The systems the benchmark runner knows: who they are, how to run them, what they need.
+
+One `System` per system under test. ``python -m benchmarks --systems a,b`` picks by `System.name`;
+``--backend`` picks by `System.backend` (the floor is in every backend's comparison). A system with
+`System.requirements` runs in its own virtual environment, ``benchmarks/.venvs/<name>``, which the
+runner creates on first use and re-creates when the pins change; a system without them
+(taskflow's own adapters and the floor) runs in the interpreter that runs the runner, the
+project's venv, where taskflow is installed editable.
+
+To add a peer (say arq on Redis): write ``benchmarks/adapters/arq_redis.py`` on `_harness`, then add
+``System("arq-redis", "redis", "arq_redis.py", requirements=("arq==0.26.3", UVLOOP))`` below.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Final, Literal
+
+Backend = Literal["memory", "redis", "postgres"]
+Role = Literal["ours", "peer", "floor"]
+
+BACKENDS: Final[tuple[Backend, ...]] = ("memory", "redis", "postgres")
+ADAPTERS_DIR: Final = Path(__file__).parent / "adapters"
+UVLOOP: Final = "uvloop==0.23.0"
+
+
+@dataclasses.dataclass(frozen=True)
+class System:
+    """One system under test.
+
+    Attributes:
+        name: Unique name, used on the command line, in the table and for its venv.
+        backend: The server it runs on (``memory`` needs none). The floor says ``memory`` but is
+            shown beside every backend.
+        adapter: The adapter script's file name in ``benchmarks/adapters/``.
+        role: ``ours`` (taskflow), ``peer`` (compared against), or ``floor`` (the bare loop).
+        requirements: pip requirement lines for its own venv; empty: run in the current
+            interpreter.
+    """
+
+    name: str
+    backend: Backend
+    adapter: str
+    role: Role = "peer"
+    requirements: tuple[str, ...] = ()
+
+    @property
+    def adapter_path(self) -> Path:
+        """Absolute path of the adapter script."""
+        return ADAPTERS_DIR / self.adapter
+
+    @property
+    def is_floor(self) -> bool:
+        """True for the bare-asyncio floor."""
+        return self.role == "floor"
+
+    @property
+    def own_venv(self) -> bool:
+        """True when it runs in ``benchmarks/.venvs/<name>`` rather than the current interpreter."""
+        return bool(self.requirements)
+
+
+SYSTEMS: Final[tuple[System, ...]] = (
+    System("taskflow-memory", "memory", "taskflow_memory.py", role="ours"),
+    System("taskiq-memory", "memory", "taskiq_memory.py", requirements=("taskiq==0.13.0", UVLOOP)),
+    System("floor-asyncio", "memory", "floor_asyncio.py", role="floor"),
+)
+
+
+def by_name(name: str) -> System:
+    """The registered system called `name`.
+
+    Raises:
+        KeyError: no such system; the message lists the known names.
+    """
+    for system in SYSTEMS:
+        if system.name == name:
+            return system
+    known = ", ".join(s.name for s in SYSTEMS)
+    raise KeyError(f"no benchmark system named {name!r}; known systems: {known}")
+
+
+def select(backend: str, names: list[str] | None = None) -> list[System]:
+    """Systems to run: those named (in registry order), else those of `backend` (``all``: every
+    one), the floor included either way unless `names` leaves it out.
+
+    Raises:
+        KeyError: a name in `names` is not registered.
+    """
+    if names:
+        wanted = {by_name(name).name for name in names}
+        return [s for s in SYSTEMS if s.name in wanted]
+    return [s for s in SYSTEMS if backend == "all" or s.backend == backend or s.is_floor]
