@@ -1,0 +1,325 @@
+"""Conformance: a Hypothesis state machine over the broker contract, under a fake clock.
+
+Random programs of enqueue (priority, retries, delay), claim, complete (DONE, RETRY, FAILED,
+RELEASE with current or stale tokens), extend, cancel, progress reports and clock moves (past
+leases too) run against one backend; after every step the invariants are checked:
+
+* no message is lost: every enqueued id has a record, and at the end every task can be driven
+  to a terminal state by claiming and completing what is left;
+* one terminal outcome: a terminal record never changes again;
+* ``attempts <= retries + 1``;
+* fencing: tokens only grow, a re-delivery carries a higher token, and a write with a stale
+  token is refused and changes nothing.
+
+Each machine instance runs its coroutines on a private event loop (closed in teardown) and
+gets its backend from the kind's factory (see ``conftest.py``), so it works for every kind.
+Queue names are unique per instance, so a backend shared between examples cannot leak state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Coroutine
+from typing import Any, ClassVar, TypeVar
+
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
+
+from taskflow._message import (
+    CancelResult,
+    Delivery,
+    ErrorInfo,
+    Lease,
+    LeaseState,
+    Outcome,
+    OutcomeKind,
+    Progress,
+    ProgressUpdate,
+    TaskMessage,
+    TaskRecord,
+    TaskStatus,
+    encode_value,
+)
+from taskflow.abc import Broker
+from taskflow.testing import FakeClock
+
+from ._helpers import PAYLOAD
+from .conftest import BackendFactory
+
+T = TypeVar("T")
+
+_WAITING = {TaskStatus.QUEUED, TaskStatus.SCHEDULED, TaskStatus.RETRYING}
+_HELD_MAX = 40
+
+
+def _terminal_view(record: TaskRecord) -> tuple[Any, ...]:
+    """What must never change once a task is terminal."""
+    return (
+        record.status,
+        record.result,
+        record.error,
+        record.finished_at,
+        record.attempts,
+        record.token,
+        record.result_expires_at,
+        record.yields,
+        record.progress,
+    )
+
+
+class BrokerMachine(RuleBasedStateMachine):
+    """Drives one backend through random programs; subclassed per kind with its factory."""
+
+    factory: ClassVar[BackendFactory]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.loop = asyncio.new_event_loop()
+        self.clock = FakeClock()
+        self.context = type(self).factory()
+        self.broker: Broker = self.run(self.context.__aenter__())
+        prefix = uuid.uuid4().hex[:8]
+        self.queues = [f"sm-{prefix}-a", f"sm-{prefix}-b"]
+        self.retries: dict[str, int] = {}
+        self.max_token: dict[str, int] = {}
+        self.terminal: dict[str, tuple[Any, ...]] = {}
+        self.held: list[Delivery] = []
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return self.loop.run_until_complete(coro)
+
+    def teardown(self) -> None:
+        try:
+            if self.retries:
+                self.drain_and_check_nothing_lost()
+        finally:
+            try:
+                self.run(self.context.__aexit__(None, None, None))
+            finally:
+                self.loop.close()
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    @property
+    def now(self) -> float:
+        return self.clock.time()
+
+    def record(self, task_id: str) -> TaskRecord:
+        record = self.run(self.broker.storage.get(task_id, now=self.now))
+        assert record is not None, f"task {task_id} was lost"
+        return record
+
+    def hold(self, delivery: Delivery) -> None:
+        self.held.append(delivery)
+        if len(self.held) > _HELD_MAX:
+            del self.held[0]
+
+    def check_claimed(self, deliveries: list[Delivery], limit: int) -> None:
+        assert len(deliveries) <= limit
+        assert len({d.task_id for d in deliveries}) == len(deliveries), "claimed twice at once"
+        for delivery in deliveries:
+            task_id = delivery.task_id
+            assert task_id in self.retries, f"delivered an unknown task {task_id}"
+            assert task_id not in self.terminal, f"delivered {task_id} after its outcome"
+            assert delivery.token > self.max_token.get(task_id, 0), "token did not grow"
+            assert 1 <= delivery.attempt <= self.retries[task_id] + 1
+            self.max_token[task_id] = delivery.token
+            self.hold(delivery)
+
+    # -- rules ------------------------------------------------------------------------------
+
+    @rule(
+        queue=st.sampled_from([0, 1]),
+        priority=st.integers(-2, 2),
+        retries=st.integers(0, 2),
+        delay=st.sampled_from([0.0, 0.0, 5.0, 30.0]),
+        dedup=st.sampled_from([None, None, "k1", "k2"]),
+    )
+    def enqueue(
+        self, queue: int, priority: int, retries: int, delay: float, dedup: str | None
+    ) -> None:
+        name = self.queues[queue]
+        msg = TaskMessage(
+            id=self.broker.new_task_id(name),
+            name="sm.task",
+            queue=name,
+            payload=PAYLOAD,
+            priority=priority,
+            retries=retries,
+            eta=self.now + delay if delay else None,
+            dedup_key=dedup,
+        )
+        [result] = self.run(self.broker.enqueue([msg], now=self.now))
+        if result.created:
+            assert result.task_id == msg.id
+            self.retries[msg.id] = retries
+            status = self.record(msg.id).status
+            assert status is (TaskStatus.SCHEDULED if delay else TaskStatus.QUEUED)
+        else:
+            # No dedup TTL here: only a live task with that key may stand for the message.
+            assert dedup is not None and result.task_id in self.retries
+            assert not self.record(result.task_id).status.terminal
+
+    @rule(
+        order=st.sampled_from([(0,), (1,), (0, 1), (1, 0)]),
+        limit=st.integers(1, 5),
+        lease_s=st.sampled_from([5.0, 20.0]),
+        worker=st.sampled_from(["w1", "w2"]),
+    )
+    def claim(self, order: tuple[int, ...], limit: int, lease_s: float, worker: str) -> None:
+        queues = [self.queues[i] for i in order]
+        deliveries = self.run(
+            self.broker.claim(queues, limit=limit, lease_s=lease_s, now=self.now, worker_id=worker)
+        )
+        self.check_claimed(deliveries, limit)
+        for delivery in deliveries:
+            record = self.record(delivery.task_id)
+            assert record.status is TaskStatus.RUNNING and record.token == delivery.token
+            assert record.attempts == delivery.attempt and record.worker_id == worker
+
+    @precondition(lambda self: bool(self.held))
+    @rule(
+        pick=st.integers(0, _HELD_MAX),
+        kind=st.sampled_from(
+            [OutcomeKind.DONE, OutcomeKind.FAILED, OutcomeKind.RETRY, OutcomeKind.RELEASE]
+        ),
+        delay=st.sampled_from([None, 0.0, 10.0]),
+    )
+    def complete(self, pick: int, kind: OutcomeKind, delay: float | None) -> None:
+        delivery = self.held[pick % len(self.held)]
+        task_id = delivery.task_id
+        before = self.record(task_id)
+        current = before.status is TaskStatus.RUNNING and before.token == delivery.token
+        if kind is OutcomeKind.RETRY and delivery.attempt > self.retries[task_id]:
+            kind = OutcomeKind.FAILED  # what a worker does when the retries are spent
+        outcome = Outcome(
+            task_id,
+            delivery.token,
+            kind,
+            result=encode_value(delivery.token) if kind is OutcomeKind.DONE else None,
+            error=None if kind is OutcomeKind.DONE else ErrorInfo("E", "sm"),
+            retry_at=None if delay is None else self.now + delay,
+            result_expires_at=self.now + 10_000,
+        )
+        [accepted] = self.run(self.broker.complete([outcome], now=self.now))
+        assert accepted == current, (before, delivery, outcome)
+        after = self.record(task_id)
+        if not accepted:
+            assert _terminal_view(after) == _terminal_view(before), "a refused write changed it"
+            assert after.status is before.status
+            return
+        if kind is OutcomeKind.RETRY:
+            assert after.status is TaskStatus.RETRYING and after.attempts == before.attempts
+        elif kind is OutcomeKind.RELEASE:
+            assert after.status in (TaskStatus.QUEUED, TaskStatus.SCHEDULED)
+            assert after.attempts == before.attempts - 1
+        else:
+            assert after.status.terminal and after.finished_at == self.now
+
+    @precondition(lambda self: bool(self.held))
+    @rule(pick=st.integers(0, _HELD_MAX), lease_s=st.sampled_from([5.0, 20.0]))
+    def extend(self, pick: int, lease_s: float) -> None:
+        delivery = self.held[pick % len(self.held)]
+        before = self.record(delivery.task_id)
+        current = before.status is TaskStatus.RUNNING and before.token == delivery.token
+        [state] = self.run(
+            self.broker.extend(
+                [Lease(delivery.task_id, delivery.token)], lease_s=lease_s, now=self.now
+            )
+        )
+        if not current:
+            assert state is LeaseState.LOST
+        else:
+            assert state is (LeaseState.CANCEL if before.cancel_requested else LeaseState.OK)
+
+    @precondition(lambda self: bool(self.held))
+    @rule(pick=st.integers(0, _HELD_MAX), done=st.integers(0, 5))
+    def report(self, pick: int, done: int) -> None:
+        delivery = self.held[pick % len(self.held)]
+        before = self.record(delivery.task_id)
+        current = before.status is TaskStatus.RUNNING and before.token == delivery.token
+        update = ProgressUpdate(delivery.task_id, delivery.token, progress=Progress(done, 5))
+        [applied] = self.run(self.broker.storage.report([update], now=self.now))
+        assert applied == current
+        after = self.record(delivery.task_id)
+        assert after.progress == (Progress(done, 5) if current else before.progress)
+
+    @precondition(lambda self: bool(self.retries))
+    @rule(pick=st.integers(0, 1000))
+    def cancel(self, pick: int) -> None:
+        task_ids = list(self.retries)
+        task_id = task_ids[pick % len(task_ids)]
+        before = self.record(task_id)
+        [result] = self.run(self.broker.cancel([task_id], now=self.now))
+        after = self.record(task_id)
+        if before.status.terminal:
+            assert result is CancelResult.ALREADY_TERMINAL
+        elif before.status is TaskStatus.RUNNING:
+            assert result is CancelResult.REQUESTED and after.cancel_requested
+            assert after.status is TaskStatus.RUNNING
+        else:
+            assert before.status in _WAITING
+            assert result is CancelResult.CANCELLED and after.status is TaskStatus.CANCELLED
+
+    @rule(seconds=st.sampled_from([0.5, 3.0, 6.0, 15.0, 25.0]))
+    def advance(self, seconds: float) -> None:
+        self.run(self.clock.advance(seconds))
+
+    # -- invariants -------------------------------------------------------------------------
+
+    @invariant()
+    def nothing_lost_terminal_stays_attempts_bounded(self) -> None:
+        task_ids = list(self.retries)
+        if not task_ids:
+            return
+        records = self.run(self.broker.storage.get_many(task_ids, now=self.now))
+        for task_id, record in zip(task_ids, records, strict=True):
+            assert record is not None, f"task {task_id} was lost"
+            assert record.attempts <= self.retries[task_id] + 1, record
+            assert record.token >= self.max_token.get(task_id, 0), "token went back"
+            if task_id in self.terminal:
+                assert _terminal_view(record) == self.terminal[task_id], "terminal changed"
+            elif record.status.terminal:
+                self.terminal[task_id] = _terminal_view(record)
+                if record.status is TaskStatus.FAILED and record.error is not None:
+                    assert record.error.type in ("E", "LeaseExpired")
+
+    # -- the end: everything left can still be finished -------------------------------------
+
+    def drain_and_check_nothing_lost(self) -> None:
+        for _ in range(20):
+            self.run(self.clock.advance(1000))
+            deliveries = self.run(
+                self.broker.claim(
+                    self.queues, limit=1000, lease_s=1, now=self.now, worker_id="drainer"
+                )
+            )
+            self.check_claimed(deliveries, 1000)
+            outcomes = [
+                Outcome(d.task_id, d.token, OutcomeKind.DONE, result_expires_at=self.now + 10)
+                for d in deliveries
+            ]
+            self.run(self.broker.complete(outcomes, now=self.now))
+            self.nothing_lost_terminal_stays_attempts_bounded()
+            if len(self.terminal) == len(self.retries):
+                return
+        pending = {t: self.record(t).status for t in self.retries if t not in self.terminal}
+        raise AssertionError(f"tasks never reached a terminal state: {pending}")
+
+
+def test_broker_state_machine(backend_factory: BackendFactory, backend_kind: str) -> None:
+    """Run the state machine against this kind (a machine class per kind, with its factory)."""
+    machine = type(
+        f"BrokerMachine_{backend_kind}",
+        (BrokerMachine,),
+        {"factory": staticmethod(backend_factory)},
+    )
+    run_state_machine_as_test(machine, settings=settings(stateful_step_count=40, deadline=None))
