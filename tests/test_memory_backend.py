@@ -1,0 +1,175 @@
+"""Memory-backend specifics that the conformance suite leaves open: URLs, shared storage, heap
+compaction, the event cap setter, and how a lapsed lease behaves until it is re-delivered."""
+
+from __future__ import annotations
+
+import pytest
+
+from taskflow._exceptions import LifecycleError
+from taskflow._message import (
+    CancelResult,
+    Lease,
+    LeaseState,
+    Outcome,
+    OutcomeKind,
+    TaskMessage,
+    TaskStatus,
+    encode_value,
+)
+from taskflow.memory import MemoryBroker, MemoryStorage, from_url
+from taskflow.testing import FakeClock
+
+PAYLOAD = encode_value([[], {}])
+
+
+def make(broker: MemoryBroker, queue: str = "q", **options: object) -> TaskMessage:
+    return TaskMessage(
+        id=broker.new_task_id(queue),
+        name="t",
+        queue=queue,
+        payload=PAYLOAD,
+        **options,  # type: ignore[arg-type]
+    )
+
+
+@pytest.fixture
+async def broker() -> MemoryBroker:
+    async with MemoryBroker() as opened:
+        yield opened  # type: ignore[misc]
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+def test_from_url_builds_a_fresh_backend_each_time() -> None:
+    first = from_url("memory://")
+    second = from_url("memory://shared-name")
+    assert isinstance(first, MemoryBroker) and isinstance(second, MemoryBroker)
+    assert first.storage is not second.storage
+    assert from_url("memory://shared-name").storage is not second.storage
+
+
+@pytest.mark.parametrize("url", ["redis://localhost", "postgresql://x/y", "memory", ""])
+def test_from_url_rejects_other_schemes(url: str) -> None:
+    with pytest.raises(ValueError, match="memory://"):
+        from_url(url)
+
+
+def test_storage_is_process_local() -> None:
+    assert MemoryStorage.shared_across_processes is False
+    assert MemoryStorage.scheme == "memory"
+
+
+async def test_use_before_open_is_a_lifecycle_error(clock: FakeClock) -> None:
+    broker = MemoryBroker()
+    with pytest.raises(LifecycleError, match="not open"):
+        await broker.enqueue([make(broker)], now=clock.time())
+
+
+async def test_brokers_on_one_storage_share_queues(clock: FakeClock) -> None:
+    storage = MemoryStorage()
+    async with MemoryBroker(storage) as producer:
+        consumer = MemoryBroker(storage)
+        await consumer.open()
+        msg = make(producer)
+        await producer.enqueue([msg], now=clock.time())
+        [delivery] = await consumer.claim(
+            ["q"], limit=10, lease_s=30, now=clock.time(), worker_id="w"
+        )
+        assert delivery.task_id == msg.id
+
+
+async def test_lease_heap_stays_small_under_load(broker: MemoryBroker, clock: FakeClock) -> None:
+    for _ in range(50):
+        messages = [make(broker) for _ in range(100)]
+        await broker.enqueue(messages, now=clock.time())
+        deliveries = await broker.claim(
+            ["q"], limit=100, lease_s=3600, now=clock.time(), worker_id="w"
+        )
+        outcomes = [Outcome(d.task_id, d.token, OutcomeKind.DONE) for d in deliveries]
+        assert all(await broker.complete(outcomes, now=clock.time()))
+    # 5000 finished tasks, none of whose leases lapsed yet: stale entries were compacted away.
+    assert len(broker.storage._queues["q"].leases) <= 1024 + 100
+
+
+async def test_scheduled_heap_drops_cancelled_entries(
+    broker: MemoryBroker, clock: FakeClock
+) -> None:
+    for _ in range(30):
+        messages = [make(broker, eta=clock.time() + 3600) for _ in range(100)]
+        await broker.enqueue(messages, now=clock.time())
+        await broker.cancel([m.id for m in messages], now=clock.time())
+    assert len(broker.storage._queues["q"].scheduled) <= 2 * 1024
+
+
+async def test_events_maxlen_recaps_existing_streams(
+    broker: MemoryBroker, clock: FakeClock
+) -> None:
+    await broker.enqueue([make(broker) for _ in range(20)], now=clock.time())
+    broker.storage.events_maxlen = 3
+    assert len(await broker.storage.read_events("q")) == 3
+    with pytest.raises(ValueError, match="events_maxlen"):
+        broker.storage.events_maxlen = 0
+
+
+async def test_a_foreign_cursor_is_a_clear_error(broker: MemoryBroker, clock: FakeClock) -> None:
+    await broker.enqueue([make(broker)], now=clock.time())
+    with pytest.raises(ValueError, match="cursor"):
+        await broker.storage.read_events("q", after="1700000000000-0")
+
+
+async def test_requeue_dead_needs_one_new_id_per_task(
+    broker: MemoryBroker, clock: FakeClock
+) -> None:
+    with pytest.raises(ValueError, match="one new id per dead letter"):
+        await broker.requeue_dead(["a", "b"], now=clock.time(), new_ids=["x"])
+
+
+async def test_old_worker_can_take_back_a_lapsed_task_before_redelivery(
+    broker: MemoryBroker, clock: FakeClock
+) -> None:
+    first, second = make(broker, retries=1), make(broker, retries=1)
+    await broker.enqueue([first, second], now=clock.time())
+    d1, d2 = await broker.claim(["q"], limit=2, lease_s=10, now=clock.time(), worker_id="old")
+    await clock.advance(11)
+    # Both leases lapsed; this claim re-delivers one and leaves the other waiting for a claim.
+    [redelivered] = await broker.claim(
+        ["q"], limit=1, lease_s=10, now=clock.time(), worker_id="new"
+    )
+    assert redelivered.task_id == first.id and redelivered.token > d1.token
+    [stats] = await broker.stats(["q"], now=clock.time())
+    assert (stats.running, stats.queued) == (2, 0)
+    # The old worker renews the waiting one in time: it keeps it, nobody else gets it.
+    states = await broker.extend([Lease(second.id, d2.token)], lease_s=10, now=clock.time())
+    assert states == [LeaseState.OK]
+    assert await broker.claim(["q"], limit=5, lease_s=10, now=clock.time(), worker_id="new") == []
+    assert await broker.complete(
+        [Outcome(second.id, d2.token, OutcomeKind.DONE)], now=clock.time()
+    ) == [True]
+
+
+async def test_cancel_requested_task_that_lapses_is_cancelled(
+    broker: MemoryBroker, clock: FakeClock
+) -> None:
+    msg = make(broker, retries=3)
+    await broker.enqueue([msg], now=clock.time())
+    await broker.claim(["q"], limit=1, lease_s=10, now=clock.time(), worker_id="w")
+    assert await broker.cancel([msg.id], now=clock.time()) == [CancelResult.REQUESTED]
+    await clock.advance(11)
+    assert await broker.claim(["q"], limit=1, lease_s=10, now=clock.time(), worker_id="w") == []
+    record = await broker.storage.get(msg.id, now=clock.time())
+    assert record is not None and record.status is TaskStatus.CANCELLED
+
+
+async def test_results_of_tasks_without_store_result_are_dropped(
+    broker: MemoryBroker, clock: FakeClock
+) -> None:
+    msg = make(broker, store_result=False)
+    await broker.enqueue([msg], now=clock.time())
+    [d] = await broker.claim(["q"], limit=1, lease_s=10, now=clock.time(), worker_id="w")
+    outcome = Outcome(d.task_id, d.token, OutcomeKind.DONE, result=encode_value(1))
+    await broker.complete([outcome], now=clock.time())
+    record = await broker.storage.get(msg.id, now=clock.time())
+    assert record is not None and record.status is TaskStatus.DONE and record.result is None
