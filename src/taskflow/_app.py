@@ -28,9 +28,9 @@ from types import TracebackType
 from typing import Any, Concatenate, ParamSpec, Self, TypeVar, overload
 
 import anyio
-import msgspec
 import anyio.from_thread
 import anyio.lowlevel
+import msgspec
 
 from ._backends import resolve_backend
 from ._client import AsyncResult

@@ -223,15 +223,15 @@ class AsyncTask:
         kwargs: Mapping[str, Any] | None = None,
         *,
         priority: int | _NotGiven = NOT_GIVEN,
-        delay: Seconds | None | _NotGiven = NOT_GIVEN,
-        eta: When | None | _NotGiven = NOT_GIVEN,
-        task_id: str | None | _NotGiven = NOT_GIVEN,
-        dedup_key: str | None | _NotGiven = NOT_GIVEN,
-        dedup_ttl: Seconds | None | _NotGiven = NOT_GIVEN,
+        delay: Seconds | _NotGiven | None = NOT_GIVEN,
+        eta: When | _NotGiven | None = NOT_GIVEN,
+        task_id: str | _NotGiven | None = NOT_GIVEN,
+        dedup_key: str | _NotGiven | None = NOT_GIVEN,
+        dedup_ttl: Seconds | _NotGiven | None = NOT_GIVEN,
         queue: str | _NotGiven = NOT_GIVEN,
         retries: int | _NotGiven = NOT_GIVEN,
-        timeout: Seconds | None | _NotGiven = NOT_GIVEN,
-        expires: Seconds | When | None | _NotGiven = NOT_GIVEN,
+        timeout: Seconds | _NotGiven | None = NOT_GIVEN,
+        expires: Seconds | When | _NotGiven | None = NOT_GIVEN,
     ) -> AsyncResult[Any]:
         """Enqueue the task registered as `task_name`; options as in `TaskFunc.options`.
 
@@ -240,8 +240,16 @@ class AsyncTask:
             EncodeError: an argument cannot be encoded.
         """
         options = TaskOptions(
-            priority=priority, delay=delay, eta=eta, task_id=task_id, dedup_key=dedup_key,
-            dedup_ttl=dedup_ttl, queue=queue, retries=retries, timeout=timeout, expires=expires,
+            priority=priority,
+            delay=delay,
+            eta=eta,
+            task_id=task_id,
+            dedup_key=dedup_key,
+            dedup_ttl=dedup_ttl,
+            queue=queue,
+            retries=retries,
+            timeout=timeout,
+            expires=expires,
         )
         return await self.app._enqueue_by_name(task_name, args, kwargs, options)
 

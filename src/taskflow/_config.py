@@ -53,65 +53,110 @@ def _non_empty(v: str) -> bool:
 
 _SETTINGS: Final[dict[str, _Setting]] = {
     "lease_s": _Setting(
-        float, 30.0, _positive, "a number of seconds > 0",
+        float,
+        30.0,
+        _positive,
+        "a number of seconds > 0",
         "How long a claimed task stays invisible to other workers before it is re-delivered. "
         "Renewed every `heartbeat_s` while the task runs.",
     ),
     "heartbeat_s": _Setting(
-        float, 10.0, _positive, "a number of seconds > 0 and < lease_s",
+        float,
+        10.0,
+        _positive,
+        "a number of seconds > 0 and < lease_s",
         "How often a worker renews the leases of its running tasks (one batched call).",
     ),
     "result_ttl_s": _Setting(
-        float, 86_400.0, _positive, "a number of seconds > 0",
+        float,
+        86_400.0,
+        _positive,
+        "a number of seconds > 0",
         "How long a finished task's result is kept; after it, `result()` raises ResultExpired.",
     ),
     "default_retries": _Setting(
-        int, 0, _non_negative, "an integer >= 0",
+        int,
+        0,
+        _non_negative,
+        "an integer >= 0",
         "Retries for tasks that do not set `retries` (0: a failure dead-letters at once).",
     ),
     "default_retry_backoff_s": _Setting(
-        float, 1.0, _non_negative, "a number of seconds >= 0",
+        float,
+        1.0,
+        _non_negative,
+        "a number of seconds >= 0",
         "Base of the exponential backoff: retry n waits about backoff * 2**(n-1), with jitter.",
     ),
     "max_retry_backoff_s": _Setting(
-        float, 600.0, _non_negative, "a number of seconds >= 0",
+        float,
+        600.0,
+        _non_negative,
+        "a number of seconds >= 0",
         "Upper bound of one retry's backoff.",
     ),
     "claim_batch": _Setting(
-        int, 100, _at_least_one, "an integer >= 1",
+        int,
+        100,
+        _at_least_one,
+        "an integer >= 1",
         "Most messages a worker claims in one backend call.",
     ),
     "concurrency": _Setting(
-        int, 10, _at_least_one, "an integer >= 1",
+        int,
+        10,
+        _at_least_one,
+        "an integer >= 1",
         "Default number of sub-worker slots (tasks run at once) per worker.",
     ),
     "thread_pool_size": _Setting(
-        int, 16, _at_least_one, "an integer >= 1",
+        int,
+        16,
+        _at_least_one,
+        "an integer >= 1",
         "Most plain (sync) task functions running in threads at once, per worker.",
     ),
     "shutdown_grace_s": _Setting(
-        float, 10.0, _non_negative, "a number of seconds >= 0",
+        float,
+        10.0,
+        _non_negative,
+        "a number of seconds >= 0",
         "On shutdown, how long running tasks may finish before they are cancelled and released.",
     ),
     "idle_poll_s": _Setting(
-        float, 1.0, _positive, "a number of seconds > 0",
+        float,
+        1.0,
+        _positive,
+        "a number of seconds > 0",
         "Safety sweep of an idle worker; new work wakes it at once by push, this is a backstop.",
     ),
     "unknown_task_window_s": _Setting(
-        float, 300.0, _non_negative, "a number of seconds >= 0",
+        float,
+        300.0,
+        _non_negative,
+        "a number of seconds >= 0",
         "Shared backends: how long a task whose name no worker knows is put back (rolling "
         "deploys) before it is dead-lettered.",
     ),
     "unknown_task_retry_s": _Setting(
-        float, 5.0, _positive, "a number of seconds > 0",
+        float,
+        5.0,
+        _positive,
+        "a number of seconds > 0",
         "Shared backends: delay before a task with an unknown name is offered again.",
     ),
     "events_maxlen": _Setting(
-        int, 100_000, _at_least_one, "an integer >= 1",
+        int,
+        100_000,
+        _at_least_one,
+        "an integer >= 1",
         "Approximate number of events kept per queue in the event stream.",
     ),
     "default_queue": _Setting(
-        str, "default", _non_empty, "a non-empty string",
+        str,
+        "default",
+        _non_empty,
+        "a non-empty string",
         "Queue of tasks that do not name one.",
     ),
 }
@@ -239,7 +284,5 @@ def _coerce(name: str, setting: _Setting, value: Any, source: str) -> Any:
         else isinstance(value, kind) and not isinstance(value, bool)
     )
     if not ok_type or not setting.check(value):
-        raise ConfigError(
-            f"GlobalConfig.{name}={value!r} (from {source}) is not {setting.rule}"
-        )
+        raise ConfigError(f"GlobalConfig.{name}={value!r} (from {source}) is not {setting.rule}")
     return kind(value)

@@ -41,8 +41,18 @@ class TaskContext:
         logger: A logger that tags records with the task id.
     """
 
-    __slots__ = ("_loop", "_loop_thread", "_run", "attempt", "idempotency_key", "logger",
-                 "name", "queue", "state", "task_id")
+    __slots__ = (
+        "_loop",
+        "_loop_thread",
+        "_run",
+        "attempt",
+        "idempotency_key",
+        "logger",
+        "name",
+        "queue",
+        "state",
+        "task_id",
+    )
 
     def __init__(
         self,

@@ -50,7 +50,7 @@ def error_info(exc: BaseException, *, with_traceback: bool = True) -> ErrorInfo:
 def retry_delay(backoff_s: float, attempt: int, cap_s: float) -> float:
     """Exponential backoff with jitter: about ``backoff * 2**(attempt-1)``, in [50%, 100%]."""
     base = min(cap_s, backoff_s * 2.0 ** max(0, attempt - 1))
-    jitter: float = 0.5 + random.random() / 2  # noqa: S311 - jitter, not cryptography
+    jitter: float = 0.5 + random.random() / 2
     return base * jitter
 
 
@@ -98,9 +98,7 @@ class TaskExecutor:
     def __init__(self, thread_limiter: anyio.CapacityLimiter) -> None:
         self._limiter = thread_limiter
 
-    async def execute(
-        self, definition: TaskDefinition, args: Any, kwargs: Any, run: _Run
-    ) -> Any:
+    async def execute(self, definition: TaskDefinition, args: Any, kwargs: Any, run: _Run) -> Any:
         """Run the function and return its value (for generators: the list of yields).
 
         Raises:

@@ -14,6 +14,7 @@ from typing import Any, Final
 import msgspec
 
 __all__ = [
+    "TERMINAL_STATUSES",
     "CancelResult",
     "Delivery",
     "EnqueueResult",
@@ -31,7 +32,6 @@ __all__ = [
     "TaskMessage",
     "TaskRecord",
     "TaskStatus",
-    "TERMINAL_STATUSES",
     "Versioned",
     "decode_message",
     "decode_value",

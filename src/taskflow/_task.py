@@ -73,19 +73,19 @@ class TaskOptions:
     """
 
     priority: int | _NotGiven = NOT_GIVEN
-    delay: Seconds | None | _NotGiven = NOT_GIVEN
-    eta: When | None | _NotGiven = NOT_GIVEN
-    task_id: str | None | _NotGiven = NOT_GIVEN
-    dedup_key: str | None | _NotGiven = NOT_GIVEN
-    dedup_ttl: Seconds | None | _NotGiven = NOT_GIVEN
+    delay: Seconds | _NotGiven | None = NOT_GIVEN
+    eta: When | _NotGiven | None = NOT_GIVEN
+    task_id: str | _NotGiven | None = NOT_GIVEN
+    dedup_key: str | _NotGiven | None = NOT_GIVEN
+    dedup_ttl: Seconds | _NotGiven | None = NOT_GIVEN
     queue: str | _NotGiven = NOT_GIVEN
     retries: int | _NotGiven = NOT_GIVEN
     retry_backoff: Seconds | _NotGiven = NOT_GIVEN
-    timeout: Seconds | None | _NotGiven = NOT_GIVEN
-    expires: Seconds | When | None | _NotGiven = NOT_GIVEN
+    timeout: Seconds | _NotGiven | None = NOT_GIVEN
+    expires: Seconds | When | _NotGiven | None = NOT_GIVEN
     store_result: bool | _NotGiven = NOT_GIVEN
-    parent_id: str | None | _NotGiven = NOT_GIVEN
-    order_id: str | None | _NotGiven = NOT_GIVEN
+    parent_id: str | _NotGiven | None = NOT_GIVEN
+    order_id: str | _NotGiven | None = NOT_GIVEN
     headers: dict[str, str] | _NotGiven = NOT_GIVEN
     connection: Any = None
 
@@ -169,7 +169,8 @@ def _context_param(fn: Callable[..., Any], signature: inspect.Signature) -> str 
         if hint is TaskContext or hint == "TaskContext":
             if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
                 raise TaskRegistrationError(
-                    f"{fn.__qualname__}: the TaskContext parameter {name!r} cannot be *args/**kwargs"
+                    f"{fn.__qualname__}: the TaskContext parameter {name!r} cannot be "
+                    "*args/**kwargs"
                 )
             return name
     return None
@@ -211,7 +212,9 @@ def make_definition(
         queue=queue,
         priority=int(priority),
         retries=retries,
-        retry_backoff_s=None if retry_backoff is None else to_seconds(retry_backoff, "retry_backoff"),
+        retry_backoff_s=None
+        if retry_backoff is None
+        else to_seconds(retry_backoff, "retry_backoff"),
         timeout_s=None if timeout is None else to_seconds(timeout, "timeout"),
         retry_on=_exception_tuple(retry_on, "retry_on"),
         dont_retry_on=_exception_tuple(dont_retry_on, "dont_retry_on") or (),
@@ -331,19 +334,19 @@ class TaskFunc(Generic[P, R]):
         self,
         *,
         priority: int | _NotGiven = NOT_GIVEN,
-        delay: Seconds | None | _NotGiven = NOT_GIVEN,
-        eta: When | None | _NotGiven = NOT_GIVEN,
-        task_id: str | None | _NotGiven = NOT_GIVEN,
-        dedup_key: str | None | _NotGiven = NOT_GIVEN,
-        dedup_ttl: Seconds | None | _NotGiven = NOT_GIVEN,
+        delay: Seconds | _NotGiven | None = NOT_GIVEN,
+        eta: When | _NotGiven | None = NOT_GIVEN,
+        task_id: str | _NotGiven | None = NOT_GIVEN,
+        dedup_key: str | _NotGiven | None = NOT_GIVEN,
+        dedup_ttl: Seconds | _NotGiven | None = NOT_GIVEN,
         queue: str | _NotGiven = NOT_GIVEN,
         retries: int | _NotGiven = NOT_GIVEN,
         retry_backoff: Seconds | _NotGiven = NOT_GIVEN,
-        timeout: Seconds | None | _NotGiven = NOT_GIVEN,
-        expires: Seconds | When | None | _NotGiven = NOT_GIVEN,
+        timeout: Seconds | _NotGiven | None = NOT_GIVEN,
+        expires: Seconds | When | _NotGiven | None = NOT_GIVEN,
         store_result: bool | _NotGiven = NOT_GIVEN,
-        parent_id: str | None | _NotGiven = NOT_GIVEN,
-        order_id: str | None | _NotGiven = NOT_GIVEN,
+        parent_id: str | _NotGiven | None = NOT_GIVEN,
+        order_id: str | _NotGiven | None = NOT_GIVEN,
         headers: dict[str, str] | _NotGiven = NOT_GIVEN,
         connection: Any = None,
     ) -> TaskCall[P, R]:

@@ -34,12 +34,10 @@ import anyio.abc
 from ._context import TaskContext, WorkerState
 from ._exceptions import LifecycleError
 from ._executor import (
-    InvalidArguments,
     TaskExecutor,
     TaskTimeout,
     UnencodableResult,
     encode_result,
-    error_info,
     outcome_for_error,
 )
 from ._message import (
@@ -86,6 +84,7 @@ class _Run:
     __slots__ = (
         "attempt",
         "cancel_requested",
+        "delivery",
         "dirty",
         "interrupt_reason",
         "kind",
@@ -96,7 +95,6 @@ class _Run:
         "token",
         "worker",
         "yielded",
-        "delivery",
     )
 
     def __init__(self, worker: Worker, delivery: Delivery) -> None:
@@ -224,7 +222,9 @@ class Worker:
         for slot in self._slots:
             slot.task = loop.create_task(self._slot_loop(slot), name=f"taskflow-slot-{slot.index}")
         logger.info(
-            "worker %s ready: queues=%s concurrency=%d", self.worker_id, ",".join(self.queues),
+            "worker %s ready: queues=%s concurrency=%d",
+            self.worker_id,
+            ",".join(self.queues),
             self.concurrency,
         )
         try:
@@ -369,13 +369,17 @@ class Worker:
         self, run: _Run, message: TaskMessage, definition: TaskDefinition
     ) -> tuple[list[Any], dict[str, Any]] | None:
         try:
-            args, kwargs = decode_value(message.payload)
+            payload = decode_value(message.payload)
+            if not (isinstance(payload, list) and len(payload) == 2):
+                raise TypeError(f"payload must be [args, kwargs], got {payload!r:.80}")
+            args, kwargs = payload
             if not isinstance(args, list) or not isinstance(kwargs, dict):
                 raise TypeError("payload must be [args, kwargs]")
         except Exception as exc:
             self._fail_now(
-                run, "UndecodablePayload", f"the arguments of {message.name!r} could not be "
-                f"decoded: {exc}"
+                run,
+                "UndecodablePayload",
+                f"the arguments of {message.name!r} could not be decoded: {exc}",
             )
             return None
         if definition.context_param is not None:
@@ -452,7 +456,10 @@ class Worker:
         self.processed += 1
         self._finish(
             Outcome(
-                run.task_id, run.token, OutcomeKind.DONE, result=result,
+                run.task_id,
+                run.token,
+                OutcomeKind.DONE,
+                result=result,
                 result_expires_at=self._result_expiry(now),
             )
         )
@@ -466,19 +473,32 @@ class Worker:
     ) -> None:
         now = self._clock.time()
         outcome = outcome_for_error(
-            definition, message, run, exc, now, self._config.max_retry_backoff_s,
+            definition,
+            message,
+            run,
+            exc,
+            now,
+            self._config.max_retry_backoff_s,
             self._result_expiry(now),
         )
         if outcome.kind is OutcomeKind.FAILED:
             self.failed += 1
             logger.warning(
                 "task %s (%s) failed for good on attempt %d: %s: %s",
-                run.task_id, message.name, run.attempt, type(exc).__name__, exc,
+                run.task_id,
+                message.name,
+                run.attempt,
+                type(exc).__name__,
+                exc,
             )
         else:
             logger.info(
                 "task %s (%s) attempt %d failed, retrying: %s: %s",
-                run.task_id, message.name, run.attempt, type(exc).__name__, exc,
+                run.task_id,
+                message.name,
+                run.attempt,
+                type(exc).__name__,
+                exc,
             )
         self._finish(outcome)
 
@@ -493,7 +513,9 @@ class Worker:
         elif reason == "cancel":
             self._finish(
                 Outcome(
-                    run.task_id, run.token, OutcomeKind.CANCELLED,
+                    run.task_id,
+                    run.token,
+                    OutcomeKind.CANCELLED,
                     error=ErrorInfo("Cancelled", "cancelled on request"),
                     result_expires_at=self._result_expiry(now),
                 )
@@ -511,10 +533,14 @@ class Worker:
         if shared and now - message.created_at < config.unknown_task_window_s:
             logger.warning(
                 "task %s names %r, which this worker does not know; putting it back for %.0f s",
-                run.task_id, message.name, config.unknown_task_retry_s,
+                run.task_id,
+                message.name,
+                config.unknown_task_retry_s,
             )
             return Outcome(
-                run.task_id, run.token, OutcomeKind.RELEASE,
+                run.task_id,
+                run.token,
+                OutcomeKind.RELEASE,
                 retry_at=now + config.unknown_task_retry_s,
             )
         error = ErrorInfo(
@@ -524,7 +550,10 @@ class Worker:
         )
         self.failed += 1
         return Outcome(
-            run.task_id, run.token, OutcomeKind.FAILED, error=error,
+            run.task_id,
+            run.token,
+            OutcomeKind.FAILED,
+            error=error,
             result_expires_at=self._result_expiry(now),
         )
 
@@ -534,7 +563,10 @@ class Worker:
             f"not started before it expired at {message.expires_at} (now {now}); it was not run",
         )
         return Outcome(
-            run.task_id, run.token, OutcomeKind.EXPIRED, error=error,
+            run.task_id,
+            run.token,
+            OutcomeKind.EXPIRED,
+            error=error,
             result_expires_at=self._result_expiry(now),
         )
 
@@ -543,7 +575,10 @@ class Worker:
         self.failed += 1
         self._finish(
             Outcome(
-                run.task_id, run.token, OutcomeKind.FAILED, error=ErrorInfo(error_type, text),
+                run.task_id,
+                run.token,
+                OutcomeKind.FAILED,
+                error=ErrorInfo(error_type, text),
                 result_expires_at=self._result_expiry(self._clock.time()),
             )
         )
@@ -577,7 +612,9 @@ class Worker:
             try:
                 await self.app.broker.complete(batch, now=self._clock.time())
             except Exception:
-                logger.exception("storing %d outcome(s) failed; retrying in %.1f s", len(batch), pause)
+                logger.exception(
+                    "storing %d outcome(s) failed; retrying in %.1f s", len(batch), pause
+                )
                 self._pending[:0] = batch
                 await anyio.sleep(pause)
                 pause = min(pause * 2, _MAX_RETRY_PAUSE_S)
@@ -665,9 +702,7 @@ class Worker:
                     logger.warning("task %s exceeded its timeout; interrupting it", run.task_id)
                     run.interrupt("timeout")
             if heap:
-                await _first_of(
-                    self._clock.sleep(heap[0][0] - now), self._deadline_event.wait()
-                )
+                await _first_of(self._clock.sleep(heap[0][0] - now), self._deadline_event.wait())
             else:
                 await self._deadline_event.wait()
 
@@ -683,9 +718,14 @@ class Worker:
             if not fut.done():
                 fut.set_result(None)
         if self._busy:
-            logger.info("waiting up to %.1f s for %d running task(s)", self._config.shutdown_grace_s,
-                        self._busy)
-            await _first_of(self._all_slots_done(), self._clock.sleep(self._config.shutdown_grace_s))
+            logger.info(
+                "waiting up to %.1f s for %d running task(s)",
+                self._config.shutdown_grace_s,
+                self._busy,
+            )
+            await _first_of(
+                self._all_slots_done(), self._clock.sleep(self._config.shutdown_grace_s)
+            )
         for slot in self._slots:
             if slot.run is not None:
                 slot.run.interrupt("shutdown")
@@ -700,7 +740,9 @@ class Worker:
             slot.task
             for slot in self._slots
             if slot.task is not None
-            and not (skip_threads and slot.run is not None and slot.run.kind in ("sync", "generator"))
+            and not (
+                skip_threads and slot.run is not None and slot.run.kind in ("sync", "generator")
+            )
         ]
         if tasks:
             await asyncio.wait(tasks)
@@ -720,8 +762,9 @@ class Worker:
             try:
                 await self.app.broker.complete(outcomes, now=self._clock.time())
             except Exception:
-                logger.exception("could not release %d task(s) on exit; their leases will lapse",
-                                 len(outcomes))
+                logger.exception(
+                    "could not release %d task(s) on exit; their leases will lapse", len(outcomes)
+                )
         self._runs.clear()
 
 

@@ -135,10 +135,10 @@ class Storage(_Lifecycle, ABC):
     ) -> None:
         await self.close()
 
-    async def _open(self) -> None:  # noqa: B027 - optional hook
+    async def _open(self) -> None:
         """Hook: connect. Default: nothing."""
 
-    async def _close(self) -> None:  # noqa: B027 - optional hook
+    async def _close(self) -> None:
         """Hook: disconnect. Default: nothing."""
 
     # -- records ---------------------------------------------------------------------------
@@ -213,7 +213,7 @@ class Storage(_Lifecycle, ABC):
     def _has_waiters(self, task_id: str) -> bool:
         return task_id in self._waiters
 
-    async def _ensure_listening(self) -> None:  # noqa: B027 - optional hook
+    async def _ensure_listening(self) -> None:
         """Hook: make sure this process's one shared notification listener runs."""
 
     @abstractmethod
@@ -272,9 +272,7 @@ class Storage(_Lifecycle, ABC):
 
     # -- coordination: leases (leader election, named locks) --------------------------------
 
-    async def acquire_lease(
-        self, name: str, owner: str, *, ttl_s: float, now: float
-    ) -> int | None:
+    async def acquire_lease(self, name: str, owner: str, *, ttl_s: float, now: float) -> int | None:
         """Take the named lease for `owner` until ``now + ttl_s``, if it is free, lapsed, or
         already `owner`'s. Returns its fencing token (a new, higher one when ownership changes),
         or None if someone else holds it."""
@@ -415,10 +413,10 @@ class Broker(_Lifecycle, ABC):
     ) -> None:
         await self.close()
 
-    async def _open(self) -> None:  # noqa: B027 - optional hook
+    async def _open(self) -> None:
         """Hook: connect. Default: nothing."""
 
-    async def _close(self) -> None:  # noqa: B027 - optional hook
+    async def _close(self) -> None:
         """Hook: disconnect. Default: nothing."""
 
     # -- the message path ------------------------------------------------------------------
@@ -520,7 +518,9 @@ class Broker(_Lifecycle, ABC):
 
     # -- dead letters and inspection -------------------------------------------------------
 
-    async def dead_letters(self, queue: str, *, limit: int = 100, offset: int = 0) -> list[TaskRecord]:
+    async def dead_letters(
+        self, queue: str, *, limit: int = 100, offset: int = 0
+    ) -> list[TaskRecord]:
         """Dead-lettered (failed) tasks of a queue, newest first."""
         self._check_open()
         return await self._dead_letters(queue, limit, offset)
