@@ -1,0 +1,384 @@
+"""The worker's promises: bad input never stops it, timeouts interrupt async tasks (a sync task
+keeps its slot until it returns), running tasks can be cancelled, a lapsed lease is re-delivered
+and the zombie's late outcome is refused.
+
+Memory backend, `FakeClock` for every timeout, lease and heartbeat.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import anyio
+import pytest
+
+from taskflow import (
+    CancelResult,
+    GlobalConfig,
+    LifecycleError,
+    QueueTasks,
+    TaskCancelled,
+    TaskContext,
+    TaskFailed,
+    TaskStatus,
+    Worker,
+)
+from taskflow._message import Outcome, OutcomeKind, TaskMessage, encode_value
+from taskflow.testing import FakeClock
+
+LEASE_S = 10.0
+HEARTBEAT_S = 3.0
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def app(clock: FakeClock) -> QueueTasks:
+    config = GlobalConfig(lease_s=LEASE_S, heartbeat_s=HEARTBEAT_S, idle_poll_s=1000)
+    return QueueTasks(name="t", clock=clock, config=config)
+
+
+def raw_message(app: QueueTasks, name: str, payload: bytes) -> TaskMessage:
+    """A message as a foreign or broken producer might send it, bypassing every check."""
+    return TaskMessage(
+        id=app.broker.new_task_id("default"),
+        name=name,
+        queue="default",
+        payload=payload,
+        created_at=app.clock.time(),
+    )
+
+
+# -- bad input -----------------------------------------------------------------------------
+
+
+async def test_arguments_that_do_not_bind_fail_the_task_and_the_worker_goes_on(
+    app: QueueTasks,
+) -> None:
+    @app.task(name="add", retries=3)
+    async def add(a: int, b: int) -> int:
+        return a + b
+
+    @app.task(name="sync_add", retries=3)
+    def sync_add(a: int, b: int) -> int:
+        return a + b
+
+    @app.task(name="gen")
+    def gen(n: int) -> Iterator[int]:
+        yield n
+
+    with anyio.fail_after(10):
+        async with app.running(concurrency=1):
+            for name, args in [("add", (1,)), ("sync_add", (1, 2, 3)), ("gen", ())]:
+                handle = await app.add_task(name, args=args)
+                with pytest.raises(TaskFailed) as info:
+                    await handle.result(timeout=5)
+                assert info.value.error_type == "InvalidArguments"
+                assert name in info.value.error_message
+                assert (await handle.info()).attempts == 1  # never retried
+            assert await (await add.add_task(2, 3)).result(timeout=5) == 5
+
+
+async def test_an_undecodable_payload_fails_the_task_and_the_worker_goes_on(
+    app: QueueTasks,
+) -> None:
+    @app.task(name="add")
+    async def add(a: int, b: int) -> int:
+        return a + b
+
+    with anyio.fail_after(10):
+        async with app.running(concurrency=1):
+            garbage = raw_message(app, "add", b"\xc1\xff not msgpack")
+            wrong_shape = raw_message(app, "add", encode_value("not [args, kwargs]"))
+            await app.broker.enqueue([garbage, wrong_shape], now=app.clock.time())
+            for message, detail in [(garbage, "could not be decoded"), (wrong_shape, "[args")]:
+                with pytest.raises(TaskFailed) as info:
+                    await app.result(message.id).result(timeout=5)
+                assert info.value.error_type == "UndecodablePayload"
+                assert "'add'" in info.value.error_message
+                assert detail in info.value.error_message
+            assert await (await add.add_task(2, 3)).result(timeout=5) == 5
+
+
+async def test_an_undecodable_message_fails_the_task_and_the_worker_goes_on(
+    app: QueueTasks,
+) -> None:
+    @app.task(name="add")
+    async def add(a: int, b: int) -> int:
+        return a + b
+
+    with anyio.fail_after(10):
+        async with app:
+            broken = await add.add_task(1, 1)
+            # Corrupt the stored message itself (memory internals: no producer can do this).
+            app.storage._tasks[broken.task_id].data = b"\x00 corrupt"  # type: ignore[attr-defined]
+            async with app.running(concurrency=1):
+                with pytest.raises(TaskFailed) as info:
+                    await broken.result(timeout=5)
+                assert info.value.error_type == "UndecodableMessage"
+                assert await (await add.add_task(2, 3)).result(timeout=5) == 5
+
+
+async def test_an_unknown_task_name_fails_at_once_on_memory(app: QueueTasks) -> None:
+    @app.task(name="add")
+    async def add(a: int, b: int) -> int:
+        return a + b
+
+    with anyio.fail_after(10):
+        async with app.running():
+            message = raw_message(app, "renamed_long_ago", encode_value([[], {}]))
+            await app.broker.enqueue([message], now=app.clock.time())
+            with pytest.raises(TaskFailed) as info:
+                await app.result(message.id).result(timeout=5)
+            assert info.value.error_type == "UnknownTask"
+            assert "'renamed_long_ago'" in info.value.error_message
+            assert "add" in info.value.error_message  # names the known tasks
+            assert await (await add.add_task(2, 3)).result(timeout=5) == 5
+
+
+async def test_a_result_msgspec_cannot_encode_fails_the_task(app: QueueTasks) -> None:
+    @app.task(retries=2)
+    async def weird() -> object:
+        return object()
+
+    with anyio.fail_after(10):
+        async with app.running():
+            handle = await weird.add_task()
+            with pytest.raises(TaskFailed) as info:
+                await handle.result(timeout=5)
+            assert info.value.error_type == "UnencodableResult"
+            assert (await handle.info()).attempts == 1
+
+
+# -- timeouts ------------------------------------------------------------------------------
+
+
+async def test_timeout_interrupts_an_async_task_with_task_timeout(
+    app: QueueTasks, clock: FakeClock
+) -> None:
+    interrupted = anyio.Event()
+
+    @app.task(timeout=5)
+    async def slow() -> None:
+        try:
+            await anyio.sleep_forever()
+        finally:
+            interrupted.set()
+
+    with anyio.fail_after(10):
+        async with app.running():
+            handle = await slow.add_task()
+            await anyio.wait_all_tasks_blocked()
+            await clock.advance(4.9)
+            assert await handle.status() is TaskStatus.RUNNING
+            await clock.advance(0.1)
+            await interrupted.wait()
+            with pytest.raises(TaskFailed) as info:
+                await handle.result(timeout=5)
+    assert info.value.error_type == "TaskTimeout"
+    assert "5" in info.value.error_message
+
+
+async def test_a_timed_out_task_is_retried_if_retries_remain(
+    app: QueueTasks, clock: FakeClock
+) -> None:
+    @app.task(timeout=5, retries=1, retry_backoff=10)
+    async def slow_then_fast(ctx: TaskContext) -> int:
+        if ctx.attempt == 1:
+            await anyio.sleep_forever()
+        return ctx.attempt
+
+    with anyio.fail_after(10):
+        async with app.running():
+            handle = await slow_then_fast.add_task()
+            await anyio.wait_all_tasks_blocked()
+            await clock.advance(5)
+            await anyio.wait_all_tasks_blocked()
+            info = await handle.info()
+            assert info.status is TaskStatus.RETRYING
+            assert info.error is not None and info.error.type == "TaskTimeout"
+            await clock.advance(10)
+            assert await handle.result(timeout=5) == 2
+            assert (await handle.info()).attempts == 2
+
+
+async def test_a_sync_task_past_its_timeout_keeps_its_slot_until_it_returns(
+    app: QueueTasks, clock: FakeClock
+) -> None:
+    """A thread cannot be interrupted: the timeout marks the run, the slot stays taken until the
+    function returns, then the run fails with TaskTimeout and the next task gets the slot."""
+    entered = threading.Event()
+    release = threading.Event()
+
+    @app.task(timeout=1)
+    def blocking() -> str:
+        entered.set()
+        release.wait(10)
+        return "too late"
+
+    @app.task
+    async def other() -> str:
+        return "other"
+
+    with anyio.fail_after(10):
+        async with app.running(concurrency=1) as starter:
+            stuck = await blocking.add_task()
+            waiting = await other.add_task()
+            await anyio.to_thread.run_sync(entered.wait, 10)
+            await clock.advance(1)
+            await anyio.wait_all_tasks_blocked()
+            assert starter.worker is not None and starter.worker.running_tasks == 1
+            assert await waiting.status() is TaskStatus.QUEUED  # the slot is still taken
+            release.set()
+            assert await waiting.result(timeout=5) == "other"
+            with pytest.raises(TaskFailed) as info:
+                await stuck.result(timeout=5)
+    assert info.value.error_type == "TaskTimeout"
+
+
+# -- cancellation --------------------------------------------------------------------------
+
+
+async def test_cancel_a_queued_task(app: QueueTasks) -> None:
+    ran: list[int] = []
+
+    @app.task
+    async def job() -> None:
+        ran.append(1)
+
+    with anyio.fail_after(10):
+        async with app:
+            handle = await job.options(delay=60).add_task()
+            assert await handle.cancel() is CancelResult.CANCELLED
+            async with app.running():
+                with pytest.raises(TaskCancelled):
+                    await handle.result(timeout=5)
+                assert await handle.status() is TaskStatus.CANCELLED
+                assert await handle.cancel() is CancelResult.ALREADY_TERMINAL
+    assert ran == []
+
+
+async def test_cancel_a_running_async_task_interrupts_it_at_the_next_heartbeat(
+    app: QueueTasks, clock: FakeClock
+) -> None:
+    started = anyio.Event()
+    interrupted = anyio.Event()
+
+    @app.task(retries=3)
+    async def forever() -> None:
+        started.set()
+        try:
+            await anyio.sleep_forever()
+        finally:
+            interrupted.set()
+
+    with anyio.fail_after(10):
+        async with app.running():
+            handle = await forever.add_task()
+            await started.wait()
+            assert await handle.cancel() is CancelResult.REQUESTED
+            await anyio.wait_all_tasks_blocked()
+            assert not interrupted.is_set()  # it learns at the next lease renewal
+            await clock.advance(HEARTBEAT_S)
+            await interrupted.wait()
+            with pytest.raises(TaskCancelled) as info:
+                await handle.result(timeout=5)
+            assert await handle.status() is TaskStatus.CANCELLED
+            assert (await handle.info()).attempts == 1  # cancelled, not retried
+    assert info.value.error_type == "Cancelled"
+
+
+async def test_cancel_an_unknown_task(app: QueueTasks) -> None:
+    async with app:
+        assert await app.cancel("nope") is CancelResult.NOT_FOUND
+
+
+# -- leases --------------------------------------------------------------------------------
+
+
+async def test_a_lapsed_lease_is_redelivered_and_the_stale_outcome_refused(
+    app: QueueTasks, clock: FakeClock
+) -> None:
+    @app.task(retries=1)
+    async def job() -> str:
+        return "ran"
+
+    with anyio.fail_after(10):
+        async with app:
+            handle = await job.add_task()
+            # A worker that claims the task and then dies: it never renews nor reports.
+            (ghost,) = await app.broker.claim(
+                ["default"], limit=1, lease_s=LEASE_S, now=clock.time(), worker_id="ghost"
+            )
+            async with app.running():
+                await anyio.wait_all_tasks_blocked()
+                assert await handle.status() is TaskStatus.RUNNING  # still the ghost's
+                await clock.advance(LEASE_S)
+                assert await handle.result(timeout=5) == "ran"
+            late = Outcome(ghost.task_id, ghost.token, OutcomeKind.DONE, encode_value("zombie"))
+            assert await app.broker.complete([late], now=clock.time()) == [False]
+            assert await handle.result(timeout=5) == "ran"
+            assert (await handle.info()).attempts == 2
+
+
+async def test_two_workers_a_stalled_one_loses_its_task_and_its_late_outcome_is_refused(
+    app: QueueTasks, clock: FakeClock
+) -> None:
+    release_first = anyio.Event()
+    first_done = anyio.Event()
+
+    @app.task(retries=1)
+    async def job(ctx: TaskContext) -> str:
+        if ctx.attempt == 1:
+            try:
+                await release_first.wait()
+                return "stalled worker"
+            finally:
+                first_done.set()
+        return "second worker"
+
+    async def no_heartbeat() -> None:
+        """Stands in for a worker whose renewals stopped (partition, blocked loop)."""
+
+    with anyio.fail_after(10):
+        async with app, anyio.create_task_group() as tg:
+            stalled = Worker(app, concurrency=1, worker_id="stalled")
+            stalled._heartbeat = no_heartbeat  # type: ignore[method-assign]
+            await tg.start(stalled.run)
+            handle = await job.add_task()
+            await anyio.wait_all_tasks_blocked()
+            assert stalled.running_tasks == 1
+            healthy = Worker(app, concurrency=1, worker_id="healthy")
+            await tg.start(healthy.run)
+            await anyio.wait_all_tasks_blocked()  # asleep until the stalled lease lapses
+            await clock.advance(LEASE_S)
+            assert await handle.result(timeout=5) == "second worker"
+            refused_before = app.broker.counters["refused"]
+            release_first.set()
+            await first_done.wait()
+            await anyio.wait_all_tasks_blocked()
+            assert app.broker.counters["refused"] == refused_before + 1
+            assert await handle.result(timeout=5) == "second worker"
+            stalled.stop()
+            healthy.stop()
+
+
+# -- Worker misuse -------------------------------------------------------------------------
+
+
+async def test_a_worker_runs_once_and_needs_an_open_app(app: QueueTasks) -> None:
+    with pytest.raises(LifecycleError, match="open the app"):
+        await Worker(app).run()
+    with pytest.raises(ValueError, match="concurrency"):
+        Worker(app, concurrency=-1)
+    with anyio.fail_after(10):
+        async with app, anyio.create_task_group() as tg:
+            worker = Worker(app)
+            await tg.start(worker.run)
+            worker.stop()
+        with pytest.raises(LifecycleError, match="runs once"):
+            await worker.run()
