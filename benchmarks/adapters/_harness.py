@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
 import dataclasses
 import importlib.metadata
 import json
@@ -43,6 +44,7 @@ class Params:
         duration_s: How long C sends at `rate`.
         sleep_s: What each task of D sleeps.
         url: Server URL for Redis or PostgreSQL backends (None for in-memory ones).
+        profile: Where to dump cProfile stats of the workload (None: no profiling).
     """
 
     workload: str
@@ -53,6 +55,7 @@ class Params:
     duration_s: float
     sleep_s: float
     url: str | None
+    profile: str | None = None
 
 
 Metrics = dict[str, Any]
@@ -76,6 +79,12 @@ def parse_args(argv: Sequence[str] | None = None) -> Params:
     parser.add_argument("--duration", type=float, default=3.0, help="C: seconds (default 3)")
     parser.add_argument("--sleep", type=float, default=0.01, help="D: task sleep s (default 0.01)")
     parser.add_argument("--url", default=None, help="server URL (Redis/PostgreSQL backends)")
+    parser.add_argument(
+        "--profile",
+        default=None,
+        metavar="PATH",
+        help="run the workload under cProfile and dump pstats to PATH (numbers get slower)",
+    )
     args = parser.parse_args(argv)
     return Params(
         workload=args.workload,
@@ -86,6 +95,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Params:
         duration_s=args.duration,
         sleep_s=args.sleep,
         url=args.url,
+        profile=args.profile,
     )
 
 
@@ -167,6 +177,22 @@ def _run_on_fast_loop(coro_fn: Callable[[], Awaitable[Metrics]]) -> tuple[Metric
     return uvloop.run(coro_fn()), "uvloop"  # type: ignore[arg-type]
 
 
+def _profiled(workload: Workload, path: str) -> Workload:
+    """`workload` run under cProfile (imports and interpreter start-up excluded), dumped to
+    `path` for ``pstats``."""
+
+    async def run(params: Params) -> Metrics:
+        profiler = cProfile.Profile()
+        profiler.enable()
+        try:
+            return await workload(params)
+        finally:
+            profiler.disable()
+            profiler.dump_stats(path)
+
+    return run
+
+
 def main(
     system: str,
     workloads: dict[str, Workload],
@@ -187,13 +213,16 @@ def main(
     """
     params = parse_args(argv)
     workload = workloads.get(params.workload)
+    if workload is not None and params.profile:
+        workload = _profiled(workload, params.profile)
     line: dict[str, Any] = {"system": system, "workload": params.workload, "n": params.n}
     if workload is None:
         metrics: Metrics = {"n/a": f"{system} has no way to do workload {params.workload}"}
         loop_name = "none"
     else:
+        run = workload
         try:
-            metrics, loop_name = _run_on_fast_loop(lambda: workload(params))
+            metrics, loop_name = _run_on_fast_loop(lambda: run(params))
         except NotApplicable as exc:
             metrics, loop_name = {"n/a": str(exc)}, "none"
     line["metrics"] = metrics
