@@ -1,0 +1,100 @@
+"""Every ``examples/*.py`` runs as a script: exit status 0 within 30 s, with its expected output.
+
+Conventions for example authors (this test reads them from the example's source):
+
+* ``REQUIRES = "redis"`` (or ``"postgres"``), a module-level line: the example needs that server.
+  It runs only when the service URL is set (``TASKFLOW_TEST_REDIS_URL`` /
+  ``TASKFLOW_TEST_POSTGRES_DSN``, see ``tests/services.py``) and is skipped otherwise; the URL
+  is passed on to the example in the same environment variable.
+* ``# expect: <text>`` comment lines: each <text> must appear in the example's stdout. Examples
+  listed in `MARKERS` below are checked against those markers as well.
+
+An example with neither markers nor ``# expect:`` lines must at least print something.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.services import POSTGRES_ENV, REDIS_ENV
+
+EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
+TIMEOUT_S = 30
+
+SERVICE_ENV = {"redis": REDIS_ENV, "postgres": POSTGRES_ENV}
+
+MARKERS: dict[str, list[str]] = {
+    "quickstart.py": [
+        "add(2, 3) = 5",
+        "batch of add(i, i): [0, 2, 4, 6, 8]",
+        "flaky: succeeded on attempt 3",
+        "countdown yields: [3, 2, 1]",
+        "divide(1, 0) failed remotely: ZeroDivisionError",
+    ],
+    "dead_letters.py": ["failed for good", "dead letters left: 0"],
+    "lifecycle.py": ["startup:", "shutdown:"],
+    "progress.py": ["running: 1/4", "result:"],
+    "sync_client.py": ["add(2, 3) = 5", "raised remotely: RuntimeError"],
+}
+
+REQUIRES_LINE = re.compile(r"""^REQUIRES\s*(?::\s*\w+\s*)?=\s*["'](\w+)["']""", re.MULTILINE)
+EXPECT_LINE = re.compile(r"^\s*#\s*expect:\s*(.+?)\s*$", re.MULTILINE)
+
+
+def example_files() -> list[Path]:
+    return sorted(p for p in EXAMPLES_DIR.glob("*.py") if not p.name.startswith("_"))
+
+
+def required_service(source: str) -> str | None:
+    match = REQUIRES_LINE.search(source)
+    return match[1] if match else None
+
+
+def expected_markers(path: Path, source: str) -> list[str]:
+    return MARKERS.get(path.name, []) + EXPECT_LINE.findall(source)
+
+
+def test_there_are_examples() -> None:
+    assert any(p.name == "quickstart.py" for p in example_files())
+
+
+def test_conventions_are_read_from_the_source() -> None:
+    source = 'REQUIRES = "redis"\n# expect: hello world\nprint("hello world")\n'
+    assert required_service(source) == "redis"
+    assert EXPECT_LINE.findall(source) == ["hello world"]
+    assert required_service("print('no server')\n") is None
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", example_files(), ids=lambda p: p.name)
+def test_example_runs(path: Path) -> None:
+    source = path.read_text(encoding="utf-8")
+    env = dict(os.environ)
+    service = required_service(source)
+    if service is not None:
+        variable = SERVICE_ENV.get(service)
+        assert variable is not None, f"{path.name}: unknown REQUIRES = {service!r}"
+        if not os.environ.get(variable):
+            pytest.skip(f"{path.name} needs {service}: set {variable} to run it")
+    run = subprocess.run(
+        [sys.executable, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+        cwd=path.parent,
+        env=env,
+        check=False,
+    )
+    report = f"stdout:\n{run.stdout}\nstderr:\n{run.stderr}"
+    assert run.returncode == 0, f"{path.name} exited with {run.returncode}\n{report}"
+    markers = expected_markers(path, source)
+    for marker in markers:
+        assert marker in run.stdout, f"{path.name}: {marker!r} not in its output\n{report}"
+    if not markers:
+        assert run.stdout.strip(), f"{path.name} printed nothing\n{report}"
