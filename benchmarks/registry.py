@@ -1,7 +1,7 @@
 """The systems the benchmark runner knows: who they are, how to run them, what they need.
 
 One `System` per system under test. ``python -m benchmarks --systems a,b`` picks by `System.name`;
-``--backend`` picks by `System.backend` (the floor is in every backend's comparison). A system with
+``--backend`` picks by `System.backend` (each backend's floor included). A system with
 `System.requirements` runs in its own virtual environment, ``benchmarks/.venvs/<name>``, which the
 runner creates on first use and re-creates when the pins change; a system without them
 (taskflow's own adapters and the floor) runs in the interpreter that runs the runner, the
@@ -31,8 +31,8 @@ class System:
 
     Attributes:
         name: Unique name, used on the command line, in the table and for its venv.
-        backend: The server it runs on (``memory`` needs none). The floor says ``memory`` but is
-            shown beside every backend.
+        backend: The server it runs on (``memory`` needs none). Each backend has one floor,
+            the bare loop doing the same work on the same server; ours are compared with it.
         adapter: The adapter script's file name in ``benchmarks/adapters/``.
         role: ``ours`` (taskflow), ``peer`` (compared against), or ``floor`` (the bare loop).
         requirements: pip requirement lines for its own venv; empty: run in the current
@@ -83,7 +83,7 @@ def by_name(name: str) -> System:
 
 def select(backend: str, names: list[str] | None = None) -> list[System]:
     """Systems to run: those named (in registry order), else those of `backend` (``all``: every
-    one), the floor included either way unless `names` leaves it out.
+    one), the backend's floor included.
 
     Raises:
         KeyError: a name in `names` is not registered.
@@ -91,4 +91,4 @@ def select(backend: str, names: list[str] | None = None) -> list[System]:
     if names:
         wanted = {by_name(name).name for name in names}
         return [s for s in SYSTEMS if s.name in wanted]
-    return [s for s in SYSTEMS if backend == "all" or s.backend == backend or s.is_floor]
+    return [s for s in SYSTEMS if backend == "all" or s.backend == backend]

@@ -365,10 +365,10 @@ def comparisons(
     """For each of our systems and row: ``vs_best_peer`` (>1: better than the best peer of the
     same backend) and ``of_floor`` (the fraction of the floor's performance), or None.
     """
-    floor = next((s for s in settings.systems if s.is_floor), None)
     out: dict[str, dict[str, dict[str, float | None]]] = {}
     for ours in (s for s in settings.systems if s.role == "ours"):
         peers = [s for s in settings.systems if s.role == "peer" and s.backend == ours.backend]
+        floor = floor_of(ours.backend, settings.systems)
         mine = table.get(ours.name, {})
         per_row: dict[str, dict[str, float | None]] = {}
         for row in rows:
@@ -383,6 +383,13 @@ def comparisons(
             }
         out[ours.name] = per_row
     return out
+
+
+def floor_of(backend: str, systems: Sequence[System]) -> System | None:
+    """The floor that `backend`'s systems are measured against: that backend's own floor (a
+    bare loop over the same server), else the first floor selected, else None."""
+    floors = [s for s in systems if s.is_floor]
+    return next((s for s in floors if s.backend == backend), floors[0] if floors else None)
 
 
 def _ratio(value: float | None, others: list[float], higher_is_better: bool) -> float | None:
@@ -511,24 +518,19 @@ def render_report(
         f"Machine: {header['machine']}. Medians of {settings.reps} repetition(s); "
         "throughput in tasks/s (higher is better), latency and D in ms/s (lower is better). "
         "'vs best peer' > 1 means taskflow is better; 'of floor' is the share of the "
-        "bare-asyncio floor's performance.",
+        "performance of the backend's floor (the bare loop doing the same work).",
         "",
         f"Command: `{header['command']}`",
     ]
-    floor = [s for s in settings.systems if s.is_floor]
     for backend in BACKENDS:
         members = [s for s in settings.systems if s.backend == backend and not s.is_floor]
+        floor = floor_of(backend, settings.systems)
+        if floor is not None and (members or floor.backend == backend):
+            members.append(floor)
         if not members:
             continue
-        systems = [*members, *floor]
-        parts += [
-            "",
-            f"### {backend} backend",
-            "",
-            render_table(settings, table, compared, rows, systems),
-        ]
-    if not any(not s.is_floor for s in settings.systems) and floor:
-        parts += ["", render_table(settings, table, compared, rows, floor)]
+        parts += ["", f"### {backend} backend", ""]
+        parts.append(render_table(settings, table, compared, rows, members))
     notes = footnotes(runs, settings.systems)
     if notes:
         parts += ["", "Notes:", *(f"- {note}" for note in notes)]

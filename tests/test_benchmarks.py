@@ -102,10 +102,13 @@ def test_comparisons_say_better_than_one_when_ours_wins_in_either_direction() ->
     assert sleepers == {"vs_best_peer": 2.0, "of_floor": 0.5}
 
 
-def test_selection_by_backend_keeps_the_floor_and_names_are_checked() -> None:
+def test_selection_by_backend_keeps_its_floor_and_names_are_checked() -> None:
     memory = [s.name for s in registry.select("memory")]
     assert memory == ["taskflow-memory", "taskiq-memory", "floor-asyncio"]
-    assert [s.name for s in registry.select("redis")] == ["floor-asyncio"]
+    assert all(s.backend == "redis" for s in registry.select("redis"))
+    assert len(registry.select("all")) == len(registry.SYSTEMS)
+    picked = registry.select("redis", ["floor-asyncio", "taskflow-memory"])
+    assert [s.name for s in picked] == ["taskflow-memory", "floor-asyncio"]  # registry order
     with pytest.raises(KeyError, match="known systems: taskflow-memory"):
         registry.select("memory", ["celery"])
 
