@@ -19,7 +19,7 @@ app = QueueTasks(name="progress")
 @app.task
 async def resize_images(ctx: TaskContext, names: list[str]) -> AsyncIterator[str]:
     for done, name in enumerate(names, start=1):
-        await anyio.sleep(0.1)  # stands in for real work
+        await anyio.sleep(0.2)  # stands in for real work
         yield f"{name} -> thumbs/{name}"
         ctx.progress(done, len(names), message=f"resized {name}")
 
