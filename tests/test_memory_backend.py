@@ -8,11 +8,15 @@ import pytest
 from taskflow._exceptions import LifecycleError
 from taskflow._message import (
     CancelResult,
+    ErrorInfo,
     Lease,
     LeaseState,
     Outcome,
     OutcomeKind,
+    Progress,
+    ProgressUpdate,
     TaskMessage,
+    TaskRecord,
     TaskStatus,
     encode_value,
 )
@@ -173,3 +177,59 @@ async def test_results_of_tasks_without_store_result_are_dropped(
     await broker.complete([outcome], now=clock.time())
     record = await broker.storage.get(msg.id, now=clock.time())
     assert record is not None and record.status is TaskStatus.DONE and record.result is None
+
+
+async def test_records_carry_every_field(broker: MemoryBroker, clock: FakeClock) -> None:
+    """`_record` sets rarely used fields only when they differ from the default: check all."""
+    msg = make(
+        broker,
+        priority=4,
+        eta=clock.time() - 1,
+        retries=2,
+        created_at=clock.time() - 2,
+        parent_id="parent",
+        order_id="order",
+        dedup_key="dedup",
+        store_result=False,
+    )
+    await broker.enqueue([msg], now=clock.time())
+    [d] = await broker.claim(["q"], limit=1, lease_s=10, now=clock.time(), worker_id="w")
+    await broker.storage.report(
+        [ProgressUpdate(msg.id, d.token, progress=Progress(1, 2), yields=[b"\x01"])],
+        now=clock.time(),
+    )
+    await broker.cancel([msg.id], now=clock.time())
+    error = ErrorInfo("Cancelled", "stop")
+    outcome = Outcome(
+        msg.id, d.token, OutcomeKind.CANCELLED, error=error, result_expires_at=clock.time() + 5
+    )
+    await broker.complete([outcome], now=clock.time())
+    await clock.advance(5)
+    record = await broker.storage.get(msg.id, now=clock.time())
+    assert record == TaskRecord(
+        id=msg.id,
+        name="t",
+        queue="q",
+        status=TaskStatus.CANCELLED,
+        priority=4,
+        attempts=1,
+        retries=2,
+        created_at=clock.time() - 7,
+        eta=clock.time() - 6,
+        started_at=clock.time() - 5,
+        finished_at=clock.time() - 5,
+        result=None,
+        error=error,
+        progress=Progress(1, 2),
+        yields=[b"\x01"],
+        parent_id="parent",
+        order_id="order",
+        requeued_from=None,
+        dedup_key="dedup",
+        store_result=False,
+        cancel_requested=True,
+        result_expires_at=clock.time(),
+        result_expired=True,
+        token=d.token,
+        worker_id="w",
+    )

@@ -73,6 +73,11 @@ _TERMINAL_BY_OUTCOME = {
     OutcomeKind.EXPIRED: (_EXPIRED, EventKind.EXPIRED),
 }
 
+_OUTCOME_DONE = OutcomeKind.DONE
+_EV_QUEUED = EventKind.QUEUED
+_EV_RUNNING = EventKind.RUNNING
+_EV_DONE = EventKind.DONE
+
 #: Heaps holding stale entries are compacted when they grow past this and twice their live size.
 _COMPACT_MIN = 1024
 
@@ -85,50 +90,34 @@ _LEASE_EXPIRED_MESSAGE = (
 _EventTuple = tuple[int, str, EventKind, float, int, "str | None", "str | None"]
 
 
-class _Slot:
-    """The mutable state of one task; `TaskRecord` is built from it on demand."""
+class _Slot(msgspec.Struct, gc=False):
+    """The mutable state of one task; `TaskRecord` is built from it on demand.
 
-    __slots__ = (
-        "attempts",
-        "cancel_requested",
-        "data",
-        "ended",
-        "error",
-        "finished_at",
-        "id",
-        "lease_expires_at",
-        "msg",
-        "progress",
-        "qseq",
-        "result",
-        "result_expires_at",
-        "started_at",
-        "status",
-        "token",
-        "worker_id",
-        "yields",
-    )
+    A `msgspec.Struct` with ``gc=False``: as fast to build and update as a ``__slots__`` class,
+    and invisible to the cyclic garbage collector, which otherwise rescans every live task on
+    each full collection. That is safe because a slot never takes part in a reference cycle
+    (it refers only to its message, bytes, strings and small structs).
+    """
 
-    def __init__(self, msg: TaskMessage, data: bytes) -> None:
-        self.msg = msg
-        self.id = msg.id
-        self.data = data
-        self.status = _QUEUED
-        self.ended = False
-        self.attempts = 0
-        self.token = 0
-        #: Sequence number of the slot's valid ready/scheduled heap entry; 0: none.
-        self.qseq = 0
-        self.cancel_requested = False
-        self.started_at: float | None = None
-        self.finished_at: float | None = None
-        self.lease_expires_at = 0.0
-        self.result: bytes | None = None
-        self.error: ErrorInfo | None = None
-        self.progress: Progress | None = None
-        self.yields: list[bytes] | None = None
-        self.result_expires_at: float | None = None
-        self.worker_id: str | None = None
+    msg: TaskMessage
+    id: str
+    data: bytes
+    status: TaskStatus = _QUEUED
+    ended: bool = False
+    attempts: int = 0
+    token: int = 0
+    #: Sequence number of the slot's valid ready/scheduled heap entry; 0: none.
+    qseq: int = 0
+    cancel_requested: bool = False
+    started_at: float | None = None
+    finished_at: float | None = None
+    lease_expires_at: float = 0.0
+    result: bytes | None = None
+    error: ErrorInfo | None = None
+    progress: Progress | None = None
+    yields: list[bytes] | None = None
+    result_expires_at: float | None = None
+    worker_id: str | None = None
 
 
 class _Worker:
@@ -186,8 +175,17 @@ class _Queue:
         self.watchers: list[_Worker] = []
 
     def wake_watchers(self) -> None:
+        """Tell every worker watching this queue that work may be there."""
         for worker in self.watchers:
             worker.wake()
+
+    def wake_followers(self) -> None:
+        """Wake every `follow_events` reader waiting for this queue's next event."""
+        if self.event_futures:
+            for fut in self.event_futures:
+                if not fut.done():
+                    fut.set_result(None)
+            self.event_futures.clear()
 
 
 class _NamedLease:
@@ -257,43 +255,55 @@ class MemoryStorage(Storage):
         queue.events.append(
             (queue.event_seq, slot.id, kind, at, slot.attempts, slot.msg.order_id, detail)
         )
-        if queue.event_futures:
-            for fut in queue.event_futures:
-                if not fut.done():
-                    fut.set_result(None)
-            queue.event_futures.clear()
+        queue.wake_followers()
 
     def _record(self, slot: _Slot, now: float) -> TaskRecord:
+        """Build the `TaskRecord` of `slot` as seen at `now` (result hidden once expired)."""
         msg = slot.msg
         expires = slot.result_expires_at
         expired = expires is not None and expires <= now
-        return TaskRecord(
+        # Fields that are usually set go in the call; the rest only when they differ from the
+        # default (building a struct from 25 keyword arguments costs about twice as much).
+        record = TaskRecord(
             id=slot.id,
             name=msg.name,
             queue=msg.queue,
             status=slot.status,
-            priority=msg.priority,
             attempts=slot.attempts,
             retries=msg.retries,
             created_at=msg.created_at,
-            eta=msg.eta,
             started_at=slot.started_at,
             finished_at=slot.finished_at,
             result=None if expired else slot.result,
-            error=slot.error,
-            progress=slot.progress,
-            yields=list(slot.yields) if slot.yields else [],
-            parent_id=msg.parent_id,
-            order_id=msg.order_id,
-            requeued_from=msg.requeued_from,
-            dedup_key=msg.dedup_key,
-            store_result=msg.store_result,
-            cancel_requested=slot.cancel_requested,
             result_expires_at=expires,
-            result_expired=expired,
             token=slot.token,
             worker_id=slot.worker_id,
         )
+        if expired:
+            record.result_expired = True
+        if slot.error is not None:
+            record.error = slot.error
+        if slot.progress is not None:
+            record.progress = slot.progress
+        if slot.yields:
+            record.yields = list(slot.yields)
+        if slot.cancel_requested:
+            record.cancel_requested = True
+        if msg.priority:
+            record.priority = msg.priority
+        if msg.eta is not None:
+            record.eta = msg.eta
+        if msg.parent_id is not None:
+            record.parent_id = msg.parent_id
+        if msg.order_id is not None:
+            record.order_id = msg.order_id
+        if msg.requeued_from is not None:
+            record.requeued_from = msg.requeued_from
+        if msg.dedup_key is not None:
+            record.dedup_key = msg.dedup_key
+        if not msg.store_result:
+            record.store_result = False
+        return record
 
     def _dedup_owner(self, queue: str, key: str, now: float) -> _Slot | None:
         """The task that still owns dedup `key` in `queue`, if any."""
@@ -632,11 +642,14 @@ class MemoryBroker(Broker):
     async def _enqueue(self, messages: Sequence[TaskMessage], now: float) -> list[EnqueueResult]:
         storage = self.storage
         tasks = storage._tasks
-        touched: set[_Queue] = set()
+        seqs = storage._seq
+        touched: list[_Queue] = []
+        queue: _Queue | None = None
         results: list[EnqueueResult] = []
         for msg in messages:
-            if msg.id in tasks:
-                results.append(EnqueueResult(msg.id, False))
+            task_id = msg.id
+            if task_id in tasks:
+                results.append(EnqueueResult(task_id, False))
                 continue
             key = msg.dedup_key
             if key is not None:
@@ -644,15 +657,26 @@ class MemoryBroker(Broker):
                 if owner is not None:
                     results.append(EnqueueResult(owner.id, False))
                     continue
-            slot = _Slot(msg, encode_message(msg))
-            tasks[msg.id] = slot
-            if key is not None:
-                storage._dedup[(msg.queue, key)] = slot
-            queue = storage._queue(msg.queue)
-            self._add_new(queue, slot, now)
-            touched.add(queue)
-            results.append(EnqueueResult(msg.id, True))
+                storage._dedup[(msg.queue, key)] = slot = _Slot(msg, task_id, encode_message(msg))
+            else:
+                slot = _Slot(msg, task_id, encode_message(msg))
+            tasks[task_id] = slot
+            if queue is None or queue.name != msg.queue:
+                queue = storage._queue(msg.queue)
+                if queue not in touched:
+                    touched.append(queue)
+            eta = msg.eta
+            if eta is None or eta <= now:
+                # The common case, inlined: queued and due now (see `_add_new`).
+                slot.qseq = seq = next(seqs)
+                heapq.heappush(queue.ready, (-msg.priority, now if eta is None else eta, seq, slot))
+                queue.event_seq = n = queue.event_seq + 1
+                queue.events.append((n, task_id, _EV_QUEUED, now, 0, msg.order_id, None))
+            else:
+                self._add_new(queue, slot, now)
+            results.append(EnqueueResult(task_id, True))
         for queue in touched:
+            queue.wake_followers()
             queue.wake_watchers()
         return results
 
@@ -684,7 +708,6 @@ class MemoryBroker(Broker):
         # Clear the flag first: anything enqueued from here on sets it again (no lost wakeup).
         self._worker(worker_id, queues).flag = False
         storage = self.storage
-        emit = storage._emit
         lease_expires_at = now + lease_s
         out: list[Delivery] = []
         for name in queues:
@@ -697,6 +720,7 @@ class MemoryBroker(Broker):
             self._recover_lapsed(queue, now)
             ready = queue.ready
             leases = queue.leases
+            events = queue.events
             while ready and len(out) < limit:
                 _, _, seq, slot = heapq.heappop(ready)
                 if slot.qseq != seq:
@@ -714,15 +738,19 @@ class MemoryBroker(Broker):
                     continue
                 slot.qseq = 0
                 slot.status = _RUNNING
-                slot.attempts += 1
-                token = slot.token + 1
-                slot.token = token
+                slot.attempts = attempt = slot.attempts + 1
+                slot.token = token = slot.token + 1
                 slot.started_at = now
                 slot.worker_id = worker_id
                 slot.lease_expires_at = lease_expires_at
                 heapq.heappush(leases, (lease_expires_at, seq, slot, token))
-                emit(queue, slot, EventKind.RUNNING, now)
-                out.append(Delivery(slot.id, token, slot.attempts, slot.data, lease_expires_at))
+                n_events = queue.event_seq + 1
+                queue.event_seq = n_events
+                events.append(
+                    (n_events, slot.id, _EV_RUNNING, now, attempt, slot.msg.order_id, None)
+                )
+                out.append(Delivery(slot.id, token, attempt, slot.data, lease_expires_at))
+            queue.wake_followers()
             if len(leases) > queue.leases_limit:
                 self._compact_leases(queue)
         return out
@@ -752,32 +780,51 @@ class MemoryBroker(Broker):
     async def _complete(self, outcomes: Sequence[Outcome], now: float) -> list[bool]:
         storage = self.storage
         tasks = storage._tasks
-        touched: set[_Queue] = set()
+        has_waiters = storage._has_waiters
+        touched: list[_Queue] = []
+        queue: _Queue | None = None
         out: list[bool] = []
         for outcome in outcomes:
             slot = tasks.get(outcome.task_id)
             if slot is None or slot.status is not _RUNNING or slot.token != outcome.token:
                 out.append(False)
                 continue
-            queue = storage._queue(slot.msg.queue)
-            terminal = _TERMINAL_BY_OUTCOME.get(outcome.kind)
-            if terminal is not None:
+            msg = slot.msg
+            if queue is None or queue.name != msg.queue:
+                queue = storage._queue(msg.queue)
+                if queue not in touched:
+                    touched.append(queue)
+            kind = outcome.kind
+            if kind is _OUTCOME_DONE:
+                # The common case, inlined: `_finish` for DONE.
+                slot.status = _DONE
+                slot.ended = True
+                slot.finished_at = now
+                slot.result = outcome.result if msg.store_result else None
+                slot.error = outcome.error
+                slot.result_expires_at = outcome.result_expires_at
+                queue.event_seq = n = queue.event_seq + 1
+                queue.events.append((n, slot.id, _EV_DONE, now, slot.attempts, msg.order_id, None))
+                if has_waiters(slot.id):
+                    storage._notify_terminal(slot.id, storage._record(slot, now))
+            elif kind is OutcomeKind.RETRY or kind is OutcomeKind.RELEASE:
+                self._reschedule(queue, slot, outcome, now)
+                queue.wake_watchers()
+            else:
+                status, event_kind = _TERMINAL_BY_OUTCOME[kind]
                 self._finish(
                     queue,
                     slot,
-                    terminal[0],
-                    terminal[1],
+                    status,
+                    event_kind,
                     now,
-                    result=outcome.result if slot.msg.store_result else None,
+                    result=outcome.result if msg.store_result else None,
                     error=outcome.error,
                     result_expires_at=outcome.result_expires_at,
                 )
-            else:
-                self._reschedule(queue, slot, outcome, now)
-                touched.add(queue)
             out.append(True)
         for queue in touched:
-            queue.wake_watchers()
+            queue.wake_followers()
         return out
 
     def _reschedule(self, queue: _Queue, slot: _Slot, outcome: Outcome, now: float) -> None:
@@ -878,7 +925,7 @@ class MemoryBroker(Broker):
             msg = msgspec.structs.replace(
                 old.msg, id=new_id, requeued_from=old_id, eta=None, created_at=now
             )
-            slot = _Slot(msg, encode_message(msg))
+            slot = _Slot(msg, msg.id, encode_message(msg))
             storage._tasks[new_id] = slot
             if msg.dedup_key is not None:
                 storage._dedup[(msg.queue, msg.dedup_key)] = slot
