@@ -14,12 +14,10 @@ import logging
 import signal
 import threading
 from collections.abc import (
-    AsyncGenerator,
     AsyncIterator,
     Awaitable,
     Callable,
     Coroutine,
-    Generator,
     Iterator,
     Mapping,
     Sequence,
@@ -86,7 +84,7 @@ class _TaskDecorator:
 
     @overload
     def __call__(
-        self, fn: Callable[Concatenate[TaskContext, P], AsyncGenerator[Y, Any]]
+        self, fn: Callable[Concatenate[TaskContext, P], AsyncIterator[Y]]
     ) -> TaskFunc[P, list[Y]]: ...
     @overload
     def __call__(
@@ -94,16 +92,16 @@ class _TaskDecorator:
     ) -> TaskFunc[P, R]: ...
     @overload
     def __call__(
-        self, fn: Callable[Concatenate[TaskContext, P], Generator[Y, Any, Any]]
+        self, fn: Callable[Concatenate[TaskContext, P], Iterator[Y]]
     ) -> TaskFunc[P, list[Y]]: ...
     @overload
     def __call__(self, fn: Callable[Concatenate[TaskContext, P], R]) -> TaskFunc[P, R]: ...
     @overload
-    def __call__(self, fn: Callable[P, AsyncGenerator[Y, Any]]) -> TaskFunc[P, list[Y]]: ...
+    def __call__(self, fn: Callable[P, AsyncIterator[Y]]) -> TaskFunc[P, list[Y]]: ...
     @overload
     def __call__(self, fn: Callable[P, Coroutine[Any, Any, R]]) -> TaskFunc[P, R]: ...
     @overload
-    def __call__(self, fn: Callable[P, Generator[Y, Any, Any]]) -> TaskFunc[P, list[Y]]: ...
+    def __call__(self, fn: Callable[P, Iterator[Y]]) -> TaskFunc[P, list[Y]]: ...
     @overload
     def __call__(self, fn: Callable[P, R]) -> TaskFunc[P, R]: ...
     def __call__(self, fn: Callable[..., Any]) -> TaskFunc[Any, Any]:
@@ -170,7 +168,7 @@ class QueueTasks:
 
     @overload
     def task(
-        self, fn: Callable[Concatenate[TaskContext, P], AsyncGenerator[Y, Any]]
+        self, fn: Callable[Concatenate[TaskContext, P], AsyncIterator[Y]]
     ) -> TaskFunc[P, list[Y]]: ...
     @overload
     def task(
@@ -178,16 +176,16 @@ class QueueTasks:
     ) -> TaskFunc[P, R]: ...
     @overload
     def task(
-        self, fn: Callable[Concatenate[TaskContext, P], Generator[Y, Any, Any]]
+        self, fn: Callable[Concatenate[TaskContext, P], Iterator[Y]]
     ) -> TaskFunc[P, list[Y]]: ...
     @overload
     def task(self, fn: Callable[Concatenate[TaskContext, P], R]) -> TaskFunc[P, R]: ...
     @overload
-    def task(self, fn: Callable[P, AsyncGenerator[Y, Any]]) -> TaskFunc[P, list[Y]]: ...
+    def task(self, fn: Callable[P, AsyncIterator[Y]]) -> TaskFunc[P, list[Y]]: ...
     @overload
     def task(self, fn: Callable[P, Coroutine[Any, Any, R]]) -> TaskFunc[P, R]: ...
     @overload
-    def task(self, fn: Callable[P, Generator[Y, Any, Any]]) -> TaskFunc[P, list[Y]]: ...
+    def task(self, fn: Callable[P, Iterator[Y]]) -> TaskFunc[P, list[Y]]: ...
     @overload
     def task(self, fn: Callable[P, R]) -> TaskFunc[P, R]: ...
     @overload
