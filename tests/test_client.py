@@ -1,6 +1,5 @@
-"""Result handles and the sync client: `AsyncResult` / `SyncResult` values, errors, status, info,
-result expiry, unknown ids, and `SyncTask` from plain code (with `run_in_thread`, from a worker
-thread of a running loop, and refused on the loop thread itself).
+"""Result handles: `AsyncResult` values, remote errors, timeouts, status, info, result expiry,
+unknown ids and `app.get`. The blocking twins (`SyncTask` / `SyncResult`) are in test_sync.py.
 
 Memory backend; time that matters (result TTL) is a `FakeClock`.
 """
@@ -8,7 +7,6 @@ Memory backend; time that matters (result TTL) is a `FakeClock`.
 from __future__ import annotations
 
 import builtins
-import threading
 
 import anyio
 import anyio.to_thread
@@ -16,13 +14,10 @@ import pytest
 
 from taskflow import (
     AsyncResult,
-    CancelResult,
     GlobalConfig,
-    LifecycleError,
     QueueTasks,
     ResultExpired,
     SyncResult,
-    SyncTask,
     TaskContext,
     TaskFailed,
     TaskInfo,
@@ -203,67 +198,3 @@ def test_handles_compare_by_task_id(app: QueueTasks) -> None:
     assert AsyncResult("a", app) == SyncResult("a", app)
     assert AsyncResult("a", app) != AsyncResult("b", app)
     assert len({AsyncResult("a", app), AsyncResult("a", app)}) == 1
-
-
-# -- SyncTask / SyncResult from plain synchronous code --------------------------------------
-
-
-def test_sync_task_with_run_in_thread() -> None:
-    app = QueueTasks(name="t")
-
-    @app.task(name="add")
-    def add(a: int, b: int) -> int:
-        return a + b
-
-    @app.task(name="boom")
-    async def boom() -> None:
-        raise KeyError("k")
-
-    with app.run_in_thread(concurrency=4):
-        client = SyncTask(app)
-        handle = client.add_task("add", args=(2, 3), priority=1)
-        assert isinstance(handle, SyncResult)
-        assert handle.result(timeout=5) == 5
-        assert handle.status() is TaskStatus.DONE
-        assert handle.info().attempts == 1
-        handles = [client.add_task("add", args=(i, i)) for i in range(5)]
-        assert [h.result(timeout=5) for h in handles] == [0, 2, 4, 6, 8]
-        with pytest.raises(TaskFailed, match="KeyError"):
-            client.add_task("boom").result(timeout=5)
-        never = client.add_task("add", args=(1, 1), delay=3600)
-        with pytest.raises(TimeoutError):
-            never.result(timeout=0.01)
-        assert never.cancel() is CancelResult.CANCELLED
-
-
-async def test_sync_task_from_a_worker_thread_while_the_loop_runs_the_app(
-    app: QueueTasks,
-) -> None:
-    @app.task(name="add")
-    async def add(a: int, b: int) -> int:
-        return a + b
-
-    def plain_code() -> tuple[int, int]:
-        handle = SyncTask(app).add_task("add", args=(2, 3))
-        return handle.result(timeout=5), threading.get_ident()
-
-    with anyio.fail_after(10):
-        async with app.running():
-            value, thread = await anyio.to_thread.run_sync(plain_code)
-    assert value == 5
-    assert thread != threading.get_ident()
-
-
-async def test_sync_task_on_the_loop_thread_is_refused_with_a_helpful_message(
-    app: QueueTasks,
-) -> None:
-    @app.task(name="add")
-    async def add(a: int, b: int) -> int:
-        return a + b
-
-    async with app:
-        with pytest.raises(LifecycleError, match=r"event loop.*AsyncTask / AsyncResult"):
-            SyncTask(app).add_task("add", args=(2, 3))
-        handle = await add.add_task(1, 2)
-        with pytest.raises(LifecycleError, match="await"):
-            SyncResult(handle.task_id, app).result(timeout=1)
