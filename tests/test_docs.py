@@ -1,0 +1,196 @@
+"""The docs stay true to the code: settings, examples, exceptions, public names, file map, nav.
+
+`mkdocs build --strict` (run by ``scripts/test``) checks links and docstrings; these tests check
+what it cannot: that every `GlobalConfig` setting is on the configuration page with its default
+and environment variable, every example is mentioned, the exceptions page mirrors
+``_exceptions.py``, every public name has a reference entry, every file and function the
+architecture page names exists, and every page is in the nav.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+import taskflow
+from taskflow import GlobalConfig
+from taskflow import _exceptions as exceptions_module
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs"
+SRC = ROOT / "src" / "taskflow"
+
+
+def page(name: str) -> str:
+    return (DOCS / name).read_text(encoding="utf-8")
+
+
+def all_docs_text() -> str:
+    return "\n".join(p.read_text(encoding="utf-8") for p in sorted(DOCS.rglob("*.md")))
+
+
+# -- configuration -----------------------------------------------------------------------------
+
+
+def settings_table_rows() -> dict[str, list[str]]:
+    """The configuration page's settings table, as {setting: [cells]}."""
+    rows: dict[str, list[str]] = {}
+    for line in page("configuration.md").splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) == 4 and re.fullmatch(r"`\w+`", cells[0]):
+            rows[cells[0].strip("`")] = cells
+    return rows
+
+
+def test_configuration_page_lists_every_setting() -> None:
+    assert set(settings_table_rows()) == set(GlobalConfig.describe())
+
+
+@pytest.mark.parametrize("name", sorted(GlobalConfig.describe()))
+def test_configuration_row_has_the_env_var_default_and_meaning(name: str) -> None:
+    default, doc = GlobalConfig.describe()[name]
+    _, env_var, shown_default, meaning = settings_table_rows()[name]
+    assert env_var == f"`TASKFLOW_{name.upper()}`"
+    assert shown_default == f"`{default!r}`"
+    assert meaning == doc
+
+
+# -- examples ----------------------------------------------------------------------------------
+
+
+def example_names() -> list[str]:
+    return sorted(p.name for p in (ROOT / "examples").glob("*.py") if not p.name.startswith("_"))
+
+
+def test_there_are_examples_to_document() -> None:
+    assert "quickstart.py" in example_names()
+
+
+@pytest.mark.parametrize("name", example_names())
+def test_every_example_is_mentioned_in_the_docs(name: str) -> None:
+    assert f"examples/{name}" in all_docs_text(), f"no page mentions examples/{name}"
+
+
+# -- exceptions --------------------------------------------------------------------------------
+
+
+def exception_classes() -> list[str]:
+    return sorted(
+        name
+        for name in exceptions_module.__all__
+        if isinstance(getattr(exceptions_module, name), type)
+        and issubclass(getattr(exceptions_module, name), BaseException)
+    )
+
+
+def tree_block(text: str) -> str:
+    match = re.search(r"## The tree\n.*?```\n(.*?)```", text, re.DOTALL)
+    assert match, "the exceptions page has no tree block under '## The tree'"
+    return match[1]
+
+
+def tree_parents(tree: str) -> dict[str, str]:
+    """{class: parent} read from the drawn tree, by indentation."""
+    parents: dict[str, str] = {}
+    stack: list[tuple[int, str]] = []
+    for line in tree.splitlines():
+        match = re.search(r"(\w+)", line)
+        if not match:
+            continue
+        depth, name = match.start(), match[1]
+        while stack and stack[-1][0] >= depth:
+            stack.pop()
+        if stack:
+            parents[name] = stack[-1][1]
+        stack.append((depth, name))
+    return parents
+
+
+@pytest.mark.parametrize("name", exception_classes())
+def test_exceptions_page_shows_every_class_in_the_tree_and_table(name: str) -> None:
+    text = page("exceptions.md")
+    assert re.search(rf"\b{name}\b", tree_block(text)), f"{name} is missing from the tree"
+    assert f"| `{name}` |" in text, f"{name} has no row in 'Who raises what'"
+
+
+def test_exceptions_tree_matches_the_class_hierarchy() -> None:
+    parents = tree_parents(tree_block(page("exceptions.md")))
+    for name in exception_classes():
+        cls = getattr(exceptions_module, name)
+        if cls is exceptions_module.TaskflowError:
+            continue
+        taskflow_bases = [
+            base.__name__ for base in cls.__bases__ if issubclass(base, taskflow.TaskflowError)
+        ]
+        assert parents.get(name) in taskflow_bases, (
+            f"the tree puts {name} under {parents.get(name)}, the code under {taskflow_bases}"
+        )
+
+
+# -- reference ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(taskflow.__all__))
+def test_every_public_name_has_a_reference_entry(name: str) -> None:
+    assert re.search(rf"^::: taskflow\.{name}$", page("reference/api.md"), re.MULTILINE)
+
+
+# -- architecture ------------------------------------------------------------------------------
+
+# `file.py` (`name`, `Class.method`, ...) as written in the architecture table.
+FILE_WITH_NAMES = re.compile(r"`([\w/]+\.py)`(?: \(([^)]*)\))?")
+
+
+def architecture_references() -> list[tuple[str, list[str]]]:
+    refs = []
+    for match in FILE_WITH_NAMES.finditer(page("architecture.md")):
+        names = re.findall(r"`([\w.]+)`", match[2] or "")
+        refs.append((match[1], names))
+    return refs
+
+
+def test_architecture_page_names_files() -> None:
+    assert len(architecture_references()) > 20
+
+
+@pytest.mark.parametrize(
+    ("path", "names"), architecture_references(), ids=lambda v: v if isinstance(v, str) else ""
+)
+def test_every_file_and_function_named_by_the_architecture_page_exists(
+    path: str, names: list[str]
+) -> None:
+    candidates = [SRC / path, SRC.parent / path, ROOT / path]
+    source_file = next((c for c in candidates if c.is_file()), None)
+    assert source_file is not None, f"architecture.md names {path}, which is gone"
+    source = source_file.read_text(encoding="utf-8")
+    for dotted in names:
+        name = dotted.rsplit(".", 1)[-1]
+        assert re.search(rf"\b(def|class) {name}\b|^{name}\b", source, re.MULTILINE), (
+            f"architecture.md says {path} has {dotted}, but it does not"
+        )
+
+
+def layout_files() -> list[str]:
+    match = re.search(r"## Layout\n.*?```\n(.*?)```", page("architecture.md"), re.DOTALL)
+    assert match, "the architecture page has no layout block under '## Layout'"
+    return re.findall(r"\b([\w/]+\.py)\b", match[1])
+
+
+def test_every_file_in_the_layout_exists() -> None:
+    listed = layout_files()
+    assert "_worker.py" in listed
+    missing = sorted(name for name in listed if not (SRC / name).is_file())
+    assert not missing, f"the layout lists files that do not exist: {missing}"
+
+
+# -- nav ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "path", sorted(str(p.relative_to(DOCS)) for p in DOCS.rglob("*.md")), ids=str
+)
+def test_every_page_is_in_the_nav(path: str) -> None:
+    nav = (ROOT / "mkdocs.yml").read_text(encoding="utf-8").split("\nnav:", 1)[1]
+    assert re.search(rf":\s*{re.escape(path)}\s*$", nav, re.MULTILINE), f"{path} is not in nav"
