@@ -3,6 +3,9 @@ compaction, the event cap setter, and how a lapsed lease behaves until it is re-
 
 from __future__ import annotations
 
+import asyncio
+
+import anyio
 import pytest
 
 from taskflow._exceptions import LifecycleError
@@ -154,6 +157,28 @@ async def test_old_worker_can_take_back_a_lapsed_task_before_redelivery(
     ) == [True]
 
 
+@pytest.mark.parametrize(
+    "kind", [OutcomeKind.DONE, OutcomeKind.FAILED, OutcomeKind.CANCELLED, OutcomeKind.RETRY]
+)
+async def test_outcome_of_a_lapsed_task_before_redelivery_stops_the_redelivery(
+    broker: MemoryBroker, clock: FakeClock, kind: OutcomeKind
+) -> None:
+    first, second = make(broker, retries=2), make(broker, retries=2)
+    await broker.enqueue([first, second], now=clock.time())
+    _, d2 = await broker.claim(["q"], limit=2, lease_s=10, now=clock.time(), worker_id="old")
+    await clock.advance(11)
+    [redelivered] = await broker.claim(
+        ["q"], limit=1, lease_s=10, now=clock.time(), worker_id="new"
+    )
+    assert redelivered.task_id == first.id
+    # `second` lapsed and waits for a claim; its old worker reports first.
+    outcome = Outcome(second.id, d2.token, kind, retry_at=clock.time() + 100)
+    assert await broker.complete([outcome], now=clock.time()) == [True]
+    assert await broker.claim(["q"], limit=5, lease_s=10, now=clock.time(), worker_id="new") == []
+    record = await broker.storage.get(second.id, now=clock.time())
+    assert record is not None and record.status is not TaskStatus.RUNNING
+
+
 async def test_cancel_requested_task_that_lapses_is_cancelled(
     broker: MemoryBroker, clock: FakeClock
 ) -> None:
@@ -233,3 +258,32 @@ async def test_records_carry_every_field(broker: MemoryBroker, clock: FakeClock)
         token=d.token,
         worker_id="w",
     )
+
+
+async def test_close_cancels_pending_waits(clock: FakeClock) -> None:
+    broker = MemoryBroker()
+    await broker.open()
+    await broker.claim(["q"], limit=1, lease_s=10, now=clock.time(), worker_id="w")
+    outcomes: list[str] = []
+
+    async def wait_work() -> None:
+        try:
+            await broker.wait_for_work(["q"], worker_id="w")
+        except asyncio.CancelledError:
+            outcomes.append("work")
+            raise
+
+    async def follow() -> None:
+        try:
+            async for _ in broker.storage.follow_events("q"):
+                pass
+        except asyncio.CancelledError:
+            outcomes.append("events")
+            raise
+
+    with anyio.fail_after(10):
+        tasks = [asyncio.ensure_future(wait_work()), asyncio.ensure_future(follow())]
+        await anyio.wait_all_tasks_blocked()
+        await broker.close()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    assert sorted(outcomes) == ["events", "work"]

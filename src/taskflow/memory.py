@@ -234,6 +234,17 @@ class MemoryStorage(Storage):
         for queue in self._queues.values():
             queue.events = deque(queue.events, maxlen=value)
 
+    async def _close(self) -> None:
+        """Cancel pending `follow_events` and `wait_for_work` waits, like result waiters."""
+        for queue in self._queues.values():
+            for fut in queue.event_futures:
+                fut.cancel()
+            queue.event_futures.clear()
+        for worker in self._workers.values():
+            for work_fut in worker.futures:
+                work_fut.cancel()
+            worker.futures.clear()
+
     # -- internal helpers used by MemoryBroker -----------------------------------------------
 
     def _queue(self, name: str) -> _Queue:
@@ -799,6 +810,7 @@ class MemoryBroker(Broker):
                 # The common case, inlined: `_finish` for DONE.
                 slot.status = _DONE
                 slot.ended = True
+                slot.qseq = 0  # a lapsed task waiting for re-delivery must not be delivered
                 slot.finished_at = now
                 slot.result = outcome.result if msg.store_result else None
                 slot.error = outcome.error

@@ -384,3 +384,18 @@ async def test_report_progress_and_yields(backend: Broker, clock: FakeClock) -> 
     assert await backend.storage.report([], now=clock.time()) == []
     await backend.complete([done(delivery, clock)], now=clock.time())
     assert await backend.storage.report([more], now=clock.time()) == [False]
+
+
+async def test_lapsed_task_finished_by_its_old_worker_is_not_redelivered(
+    backend: Broker, clock: FakeClock
+) -> None:
+    first = await enqueue_one(backend, clock, retries=2)
+    second = await enqueue_one(backend, clock, retries=2)
+    _, d2 = await claim(backend, clock, lease_s=10, worker_id="old")
+    await clock.advance(11)
+    # Both leases lapsed; one is re-delivered, the other is still the old worker's to finish.
+    [redelivered] = await claim(backend, clock, limit=1, worker_id="new")
+    assert redelivered.task_id == first
+    assert await backend.complete([done(d2, clock)], now=clock.time()) == [True]
+    assert await claim(backend, clock, limit=10, worker_id="new") == []
+    assert await status_of(backend, clock, second) is TaskStatus.DONE
