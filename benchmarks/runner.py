@@ -61,6 +61,7 @@ class Settings:
     timeout_s: float
     urls: dict[str, str | None]
     quick: bool
+    warmup: float = 0.1
 
 
 def table_rows(settings: Settings) -> list[Row]:
@@ -107,6 +108,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--quick",
         action="store_true",
         help="smoke test: n=1000, D 200 tasks, C 0.5 s, 1 repetition (explicit values win)",
+    )
+    parser.add_argument(
+        "--warmup",
+        type=float,
+        default=0.1,
+        metavar="FRACTION",
+        help="each adapter run first does the workload untimed at this fraction of n "
+        "(default 0.1; 0: none)",
     )
     parser.add_argument("--out", type=Path, default=None, help="JSON file (default: results/)")
     parser.add_argument("--timeout", type=float, default=300.0, help="per adapter run, seconds")
@@ -160,6 +169,7 @@ def parse_settings(argv: Sequence[str] | None = None) -> Settings:
         timeout_s=args.timeout,
         urls={"memory": None, "redis": args.redis_url, "postgres": args.postgres_url},
         quick=args.quick,
+        warmup=args.warmup,
     )
 
 
@@ -245,6 +255,8 @@ def adapter_command(python: Path, system: System, workload: str, settings: Setti
         str(settings.rate),
         "--duration",
         str(settings.duration_s),
+        "--warmup",
+        str(settings.warmup),
     ]
     url = settings.urls.get(system.backend)
     if url:
@@ -352,6 +364,19 @@ def medians(runs: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
             summary[key] = statistics.median(values) if numeric else values[0]
         result.setdefault(system, {})[workload] = summary
     return result
+
+
+def spread(runs: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, list[float]]]]:
+    """system -> workload -> metric -> ``[min, max]`` over the successful repetitions."""
+    out: dict[str, dict[str, dict[str, list[float]]]] = {}
+    for run in runs:
+        for key, value in run.get("metrics", {}).items():
+            if not isinstance(value, int | float):
+                continue
+            bounds = out.setdefault(run["system"], {}).setdefault(run["workload"], {})
+            low, high = bounds.get(key, [value, value])
+            bounds[key] = [min(low, value), max(high, value)]
+    return out
 
 
 def _value(summary: dict[str, dict[str, Any]], row: Row) -> float | None:
@@ -602,6 +627,7 @@ def save_json(
             "duration_s": settings.duration_s,
             "workloads": list(settings.workloads),
             "quick": settings.quick,
+            "warmup": settings.warmup,
         },
         "systems": {
             s.name: {
@@ -616,6 +642,7 @@ def save_json(
             for s in settings.systems
         },
         "medians": table,
+        "spread": spread(runs),
         "comparisons": compared,
         "targets": checks,
         "runs": runs,

@@ -69,6 +69,8 @@ def test_quick_run_measures_every_workload_and_prints_the_table(tmp_path: Path) 
         assert 0 < measured["C"]["p50_ms"] <= measured["C"]["p99_ms"]
         assert measured["D"]["seconds"] > 0
         assert document["systems"][system]["versions"]["python"]
+        low, high = document["spread"][system]["E2E"]["tasks_per_s"]
+        assert low <= measured["E2E"]["tasks_per_s"] <= high
     assert len(document["runs"]) == 2 * len(runner.WORKLOADS)
     assert "| workload | unit | taskflow-memory | floor-asyncio |" in done.stdout
     assert "| E2E enqueue 500 + await all, c=100 | tasks/s |" in done.stdout
@@ -86,6 +88,7 @@ def test_medians_take_the_middle_repetition_and_keep_na_reasons() -> None:
     assert table["s"]["E2E"] == {"tasks_per_s": 20.0}
     assert table["s"]["A2"] == {"n/a": "no batch"}
     assert table["s"]["B"] == {"error": "exit 1: boom"}
+    assert runner.spread(runs) == {"s": {"E2E": {"tasks_per_s": [10.0, 30.0]}}}
 
 
 def test_comparisons_say_better_than_one_when_ours_wins_in_either_direction() -> None:

@@ -45,6 +45,9 @@ class Params:
         sleep_s: What each task of D sleeps.
         url: Server URL for Redis or PostgreSQL backends (None for in-memory ones).
         profile: Where to dump cProfile stats of the workload (None: no profiling).
+        warmup: Before the timed run, run the workload untimed at this fraction of `n` (in
+            the same process and loop, on fresh state), so lazy imports, first allocations
+            and code paths run once first; 0 skips it. Workload C warms up on its own.
     """
 
     workload: str
@@ -56,6 +59,7 @@ class Params:
     sleep_s: float
     url: str | None
     profile: str | None = None
+    warmup: float = 0.0
 
 
 Metrics = dict[str, Any]
@@ -80,6 +84,13 @@ def parse_args(argv: Sequence[str] | None = None) -> Params:
     parser.add_argument("--sleep", type=float, default=0.01, help="D: task sleep s (default 0.01)")
     parser.add_argument("--url", default=None, help="server URL (Redis/PostgreSQL backends)")
     parser.add_argument(
+        "--warmup",
+        type=float,
+        default=0.1,
+        metavar="FRACTION",
+        help="first run the workload untimed at this fraction of n (default 0.1; 0: none)",
+    )
+    parser.add_argument(
         "--profile",
         default=None,
         metavar="PATH",
@@ -96,6 +107,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Params:
         sleep_s=args.sleep,
         url=args.url,
         profile=args.profile,
+        warmup=args.warmup,
     )
 
 
@@ -177,6 +189,18 @@ def _run_on_fast_loop(coro_fn: Callable[[], Awaitable[Metrics]]) -> tuple[Metric
     return uvloop.run(coro_fn()), "uvloop"  # type: ignore[arg-type]
 
 
+def _warmed_up(workload: Workload) -> Workload:
+    """`workload` preceded by an untimed run at ``params.warmup`` of its size (not for C)."""
+
+    async def run(params: Params) -> Metrics:
+        if params.warmup > 0 and params.workload != "C":
+            small = dataclasses.replace(params, n=max(1, int(params.n * params.warmup)))
+            await workload(small)
+        return await workload(params)
+
+    return run
+
+
 def _profiled(workload: Workload, path: str) -> Workload:
     """`workload` run under cProfile (imports and interpreter start-up excluded), dumped to
     `path` for ``pstats``."""
@@ -215,6 +239,8 @@ def main(
     workload = workloads.get(params.workload)
     if workload is not None and params.profile:
         workload = _profiled(workload, params.profile)
+    if workload is not None:
+        workload = _warmed_up(workload)
     line: dict[str, Any] = {"system": system, "workload": params.workload, "n": params.n}
     if workload is None:
         metrics: Metrics = {"n/a": f"{system} has no way to do workload {params.workload}"}
