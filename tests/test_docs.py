@@ -10,6 +10,8 @@ architecture page names exists, and every page is in the nav.
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -194,3 +196,78 @@ def test_every_file_in_the_layout_exists() -> None:
 def test_every_page_is_in_the_nav(path: str) -> None:
     nav = (ROOT / "mkdocs.yml").read_text(encoding="utf-8").split("\nnav:", 1)[1]
     assert re.search(rf":\s*{re.escape(path)}\s*$", nav, re.MULTILINE), f"{path} is not in nav"
+
+
+# -- snippets that are whole programs -----------------------------------------------------------
+
+# Pages whose complete programs (a block that ends by running `main`) are executed here.
+PAGES_WITH_PROGRAMS = ["index.md", "quickstart.md", "tasks.md"]
+
+
+def python_blocks(name: str) -> list[str]:
+    return re.findall(r"```python\n(.*?)```", page(name), re.DOTALL)
+
+
+def whole_programs() -> list[tuple[str, str]]:
+    return [
+        (name, block)
+        for name in PAGES_WITH_PROGRAMS
+        for block in python_blocks(name)
+        if re.search(r"^anyio\.run\(main\)$", block, re.MULTILINE)
+    ]
+
+
+def test_there_are_whole_programs_in_the_docs() -> None:
+    assert {name for name, _ in whole_programs()} == set(PAGES_WITH_PROGRAMS)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("name", "program"), whole_programs(), ids=lambda v: str(v)[:20])
+def test_whole_program_snippets_run(name: str, program: str, tmp_path: Path) -> None:
+    script = tmp_path / "snippet.py"
+    script.write_text(program, encoding="utf-8")
+    run = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert run.returncode == 0, f"a program on {name} failed:\n{run.stdout}\n{run.stderr}"
+
+
+@pytest.mark.slow
+def test_the_testing_page_example_tests_pass(tmp_path: Path) -> None:
+    """The testing guide's app module and tests, written out as files, pass under pytest."""
+    blocks = python_blocks("testing.md")
+    app_module = next(b for b in blocks if b.startswith("# shop/tasks.py"))
+    tests = [b for b in blocks if "async def test_" in b]
+    (tmp_path / "shop").mkdir()
+    (tmp_path / "shop" / "__init__.py").write_text("", encoding="utf-8")
+    (tmp_path / "shop" / "tasks.py").write_text(app_module, encoding="utf-8")
+    (tmp_path / "test_shop.py").write_text("\n\n".join(tests), encoding="utf-8")
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-o",
+            "asyncio_mode=auto",
+            "-o",
+            "asyncio_default_fixture_loop_scope=function",
+            "--rootdir",
+            str(tmp_path),
+            "test_shop.py",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert run.returncode == 0, f"the testing page's tests failed:\n{run.stdout}\n{run.stderr}"
+    assert "4 passed" in run.stdout, run.stdout
