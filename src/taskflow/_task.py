@@ -200,11 +200,21 @@ def make_definition(
         )
     # The default name is the function's own (as in the seed's client: add_task("add", ...));
     # two tasks of one name on an app are refused, so a clash is caught at import time.
-    task_name = name or fn.__qualname__.replace(".<locals>", "")
+    qualname = getattr(fn, "__qualname__", None)
+    if name is None and qualname is None:
+        raise TaskRegistrationError(
+            f"{fn!r} has no __qualname__ (a functools.partial or a callable object): give the "
+            "task a name with @app.task(name=...)"
+        )
+    task_name = name or str(qualname).replace(".<locals>", "")
     signature = inspect.signature(fn)
     context_param = _context_param(fn, signature)
-    if retries is not None and retries < 0:
-        raise TaskRegistrationError(f"task {task_name!r}: retries must be >= 0, got {retries}")
+    if retries is not None and (not isinstance(retries, int) or retries < 0):
+        raise TaskRegistrationError(
+            f"task {task_name!r}: retries must be an integer >= 0, got {retries!r}"
+        )
+    backoff_s = _duration_option(task_name, "retry_backoff", retry_backoff)
+    timeout_s = _duration_option(task_name, "timeout", timeout)
     return TaskDefinition(
         name=task_name,
         fn=fn,
@@ -212,10 +222,8 @@ def make_definition(
         queue=queue,
         priority=int(priority),
         retries=retries,
-        retry_backoff_s=None
-        if retry_backoff is None
-        else to_seconds(retry_backoff, "retry_backoff"),
-        timeout_s=None if timeout is None else to_seconds(timeout, "timeout"),
+        retry_backoff_s=backoff_s,
+        timeout_s=timeout_s,
         retry_on=_exception_tuple(retry_on, "retry_on"),
         dont_retry_on=_exception_tuple(dont_retry_on, "dont_retry_on") or (),
         store_result=store_result,
@@ -224,6 +232,18 @@ def make_definition(
         signature=signature,
         context_index=_positional_index(signature, context_param),
     )
+
+
+def _duration_option(task_name: str, what: str, value: Seconds | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        return to_seconds(value, what)
+    except (TypeError, ValueError):
+        raise TaskRegistrationError(
+            f"task {task_name!r}: {what} must be seconds >= 0 (a number or a timedelta), "
+            f"got {value!r}"
+        ) from None
 
 
 def _positional_index(signature: inspect.Signature, name: str | None) -> int | None:
@@ -304,7 +324,7 @@ class TaskFunc(Generic[P, R]):
     def __init__(self, app: QueueTasks, definition: TaskDefinition) -> None:
         self._app = app
         self.definition = definition
-        self.__name__ = definition.fn.__name__
+        self.__name__ = getattr(definition.fn, "__name__", definition.name)
         self.__doc__ = definition.fn.__doc__
         self.__wrapped__ = definition.fn
 
