@@ -7,6 +7,7 @@ All on the memory backend; time that matters runs on a `FakeClock`, moved in sma
 
 from __future__ import annotations
 
+import functools
 import itertools
 import threading
 from collections.abc import AsyncIterator, Iterator
@@ -165,12 +166,12 @@ async def test_decorator_options_reach_the_message(app: QueueTasks) -> None:
     assert (record.name, record.queue, record.priority, record.retries) == ("custom", "q1", 5, 4)
 
 
-def test_default_name_is_module_and_qualname(app: QueueTasks) -> None:
+def test_default_name_is_the_qualified_name_without_locals(app: QueueTasks) -> None:
     @app.task
     async def plain() -> None:
         pass
 
-    assert plain.name == "test_default_name_is_module_and_qualname.plain"
+    assert plain.name == "test_default_name_is_the_qualified_name_without_locals.plain"
 
 
 def test_duplicate_task_name_is_refused(app: QueueTasks) -> None:
@@ -191,7 +192,7 @@ def test_non_callable_is_refused(app: QueueTasks) -> None:
 
 
 def test_negative_retries_are_refused(app: QueueTasks) -> None:
-    with pytest.raises(TaskRegistrationError, match="retries must be >= 0"):
+    with pytest.raises(TaskRegistrationError, match="retries must be an integer >= 0"):
 
         @app.task(retries=-1)
         async def fn() -> None:
@@ -204,6 +205,40 @@ def test_retry_on_takes_exception_classes_only(app: QueueTasks) -> None:
         @app.task(retry_on=[ValueError, "oops"])  # type: ignore[list-item]
         async def fn() -> None:
             pass
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("timeout", -1), ("retry_backoff", -2), ("retries", "3"), ("timeout", "soon")],
+)
+def test_bad_decorator_options_are_registration_errors(
+    app: QueueTasks, option: str, value: object
+) -> None:
+    async def fn() -> None:
+        pass
+
+    with pytest.raises(TaskRegistrationError, match=rf"task '\S*fn': {option} must be"):
+        app.task(**{option: value})(fn)  # type: ignore[call-overload]
+
+
+async def test_partials_and_callable_objects_need_a_name_and_then_run(app: QueueTasks) -> None:
+    def scale(factor: int, x: int) -> int:
+        return factor * x
+
+    class Doubler:
+        def __call__(self, x: int) -> int:
+            return 2 * x
+
+    with pytest.raises(TaskRegistrationError, match=r"name=\.\.\."):
+        app.task(functools.partial(scale, 3))
+    with pytest.raises(TaskRegistrationError, match=r"name=\.\.\."):
+        app.task(Doubler())
+    triple = app.task(name="triple")(functools.partial(scale, 3))
+    double = app.task(name="double")(Doubler())
+    with anyio.fail_after(10):
+        async with app.running():
+            assert await (await triple.add_task(5)).result(timeout=5) == 15
+            assert await (await double.add_task(5)).result(timeout=5) == 10
 
 
 def test_calling_the_task_runs_the_function_here(app: QueueTasks) -> None:
