@@ -540,7 +540,9 @@ def render_report(
     parts = [
         f"## taskflow benchmarks, {header['date']}",
         "",
-        f"Machine: {header['machine']}. Medians of {settings.reps} repetition(s); "
+        f"Machine: {header['machine']}. Medians of {settings.reps} repetition(s), each "
+        "system and workload in a process of its own after an untimed warm-up at "
+        f"{settings.warmup:.0%} of n; "
         "throughput in tasks/s (higher is better), latency and D in ms/s (lower is better). "
         "'vs best peer' > 1 means taskflow is better; 'of floor' is the share of the "
         "performance of the backend's floor (the bare loop doing the same work).",
@@ -587,7 +589,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     header = {
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": machine_description(),
-        "command": "python -m benchmarks " + " ".join(sys.argv[1:] if argv is None else argv),
+        "command": " ".join(["python -m benchmarks", *(sys.argv[1:] if argv is None else argv)]),
     }
     try:
         runs = run_all(settings, sys.stderr)
