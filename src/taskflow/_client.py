@@ -230,8 +230,10 @@ class AsyncTask:
         dedup_ttl: Seconds | _NotGiven | None = NOT_GIVEN,
         queue: str | _NotGiven = NOT_GIVEN,
         retries: int | _NotGiven = NOT_GIVEN,
+        retry_backoff: Seconds | _NotGiven = NOT_GIVEN,
         timeout: Seconds | _NotGiven | None = NOT_GIVEN,
         expires: Seconds | When | _NotGiven | None = NOT_GIVEN,
+        store_result: bool | _NotGiven = NOT_GIVEN,
     ) -> AsyncResult[Any]:
         """Enqueue the task registered as `task_name`; options as in `TaskFunc.options`.
 
@@ -248,8 +250,10 @@ class AsyncTask:
             dedup_ttl=dedup_ttl,
             queue=queue,
             retries=retries,
+            retry_backoff=retry_backoff,
             timeout=timeout,
             expires=expires,
+            store_result=store_result,
         )
         return await self.app._enqueue_by_name(task_name, args, kwargs, options)
 
