@@ -371,6 +371,35 @@ async def test_async_task_by_name(app: QueueTasks) -> None:
             assert record is not None and record.priority == 3
 
 
+async def test_name_based_sending_takes_the_same_options_as_typed_handles(
+    app: QueueTasks, clock: FakeClock
+) -> None:
+    @app.task(name="add")
+    async def add(a: int, b: int) -> int:
+        return a + b
+
+    async with app:
+        handle = await AsyncTask(app).add_task(
+            "add",
+            args=(1, 2),
+            priority=4,
+            delay=30,
+            task_id="named",
+            queue="other",
+            retries=2,
+            retry_backoff=7,
+            timeout=9,
+            expires=60,
+            store_result=False,
+        )
+        assert handle.task_id == "named"
+        record = await app.get("named")
+    assert record is not None
+    assert (record.priority, record.queue, record.retries) == (4, "other", 2)
+    assert record.eta == clock.time() + 30
+    assert record.store_result is False
+
+
 async def test_unknown_task_name_raises_unknown_task_error(app: QueueTasks) -> None:
     @app.task(name="add")
     async def add(a: int, b: int) -> int:
