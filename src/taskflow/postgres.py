@@ -114,8 +114,18 @@ def _is_transient(exc: BaseException) -> bool:
             asyncpg.exceptions.OperatorInterventionError,  # admin shutdown, restarting server
             asyncpg.exceptions.DeadlockDetectedError,
             asyncpg.exceptions.SerializationError,
+            # the server's FATAL arrived while the connection was idle in the pool
+            asyncpg.exceptions.InternalClientError,
         ),
     ) or (isinstance(exc, asyncpg.exceptions.InterfaceError) and "closed" in str(exc))
+
+
+def _breaks_connection(exc: BaseException) -> bool:
+    """True for transient errors after which the connection itself must not be reused."""
+    return _is_transient(exc) and not isinstance(
+        exc,
+        (asyncpg.exceptions.DeadlockDetectedError, asyncpg.exceptions.SerializationError),
+    )
 
 
 def channel_name(schema: str) -> str:
@@ -281,6 +291,8 @@ class _Listener:
         self._lost = asyncio.Event()
         self._supervisor: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
+        #: How many times the LISTEN connection was (re-)established.
+        self.generation = 0
 
     async def ensure_started(self) -> None:
         """Connect and LISTEN (once); later calls return at once."""
@@ -318,6 +330,7 @@ class _Listener:
         conn.add_termination_listener(self._on_terminated)
         self._conn = conn
         self._lost.clear()
+        self.generation += 1
 
     def _on_notification(self, conn: object, pid: int, channel: str, payload: object) -> None:
         self._storage._dispatch(str(payload))
@@ -396,6 +409,8 @@ class PostgresStorage(Storage):
         #: Per queue: how many work / event notifications this process has heard.
         self.work_seq: dict[str, int] = {}
         self.event_seq: dict[str, int] = {}
+        #: How many times the listener was down (notifications may have been missed).
+        self.gaps = 0
         self._changed = asyncio.Event()
         self._background: set[asyncio.Task[None]] = set()
         #: Per queue: events this process appended since it last trimmed that queue's stream.
@@ -414,6 +429,7 @@ class PostgresStorage(Storage):
             min_size=self._pool_sizes[0],
             max_size=self._pool_sizes[1],
             statement_cache_size=self._statement_cache_size,
+            server_settings=self._server_settings(),
         )
         self._listener = _Listener(self)
 
@@ -431,7 +447,22 @@ class PostgresStorage(Storage):
         self._wake()
 
     async def _connect(self) -> asyncpg.Connection[asyncpg.Record]:
-        return await asyncpg.connect(self.dsn, statement_cache_size=self._statement_cache_size)
+        return await asyncpg.connect(
+            self.dsn,
+            statement_cache_size=self._statement_cache_size,
+            server_settings=self._server_settings(),
+        )
+
+    def _server_settings(self) -> dict[str, str]:
+        """Name our sessions ``taskflow/<schema>`` in pg_stat_activity, unless the DSN does."""
+        if "application_name" in self.dsn:
+            return {}
+        return {"application_name": self.application_name}
+
+    @property
+    def application_name(self) -> str:
+        """The ``application_name`` of this storage's connections (for pg_stat_activity)."""
+        return f"taskflow/{self.schema}"[:63]
 
     async def run(self, op: Callable[[Conn], Awaitable[T]]) -> T:
         """Run `op` on a pooled connection, retrying with backoff if the connection was lost
@@ -445,7 +476,12 @@ class PostgresStorage(Storage):
                 raise BackendUnavailable("the PostgreSQL pool is closed")
             try:
                 async with pool.acquire() as conn:
-                    return await op(conn)
+                    try:
+                        return await op(conn)
+                    except Exception as exc:
+                        if _breaks_connection(exc):
+                            conn.terminate()  # the pool opens a fresh one on next acquire
+                        raise
             except Exception as exc:
                 if not _is_transient(exc) or attempt >= _CALL_RETRIES or not self.is_open:
                     raise
@@ -500,8 +536,8 @@ class PostgresStorage(Storage):
     def _after_listener_gap(self) -> None:
         """After the listener reconnected: wake every sleeper, and settle the result waiters
         whose tasks ended while we could not hear it."""
-        self.bump(list(set(self.work_seq) | set(self.event_seq)), work=True)
-        self._changed.set()
+        self.gaps += 1
+        self._wake()
         if self._waiters:
             task = asyncio.create_task(self._recheck_waiters())
             self._background.add(task)
@@ -571,14 +607,14 @@ class PostgresStorage(Storage):
 
     async def _wait_events(self, queue: str, after: str | None) -> None:
         await self._ensure_listening()
-        seen = self.event_seq.get(queue, 0)
+        seen = (self.gaps, self.event_seq.get(queue, 0))
         cursor = _parse_cursor(after)
         exists = await self.run(
             lambda conn: conn.fetchval(self.sql.has_events_after, queue, cursor)
         )
         if exists:
             return
-        await self.wait_changed(lambda: self.event_seq.get(queue, 0) != seen)
+        await self.wait_changed(lambda: (self.gaps, self.event_seq.get(queue, 0)) != seen)
 
     # -- maintenance ----------------------------------------------------------------------------
 
@@ -710,7 +746,7 @@ class PostgresBroker(Broker):
         super().__init__(storage)
         self.pg = storage
         #: Per worker id: the work counters seen when its last claim began.
-        self._claim_marks: dict[str, dict[str, int]] = {}
+        self._claim_marks: dict[str, tuple[int, dict[str, int]]] = {}
 
     # -- enqueue --------------------------------------------------------------------------------
 
@@ -778,7 +814,10 @@ class PostgresBroker(Broker):
         self, queues: Sequence[str], limit: int, lease_s: float, now: float, worker_id: str
     ) -> list[Delivery]:
         await self.pg._ensure_listening()
-        self._claim_marks[worker_id] = {q: self.pg.work_seq.get(q, 0) for q in queues}
+        self._claim_marks[worker_id] = (
+            self.pg.gaps,
+            {q: self.pg.work_seq.get(q, 0) for q in queues},
+        )
         deliveries: list[Delivery] = []
         lease_until = now + lease_s
         for queue in dict.fromkeys(queues):
@@ -884,12 +923,15 @@ class PostgresBroker(Broker):
 
     async def _wait_for_work(self, queues: Sequence[str], worker_id: str) -> None:
         await self.pg._ensure_listening()
-        marks = self._claim_marks.get(worker_id)
-        if marks is None:
+        mark = self._claim_marks.get(worker_id)
+        if mark is None:
             return  # no claim yet: there may be work already
 
         def arrived() -> bool:
-            return any(self.pg.work_seq.get(q, 0) != marks.get(q, 0) for q in queues)
+            gaps, seen = mark
+            return self.pg.gaps != gaps or any(
+                self.pg.work_seq.get(q, 0) != seen.get(q, 0) for q in queues
+            )
 
         await self.pg.wait_changed(arrived)
 

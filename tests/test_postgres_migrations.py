@@ -1,0 +1,137 @@
+"""The PostgreSQL schema: versioned migrations under an advisory lock, applied once even when
+several processes start at once, and an older schema upgraded in place with its data kept. Also
+the module's entry points: `from_url` options and the message when asyncpg is missing.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+
+import taskflow.postgres
+from taskflow._exceptions import BackendUnavailable
+from taskflow._message import TaskMessage, TaskStatus, encode_message
+from taskflow._pg.schema import LATEST_VERSION, MIGRATIONS
+from taskflow.postgres import from_url, upgrade
+from taskflow.testing import FakeClock
+from tests.conformance._helpers import PAYLOAD, claim, enqueue_one
+from tests.plugins.backend_postgres import drop_schema, random_schema
+from tests.services import postgres_dsn
+
+pytestmark = pytest.mark.postgres
+
+_UPGRADE_SCRIPT = """
+import asyncio, sys
+from taskflow.postgres import upgrade
+print(asyncio.run(upgrade(sys.argv[1], sys.argv[2])))
+"""
+
+
+@pytest.fixture
+async def schema() -> AsyncIterator[str]:
+    """A schema name of this test's own; dropped afterwards."""
+    name = random_schema()
+    try:
+        yield name
+    finally:
+        await drop_schema(postgres_dsn(), name)
+
+
+async def _applied_versions(schema: str) -> list[int]:
+    conn = await asyncpg.connect(postgres_dsn())
+    try:
+        rows = await conn.fetch(f'SELECT version FROM "{schema}".schema_version ORDER BY version')
+        return [row["version"] for row in rows]
+    finally:
+        await conn.close()
+
+
+async def _index_names(schema: str) -> set[str]:
+    conn = await asyncpg.connect(postgres_dsn())
+    try:
+        rows = await conn.fetch("SELECT indexname FROM pg_indexes WHERE schemaname = $1", schema)
+        return {row["indexname"] for row in rows}
+    finally:
+        await conn.close()
+
+
+async def test_concurrent_upgrades_from_several_processes_apply_each_migration_once(
+    schema: str,
+) -> None:
+    dsn = postgres_dsn()
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _UPGRADE_SCRIPT, dsn, schema],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for _ in range(4)
+    ]
+    outputs = [proc.communicate(timeout=60) for proc in procs]
+    for proc, (out, err) in zip(procs, outputs, strict=True):
+        assert proc.returncode == 0, err.decode()
+        assert out.decode().strip() == str(LATEST_VERSION)
+    assert await _applied_versions(schema) == [number for number, _, _ in MIGRATIONS]
+
+
+async def test_upgrade_is_idempotent(schema: str) -> None:
+    assert await upgrade(postgres_dsn(), schema) == LATEST_VERSION
+    assert await upgrade(postgres_dsn(), schema) == LATEST_VERSION
+    assert await _applied_versions(schema) == [number for number, _, _ in MIGRATIONS]
+
+
+async def test_an_older_schema_is_upgraded_in_place_keeping_its_tasks(schema: str) -> None:
+    clock = FakeClock()
+    assert await upgrade(postgres_dsn(), schema, target=1) == 1
+    assert "tasks_claim" not in await _index_names(schema)
+    # A version-1 deployment with a task in flight (written with version-1 columns only).
+    conn = await asyncpg.connect(postgres_dsn())
+    try:
+        await conn.execute(
+            f'INSERT INTO "{schema}".tasks (id, name, queue, status, due_at, data, created_at)'
+            " VALUES ('old-1', 'tests.task', 'default', 'queued', $1, $2, $1)",
+            clock.time(),
+            encode_message(
+                TaskMessage(id="old-1", name="tests.task", queue="default", payload=PAYLOAD)
+            ),
+        )
+    finally:
+        await conn.close()
+
+    broker = from_url(postgres_dsn(), schema=schema)
+    async with broker:  # opening migrates to the latest version
+        assert await _applied_versions(schema) == [number for number, _, _ in MIGRATIONS]
+        assert {"tasks_claim", "tasks_due", "tasks_dedup_live"} <= await _index_names(schema)
+        record = await broker.storage.get("old-1", now=clock.time())
+        assert record is not None and record.status is TaskStatus.QUEUED
+        new_id = await enqueue_one(broker, clock)
+        claimed = [d.task_id for d in await claim(broker, clock)]
+        assert claimed == ["old-1", new_id]
+
+
+async def test_schema_comes_from_the_url_or_the_option(schema: str) -> None:
+    broker = from_url(f"{postgres_dsn()}?schema={schema}")
+    assert broker.pg.schema == schema
+    async with broker:
+        assert await _applied_versions(schema) == [number for number, _, _ in MIGRATIONS]
+    assert from_url(postgres_dsn(), schema="other").pg.schema == "other"
+    assert from_url("postgres://u:p@h/db").pg.schema == "taskflow"
+
+
+def test_bad_options_are_explained() -> None:
+    with pytest.raises(ValueError, match="unknown option"):
+        from_url("postgresql://u:p@h/db", pool=3)
+    with pytest.raises(ValueError, match="schema name"):
+        from_url("postgresql://u:p@h/db", schema="no-dashes; drop")
+    with pytest.raises(ValueError, match="postgresql://"):
+        from_url("mysql://u:p@h/db")
+
+
+def test_missing_asyncpg_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(taskflow.postgres, "asyncpg", None)
+    with pytest.raises(BackendUnavailable, match=r'pip install "taskflow\[postgres\]"'):
+        from_url("postgresql://u:p@h/db")

@@ -1,0 +1,115 @@
+"""Transactional enqueue on PostgreSQL (the outbox pattern): a task enqueued with the caller's
+asyncpg connection exists, and wakes workers, only if the caller's transaction commits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import anyio
+import asyncpg
+import pytest
+
+from taskflow._exceptions import BackendUnavailable
+from taskflow._message import TaskStatus
+from taskflow.postgres import PostgresBroker
+from taskflow.testing import FakeClock
+from tests.conformance._helpers import claim, message
+from tests.plugins.backend_postgres import postgres_factory
+from tests.services import postgres_dsn
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+async def broker() -> AsyncIterator[PostgresBroker]:
+    async with postgres_factory(postgres_dsn())() as b:
+        yield b
+
+
+@pytest.fixture
+async def conn() -> AsyncIterator[asyncpg.Connection[asyncpg.Record]]:
+    """The application's own connection, on which it runs its own transactions."""
+    connection = await asyncpg.connect(postgres_dsn())
+    try:
+        yield connection
+    finally:
+        await connection.close()
+
+
+async def test_rolled_back_transaction_leaves_no_task(
+    broker: PostgresBroker, conn: asyncpg.Connection[asyncpg.Record], clock: FakeClock
+) -> None:
+    msg = message(broker)
+    transaction = conn.transaction()
+    await transaction.start()
+    [result] = await broker.enqueue([msg], now=clock.time(), connection=conn)
+    assert result.created and result.task_id == msg.id
+    await conn.execute("SELECT 1")  # the application's own work in the same transaction
+    await transaction.rollback()
+
+    assert await broker.storage.get(msg.id, now=clock.time()) is None
+    assert await claim(broker, clock) == []
+    assert await broker.storage.read_events("default") == []
+
+
+async def test_committed_transaction_makes_the_task_visible_and_claimable(
+    broker: PostgresBroker, conn: asyncpg.Connection[asyncpg.Record], clock: FakeClock
+) -> None:
+    msg = message(broker)
+    async with conn.transaction():
+        await broker.enqueue([msg], now=clock.time(), connection=conn)
+        # Not committed yet: invisible to everyone else.
+        assert await broker.storage.get(msg.id, now=clock.time()) is None
+        assert await claim(broker, clock) == []
+
+    record = await broker.storage.get(msg.id, now=clock.time())
+    assert record is not None and record.status is TaskStatus.QUEUED
+    [delivery] = await claim(broker, clock)
+    assert delivery.task_id == msg.id
+
+
+async def test_commit_wakes_an_idle_worker(
+    broker: PostgresBroker, conn: asyncpg.Connection[asyncpg.Record], clock: FakeClock
+) -> None:
+    """The NOTIFY sent inside the caller's transaction is delivered on commit, not before."""
+    assert await claim(broker, clock, worker_id="w1") == []
+    woke = anyio.Event()
+
+    async def idle_worker() -> None:
+        await broker.wait_for_work(["default"], worker_id="w1")
+        woke.set()
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(idle_worker)
+            async with conn.transaction():
+                await broker.enqueue([message(broker)], now=clock.time(), connection=conn)
+                await anyio.wait_all_tasks_blocked()
+                assert not woke.is_set()
+            await woke.wait()
+    assert len(await claim(broker, clock, worker_id="w1")) == 1
+
+
+async def test_dedup_applies_inside_the_transaction(
+    broker: PostgresBroker, conn: asyncpg.Connection[asyncpg.Record], clock: FakeClock
+) -> None:
+    live = message(broker, dedup_key="order-7")
+    [first] = await broker.enqueue([live], now=clock.time())
+    async with conn.transaction():
+        [again] = await broker.enqueue(
+            [message(broker, dedup_key="order-7")], now=clock.time(), connection=conn
+        )
+    assert first.created and not again.created and again.task_id == live.id
+
+
+async def test_something_that_is_not_a_connection_is_refused(
+    broker: PostgresBroker, clock: FakeClock
+) -> None:
+    with pytest.raises(BackendUnavailable, match="asyncpg connection"):
+        await broker.enqueue([message(broker)], now=clock.time(), connection=object())
