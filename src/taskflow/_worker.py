@@ -160,7 +160,7 @@ class Worker:
     ) -> None:
         config = app.config
         self.app = app
-        self.concurrency = concurrency or config.concurrency
+        self.concurrency = config.concurrency if concurrency is None else concurrency
         if self.concurrency < 1:
             raise ValueError(f"concurrency must be >= 1, got {self.concurrency}")
         self.queues: tuple[str, ...] = tuple(queues) if queues else (config.default_queue,)
