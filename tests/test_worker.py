@@ -373,8 +373,10 @@ async def test_two_workers_a_stalled_one_loses_its_task_and_its_late_outcome_is_
 async def test_a_worker_runs_once_and_needs_an_open_app(app: QueueTasks) -> None:
     with pytest.raises(LifecycleError, match="open the app"):
         await Worker(app).run()
-    with pytest.raises(ValueError, match="concurrency"):
-        Worker(app, concurrency=-1)
+    for bad in (0, -1):  # 0 is refused, not taken for "the default"
+        with pytest.raises(ValueError, match="concurrency must be >= 1"):
+            Worker(app, concurrency=bad)
+    assert Worker(app).concurrency == app.config.concurrency
     with anyio.fail_after(10):
         async with app, anyio.create_task_group() as tg:
             worker = Worker(app)
