@@ -300,6 +300,31 @@ async def test_cancel_an_unknown_task(app: QueueTasks) -> None:
 # -- leases --------------------------------------------------------------------------------
 
 
+async def test_leases_renew_while_a_long_task_runs(app: QueueTasks, clock: FakeClock) -> None:
+    runs: list[int] = []
+    proceed = anyio.Event()
+
+    @app.task(retries=3)
+    async def long(ctx: TaskContext) -> int:
+        runs.append(ctx.attempt)
+        await proceed.wait()
+        return ctx.attempt
+
+    with anyio.fail_after(10):
+        async with app.running(), anyio.create_task_group() as tg:
+            spare = Worker(app, worker_id="spare")  # would take the task if its lease lapsed
+            await tg.start(spare.run)
+            handle = await long.add_task()
+            for _ in range(10):  # 30 s of fake time: three leases' worth
+                await anyio.wait_all_tasks_blocked()
+                await clock.advance(HEARTBEAT_S)
+            assert runs == [1]
+            proceed.set()
+            assert await handle.result(timeout=5) == 1
+            spare.stop()
+    assert runs == [1]
+
+
 async def test_a_lapsed_lease_is_redelivered_and_the_stale_outcome_refused(
     app: QueueTasks, clock: FakeClock
 ) -> None:
