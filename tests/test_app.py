@@ -315,6 +315,19 @@ async def test_startup_hooks_fill_state_and_shutdown_hooks_close_in_reverse_orde
     assert calls == ["open pool", "open client", "close client", "close pool"]
 
 
+async def test_a_failing_startup_hook_propagates_as_itself_and_closes_the_app() -> None:
+    app = QueueTasks(name="t")
+
+    @app.on_startup
+    async def connect(state: WorkerState) -> None:
+        raise ConnectionError("database down")
+
+    with anyio.fail_after(10), pytest.raises(ConnectionError, match="database down"):
+        async with app.running():
+            pytest.fail("the block must not run when startup fails")
+    assert not app.is_open
+
+
 def test_run_in_thread_runs_the_worker_on_a_background_loop() -> None:
     app = QueueTasks(name="t")
     seen: list[int] = []
