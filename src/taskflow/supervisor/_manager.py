@@ -132,6 +132,7 @@ class TaskManager:
             if updated is not None:
                 job = updated
         if pending:
+            await self._log("job_queued", detail=f"{len(pending)} tasks")
             logger.debug(
                 "order %s: job %s: %d tasks enqueued", self.order.id, job.key, len(pending)
             )

@@ -224,7 +224,8 @@ class OrderRecord(msgspec.Struct, kw_only=True):
 class OrderEvent(msgspec.Struct, frozen=True, kw_only=True):
     """One entry of an order's event log. `cursor` resumes `Supervisor.events` after it.
 
-    Kinds: ``submitted``, ``job_started``, ``unit_done``, ``unit_failed``,
+    Kinds: ``submitted``, ``job_started``, ``job_queued`` (its tasks are in the broker),
+    ``unit_done``, ``unit_failed``,
     ``unit_cancelled``, ``job_finished``, ``cancel_requested``, ``amended``, ``halted``,
     ``finished`` (the last one: the order is final and its notifier was sent).
     """
