@@ -30,6 +30,7 @@ from ._exceptions import TaskFailed as TaskFailed
 from ._exceptions import TaskflowError as TaskflowError
 from ._exceptions import TaskNotFound as TaskNotFound
 from ._exceptions import TaskRegistrationError as TaskRegistrationError
+from ._exceptions import TaskTimeout as TaskTimeout
 from ._exceptions import TimeoutError as TimeoutError  # noqa: A004 - deliberate builtin twin
 from ._exceptions import UnknownTaskError as UnknownTaskError
 from ._message import CancelResult as CancelResult
@@ -85,6 +86,7 @@ __all__ = [
     "TaskRecord",
     "TaskRegistrationError",
     "TaskStatus",
+    "TaskTimeout",
     "TaskflowError",
     "TimeoutError",
     "UnknownTaskError",

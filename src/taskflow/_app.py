@@ -565,7 +565,7 @@ class QueueTasks:
             store_result=given(options.store_result, definition.store_result),
             parent_id=given(options.parent_id, None),
             order_id=given(options.order_id, None),
-            headers=given(options.headers, _NO_HEADERS),
+            headers=_headers(options),
         )
 
     def _build_default_message(
@@ -661,8 +661,8 @@ def _describe_unencodable(
             label = names[index] if index < len(names) else f"#{index}"
             return (
                 f"argument {label!r} (position {index}) of task {definition.name!r} cannot be "
-                f"encoded: {err}. Pass plain data (str, numbers, dict, list, datetime, "
-                "msgspec.Struct, dataclass) or an id to look the object up in the task"
+                f"encoded: {err}. Pass plain data (str, numbers, dict, list, datetime; a "
+                "dataclass or msgspec.Struct arrives as a dict) or an id to look it up by"
             )
     for key, value in kwargs.items():
         try:
@@ -670,6 +670,14 @@ def _describe_unencodable(
         except (TypeError, ValueError, OverflowError) as err:
             return f"argument {key!r} of task {definition.name!r} cannot be encoded: {err}"
     return f"the arguments of task {definition.name!r} cannot be encoded: {exc}"
+
+
+def _headers(options: TaskOptions) -> dict[str, str]:
+    headers = given(options.headers, _NO_HEADERS)
+    key = given(options.idempotency_key, None)
+    if key is not None:
+        headers = {**headers, "idempotency_key": key}
+    return headers
 
 
 def _eta(options: TaskOptions, now: float) -> float | None:

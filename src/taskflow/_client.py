@@ -90,6 +90,12 @@ class TaskInfo:
         )
 
 
+_DEFAULT_ERRORS = {
+    TaskStatus.CANCELLED: ErrorInfo("Cancelled", "cancelled before it started"),
+    TaskStatus.EXPIRED: ErrorInfo("TaskExpired", "not started before its expires time"),
+}
+
+
 def value_of(record: TaskRecord) -> Any:
     """The decoded result of a terminal record, or the matching exception raised."""
     status = record.status
@@ -97,7 +103,7 @@ def value_of(record: TaskRecord) -> Any:
         if record.result_expired:
             raise ResultExpired(record.id)
         return None if record.result is None else decode_value(record.result)
-    error = record.error or ErrorInfo(status.value, f"task ended {status.value}")
+    error = record.error or _DEFAULT_ERRORS.get(status) or ErrorInfo(status.value, "ended")
     if status is TaskStatus.CANCELLED:
         raise TaskCancelled(record.id, error.type, error.message, error.traceback)
     if status is TaskStatus.EXPIRED:
@@ -234,6 +240,10 @@ class AsyncTask:
         timeout: Seconds | _NotGiven | None = NOT_GIVEN,
         expires: Seconds | When | _NotGiven | None = NOT_GIVEN,
         store_result: bool | _NotGiven = NOT_GIVEN,
+        parent_id: str | _NotGiven | None = NOT_GIVEN,
+        order_id: str | _NotGiven | None = NOT_GIVEN,
+        idempotency_key: str | _NotGiven | None = NOT_GIVEN,
+        headers: dict[str, str] | _NotGiven = NOT_GIVEN,
     ) -> AsyncResult[Any]:
         """Enqueue the task registered as `task_name`; options as in `TaskFunc.options`.
 
@@ -254,6 +264,10 @@ class AsyncTask:
             timeout=timeout,
             expires=expires,
             store_result=store_result,
+            parent_id=parent_id,
+            order_id=order_id,
+            idempotency_key=idempotency_key,
+            headers=headers,
         )
         return await self.app._enqueue_by_name(task_name, args, kwargs, options)
 

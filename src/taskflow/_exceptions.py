@@ -12,14 +12,16 @@ TaskflowError
 ├── TaskNotFound (LookupError)        AsyncResult for an id the storage has never seen
 ├── ResultExpired                     the result TTL passed; raised at once by result()
 ├── TaskFailed                        the task ended failed; carries the remote error
-│   └── TaskCancelled                 the task was cancelled
+│   ├── TaskCancelled                 the task was cancelled
 │   └── TaskExpired                   the task was not started before its `expires`
 ├── TimeoutError (builtins.TimeoutError)  result(timeout=...) gave up waiting
+├── TaskTimeout                       a task ran past its own `timeout` (the run's error)
 └── Retry                             raised *inside* a task to ask for a retry
 ```
 
 `TaskTimeout` is not raised to callers: a task that exceeds its own `timeout` fails with an
-error whose type is ``"TaskTimeout"``, visible through `TaskFailed.error_type`.
+error whose type is ``"TaskTimeout"``, visible through `TaskFailed.error_type`. It is public so
+that ``retry_on=(TaskTimeout, ...)`` and ``dont_retry_on=TaskTimeout`` can name it.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ __all__ = [
     "TaskFailed",
     "TaskNotFound",
     "TaskRegistrationError",
+    "TaskTimeout",
     "TaskflowError",
     "TimeoutError",
     "UnknownTaskError",
@@ -124,6 +127,11 @@ class TaskExpired(TaskFailed):
 
 class TimeoutError(TaskflowError, builtins.TimeoutError):  # noqa: A001 - deliberate builtin twin
     """Waiting for a result took longer than the `timeout` given."""
+
+
+class TaskTimeout(TaskflowError):
+    """A task ran longer than its `timeout`; its run fails with this error (then is retried if
+    retries remain and the retry filters allow it)."""
 
 
 class Retry(TaskflowError):

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Final
 import anyio
 import anyio.to_thread
 
-from ._exceptions import Retry, TaskflowError
+from ._exceptions import Retry, TaskflowError, TaskTimeout
 from ._message import ErrorInfo, Outcome, OutcomeKind, TaskMessage, encode_value
 
 if TYPE_CHECKING:
@@ -31,10 +31,6 @@ _DONE: Final = object()
 
 class InvalidArguments(TaskflowError, TypeError):
     """The message's arguments do not bind to the task function's signature (never retried)."""
-
-
-class TaskTimeout(TaskflowError):
-    """A task ran longer than its `timeout` (reported as the task's error, then retried)."""
 
 
 class UnencodableResult(TaskflowError, TypeError):

@@ -88,6 +88,7 @@ class TaskOptions:
     order_id: str | _NotGiven | None = NOT_GIVEN
     headers: dict[str, str] | _NotGiven = NOT_GIVEN
     connection: Any = None
+    idempotency_key: str | _NotGiven | None = NOT_GIVEN
 
     def merged(self, other: TaskOptions) -> TaskOptions:
         """These options with every option given in `other` taking precedence."""
@@ -369,6 +370,7 @@ class TaskFunc(Generic[P, R]):
         order_id: str | _NotGiven | None = NOT_GIVEN,
         headers: dict[str, str] | _NotGiven = NOT_GIVEN,
         connection: Any = None,
+        idempotency_key: str | _NotGiven | None = NOT_GIVEN,
     ) -> TaskCall[P, R]:
         """Options for the next call, kept apart from the task's own arguments.
 
@@ -390,6 +392,8 @@ class TaskFunc(Generic[P, R]):
             parent_id: Id of the task that spawned this one.
             order_id: Id of the order this task belongs to.
             headers: Small string metadata carried with the message.
+            idempotency_key: What `ctx.idempotency_key` says (default: the task id). Give a key
+                of your own to keep it stable across requeues and resubmissions.
             connection: Backend transaction handle (PostgreSQL: an asyncpg connection inside a
                 transaction) so the task exists only if that transaction commits.
         """
@@ -410,6 +414,7 @@ class TaskFunc(Generic[P, R]):
             order_id=order_id,
             headers=headers,
             connection=connection,
+            idempotency_key=idempotency_key,
         )
         return TaskCall(self._app, self.definition, options)
 
