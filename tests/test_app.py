@@ -286,6 +286,39 @@ async def test_graceful_shutdown_releases_a_task_that_outlives_the_grace_period(
             assert info.attempts == 0  # attempt refunded: it never had a fair run
 
 
+async def test_graceful_shutdown_releases_a_sync_task_at_once_after_the_grace_period() -> None:
+    """A thread cannot be stopped: after the grace period its task is released for another
+    worker (attempt refunded) and the stop does not wait for the thread."""
+    clock = FakeClock()
+    app = QueueTasks(name="t", clock=clock, config=GlobalConfig(shutdown_grace_s=5))
+    entered, release = threading.Event(), threading.Event()
+
+    @app.task
+    def blocking() -> str:
+        entered.set()
+        release.wait(10)
+        return "too late"
+
+    with anyio.fail_after(10):
+        async with app:
+            async with anyio.create_task_group() as tg:
+
+                async def run_worker() -> None:
+                    async with app.running():
+                        await anyio.to_thread.run_sync(entered.wait, 10)
+
+                handle = await blocking.add_task()
+                tg.start_soon(run_worker)
+                await anyio.to_thread.run_sync(entered.wait, 10)
+                await anyio.wait_all_tasks_blocked()
+                await clock.advance(5)
+            # the worker stopped while the thread still runs
+            assert not release.is_set()
+            info = await handle.info()
+            assert (info.status, info.attempts) == (TaskStatus.QUEUED, 0)
+            release.set()
+
+
 async def test_startup_hooks_fill_state_and_shutdown_hooks_close_in_reverse_order() -> None:
     app = QueueTasks(name="t")
     calls: list[str] = []
