@@ -57,7 +57,7 @@ from .conftest import BackendFactory
 T = TypeVar("T")
 
 _WAITING = {TaskStatus.QUEUED, TaskStatus.SCHEDULED, TaskStatus.RETRYING}
-_HELD_MAX = 40
+_HELD_MAX = 12
 
 
 def _terminal_view(record: TaskRecord) -> tuple[Any, ...]:
@@ -170,7 +170,7 @@ class BrokerMachine(RuleBasedStateMachine):
 
     @rule(
         order=st.sampled_from([(0,), (1,), (0, 1), (1, 0)]),
-        limit=st.integers(1, 5),
+        limit=st.sampled_from([1, 1, 2, 5]),
         lease_s=st.sampled_from([5.0, 20.0]),
         worker=st.sampled_from(["w1", "w2"]),
     )
@@ -322,4 +322,4 @@ def test_broker_state_machine(backend_factory: BackendFactory, backend_kind: str
         (BrokerMachine,),
         {"factory": staticmethod(backend_factory)},
     )
-    run_state_machine_as_test(machine, settings=settings(stateful_step_count=40, deadline=None))
+    run_state_machine_as_test(machine, settings=settings(stateful_step_count=50, deadline=None))
