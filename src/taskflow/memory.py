@@ -208,6 +208,7 @@ class MemoryStorage(Storage):
     """
 
     shared_across_processes = False
+    cheap_reads = True
     scheme = "memory"
 
     def __init__(self) -> None:
