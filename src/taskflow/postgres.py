@@ -177,7 +177,7 @@ def from_url(url: str, **options: Any) -> PostgresBroker:
 
 
 async def upgrade(dsn: str, schema: str = _DEFAULT_SCHEMA, *, target: int | None = None) -> int:
-    """Create or migrate the taskflow tables in `schema` (what ``taskflow db upgrade`` runs).
+    """Create or migrate the taskflow tables in `schema` by hand (deploy scripts, a CLI).
 
     Idempotent and safe to run while workers start (an advisory lock serializes upgraders).
     `target` stops at an older version (for tests of in-place upgrades). Returns the version
