@@ -329,7 +329,16 @@ class RedisStorage(Storage):
 
     def _on_message(self, channel: str, data: bytes) -> None:
         if channel.endswith(":done"):
-            self._notify_terminal(data.decode())
+            try:
+                task_id, rest = _take(data, 0)
+            except ValueError:  # a bare id (a peer of another version): waiters re-read it
+                self._notify_terminal(data.decode())
+                return
+            waited = task_id.decode()
+            if self._has_waiters(waited):
+                fields, yields = _unpack_record(data, rest)
+                # Just ended, so its result has not expired (now=-inf).
+                self._notify_terminal(waited, _record(fields, yields, float("-inf")))
         elif channel.endswith(":work"):
             event = self._work_events.pop(channel, None)
             if event is not None:
@@ -796,6 +805,34 @@ def _record(fields: dict[bytes, bytes], yields: list[bytes], now: float) -> Task
         token=int(fields.get(b"tok", b"0")),
         worker_id=_text(fields.get(b"wid")),
     )
+
+
+def _take(data: bytes, pos: int) -> tuple[bytes, int]:
+    """One ``<len>:<bytes>`` string at `pos`; returns it and the position after it."""
+    colon = data.index(b":", pos)
+    start = colon + 1
+    end = start + int(data[pos:colon])
+    return data[start:end], end
+
+
+def _count(data: bytes, pos: int) -> tuple[int, int]:
+    semi = data.index(b";", pos)
+    return int(data[pos:semi]), semi + 1
+
+
+def _unpack_record(data: bytes, pos: int) -> tuple[dict[bytes, bytes], list[bytes]]:
+    """The hash fields and yields of a record pushed by ``packed_record`` (lua/common.lua)."""
+    n, pos = _count(data, pos)
+    flat: list[bytes] = []
+    for _ in range(n):
+        item, pos = _take(data, pos)
+        flat.append(item)
+    n, pos = _count(data, pos)
+    yields: list[bytes] = []
+    for _ in range(n):
+        item, pos = _take(data, pos)
+        yields.append(item)
+    return dict(zip(flat[::2], flat[1::2], strict=True)), yields
 
 
 def _event(queue: str, entry_id: bytes, fields: dict[bytes, bytes]) -> Event:

@@ -144,7 +144,10 @@ class Listener:
                 continue
             backoff = _BACKOFF_FIRST_S
             if message is not None:
-                self._handle(message)
+                try:
+                    self._handle(message)
+                except Exception:  # one bad message must not stop every waiter's wake-ups
+                    logger.exception("ignoring a Redis pub/sub message that failed: %r", message)
 
     def _handle(self, message: dict[str, Any]) -> None:
         kind = message["type"]

@@ -51,6 +51,36 @@ local function wake_workers()
   redis.call(PUB, K .. 'work', '1')
 end
 
+-- Whether anyone listens on this queue's "done" channel (asked once per script call), so an
+-- unwatched queue pays nothing for notifications.
+local WATCHED = nil
+local function watched()
+  if WATCHED == nil then
+    local cmd = 'NUMSUB'
+    if PUB == 'SPUBLISH' then cmd = 'SHARDNUMSUB' end
+    WATCHED = tonumber(redis.call('PUBSUB', cmd, K .. 'done')[2]) > 0
+  end
+  return WATCHED
+end
+
+-- The terminal record, pushed to waiters so they need not read it back: length-prefixed
+-- strings "<len>:<bytes>", counts as "<n>;": id, n, hash fields and values, n, yields.
+local function packed_record(id)
+  local flat = redis.call('HGETALL', rkey(id))
+  local ys = redis.call('LRANGE', ykey(id), 0, -1)
+  local parts = {#id, ':', id, #flat, ';'}
+  for _, s in ipairs(flat) do
+    parts[#parts + 1] = #s .. ':'
+    parts[#parts + 1] = s
+  end
+  parts[#parts + 1] = #ys .. ';'
+  for _, s in ipairs(ys) do
+    parts[#parts + 1] = #s .. ':'
+    parts[#parts + 1] = s
+  end
+  return table.concat(parts)
+end
+
 -- Write a terminal state once: status, outcome, indexes, event, and the waiters' notification.
 local function finish(id, status, res, err, rx, attempt, oid, detail)
   local r = rkey(id)
@@ -64,7 +94,7 @@ local function finish(id, status, res, err, rx, attempt, oid, detail)
     redis.call('ZADD', K .. 'fin', rx, id)
   end
   event(id, status, attempt, oid, detail)
-  redis.call(PUB, K .. 'done', id)
+  if watched() then redis.call(PUB, K .. 'done', packed_record(id)) end
 end
 
 -- Store a new task record and make it claimable (or scheduled).
