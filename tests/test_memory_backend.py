@@ -287,3 +287,30 @@ async def test_close_cancels_pending_waits(clock: FakeClock) -> None:
         await broker.close()
         await asyncio.gather(*tasks, return_exceptions=True)
     assert sorted(outcomes) == ["events", "work"]
+
+
+async def test_cleanup_forgets_dedup_keys_past_their_ttl(
+    broker: MemoryBroker, clock: FakeClock
+) -> None:
+    msg = make(broker, dedup_key="k", dedup_ttl_s=10)
+    await broker.enqueue([msg], now=clock.time())
+    [d] = await broker.claim(["q"], limit=1, lease_s=10, now=clock.time(), worker_id="w")
+    outcome = Outcome(d.task_id, d.token, OutcomeKind.DONE, result_expires_at=clock.time() + 100)
+    await broker.complete([outcome], now=clock.time())
+    assert await broker.storage.cleanup(now=clock.time() + 9, keep_s=0) == 0
+    assert ("q", "k") in broker.storage._dedup
+    assert await broker.storage.cleanup(now=clock.time() + 10, keep_s=0) == 0
+    assert ("q", "k") not in broker.storage._dedup
+    assert await broker.storage.get(msg.id, now=clock.time()) is not None
+
+
+async def test_a_lapsed_lease_dead_letter_is_logged(
+    broker: MemoryBroker, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    msg = make(broker)
+    await broker.enqueue([msg], now=clock.time())
+    await broker.claim(["q"], limit=1, lease_s=10, now=clock.time(), worker_id="w-dead")
+    await clock.advance(10)
+    with caplog.at_level("INFO", logger="taskflow.memory"):
+        await broker.claim(["q"], limit=1, lease_s=10, now=clock.time(), worker_id="w2")
+    assert msg.id in caplog.text and "w-dead" in caplog.text and "LeaseExpired" in caplog.text

@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+import logging
 from collections import deque
 from collections.abc import Iterable, Sequence
 from urllib.parse import urlsplit
@@ -56,6 +57,8 @@ from ._message import (
 from .abc import Broker, Storage
 
 __all__ = ["MemoryBroker", "MemoryStorage", "from_url"]
+
+logger = logging.getLogger("taskflow.memory")
 
 _QUEUED = TaskStatus.QUEUED
 _SCHEDULED = TaskStatus.SCHEDULED
@@ -623,7 +626,9 @@ class MemoryBroker(Broker):
             if expires is None or expires > now:
                 return
             slot = heapq.heappop(queue.leases)[2]
+            # Rare (a worker died or stalled), so worth a log line per task.
             if slot.cancel_requested:
+                logger.info("task %s: lease lapsed after a cancel request; cancelled", slot.id)
                 self._finish(
                     queue,
                     slot,
@@ -633,6 +638,13 @@ class MemoryBroker(Broker):
                     result_expires_at=now + self.result_ttl_s,
                 )
             elif slot.attempts >= slot.msg.retries + 1:
+                logger.warning(
+                    "task %s (queue %s): lease of worker %s lapsed with no attempt left; "
+                    "dead-lettered as LeaseExpired",
+                    slot.id,
+                    queue.name,
+                    slot.worker_id,
+                )
                 self._finish(
                     queue,
                     slot,
@@ -645,6 +657,12 @@ class MemoryBroker(Broker):
             else:
                 # Still RUNNING under its old token until claimed: a late outcome or renewal
                 # from the old worker is accepted (and takes the entry back) until then.
+                logger.info(
+                    "task %s (queue %s): lease of worker %s lapsed; it will be re-delivered",
+                    slot.id,
+                    queue.name,
+                    slot.worker_id,
+                )
                 seq = next(self.storage._seq)
                 slot.qseq = seq
                 heapq.heappush(queue.ready, (-slot.msg.priority, expires, seq, slot))
