@@ -302,15 +302,17 @@ async def test_graceful_shutdown_releases_a_sync_task_at_once_after_the_grace_pe
     with anyio.fail_after(10):
         async with app:
             async with anyio.create_task_group() as tg:
+                stop = anyio.Event()
 
                 async def run_worker() -> None:
                     async with app.running():
-                        await anyio.to_thread.run_sync(entered.wait, 10)
+                        await stop.wait()
 
                 handle = await blocking.add_task()
                 tg.start_soon(run_worker)
                 await anyio.to_thread.run_sync(entered.wait, 10)
-                await anyio.wait_all_tasks_blocked()
+                stop.set()
+                await anyio.wait_all_tasks_blocked()  # the stop now sleeps out the grace period
                 await clock.advance(5)
             # the worker stopped while the thread still runs
             assert not release.is_set()
