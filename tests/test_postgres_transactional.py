@@ -10,12 +10,13 @@ import anyio
 import asyncpg
 import pytest
 
+from taskflow import QueueTasks
 from taskflow._exceptions import BackendUnavailable
 from taskflow._message import TaskStatus
 from taskflow.postgres import PostgresBroker
 from taskflow.testing import FakeClock
 from tests.conformance._helpers import claim, message
-from tests.plugins.backend_postgres import postgres_factory
+from tests.plugins.backend_postgres import drop_schema, postgres_factory, random_schema
 from tests.services import postgres_dsn
 
 pytestmark = pytest.mark.postgres
@@ -113,3 +114,29 @@ async def test_something_that_is_not_a_connection_is_refused(
 ) -> None:
     with pytest.raises(BackendUnavailable, match="asyncpg connection"):
         await broker.enqueue([message(broker)], now=clock.time(), connection=object())
+
+
+async def test_task_options_connection_end_to_end(
+    conn: asyncpg.Connection[asyncpg.Record],
+) -> None:
+    """`task.options(connection=conn).add_task(...)`: rolled back, nothing; committed, it runs."""
+    schema = random_schema()
+    app = QueueTasks("outbox", broker=f"{postgres_dsn()}?schema={schema}")
+
+    @app.task
+    async def double(x: int) -> int:
+        return 2 * x
+
+    try:
+        with anyio.fail_after(20):
+            async with app.running():
+                transaction = conn.transaction()
+                await transaction.start()
+                dropped = await double.options(connection=conn).add_task(1)
+                await transaction.rollback()
+                async with conn.transaction():
+                    kept = await double.options(connection=conn).add_task(21)
+                assert await kept.result(timeout=10) == 42
+                assert await app.get(dropped.task_id) is None
+    finally:
+        await drop_schema(postgres_dsn(), schema)
