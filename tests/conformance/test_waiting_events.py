@@ -9,6 +9,8 @@ from taskflow._exceptions import TaskNotFound
 from taskflow._message import (
     Event,
     EventKind,
+    Outcome,
+    OutcomeKind,
     Progress,
     ProgressUpdate,
     TaskRecord,
@@ -373,3 +375,54 @@ async def test_wait_is_cancellable(backend: Broker, clock: FakeClock) -> None:
             await anyio.wait_all_tasks_blocked()
             tg.cancel_scope.cancel()
     assert not backend.storage._has_waiters(task_id)
+
+
+async def test_endings_decided_by_the_backend_are_events(backend: Broker, clock: FakeClock) -> None:
+    cancelled = await enqueue_one(backend, clock)
+    lapsed = await enqueue_one(backend, clock)
+    expired = await enqueue_one(backend, clock)
+    await backend.cancel([cancelled], now=clock.time())
+    d_lapsed, d_expired = await claim(backend, clock, lease_s=10)
+    assert (d_lapsed.task_id, d_expired.task_id) == (lapsed, expired)
+    expired_outcome = Outcome(expired, d_expired.token, OutcomeKind.EXPIRED)
+    await backend.complete([expired_outcome], now=clock.time())
+    await clock.advance(11)
+    await claim(backend, clock)
+    events = await backend.storage.read_events("default")
+    assert kinds(events, cancelled) == [EventKind.QUEUED, EventKind.CANCELLED]
+    assert kinds(events, expired) == [EventKind.QUEUED, EventKind.RUNNING, EventKind.EXPIRED]
+    assert kinds(events, lapsed) == [EventKind.QUEUED, EventKind.RUNNING, EventKind.FAILED]
+    [dead_event] = [e for e in events if e.task_id == lapsed and e.kind is EventKind.FAILED]
+    assert dead_event.detail == "LeaseExpired" and dead_event.at == clock.time()
+
+
+async def test_wait_for_work_wakes_on_requeue_of_a_dead_letter(
+    backend: Broker, clock: FakeClock
+) -> None:
+    task_id = await enqueue_one(backend, clock)
+    [delivery] = await claim(backend, clock, worker_id="w1")
+    await backend.complete([failed(delivery, clock)], now=clock.time())
+    assert await claim(backend, clock, worker_id="w1") == []
+    woke = anyio.Event()
+
+    async def idle_worker() -> None:
+        await backend.wait_for_work(["default"], worker_id="w1")
+        woke.set()
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(idle_worker)
+            await anyio.wait_all_tasks_blocked()
+            assert not woke.is_set()
+            await backend.requeue_dead([task_id], now=clock.time(), new_ids=["requeued-2"])
+            await woke.wait()
+
+
+async def test_report_is_accepted_while_a_cancel_is_pending(
+    backend: Broker, clock: FakeClock
+) -> None:
+    task_id = await enqueue_one(backend, clock)
+    [delivery] = await claim(backend, clock)
+    await backend.cancel([task_id], now=clock.time())
+    update = ProgressUpdate(task_id, delivery.token, progress=Progress(1, 1))
+    assert await backend.storage.report([update], now=clock.time()) == [True]
