@@ -229,6 +229,7 @@ async def test_a_sync_task_past_its_timeout_keeps_its_slot_until_it_returns(
             stuck = await blocking.add_task()
             waiting = await other.add_task()
             await anyio.to_thread.run_sync(entered.wait, 10)
+            await anyio.wait_all_tasks_blocked()  # the deadline sweep sleeps until 1 s
             await clock.advance(1)
             await anyio.wait_all_tasks_blocked()
             assert starter.worker is not None and starter.worker.running_tasks == 1
