@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import anyio
 
-from .._exceptions import TaskNotFound
+from .._exceptions import TaskNotFound, UnknownTaskError
 from .._message import TaskRecord, TaskStatus
 from .._task import PreparedTask, TaskOptions
 from ._model import JobRecord, JobState, OrderEvent, OrderRecord, UnitRecord, UnitState
@@ -141,7 +141,13 @@ class TaskManager:
 
     def _prepare(self, unit: UnitRecord) -> PreparedTask[Any]:
         spec = self.order.order
-        definition = self.app.tasks[spec.task]
+        definition = self.app.tasks.get(spec.task)
+        if definition is None:
+            raise UnknownTaskError(
+                f"order {self.order.id} runs task {spec.task!r}, which is not registered on "
+                f"app {self.app.name!r} in this process; register it on every app that hosts "
+                "a Supervisor"
+            )
         kwargs = dict(spec.kwargs)
         kwargs.update(spec.per_unit_kwargs.get(unit.index, {}))
         if spec.unit_kwarg is not None:

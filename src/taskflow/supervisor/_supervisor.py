@@ -141,13 +141,17 @@ class Supervisor:
         clock = self.app.clock
         storage = self.app.storage
         while True:
-            token = await storage.acquire_lease(
-                LEASE_NAME, self.owner, ttl_s=self.lease_ttl_s, now=clock.time()
-            )
-            if token is None:
-                await clock.sleep(self.lease_ttl_s / 3)
-                continue
-            await self._lead_while_holding(token)
+            try:
+                token = await storage.acquire_lease(
+                    LEASE_NAME, self.owner, ttl_s=self.lease_ttl_s, now=clock.time()
+                )
+                if token is not None:
+                    await self._lead_while_holding(token)
+                    continue
+            except Exception:
+                # A backend outage must not end the candidacy: stand by and try again.
+                logger.exception("supervisor %s: error while leading or standing by", self.owner)
+            await clock.sleep(self.lease_ttl_s / 3)
 
     async def _lead_while_holding(self, token: int) -> None:
         logger.info("supervisor %s leads (token %d)", self.owner, token)
