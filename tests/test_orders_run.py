@@ -343,8 +343,8 @@ async def test_threshold_policy_tolerates_failures_up_to_its_limit(
         order_id = await shop.supervisor.submit(
             shop.order(6, plan, retries=0, failure_policy=FailurePolicy.threshold(2))
         )
-        await shop.next_event(order_id, lambda e: e.kind == "finished")
-        status = await shop.supervisor.status(order_id)
+        with anyio.fail_after(10):
+            status = await shop.supervisor.wait(order_id)
 
     assert status.state is OrderState.SUCCEEDED
     assert (status.counts.done, status.counts.failed) == (4, 2)

@@ -681,21 +681,26 @@ def _stored_counts(jobs: list[JobRecord]) -> Counts:
     return counts
 
 
+_LIVE_STATE: Final = {
+    TaskStatus.RUNNING: "running",
+    TaskStatus.DONE: "done",
+    TaskStatus.FAILED: "failed",
+    TaskStatus.EXPIRED: "failed",
+    TaskStatus.CANCELLED: "cancelled",
+}
+
+
 def _unit_counts(units: list[UnitRecord], live: Mapping[str, TaskStatus]) -> Counts:
+    """Count units by their stored state; a unit whose task is in the broker is counted by
+    its task's current status (`live`), which may be ahead of the job record."""
     counts = Counts()
     for unit in units:
-        if unit.status is UnitState.PLANNED:
-            counts.planned += 1
-        elif unit.status is UnitState.DONE:
-            counts.done += 1
-        elif unit.status is UnitState.FAILED:
-            counts.failed += 1
-        elif unit.status is UnitState.CANCELLED:
-            counts.cancelled += 1
-        elif live.get(unit.task_id) is TaskStatus.RUNNING:
-            counts.running += 1
+        if unit.status is UnitState.QUEUED:
+            task_status = live.get(unit.task_id)
+            field = "queued" if task_status is None else _LIVE_STATE.get(task_status, "queued")
         else:
-            counts.queued += 1
+            field = unit.status.value
+        setattr(counts, field, getattr(counts, field) + 1)
     return counts
 
 
