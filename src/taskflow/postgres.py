@@ -545,7 +545,11 @@ class PostgresStorage(Storage):
 
     async def _recheck_waiters(self) -> None:
         ids = list(self._waiters)
-        rows = await self.run(lambda conn: conn.fetch(self.sql.get_many, ids))
+        try:
+            rows = await self.run(lambda conn: conn.fetch(self.sql.get_many, ids))
+        except Exception:  # the server is still away: the next reconnect checks again
+            logger.warning("could not re-read the tasks result waiters wait for", exc_info=True)
+            return
         for row in rows:
             if TaskStatus(row["status"]).terminal:
                 self._notify_terminal(row["id"])
