@@ -142,8 +142,7 @@ class OrderStore:
         namespace = log_ns(event.order_id)
         seq = self._next_seq.get(event.order_id)
         if seq is None:
-            keys = await self.storage.kv_list(namespace)
-            seq = max((int(k) for k in keys), default=0) + 1
+            seq = await self._tail(namespace)
         while True:
             cursor = f"{seq:0{_CURSOR_WIDTH}d}"
             stamped = OrderEvent(
@@ -158,7 +157,12 @@ class OrderStore:
             if await self.storage.kv_set(namespace, cursor, encode(stamped), expect_version=0):
                 self._next_seq[event.order_id] = seq + 1
                 return stamped
-            seq += 1  # another process appended first
+            seq = await self._tail(namespace)  # another process appended meanwhile
+
+    async def _tail(self, namespace: str) -> int:
+        """The next free sequence number of a log."""
+        keys = await self.storage.kv_list(namespace)
+        return max((int(k) for k in keys), default=0) + 1
 
     async def events(self, order_id: str, after: str | None) -> list[OrderEvent]:
         """The order's logged events after cursor `after`, oldest first."""
