@@ -167,11 +167,15 @@ def _context_param(fn: Callable[..., Any], signature: inspect.Signature) -> str 
         hints = {name: p.annotation for name, p in signature.parameters.items()}
     for name, param in signature.parameters.items():
         hint = hints.get(name, param.annotation)
-        if hint is TaskContext or hint == "TaskContext":
+        # A raw string when other annotations cannot be resolved (TYPE_CHECKING imports):
+        # "TaskContext" or "taskflow.TaskContext".
+        if hint is TaskContext or (
+            isinstance(hint, str) and hint.rpartition(".")[2] == "TaskContext"
+        ):
             if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
                 raise TaskRegistrationError(
-                    f"{fn.__qualname__}: the TaskContext parameter {name!r} cannot be "
-                    "*args/**kwargs"
+                    f"{getattr(fn, '__qualname__', fn)}: the TaskContext parameter {name!r} "
+                    "cannot be *args/**kwargs"
                 )
             return name
     return None
