@@ -13,11 +13,13 @@ import anyio
 import anyio.to_thread
 import pytest
 
+import taskflow
 from taskflow import (
     GlobalConfig,
     QueueTasks,
     TaskCancelled,
     TaskContext,
+    TaskRegistrationError,
     TaskStatus,
     WorkerState,
 )
@@ -73,6 +75,28 @@ async def test_context_between_parameters_with_keyword_arguments(app: QueueTasks
             ]
             by_name = await app.add_task("mid", kwargs={"a": 3, "b": 4})
             assert await by_name.result(5) == [3, 1, 4]
+
+
+async def test_context_found_when_other_annotations_cannot_be_resolved(app: QueueTasks) -> None:
+    # Annotations are strings here; one names a type only imported under TYPE_CHECKING, so
+    # typing.get_type_hints fails and the raw "taskflow.TaskContext" string must still count.
+    @app.task
+    async def who(ctx: taskflow.TaskContext, amount: Decimal) -> str:  # noqa: F821
+        return ctx.task_id
+
+    assert who.definition.context_param == "ctx"
+    with anyio.fail_after(10):
+        async with app.running():
+            handle = await who.add_task(3)  # type: ignore[arg-type]
+            assert await handle.result(timeout=5) == handle.task_id
+
+
+def test_context_cannot_be_var_args(app: QueueTasks) -> None:
+    async def bad(*ctx: TaskContext) -> None:
+        pass
+
+    with pytest.raises(TaskRegistrationError, match=r"'ctx' cannot be \*args"):
+        app.task(bad)
 
 
 async def test_no_context_unless_annotated(app: QueueTasks) -> None:
