@@ -363,6 +363,43 @@ async def test_dedup_ttl_keeps_the_key_after_the_task_ends(
             assert await later.result(timeout=5) == 3
 
 
+async def test_dedup_keys_are_scoped_to_their_queue(app: QueueTasks) -> None:
+    @app.task
+    async def job() -> None:
+        pass
+
+    async with app:
+        first = await job.options(dedup_key="k", queue="a").add_task()
+        other_queue = await job.options(dedup_key="k", queue="b").add_task()
+    assert first.task_id != other_queue.task_id
+
+
+async def test_a_worker_claims_only_its_queues(app: QueueTasks) -> None:
+    ran: list[str] = []
+
+    @app.task(queue="emails")
+    async def send(to: str) -> None:
+        ran.append(to)
+
+    @app.task
+    async def default_job() -> None:
+        ran.append("default")
+
+    with anyio.fail_after(10):
+        async with app:
+            on_default = await default_job.add_task()
+            email = await send.add_task("ada")
+            rerouted = await send.options(queue="default").add_task("bob")
+            async with app.running(queues=["default"]):
+                await on_default.result(timeout=5)
+                await rerouted.result(timeout=5)
+                await anyio.wait_all_tasks_blocked()
+                assert await email.status() is TaskStatus.QUEUED
+            async with app.running(queues=["emails"]):
+                await email.result(timeout=5)
+    assert sorted(ran[:2]) == ["bob", "default"] and ran[2:] == ["ada"]
+
+
 async def test_same_task_id_twice_returns_the_first_task(app: QueueTasks) -> None:
     @app.task
     async def job(n: int) -> int:
