@@ -156,7 +156,6 @@ class Supervisor:
     async def _lead_while_holding(self, token: int) -> None:
         logger.info("supervisor %s leads (token %d)", self.owner, token)
         self._leader_token = token
-        self._seen_changes = -1
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._keep_lease, token, tg.cancel_scope)
@@ -191,6 +190,8 @@ class Supervisor:
         clock = self.app.clock
         while True:
             self._wake_leader = anyio.Event()
+            # Read before scanning: a change made during the scan is then seen as a change.
+            self._seen_changes = await self.store.changes()
             next_due = await self._scan(tg)
             wake_at = clock.time() + self.tick_s
             if next_due is not None:
@@ -202,14 +203,11 @@ class Supervisor:
             )
 
     async def _watch_changes(self) -> None:
+        """Return once the change counter moved (orders changed by another process)."""
         while True:
-            seen = await self.store.changes()
-            if seen != self._seen_changes:
-                first = self._seen_changes == -1
-                self._seen_changes = seen
-                if not first:
-                    return
             await self.app.clock.sleep(self.poll_s)
+            if await self.store.changes() != self._seen_changes:
+                return
 
     async def _scan(self, tg: anyio.abc.TaskGroup) -> float | None:
         """Start managers for due and running jobs, roll every active order up; return the
