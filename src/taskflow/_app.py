@@ -8,6 +8,7 @@ into the loop that owns the app (`_call_sync`). Running tasks lives in `_worker.
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import contextlib
 import logging
@@ -427,12 +428,13 @@ class QueueTasks:
     def _call_sync(self, fn: Callable[..., Awaitable[R]], *args: Any) -> R:
         """Run ``await fn(*args)`` on the loop that owns the app, from synchronous code."""
         token = self._loop_token
+        if (token is not None and threading.get_ident() == self._loop_thread) or _in_event_loop():
+            # Blocking here would freeze the loop (and deadlock if it is the app's own).
+            raise LifecycleError(
+                "a blocking call (SyncTask / SyncResult) was made on a thread that runs an event "
+                "loop; inside async code use AsyncTask / AsyncResult with await"
+            )
         if token is not None:
-            if threading.get_ident() == self._loop_thread:
-                raise LifecycleError(
-                    "a blocking call (SyncTask / SyncResult) was made on the event loop that runs "
-                    "the app; inside async code use AsyncTask / AsyncResult with await"
-                )
             result: R = anyio.from_thread.run(_awaiting, fn, *args, token=token)
             return result
         result = self._private_portal().call(_awaiting, fn, *args)
@@ -700,6 +702,15 @@ def _expires_at(value: Any, now: float) -> float | None:
     if isinstance(value, int | float) or hasattr(value, "total_seconds"):
         return now + to_seconds(value, "expires")
     return to_timestamp(value)
+
+
+def _in_event_loop() -> bool:
+    """True if this thread is running an asyncio event loop right now."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 async def _awaiting(fn: Callable[..., Awaitable[R]], *args: Any) -> R:
