@@ -113,3 +113,15 @@ def test_a_producer_without_a_loop_opens_the_app_on_a_private_loop(app: QueueTas
     finally:
         app.close_sync()
     assert not app.is_open
+
+
+async def test_sync_task_inside_any_running_loop_is_refused_even_before_the_app_opens(
+    app: QueueTasks,
+) -> None:
+    @app.task(name="add")
+    async def add(a: int, b: int) -> int:
+        return a + b
+
+    with pytest.raises(LifecycleError, match="AsyncTask / AsyncResult with await"):
+        SyncTask(app).add_task("add", args=(2, 3))
+    assert not app.is_open  # it did not start a private loop behind the caller's back
