@@ -436,6 +436,8 @@ class Worker:
         finally:
             slot.run = None
             run.slot = None
+            if run.interrupt_reason is not None:
+                _forget_interrupt_cancel(run)
 
     # -- outcomes --------------------------------------------------------------------------
 
@@ -766,6 +768,15 @@ class Worker:
                     "could not release %d task(s) on exit; their leases will lapse", len(outcomes)
                 )
         self._runs.clear()
+
+
+def _forget_interrupt_cancel(run: _Run) -> None:
+    """Undo the ``Task.cancel()`` of `_Run.interrupt` when no CancelledError ended the run (the
+    task caught it and returned or raised), so the next task on this slot does not start with
+    a stale cancellation request that asyncio.timeout / TaskGroup would count."""
+    task = asyncio.current_task()
+    if run.kind in ("async", "async_generator") and task is not None and task.cancelling():
+        task.uncancel()
 
 
 async def _first_of(*awaitables: Any) -> None:
