@@ -7,6 +7,7 @@ Memory backend, `FakeClock` for every timeout, lease and heartbeat.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Iterator
 
@@ -204,6 +205,36 @@ async def test_a_timed_out_task_is_retried_if_retries_remain(
             await clock.advance(10)
             assert await handle.result(timeout=5) == 2
             assert (await handle.info()).attempts == 2
+
+
+async def test_a_task_that_swallows_its_timeout_leaves_no_stale_cancel_on_the_slot(
+    app: QueueTasks, clock: FakeClock
+) -> None:
+    """asyncio counts cancellation requests per task (TaskGroup and timeout rely on the count);
+    the next task on the same slot must not inherit the interrupted one's request."""
+
+    @app.task(timeout=5)
+    async def stubborn() -> str:
+        try:
+            await anyio.sleep_forever()
+        except BaseException:
+            return "ignored the cancel"
+        return "unreachable"
+
+    @app.task
+    async def next_on_slot() -> int:
+        task = asyncio.current_task()
+        assert task is not None
+        return task.cancelling()
+
+    with anyio.fail_after(10):
+        async with app.running(concurrency=1):
+            handle = await stubborn.add_task()
+            await anyio.wait_all_tasks_blocked()
+            await clock.advance(5)
+            with pytest.raises(TaskFailed, match="TaskTimeout"):
+                await handle.result(timeout=5)
+            assert await (await next_on_slot.add_task()).result(timeout=5) == 0
 
 
 async def test_a_sync_task_past_its_timeout_keeps_its_slot_until_it_returns(
