@@ -24,7 +24,14 @@ if TYPE_CHECKING:
     from ._task import TaskDefinition
     from ._worker import _Run
 
-__all__ = ["InvalidArguments", "TaskExecutor", "TaskTimeout", "error_info", "retry_delay"]
+__all__ = [
+    "InvalidArguments",
+    "TaskExecutor",
+    "TaskTimeout",
+    "error_info",
+    "retry_delay",
+    "safe_str",
+]
 
 _DONE: Final = object()
 
@@ -40,7 +47,16 @@ class UnencodableResult(TaskflowError, TypeError):
 def error_info(exc: BaseException, *, with_traceback: bool = True) -> ErrorInfo:
     """The stored form of an exception: type name, message, formatted traceback."""
     tb = "".join(traceback.format_exception(exc)) if with_traceback else ""
-    return ErrorInfo(type(exc).__name__, str(exc), tb)
+    return ErrorInfo(type(exc).__name__, safe_str(exc), tb)
+
+
+def safe_str(exc: BaseException) -> str:
+    """``str(exc)``, or a placeholder if the exception's own ``__str__`` fails (a task's odd
+    exception must not take the worker's job path down with it)."""
+    try:
+        return str(exc)
+    except Exception as err:
+        return f"<str() of the {type(exc).__name__} failed: {type(err).__name__}>"
 
 
 def retry_delay(backoff_s: float, attempt: int, cap_s: float) -> float:

@@ -39,6 +39,7 @@ from ._executor import (
     UnencodableResult,
     encode_result,
     outcome_for_error,
+    safe_str,
 )
 from ._message import (
     Delivery,
@@ -331,6 +332,13 @@ class Worker:
             self._busy += 1
             try:
                 await self._process(slot, run)
+            except Exception:
+                # A bug in the job path must cost one task, never the slot (and with it the
+                # task's lease, renewed forever by the heartbeat).
+                logger.exception("task %s: the worker failed while handling it", run.task_id)
+                self._fail_now(
+                    run, "WorkerError", "the worker failed while handling this task; see its log"
+                )
             finally:
                 self._busy -= 1
                 waiter = self._capacity_waiter
@@ -491,7 +499,7 @@ class Worker:
                 message.name,
                 run.attempt,
                 type(exc).__name__,
-                exc,
+                safe_str(exc),
             )
         else:
             logger.info(
@@ -500,7 +508,7 @@ class Worker:
                 message.name,
                 run.attempt,
                 type(exc).__name__,
-                exc,
+                safe_str(exc),
             )
         self._finish(outcome)
 
