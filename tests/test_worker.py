@@ -14,6 +14,7 @@ from collections.abc import Iterator
 import anyio
 import pytest
 
+import taskflow._worker
 from taskflow import (
     CancelResult,
     GlobalConfig,
@@ -153,6 +154,54 @@ async def test_a_result_msgspec_cannot_encode_fails_the_task(app: QueueTasks) ->
                 await handle.result(timeout=5)
             assert info.value.error_type == "UnencodableResult"
             assert (await handle.info()).attempts == 1
+
+
+async def test_an_exception_whose_str_fails_is_stored_and_the_worker_goes_on(
+    app: QueueTasks,
+) -> None:
+    class Odd(Exception):
+        def __str__(self) -> str:
+            raise RuntimeError("no text")
+
+    @app.task
+    async def odd() -> None:
+        raise Odd()
+
+    @app.task
+    async def fine() -> int:
+        return 1
+
+    with anyio.fail_after(10):
+        async with app.running(concurrency=1):
+            with pytest.raises(TaskFailed) as info:
+                await (await odd.add_task()).result(timeout=5)
+            assert info.value.error_type == "Odd"
+            assert "str() of the Odd failed" in info.value.error_message
+            assert await (await fine.add_task()).result(timeout=5) == 1
+
+
+async def test_a_bug_in_the_job_path_fails_that_task_only(
+    app: QueueTasks, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    @app.task
+    async def victim() -> int:
+        return 1
+
+    @app.task(store_result=False)
+    async def survivor() -> int:
+        return 2
+
+    def broken_encoder(value: object) -> bytes:
+        raise RuntimeError("a bug in the worker")
+
+    monkeypatch.setattr(taskflow._worker, "encode_result", broken_encoder)
+    with anyio.fail_after(10):
+        async with app.running(concurrency=1):
+            with pytest.raises(TaskFailed) as info:
+                await (await victim.add_task()).result(timeout=5)
+            assert info.value.error_type == "WorkerError"
+            # the one slot survived: the next task (which stores nothing) still runs
+            assert await (await survivor.add_task()).result(timeout=5) is None
 
 
 # -- timeouts ------------------------------------------------------------------------------
