@@ -171,3 +171,16 @@ async def test_a_plan_that_cannot_carry_the_total_is_refused_at_submit(
     async with app:
         with pytest.raises(OrderError, match=message):
             await Supervisor(app).submit(Order(task=unit.name, total=total, plan=plan))
+
+
+def test_the_public_surface_of_taskflow_supervisor_is_its_all() -> None:
+    import types
+
+    import taskflow.supervisor as supervisor
+
+    public = {
+        name
+        for name, value in vars(supervisor).items()
+        if not name.startswith("_") and not isinstance(value, types.ModuleType)
+    }
+    assert public == set(supervisor.__all__)

@@ -474,3 +474,50 @@ async def test_submit_with_a_chosen_id_is_idempotent_and_unknown_tasks_are_refus
             await shop.supervisor.submit(Order(task="nope", total=1, plan=Plan.at_once()))
 
     assert status.total == 3 and len(status.jobs) == 1
+
+
+async def test_unit_arguments_fixed_per_unit_and_index(clock: FakeClock) -> None:
+    app = QueueTasks("args", clock=clock)
+    seen: dict[int, tuple[str, str]] = {}
+
+    @app.task(name="args.greet")
+    async def greet(greeting: str, *, name: str = "world", n: int) -> None:
+        seen[n] = (greeting, name)
+
+    supervisor = Supervisor(app)
+    supervisor.attach()
+    order = Order(
+        task=greet.name,
+        total=3,
+        plan=Plan.at_once(),
+        args=["hello"],
+        kwargs={"name": "all"},
+        per_unit_kwargs={1: {"name": "one"}},
+        unit_kwarg="n",
+    )
+    async with app.running(concurrency=3):
+        order_id = await supervisor.submit(order)
+        with anyio.fail_after(10):
+            status = await supervisor.wait(order_id)
+
+    assert status.state is OrderState.SUCCEEDED
+    assert seen == {0: ("hello", "all"), 1: ("hello", "one"), 2: ("hello", "all")}
+
+
+async def test_stored_unit_times_are_the_planned_ones(
+    memory_broker: Broker, clock: FakeClock
+) -> None:
+    from taskflow.supervisor._plan import spread_times
+
+    shop = Shop(memory_broker, clock, attach=False)
+    plan = _plan(3)
+    async with shop.app:
+        order_id = await shop.supervisor.submit(shop.order(8, plan))
+        jobs = await shop.supervisor.store.jobs(order_id)
+
+    counts = [2, 3, 3]  # 8 over 3 days: the larger shares spaced out (even_split)
+    for (job, _), day, count in zip(jobs.values(), plan.days(), counts, strict=True):
+        assert job.day == day and job.state is JobState.PLANNED
+        assert [u.at for u in job.units] == spread_times(plan, day, count, seed=order_id)
+    indexes = [u.index for job, _ in jobs.values() for u in job.units]
+    assert indexes == list(range(8))
