@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Iterable, Sequence
 from typing import Any, Final
 from urllib.parse import unquote, urlsplit
@@ -538,7 +539,8 @@ class RedisBroker(Broker):
             want = limit - len(deliveries)
             if want <= 0:
                 break
-            reply = await rs.run_queue_script("claim", queue, now, [str(want), *fixed])
+            nonce = os.urandom(8).hex()
+            reply = await rs.run_queue_script("claim", queue, now, [str(want), *fixed, nonce])
             self._claim_gens[(worker_id, queue)] = reply[0]
             for j in range(1, len(reply), 4):
                 deliveries.append(

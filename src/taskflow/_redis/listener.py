@@ -30,6 +30,7 @@ logger = logging.getLogger("taskflow.redis")
 _CONFIRM_TIMEOUT_S = 10.0
 _BACKOFF_FIRST_S = 0.05
 _BACKOFF_MAX_S = 2.0
+_SUBSCRIBE_ATTEMPTS = 8
 
 
 class _NodeSubscription:
@@ -97,14 +98,25 @@ class Listener:
     async def _send_subscribe(self, channel: str) -> None:
         node = self._node_for(channel)
         self._confirmed[channel] = asyncio.Event()
-        try:
-            if self._sharded:
-                await node.pubsub.ssubscribe(channel)
-            else:
-                await node.pubsub.subscribe(channel)
-        except BaseException:
-            del self._confirmed[channel]
-            raise
+        backoff = _BACKOFF_FIRST_S
+        for attempt in range(_SUBSCRIBE_ATTEMPTS):
+            try:
+                if self._sharded:
+                    await node.pubsub.ssubscribe(channel)
+                else:
+                    await node.pubsub.subscribe(channel)
+                break
+            except asyncio.CancelledError:
+                del self._confirmed[channel]
+                raise
+            except Exception as exc:
+                # The reader may be reconnecting this very connection; try again shortly.
+                if attempt + 1 == _SUBSCRIBE_ATTEMPTS:
+                    del self._confirmed[channel]
+                    raise
+                logger.info("subscribing to %s failed (%r); retrying", channel, exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, _BACKOFF_MAX_S)
         if node.reader is None or node.reader.done():
             node.reader = asyncio.create_task(
                 self._read_forever(node), name="taskflow-redis-pubsub"

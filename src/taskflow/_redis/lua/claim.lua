@@ -6,10 +6,28 @@
 -- A task whose lease lapsed stays RUNNING under its old token (and in the 'lap' set) while it
 -- waits in the ready set, so a late outcome or renewal of its old worker is still accepted
 -- until another worker claims it.
+-- ARGV[11] is a nonce of this claim call: if the client repeats the call because the reply was
+-- lost (a connection dropped), the same deliveries are returned instead of a second batch that
+-- nobody would run until its leases lapse.
 -- Returns {generation at start, id, token, attempt, message, id, token, ...}.
 local limit = tonumber(ARGV[6])
-local LX, WID, RX, LEASE_ERR = ARGV[7], ARGV[8], ARGV[9], ARGV[10]
+local LX, WID, RX, LEASE_ERR, NONCE = ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11]
 local out = {redis.call('GET', K .. 'gen') or '0'}
+local last_key = K .. 'lc:' .. WID
+
+if redis.call('LINDEX', last_key, 0) == NONCE then
+  local ids = redis.call('LRANGE', last_key, 1, -1)
+  for _, id in ipairs(ids) do
+    local f = redis.call('HMGET', rkey(id), 'st', 'tok', 'att', 'msg', 'wid')
+    if f[1] == 'running' and f[5] == WID then
+      out[#out + 1] = id
+      out[#out + 1] = f[2]
+      out[#out + 1] = f[3]
+      out[#out + 1] = f[4]
+    end
+  end
+  return out
+end
 
 local due = redis.call('ZRANGEBYSCORE', K .. 'sched', '-inf', NOW, 'WITHSCORES')
 for j = 1, #due, 2 do
@@ -72,5 +90,15 @@ for _, pr in ipairs(prios) do
     end
   end
   if redis.call('EXISTS', rk) == 0 then redis.call('ZREM', K .. 'prios', pr) end
+end
+
+-- Remember this call's deliveries for a repeated call (expiry only collects the garbage of
+-- workers that went away; correctness never depends on it).
+if #out > 1 then
+  local last = {NONCE}
+  for j = 2, #out, 4 do last[#last + 1] = out[j] end
+  redis.call('DEL', last_key)
+  redis.call('RPUSH', last_key, unpack(last))
+  redis.call('PEXPIRE', last_key, 86400000)
 end
 return out
