@@ -413,7 +413,17 @@ class QueueTasks:
         """Run a worker on an event loop in a background thread, for synchronous programs.
 
         Inside the block, `SyncTask` / `SyncResult` (and the blocking API) talk to it.
+
+        Raises:
+            LifecycleError: the app is already open (on another loop, which owns its backend).
         """
+        if self._state == "open":
+            raise LifecycleError(
+                f"run_in_thread() starts its own event loop, but app {self.name!r} is already "
+                "open on another one (SyncTask opens it on a private loop when no worker runs): "
+                "enter run_in_thread() before sending, or use `async with app.running():` on "
+                "the loop that opened the app"
+            )
         starter = Starter(self, concurrency=concurrency, queues=queues)
         with anyio.from_thread.start_blocking_portal(backend_options=_loop_options()) as portal:
             future, _ = portal.start_task(starter.serve)

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 
 from ._context import TaskContext, WorkerState
 from ._exceptions import LifecycleError
@@ -216,6 +217,13 @@ class Worker:
             raise LifecycleError("a Worker runs once; create a new Worker to run again")
         if not self.app.is_open:
             raise LifecycleError("open the app before running a worker (`async with app:`)")
+        if self.app._loop_token != anyio.lowlevel.current_token():
+            # Its backend connections and futures belong to the loop that opened it.
+            raise LifecycleError(
+                "the app was opened on another event loop (for example by SyncTask before any "
+                "worker ran); run the worker on the loop that opened the app, or start the "
+                "worker first (app.run_in_thread) and send through it"
+            )
         self._started = True
         self._executor = TaskExecutor(anyio.CapacityLimiter(self._config.thread_pool_size))
         loop = asyncio.get_running_loop()
