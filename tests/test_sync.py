@@ -23,6 +23,7 @@ from taskflow import (
     TaskFailed,
     TaskStatus,
     TimeoutError,  # noqa: A004 - the deliberate builtin twin under test
+    Worker,
 )
 
 
@@ -125,3 +126,32 @@ async def test_sync_task_inside_any_running_loop_is_refused_even_before_the_app_
     with pytest.raises(LifecycleError, match="AsyncTask / AsyncResult with await"):
         SyncTask(app).add_task("add", args=(2, 3))
     assert not app.is_open  # it did not start a private loop behind the caller's back
+
+
+def test_run_in_thread_refuses_an_app_already_open_on_another_loop(app: QueueTasks) -> None:
+    @app.task(name="add")
+    def add(a: int, b: int) -> int:
+        return a + b
+
+    try:
+        SyncTask(app).add_task("add", args=(1, 2))  # opens the app on a private loop
+        with pytest.raises(LifecycleError, match="already open on another"), app.run_in_thread():
+            pytest.fail("the worker must not start on a loop that does not own the app")
+    finally:
+        app.close_sync()
+
+
+async def test_a_worker_refuses_an_app_opened_on_another_loop(app: QueueTasks) -> None:
+    @app.task(name="add")
+    def add(a: int, b: int) -> int:
+        return a + b
+
+    def send_from_plain_code() -> None:
+        SyncTask(app).add_task("add", args=(1, 2))  # opens the app on a private loop
+
+    await anyio.to_thread.run_sync(send_from_plain_code)
+    try:
+        with pytest.raises(LifecycleError, match="opened on another event loop"):
+            await Worker(app).run()
+    finally:
+        await anyio.to_thread.run_sync(app.close_sync)
