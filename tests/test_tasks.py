@@ -20,6 +20,7 @@ import taskflow._executor
 from taskflow import (
     AsyncResult,
     AsyncTask,
+    BackendUnavailable,
     GlobalConfig,
     QueueTasks,
     Retry,
@@ -538,6 +539,26 @@ async def test_delayed_task_runs_only_when_its_time_comes(
             await step(clock, 10)
             await at_time.result(timeout=5)
     assert ran_at == [start + 10, start + 20]
+
+
+async def test_delay_and_eta_together_are_refused(app: QueueTasks, clock: FakeClock) -> None:
+    @app.task
+    async def stamp() -> None:
+        pass
+
+    async with app:
+        with pytest.raises(ValueError, match="either delay= or eta="):
+            await stamp.options(delay=5, eta=clock.time() + 5).add_task()
+
+
+async def test_a_transaction_handle_needs_a_backend_that_can_enlist(app: QueueTasks) -> None:
+    @app.task
+    async def stamp() -> None:
+        pass
+
+    async with app:
+        with pytest.raises(BackendUnavailable, match="PostgreSQL"):
+            await stamp.options(connection=object()).add_task()
 
 
 async def test_naive_eta_is_refused(app: QueueTasks) -> None:
