@@ -343,6 +343,27 @@ async def test_cancel_a_queued_task(app: QueueTasks) -> None:
     assert ran == []
 
 
+async def test_cancel_a_task_waiting_for_its_retry(app: QueueTasks, clock: FakeClock) -> None:
+    runs: list[float] = []
+
+    @app.task(retries=3, retry_backoff=10)
+    async def flaky() -> None:
+        runs.append(clock.time())
+        raise ConnectionError("blink")
+
+    with anyio.fail_after(10):
+        async with app.running():
+            handle = await flaky.add_task()
+            await anyio.wait_all_tasks_blocked()
+            assert await handle.status() is TaskStatus.RETRYING
+            assert await handle.cancel() is CancelResult.CANCELLED
+            await clock.advance(100)
+            await anyio.wait_all_tasks_blocked()
+            with pytest.raises(TaskCancelled):
+                await handle.result(timeout=5)
+    assert len(runs) == 1
+
+
 async def test_cancel_a_running_async_task_interrupts_it_at_the_next_heartbeat(
     app: QueueTasks, clock: FakeClock
 ) -> None:
