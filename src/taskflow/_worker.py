@@ -32,6 +32,7 @@ import anyio
 import anyio.abc
 import anyio.lowlevel
 
+from ._clock import SystemClock
 from ._context import TaskContext, WorkerState
 from ._exceptions import LifecycleError
 from ._executor import (
@@ -186,6 +187,10 @@ class Worker:
         self._deadline_seq = itertools.count()
         self._deadline_event = asyncio.Event()
         self._stop_event = asyncio.Event()
+        # The claimer's idle wait: one future, resolved by the work watcher, a timer or stop().
+        self._idle_waiter: asyncio.Future[None] | None = None
+        self._work_pending = False
+        self._claim_started = asyncio.Event()
         self._stopping = False
         self._started = False
         self._executor: TaskExecutor | None = None
@@ -202,6 +207,7 @@ class Worker:
         `GlobalConfig.shutdown_grace_s`, then cancel and release the rest."""
         self._stopping = True
         self._stop_event.set()
+        self._wake_claimer()
 
     async def run(
         self, *, task_status: anyio.abc.TaskStatus[Worker] = anyio.TASK_STATUS_IGNORED
@@ -238,6 +244,7 @@ class Worker:
         )
         try:
             async with anyio.create_task_group() as tg:
+                tg.start_soon(self._watch_for_work)
                 tg.start_soon(self._flush_loop)
                 tg.start_soon(self._heartbeat_loop)
                 tg.start_soon(self._report_loop)
@@ -261,6 +268,8 @@ class Worker:
             if free <= 0:
                 await self._wait_capacity()
                 continue
+            self._work_pending = False
+            self._claim_started.set()
             try:
                 deliveries = await broker.claim(
                     self.queues,
@@ -304,21 +313,61 @@ class Worker:
         await asyncio.sleep(0)
 
     async def _wait_for_work(self) -> None:
-        broker = self.app.broker
+        """Idle: wait for pushed work, the next due time (bounded by idle_poll_s), or stop."""
         now = self._clock.time()
         try:
-            due = await broker.next_due(self.queues, now=now)
+            due = await self.app.broker.next_due(self.queues, now=now)
         except Exception:
             logger.exception("next_due failed")
             due = None
         timeout = self._config.idle_poll_s
         if due is not None:
             timeout = min(timeout, max(0.0, due - now))
-        await _first_of(
-            broker.wait_for_work(self.queues, worker_id=self.worker_id),
-            self._clock.sleep(timeout),
-            self._stop_event.wait(),
-        )
+        if self._work_pending or self._stopping:
+            return
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+        self._idle_waiter = waiter
+        timer: asyncio.TimerHandle | asyncio.Task[None] | None
+        if isinstance(self._clock, SystemClock):
+            timer = loop.call_later(timeout, self._wake_claimer)
+        else:
+            timer = loop.create_task(self._wake_after(timeout))
+        try:
+            await waiter
+        finally:
+            self._idle_waiter = None
+            timer.cancel()
+
+    async def _wake_after(self, seconds: float) -> None:
+        await self._clock.sleep(seconds)
+        self._wake_claimer()
+
+    def _wake_claimer(self) -> None:
+        waiter = self._idle_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def _watch_for_work(self) -> None:
+        """Turn the backend's work pushes into wake-ups of the claimer, one per claim.
+
+        `Broker.wait_for_work` returns at once if work arrived after this worker's last claim
+        began, so asking again only after the next claim started loses no wake-up.
+        """
+        broker = self.app.broker
+        while True:
+            try:
+                await broker.wait_for_work(self.queues, worker_id=self.worker_id)
+            except Exception:
+                logger.exception("waiting for work failed; relying on the idle sweep")
+                await self._clock.sleep(self._config.idle_poll_s)
+                continue
+            # Wait for a claim that starts *after* this wake-up, or a busy claimer would make
+            # wait_for_work return at once, forever.
+            self._claim_started.clear()
+            self._work_pending = True
+            self._wake_claimer()
+            await self._claim_started.wait()
 
     async def _sleep_or_stop(self, seconds: float) -> None:
         await _first_of(self._clock.sleep(seconds), self._stop_event.wait())
