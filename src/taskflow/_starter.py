@@ -81,8 +81,10 @@ class Starter:
         if opened_here:
             await app.open()
         try:
-            await app._run_startup(self.state)
             try:
+                # Inside the try: if a later startup hook fails, the shutdown hooks still close
+                # what the earlier ones opened (hooks must tolerate a missing resource).
+                await app._run_startup(self.state)
                 worker = Worker(
                     app, concurrency=self.concurrency, queues=self.queues, state=self.state
                 )
