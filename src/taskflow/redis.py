@@ -17,6 +17,7 @@ the shared pub/sub listener (``_redis/listener.py``).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 from collections.abc import Iterable, Sequence
@@ -278,11 +279,13 @@ class RedisStorage(Storage):
         """Each task's stored hash and yields (None if unknown), one script call per queue."""
         queues = await self.resolve_queues(task_ids)
         watched = {
-            q for tid, q in zip(task_ids, queues, strict=True) if q and self._has_waiters(tid)
+            self.done_channel(q, tid)
+            for tid, q in zip(task_ids, queues, strict=True)
+            if q and self._has_waiters(tid)
         }
         if watched:
             # Subscribe *before* reading, so a completion in between is still pushed to us.
-            await self._require_listener().subscribe(self.qkey(q, "done") for q in watched)
+            await self._require_listener().subscribe(watched)
         groups = _group(queues)
         out: list[tuple[dict[bytes, bytes], list[bytes]] | None] = [None] * len(task_ids)
         replies = await asyncio.gather(
@@ -324,12 +327,12 @@ class RedisStorage(Storage):
         return self._listener
 
     async def _ensure_listening(self) -> None:
-        # The listener subscribes per queue, lazily: `fetch_raw` subscribes to the "done"
-        # channel of every queue that has a waiter before it reads the state.
+        # The listener subscribes lazily: `fetch_raw` subscribes to the "done" channel of every
+        # waited task (one of 256 per queue) before it reads the state.
         self._require_listener()
 
     def _on_message(self, channel: str, data: bytes) -> None:
-        if channel.endswith(":done"):
+        if ":done:" in channel:
             try:
                 task_id, rest = _take(data, 0)
             except ValueError:  # a bare id (a peer of another version): waiters re-read it
@@ -358,7 +361,13 @@ class RedisStorage(Storage):
 
     def _done_channel_of(self, task_id: str) -> str | None:
         queue = tagged_queue(task_id) or self._id_queues.get(task_id)
-        return None if queue is None else self.qkey(queue, "done")
+        return None if queue is None else self.done_channel(queue, task_id)
+
+    def done_channel(self, queue: str, task_id: str) -> str:
+        """The channel a task's terminal record is published on: one of 256 per queue, by the
+        id's SHA1 (``done_channel`` in lua/common.lua)."""
+        bucket = hashlib.sha1(task_id.encode()).hexdigest()[:2]
+        return self.qkey(queue, f"done:{bucket}")
 
     async def _recheck(self, task_ids: list[str]) -> None:
         try:
@@ -738,8 +747,18 @@ def _progress_text(progress: Progress | None) -> str:
     return f"{progress.done}/{total}"
 
 
+def _frame(items: list[str | bytes]) -> bytes:
+    """Frame a batch as one argument, ``<len>:<bytes>`` each (``unframe`` in lua/common.lua)."""
+    parts: list[bytes] = []
+    for item in items:
+        data = item.encode() if isinstance(item, str) else item
+        parts.append(b"%d:" % len(data))
+        parts.append(data)
+    return b"".join(parts)
+
+
 def _enqueue_args(messages: Sequence[TaskMessage], now: float) -> list[Any]:
-    args: list[Any] = [str(len(messages))]
+    args: list[str | bytes] = []
     for m in messages:
         scheduled = m.eta is not None and m.eta > now
         due = now if m.eta is None else m.eta
@@ -755,11 +774,11 @@ def _enqueue_args(messages: Sequence[TaskMessage], now: float) -> list[Any]:
             m.order_id or "",
             "" if m.store_result else "1",
         ]
-    return args
+    return [_frame(args)]
 
 
 def _complete_args(outcomes: Sequence[Outcome]) -> list[Any]:
-    args: list[Any] = [str(len(outcomes))]
+    args: list[str | bytes] = []
     for o in outcomes:
         args += [
             o.task_id,
@@ -771,7 +790,7 @@ def _complete_args(outcomes: Sequence[Outcome]) -> list[Any]:
             _opt_t(o.retry_at),
             _opt_t(o.result_expires_at),
         ]
-    return args
+    return [_frame(args)]
 
 
 def _record(fields: dict[bytes, bytes], yields: list[bytes], now: float) -> TaskRecord:

@@ -21,8 +21,9 @@ for j = 7, #ARGV do
     -- A scheduled task may already sit in a ready set (promoted when it became due).
     ready_remove(f[3], f[4])
     redis.call('ZREM', K .. 'sched', id)
-    finish(id, 'cancelled', '', '', RX, f[2], f[5], '')
+    finish(id, 'cancelled', '', '', RX, f[2], f[5], '', '')
     out[#out + 1] = 'cancelled'
   end
 end
+flush()
 return out

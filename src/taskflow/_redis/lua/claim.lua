@@ -30,9 +30,9 @@ if redis.call('LINDEX', last_key, 0) == NONCE then
 end
 
 local due = redis.call('ZRANGEBYSCORE', K .. 'sched', '-inf', NOW, 'WITHSCORES')
+if #due > 0 then redis.call('ZREMRANGEBYSCORE', K .. 'sched', '-inf', NOW) end
 for j = 1, #due, 2 do
   local id, at = due[j], due[j + 1]
-  redis.call('ZREM', K .. 'sched', id)
   local f = redis.call('HMGET', rkey(id), 'st', 'pr', 'm')
   if f[1] == 'scheduled' or f[1] == 'retrying' then
     ready_add(f[2], at, f[3])
@@ -40,21 +40,23 @@ for j = 1, #due, 2 do
 end
 
 local lapsed = redis.call('ZRANGEBYSCORE', K .. 'run', '-inf', NOW, 'WITHSCORES')
+if #lapsed > 0 then redis.call('ZREMRANGEBYSCORE', K .. 'run', '-inf', NOW) end
 for j = 1, #lapsed, 2 do
   local id, at = lapsed[j], lapsed[j + 1]
-  redis.call('ZREM', K .. 'run', id)
   local f = redis.call('HMGET', rkey(id), 'st', 'att', 'rt', 'cr', 'pr', 'm', 'oid')
   if f[1] == 'running' then
     if f[4] == '1' then
-      finish(id, 'cancelled', '', '', RX, f[2], f[7], '')
+      finish(id, 'cancelled', '', '', RX, f[2], f[7], '', '')
     elseif tonumber(f[2]) >= tonumber(f[3]) + 1 then
-      finish(id, 'failed', '', LEASE_ERR, RX, f[2], f[7], 'LeaseExpired')
+      finish(id, 'failed', '', LEASE_ERR, RX, f[2], f[7], 'LeaseExpired', '')
     else
       redis.call('SADD', K .. 'lap', id)
       ready_add(f[5], at, f[6])
     end
   end
 end
+
+flush() -- the pop below reads the ready sets the steps above added to
 
 local need = limit
 local prios = redis.call('ZRANGE', K .. 'prios', 0, -1)
@@ -73,13 +75,13 @@ for _, pr in ipairs(prios) do
       local ok = st == 'queued' or st == 'scheduled' or st == 'retrying'
       if st == 'running' then ok = redis.call('SREM', K .. 'lap', id) == 1 end
       if ok and f[6] == '1' then
-        finish(id, 'cancelled', '', '', RX, f[2], f[5], '')
+        finish(id, 'cancelled', '', '', RX, f[2], f[5], '', '')
       elseif ok then
         local att = tonumber(f[2]) + 1
         local tok = tonumber(f[3]) + 1
         redis.call('HSET', r, 'st', 'running', 'att', att, 'tok', tok, 'sa', NOW, 'wid', WID,
           'lx', LX)
-        redis.call('ZADD', K .. 'run', LX, id)
+        zadd_later(K .. 'run', LX, id)
         event(id, 'running', att, f[5], '')
         out[#out + 1] = id
         out[#out + 1] = tok
@@ -91,6 +93,7 @@ for _, pr in ipairs(prios) do
   end
   if redis.call('EXISTS', rk) == 0 then redis.call('ZREM', K .. 'prios', pr) end
 end
+flush()
 
 -- Remember this call's deliveries for a repeated call (expiry only collects the garbage of
 -- workers that went away; correctness never depends on it).

@@ -6,6 +6,10 @@
 -- queue's hash slot; KEYS[1] names one of them so that a cluster client routes the call.
 -- Times are stored as the caller's text and compared with tonumber(); the server clock is
 -- never read.
+--
+-- Writes to the queue's sorted sets are collected and sent as one command per set at the end
+-- of the script (`flush`): each redis.call costs more than the work it does, so a batch of 100
+-- tasks makes a few set writes, not hundreds. Scripts that change them must call flush().
 local P = ARGV[1]
 local Q = ARGV[2]
 local NOW = ARGV[3]
@@ -15,8 +19,55 @@ local PUB = ARGV[5]
 local K = P .. '{' .. Q .. '}:'
 local TERMINAL = {done = true, failed = true, cancelled = true, expired = true}
 
+-- Split a framed batch "<len>:<bytes><len>:<bytes>..." (one argument instead of hundreds,
+-- which is much cheaper for the client to send) into its strings.
+local function unframe(s)
+  local out, pos, n = {}, 1, #s
+  while pos <= n do
+    local colon = string.find(s, ':', pos, true)
+    local len = tonumber(string.sub(s, pos, colon - 1))
+    out[#out + 1] = string.sub(s, colon + 1, colon + len)
+    pos = colon + len + 1
+  end
+  return out
+end
+
 local function rkey(id) return K .. 't:' .. id end
 local function ykey(id) return K .. 'y:' .. id end
+
+-- Deferred sorted-set writes: key -> {score, member, score, member, ...} or {member, ...}.
+local ZADDS = {}
+local ZREMS = {}
+local function zadd_later(key, score, member)
+  local t = ZADDS[key]
+  if not t then
+    t = {}
+    ZADDS[key] = t
+  end
+  t[#t + 1] = score
+  t[#t + 1] = member
+end
+local function zrem_later(key, member)
+  local t = ZREMS[key]
+  if not t then
+    t = {}
+    ZREMS[key] = t
+  end
+  t[#t + 1] = member
+end
+local function flush()
+  for key, t in pairs(ZREMS) do
+    for i = 1, #t, 1000 do
+      redis.call('ZREM', key, unpack(t, i, math.min(i + 999, #t)))
+    end
+  end
+  for key, t in pairs(ZADDS) do
+    for i = 1, #t, 1000 do
+      redis.call('ZADD', key, unpack(t, i, math.min(i + 999, #t)))
+    end
+  end
+  ZADDS, ZREMS = {}, {}
+end
 
 -- Append one event to the queue's capped stream (same script = same atomic step).
 local function event(id, kind, attempt, oid, detail)
@@ -34,11 +85,16 @@ end
 
 -- Make a message claimable: one sorted set per priority level (score: due time; member:
 -- zero-padded enqueue sequence + id, so ties keep enqueue order), and the set of levels.
+local LEVELS = {}
 local function ready_add(pr, score, m)
-  redis.call('ZADD', K .. 'r:' .. pr, score, m)
-  redis.call('ZADD', K .. 'prios', -tonumber(pr), pr)
+  zadd_later(K .. 'r:' .. pr, score, m)
+  if not LEVELS[pr] then
+    LEVELS[pr] = true
+    zadd_later(K .. 'prios', -tonumber(pr), pr)
+  end
 end
 
+-- Immediate (not deferred): the level's emptiness decides whether the level stays listed.
 local function ready_remove(pr, m)
   local rk = K .. 'r:' .. pr
   redis.call('ZREM', rk, m)
@@ -51,16 +107,29 @@ local function wake_workers()
   redis.call(PUB, K .. 'work', '1')
 end
 
--- Whether anyone listens on this queue's "done" channel (asked once per script call), so an
--- unwatched queue pays nothing for notifications.
-local WATCHED = nil
-local function watched()
-  if WATCHED == nil then
-    local cmd = 'NUMSUB'
-    if PUB == 'SPUBLISH' then cmd = 'SHARDNUMSUB' end
-    WATCHED = tonumber(redis.call('PUBSUB', cmd, K .. 'done')[2]) > 0
+-- Lapsed tasks waiting for re-delivery ('lap' set); most calls find it empty and skip SREMs.
+local LAPSED = nil
+local function take_lapsed(id)
+  if LAPSED == nil then LAPSED = redis.call('SCARD', K .. 'lap') > 0 end
+  return LAPSED and redis.call('SREM', K .. 'lap', id) == 1
+end
+
+-- Terminal records go to one of 256 "done" channels per queue, picked by the id's SHA1, and
+-- only if someone listens there: a waiter subscribes to its task's channel, so a queue whose
+-- results nobody waits for pays nothing, and one waiter does not make every task's record
+-- travel (the same bucket is computed in Python: RedisStorage.done_channel).
+local NUMSUB = 'NUMSUB'
+if PUB == 'SPUBLISH' then NUMSUB = 'SHARDNUMSUB' end
+local WATCHED = {}
+local function watched_channel(id)
+  local channel = K .. 'done:' .. string.sub(redis.sha1hex(id), 1, 2)
+  local w = WATCHED[channel]
+  if w == nil then
+    w = tonumber(redis.call('PUBSUB', NUMSUB, channel)[2]) > 0
+    WATCHED[channel] = w
   end
-  return WATCHED
+  if w then return channel end
+  return nil
 end
 
 -- The terminal record, pushed to waiters so they need not read it back: length-prefixed
@@ -82,32 +151,39 @@ local function packed_record(id)
 end
 
 -- Write a terminal state once: status, outcome, indexes, event, and the waiters' notification.
-local function finish(id, status, res, err, rx, attempt, oid, detail)
-  local r = rkey(id)
-  redis.call('HSET', r, 'st', status, 'fa', NOW)
-  if res ~= '' and redis.call('HGET', r, 'nr') ~= '1' then redis.call('HSET', r, 'res', res) end
-  if err ~= '' then redis.call('HSET', r, 'err', err) end
-  redis.call('ZREM', K .. 'run', id)
-  if status == 'failed' then redis.call('ZADD', K .. 'dead', NOW, id) end
-  if rx ~= '' then
-    redis.call('HSET', r, 'rx', rx)
-    redis.call('ZADD', K .. 'fin', rx, id)
+-- `nr` is the task's no-result flag ('1': the task does not store results).
+local function finish(id, status, res, err, rx, attempt, oid, detail, nr)
+  local fields = {'st', status, 'fa', NOW}
+  if res ~= '' and nr ~= '1' then
+    fields[#fields + 1] = 'res'
+    fields[#fields + 1] = res
   end
+  if err ~= '' then
+    fields[#fields + 1] = 'err'
+    fields[#fields + 1] = err
+  end
+  if rx ~= '' then
+    fields[#fields + 1] = 'rx'
+    fields[#fields + 1] = rx
+    zadd_later(K .. 'fin', rx, id)
+  end
+  redis.call('HSET', rkey(id), unpack(fields))
+  zrem_later(K .. 'run', id)
+  if status == 'failed' then zadd_later(K .. 'dead', NOW, id) end
   event(id, status, attempt, oid, detail)
-  if watched() then redis.call(PUB, K .. 'done', packed_record(id)) end
+  local channel = watched_channel(id)
+  if channel then redis.call(PUB, channel, packed_record(id)) end
 end
 
--- Store a new task record and make it claimable (or scheduled).
-local function create(id, msg, pr, due, sched, dk, dt, rt, oid, nr)
-  local seq = redis.call('INCR', K .. 'seq')
+-- Store a new task record and make it claimable (or scheduled). `seq` orders equal due times.
+local function create(id, msg, pr, due, sched, dk, dt, rt, oid, nr, seq)
   local m = string.format('%012x', seq) .. id
-  local r = rkey(id)
   local st = 'queued'
   if sched == '1' then st = 'scheduled' end
-  redis.call('HSET', r, 'msg', msg, 'st', st, 'att', 0, 'tok', 0, 'pr', pr, 'm', m, 'rt', rt,
-    'dk', dk, 'dt', dt, 'oid', oid, 'nr', nr)
+  redis.call('HSET', rkey(id), 'msg', msg, 'st', st, 'att', 0, 'tok', 0, 'pr', pr, 'm', m,
+    'rt', rt, 'dk', dk, 'dt', dt, 'oid', oid, 'nr', nr)
   if sched == '1' then
-    redis.call('ZADD', K .. 'sched', due, id)
+    zadd_later(K .. 'sched', due, id)
     event(id, 'scheduled', 0, oid, '')
   else
     ready_add(pr, due, m)

@@ -1,40 +1,42 @@
--- Record outcomes, checking each fencing token, and ack: ARGV[6] = count, then per outcome 8
--- fields: id, token, kind, encoded result, encoded error, error type, retry at, result expires
+-- Record outcomes, checking each fencing token, and ack: ARGV[6] frames per outcome 8 fields: id, token, kind, encoded result, encoded error, error type, retry at, result expires
 -- at ('' = none). A terminal outcome publishes the task id on the queue's "done" channel.
 -- Returns per outcome 1 (stored and acked) or 0 (refused: stale token or not running).
-local n = tonumber(ARGV[6])
+local A = unframe(ARGV[6])
+local n = #A / 8
 local out = {}
 local woke = false
 for i = 0, n - 1 do
-  local b = 7 + i * 8
-  local id, tok, kind = ARGV[b], ARGV[b + 1], ARGV[b + 2]
-  local res, err, etype, at, rx = ARGV[b + 3], ARGV[b + 4], ARGV[b + 5], ARGV[b + 6], ARGV[b + 7]
+  local b = 1 + i * 8
+  local id, tok, kind = A[b], A[b + 1], A[b + 2]
+  local res, err, etype, at, rx = A[b + 3], A[b + 4], A[b + 5], A[b + 6], A[b + 7]
   local r = rkey(id)
-  local f = redis.call('HMGET', r, 'st', 'tok', 'att', 'pr', 'm', 'oid')
+  local f = redis.call('HMGET', r, 'st', 'tok', 'att', 'pr', 'm', 'oid', 'nr')
   if f[1] ~= 'running' or f[2] ~= tok then
     out[#out + 1] = 0
   else
     -- A lapsed lease not yet re-claimed: its old worker still owns the outcome.
-    if redis.call('SREM', K .. 'lap', id) == 1 then ready_remove(f[4], f[5]) end
+    if take_lapsed(id) then ready_remove(f[4], f[5]) end
     if TERMINAL[kind] then
-      finish(id, kind, res, err, rx, f[3], f[6], etype)
+      finish(id, kind, res, err, rx, f[3], f[6], etype, f[7])
     elseif kind == 'retry' then
-      redis.call('ZREM', K .. 'run', id)
-      redis.call('HSET', r, 'st', 'retrying')
-      if err ~= '' then redis.call('HSET', r, 'err', err) end
+      zrem_later(K .. 'run', id)
+      if err ~= '' then
+        redis.call('HSET', r, 'st', 'retrying', 'err', err)
+      else
+        redis.call('HSET', r, 'st', 'retrying')
+      end
       local due = at
       if due == '' then due = NOW end
-      redis.call('ZADD', K .. 'sched', due, id)
+      zadd_later(K .. 'sched', due, id)
       event(id, 'retrying', f[3], f[6], etype)
       if tonumber(due) <= NOWN then woke = true end
     else -- release: give it back and refund the attempt
-      redis.call('ZREM', K .. 'run', id)
-      redis.call('HSET', r, 'att', tonumber(f[3]) - 1)
+      zrem_later(K .. 'run', id)
       if at ~= '' and tonumber(at) > NOWN then
-        redis.call('HSET', r, 'st', 'scheduled')
-        redis.call('ZADD', K .. 'sched', at, id)
+        redis.call('HSET', r, 'st', 'scheduled', 'att', tonumber(f[3]) - 1)
+        zadd_later(K .. 'sched', at, id)
       else
-        redis.call('HSET', r, 'st', 'queued')
+        redis.call('HSET', r, 'st', 'queued', 'att', tonumber(f[3]) - 1)
         local due = at
         if due == '' then due = NOW end
         ready_add(f[4], due, f[5])
@@ -45,5 +47,6 @@ for i = 0, n - 1 do
     out[#out + 1] = 1
   end
 end
+flush()
 if woke then wake_workers() end
 return out

@@ -1,13 +1,15 @@
--- Enqueue a batch: ARGV[6] = count, then per message 10 fields: id, encoded message,
--- priority, due time, scheduled flag, dedup key, dedup ttl, retries, order id, no-result flag.
+-- Enqueue a batch: ARGV[6] frames per message 10 fields: id, encoded message, priority, due
+-- time, scheduled flag, dedup key, dedup ttl, retries, order id, no-result flag.
 -- Returns per message: the id now standing for it, and 1 if created (0: deduplicated).
-local n = tonumber(ARGV[6])
+local A = unframe(ARGV[6])
+local n = #A / 10
+local seq = redis.call('INCRBY', K .. 'seq', n) - n -- reserve n sequence numbers at once
 local out = {}
 local woke = false
 for i = 0, n - 1 do
-  local b = 7 + i * 10
-  local id, msg, pr, due, sched = ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4]
-  local dk, dt, rt, oid, nr = ARGV[b + 5], ARGV[b + 6], ARGV[b + 7], ARGV[b + 8], ARGV[b + 9]
+  local b = 1 + i * 10
+  local id, msg, pr, due, sched = A[b], A[b + 1], A[b + 2], A[b + 3], A[b + 4]
+  local dk, dt, rt, oid, nr = A[b + 5], A[b + 6], A[b + 7], A[b + 8], A[b + 9]
   local existing = nil
   if redis.call('EXISTS', rkey(id)) == 1 then
     existing = id
@@ -28,11 +30,13 @@ for i = 0, n - 1 do
     out[#out + 1] = existing
     out[#out + 1] = 0
   else
-    create(id, msg, pr, due, sched, dk, dt, rt, oid, nr)
+    seq = seq + 1
+    create(id, msg, pr, due, sched, dk, dt, rt, oid, nr, seq)
     out[#out + 1] = id
     out[#out + 1] = 1
     if sched ~= '1' then woke = true end
   end
 end
+flush()
 if woke then wake_workers() end
 return out

@@ -9,11 +9,12 @@ for j = 7, #ARGV, 2 do
   local f = redis.call('HMGET', r, 'st', 'tok', 'cr', 'pr', 'm')
   if f[1] == 'running' and f[2] == tok then
     redis.call('HSET', r, 'lx', LX)
-    if redis.call('SREM', K .. 'lap', id) == 1 then ready_remove(f[4], f[5]) end
-    redis.call('ZADD', K .. 'run', LX, id)
+    if take_lapsed(id) then ready_remove(f[4], f[5]) end
+    zadd_later(K .. 'run', LX, id)
     if f[3] == '1' then out[#out + 1] = 2 else out[#out + 1] = 1 end
   else
     out[#out + 1] = 0
   end
 end
+flush()
 return out

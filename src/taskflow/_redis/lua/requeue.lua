@@ -13,7 +13,7 @@ for i = 0, n - 1 do
       and redis.call('EXISTS', rkey(new)) == 0 then
     redis.call('ZREM', K .. 'dead', old)
     redis.call('HSET', rkey(old), 'rqd', new)
-    create(new, msg, pr, NOW, '0', dk, dt, rt, oid, nr)
+    create(new, msg, pr, NOW, '0', dk, dt, rt, oid, nr, redis.call('INCR', K .. 'seq'))
     event(old, 'requeued', f[2], f[3], new)
     out[#out + 1] = new
     woke = true
@@ -21,5 +21,6 @@ for i = 0, n - 1 do
     out[#out + 1] = ''
   end
 end
+flush()
 if woke then wake_workers() end
 return out
