@@ -18,9 +18,8 @@ import logging
 import re
 from typing import TYPE_CHECKING, Final, TypeAlias
 
-import asyncpg
-
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # asyncpg is optional: imported at run time only by taskflow.postgres
+    import asyncpg
     from asyncpg.pool import PoolConnectionProxy
 
 __all__ = [
