@@ -10,7 +10,9 @@ takes over). Each step is safe to repeat:
    record update) names the existing task instead of creating one. Units get the order's
    retries, ``order_id`` and an ``idempotency_key`` header, and an ``eta`` at their stored time
    within the day's window. Only this day's units are enqueued: future days stay plan rows.
-3. **follow**: one push-notified `Storage.wait` per unit (no polling); each outcome is copied
+3. **follow**: a push-notified `Storage.wait` per unit (no polling; at most 32 at once,
+   earliest planned first, so a day of thousands of units does not open thousands of
+   requests at once); each outcome is copied
    into the job record (so it outlives the result TTL) and reported to the Supervisor, which
    rolls it up. A dead-lettered task is one failed unit, whatever its retries were.
 """
@@ -18,7 +20,7 @@ takes over). Each step is safe to repeat:
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 import anyio
@@ -36,7 +38,11 @@ __all__ = ["TaskManager", "unit_idempotency_key", "unit_task_id"]
 
 logger = logging.getLogger("taskflow.supervisor")
 
-_ENQUEUE_BATCH: Final = 500
+# Bounded so that one job never asks a backend for more connections at once than a default
+# client pool holds (redis-py: 100): tasks are enqueued 50 at a time, and at most 32 units are
+# waited on at once, earliest first (the others' outcomes are picked up as slots free).
+_ENQUEUE_BATCH: Final = 50
+_MAX_WAITERS: Final = 32
 
 JobChanged = Callable[[str], Awaitable[None]]
 
@@ -76,6 +82,10 @@ class TaskManager:
         self.order = order
         self.job_key = job_key
         self._on_change = on_change
+        # Outcomes are written in batches, one batch at a time (group commit): while a write
+        # is in flight, outcomes that arrive queue up and go together in the next one.
+        self._pending: list[tuple[int, TaskRecord | None]] = []
+        self._writing = False
 
     async def run(self) -> None:
         """Run the job to its end (returns at once if it already ended)."""
@@ -180,22 +190,40 @@ class TaskManager:
     async def _follow(self, job: JobRecord) -> None:
         live = [u for u in job.units if u.status is UnitState.QUEUED]
         if not live:
-            await self._record_outcomes([])
+            await self._record_outcomes_locked([])
             return
+        todo = iter(sorted(live, key=lambda u: (u.at, u.index)))
         async with anyio.create_task_group() as tg:
-            for unit in live:
-                tg.start_soon(self._follow_unit, unit.index, unit.task_id)
+            for _ in range(min(_MAX_WAITERS, len(live))):
+                tg.start_soon(self._follow_some, todo)
+
+    async def _follow_some(self, todo: Iterator[UnitRecord]) -> None:
+        """One waiter slot: follow units from the shared `todo` until none is left."""
+        for unit in todo:
+            await self._follow_unit(unit.index, unit.task_id)
 
     async def _follow_unit(self, index: int, task_id: str) -> None:
         storage = self.app.storage
         try:
             record = await storage.wait(task_id, timeout=None, now=self.app.clock.time())
         except TaskNotFound:
-            await self._record_outcomes([(index, None)])
-            return
-        await self._record_outcomes([(index, record)])
+            record = None
+        self._pending.append((index, record))
+        await self._flush()
 
-    async def _record_outcomes(self, outcomes: Sequence[tuple[int, TaskRecord | None]]) -> None:
+    async def _flush(self) -> None:
+        """Write the queued outcomes, unless another unit's task is writing (it will)."""
+        while self._pending and not self._writing:
+            self._writing = True
+            try:
+                batch, self._pending = self._pending, []
+                await self._record_outcomes_locked(batch)
+            finally:
+                self._writing = False
+
+    async def _record_outcomes_locked(
+        self, outcomes: Sequence[tuple[int, TaskRecord | None]]
+    ) -> None:
         now = self.app.clock.time()
         newly: list[UnitRecord] = []
         finished = False

@@ -512,9 +512,9 @@ class Supervisor:
         """
         while True:
             changed = self._changed
-            status = await self.status(order_id)
-            if status.state.final and status.notified:
-                return status
+            order = await self._order(order_id)
+            if order.state.final and order.notified:
+                return await self.status(order_id)
             await _first_of(changed.wait, lambda: self.app.clock.sleep(self.poll_s))
 
     async def cancel(self, order_id: str) -> OrderStatus:
