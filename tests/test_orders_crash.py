@@ -1,4 +1,5 @@
-"""Kill the process hosting the Supervisor mid-order (real processes, Redis): another takes over.
+"""Kill the process hosting the Supervisor mid-order (real processes, Redis and PostgreSQL):
+another takes over.
 
 A fake clock cannot span processes, so every process here runs on a `ScaledClock`: real time
 sped up so that one plan day lasts two real seconds, all processes sharing one anchor. Two
@@ -18,6 +19,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,8 @@ import anyio
 import pytest
 
 from taskflow import GlobalConfig, QueueTasks, TaskContext
+from taskflow.abc import Broker
+from taskflow.redis import RedisBroker
 from taskflow.supervisor import Order, OrderEvent, OrderState, Plan, Supervisor
 from taskflow.supervisor._plan import day_start
 
@@ -55,10 +59,19 @@ class ScaledClock:
         await anyio.sleep(max(0.0, seconds) / SPEED)
 
 
-def make_app(url: str, prefix: str, clock: ScaledClock, workdir: Path) -> QueueTasks:
-    """The app of every process: the buy task (idempotent), the notifier, scaled settings."""
-    from taskflow.redis import from_url
+def make_broker(url: str, namespace: str) -> Broker:
+    """A broker on `url`, isolated under `namespace` (a Redis key prefix, a PostgreSQL schema)."""
+    if url.startswith("redis"):
+        from taskflow import redis
 
+        return redis.from_url(url, prefix=namespace)
+    from taskflow import postgres
+
+    return postgres.from_url(url, schema=namespace)
+
+
+def make_app(url: str, namespace: str, clock: ScaledClock, workdir: Path) -> QueueTasks:
+    """The app of every process: the buy task (idempotent), the notifier, scaled settings."""
     config = GlobalConfig(
         lease_s=1.0 * SPEED,
         heartbeat_s=0.25 * SPEED,
@@ -67,7 +80,8 @@ def make_app(url: str, prefix: str, clock: ScaledClock, workdir: Path) -> QueueT
         result_ttl_s=1_000 * SPEED,
         max_retry_backoff_s=0.5 * SPEED,
     )
-    app = QueueTasks("crash", broker=from_url(url, prefix=prefix), clock=clock, config=config)
+    broker = make_broker(url, namespace)
+    app = QueueTasks("crash", broker=broker, clock=clock, config=config)
 
     @app.task(name="crash.buy")
     async def buy(ctx: TaskContext, unit: int) -> str:
@@ -99,10 +113,12 @@ def make_supervisor(app: QueueTasks) -> Supervisor:
     )
 
 
-def worker_main(url: str, prefix: str, anchor_real: str, anchor_virtual: str, workdir: str) -> None:
+def worker_main(
+    url: str, namespace: str, anchor_real: str, anchor_virtual: str, workdir: str
+) -> None:
     """Entry point of a worker process: a worker and a Supervisor candidate until SIGTERM."""
     clock = ScaledClock(float(anchor_real), float(anchor_virtual))
-    app = make_app(url, prefix, clock, Path(workdir))
+    app = make_app(url, namespace, clock, Path(workdir))
     make_supervisor(app).attach()
     app.run_forever(concurrency=4)
 
@@ -135,23 +151,55 @@ async def _event(supervisor: Supervisor, order_id: str, kind: str, job: str | No
     raise AssertionError(f"order {order_id} ended without a {kind} event for {job}")
 
 
-@pytest.mark.slow
-@pytest.mark.redis
-async def test_killing_the_supervisors_process_mid_order_loses_and_repeats_nothing(
-    tmp_path: Path,
-) -> None:
-    from taskflow.redis import RedisBroker
-    from tests.plugins.backend_redis import delete_prefix, random_prefix
-    from tests.services import redis_url, stop_process
+@contextlib.asynccontextmanager
+async def _server(kind: str) -> AsyncIterator[tuple[str, str]]:
+    """The test server's URL and a fresh namespace on it, deleted afterwards."""
+    if kind == "redis":
+        from tests.plugins.backend_redis import delete_prefix, random_prefix
+        from tests.services import redis_url
 
-    url, prefix = redis_url(), random_prefix()
+        url, prefix = redis_url(), random_prefix()
+        yield url, prefix
+        async with make_broker(url, prefix) as broker:
+            assert isinstance(broker, RedisBroker)
+            await delete_prefix(broker)
+    else:
+        from tests.plugins.backend_postgres import drop_schema, random_schema
+        from tests.services import postgres_dsn
+
+        dsn, schema = postgres_dsn(), random_schema()
+        yield dsn, schema
+        await drop_schema(dsn, schema)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "kind",
+    [
+        pytest.param("redis", marks=pytest.mark.redis),
+        pytest.param("postgres", marks=pytest.mark.postgres),
+    ],
+)
+async def test_killing_the_supervisors_process_mid_order_loses_and_repeats_nothing(
+    tmp_path: Path, kind: str
+) -> None:
+    async with _server(kind) as (url, namespace):
+        await _kill_the_leader_mid_order(tmp_path, url, namespace)
+
+
+async def _kill_the_leader_mid_order(tmp_path: Path, url: str, namespace: str) -> None:
+    from tests.services import stop_process
+
     (tmp_path / "purchases").mkdir()
     anchor_real = time.time()
     anchor_virtual = day_start(PLAN, PLAN.days()[0]) - 4 * SPEED  # day one starts in 4 s
     clock = ScaledClock(anchor_real, anchor_virtual)
-    args = [url, prefix, repr(anchor_real), repr(anchor_virtual), str(tmp_path)]
+    # The schema / prefix is created by the first process to open it; do it here, once.
+    async with make_broker(url, namespace):
+        pass
+    args = [url, namespace, repr(anchor_real), repr(anchor_virtual), str(tmp_path)]
     procs = {name: _spawn(args, tmp_path, name) for name in ("a", "b")}
-    app = make_app(url, prefix, clock, tmp_path)
+    app = make_app(url, namespace, clock, tmp_path)
     client = make_supervisor(app)  # submits and follows; hosts no candidate
     try:
         async with app:
@@ -166,8 +214,6 @@ async def test_killing_the_supervisors_process_mid_order_loses_and_repeats_nothi
                 await _event(client, order_id, "finished", None)
             status = await client.status(order_id)
             new_leader = await _leader_pid(app, clock)
-            assert isinstance(app.broker, RedisBroker)
-            await delete_prefix(app.broker)
     finally:
         for proc in procs.values():
             stop_process(proc)
