@@ -240,6 +240,17 @@ async def test_ids_and_queues_that_would_break_routing_are_refused(
         from_url("http://localhost")
 
 
+def test_from_url_reads_the_prefix_and_the_cluster_scheme() -> None:
+    storage = from_url("redis://h:6379/2?prefix=shop&socket_timeout=5")._redis
+    assert (storage.prefix, storage.url, storage.cluster) == (
+        "shop:",
+        "redis://h:6379/2?socket_timeout=5",
+        False,
+    )
+    storage = from_url("rediss+cluster://h:7000", prefix="x")._redis
+    assert (storage.prefix, storage.url, storage.cluster) == ("x:", "rediss://h:7000", True)
+
+
 async def test_outcome_of_a_running_task_is_fenced_across_processes(
     broker: RedisBroker, clock: FakeClock
 ) -> None:

@@ -22,7 +22,7 @@ import logging
 import os
 from collections.abc import Iterable, Sequence
 from typing import Any, Final
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 import msgspec
 
@@ -91,6 +91,11 @@ _CANCEL_CODES: Final = {
 }
 _LEASE_CODES: Final = {0: LeaseState.LOST, 1: LeaseState.OK, 2: LeaseState.CANCEL}
 _EVENTS_BLOCK_MS: Final = 5_000
+_MAX_CONNECTIONS: Final = 100
+_POOL_WAIT_S: Final = 30.0
+#: Script calls in flight per storage: bounded below the pool size (a cluster node's pool
+#: raises when it runs out), so a burst of waiters queues here instead of failing.
+_SCRIPTS_IN_FLIGHT: Final = 64
 _ID_CACHE_MAX: Final = 100_000
 _error_decoder: Final = msgspec.msgpack.Decoder(ErrorInfo)
 _progress_decoder: Final = msgspec.msgpack.Decoder(Progress)
@@ -170,6 +175,7 @@ class RedisStorage(Storage):
         self._id_queues: dict[str, str] = {}
         self._work_events: dict[str, asyncio.Event] = {}
         self._background: set[asyncio.Task[None]] = set()
+        self._in_flight = asyncio.Semaphore(_SCRIPTS_IN_FLIGHT)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -216,7 +222,8 @@ class RedisStorage(Storage):
     async def run_queue_script(self, name: str, queue: str, now: float, args: list[Any]) -> Any:
         """Run queue script `name` on `queue`'s slot with the prelude's arguments first."""
         keys = [self.qkey(queue, "ev")]
-        return await self._scripts[name].run(self._client, keys, self._qargs(queue, now) + args)
+        async with self._in_flight:
+            return await self._scripts[name].run(self._client, keys, self._qargs(queue, now) + args)
 
     async def register_queues(self, queues: Iterable[str]) -> None:
         """Remember queue names in the ``<prefix>:queues`` set (for `cleanup`), once each."""
@@ -870,17 +877,24 @@ def _event(queue: str, entry_id: bytes, fields: dict[bytes, bytes]) -> Event:
 
 
 def _make_client(url: str, cluster: bool, options: dict[str, Any]) -> Any:
-    """A client that retries with jittered exponential backoff on connection loss."""
+    """A client that retries with jittered exponential backoff on connection loss.
+
+    On a single node the pool *waits* for a free connection when all are busy (redis-py's
+    default pool raises instead), so a burst of result waiters cannot fail.
+    """
     settings: dict[str, Any] = {
         "retry": Retry(ExponentialWithJitterBackoff(base=0.05, cap=2.0), retries=8),
         "retry_on_error": [RedisConnectionError, RedisTimeoutError],
         "socket_keepalive": True,
         "socket_connect_timeout": 5.0,
+        "max_connections": _MAX_CONNECTIONS,
     }
     settings.update(options)
     if cluster:
         return RedisCluster.from_url(url, **settings)
-    return aioredis.Redis.from_url(url, **settings)
+    settings.setdefault("timeout", _POOL_WAIT_S)
+    pool = aioredis.BlockingConnectionPool.from_url(url, **settings)
+    return aioredis.Redis(connection_pool=pool)
 
 
 def _node_options(url: str) -> dict[str, Any]:
@@ -899,8 +913,9 @@ def from_url(url: str, **options: Any) -> RedisBroker:
 
     Accepts ``redis://host:port/db``, ``rediss://...`` (TLS), and ``redis+cluster://host:port``
     / ``rediss+cluster://...`` for a Redis Cluster (any node's address; ``cluster=True`` does
-    the same for a plain URL). Options: ``prefix`` (key prefix, default ``"taskflow"``), and
-    anything ``redis.asyncio.Redis.from_url`` accepts.
+    the same for a plain URL). Options: ``prefix`` (key prefix, default ``"taskflow"``; also
+    accepted in the URL as ``?prefix=myapp``), and anything ``redis.asyncio.Redis.from_url``
+    accepts.
 
     Raises:
         ConfigError: the URL's scheme is not one of these.
@@ -913,6 +928,11 @@ def from_url(url: str, **options: Any) -> RedisBroker:
         )
     real_scheme, is_cluster = _SCHEMES[scheme]
     cluster = bool(options.pop("cluster", False)) or is_cluster
-    prefix = str(options.pop("prefix", "taskflow"))
-    storage = RedisStorage(f"{real_scheme}://{rest}", prefix=prefix, cluster=cluster, **options)
+    parts = urlsplit(f"{real_scheme}://{rest}")
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    url_prefix = [value for key, value in query if key == "prefix"]
+    prefix = str(options.pop("prefix", url_prefix[-1] if url_prefix else "taskflow"))
+    query_rest = urlencode([(key, value) for key, value in query if key != "prefix"])
+    clean_url = urlunsplit(parts._replace(query=query_rest))
+    storage = RedisStorage(clean_url, prefix=prefix, cluster=cluster, **options)
     return RedisBroker(storage)
