@@ -521,3 +521,30 @@ async def test_stored_unit_times_are_the_planned_ones(
         assert [u.at for u in job.units] == spread_times(plan, day, count, seed=order_id)
     indexes = [u.index for job, _ in jobs.values() for u in job.units]
     assert indexes == list(range(8))
+
+
+async def test_amendments_that_cannot_be_carried_out_change_nothing(
+    memory_broker: Broker, clock: FakeClock
+) -> None:
+    from taskflow.supervisor import OrderError, OrderNotFound
+
+    shop = Shop(memory_broker, clock)
+    plan = _plan(3, per_day=2)
+    day = plan.days()
+    async with shop.app.running(concurrency=2):
+        order_id = await shop.supervisor.submit(shop.order(6, plan))
+        await shop.run_day(order_id, day[0], plan, None)
+        before = await shop.supervisor.status(order_id)
+        with pytest.raises(OrderError, match="already started"):
+            await shop.supervisor.amend(order_id, total=1)
+        with pytest.raises(OrderError, match="already started"):
+            await shop.supervisor.amend(order_id, quotas={day[0]: 5})
+        with pytest.raises(OrderError, match="exceed"):
+            await shop.supervisor.amend(order_id, quotas={day[1]: 9})
+        with pytest.raises(OrderError, match="no day to run on"):
+            await shop.supervisor.amend(order_id, end=day[0])
+        with pytest.raises(OrderNotFound):
+            await shop.supervisor.amend("no-such-order", total=3)
+        after = await shop.supervisor.status(order_id)
+
+    assert after == before

@@ -593,6 +593,13 @@ class Supervisor:
                 raise OrderError(f"day {day} has already started; only later days can be amended")
         new_total = order.order.total if total is None else total
         used = sum(len(j.units) for j in started)
+        if new_total < used:
+            raise OrderError(
+                f"{used} units of order {order_id!r} have already started; the total cannot go "
+                f"below that (asked: {new_total})"
+            )
+        if end is not None and any(day > end for day in quotas):
+            raise OrderError(f"quotas name days after the new end {end}; drop them or move end")
         days = _amended_days(last_started, set(unstarted), end)
         try:
             new_quotas = amended_quotas(days, new_total - used, dict(quotas))
