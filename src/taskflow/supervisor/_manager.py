@@ -190,7 +190,7 @@ class TaskManager:
     async def _follow(self, job: JobRecord) -> None:
         live = [u for u in job.units if u.status is UnitState.QUEUED]
         if not live:
-            await self._record_outcomes_locked([])
+            await self._record_outcomes([])
             return
         todo = iter(sorted(live, key=lambda u: (u.at, u.index)))
         async with anyio.create_task_group() as tg:
@@ -217,13 +217,11 @@ class TaskManager:
             self._writing = True
             try:
                 batch, self._pending = self._pending, []
-                await self._record_outcomes_locked(batch)
+                await self._record_outcomes(batch)
             finally:
                 self._writing = False
 
-    async def _record_outcomes_locked(
-        self, outcomes: Sequence[tuple[int, TaskRecord | None]]
-    ) -> None:
+    async def _record_outcomes(self, outcomes: Sequence[tuple[int, TaskRecord | None]]) -> None:
         now = self.app.clock.time()
         newly: list[UnitRecord] = []
         finished = False
