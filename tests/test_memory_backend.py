@@ -314,3 +314,30 @@ async def test_a_lapsed_lease_dead_letter_is_logged(
     with caplog.at_level("INFO", logger="taskflow.memory"):
         await broker.claim(["q"], limit=1, lease_s=10, now=clock.time(), worker_id="w2")
     assert msg.id in caplog.text and "w-dead" in caplog.text and "LeaseExpired" in caplog.text
+
+
+async def test_requeued_dead_letter_takes_its_dedup_key_only_if_no_live_task_holds_it(
+    broker: MemoryBroker, clock: FakeClock
+) -> None:
+    async def dead_letter(**options: object) -> str:
+        msg = make(broker, dedup_key="k", **options)
+        [result] = await broker.enqueue([msg], now=clock.time())
+        assert result.created
+        [d] = await broker.claim(["q"], limit=1, lease_s=10, now=clock.time(), worker_id="w")
+        failed = Outcome(d.task_id, d.token, OutcomeKind.FAILED, error=ErrorInfo("E", "x"))
+        await broker.complete([failed], now=clock.time())
+        return msg.id
+
+    # Dead within its dedup TTL: the requeued copy takes the key over.
+    old = await dead_letter(dedup_ttl_s=600)
+    [new] = await broker.requeue_dead([old], now=clock.time(), new_ids=["n1"])
+    assert broker.storage._dedup[("q", "k")].id == new == "n1"
+    await broker.cancel(["n1"], now=clock.time())
+    await clock.advance(600)  # past the dedup TTL the copy inherited
+
+    # A live task holds the key: it keeps it.
+    old = await dead_letter()
+    live = make(broker, dedup_key="k")
+    await broker.enqueue([live], now=clock.time())
+    await broker.requeue_dead([old], now=clock.time(), new_ids=["n2"])
+    assert broker.storage._dedup[("q", "k")].id == live.id

@@ -958,8 +958,12 @@ class MemoryBroker(Broker):
             )
             slot = _Slot(msg, msg.id, encode_message(msg))
             storage._tasks[new_id] = slot
-            if msg.dedup_key is not None:
-                storage._dedup[(msg.queue, msg.dedup_key)] = slot
+            key = msg.dedup_key
+            holder = None if key is None else storage._dedup.get((msg.queue, key))
+            if key is not None and (holder is None or holder.ended):
+                # The key follows the new task, unless a live task holds it now (a requeue is
+                # an operator's decision and is not deduplicated, but must not steal the key).
+                storage._dedup[(msg.queue, key)] = slot
             del queue.dead[old_id]
             storage._emit(queue, old, EventKind.REQUEUED, now, new_id)
             self._add_new(queue, slot, now)

@@ -117,6 +117,17 @@ class BrokerMachine(RuleBasedStateMachine):
         assert record is not None, f"task {task_id} was lost"
         return record
 
+    def live_holder_of(self, queue: str, dedup_key: str) -> bool:
+        """Whether a live task of `queue` holds `dedup_key`."""
+        records = self.run(self.broker.storage.get_many(list(self.retries), now=self.now))
+        return any(
+            r is not None
+            and r.queue == queue
+            and r.dedup_key == dedup_key
+            and not r.status.terminal
+            for r in records
+        )
+
     def hold(self, delivery: Delivery) -> None:
         self.held.append(delivery)
         if len(self.held) > _HELD_MAX:
@@ -273,6 +284,26 @@ class BrokerMachine(RuleBasedStateMachine):
     def advance(self, seconds: float) -> None:
         self.run(self.clock.advance(seconds))
 
+    @precondition(lambda self: bool(self.terminal))
+    @rule(pick=st.integers(0, 1000))
+    def requeue_dead(self, pick: int) -> None:
+        task_ids = list(self.terminal)
+        old_id = task_ids[pick % len(task_ids)]
+        old = self.record(old_id)
+        if old.dedup_key is not None and self.live_holder_of(old.queue, old.dedup_key):
+            return  # covered by test_requeue_dead_while_its_dedup_key_is_taken
+        new_id = self.broker.new_task_id(old.queue)
+        dead = {r.id for r in self.run(self.broker.dead_letters(old.queue, limit=1000))}
+        [result] = self.run(self.broker.requeue_dead([old_id], now=self.now, new_ids=[new_id]))
+        if old_id not in dead:
+            assert result is None
+            return
+        assert old.status is TaskStatus.FAILED and result == new_id
+        self.retries[new_id] = self.retries[old_id]
+        new = self.record(new_id)
+        assert new.status is TaskStatus.QUEUED and new.attempts == 0
+        assert new.requeued_from == old_id
+
     # -- invariants -------------------------------------------------------------------------
 
     @invariant()
@@ -291,6 +322,23 @@ class BrokerMachine(RuleBasedStateMachine):
                 self.terminal[task_id] = _terminal_view(record)
                 if record.status is TaskStatus.FAILED and record.error is not None:
                     assert record.error.type in ("E", "LeaseExpired")
+
+    @rule()
+    def stats_match_the_records(self) -> None:
+        """A rule rather than an invariant: it costs several round trips on a server."""
+        if not self.retries:
+            return
+        records = self.run(self.broker.storage.get_many(list(self.retries), now=self.now))
+        for queue in self.queues:
+            [stats] = self.run(self.broker.stats([queue], now=self.now))
+            mine = [r for r in records if r is not None and r.queue == queue]
+            live = sum(1 for r in mine if not r.status.terminal)
+            running = sum(1 for r in mine if r.status is TaskStatus.RUNNING)
+            assert stats.queued + stats.scheduled + stats.running == live, (stats, live)
+            assert stats.running == running, (stats, running)
+            dead = self.run(self.broker.dead_letters(queue, limit=1000))
+            assert stats.dead == len(dead)
+            assert all(r.status is TaskStatus.FAILED for r in dead)
 
     # -- the end: everything left can still be finished -------------------------------------
 
