@@ -97,6 +97,11 @@ _POOL_WAIT_S: Final = 30.0
 #: raises when it runs out), so a burst of waiters queues here instead of failing.
 _SCRIPTS_IN_FLIGHT: Final = 64
 _ID_CACHE_MAX: Final = 100_000
+_READ_CHUNK: Final = 500
+#: A stored task as read: its hash fields and its yielded values.
+_Raw = tuple[dict[bytes, bytes], list[bytes]]
+#: A read waiting to be coalesced: ids, their queues, and the future of its result.
+_PendingRead = tuple[list[str], list[str | None], "asyncio.Future[list[_Raw | None]]"]
 _error_decoder: Final = msgspec.msgpack.Decoder(ErrorInfo)
 _progress_decoder: Final = msgspec.msgpack.Decoder(Progress)
 
@@ -176,6 +181,7 @@ class RedisStorage(Storage):
         self._work_events: dict[str, asyncio.Event] = {}
         self._background: set[asyncio.Task[None]] = set()
         self._in_flight = asyncio.Semaphore(_SCRIPTS_IN_FLIGHT)
+        self._pending_reads: list[_PendingRead] = []
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -280,10 +286,12 @@ class RedisStorage(Storage):
 
     # -- records ---------------------------------------------------------------------------
 
-    async def fetch_raw(
-        self, task_ids: Sequence[str]
-    ) -> list[tuple[dict[bytes, bytes], list[bytes]] | None]:
-        """Each task's stored hash and yields (None if unknown), one script call per queue."""
+    async def fetch_raw(self, task_ids: Sequence[str]) -> list[_Raw | None]:
+        """Each task's stored hash and yields (None if unknown).
+
+        Reads asked for in the same event-loop turn (a thousand result waiters starting at
+        once) are coalesced into one script call per queue.
+        """
         queues = await self.resolve_queues(task_ids)
         watched = {
             self.done_channel(q, tid)
@@ -293,15 +301,56 @@ class RedisStorage(Storage):
         if watched:
             # Subscribe *before* reading, so a completion in between is still pushed to us.
             await self._require_listener().subscribe(watched)
-        groups = _group(queues)
-        out: list[tuple[dict[bytes, bytes], list[bytes]] | None] = [None] * len(task_ids)
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[list[_Raw | None]] = loop.create_future()
+        self._pending_reads.append((list(task_ids), queues, fut))
+        if len(self._pending_reads) == 1:
+            loop.call_soon(self._start_reads)
+        return await fut
+
+    def _start_reads(self) -> None:
+        batch, self._pending_reads = self._pending_reads, []
+        task = asyncio.get_running_loop().create_task(self._run_reads(batch))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _run_reads(self, batch: list[_PendingRead]) -> None:
+        ids = [task_id for task_ids, _, _ in batch for task_id in task_ids]
+        queues = [queue for _, qs, _ in batch for queue in qs]
+        try:
+            raws = await self._read_now(ids, queues)
+        except BaseException as exc:
+            for _, _, fut in batch:
+                if not fut.done():
+                    if isinstance(exc, asyncio.CancelledError):
+                        fut.cancel()
+                    else:
+                        fut.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        pos = 0
+        for task_ids, _, fut in batch:
+            if not fut.done():
+                fut.set_result(raws[pos : pos + len(task_ids)])
+            pos += len(task_ids)
+
+    async def _read_now(
+        self, task_ids: Sequence[str], queues: Sequence[str | None]
+    ) -> list[_Raw | None]:
+        out: list[_Raw | None] = [None] * len(task_ids)
+        chunks = [
+            idx[i : i + _READ_CHUNK]
+            for idx in _group(queues).values()
+            for i in range(0, len(idx), _READ_CHUNK)
+        ]
         replies = await asyncio.gather(
             *(
-                self.run_queue_script("get", q, 0.0, [task_ids[i] for i in idx])
-                for q, idx in groups.items()
+                self.run_queue_script("get", queues[idx[0]] or "", 0.0, [task_ids[i] for i in idx])
+                for idx in chunks
             )
         )
-        for idx, reply in zip(groups.values(), replies, strict=True):
+        for idx, reply in zip(chunks, replies, strict=True):
             for i, (flat, yields) in zip(idx, reply, strict=True):
                 if flat:
                     out[i] = (dict(zip(flat[::2], flat[1::2], strict=True)), list(yields))

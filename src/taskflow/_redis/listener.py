@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.crc import key_slot
 
 __all__ = ["Listener"]
 
@@ -77,12 +78,28 @@ class Listener:
         return event is not None and event.is_set()
 
     async def subscribe(self, channels: Iterable[str]) -> None:
-        """Subscribe to `channels` (those not yet subscribed) and wait for the confirmations."""
+        """Subscribe to `channels` (those not yet subscribed) and wait for the confirmations.
+
+        Already-subscribed channels cost nothing (no lock, no round trip), so thousands of
+        waiters starting at once go straight on to their (coalesced) reads. New channels are
+        marked pending at once, so concurrent callers wait for the same confirmation instead
+        of subscribing again; they are sent in one command per hash slot.
+        """
         wanted = list(dict.fromkeys(channels))
-        async with self._lock:
-            for channel in wanted:
-                if channel not in self._confirmed:
-                    await self._send_subscribe(channel)
+        new = [c for c in wanted if c not in self._confirmed]
+        if new:
+            for channel in new:
+                self._confirmed[channel] = asyncio.Event()
+            try:
+                async with self._lock:
+                    for group in self._by_slot(new):
+                        await self._send_subscribe(group)
+            except BaseException:
+                for channel in new:
+                    event = self._confirmed.get(channel)
+                    if event is not None and not event.is_set():
+                        del self._confirmed[channel]
+                raise
         pending = [self._confirmed[c].wait() for c in wanted if not self._confirmed[c].is_set()]
         if pending:
             try:
@@ -95,26 +112,32 @@ class Listener:
                     _CONFIRM_TIMEOUT_S,
                 )
 
-    async def _send_subscribe(self, channel: str) -> None:
-        node = self._node_for(channel)
-        self._confirmed[channel] = asyncio.Event()
+    def _by_slot(self, channels: list[str]) -> list[list[str]]:
+        if not self._sharded:
+            return [channels]
+        groups: dict[int, list[str]] = {}
+        for channel in channels:
+            groups.setdefault(key_slot(channel.encode()), []).append(channel)
+        return list(groups.values())
+
+    async def _send_subscribe(self, channels: list[str]) -> None:
+        """(S)SUBSCRIBE `channels` (one hash slot) on their node, retrying while it reconnects."""
+        node = self._node_for(channels[0])
         backoff = _BACKOFF_FIRST_S
         for attempt in range(_SUBSCRIBE_ATTEMPTS):
             try:
                 if self._sharded:
-                    await node.pubsub.ssubscribe(channel)
+                    await node.pubsub.ssubscribe(*channels)
                 else:
-                    await node.pubsub.subscribe(channel)
+                    await node.pubsub.subscribe(*channels)
                 break
             except asyncio.CancelledError:
-                del self._confirmed[channel]
                 raise
             except Exception as exc:
                 # The reader may be reconnecting this very connection; try again shortly.
                 if attempt + 1 == _SUBSCRIBE_ATTEMPTS:
-                    del self._confirmed[channel]
                     raise
-                logger.info("subscribing to %s failed (%r); retrying", channel, exc)
+                logger.info("subscribing to %s failed (%r); retrying", channels, exc)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, _BACKOFF_MAX_S)
         if node.reader is None or node.reader.done():
