@@ -9,7 +9,9 @@ leases too) run against one backend; after every step the invariants are checked
 * one terminal outcome: a terminal record never changes again;
 * ``attempts <= retries + 1``;
 * fencing: tokens only grow, a re-delivery carries a higher token, and a write with a stale
-  token is refused and changes nothing.
+  token is refused and changes nothing;
+* stats agree with the records, and at the end every task's events tell its story: enqueued
+  first, one RUNNING per delivery, exactly one terminal event.
 
 Each machine instance runs its coroutines on a private event loop (closed in teardown) and
 gets its backend from the kind's factory (see ``conftest.py``), so it works for every kind.
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections import Counter
 from collections.abc import Coroutine
 from typing import Any, ClassVar, TypeVar
 
@@ -37,6 +40,7 @@ from taskflow._message import (
     CancelResult,
     Delivery,
     ErrorInfo,
+    EventKind,
     Lease,
     LeaseState,
     Outcome,
@@ -57,6 +61,7 @@ from .conftest import BackendFactory
 T = TypeVar("T")
 
 _WAITING = {TaskStatus.QUEUED, TaskStatus.SCHEDULED, TaskStatus.RETRYING}
+_TERMINAL_EVENTS = {EventKind.DONE, EventKind.FAILED, EventKind.CANCELLED, EventKind.EXPIRED}
 _HELD_MAX = 12
 
 
@@ -92,6 +97,7 @@ class BrokerMachine(RuleBasedStateMachine):
         self.max_token: dict[str, int] = {}
         self.terminal: dict[str, tuple[Any, ...]] = {}
         self.held: list[Delivery] = []
+        self.deliveries: Counter[str] = Counter()
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         return self.loop.run_until_complete(coro)
@@ -143,6 +149,7 @@ class BrokerMachine(RuleBasedStateMachine):
             assert delivery.token > self.max_token.get(task_id, 0), "token did not grow"
             assert 1 <= delivery.attempt <= self.retries[task_id] + 1
             self.max_token[task_id] = delivery.token
+            self.deliveries[task_id] += 1
             self.hold(delivery)
 
     # -- rules ------------------------------------------------------------------------------
@@ -358,9 +365,28 @@ class BrokerMachine(RuleBasedStateMachine):
             self.run(self.broker.complete(outcomes, now=self.now))
             self.nothing_lost_terminal_stays_attempts_bounded()
             if len(self.terminal) == len(self.retries):
+                self.check_event_streams()
                 return
         pending = {t: self.record(t).status for t in self.retries if t not in self.terminal}
         raise AssertionError(f"tasks never reached a terminal state: {pending}")
+
+    def check_event_streams(self) -> None:
+        """Every task's events: enqueued first, one RUNNING per delivery, one terminal event,
+        and after it at most its requeue."""
+        kinds: dict[str, list[EventKind]] = {}
+        for queue in self.queues:
+            cursor: str | None = None
+            while events := self.run(self.broker.storage.read_events(queue, after=cursor)):
+                for event in events:
+                    kinds.setdefault(event.task_id, []).append(event.kind)
+                cursor = events[-1].cursor
+        for task_id in self.retries:
+            seen = kinds.get(task_id, [])
+            assert seen and seen[0] in (EventKind.QUEUED, EventKind.SCHEDULED), (task_id, seen)
+            assert seen.count(EventKind.RUNNING) == self.deliveries[task_id], (task_id, seen)
+            endings = [i for i, kind in enumerate(seen) if kind in _TERMINAL_EVENTS]
+            assert len(endings) == 1, (task_id, seen)
+            assert set(seen[endings[0] + 1 :]) <= {EventKind.REQUEUED}, (task_id, seen)
 
 
 def test_broker_state_machine(backend_factory: BackendFactory, backend_kind: str) -> None:
