@@ -194,3 +194,26 @@ async def test_worker_carries_on_when_its_connections_are_killed(private_redis: 
                     await admin.client_kill_filter(_type="pubsub", skipme=True)
                 results = [await h.result(timeout=30) for h in handles]
     assert results == list(range(500))
+
+
+async def test_idle_worker_wakes_for_a_delayed_task_without_waiting_for_its_backstop(
+    private_redis: str,
+) -> None:
+    """Enqueueing a delayed task wakes idle workers, which then sleep only until it is due."""
+    app = QueueTasks(
+        name="delayed",
+        broker=from_url(private_redis, prefix=random_prefix()),
+        config=GlobalConfig(idle_poll_s=30.0),
+    )
+
+    @app.task
+    async def stamp() -> float:
+        return time.monotonic()
+
+    async with app.running(concurrency=2):
+        await anyio.wait_all_tasks_blocked()  # the worker is idle, waiting for work
+        sent = time.monotonic()
+        handle = await stamp.options(delay=0.2).add_task()
+        with anyio.fail_after(10):
+            ran = await handle.result(timeout=10)
+    assert 0.15 <= ran - sent < 5.0  # due after 0.2 s; far sooner than the 30 s backstop

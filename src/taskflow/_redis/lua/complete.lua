@@ -29,12 +29,13 @@ for i = 0, n - 1 do
       if due == '' then due = NOW end
       zadd_later(K .. 'sched', due, id)
       event(id, 'retrying', f[3], f[6], etype)
-      if tonumber(due) <= NOWN then woke = true end
+      woke = true -- idle workers shorten their sleep to the retry's due time
     else -- release: give it back and refund the attempt
       zrem_later(K .. 'run', id)
       if at ~= '' and tonumber(at) > NOWN then
         redis.call('HSET', r, 'st', 'scheduled', 'att', tonumber(f[3]) - 1)
         zadd_later(K .. 'sched', at, id)
+        woke = true
       else
         redis.call('HSET', r, 'st', 'queued', 'att', tonumber(f[3]) - 1)
         local due = at

@@ -34,7 +34,7 @@ for i = 0, n - 1 do
     create(id, msg, pr, due, sched, dk, dt, rt, oid, nr, seq)
     out[#out + 1] = id
     out[#out + 1] = 1
-    if sched ~= '1' then woke = true end
+    woke = true -- a scheduled task too: idle workers shorten their sleep to its due time
   end
 end
 flush()
