@@ -65,6 +65,44 @@ SYSTEMS: Final[tuple[System, ...]] = (
     System("taskflow-memory", "memory", "taskflow_memory.py", role="ours"),
     System("taskiq-memory", "memory", "taskiq_memory.py", requirements=("taskiq==0.13.0", UVLOOP)),
     System("floor-asyncio", "memory", "floor_asyncio.py", role="floor"),
+    # Redis: every peer's current PyPI release, each in a venv of its own (their redis-py pins
+    # conflict: arq 0.28 wants redis < 6, taskiq-redis 1.2 wants redis >= 8).
+    System("taskflow-redis", "redis", "taskflow_redis.py", role="ours"),
+    System(
+        "arq-redis", "redis", "arq_redis.py", requirements=("arq==0.28.0", "hiredis==3.5.0", UVLOOP)
+    ),
+    # saq 0.26.4 imports typing_extensions without declaring it.
+    System(
+        "saq-redis",
+        "redis",
+        "saq_redis.py",
+        requirements=("saq[redis,hiredis]==0.26.4", "typing-extensions==4.16.0", UVLOOP),
+    ),
+    System(
+        "taskiq-redis",
+        "redis",
+        "taskiq_streams.py",  # not taskiq_redis.py: that would shadow the taskiq_redis package
+        requirements=("taskiq==0.13.0", "taskiq-redis==1.2.4", UVLOOP),
+    ),
+    System("streaq-redis", "redis", "streaq_redis.py", requirements=("streaq==7.2.0", UVLOOP)),
+    System("qtasks-redis", "redis", "qtasks_redis.py", requirements=("qtasks==1.7.3", UVLOOP)),
+    System("floor-redis", "redis", "floor_redis.py", role="floor"),
+    # PostgreSQL.
+    System("taskflow-postgres", "postgres", "taskflow_postgres.py", role="ours"),
+    System("taskflow-postgres-1m", "postgres", "taskflow_postgres_1m.py", role="ours"),
+    System(
+        "procrastinate-postgres",
+        "postgres",
+        "procrastinate_postgres.py",
+        requirements=("procrastinate==3.10.0", UVLOOP),
+    ),
+    System(
+        "saq-postgres",
+        "postgres",
+        "saq_postgres.py",
+        requirements=("saq[postgres]==0.26.4", "typing-extensions==4.16.0", UVLOOP),
+    ),
+    System("floor-postgres", "postgres", "floor_postgres.py", role="floor"),
 )
 
 

@@ -1,0 +1,171 @@
+"""The six workloads for a peer queue, written once against a small `Client` each adapter fills in.
+
+An adapter (``arq_redis.py``, ``saq_redis.py``, ...) says how to reset the server, send one task,
+send a batch (if the library can), wait for one result, and start the library's own worker as a
+separate OS process; `workloads` turns that into the six workloads, timed the same way for every
+peer (and the same way as ``_taskflow_server.py`` times taskflow):
+
+- A1, A2: no worker; ``send`` n times / ``send_many`` per batch.
+- B: n tasks queued (batched when the library can, else one by one), untimed; the worker
+  started; timed from the first result seen to the last (`_servers.drain_rate`).
+- E2E, D: worker up (one warm-up task through), then n sends one by one, then every result.
+- C: worker up, `_harness.steady_latencies`.
+
+Stdlib only: it runs in each peer's own venv.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+import _harness
+import _servers
+from _harness import Metrics, Params
+
+RESULT_TIMEOUT_S = 300.0
+
+
+class Client(Protocol):
+    """What an adapter provides for one run (one fresh instance per workload)."""
+
+    wait_limit: int
+    """Result waits in flight at once: 1 for libraries that poll (in enqueue order, so the
+    poller never floods the server the worker needs), more for those that push."""
+
+    async def open(self, params: Params) -> None:
+        """Connect, and empty the server's state of this library (FLUSHDB, fresh tables)."""
+
+    async def close(self) -> None:
+        """Disconnect."""
+
+    async def send(self, name: str, args: list[Any]) -> Any:
+        """Enqueue one task (``noop`` or ``nap(seconds)``), return its handle."""
+
+    async def send_many(self, count: int) -> list[Any]:
+        """Enqueue `count` ``noop`` tasks with the library's batch API, or raise NotApplicable."""
+
+    async def wait(self, handle: Any) -> None:
+        """Wait for the task's result, as the library's producer API does."""
+
+    def worker_command(self, params: Params) -> list[str]:
+        """The library's own worker CLI (or a script calling its worker API)."""
+
+
+MakeClient = Callable[[], Client]
+
+
+def _waiter(client: Client, handle: Any) -> Callable[[], Awaitable[None]]:
+    return lambda: client.wait(handle)
+
+
+async def _wait_all(client: Client, worker: _servers.WorkerProcess, handles: list[Any]) -> None:
+    waits = [_waiter(client, h) for h in handles]
+    await _servers.watched(
+        worker, _servers.gather_bounded(waits, client.wait_limit), RESULT_TIMEOUT_S
+    )
+
+
+def _lost(client: Client) -> Metrics:
+    """``lost_notifications`` for clients that count result pushes they never got."""
+    lost = getattr(client, "lost", None)
+    return {} if lost is None else {"lost_notifications": lost}
+
+
+def workloads(make_client: MakeClient) -> dict[str, _harness.Workload]:
+    """The six workloads for the library `make_client` speaks for."""
+
+    async def opened(params: Params) -> Client:
+        client = make_client()
+        await client.open(params)
+        return client
+
+    async def enqueue_one_by_one(params: Params) -> Metrics:
+        client = await opened(params)
+        try:
+            start = time.perf_counter()
+            for _ in range(params.n):
+                await client.send("noop", [])
+            return {"tasks_per_s": _harness.per_second(params.n, time.perf_counter() - start)}
+        finally:
+            await client.close()
+
+    async def enqueue_batched(params: Params) -> Metrics:
+        client = await opened(params)
+        try:
+            start = time.perf_counter()
+            for size in _harness.chunks(params.n, params.batch):
+                await client.send_many(size)
+            return {"tasks_per_s": _harness.per_second(params.n, time.perf_counter() - start)}
+        finally:
+            await client.close()
+
+    async def process_queued(params: Params) -> Metrics:
+        client = await opened(params)
+        try:
+            handles: list[Any] = []
+            try:
+                for size in _harness.chunks(params.n, params.batch):
+                    handles += await client.send_many(size)
+            except _harness.NotApplicable:
+                handles = [await client.send("noop", []) for _ in range(params.n - len(handles))]
+            async with _servers.worker_process(client.worker_command(params)) as worker:
+                metrics = await _servers.drain_rate(
+                    worker,
+                    _waiter(client, handles[0]),
+                    [_waiter(client, h) for h in handles[1:]],
+                    wait_limit=client.wait_limit,
+                    timeout_s=RESULT_TIMEOUT_S,
+                )
+                return metrics | _lost(client)
+        finally:
+            await client.close()
+
+    async def with_worker(
+        params: Params, body: Callable[[Client, _servers.WorkerProcess], Awaitable[Metrics]]
+    ) -> Metrics:
+        client = await opened(params)
+        try:
+            async with _servers.worker_process(client.worker_command(params)) as worker:
+                warm = await client.send("noop", [])
+                await _servers.watched(worker, client.wait(warm), 120)
+                return await body(client, worker) | _lost(client)
+        finally:
+            await client.close()
+
+    async def end_to_end(params: Params) -> Metrics:
+        async def body(client: Client, worker: _servers.WorkerProcess) -> Metrics:
+            start = time.perf_counter()
+            handles = [await client.send("noop", []) for _ in range(params.n)]
+            await _wait_all(client, worker, handles)
+            return {"tasks_per_s": _harness.per_second(params.n, time.perf_counter() - start)}
+
+        return await with_worker(params, body)
+
+    async def latency(params: Params) -> Metrics:
+        async def body(client: Client, worker: _servers.WorkerProcess) -> Metrics:
+            async def send_and_wait() -> None:
+                await client.wait(await client.send("noop", []))
+
+            return await _harness.steady_latencies(params, send_and_wait)
+
+        return await with_worker(params, body)
+
+    async def sleepers(params: Params) -> Metrics:
+        async def body(client: Client, worker: _servers.WorkerProcess) -> Metrics:
+            start = time.perf_counter()
+            handles = [await client.send("nap", [params.sleep_s]) for _ in range(params.n)]
+            await _wait_all(client, worker, handles)
+            return {"seconds": round(time.perf_counter() - start, 4)}
+
+        return await with_worker(params, body)
+
+    return {
+        "A1": enqueue_one_by_one,
+        "A2": enqueue_batched,
+        "B": process_queued,
+        "E2E": end_to_end,
+        "C": latency,
+        "D": sleepers,
+    }

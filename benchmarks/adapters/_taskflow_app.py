@@ -1,0 +1,41 @@
+"""The app the taskflow server adapters enqueue to and their worker processes run.
+
+The worker is started as ``python -m taskflow worker _taskflow_app:app --concurrency 100`` in
+this directory, with ``TASKFLOW_BENCH_BROKER`` naming the Redis URL or PostgreSQL DSN; the
+producer builds its own app with `make_app` (a fresh one per run: a closed app cannot be
+reopened), with the same task names ``noop`` and ``nap``. Defaults of `GlobalConfig` apply
+(``claim_batch`` 100): taskflow's recommended settings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import Any
+
+from taskflow import QueueTasks
+
+BROKER_ENV = "TASKFLOW_BENCH_BROKER"
+
+
+def make_app(url: str) -> tuple[QueueTasks, Any, Any]:
+    """An app on `url` with the tasks ``noop`` and ``nap``: ``(app, noop, nap)``."""
+    made = QueueTasks(name="bench", broker=url)
+
+    @made.task
+    async def noop() -> None:
+        return None
+
+    @made.task
+    async def nap(seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+    return made, noop, nap
+
+
+def __getattr__(name: str) -> Any:
+    # ``app`` is built on first access only, so the producer can import `make_app` without
+    # ``TASKFLOW_BENCH_BROKER`` set.
+    if name == "app":
+        return make_app(os.environ[BROKER_ENV])[0]
+    raise AttributeError(name)
