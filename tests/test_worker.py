@@ -511,3 +511,32 @@ async def test_a_worker_runs_once_and_needs_an_open_app(app: QueueTasks) -> None
             worker.stop()
         with pytest.raises(LifecycleError, match="runs once"):
             await worker.run()
+
+
+# -- housekeeping --------------------------------------------------------------------------
+
+
+async def test_the_worker_deletes_long_expired_records_now_and_then(clock: FakeClock) -> None:
+    config = GlobalConfig(
+        lease_s=LEASE_S,
+        heartbeat_s=HEARTBEAT_S,
+        idle_poll_s=1000,
+        result_ttl_s=100,
+        cleanup_interval_s=60,
+    )
+    app = QueueTasks(name="t", clock=clock, config=config)
+
+    @app.task
+    async def answer() -> int:
+        return 42
+
+    with anyio.fail_after(10):
+        async with app.running(concurrency=1):
+            handle = await answer.add_task()
+            assert await handle.result() == 42
+            await clock.advance(150)  # past the TTL: hidden, but the tombstone stays
+            record = await app.get(handle.task_id)
+            assert record is not None and record.result_expired
+            for _ in range(3):  # two TTLs after the finish, the next sweep deletes it
+                await clock.advance(60)
+            assert await app.get(handle.task_id) is None

@@ -152,6 +152,14 @@ _SETTINGS: Final[dict[str, _Setting]] = {
         "an integer >= 1",
         "Approximate number of events kept per queue in the event stream.",
     ),
+    "cleanup_interval_s": _Setting(
+        float,
+        300.0,
+        _positive,
+        "a number of seconds > 0",
+        "How often each worker deletes records whose result expired more than result_ttl_s "
+        "ago (Storage.cleanup); idempotent, so many workers doing it is harmless.",
+    ),
     "default_queue": _Setting(
         str,
         "default",
@@ -199,6 +207,7 @@ class GlobalConfig:
             (default 300).
         unknown_task_retry_s: Delay between those retries (default 5).
         events_maxlen: Events kept per queue (default 100000).
+        cleanup_interval_s: How often a worker deletes long-expired records (default 300).
         default_queue: Queue of tasks that name none (default ``"default"``).
 
     Raises:
@@ -219,6 +228,7 @@ class GlobalConfig:
     unknown_task_window_s: float
     unknown_task_retry_s: float
     events_maxlen: int
+    cleanup_interval_s: float
     default_queue: str
 
     def __init__(
@@ -238,6 +248,7 @@ class GlobalConfig:
         unknown_task_window_s: float | _Unset = _UNSET,
         unknown_task_retry_s: float | _Unset = _UNSET,
         events_maxlen: int | _Unset = _UNSET,
+        cleanup_interval_s: float | _Unset = _UNSET,
         default_queue: str | _Unset = _UNSET,
         environ: Mapping[str, str] | None = None,
     ) -> None:

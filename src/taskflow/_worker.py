@@ -245,6 +245,7 @@ class Worker:
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._watch_for_work)
+                tg.start_soon(self._cleanup_loop)
                 tg.start_soon(self._flush_loop)
                 tg.start_soon(self._heartbeat_loop)
                 tg.start_soon(self._report_loop)
@@ -748,6 +749,27 @@ class Worker:
             await self.app.storage.report(updates, now=self._clock.time())
         except Exception:
             logger.exception("reporting progress of %d task(s) failed", len(updates))
+
+    # -- housekeeping ----------------------------------------------------------------------
+
+    async def _cleanup_loop(self) -> None:
+        """Delete records whose result expired more than a result TTL ago, now and then.
+
+        Expired results are hidden at once (`ResultExpired`); this frees their tombstones."""
+        config = self._config
+        while True:
+            await self._clock.sleep(config.cleanup_interval_s)
+            try:
+                deleted = await self.app.storage.cleanup(
+                    now=self._clock.time(), keep_s=config.result_ttl_s
+                )
+            except Exception:
+                logger.exception(
+                    "cleanup failed; will try again in %.0f s", config.cleanup_interval_s
+                )
+                continue
+            if deleted:
+                logger.info("cleanup deleted %d expired task record(s)", deleted)
 
     # -- deadlines -------------------------------------------------------------------------
 

@@ -467,7 +467,8 @@ class Broker(_Lifecycle, ABC):
 
         Order: higher priority first, then FIFO (by due time, then enqueue order) within a
         priority; across queues, in the order given. Scheduled and retrying messages whose time
-        has come, and messages whose lease lapsed before `now`, are claimable. Each claim marks
+        has come (due at or before `now`), and messages whose lease lapsed at or before `now`,
+        are claimable. Each claim marks
         the task running, increments its attempts and fencing token, and emits a RUNNING event.
         """
         self._check_open()
@@ -488,7 +489,9 @@ class Broker(_Lifecycle, ABC):
         """Store each outcome and ack its message, atomically per outcome, in one round trip.
 
         An outcome is refused (False, nothing written) if its token is not the task's current
-        token or the task is already terminal. Terminal outcomes wake result waiters.
+        token or the task is already terminal. Terminal outcomes wake result waiters. A RETRY is
+        only sent while the attempt is at most the message's `retries` (the worker sends FAILED
+        once they are spent), so attempts never exceed ``retries + 1``.
         """
         self._check_open()
         if not outcomes:
@@ -513,8 +516,9 @@ class Broker(_Lifecycle, ABC):
         return await self._cancel(task_ids, now)
 
     async def next_due(self, queues: Sequence[str], *, now: float) -> float | None:
-        """The earliest time after `now` at which something in `queues` becomes claimable (a
-        scheduled or retrying message, or a lease lapsing), or None if nothing is pending."""
+        """The earliest time at which something in `queues` becomes claimable (a scheduled or
+        retrying message, or a lease lapsing), or None if nothing is pending. A value at or
+        before `now` means something is claimable already."""
         self._check_open()
         return await self._next_due(queues, now)
 
@@ -539,7 +543,8 @@ class Broker(_Lifecycle, ABC):
     ) -> list[str | None]:
         """Requeue dead letters as new tasks (ids from `new_ids`) linked to the old ones by
         `requeued_from`, with fresh attempts. Per id: the new task id, or None if the task is
-        not dead-lettered."""
+        not dead-lettered. The old record stays FAILED but leaves the dead-letter list (a second
+        requeue of it returns None); the new task is not deduplicated."""
         self._check_open()
         return await self._requeue_dead(task_ids, now, new_ids)
 
