@@ -20,6 +20,7 @@ in `taskflow._pg.sql`. Times always come from the caller (`now`), never from the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -336,7 +337,8 @@ class _Listener:
         self._storage._dispatch(str(payload))
 
     def _on_terminated(self, conn: object) -> None:
-        self._lost.set()
+        if conn is self._conn:  # not an old connection we already replaced
+            self._lost.set()
 
     async def _supervise(self) -> None:
         while True:
@@ -480,7 +482,10 @@ class PostgresStorage(Storage):
                         return await op(conn)
                     except Exception as exc:
                         if _breaks_connection(exc):
-                            conn.terminate()  # the pool opens a fresh one on next acquire
+                            # The pool opens a fresh one on the next acquire. A connection
+                            # the server closed was already handed back: nothing to do.
+                            with contextlib.suppress(asyncpg.exceptions.InterfaceError):
+                                conn.terminate()
                         raise
             except Exception as exc:
                 if not _is_transient(exc) or attempt >= _CALL_RETRIES or not self.is_open:
