@@ -179,6 +179,7 @@ class RedisStorage(Storage):
         self._known_queues: set[str] = set()
         self._id_queues: dict[str, str] = {}
         self._work_events: dict[str, asyncio.Event] = {}
+        self._work_counts: dict[str, int] = {}
         self._background: set[asyncio.Task[None]] = set()
         self._in_flight = asyncio.Semaphore(_SCRIPTS_IN_FLIGHT)
         self._pending_reads: list[_PendingRead] = []
@@ -400,6 +401,7 @@ class RedisStorage(Storage):
                 # Just ended, so its result has not expired (now=-inf).
                 self._notify_terminal(waited, _record(fields, yields, float("-inf")))
         elif channel.endswith(":work"):
+            self._work_counts[channel] = self._work_counts.get(channel, 0) + 1
             event = self._work_events.pop(channel, None)
             if event is not None:
                 event.set()
@@ -434,6 +436,18 @@ class RedisStorage(Storage):
         for task_id, raw in zip(task_ids, raws, strict=True):
             if raw is not None and TaskStatus(raw[0][b"st"].decode()).terminal:
                 self._notify_terminal(task_id)
+
+    def work_count(self, queue: str) -> int | None:
+        """Wake-ups received on `queue`'s work channel so far, or None if this process is not
+        subscribed to it (then nothing can be concluded from the count)."""
+        channel = self.qkey(queue, "work")
+        if self._listener is None or not self._listener.is_subscribed(channel):
+            return None
+        return self._work_counts.get(channel, 0)
+
+    def work_event(self, queue: str) -> asyncio.Event:
+        """The event the next wake-up on `queue`'s work channel sets."""
+        return self._work_events.setdefault(self.qkey(queue, "work"), asyncio.Event())
 
     async def wait_work(self, queues: Sequence[str]) -> tuple[list[asyncio.Event], list[bytes]]:
         """Subscribe to the queues' work channels; return their wake events and generations.
@@ -553,6 +567,15 @@ class RedisBroker(Broker):
         super().__init__(storage)
         self._redis = storage
         self._claim_gens: dict[tuple[str, str], bytes] = {}
+        #: Wake-ups this process had seen on a queue's work channel when a claim began
+        #: (None: not subscribed yet), per (worker, queue).
+        self._claim_seen: dict[tuple[str, str], int | None] = {}
+        #: Per queue: the next due time the last claim reported, and the wake-up count then.
+        #: Valid while no wake-up arrived since (enqueue, retry, release and requeue publish
+        #: one) and this broker changed nothing there; saves idle workers a round trip. Stale
+        #: values are mostly too early (a spurious wake); the one way to be late, a lease taken
+        #: by another process that then dies, is bounded by the worker's idle_poll_s sweep.
+        self._due_cache: dict[str, tuple[int, bytes]] = {}
 
     def new_task_id(self, queue: str) -> str:
         """A unique id starting with the queue's hash tag, ``{queue}<unique>``, so the id alone
@@ -566,6 +589,7 @@ class RedisBroker(Broker):
         for message in messages:
             _check_message_routing(message)
         rs = self._redis
+        self._forget_due(m.queue for m in messages)
         await rs.register_queues(m.queue for m in messages)
         results: list[EnqueueResult | None] = [None] * len(messages)
         untagged = [i for i, m in enumerate(messages) if tagged_queue(m.id) is None]
@@ -605,9 +629,16 @@ class RedisBroker(Broker):
             if want <= 0:
                 break
             nonce = os.urandom(8).hex()
+            # Snapshot the wake-ups seen so far *before* the claim runs (see _wait_for_work).
+            seen = rs.work_count(queue)
             reply = await rs.run_queue_script("claim", queue, now, [str(want), *fixed, nonce])
             self._claim_gens[(worker_id, queue)] = reply[0]
-            for j in range(1, len(reply), 4):
+            self._claim_seen[(worker_id, queue)] = seen
+            if seen is not None and reply[1] != b"?":
+                self._due_cache[queue] = (seen, reply[1])
+            else:
+                self._due_cache.pop(queue, None)
+            for j in range(2, len(reply), 4):
                 deliveries.append(
                     Delivery(
                         task_id=reply[j].decode(),
@@ -624,6 +655,7 @@ class RedisBroker(Broker):
     ) -> list[LeaseState]:
         rs = self._redis
         queues = await rs.resolve_queues([lease.task_id for lease in leases])
+        self._forget_due(queues)
         out = [LeaseState.LOST] * len(leases)
         groups = _group(queues)
         replies = await asyncio.gather(
@@ -646,6 +678,7 @@ class RedisBroker(Broker):
     async def _complete(self, outcomes: Sequence[Outcome], now: float) -> list[bool]:
         rs = self._redis
         queues = await rs.resolve_queues([o.task_id for o in outcomes])
+        self._forget_due(queues)
         out = [False] * len(outcomes)
         groups = _group(queues)
         replies = await asyncio.gather(
@@ -668,6 +701,7 @@ class RedisBroker(Broker):
     async def _cancel(self, task_ids: Sequence[str], now: float) -> list[CancelResult]:
         rs = self._redis
         queues = await rs.resolve_queues(task_ids)
+        self._forget_due(queues)
         out = [CancelResult.NOT_FOUND] * len(task_ids)
         for queue, idx in _group(queues).items():
             args = [_t(now + self.result_ttl_s)] + [task_ids[i] for i in idx]
@@ -687,17 +721,39 @@ class RedisBroker(Broker):
 
     async def _next_due(self, queues: Sequence[str], now: float) -> float | None:
         times: list[float] = []
-        for facts in await self._inspect(queues, now):
+        missing: list[str] = []
+        for queue in queues:
+            cached = self._due_cache.get(queue)
+            if cached is not None and cached[0] == self._redis.work_count(queue):
+                if cached[1]:
+                    times.append(float(cached[1]))
+            else:
+                missing.append(queue)
+        for facts in await self._inspect(missing, now) if missing else []:
             if int(facts[7]) > 0 or int(facts[1]) > 0:  # claimable already
                 return now
             times += [float(t) for t in facts[5:7] if t]
         return min(times, default=None)
 
+    def _forget_due(self, queues: Iterable[str | None]) -> None:
+        for queue in queues:
+            if queue is not None:
+                self._due_cache.pop(queue, None)
+
     async def _wait_for_work(self, queues: Sequence[str], worker_id: str) -> None:
-        events, gens = await self._redis.wait_work(queues)
-        for queue, gen in zip(queues, gens, strict=True):
-            if self._claim_gens.get((worker_id, queue)) != gen:
+        rs = self._redis
+        seen = [self._claim_seen.get((worker_id, q)) for q in queues]
+        if all(s is not None for s in seen):
+            # Subscribed since before the last claim: a wake-up counted since then means work
+            # may have arrived; none means wait (the events are taken before the check).
+            events = [rs.work_event(q) for q in queues]
+            if any(rs.work_count(q) != s for q, s in zip(queues, seen, strict=True)):
                 return
+        else:
+            events, gens = await rs.wait_work(queues)
+            for queue, gen in zip(queues, gens, strict=True):
+                if self._claim_gens.get((worker_id, queue)) != gen:
+                    return
         waits = [asyncio.ensure_future(e.wait()) for e in events]
         try:
             await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
@@ -740,6 +796,7 @@ class RedisBroker(Broker):
         if untagged:
             await rs.index_untagged(untagged)
         groups = _group([new.queue for _, new in plans])
+        self._forget_due(groups)
         for queue, idx in groups.items():
             args: list[Any] = [str(len(idx))]
             for j in idx:

@@ -9,10 +9,12 @@
 -- ARGV[11] is a nonce of this claim call: if the client repeats the call because the reply was
 -- lost (a connection dropped), the same deliveries are returned instead of a second batch that
 -- nobody would run until its leases lapse.
--- Returns {generation at start, id, token, attempt, message, id, token, ...}.
+-- Returns {generation at start, next due, id, token, attempt, message, id, token, ...}; "next
+-- due" is what `inspect` would say right after the claim: NOW if claimable work is left, else
+-- the earliest scheduled time or lease expiry, '' if nothing is pending ('?' on a replay).
 local limit = tonumber(ARGV[6])
 local LX, WID, RX, LEASE_ERR, NONCE = ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11]
-local out = {redis.call('GET', K .. 'gen') or '0'}
+local out = {redis.call('GET', K .. 'gen') or '0', '?'}
 local last_key = K .. 'lc:' .. WID
 
 if redis.call('LINDEX', last_key, 0) == NONCE then
@@ -97,11 +99,24 @@ flush()
 
 -- Remember this call's deliveries for a repeated call (expiry only collects the garbage of
 -- workers that went away; correctness never depends on it).
-if #out > 1 then
+if #out > 2 then
   local last = {NONCE}
-  for j = 2, #out, 4 do last[#last + 1] = out[j] end
+  for j = 3, #out, 4 do last[#last + 1] = out[j] end
   redis.call('DEL', last_key)
   redis.call('RPUSH', last_key, unpack(last))
   redis.call('PEXPIRE', last_key, 86400000)
+end
+
+if #redis.call('ZRANGE', K .. 'prios', 0, 0) > 0 then
+  out[2] = NOW
+else
+  local s = redis.call('ZRANGE', K .. 'sched', 0, 0, 'WITHSCORES')[2]
+  local r = redis.call('ZRANGE', K .. 'run', 0, 0, 'WITHSCORES')[2]
+  if s and r then
+    if tonumber(r) < tonumber(s) then s = r end
+  elseif r then
+    s = r
+  end
+  out[2] = s or ''
 end
 return out
