@@ -1,6 +1,6 @@
 """Backend lookup by URL scheme, with lazy imports and a clear word about missing drivers.
 
-Only this module maps ``memory://``, ``redis://``, ``rediss://``, ``redis+cluster://``,
+Only this module maps ``memory://``, ``redis://``, ``rediss://``, ``redis+cluster://``, ``rediss+cluster://``,
 ``postgresql://`` and ``postgres://`` to backend modules; each backend module exposes
 ``from_url(url) -> Broker`` (the broker carries its storage).
 """
@@ -21,6 +21,7 @@ _SCHEMES: Final = {
     "redis": "taskflow.redis",
     "rediss": "taskflow.redis",
     "redis+cluster": "taskflow.redis",
+    "rediss+cluster": "taskflow.redis",
     "postgresql": "taskflow.postgres",
     "postgres": "taskflow.postgres",
 }

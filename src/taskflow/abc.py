@@ -187,29 +187,28 @@ class Storage(_Lifecycle, ABC):
                 return record
         await self._ensure_listening()
         loop = asyncio.get_running_loop()
-        fut: asyncio.Future[TaskRecord | None] = loop.create_future()
         futures = self._waiters.setdefault(task_id, [])
-        futures.append(fut)
+        fut: asyncio.Future[TaskRecord | None] | None = None
         try:
-            record = (await self._get_many([task_id], now))[0]
-            if record is None:
-                raise TaskNotFound(task_id)
-            if record.status.terminal:
-                return record
-            pushed = await asyncio.wait_for(fut, timeout)
-            if pushed is not None:
-                return pushed
-            record = (await self._get_many([task_id], now))[0]
-            if record is None:
-                raise TaskNotFound(task_id)
-            return record
+            async with asyncio.timeout(timeout):
+                while True:
+                    fut = loop.create_future()
+                    futures.append(fut)
+                    record = (await self._get_many([task_id], now))[0]
+                    if record is None:
+                        raise TaskNotFound(task_id)
+                    if record.status.terminal:
+                        return record
+                    pushed = await fut
+                    if pushed is not None and pushed.status.terminal:
+                        return pushed
+                    # A bare wake-up (or a non-terminal record): read again, keep waiting.
+                    futures.remove(fut)
         finally:
-            try:
+            if fut is not None and fut in futures:
                 futures.remove(fut)
-            except ValueError:
-                pass
-            if not futures:
-                self._waiters.pop(task_id, None)
+            if not futures and self._waiters.get(task_id) is futures:
+                del self._waiters[task_id]
 
     def _notify_terminal(self, task_id: str, record: TaskRecord | None = None) -> None:
         """For backends: wake the waiters of `task_id` (with its terminal `record` if at hand)."""
