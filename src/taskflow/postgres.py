@@ -996,14 +996,14 @@ class PostgresBroker(Broker):
             out.append(new_id)
         if not messages:
             return out, []
+        # Requeued messages skip dedup (an operator's decision), so each is inserted.
+        inserted = await self._insert(conn, messages, now)
+        made = [m for m, r in zip(messages, inserted, strict=True) if r.created]
         await conn.execute(
-            self.pg.sql.mark_requeued,
-            [m.requeued_from for m in messages],
-            [m.id for m in messages],
-            now,
+            self.pg.sql.mark_requeued, [m.requeued_from for m in made], [m.id for m in made], now
         )
-        await self._insert(conn, messages, now)
-        return out, [m.queue for m in messages]
+        created = {m.id for m in made}
+        return [i if i in created else None for i in out], [m.queue for m in made]
 
     async def _stats(self, queues: Sequence[str], now: float) -> list[QueueStats]:
         names = list(queues)

@@ -153,6 +153,15 @@ CREATE INDEX tasks_expiry ON {{s}}.tasks (result_expires_at)
     WHERE result_expires_at IS NOT NULL;
 """
 
+# A requeued dead letter is an operator's decision: it is inserted even while a live task holds
+# its dedup key, so requeued copies stay out of the unique index (producers are still checked
+# against every live row with the key).
+_V3_DEDUP_REQUEUED: Final = f"""
+DROP INDEX {{s}}.tasks_dedup_live;
+CREATE UNIQUE INDEX tasks_dedup_live ON {{s}}.tasks (queue, dedup_key)
+    WHERE dedup_key IS NOT NULL AND requeued_from IS NULL AND status IN {LIVE_STATES_SQL};
+"""
+
 #: (version, description, DDL with ``{s}`` for the quoted schema), in order. Append only.
 MIGRATIONS: Final[tuple[tuple[int, str, str], ...]] = (
     (1, "tables: tasks, events, leases, kv; the notify helper", _V1_TABLES),
@@ -161,6 +170,7 @@ MIGRATIONS: Final[tuple[tuple[int, str, str], ...]] = (
         "indexes of the claim path (partial, live rows only), dedup, dead letters, cleanup",
         _V2_INDEXES,
     ),
+    (3, "requeued copies stay out of the unique live dedup index", _V3_DEDUP_REQUEUED),
 )
 LATEST_VERSION: Final = MIGRATIONS[-1][0]
 

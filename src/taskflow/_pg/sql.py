@@ -38,7 +38,7 @@ WITH input AS (
           AND (t.status IN {LIVE_STATES_SQL} OR t.dedup_until > $16)
         ORDER BY t.seq DESC LIMIT 1
     ) AS by_id
-    FROM input i WHERE i.dedup_key IS NOT NULL
+    FROM input i WHERE i.dedup_key IS NOT NULL AND i.requeued_from IS NULL
 ), ins AS (
     INSERT INTO {{s}}.tasks (
         id, name, queue, status, priority, due_at, data, created_at, eta, retries, expires_at,
