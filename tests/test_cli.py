@@ -168,3 +168,32 @@ def test_cli_dead_letters_lists_none_on_a_fresh_backend(tmp_path: Path) -> None:
     done = _run_cli(tmp_path, "dead-letters", "mem_app4:app")
     assert done.returncode == 0, done.stderr
     assert "0 dead-lettered task(s)" in done.stdout
+
+
+def test_cli_db_upgrade_creates_and_then_keeps_the_schema(tmp_path: Path) -> None:
+    from tests.services import postgres_dsn
+
+    dsn = postgres_dsn()
+    schema = f"tf_cli_{os.getpid()}"
+    try:
+        first = _run_cli(tmp_path, "db", "upgrade", dsn, "--schema", schema)
+        assert first.returncode == 0, first.stderr
+        assert "schema is at version" in first.stdout
+        assert "applied migration 1" in first.stderr
+        again = _run_cli(tmp_path, "db", "upgrade", dsn, "--schema", schema)
+        assert again.returncode == 0, again.stderr
+        assert again.stdout == first.stdout
+        assert "applied migration" not in again.stderr
+    finally:
+        import asyncio
+
+        import asyncpg
+
+        async def drop() -> None:
+            conn = await asyncpg.connect(dsn)
+            try:
+                await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+            finally:
+                await conn.close()
+
+        asyncio.run(drop())

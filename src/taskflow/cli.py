@@ -5,6 +5,7 @@ taskflow worker module:app [--concurrency M] [--processes N] [--queues a,b]
 taskflow status module:app TASK_ID
 taskflow dead-letters module:app [--queue q] [--limit n]
 taskflow requeue module:app TASK_ID [TASK_ID ...]
+taskflow db upgrade POSTGRES_URL [--schema NAME]
 ```
 
 The CLI is an application, so unlike the library it configures logging and installs signal
@@ -92,6 +93,14 @@ def _parser() -> argparse.ArgumentParser:
     requeue = sub.add_parser("requeue", help="requeue dead letters as new tasks")
     requeue.add_argument("app")
     requeue.add_argument("task_ids", nargs="+")
+
+    db = sub.add_parser("db", help="PostgreSQL schema management")
+    db_sub = db.add_subparsers(dest="db_command", required=True)
+    upgrade = db_sub.add_parser("upgrade", help="create or migrate the taskflow tables")
+    upgrade.add_argument("url", help="postgresql://user:password@host:port/database")
+    upgrade.add_argument(
+        "--schema", default=None, help="schema name (default: the URL's, or taskflow)"
+    )
     return parser
 
 
@@ -105,6 +114,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "worker":
             return _worker(args)
+        if args.command == "db":
+            return anyio.run(_db_upgrade, args.url, args.schema)
         app = load_app(args.app)
         if args.command == "status":
             return anyio.run(_status, app, args.task_id)
@@ -198,6 +209,16 @@ def _supervise_processes(args: argparse.Namespace) -> int:
         if stopping and alive == 0:
             return 0
         time.sleep(0.2)
+
+
+async def _db_upgrade(url: str, schema: str | None) -> int:
+    from . import postgres
+
+    version = (
+        await postgres.upgrade(url) if schema is None else await postgres.upgrade(url, schema)
+    )
+    print(f"schema is at version {version}")
+    return 0
 
 
 async def _status(app: QueueTasks, task_id: str) -> int:

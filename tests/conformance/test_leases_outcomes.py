@@ -405,10 +405,8 @@ async def test_lapsed_task_finished_by_its_old_worker_is_not_redelivered(
 
 # Backends that do not pass a test yet: kind -> reason. The test runs anyway (a non-strict xfail),
 # so a fix shows up as XPASS; remove the entry then.
-KNOWN_GAPS: dict[str, str] = {
-    "postgres": "requeue_dead returns the new id but inserts nothing when a live task holds the "
-    "dead letter's dedup key (the dedup conflict skips the insert)",
-}
+#: Backend kinds with a known divergence here: {kind: reason}. Empty: every backend conforms.
+KNOWN_GAPS: dict[str, str] = {}
 
 
 async def test_requeue_dead_while_its_dedup_key_is_taken(
