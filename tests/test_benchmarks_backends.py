@@ -4,9 +4,9 @@ Each backend's test runs ``python -m benchmarks --quick`` for taskflow's adapter
 backend's floor (their workers are separate processes, as in a full run) against the servers of
 ``scripts/services``, and checks every workload produced numbers. No peer venv is made here: the
 peers need the network and minutes. The 1,000,000-row PostgreSQL variant runs with a small seed
-(``TASKFLOW_BENCH_FINISHED_ROWS``); Redis runs use database 14, so a benchmark run on 15 is left
-alone. The URL helpers of ``benchmarks/adapters/_servers.py`` are
-checked without servers.
+(``TASKFLOW_BENCH_FINISHED_ROWS``). The tests use Redis database 14 and schemas ending in
+``_test``, so a benchmark running beside them (database 15, its own schemas) is left alone.
+The URL helpers of ``benchmarks/adapters/_servers.py`` are checked without servers.
 """
 
 from __future__ import annotations
@@ -97,7 +97,11 @@ def test_postgres_adapters_of_taskflow_the_big_table_and_the_floor(tmp_path: Pat
     document = quick_run(
         tmp_path,
         "taskflow-postgres,taskflow-postgres-1m,floor-postgres",
-        {"TASKFLOW_BENCH_POSTGRES_DSN": dsn, "TASKFLOW_BENCH_FINISHED_ROWS": "2000"},
+        {
+            "TASKFLOW_BENCH_POSTGRES_DSN": dsn,
+            "TASKFLOW_BENCH_FINISHED_ROWS": "2000",
+            "TASKFLOW_BENCH_SCHEMA_SUFFIX": "_test",
+        },
     )
     medians = document["medians"]
     assert isinstance(medians, dict)

@@ -32,6 +32,12 @@ ADAPTERS_DIR = os.path.dirname(os.path.abspath(__file__))
 """This directory: worker processes run here, so ``module:app`` targets import from it."""
 
 
+def bench_schema(name: str) -> str:
+    """A PostgreSQL adapter's schema `name`, plus ``TASKFLOW_BENCH_SCHEMA_SUFFIX`` if set (the
+    tests set one, so they never drop the schemas of a benchmark running beside them)."""
+    return name + os.environ.get("TASKFLOW_BENCH_SCHEMA_SUFFIX", "")
+
+
 def dedicated_redis_url(url: str | None) -> str:
     """`url` with its database number replaced by `BENCH_REDIS_DB`, which each run flushes.
 

@@ -2,11 +2,11 @@
 
 One table ``floor_bench.jobs`` (dropped and re-created before each run). The producer INSERTs
 one row per statement (A1) or a batch per statement via ``unnest`` (A2, B), each statement also
-NOTIFYing ``floor_new``. The worker, a separate process (``floor_postgres.py worker DSN
+NOTIFYing ``<schema>_new``. The worker, a separate process (``floor_postgres.py worker DSN
 --concurrency C``), claims up to C rows per statement (``UPDATE ... WHERE id IN (SELECT ... FOR
 UPDATE SKIP LOCKED LIMIT C) RETURNING``), runs them concurrently, and completes the whole batch
-in one statement that also NOTIFYs ``floor_done`` with the ids; when nothing is due it sleeps on
-LISTEN ``floor_new``. No leases, retries, tokens or events.
+in one statement that also NOTIFYs ``<schema>_done`` with the ids; when nothing is due it sleeps on
+LISTEN ``<schema>_new``. No leases, retries, tokens or events.
 """
 
 from __future__ import annotations
@@ -22,7 +22,10 @@ import _servers
 import asyncpg
 from _harness import Metrics, Params
 
-SCHEMA = "floor_bench"
+SCHEMA = _servers.bench_schema("floor_bench")
+NEW_CHANNEL = f"{SCHEMA}_new"
+DONE_CHANNEL = f"{SCHEMA}_done"
+"""Channels are database-wide: named after the schema, so two runs never hear each other."""
 RESULT_TIMEOUT_S = 120.0
 
 CREATE = f"""
@@ -39,14 +42,14 @@ CREATE INDEX jobs_queued ON {SCHEMA}.jobs (id) WHERE status = 0;
 """
 INSERT_ONE = f"""
 WITH new AS (INSERT INTO {SCHEMA}.jobs (name, args) VALUES ($1, $2) RETURNING id)
-SELECT id, pg_notify('floor_new', '') FROM new
+SELECT id, pg_notify('{NEW_CHANNEL}', '') FROM new
 """
 INSERT_MANY = f"""
 WITH new AS (
     INSERT INTO {SCHEMA}.jobs (name, args) SELECT 'noop', '[]' FROM generate_series(1, $1)
     RETURNING id
 )
-SELECT array_agg(id ORDER BY id) AS ids, pg_notify('floor_new', '') FROM new
+SELECT array_agg(id ORDER BY id) AS ids, pg_notify('{NEW_CHANNEL}', '') FROM new
 """
 CLAIM = f"""
 UPDATE {SCHEMA}.jobs SET status = 1
@@ -59,7 +62,7 @@ COMPLETE = f"""
 WITH done AS (
     UPDATE {SCHEMA}.jobs SET status = 2, result = 'null' WHERE id = ANY($1::bigint[]) RETURNING id
 )
-SELECT pg_notify('floor_done', string_agg(id::text, ',')) FROM done
+SELECT pg_notify('{DONE_CHANNEL}', string_agg(id::text, ',')) FROM done
 """
 
 
@@ -76,7 +79,7 @@ async def serve(dsn: str, concurrency: int) -> None:
     """Claim up to `concurrency` rows per statement, run them, complete them in one statement."""
     conn = await asyncpg.connect(dsn)
     wake = asyncio.Event()
-    await conn.add_listener("floor_new", lambda *_: wake.set())
+    await conn.add_listener(NEW_CHANNEL, lambda *_: wake.set())
     while True:
         wake.clear()
         rows = await conn.fetch(CLAIM, concurrency)
@@ -120,7 +123,7 @@ class Producer:
         self.conn = await asyncpg.create_pool(self.dsn, min_size=1, max_size=10)
         await self.conn.execute(CREATE)
         self.listener = await asyncpg.connect(self.dsn)
-        await self.listener.add_listener("floor_done", self._done)
+        await self.listener.add_listener(DONE_CHANNEL, self._done)
 
     async def close(self) -> None:
         """Close the listening connection and the pool."""

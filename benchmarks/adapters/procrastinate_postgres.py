@@ -24,7 +24,7 @@ from _harness import Params
 from procrastinate import App, PsycopgConnector
 from procrastinate.jobs import Status
 
-SCHEMA = "procrastinate_bench"
+SCHEMA = _servers.bench_schema("procrastinate_bench")
 URL_ENV = "BENCH_POSTGRES_URL"
 STATUS_POLL_S = 0.01
 

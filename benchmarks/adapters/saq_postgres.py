@@ -12,7 +12,7 @@ import _servers
 import psycopg
 from _harness import Params
 
-SCHEMA = "saq_bench"
+SCHEMA = _servers.bench_schema("saq_bench")
 
 settings = _saq.worker_settings() if __name__ != "__main__" else None
 

@@ -15,7 +15,7 @@ import _servers
 import asyncpg
 from _taskflow_server import TaskflowServer
 
-SCHEMA = "taskflow_bench"
+SCHEMA = _servers.bench_schema("taskflow_bench")
 
 
 def resolve(url: str | None, schema: str = SCHEMA) -> str:

@@ -13,11 +13,12 @@ from __future__ import annotations
 import os
 
 import _harness
+import _servers
 import asyncpg
 from _harness import Metrics, NotApplicable, Params
 from taskflow_postgres import TaskflowPostgres, plain_dsn
 
-SCHEMA = "taskflow_bench_1m"
+SCHEMA = _servers.bench_schema("taskflow_bench_1m")
 """A schema of its own, so the seeded rows outlive the runs of ``taskflow-postgres``."""
 FINISHED_ROWS = int(os.environ.get("TASKFLOW_BENCH_FINISHED_ROWS", "1000000"))
 
