@@ -16,6 +16,7 @@ import itertools
 import sys
 import time
 from typing import Any
+from urllib.parse import urlsplit
 
 import _harness
 import _servers
@@ -24,7 +25,8 @@ import redis.asyncio as aioredis
 from _harness import Metrics, Params
 
 QUEUE = "floor:queue"
-DONE_CHANNEL = "floor:done"
+DONE_CHANNEL = "floor:done:"
+"""Plus the database number: pub/sub channels are server-wide, databases are not."""
 RESULT_PREFIX = "floor:result:"
 RESULT_TIMEOUT_S = 120.0
 
@@ -64,8 +66,13 @@ async def serve(url: str, concurrency: int) -> None:
         async with client.pipeline(transaction=False) as pipe:
             for message in messages:
                 pipe.set(RESULT_PREFIX + message.id, encoder.encode(None), ex=3600)
-            pipe.publish(DONE_CHANNEL, ",".join(m.id for m in messages))
+            pipe.publish(done_channel(url), ",".join(m.id for m in messages))
             await pipe.execute()
+
+
+def done_channel(url: str) -> str:
+    """The done channel of the database `url` names."""
+    return DONE_CHANNEL + urlsplit(url).path.strip("/")
 
 
 def worker_main(argv: list[str]) -> None:
@@ -96,7 +103,7 @@ class Producer:
         """FLUSHDB, then subscribe to the done channel."""
         await self.client.flushdb()
         pubsub = self.client.pubsub()
-        await pubsub.subscribe(DONE_CHANNEL)
+        await pubsub.subscribe(done_channel(self.url))
         self.listening = asyncio.create_task(self._listen(pubsub))
 
     async def close(self) -> None:
