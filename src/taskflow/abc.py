@@ -97,6 +97,8 @@ class Storage(_Lifecycle, ABC):
 
     def __init__(self) -> None:
         self._waiters: dict[str, list[asyncio.Future[TaskRecord | None]]] = {}
+        self._read_batch: dict[str, list[asyncio.Future[TaskRecord | None]]] | None = None
+        self._flushers: set[asyncio.Task[None]] = set()
         #: Approximate number of events kept per queue (set from `GlobalConfig.events_maxlen`).
         self.events_maxlen: int = 100_000
 
@@ -194,7 +196,7 @@ class Storage(_Lifecycle, ABC):
                 while True:
                     fut = loop.create_future()
                     futures.append(fut)
-                    record = (await self._get_many([task_id], now))[0]
+                    record = await self._read_one(task_id, now)
                     if record is None:
                         raise TaskNotFound(task_id)
                     if record.status.terminal:
@@ -209,6 +211,51 @@ class Storage(_Lifecycle, ABC):
                 futures.remove(fut)
             if not futures and self._waiters.get(task_id) is futures:
                 del self._waiters[task_id]
+
+    async def _read_one(self, task_id: str, now: float) -> TaskRecord | None:
+        """One record, read together with every other waiter's read of this loop turn.
+
+        Many results awaited at once (``gather``) cost one `_get_many` round trip per loop
+        turn instead of one each. In-process backends (`cheap_reads`) read directly.
+        """
+        if self.cheap_reads:
+            return (await self._get_many([task_id], now))[0]
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[TaskRecord | None] = loop.create_future()
+        batch = self._read_batch
+        if batch is None:
+            batch = self._read_batch = {}
+            flusher = loop.create_task(self._flush_reads(batch, now))
+            self._flushers.add(flusher)  # a reference, so the task is not collected mid-way
+            flusher.add_done_callback(self._flushers.discard)
+        batch.setdefault(task_id, []).append(fut)
+        return await fut
+
+    async def _flush_reads(
+        self, batch: dict[str, list[asyncio.Future[TaskRecord | None]]], now: float
+    ) -> None:
+        await asyncio.sleep(0)  # let this turn's other readers join the batch
+        if self._read_batch is batch:
+            self._read_batch = None
+        ids = list(batch)
+        try:
+            records = await self._get_many(ids, now)
+        except BaseException as exc:
+            for futures in batch.values():
+                for fut in futures:
+                    if not fut.done():
+                        fut.set_exception(
+                            exc
+                            if isinstance(exc, Exception)
+                            else LifecycleError("the storage was closed while a read was in flight")
+                        )
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for task_id, record in zip(ids, records, strict=True):
+            for fut in batch[task_id]:
+                if not fut.done():
+                    fut.set_result(record)
 
     def _notify_terminal(self, task_id: str, record: TaskRecord | None = None) -> None:
         """For backends: wake the waiters of `task_id` (with its terminal `record` if at hand)."""
