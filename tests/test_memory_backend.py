@@ -341,3 +341,14 @@ async def test_requeued_dead_letter_takes_its_dedup_key_only_if_no_live_task_hol
     await broker.enqueue([live], now=clock.time())
     await broker.requeue_dead([old], now=clock.time(), new_ids=["n2"])
     assert broker.storage._dedup[("q", "k")].id == live.id
+
+
+async def test_watch_work_calls_back_on_enqueue_into_a_watched_queue(
+    broker: MemoryBroker, clock: FakeClock
+) -> None:
+    calls: list[str] = []
+    assert broker.watch_work(["q"], worker_id="w1", callback=lambda: calls.append("q"))
+    await broker.enqueue([make(broker, "other")], now=clock.time())
+    assert calls == []
+    await broker.enqueue([make(broker, "q")], now=clock.time())
+    assert calls == ["q"]

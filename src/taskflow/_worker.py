@@ -244,7 +244,11 @@ class Worker:
         )
         try:
             async with anyio.create_task_group() as tg:
-                tg.start_soon(self._watch_for_work)
+                pushed = self.app.broker.watch_work(
+                    self.queues, worker_id=self.worker_id, callback=self._on_work
+                )
+                if not pushed:
+                    tg.start_soon(self._watch_for_work)
                 tg.start_soon(self._cleanup_loop)
                 tg.start_soon(self._flush_loop)
                 tg.start_soon(self._heartbeat_loop)
@@ -348,6 +352,11 @@ class Worker:
         waiter = self._idle_waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+
+    def _on_work(self) -> None:
+        """The backend's direct push (in-process backends): work may be claimable."""
+        self._work_pending = True
+        self._wake_claimer()
 
     async def _watch_for_work(self) -> None:
         """Turn the backend's work pushes into wake-ups of the claimer, one per claim.

@@ -32,7 +32,7 @@ import itertools
 import logging
 import os
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from types import TracebackType
 from typing import Any, Self
 
@@ -574,6 +574,16 @@ class Broker(_Lifecycle, ABC):
         spurious returns are allowed. The worker bounds this wait with `next_due`."""
         self._check_open()
         await self._wait_for_work(queues, worker_id)
+
+    def watch_work(
+        self, queues: Sequence[str], *, worker_id: str, callback: Callable[[], None]
+    ) -> bool:
+        """Optional, for in-process backends: call `callback()` (on the event loop thread, no
+        awaiting) whenever work may have become claimable in `queues` for `worker_id`, from
+        now on. Returns False if the backend cannot (the default): the worker then uses
+        `wait_for_work`. Saves a loop turn per wake-up where the push is a plain function call.
+        """
+        return False
 
     # -- dead letters and inspection -------------------------------------------------------
 

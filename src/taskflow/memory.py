@@ -28,7 +28,7 @@ import heapq
 import itertools
 import logging
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from urllib.parse import urlsplit
 
 import msgspec
@@ -126,16 +126,19 @@ class _Slot(msgspec.Struct, gc=False):
 class _Worker:
     """The sticky "work may be there" flag of one worker id, and its pending waits."""
 
-    __slots__ = ("flag", "futures", "queues")
+    __slots__ = ("callback", "flag", "futures", "queues")
 
     def __init__(self) -> None:
         # A worker that never claimed may have missed anything: its first wait returns at once.
         self.flag = True
         self.futures: list[asyncio.Future[None]] = []
         self.queues: set[str] = set()
+        self.callback: Callable[[], None] | None = None
 
     def wake(self) -> None:
         self.flag = True
+        if self.callback is not None:
+            self.callback()
         if self.futures:
             for fut in self.futures:
                 if not fut.done():
@@ -914,6 +917,12 @@ class MemoryBroker(Broker):
                 if when is not None and (best is None or when < best):
                     best = when
         return best
+
+    def watch_work(
+        self, queues: Sequence[str], *, worker_id: str, callback: Callable[[], None]
+    ) -> bool:
+        self._worker(worker_id, queues).callback = callback
+        return True
 
     async def _wait_for_work(self, queues: Sequence[str], worker_id: str) -> None:
         worker = self._worker(worker_id, queues)
