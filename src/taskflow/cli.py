@@ -214,9 +214,7 @@ def _supervise_processes(args: argparse.Namespace) -> int:
 async def _db_upgrade(url: str, schema: str | None) -> int:
     from . import postgres
 
-    version = (
-        await postgres.upgrade(url) if schema is None else await postgres.upgrade(url, schema)
-    )
+    version = await postgres.upgrade(url) if schema is None else await postgres.upgrade(url, schema)
     print(f"schema is at version {version}")
     return 0
 
