@@ -134,12 +134,6 @@ async def test_async_generator_task_yields_are_visible_while_it_runs(app: QueueT
             assert await handle.result(timeout=5) == [1, 2, 3, 4]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="backend keeps the yields of earlier attempts: a retried generator's record shows "
-    "[1, 1, 2] while its result is [1, 2]; proposed: Broker.claim clears yields and progress "
-    "when a new attempt starts (memory.py / abc.py, not ours to change)",
-)
 async def test_a_retried_generator_shows_only_the_current_attempts_yields(
     app: QueueTasks,
 ) -> None:

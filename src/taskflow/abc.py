@@ -515,7 +515,8 @@ class Broker(_Lifecycle, ABC):
         priority; across queues, in the order given. Scheduled and retrying messages whose time
         has come (due at or before `now`), and messages whose lease lapsed at or before `now`,
         are claimable. Each claim marks
-        the task running, increments its attempts and fencing token, and emits a RUNNING event.
+        the task running, increments its attempts and fencing token, clears the progress and
+        yielded values of an earlier attempt, and emits a RUNNING event.
         """
         self._check_open()
         deliveries = await self._claim(queues, limit, lease_s, now, worker_id)

@@ -773,6 +773,9 @@ class MemoryBroker(Broker):
                 slot.status = _RUNNING
                 slot.attempts = attempt = slot.attempts + 1
                 slot.token = token = slot.token + 1
+                if token > 1:  # a new attempt starts with no progress or yields of the last one
+                    slot.progress = None
+                    slot.yields = None
                 slot.started_at = now
                 slot.worker_id = worker_id
                 slot.lease_expires_at = lease_expires_at

@@ -432,3 +432,25 @@ async def test_report_is_accepted_while_a_cancel_is_pending(
     await backend.cancel([task_id], now=clock.time())
     update = ProgressUpdate(task_id, delivery.token, progress=Progress(1, 1))
     assert await backend.storage.report([update], now=clock.time()) == [True]
+
+
+async def test_a_new_attempt_starts_without_the_last_attempts_progress_and_yields(
+    backend: Broker, clock: FakeClock
+) -> None:
+    task_id = await enqueue_one(backend, clock)
+    [first] = await claim(backend, clock)
+    update = ProgressUpdate(
+        task_id, first.token, progress=Progress(1, 2), yields=[encode_value("a")]
+    )
+    assert await backend.storage.report([update], now=clock.time()) == [True]
+    await backend.complete([retry(first, clock.time())], now=clock.time())
+    [second] = await claim(backend, clock)
+    assert second.attempt == 2
+    record = await backend.storage.get(task_id, now=clock.time())
+    assert record is not None
+    assert record.progress is None
+    assert record.yields == []
+    update = ProgressUpdate(task_id, second.token, yields=[encode_value("b")])
+    assert await backend.storage.report([update], now=clock.time()) == [True]
+    record = await backend.storage.get(task_id, now=clock.time())
+    assert record is not None and record.yields == [encode_value("b")]

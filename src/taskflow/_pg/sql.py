@@ -99,6 +99,8 @@ WITH cand AS (
         token = t.token + (c.verdict = 'running')::int,
         due_at = CASE WHEN c.verdict = 'running' THEN $4 ELSE t.due_at END,
         started_at = CASE WHEN c.verdict = 'running' THEN $2 ELSE t.started_at END,
+        progress = CASE WHEN c.verdict = 'running' THEN NULL ELSE t.progress END,
+        yields = CASE WHEN c.verdict = 'running' THEN ARRAY[]::bytea[] ELSE t.yields END,
         worker_id = CASE WHEN c.verdict = 'running' THEN $5 ELSE t.worker_id END,
         finished_at = CASE WHEN c.verdict = 'running' THEN NULL ELSE $2 END,
         error = CASE WHEN c.verdict = 'failed' THEN $6 ELSE t.error END,

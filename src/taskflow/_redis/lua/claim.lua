@@ -83,6 +83,10 @@ for _, pr in ipairs(prios) do
         local tok = tonumber(f[3]) + 1
         redis.call('HSET', r, 'st', 'running', 'att', att, 'tok', tok, 'sa', NOW, 'wid', WID,
           'lx', LX)
+        if tok > 1 then -- a new attempt starts with no progress or yields of the last one
+          redis.call('HDEL', r, 'prog')
+          redis.call('DEL', ykey(id))
+        end
         zadd_later(K .. 'run', LX, id)
         event(id, 'running', att, f[5], '')
         out[#out + 1] = id
