@@ -275,10 +275,11 @@ class Worker:
                 continue
             self._work_pending = False
             self._claim_started.set()
+            limit = min(free, config.claim_batch)
             try:
                 deliveries = await broker.claim(
                     self.queues,
-                    limit=min(free, config.claim_batch),
+                    limit=limit,
                     lease_s=config.lease_s,
                     now=self._clock.time(),
                     worker_id=self.worker_id,
@@ -291,6 +292,10 @@ class Worker:
                 continue
             if deliveries:
                 self._hand_out(deliveries)
+                if len(deliveries) < limit:
+                    # The queues ran dry: no second claim just to hear "empty" (a round trip
+                    # on the latency path); anything enqueued since this claim began wakes us.
+                    await self._wait_for_work()
             else:
                 await self._wait_for_work()
 
