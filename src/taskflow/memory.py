@@ -123,6 +123,14 @@ class _Slot(msgspec.Struct, gc=False):
     worker_id: str | None = None
 
 
+def _wake_all(futures: list[asyncio.Future[None]]) -> None:
+    """Resolve every pending future of `futures` and empty the list."""
+    for fut in futures:
+        if not fut.done():
+            fut.set_result(None)
+    futures.clear()
+
+
 class _Worker:
     """The sticky "work may be there" flag of one worker id, and its pending waits."""
 
@@ -140,10 +148,7 @@ class _Worker:
         if self.callback is not None:
             self.callback()
         if self.futures:
-            for fut in self.futures:
-                if not fut.done():
-                    fut.set_result(None)
-            self.futures.clear()
+            _wake_all(self.futures)
 
 
 class _Queue:
@@ -188,10 +193,7 @@ class _Queue:
     def wake_followers(self) -> None:
         """Wake every `follow_events` reader waiting for this queue's next event."""
         if self.event_futures:
-            for fut in self.event_futures:
-                if not fut.done():
-                    fut.set_result(None)
-            self.event_futures.clear()
+            _wake_all(self.event_futures)
 
 
 class _NamedLease:
