@@ -78,6 +78,26 @@ class _Lifecycle:
         """True between `open()` and `close()`."""
         return self._state == "open"
 
+    async def open(self) -> None:
+        """Connect; defined by `Storage` and `Broker`."""
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        """Disconnect; defined by `Storage` and `Broker`."""
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
 
 class Storage(_Lifecycle, ABC):
     """What is known about tasks: records, results, progress, events, and coordination.
@@ -127,18 +147,6 @@ class Storage(_Lifecycle, ABC):
         self._waiters.clear()
         await self._close()
         logger.debug("%s closed", type(self).__name__)
-
-    async def __aenter__(self) -> Self:
-        await self.open()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     async def _open(self) -> None:
         """Hook: connect. Default: nothing."""
@@ -455,18 +463,6 @@ class Broker(_Lifecycle, ABC):
         self._state = "closed"
         await self._close()
         await self.storage.close()
-
-    async def __aenter__(self) -> Self:
-        await self.open()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     async def _open(self) -> None:
         """Hook: connect. Default: nothing."""
