@@ -94,12 +94,23 @@ async def test_completion_right_after_the_waiter_read_the_state_still_wakes_it(
 
 
 async def test_many_waiters_share_one_listener(broker: RedisBroker, clock: FakeClock) -> None:
-    """300 waiters: one pub/sub connection, at most 256 channel subscriptions per queue."""
+    """300 waiters: one pub/sub connection, one inbox subscription for the queue, and the
+    outcomes of one `complete` call reach them in one pushed message."""
     ids = [await enqueue_one(broker, clock) for _ in range(300)]
     deliveries: list[Delivery] = []
     while batch := await claim(broker, clock):
         deliveries += batch
     results: list[TaskRecord] = []
+    storage = broker._redis
+    pushes: list[str] = []
+    on_message = storage._on_message
+
+    def counting(channel: str, data: bytes) -> None:
+        if ":inbox:" in channel:
+            pushes.append(channel)
+        on_message(channel, data)
+
+    storage._listener._on_message = counting  # type: ignore[union-attr]
 
     async def wait(task_id: str) -> None:
         results.append(await broker.storage.wait(task_id, timeout=None, now=clock.time()))
@@ -109,12 +120,31 @@ async def test_many_waiters_share_one_listener(broker: RedisBroker, clock: FakeC
             for task_id in ids:
                 tg.start_soon(wait, task_id)
             await anyio.wait_all_tasks_blocked()
-            listener = broker._redis._listener
+            listener = storage._listener
             assert listener is not None
             assert len(listener._nodes) == 1
-            assert len(listener._confirmed) <= 256
+            assert list(listener._confirmed) == [storage.inbox("default")]
             await broker.complete([done(d, clock) for d in deliveries], now=clock.time())
     assert sorted(r.id for r in results) == sorted(ids)
+    assert all(r.status is TaskStatus.DONE and r.result == encode_value("ok") for r in results)
+    assert pushes == [storage.inbox("default")]
+
+
+async def test_pushed_outcome_is_the_stored_record(broker: RedisBroker, clock: FakeClock) -> None:
+    """What a waiter gets from a push equals what a read returns afterwards."""
+    task_id = await enqueue_one(broker, clock)
+    (delivery,) = await claim(broker, clock)
+
+    async def finish_later() -> None:
+        await anyio.wait_all_tasks_blocked()
+        await broker.complete([done(delivery, clock)], now=clock.time())
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(finish_later)
+            pushed = await broker.storage.wait(task_id, timeout=None, now=clock.time())
+    stored = await broker.storage.get(task_id, now=clock.time())
+    assert stored is not None and pushed == stored
 
 
 # -- reconnecting ------------------------------------------------------------------------------

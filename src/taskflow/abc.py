@@ -55,6 +55,11 @@ from ._message import (
 
 __all__ = ["Broker", "Storage"]
 
+
+_Pushed = TaskRecord | Callable[[TaskRecord], TaskRecord] | None
+"""What a waiter is woken with: the terminal record, a function that makes it from the record
+the waiter last read, or None (read again)."""
+
 logger = logging.getLogger("taskflow.backend")
 
 
@@ -116,7 +121,7 @@ class Storage(_Lifecycle, ABC):
     cheap_reads: bool = False
 
     def __init__(self) -> None:
-        self._waiters: dict[str, list[asyncio.Future[TaskRecord | None]]] = {}
+        self._waiters: dict[str, list[asyncio.Future[_Pushed]]] = {}
         self._read_batch: dict[str, list[asyncio.Future[TaskRecord | None]]] | None = None
         self._flushers: set[asyncio.Task[None]] = set()
         #: Approximate number of events kept per queue (set from `GlobalConfig.events_maxlen`).
@@ -198,7 +203,7 @@ class Storage(_Lifecycle, ABC):
         await self._ensure_listening()
         loop = asyncio.get_running_loop()
         futures = self._waiters.setdefault(task_id, [])
-        fut: asyncio.Future[TaskRecord | None] | None = None
+        fut: asyncio.Future[_Pushed] | None = None
         try:
             async with asyncio.timeout(timeout):
                 while True:
@@ -210,6 +215,8 @@ class Storage(_Lifecycle, ABC):
                     if record.status.terminal:
                         return record
                     pushed = await fut
+                    if callable(pushed):  # the outcome only: apply it to the record just read
+                        pushed = pushed(record)
                     if pushed is not None and pushed.status.terminal:
                         return pushed
                     # A bare wake-up (or a non-terminal record): read again, keep waiting.
@@ -265,8 +272,10 @@ class Storage(_Lifecycle, ABC):
                 if not fut.done():
                     fut.set_result(record)
 
-    def _notify_terminal(self, task_id: str, record: TaskRecord | None = None) -> None:
-        """For backends: wake the waiters of `task_id` (with its terminal `record` if at hand)."""
+    def _notify_terminal(self, task_id: str, record: _Pushed = None) -> None:
+        """For backends: wake the waiters of `task_id` with its terminal `record` if at hand, or
+        with a function that makes it from the record the waiter read last (a push carrying only
+        what the terminal write changed), or with None (the waiter then reads it again)."""
         futures = self._waiters.get(task_id)
         if futures:
             for fut in futures:

@@ -17,7 +17,7 @@ the shared pub/sub listener (``_redis/listener.py``).
 from __future__ import annotations
 
 import asyncio
-import hashlib
+import functools
 import logging
 import os
 from collections.abc import Iterable, Sequence
@@ -100,8 +100,9 @@ _ID_CACHE_MAX: Final = 100_000
 _READ_CHUNK: Final = 500
 #: A stored task as read: its hash fields and its yielded values.
 _Raw = tuple[dict[bytes, bytes], list[bytes]]
-#: A read waiting to be coalesced: ids, their queues, and the future of its result.
-_PendingRead = tuple[list[str], list[str | None], "asyncio.Future[list[_Raw | None]]"]
+#: A read waiting to be coalesced: ids, their queues, whether each is waited for (its waiter
+#: registers in the same step), and the future of its result.
+_PendingRead = tuple[list[str], list[str | None], list[bool], "asyncio.Future[list[_Raw | None]]"]
 _error_decoder: Final = msgspec.msgpack.Decoder(ErrorInfo)
 _progress_decoder: Final = msgspec.msgpack.Decoder(Progress)
 
@@ -183,6 +184,8 @@ class RedisStorage(Storage):
         self._background: set[asyncio.Task[None]] = set()
         self._in_flight = asyncio.Semaphore(_SCRIPTS_IN_FLIGHT)
         self._pending_reads: list[_PendingRead] = []
+        #: This storage's part of its inbox channels' names (see `inbox`).
+        self._inbox_token = os.urandom(6).hex()
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -290,21 +293,23 @@ class RedisStorage(Storage):
     async def fetch_raw(self, task_ids: Sequence[str]) -> list[_Raw | None]:
         """Each task's stored hash and yields (None if unknown).
 
+        A task with a result waiter in this process is read *and* registered for a push of its
+        outcome to this storage's inbox on its queue, in one atomic step (the listener is
+        subscribed to that inbox first), so a completion right after the read is not missed.
         Reads asked for in the same event-loop turn (a thousand result waiters starting at
         once) are coalesced into one script call per queue.
         """
         queues = await self.resolve_queues(task_ids)
-        watched = {
-            self.done_channel(q, tid)
+        watched = [
+            q is not None and self._has_waiters(tid)
             for tid, q in zip(task_ids, queues, strict=True)
-            if q and self._has_waiters(tid)
-        }
-        if watched:
-            # Subscribe *before* reading, so a completion in between is still pushed to us.
-            await self._require_listener().subscribe(watched)
+        ]
+        inboxes = {self.inbox(q) for q, w in zip(queues, watched, strict=True) if w and q}
+        if inboxes:
+            await self._require_listener().subscribe(inboxes)
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[list[_Raw | None]] = loop.create_future()
-        self._pending_reads.append((list(task_ids), queues, fut))
+        self._pending_reads.append((list(task_ids), queues, watched, fut))
         if len(self._pending_reads) == 1:
             loop.call_soon(self._start_reads)
         return await fut
@@ -316,12 +321,13 @@ class RedisStorage(Storage):
         task.add_done_callback(self._background.discard)
 
     async def _run_reads(self, batch: list[_PendingRead]) -> None:
-        ids = [task_id for task_ids, _, _ in batch for task_id in task_ids]
-        queues = [queue for _, qs, _ in batch for queue in qs]
+        ids = [task_id for task_ids, _, _, _ in batch for task_id in task_ids]
+        queues = [queue for _, qs, _, _ in batch for queue in qs]
+        watched = [w for _, _, ws, _ in batch for w in ws]
         try:
-            raws = await self._read_now(ids, queues)
+            raws = await self._read_now(ids, queues, watched)
         except BaseException as exc:
-            for _, _, fut in batch:
+            for _, _, _, fut in batch:
                 if not fut.done():
                     if isinstance(exc, asyncio.CancelledError):
                         fut.cancel()
@@ -331,27 +337,38 @@ class RedisStorage(Storage):
                 raise
             return
         pos = 0
-        for task_ids, _, fut in batch:
+        for task_ids, _, _, fut in batch:
             if not fut.done():
                 fut.set_result(raws[pos : pos + len(task_ids)])
             pos += len(task_ids)
 
     async def _read_now(
-        self, task_ids: Sequence[str], queues: Sequence[str | None]
+        self, task_ids: Sequence[str], queues: Sequence[str | None], watched: Sequence[bool]
     ) -> list[_Raw | None]:
         out: list[_Raw | None] = [None] * len(task_ids)
-        chunks = [
-            idx[i : i + _READ_CHUNK]
-            for idx in _group(queues).values()
-            for i in range(0, len(idx), _READ_CHUNK)
-        ]
+        chunks: list[tuple[str, list[int]]] = []
+        for queue, idx in _group(queues).items():
+            # Waited ids first: the script registers the first "n watched" ids' waiters.
+            idx.sort(key=lambda i: not watched[i])
+            chunks += [
+                (queue or "", idx[i : i + _READ_CHUNK]) for i in range(0, len(idx), _READ_CHUNK)
+            ]
         replies = await asyncio.gather(
             *(
-                self.run_queue_script("get", queues[idx[0]] or "", 0.0, [task_ids[i] for i in idx])
-                for idx in chunks
+                self.run_queue_script(
+                    "get",
+                    queue,
+                    0.0,
+                    [
+                        self.inbox(queue),
+                        str(sum(watched[i] for i in idx)),
+                        *(task_ids[i] for i in idx),
+                    ],
+                )
+                for queue, idx in chunks
             )
         )
-        for idx, reply in zip(chunks, replies, strict=True):
+        for (_, idx), reply in zip(chunks, replies, strict=True):
             for i, (flat, yields) in zip(idx, reply, strict=True):
                 if flat:
                     out[i] = (dict(zip(flat[::2], flat[1::2], strict=True)), list(yields))
@@ -384,22 +401,24 @@ class RedisStorage(Storage):
         return self._listener
 
     async def _ensure_listening(self) -> None:
-        # The listener subscribes lazily: `fetch_raw` subscribes to the "done" channel of every
-        # waited task (one of 256 per queue) before it reads the state.
+        # The listener subscribes lazily: `fetch_raw` subscribes to this storage's inbox on the
+        # queue of every waited task before it reads (and registers) the state.
         self._require_listener()
 
+    def inbox(self, queue: str) -> str:
+        """This storage's inbox channel on `queue`: terminal writes push the outcomes of tasks
+        it waits for there, one message per script call (``push_later`` in lua/common.lua)."""
+        return self.qkey(queue, f"inbox:{self._inbox_token}")
+
     def _on_message(self, channel: str, data: bytes) -> None:
-        if ":done:" in channel:
-            try:
-                task_id, rest = _take(data, 0)
-            except ValueError:  # a bare id (a peer of another version): waiters re-read it
-                self._notify_terminal(data.decode())
-                return
-            waited = task_id.decode()
-            if self._has_waiters(waited):
-                fields, yields = _unpack_record(data, rest)
-                # Just ended, so its result has not expired (now=-inf).
-                self._notify_terminal(waited, _record(fields, yields, float("-inf")))
+        if ":inbox:" in channel:
+            pos, end = 0, len(data)
+            while pos < end:
+                raw_id, pos = _take(data, pos)
+                fields, yields, pos = _unpack_record(data, pos)
+                task_id = raw_id.decode()
+                if self._has_waiters(task_id):
+                    self._notify_terminal(task_id, functools.partial(_patched, fields, yields))
         elif channel.endswith(":work"):
             self._work_counts[channel] = self._work_counts.get(channel, 0) + 1
             event = self._work_events.pop(channel, None)
@@ -410,22 +429,16 @@ class RedisStorage(Storage):
         if channel.endswith(":work"):
             self._on_message(channel, b"1")
             return
-        # Completions published while we were disconnected were lost: re-read the waited ids.
-        waited = [tid for tid in list(self._waiters) if self._done_channel_of(tid) == channel]
+        # Outcomes pushed while we were disconnected were lost: re-read the waited ids.
+        waited = [tid for tid in list(self._waiters) if self._inbox_of(tid) == channel]
         if waited:
             task = asyncio.get_running_loop().create_task(self._recheck(waited))
             self._background.add(task)
             task.add_done_callback(self._background.discard)
 
-    def _done_channel_of(self, task_id: str) -> str | None:
+    def _inbox_of(self, task_id: str) -> str | None:
         queue = tagged_queue(task_id) or self._id_queues.get(task_id)
-        return None if queue is None else self.done_channel(queue, task_id)
-
-    def done_channel(self, queue: str, task_id: str) -> str:
-        """The channel a task's terminal record is published on: one of 256 per queue, by the
-        id's SHA1 (``done_channel`` in lua/common.lua)."""
-        bucket = hashlib.sha1(task_id.encode()).hexdigest()[:2]
-        return self.qkey(queue, f"done:{bucket}")
+        return None if queue is None else self.inbox(queue)
 
     async def _recheck(self, task_ids: list[str]) -> None:
         try:
@@ -954,8 +967,9 @@ def _count(data: bytes, pos: int) -> tuple[int, int]:
     return int(data[pos:semi]), semi + 1
 
 
-def _unpack_record(data: bytes, pos: int) -> tuple[dict[bytes, bytes], list[bytes]]:
-    """The hash fields and yields of a record pushed by ``packed_record`` (lua/common.lua)."""
+def _unpack_record(data: bytes, pos: int) -> tuple[dict[bytes, bytes], list[bytes], int]:
+    """The hash fields and yields of an outcome pushed by ``push_later`` (lua/common.lua), and
+    the position after them."""
     n, pos = _count(data, pos)
     flat: list[bytes] = []
     for _ in range(n):
@@ -966,7 +980,29 @@ def _unpack_record(data: bytes, pos: int) -> tuple[dict[bytes, bytes], list[byte
     for _ in range(n):
         item, pos = _take(data, pos)
         yields.append(item)
-    return dict(zip(flat[::2], flat[1::2], strict=True)), yields
+    return dict(zip(flat[::2], flat[1::2], strict=True)), yields, pos
+
+
+def _patched(fields: dict[bytes, bytes], yields: list[bytes], record: TaskRecord) -> TaskRecord:
+    """`record` (a waiter's last read) with a pushed terminal outcome applied."""
+    err = fields.get(b"err")
+    prog = fields.get(b"prog")
+    return msgspec.structs.replace(
+        record,
+        status=TaskStatus(fields[b"st"].decode()),
+        attempts=int(fields.get(b"att", b"0")),
+        started_at=_opt_float(fields.get(b"sa")),
+        finished_at=_opt_float(fields.get(b"fa")),
+        result=fields.get(b"res"),
+        error=None if not err else _error_decoder.decode(err),
+        progress=None if not prog else _progress_decoder.decode(prog),
+        yields=yields,
+        cancel_requested=fields.get(b"cr") == b"1",
+        result_expires_at=_opt_float(fields.get(b"rx")),
+        result_expired=False,  # it just ended
+        token=int(fields.get(b"tok", b"0")),
+        worker_id=_text(fields.get(b"wid")),
+    )
 
 
 def _event(queue: str, entry_id: bytes, fields: dict[bytes, bytes]) -> Event:

@@ -38,6 +38,7 @@ local function ykey(id) return K .. 'y:' .. id end
 -- Deferred sorted-set writes: key -> {score, member, score, member, ...} or {member, ...}.
 local ZADDS = {}
 local ZREMS = {}
+local PUSHES = {} -- inbox -> packed outcomes (see push_later)
 local function zadd_later(key, score, member)
   local t = ZADDS[key]
   if not t then
@@ -67,6 +68,10 @@ local function flush()
     end
   end
   ZADDS, ZREMS = {}, {}
+  for inbox, t in pairs(PUSHES) do
+    redis.call(PUB, inbox, table.concat(t))
+  end
+  PUSHES = {}
 end
 
 -- Append one event to the queue's capped stream (same script = same atomic step).
@@ -114,31 +119,18 @@ local function take_lapsed(id)
   return LAPSED and redis.call('SREM', K .. 'lap', id) == 1
 end
 
--- Terminal records go to one of 256 "done" channels per queue, picked by the id's SHA1, and
--- only if someone listens there: a waiter subscribes to its task's channel, so a queue whose
--- results nobody waits for pays nothing, and one waiter does not make every task's record
--- travel (the same bucket is computed in Python: RedisStorage.done_channel).
-local NUMSUB = 'NUMSUB'
-if PUB == 'SPUBLISH' then NUMSUB = 'SHARDNUMSUB' end
-local WATCHED = {}
-local function watched_channel(id)
-  local channel = K .. 'done:' .. string.sub(redis.sha1hex(id), 1, 2)
-  local w = WATCHED[channel]
-  if w == nil then
-    w = tonumber(redis.call('PUBSUB', NUMSUB, channel)[2]) > 0
-    WATCHED[channel] = w
-  end
-  if w then return channel end
-  return nil
-end
-
--- The terminal record, pushed to waiters so they need not read it back: length-prefixed
--- strings "<len>:<bytes>", counts as "<n>;": id, n, hash fields and values, n, yields.
-local function packed_record(id)
-  local flat = redis.call('HGETALL', rkey(id))
+-- Result waiters register on the task record itself: the `get` script, run with a waiter's
+-- "inbox" (a channel of one process and queue, `{Q}:inbox:<token>`), appends the inbox to the
+-- record's `w` field in the same atomic step that reads the state, so a completion after the
+-- read cannot be missed. A terminal write pushes the outcome to each registered inbox; all of a
+-- script call's pushes to one inbox go out as one message (`flush`), and tasks nobody waits for
+-- push nothing. A push carries what the terminal write changed, not the whole record: per task
+-- "<len>:<id>", "<n>;" and n hash fields and values, then "<n>;" and the yields, each string
+-- "<len>:<bytes>" (RedisStorage._on_message merges it into the waiter's last read).
+local function push_later(w, id, fields)
   local ys = redis.call('LRANGE', ykey(id), 0, -1)
-  local parts = {#id, ':', id, #flat, ';'}
-  for _, s in ipairs(flat) do
+  local parts = {#id, ':', id, #fields, ';'}
+  for _, s in ipairs(fields) do
     parts[#parts + 1] = #s .. ':'
     parts[#parts + 1] = s
   end
@@ -147,12 +139,21 @@ local function packed_record(id)
     parts[#parts + 1] = #s .. ':'
     parts[#parts + 1] = s
   end
-  return table.concat(parts)
+  local packed = table.concat(parts)
+  for inbox in string.gmatch(w, '[^,]+') do
+    local t = PUSHES[inbox]
+    if not t then
+      t = {}
+      PUSHES[inbox] = t
+    end
+    t[#t + 1] = packed
+  end
 end
 
 -- Write a terminal state once: status, outcome, indexes, event, and the waiters' notification.
--- `nr` is the task's no-result flag ('1': the task does not store results).
-local function finish(id, status, res, err, rx, attempt, oid, detail, nr)
+-- `nr` is the task's no-result flag ('1': the task does not store results); `w` its waiters'
+-- inboxes (the record's `w` field; nil: not read yet, false: none).
+local function finish(id, status, res, err, rx, attempt, oid, detail, nr, w)
   local fields = {'st', status, 'fa', NOW}
   if res ~= '' and nr ~= '1' then
     fields[#fields + 1] = 'res'
@@ -171,8 +172,20 @@ local function finish(id, status, res, err, rx, attempt, oid, detail, nr)
   zrem_later(K .. 'run', id)
   if status == 'failed' then zadd_later(K .. 'dead', NOW, id) end
   event(id, status, attempt, oid, detail)
-  local channel = watched_channel(id)
-  if channel then redis.call(PUB, channel, packed_record(id)) end
+  if w == nil then w = redis.call('HGET', rkey(id), 'w') end
+  if w then
+    local more = redis.call('HMGET', rkey(id), 'sa', 'wid', 'tok', 'prog', 'cr')
+    local names = {'sa', 'wid', 'tok', 'prog', 'cr'}
+    for j = 1, 5 do
+      if more[j] then
+        fields[#fields + 1] = names[j]
+        fields[#fields + 1] = more[j]
+      end
+    end
+    fields[#fields + 1] = 'att'
+    fields[#fields + 1] = tostring(attempt or 0)
+    push_later(w, id, fields)
+  end
 end
 
 -- Store a new task record and make it claimable (or scheduled). `seq` orders equal due times.

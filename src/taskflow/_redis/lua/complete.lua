@@ -1,5 +1,5 @@
 -- Record outcomes, checking each fencing token, and ack: ARGV[6] frames per outcome 8 fields: id, token, kind, encoded result, encoded error, error type, retry at, result expires
--- at ('' = none). A terminal outcome publishes the task id on the queue's "done" channel.
+-- at ('' = none). A terminal outcome is pushed to its waiters' inboxes (see push_later).
 -- Returns per outcome 1 (stored and acked) or 0 (refused: stale token or not running).
 local A = unframe(ARGV[6])
 local n = #A / 8
@@ -10,14 +10,14 @@ for i = 0, n - 1 do
   local id, tok, kind = A[b], A[b + 1], A[b + 2]
   local res, err, etype, at, rx = A[b + 3], A[b + 4], A[b + 5], A[b + 6], A[b + 7]
   local r = rkey(id)
-  local f = redis.call('HMGET', r, 'st', 'tok', 'att', 'pr', 'm', 'oid', 'nr')
+  local f = redis.call('HMGET', r, 'st', 'tok', 'att', 'pr', 'm', 'oid', 'nr', 'w')
   if f[1] ~= 'running' or f[2] ~= tok then
     out[#out + 1] = 0
   else
     -- A lapsed lease not yet re-claimed: its old worker still owns the outcome.
     if take_lapsed(id) then ready_remove(f[4], f[5]) end
     if TERMINAL[kind] then
-      finish(id, kind, res, err, rx, f[3], f[6], etype, f[7])
+      finish(id, kind, res, err, rx, f[3], f[6], etype, f[7], f[8])
     elseif kind == 'retry' then
       zrem_later(K .. 'run', id)
       if err ~= '' then

@@ -1,7 +1,31 @@
--- Read task records: ARGV[6..] ids. Returns per id {hash fields flat, yields}.
+-- Read task records: ARGV[6] a waiter's inbox channel ('' = none), ARGV[7] how many of the ids
+-- that follow are waited for (they come first), then ARGV[8..] the ids. Returns per id {hash
+-- fields flat, yields}. A waited task that is not terminal yet gets the inbox added to its `w`
+-- field in this same step, so its terminal write pushes to it (see push_later).
+local inbox = ARGV[6]
+local watched = 7 + tonumber(ARGV[7])
 local out = {}
-for j = 6, #ARGV do
+for j = 8, #ARGV do
   local id = ARGV[j]
-  out[#out + 1] = {redis.call('HGETALL', rkey(id)), redis.call('LRANGE', ykey(id), 0, -1)}
+  local r = rkey(id)
+  local flat = redis.call('HGETALL', r)
+  out[#out + 1] = {flat, redis.call('LRANGE', ykey(id), 0, -1)}
+  if j <= watched and #flat > 0 then
+    local st, w = nil, nil
+    for k = 1, #flat, 2 do
+      if flat[k] == 'st' then
+        st = flat[k + 1]
+      elseif flat[k] == 'w' then
+        w = flat[k + 1]
+      end
+    end
+    if not TERMINAL[st] then
+      if not w then
+        redis.call('HSET', r, 'w', inbox)
+      elseif not string.find(',' .. w .. ',', ',' .. inbox .. ',', 1, true) then
+        redis.call('HSET', r, 'w', w .. ',' .. inbox)
+      end
+    end
+  end
 end
 return out
