@@ -17,7 +17,14 @@ import redis.asyncio as aioredis
 from redis.crc import key_slot
 
 from taskflow._exceptions import ConfigError
-from taskflow._message import Delivery, TaskRecord, TaskStatus, encode_value
+from taskflow._message import (
+    Delivery,
+    Progress,
+    ProgressUpdate,
+    TaskRecord,
+    TaskStatus,
+    encode_value,
+)
 from taskflow.redis import RedisBroker, RedisStorage, from_url
 from taskflow.testing import FakeClock
 from tests.conformance._helpers import claim, done, enqueue_one, message
@@ -130,10 +137,17 @@ async def test_many_waiters_share_one_listener(broker: RedisBroker, clock: FakeC
     assert pushes == [storage.inbox("default")]
 
 
-async def test_pushed_outcome_is_the_stored_record(broker: RedisBroker, clock: FakeClock) -> None:
-    """What a waiter gets from a push equals what a read returns afterwards."""
+@pytest.mark.parametrize("with_yields", [False, True])
+async def test_pushed_outcome_is_the_stored_record(
+    broker: RedisBroker, clock: FakeClock, with_yields: bool
+) -> None:
+    """What a waiter gets from a push equals what a read returns afterwards (with the
+    progress and yields reported while it ran)."""
     task_id = await enqueue_one(broker, clock)
     (delivery,) = await claim(broker, clock)
+    if with_yields:
+        update = ProgressUpdate(task_id, delivery.token, Progress(1, 2), [b"a", b"b"])
+        assert await broker.storage.report([update], now=clock.time()) == [True]
 
     async def finish_later() -> None:
         await anyio.wait_all_tasks_blocked()
@@ -145,6 +159,7 @@ async def test_pushed_outcome_is_the_stored_record(broker: RedisBroker, clock: F
             pushed = await broker.storage.wait(task_id, timeout=None, now=clock.time())
     stored = await broker.storage.get(task_id, now=clock.time())
     assert stored is not None and pushed == stored
+    assert pushed.yields == ([b"a", b"b"] if with_yields else [])
 
 
 # -- reconnecting ------------------------------------------------------------------------------

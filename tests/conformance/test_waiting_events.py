@@ -215,6 +215,29 @@ async def test_cursors_resume_and_queues_are_separate(backend: Broker, clock: Fa
     assert await storage.read_events("no-such-queue") == []
 
 
+async def test_cursors_resume_inside_one_batch(backend: Broker, clock: FakeClock) -> None:
+    """A batch's events (one stream entry on Redis) read a few at a time, and followed."""
+    before = await enqueue_one(backend, clock)
+    batch = [message(backend) for _ in range(7)]
+    ids = [r.task_id for r in await backend.enqueue(batch, now=clock.time())]
+    after = await enqueue_one(backend, clock)
+    storage = backend.storage
+    seen: list[str] = []
+    cursor = None
+    while page := await storage.read_events("default", after=cursor, limit=3):
+        assert len(page) <= 3
+        seen += [e.task_id for e in page]
+        cursor = page[-1].cursor
+    assert seen == [before, *ids, after]
+    followed: list[str] = []
+    with anyio.fail_after(10):
+        async for event in storage.follow_events("default", batch=2):
+            followed.append(event.task_id)
+            if len(followed) == len(seen):
+                break
+    assert followed == seen
+
+
 async def test_follow_events_wakes_on_push(backend: Broker, clock: FakeClock) -> None:
     first = await enqueue_one(backend, clock)
     seen: list[str] = []

@@ -84,7 +84,7 @@ for _, pr in ipairs(prios) do
         redis.call('HSET', r, 'st', 'running', 'att', att, 'tok', tok, 'sa', NOW, 'wid', WID,
           'lx', LX)
         if tok > 1 then -- a new attempt starts with no progress or yields of the last one
-          redis.call('HDEL', r, 'prog')
+          redis.call('HDEL', r, 'prog', 'y')
           redis.call('DEL', ykey(id))
         end
         zadd_later(K .. 'run', LX, id)

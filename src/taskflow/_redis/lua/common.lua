@@ -9,7 +9,8 @@
 --
 -- Writes to the queue's sorted sets are collected and sent as one command per set at the end
 -- of the script (`flush`): each redis.call costs more than the work it does, so a batch of 100
--- tasks makes a few set writes, not hundreds. Scripts that change them must call flush().
+-- tasks makes a few set writes, not hundreds. Result pushes are collected the same way.
+-- Scripts that change either must call flush() before they return.
 local P = ARGV[1]
 local Q = ARGV[2]
 local NOW = ARGV[3]
@@ -74,18 +75,25 @@ local function flush()
   PUSHES = {}
 end
 
--- Append one event to the queue's capped stream (same script = same atomic step).
+-- Append one event to the queue's capped stream (same script = same atomic step). One XADD
+-- per event costs the server less than framing a call's events into one entry would.
 local function event(id, kind, attempt, oid, detail)
-  local fields = {'i', id, 'k', kind, 't', NOW, 'a', tostring(attempt or 0)}
+  local a = tostring(attempt or 0)
   if oid and oid ~= '' then
-    fields[#fields + 1] = 'o'
-    fields[#fields + 1] = oid
+    if detail and detail ~= '' then
+      redis.call('XADD', K .. 'ev', 'MAXLEN', '~', MAXLEN, '*', 'i', id, 'k', kind, 't', NOW,
+        'a', a, 'o', oid, 'd', detail)
+    else
+      redis.call('XADD', K .. 'ev', 'MAXLEN', '~', MAXLEN, '*', 'i', id, 'k', kind, 't', NOW,
+        'a', a, 'o', oid)
+    end
+  elseif detail and detail ~= '' then
+    redis.call('XADD', K .. 'ev', 'MAXLEN', '~', MAXLEN, '*', 'i', id, 'k', kind, 't', NOW,
+      'a', a, 'd', detail)
+  else
+    redis.call('XADD', K .. 'ev', 'MAXLEN', '~', MAXLEN, '*', 'i', id, 'k', kind, 't', NOW,
+      'a', a)
   end
-  if detail and detail ~= '' then
-    fields[#fields + 1] = 'd'
-    fields[#fields + 1] = detail
-  end
-  redis.call('XADD', K .. 'ev', 'MAXLEN', '~', MAXLEN, '*', unpack(fields))
 end
 
 -- Make a message claimable: one sorted set per priority level (score: due time; member:
@@ -127,8 +135,9 @@ end
 -- push nothing. A push carries what the terminal write changed, not the whole record: per task
 -- "<len>:<id>", "<n>;" and n hash fields and values, then "<n>;" and the yields, each string
 -- "<len>:<bytes>" (RedisStorage._on_message merges it into the waiter's last read).
-local function push_later(w, id, fields)
-  local ys = redis.call('LRANGE', ykey(id), 0, -1)
+local function push_later(w, id, fields, has_yields)
+  local ys = {}
+  if has_yields then ys = redis.call('LRANGE', ykey(id), 0, -1) end
   local parts = {#id, ':', id, #fields, ';'}
   for _, s in ipairs(fields) do
     parts[#parts + 1] = #s .. ':'
@@ -151,9 +160,10 @@ local function push_later(w, id, fields)
 end
 
 -- Write a terminal state once: status, outcome, indexes, event, and the waiters' notification.
--- `nr` is the task's no-result flag ('1': the task does not store results); `w` its waiters'
--- inboxes (the record's `w` field; nil: not read yet, false: none).
-local function finish(id, status, res, err, rx, attempt, oid, detail, nr, w)
+-- `nr` is the task's no-result flag ('1': the task does not store results); `x` the record's
+-- fields named in XF if the caller read them already (nil: read here).
+local XF = {'w', 'sa', 'wid', 'tok', 'prog', 'cr', 'y'}
+local function finish(id, status, res, err, rx, attempt, oid, detail, nr, x)
   local fields = {'st', status, 'fa', NOW}
   if res ~= '' and nr ~= '1' then
     fields[#fields + 1] = 'res'
@@ -172,19 +182,17 @@ local function finish(id, status, res, err, rx, attempt, oid, detail, nr, w)
   zrem_later(K .. 'run', id)
   if status == 'failed' then zadd_later(K .. 'dead', NOW, id) end
   event(id, status, attempt, oid, detail)
-  if w == nil then w = redis.call('HGET', rkey(id), 'w') end
-  if w then
-    local more = redis.call('HMGET', rkey(id), 'sa', 'wid', 'tok', 'prog', 'cr')
-    local names = {'sa', 'wid', 'tok', 'prog', 'cr'}
-    for j = 1, 5 do
-      if more[j] then
-        fields[#fields + 1] = names[j]
-        fields[#fields + 1] = more[j]
+  if x == nil then x = redis.call('HMGET', rkey(id), unpack(XF)) end
+  if x[1] then
+    for j = 2, 6 do
+      if x[j] then
+        fields[#fields + 1] = XF[j]
+        fields[#fields + 1] = x[j]
       end
     end
     fields[#fields + 1] = 'att'
     fields[#fields + 1] = tostring(attempt or 0)
-    push_later(w, id, fields)
+    push_later(x[1], id, fields, x[7])
   end
 end
 

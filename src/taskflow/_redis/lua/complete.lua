@@ -10,14 +10,16 @@ for i = 0, n - 1 do
   local id, tok, kind = A[b], A[b + 1], A[b + 2]
   local res, err, etype, at, rx = A[b + 3], A[b + 4], A[b + 5], A[b + 6], A[b + 7]
   local r = rkey(id)
-  local f = redis.call('HMGET', r, 'st', 'tok', 'att', 'pr', 'm', 'oid', 'nr', 'w')
+  local f = redis.call('HMGET', r, 'st', 'tok', 'att', 'pr', 'm', 'oid', 'nr', 'w', 'sa', 'wid',
+    'prog', 'cr', 'y')
   if f[1] ~= 'running' or f[2] ~= tok then
     out[#out + 1] = 0
   else
     -- A lapsed lease not yet re-claimed: its old worker still owns the outcome.
     if take_lapsed(id) then ready_remove(f[4], f[5]) end
     if TERMINAL[kind] then
-      finish(id, kind, res, err, rx, f[3], f[6], etype, f[7], f[8])
+      finish(id, kind, res, err, rx, f[3], f[6], etype, f[7],
+        {f[8], f[9], f[10], f[2], f[11], f[12], f[13]})
     elseif kind == 'retry' then
       zrem_later(K .. 'run', id)
       if err ~= '' then

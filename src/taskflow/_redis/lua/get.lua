@@ -9,22 +9,25 @@ for j = 8, #ARGV do
   local id = ARGV[j]
   local r = rkey(id)
   local flat = redis.call('HGETALL', r)
-  out[#out + 1] = {flat, redis.call('LRANGE', ykey(id), 0, -1)}
-  if j <= watched and #flat > 0 then
-    local st, w = nil, nil
-    for k = 1, #flat, 2 do
-      if flat[k] == 'st' then
-        st = flat[k + 1]
-      elseif flat[k] == 'w' then
-        w = flat[k + 1]
-      end
+  local st, w, y = nil, nil, nil
+  for k = 1, #flat, 2 do
+    local name = flat[k]
+    if name == 'st' then
+      st = flat[k + 1]
+    elseif name == 'w' then
+      w = flat[k + 1]
+    elseif name == 'y' then
+      y = true
     end
-    if not TERMINAL[st] then
-      if not w then
-        redis.call('HSET', r, 'w', inbox)
-      elseif not string.find(',' .. w .. ',', ',' .. inbox .. ',', 1, true) then
-        redis.call('HSET', r, 'w', w .. ',' .. inbox)
-      end
+  end
+  local ys = {}
+  if y then ys = redis.call('LRANGE', ykey(id), 0, -1) end
+  out[#out + 1] = {flat, ys}
+  if j <= watched and st and not TERMINAL[st] then
+    if not w then
+      redis.call('HSET', r, 'w', inbox)
+    elseif not string.find(',' .. w .. ',', ',' .. inbox .. ',', 1, true) then
+      redis.call('HSET', r, 'w', w .. ',' .. inbox)
     end
   end
 end

@@ -14,6 +14,7 @@ for _ = 1, n do
       redis.call('HSET', r, 'prog', prog)
       event(id, 'progress', f[3], f[4], ptext)
     end
+    if ny > 0 then redis.call('HSET', r, 'y', '1') end -- readers skip LRANGE without it
     for y = 1, ny do
       local len = redis.call('RPUSH', ykey(id), ARGV[b + 4 + y])
       event(id, 'yielded', f[3], f[4], tostring(len - 1))
@@ -24,4 +25,5 @@ for _ = 1, n do
   end
   b = b + 5 + ny
 end
+flush()
 return out
