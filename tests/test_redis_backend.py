@@ -16,6 +16,7 @@ import pytest
 import redis.asyncio as aioredis
 from redis.crc import key_slot
 
+from taskflow import GlobalConfig, QueueTasks
 from taskflow._exceptions import ConfigError
 from taskflow._message import (
     Delivery,
@@ -309,3 +310,28 @@ async def test_outcome_of_a_running_task_is_fenced_across_processes(
     assert await broker.complete([done(new, clock)], now=clock.time()) == [True]
     record = await broker.storage.get(new.task_id, now=clock.time())
     assert record is not None and record.status is TaskStatus.DONE and record.worker_id == "w2"
+
+
+async def test_idle_worker_is_woken_by_push_not_by_its_sweep() -> None:
+    """A worker whose backstop sweep is a minute away still runs each task at once: the
+    listener's callback wakes it (no wake-up lost between its claim and its sleep)."""
+    url = f"{redis_url()}?prefix={random_prefix()}"
+    worker_app = QueueTasks("w", broker=url, config=GlobalConfig(idle_poll_s=60.0))
+    producer = QueueTasks("p", broker=url)
+
+    @worker_app.task(name="echo")
+    async def echo_on_worker(x: int) -> int:
+        return x
+
+    @producer.task(name="echo")
+    async def echo(x: int) -> int:
+        return x
+
+    async with worker_app.running(concurrency=2), producer:
+        try:
+            for i in range(20):
+                with anyio.fail_after(5):
+                    assert await (await echo.add_task(i)).result() == i
+        finally:
+            assert isinstance(producer.broker, RedisBroker)
+            await delete_prefix(producer.broker)

@@ -20,7 +20,7 @@ import asyncio
 import functools
 import logging
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Final
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
@@ -180,6 +180,8 @@ class RedisStorage(Storage):
         self._known_queues: set[str] = set()
         self._id_queues: dict[str, str] = {}
         self._work_events: dict[str, asyncio.Event] = {}
+        #: Per work channel: the workers' wake-up callbacks (`RedisBroker.watch_work`).
+        self._work_callbacks: dict[str, list[Callable[[], None]]] = {}
         self._work_counts: dict[str, int] = {}
         self._background: set[asyncio.Task[None]] = set()
         self._in_flight = asyncio.Semaphore(_SCRIPTS_IN_FLIGHT)
@@ -424,6 +426,8 @@ class RedisStorage(Storage):
             event = self._work_events.pop(channel, None)
             if event is not None:
                 event.set()
+            for callback in self._work_callbacks.get(channel, ()):
+                callback()
 
     def _on_resubscribed(self, channel: str) -> None:
         if channel.endswith(":work"):
@@ -732,7 +736,34 @@ class RedisBroker(Broker):
             )
         )
 
+    def watch_work(
+        self, queues: Sequence[str], *, worker_id: str, callback: Callable[[], None]
+    ) -> bool:
+        """Call `callback` from the listener on every wake-up published on `queues`' work
+        channels (a loop turn or two sooner than `wait_for_work`). The subscription completes
+        in the background; `next_due` waits for it before it reads the queue state, so a
+        wake-up cannot fall between that read and the subscription."""
+        rs = self._redis
+        channels = [rs.qkey(q, "work") for q in queues]
+        for channel in channels:
+            rs._work_callbacks.setdefault(channel, []).append(callback)
+        task = asyncio.get_running_loop().create_task(self._subscribe_work(channels))
+        rs._background.add(task)
+        task.add_done_callback(rs._background.discard)
+        return True
+
+    async def _subscribe_work(self, channels: list[str]) -> None:
+        try:
+            await self._redis._require_listener().subscribe(channels)
+        except Exception:  # next_due subscribes again before it reads anything
+            logger.warning("subscribing to %s failed; retrying at the next idle check", channels)
+
     async def _next_due(self, queues: Sequence[str], now: float) -> float | None:
+        if self._redis._work_callbacks:
+            # Workers woken by callback: be subscribed before reading (free once subscribed).
+            await self._redis._require_listener().subscribe(
+                self._redis.qkey(q, "work") for q in queues
+            )
         times: list[float] = []
         missing: list[str] = []
         for queue in queues:
