@@ -672,7 +672,7 @@ class RedisBroker(Broker):
     ) -> list[LeaseState]:
         rs = self._redis
         queues = await rs.resolve_queues([lease.task_id for lease in leases])
-        self._forget_due(queues)
+        # The due cache stays: a later lease expiry only makes a cached next due time early.
         out = [LeaseState.LOST] * len(leases)
         groups = _group(queues)
         replies = await asyncio.gather(
@@ -695,7 +695,8 @@ class RedisBroker(Broker):
     async def _complete(self, outcomes: Sequence[Outcome], now: float) -> list[bool]:
         rs = self._redis
         queues = await rs.resolve_queues([o.task_id for o in outcomes])
-        self._forget_due(queues)
+        # The due cache stays: an ended lease only makes a cached next due time early, and a
+        # retry or release publishes a wake-up, which invalidates it (see _next_due).
         out = [False] * len(outcomes)
         groups = _group(queues)
         replies = await asyncio.gather(
