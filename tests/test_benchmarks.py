@@ -7,11 +7,13 @@ created here (that needs the network and a minute).
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import io
 import json
 import subprocess
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from types import ModuleType
 
@@ -138,3 +140,33 @@ def test_percentile_is_nearest_rank() -> None:
     assert harness.percentile(values, 0.99) == 99.0
     assert harness.percentile([3.0], 0.99) == 3.0
     assert harness.chunks(2500, 1000) == [1000, 1000, 500]
+
+
+async def test_gather_bounded_runs_every_wait_at_most_limit_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    load_harness()
+    monkeypatch.setitem(sys.modules, "_harness", sys.modules["bench_harness"])
+    path = REPO_ROOT / "benchmarks" / "adapters" / "_servers.py"
+    spec = importlib.util.spec_from_file_location("bench_servers", path)
+    assert spec is not None and spec.loader is not None
+    servers = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(servers)
+    running = 0
+    most = 0
+    done: list[int] = []
+
+    def wait_for(i: int) -> Callable[[], Awaitable[None]]:
+        async def wait() -> None:
+            nonlocal running, most
+            running += 1
+            most = max(most, running)
+            await asyncio.sleep(0)
+            running -= 1
+            done.append(i)
+
+        return wait
+
+    await servers.gather_bounded([wait_for(i) for i in range(500)], 7)
+    assert sorted(done) == list(range(500))
+    assert most == 7
