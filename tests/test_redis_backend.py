@@ -20,10 +20,13 @@ from taskflow import GlobalConfig, QueueTasks
 from taskflow._exceptions import ConfigError
 from taskflow._message import (
     Delivery,
+    Outcome,
+    OutcomeKind,
     Progress,
     ProgressUpdate,
     TaskRecord,
     TaskStatus,
+    decode_message,
     encode_value,
 )
 from taskflow.redis import RedisBroker, RedisStorage, from_url
@@ -335,3 +338,20 @@ async def test_idle_worker_is_woken_by_push_not_by_its_sweep() -> None:
         finally:
             assert isinstance(producer.broker, RedisBroker)
             await delete_prefix(producer.broker)
+
+
+@pytest.mark.parametrize("size", [0, 31, 32, 255, 256, 65535, 65536, 300_000])
+async def test_binary_values_of_every_length_cross_the_batch_encoding(
+    broker: RedisBroker, clock: FakeClock, size: int
+) -> None:
+    """Batches travel as one msgpack argument whose binary strings carry "str" headers of every
+    width: a message and a result of each boundary length arrive byte for byte."""
+    blob = bytes(range(256)) * (size // 256) + bytes(range(size % 256))
+    sent = message(broker, payload=blob)
+    await broker.enqueue([sent], now=clock.time())
+    (delivery,) = await claim(broker, clock)
+    assert decode_message(delivery.data) == sent
+    result = Outcome(delivery.task_id, delivery.token, OutcomeKind.DONE, result=blob)
+    assert await broker.complete([result], now=clock.time()) == [True]
+    record = await broker.storage.get(delivery.task_id, now=clock.time())
+    assert record is not None and record.result == (blob or None)  # empty: no result

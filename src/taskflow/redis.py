@@ -104,6 +104,7 @@ _Raw = tuple[dict[bytes, bytes], list[bytes]]
 #: registers in the same step), and the future of its result.
 _PendingRead = tuple[list[str], list[str | None], list[bool], "asyncio.Future[list[_Raw | None]]"]
 _error_decoder: Final = msgspec.msgpack.Decoder(ErrorInfo)
+_msgpack_encode: Final = msgspec.msgpack.Encoder().encode
 _progress_decoder: Final = msgspec.msgpack.Decoder(Progress)
 
 
@@ -906,13 +907,24 @@ def _progress_text(progress: Progress | None) -> str:
 
 
 def _frame(items: list[str | bytes]) -> bytes:
-    """Frame a batch as one argument, ``<len>:<bytes>`` each (``unframe`` in lua/common.lua)."""
-    parts: list[bytes] = []
-    for item in items:
-        data = item.encode() if isinstance(item, str) else item
-        parts.append(b"%d:" % len(data))
-        parts.append(data)
-    return b"".join(parts)
+    """Pack a batch as one argument, a msgpack array of strings (``unframe`` in
+    lua/common.lua). Binary strings get msgpack "str" headers: the msgpack library of Redis's
+    Lua has no "bin" type, and both are just bytes to Lua."""
+    return _msgpack_encode([_raw_str(i) if type(i) is bytes else i for i in items])
+
+
+def _raw_str(data: bytes) -> msgspec.Raw:
+    """`data` as a msgpack "str" (any bytes; Lua strings are byte strings)."""
+    size = len(data)
+    if size < 32:
+        header = bytes((0xA0 | size,))
+    elif size < 0x100:
+        header = bytes((0xD9, size))
+    elif size < 0x10000:
+        header = b"\xda" + size.to_bytes(2, "big")
+    else:
+        header = b"\xdb" + size.to_bytes(4, "big")
+    return msgspec.Raw(header + data)
 
 
 def _enqueue_args(messages: Sequence[TaskMessage], now: float) -> list[Any]:

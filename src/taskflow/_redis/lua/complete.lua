@@ -1,4 +1,4 @@
--- Record outcomes, checking each fencing token, and ack: ARGV[6] frames per outcome 8 fields: id, token, kind, encoded result, encoded error, error type, retry at, result expires
+-- Record outcomes, checking each fencing token, and ack: ARGV[6] packs per outcome 8 fields: id, token, kind, encoded result, encoded error, error type, retry at, result expires
 -- at ('' = none). A terminal outcome is pushed to its waiters' inboxes (see push_later).
 -- Returns per outcome 1 (stored and acked) or 0 (refused: stale token or not running).
 local A = unframe(ARGV[6])

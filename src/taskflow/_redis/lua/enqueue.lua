@@ -1,4 +1,4 @@
--- Enqueue a batch: ARGV[6] frames per message 10 fields: id, encoded message, priority, due
+-- Enqueue a batch: ARGV[6] packs per message 10 fields: id, encoded message, priority, due
 -- time, scheduled flag, dedup key, dedup ttl, retries, order id, no-result flag.
 -- Returns per message: the id now standing for it, and 1 if created (0: deduplicated).
 local A = unframe(ARGV[6])
