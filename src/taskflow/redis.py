@@ -63,6 +63,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
         'the Redis backend needs the redis driver: pip install "taskflow[redis]"'
     ) from exc
 
+from ._redis.lane import Lane
 from ._redis.listener import Listener
 from ._redis.scripts import Script, load_scripts
 
@@ -175,6 +176,9 @@ class RedisStorage(Storage):
         self._pubcmd = "SPUBLISH" if cluster else "PUBLISH"
         self._scripts: dict[str, Script] = load_scripts()
         self._client: Any = None
+        #: The pipelined connection script calls take on a single node (None on a cluster,
+        #: or when the lane cannot honour the connection options: then the client's pool).
+        self._lane: Lane | None = None
         self._listener: Listener | None = None
         self._known_queues: set[str] = set()
         self._id_queues: dict[str, str] = {}
@@ -188,15 +192,21 @@ class RedisStorage(Storage):
 
     async def _open(self) -> None:
         self._client = _make_client(self.url, self.cluster, self._client_options)
+        lane = None if self.cluster else Lane.for_pool(self._client.connection_pool)
         try:
             await self._client.ping()
             await self._load_scripts()
+            if lane is not None:
+                await lane.connect()
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-            await self._client.aclose()
+            if lane is not None:
+                await lane.aclose()
+            await _close_client(self._client)
             raise BackendUnavailable(
                 f"cannot reach Redis at {self.url!r} ({type(exc).__name__}: {exc}); is the "
                 "server running and the URL right (redis://host:port/db)?"
             ) from exc
+        self._lane = lane
         self._listener = Listener(
             self._client,
             sharded=self.cluster,
@@ -214,8 +224,16 @@ class RedisStorage(Storage):
             task.cancel()
         if self._listener is not None:
             await self._listener.close()
+        if self._lane is not None:
+            await self._lane.aclose()
+            self._lane = None
         if self._client is not None:
-            await self._client.aclose()
+            await _close_client(self._client)
+
+    @property
+    def _scripts_on(self) -> Any:
+        """Where standalone scripts run: the lane on a single node, else the client."""
+        return self._client if self._lane is None else self._lane
 
     # -- keys and routing ------------------------------------------------------------------
 
@@ -229,6 +247,8 @@ class RedisStorage(Storage):
     async def run_queue_script(self, name: str, queue: str, now: float, args: list[Any]) -> Any:
         """Run queue script `name` on `queue`'s slot with the prelude's arguments first."""
         keys = [self.qkey(queue, "ev")]
+        if self._lane is not None:  # one shared pipelined connection: nothing to bound
+            return await self._scripts[name].run(self._lane, keys, self._qargs(queue, now) + args)
         async with self._in_flight:
             return await self._scripts[name].run(self._client, keys, self._qargs(queue, now) + args)
 
@@ -496,7 +516,7 @@ class RedisStorage(Storage):
         self, name: str, op: str, owner: str, token: int, exp: float, now: float
     ) -> Any:
         args = [op, owner, str(token), _t(exp), _t(now)]
-        return await self._scripts["lease"].run(self._client, [self._lease_key(name)], args)
+        return await self._scripts["lease"].run(self._scripts_on, [self._lease_key(name)], args)
 
     async def _acquire_lease(self, name: str, owner: str, ttl_s: float, now: float) -> int | None:
         token = await self._lease(name, "acquire", owner, 0, now + ttl_s, now)
@@ -535,7 +555,7 @@ class RedisStorage(Storage):
     ) -> int | None:
         expect = "" if expect_version is None else str(expect_version)
         version = await self._scripts["kv_set"].run(
-            self._client, self._kv_keys(namespace), [key, value, expect]
+            self._scripts_on, self._kv_keys(namespace), [key, value, expect]
         )
         return None if version is None else int(version)
 
@@ -1001,6 +1021,15 @@ def _make_client(url: str, cluster: bool, options: dict[str, Any]) -> Any:
     settings.setdefault("timeout", _POOL_WAIT_S)
     pool = aioredis.BlockingConnectionPool.from_url(url, **settings)
     return aioredis.Redis(connection_pool=pool)
+
+
+async def _close_client(client: Any) -> None:
+    """Close a client made by `_make_client`, with its connection pool on a single node (a
+    ``Redis`` given a pool leaves it open, its sockets to the garbage collector)."""
+    if isinstance(client, aioredis.Redis):
+        await client.aclose(close_connection_pool=True)
+    else:
+        await client.aclose()
 
 
 def _node_options(url: str) -> dict[str, Any]:
