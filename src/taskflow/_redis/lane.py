@@ -101,13 +101,22 @@ class _Link(asyncio.Protocol):
     # -- writing ---------------------------------------------------------------------------
 
     def send(self, packed: bytes) -> asyncio.Future[Any]:
-        """Queue `packed` for writing (in this loop turn, behind the others); its reply's future."""
+        """Write `packed` behind the commands before it; return its reply's future.
+
+        With nothing in flight the command is written at once (the sequential caller's round
+        trip); otherwise it joins the commands written together at the end of this loop turn
+        (concurrent callers share one write).
+        """
         if self.lost:
             raise RedisConnectionError(f"the connection to Redis at {self.peer} was lost")
         fut: asyncio.Future[Any] = self.loop.create_future()
-        if not self._out:
+        if self._out:
+            self._out.append(packed)
+        elif self._pending:
+            self._out.append(packed)
             self.loop.call_soon(self._flush)
-        self._out.append(packed)
+        else:
+            self.transport.write(packed)
         self._pending.append(fut)
         return fut
 
