@@ -606,13 +606,17 @@ class RedisBroker(Broker):
     # -- enqueue ---------------------------------------------------------------------------
 
     async def _enqueue(self, messages: Sequence[TaskMessage], now: float) -> list[EnqueueResult]:
-        for message in messages:
-            _check_message_routing(message)
         rs = self._redis
-        self._forget_due(m.queue for m in messages)
-        await rs.register_queues(m.queue for m in messages)
+        untagged: list[int] = []
+        for i, message in enumerate(messages):
+            _check_message_routing(message)
+            if tagged_queue(message.id) is None:
+                untagged.append(i)
+        queues = {m.queue for m in messages}
+        self._forget_due(queues)
+        if not queues <= rs._known_queues:
+            await rs.register_queues(queues)
         results: list[EnqueueResult | None] = [None] * len(messages)
-        untagged = [i for i, m in enumerate(messages) if tagged_queue(m.id) is None]
         if untagged:
             indexed = await rs.index_untagged(
                 [(messages[i].id, messages[i].queue) for i in untagged]
@@ -622,14 +626,14 @@ class RedisBroker(Broker):
                     results[i] = EnqueueResult(messages[i].id, False)
         todo = [i for i in range(len(messages)) if results[i] is None]
         groups = _group([messages[i].queue for i in todo])
-        replies = await asyncio.gather(
-            *(
-                rs.run_queue_script(
-                    "enqueue", q, now, _enqueue_args([messages[todo[j]] for j in idx], now)
-                )
-                for q, idx in groups.items()
+        calls = [
+            rs.run_queue_script(
+                "enqueue", q, now, _enqueue_args([messages[todo[j]] for j in idx], now)
             )
-        )
+            for q, idx in groups.items()
+        ]
+        # One queue (the usual case, always for a single message): no gather, no extra task.
+        replies = [await calls[0]] if len(calls) == 1 else await asyncio.gather(*calls)
         for idx, reply in zip(groups.values(), replies, strict=True):
             for n, j in enumerate(idx):
                 results[todo[j]] = EnqueueResult(reply[2 * n].decode(), bool(reply[2 * n + 1]))
