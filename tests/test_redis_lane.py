@@ -160,6 +160,26 @@ async def test_calls_succeed_through_client_kill_mid_run(private_port: int) -> N
         await client.aclose(close_connection_pool=True)
 
 
+@pytest.mark.parametrize("protocol", [2, 3])
+async def test_the_lane_speaks_the_clients_resp_version_and_database(
+    private_port: int, protocol: int
+) -> None:
+    client = _make_client(f"redis://127.0.0.1:{private_port}/5", False, {"protocol": protocol})
+    lane = Lane.for_pool(client.connection_pool)
+    assert lane is not None
+    try:
+        with anyio.fail_after(10):
+            await lane.execute("SET", "where", "db5")
+            assert await client.get("where") == b"db5"  # the same database as the client
+            script = Script("pair", "return {ARGV[1], tonumber(ARGV[2]), false}")
+            assert await script.run(lane, ["k"], ["a", 7]) == [b"a", 7, None]
+            info = await lane.execute("CLIENT", "INFO")
+            assert f"resp={protocol}".encode() in info
+    finally:
+        await lane.aclose()
+        await client.aclose(close_connection_pool=True)
+
+
 async def test_close_with_calls_in_flight_fails_them_cleanly(lane: Lane) -> None:
     key = f"{random_prefix()}:never"
     errors: list[BaseException] = []
