@@ -10,8 +10,9 @@ Redis Cluster a task id alone names the slot of its record. Ids chosen by users 
 tag) are routed through a small id -> queue index written at enqueue. The data layout and its
 reasons are in ``docs/backends/redis.md``.
 
-What does not live here: the scripts (``_redis/lua``), their loader (``_redis/scripts.py``) and
-the shared pub/sub listener (``_redis/listener.py``).
+What does not live here: the scripts (``_redis/lua``), their loader (``_redis/scripts.py``),
+the shared pub/sub listener (``_redis/listener.py``) and the pipelined connection script calls
+take on a single node (``_redis/lane.py``).
 """
 
 from __future__ import annotations
