@@ -6,8 +6,11 @@ prefix), a private ``redis-server`` for anything that flushes scripts or kills c
 
 from __future__ import annotations
 
+import shutil
 import subprocess
+import time
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -15,11 +18,14 @@ import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError, ResponseError
 
+from taskflow._message import TaskStatus
 from taskflow._redis.lane import Lane, LaneClosed, pack_command
 from taskflow._redis.scripts import Script
 from taskflow.redis import _make_client, from_url
+from taskflow.testing import FakeClock
+from tests.conformance._helpers import claim, done, enqueue_one
 from tests.plugins.backend_redis import random_prefix
-from tests.services import free_port, redis_url, start_redis_server, stop_process
+from tests.services import free_port, redis_ping, redis_url, start_redis_server, stop_process
 
 pytestmark = pytest.mark.redis
 
@@ -222,3 +228,68 @@ def test_a_unix_socket_pool_gets_no_lane() -> None:
         "redis://127.0.0.1:6379/0", decode_responses=True
     )
     assert Lane.for_pool(decoding) is None
+
+
+@pytest.fixture
+def tls_url(tmp_path: Path) -> Iterator[str]:
+    """A private redis-server speaking TLS, with a password-protected user; its rediss:// URL
+    (database 3). Skipped where openssl or a TLS-enabled redis-server is missing."""
+    redis_url()  # skip (or fail) with the usual reason if Redis is not installed/running
+    openssl, binary = shutil.which("openssl"), shutil.which("redis-server")
+    if openssl is None or binary is None:
+        pytest.skip("the TLS test needs openssl and redis-server")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [
+            *(openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"),
+            *("-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1"),
+            *("-addext", "subjectAltName=IP:127.0.0.1"),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    plain, tls = free_port(), free_port()
+    proc = subprocess.Popen(
+        [
+            binary,
+            *("--port", str(plain), "--tls-port", str(tls), "--bind", "127.0.0.1"),
+            *("--tls-cert-file", str(cert), "--tls-key-file", str(key)),
+            *("--tls-ca-cert-file", str(cert), "--tls-auth-clients", "no"),
+            *("--user", "lane", "on", ">pw", "~*", "&*", "+@all"),
+            *("--save", "", "--appendonly", "no"),
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while not redis_ping("127.0.0.1", plain, timeout=0.2):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.skip("redis-server did not start with TLS (built without it?)")
+            time.sleep(0.05)  # polling a child process's readiness: there is no event
+        yield f"rediss://lane:pw@127.0.0.1:{tls}/3?ssl_ca_certs={cert}"
+    finally:
+        stop_process(proc)
+
+
+async def test_the_lane_takes_over_a_tls_connection_with_auth(tls_url: str) -> None:
+    """TLS, a user and password, a database: the lane's connection is opened as the client's
+    are, and it reconnects (and authenticates again) after being killed."""
+    clock = FakeClock()
+    async with from_url(tls_url, prefix=random_prefix()) as b:
+        lane = b._redis._lane
+        assert lane is not None
+        with anyio.fail_after(20):
+            info = await lane.execute("CLIENT", "INFO")
+            assert b"user=lane" in info and b"db=3" in info
+            first = await enqueue_one(b, clock)
+            async with aioredis.Redis.from_url(tls_url) as admin:
+                assert await admin.client_kill_filter(_type="normal", skipme=True) >= 1
+            second = await enqueue_one(b, clock)
+            deliveries = await claim(b, clock)
+            assert {d.task_id for d in deliveries} == {first, second}
+            oks = await b.complete([done(d, clock) for d in deliveries], now=clock.time())
+            assert oks == [True, True]
+            records = await b.storage.get_many([first, second], now=clock.time())
+            assert [r.status for r in records if r is not None] == [TaskStatus.DONE] * 2
