@@ -16,7 +16,10 @@ from typing import Any
 import anyio
 import pytest
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from taskflow._message import TaskStatus
 from taskflow._redis.lane import Lane, LaneClosed, pack_command
@@ -181,6 +184,27 @@ async def test_the_lane_speaks_the_clients_resp_version_and_database(
             assert await script.run(lane, ["k"], ["a", 7]) == [b"a", 7, None]
             info = await lane.execute("CLIENT", "INFO")
             assert f"resp={protocol}".encode() in info
+    finally:
+        await lane.aclose()
+        await client.aclose(close_connection_pool=True)
+
+
+async def test_socket_timeout_bounds_a_call_and_the_lane_carries_on(private_port: int) -> None:
+    """With ``socket_timeout`` a call whose reply is that late fails with redis-py's
+    TimeoutError (after the client's retries, on a new connection each time); the lane
+    then serves the next call."""
+    client = _make_client(
+        f"redis://127.0.0.1:{private_port}/0",
+        False,
+        {"socket_timeout": 0.3, "retry": Retry(NoBackoff(), 1)},
+    )
+    lane = Lane.for_pool(client.connection_pool)
+    assert lane is not None
+    try:
+        with anyio.fail_after(10):
+            with pytest.raises(RedisTimeoutError):
+                await lane.execute("BLPOP", f"{random_prefix()}:never", "0")
+            assert await lane.execute("PING") == b"PONG"
     finally:
         await lane.aclose()
         await client.aclose(close_connection_pool=True)
