@@ -72,7 +72,10 @@ class WorkerProcess:
 
     def __init__(self, command: Sequence[str], env: dict[str, str] | None = None) -> None:
         self.command = list(command)
-        self.env = {**os.environ, "PYTHONPATH": ADAPTERS_DIR, **(env or {})}
+        # ADAPTERS_DIR first, then any PYTHONPATH given to the producer (e.g. a checkout's
+        # src), so the worker runs the same library code as the producer.
+        path = os.pathsep.join(p for p in (ADAPTERS_DIR, os.environ.get("PYTHONPATH")) if p)
+        self.env = {**os.environ, "PYTHONPATH": path, **(env or {})}
         self.log = tempfile.TemporaryFile()  # noqa: SIM115 - closed by worker_process
         self.process: subprocess.Popen[bytes] | None = None
 

@@ -10,8 +10,9 @@ Redis Cluster a task id alone names the slot of its record. Ids chosen by users 
 tag) are routed through a small id -> queue index written at enqueue. The data layout and its
 reasons are in ``docs/backends/redis.md``.
 
-What does not live here: the scripts (``_redis/lua``), their loader (``_redis/scripts.py``) and
-the shared pub/sub listener (``_redis/listener.py``).
+What does not live here: the scripts (``_redis/lua``), their loader (``_redis/scripts.py``),
+the shared pub/sub listener (``_redis/listener.py``) and the pipelined connection script calls
+take on a single node (``_redis/lane.py``).
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
         'the Redis backend needs the redis driver: pip install "taskflow[redis]"'
     ) from exc
 
+from ._redis.lane import Lane
 from ._redis.listener import Listener
 from ._redis.scripts import Script, load_scripts
 
@@ -177,6 +179,9 @@ class RedisStorage(Storage):
         self._pubcmd = "SPUBLISH" if cluster else "PUBLISH"
         self._scripts: dict[str, Script] = load_scripts()
         self._client: Any = None
+        #: The pipelined connection script calls take on a single node (None on a cluster,
+        #: or when the lane cannot honour the connection options: then the client's pool).
+        self._lane: Lane | None = None
         self._listener: Listener | None = None
         self._known_queues: set[str] = set()
         self._id_queues: dict[str, str] = {}
@@ -194,15 +199,21 @@ class RedisStorage(Storage):
 
     async def _open(self) -> None:
         self._client = _make_client(self.url, self.cluster, self._client_options)
+        lane = None if self.cluster else Lane.for_pool(self._client.connection_pool)
         try:
             await self._client.ping()
             await self._load_scripts()
+            if lane is not None:
+                await lane.connect()
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-            await self._client.aclose()
+            if lane is not None:
+                await lane.aclose()
+            await _close_client(self._client)
             raise BackendUnavailable(
                 f"cannot reach Redis at {self.url!r} ({type(exc).__name__}: {exc}); is the "
                 "server running and the URL right (redis://host:port/db)?"
             ) from exc
+        self._lane = lane
         self._listener = Listener(
             self._client,
             sharded=self.cluster,
@@ -220,8 +231,16 @@ class RedisStorage(Storage):
             task.cancel()
         if self._listener is not None:
             await self._listener.close()
+        if self._lane is not None:
+            await self._lane.aclose()
+            self._lane = None
         if self._client is not None:
-            await self._client.aclose()
+            await _close_client(self._client)
+
+    @property
+    def _scripts_on(self) -> Any:
+        """Where standalone scripts run: the lane on a single node, else the client."""
+        return self._client if self._lane is None else self._lane
 
     # -- keys and routing ------------------------------------------------------------------
 
@@ -235,6 +254,8 @@ class RedisStorage(Storage):
     async def run_queue_script(self, name: str, queue: str, now: float, args: list[Any]) -> Any:
         """Run queue script `name` on `queue`'s slot with the prelude's arguments first."""
         keys = [self.qkey(queue, "ev")]
+        if self._lane is not None:  # one shared pipelined connection: nothing to bound
+            return await self._scripts[name].run(self._lane, keys, self._qargs(queue, now) + args)
         async with self._in_flight:
             return await self._scripts[name].run(self._client, keys, self._qargs(queue, now) + args)
 
@@ -514,7 +535,7 @@ class RedisStorage(Storage):
         self, name: str, op: str, owner: str, token: int, exp: float, now: float
     ) -> Any:
         args = [op, owner, str(token), _t(exp), _t(now)]
-        return await self._scripts["lease"].run(self._client, [self._lease_key(name)], args)
+        return await self._scripts["lease"].run(self._scripts_on, [self._lease_key(name)], args)
 
     async def _acquire_lease(self, name: str, owner: str, ttl_s: float, now: float) -> int | None:
         token = await self._lease(name, "acquire", owner, 0, now + ttl_s, now)
@@ -553,7 +574,7 @@ class RedisStorage(Storage):
     ) -> int | None:
         expect = "" if expect_version is None else str(expect_version)
         version = await self._scripts["kv_set"].run(
-            self._client, self._kv_keys(namespace), [key, value, expect]
+            self._scripts_on, self._kv_keys(namespace), [key, value, expect]
         )
         return None if version is None else int(version)
 
@@ -604,13 +625,17 @@ class RedisBroker(Broker):
     # -- enqueue ---------------------------------------------------------------------------
 
     async def _enqueue(self, messages: Sequence[TaskMessage], now: float) -> list[EnqueueResult]:
-        for message in messages:
-            _check_message_routing(message)
         rs = self._redis
-        self._forget_due(m.queue for m in messages)
-        await rs.register_queues(m.queue for m in messages)
+        untagged: list[int] = []
+        for i, message in enumerate(messages):
+            _check_message_routing(message)
+            if tagged_queue(message.id) is None:
+                untagged.append(i)
+        queues = {m.queue for m in messages}
+        self._forget_due(queues)
+        if not queues <= rs._known_queues:
+            await rs.register_queues(queues)
         results: list[EnqueueResult | None] = [None] * len(messages)
-        untagged = [i for i, m in enumerate(messages) if tagged_queue(m.id) is None]
         if untagged:
             indexed = await rs.index_untagged(
                 [(messages[i].id, messages[i].queue) for i in untagged]
@@ -620,14 +645,14 @@ class RedisBroker(Broker):
                     results[i] = EnqueueResult(messages[i].id, False)
         todo = [i for i in range(len(messages)) if results[i] is None]
         groups = _group([messages[i].queue for i in todo])
-        replies = await asyncio.gather(
-            *(
-                rs.run_queue_script(
-                    "enqueue", q, now, _enqueue_args([messages[todo[j]] for j in idx], now)
-                )
-                for q, idx in groups.items()
+        calls = [
+            rs.run_queue_script(
+                "enqueue", q, now, _enqueue_args([messages[todo[j]] for j in idx], now)
             )
-        )
+            for q, idx in groups.items()
+        ]
+        # One queue (the usual case, always for a single message): no gather, no extra task.
+        replies = [await calls[0]] if len(calls) == 1 else await asyncio.gather(*calls)
         for idx, reply in zip(groups.values(), replies, strict=True):
             for n, j in enumerate(idx):
                 results[todo[j]] = EnqueueResult(reply[2 * n].decode(), bool(reply[2 * n + 1]))
@@ -1081,6 +1106,15 @@ def _make_client(url: str, cluster: bool, options: dict[str, Any]) -> Any:
     settings.setdefault("timeout", _POOL_WAIT_S)
     pool = aioredis.BlockingConnectionPool.from_url(url, **settings)
     return aioredis.Redis(connection_pool=pool)
+
+
+async def _close_client(client: Any) -> None:
+    """Close a client made by `_make_client`, with its connection pool on a single node (a
+    ``Redis`` given a pool leaves it open, its sockets to the garbage collector)."""
+    if isinstance(client, aioredis.Redis):
+        await client.aclose(close_connection_pool=True)
+    else:
+        await client.aclose()
 
 
 def _node_options(url: str) -> dict[str, Any]:
