@@ -355,3 +355,19 @@ async def test_binary_values_of_every_length_cross_the_batch_encoding(
     assert await broker.complete([result], now=clock.time()) == [True]
     record = await broker.storage.get(delivery.task_id, now=clock.time())
     assert record is not None and record.result == (blob or None)  # empty: no result
+
+
+async def test_a_claim_repeated_after_a_lost_reply_returns_the_same_deliveries(
+    broker: RedisBroker, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client that resends a claim (same nonce) gets the first call's deliveries back,
+    not a second batch that nobody would run until its leases lapse."""
+    ids = [await enqueue_one(broker, clock) for _ in range(5)]
+    monkeypatch.setattr("taskflow.redis.os.urandom", lambda n: b"\x01" * n)
+    first = await claim(broker, clock, limit=2)
+    again = await claim(broker, clock, limit=2)
+    assert [d.task_id for d in first] == ids[:2]
+    assert again == first
+    monkeypatch.undo()
+    rest = await claim(broker, clock, limit=10)
+    assert [d.task_id for d in rest] == ids[2:]

@@ -15,11 +15,13 @@
 local limit = tonumber(ARGV[6])
 local LX, WID, RX, LEASE_ERR, NONCE = ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11]
 local out = {redis.call('GET', K .. 'gen') or '0', '?'}
-local last_key = K .. 'lc:' .. WID
+local last_key = K .. 'lk:' .. WID
+local last = redis.call('GET', last_key)
+last = last and cmsgpack.unpack(last)
 
-if redis.call('LINDEX', last_key, 0) == NONCE then
-  local ids = redis.call('LRANGE', last_key, 1, -1)
-  for _, id in ipairs(ids) do
+if last and last[1] == NONCE then
+  for j = 2, #last do
+    local id = last[j]
     local f = redis.call('HMGET', rkey(id), 'st', 'tok', 'att', 'msg', 'wid')
     if f[1] == 'running' and f[5] == WID then
       out[#out + 1] = id
@@ -65,11 +67,13 @@ local prios = redis.call('ZRANGE', K .. 'prios', 0, -1)
 for _, pr in ipairs(prios) do
   if need <= 0 then break end
   local rk = K .. 'r:' .. pr
-  while need > 0 do
-    local ms = redis.call('ZRANGE', rk, 0, need - 1)
-    if #ms == 0 then break end
-    redis.call('ZREMRANGEBYRANK', rk, 0, #ms - 1)
-    for _, m in ipairs(ms) do
+  local empty = false -- known empty: a pop came back short
+  while need > 0 and not empty do
+    local asked = need
+    local ms = redis.call('ZPOPMIN', rk, asked) -- member, score, member, score, ...
+    empty = #ms < 2 * asked
+    for k = 1, #ms, 2 do
+      local m = ms[k]
       local id = string.sub(m, 13)
       local r = rkey(id)
       local f = redis.call('HMGET', r, 'st', 'att', 'tok', 'msg', 'oid', 'cr')
@@ -97,21 +101,21 @@ for _, pr in ipairs(prios) do
       end
     end
   end
-  if redis.call('EXISTS', rk) == 0 then redis.call('ZREM', K .. 'prios', pr) end
+  -- A level drained by exactly `need` stays listed until a later claim finds it empty.
+  if empty then redis.call('ZREM', K .. 'prios', pr) end
 end
 flush()
 
 -- Remember this call's deliveries for a repeated call (expiry only collects the garbage of
 -- workers that went away; correctness never depends on it).
 if #out > 2 then
-  local last = {NONCE}
-  for j = 3, #out, 4 do last[#last + 1] = out[j] end
-  redis.call('DEL', last_key)
-  redis.call('RPUSH', last_key, unpack(last))
-  redis.call('PEXPIRE', last_key, 86400000)
+  local mine = {NONCE}
+  for j = 3, #out, 4 do mine[#mine + 1] = out[j] end
+  redis.call('SET', last_key, cmsgpack.pack(mine), 'PX', 86400000)
 end
 
-if #redis.call('ZRANGE', K .. 'prios', 0, 0) > 0 then
+-- Unmet demand means every level was drained (and unlisted): nothing claimable is left.
+if need == 0 and #redis.call('ZRANGE', K .. 'prios', 0, 0) > 0 then
   out[2] = NOW
 else
   local s = redis.call('ZRANGE', K .. 'sched', 0, 0, 'WITHSCORES')[2]
