@@ -64,8 +64,11 @@ class _PushLink(asyncio.Protocol):
     """One live pub/sub connection taken over from redis-py: parses what arrives with hiredis
     and hands it to the listener as it comes (messages and subscription confirmations)."""
 
-    def __init__(self, transport: asyncio.Transport, peer: str, listener: Listener) -> None:
+    def __init__(
+        self, transport: asyncio.Transport, peer: str, listener: Listener, encoding: str
+    ) -> None:
         self.transport = transport
+        self.encoding = encoding
         self.peer = peer
         self.listener = listener
         self.lost = False
@@ -79,7 +82,7 @@ class _PushLink(asyncio.Protocol):
         )
 
     def write(self, *args: str) -> None:
-        self.transport.write(pack_command(args))
+        self.transport.write(pack_command(args, self.encoding))
 
     def data_received(self, data: bytes) -> None:
         reader = self._reader
@@ -173,9 +176,11 @@ class _DirectNode:
                 return  # another caller connected (and subscribed every channel) meanwhile
             if self._closed:
                 raise RedisConnectionError("the Redis pub/sub listener is closed")
+            # Channel names are written in the client's encoding, as redis-py's PubSub does.
+            encoding = str(self._pool.connection_kwargs.get("encoding", "utf-8"))
             link = await take_over(
                 self._pool,
-                lambda transport, peer: _PushLink(transport, peer, self._listener),
+                lambda transport, peer: _PushLink(transport, peer, self._listener, encoding),
                 closed=lambda: self._closed,
                 closed_error=lambda: RedisConnectionError("the Redis pub/sub listener is closed"),
             )
