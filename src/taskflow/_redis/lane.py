@@ -9,9 +9,10 @@ hiredis) as they arrive. No pool, no lock, no reader task.
 
 The connection is opened and handed over by redis-py itself (`Connection.connect`: TLS, AUTH
 or HELLO, SELECT, client name as the client's options say), then its transport is taken over
-by the lane's protocol. A pool whose connections the lane cannot take over (a unix socket, a
-custom connection class, ``decode_responses``, a connect callback) gets no lane
-(`Lane.for_pool` returns None) and the caller keeps using the client.
+by the lane's protocol (``takeover.py``, shared with the pub/sub listener). A pool whose
+connections the lane cannot take over (a unix socket, a custom connection class,
+``decode_responses``, a connect callback) gets no lane (`Lane.for_pool` returns None) and the
+caller keeps using the client.
 
 Error replies fail only their own call, as the redis-py exception the parser maps them to
 (`NoScriptError` for NOSCRIPT, `ResponseError` otherwise). A lost connection fails every call
@@ -24,16 +25,18 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from typing import Any, Final, cast
+from typing import Any, Final
 
 import hiredis
 from redis._parsers.base import BaseParser
-from redis.asyncio.connection import Connection, ConnectionPool
+from redis.asyncio.connection import ConnectionPool
 from redis.asyncio.retry import Retry
 from redis.backoff import AbstractBackoff, ExponentialWithJitterBackoff, NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import DataError, InvalidResponse
 from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from .takeover import can_take_over, take_over
 
 __all__ = ["Lane", "LaneClosed", "pack_command"]
 
@@ -227,11 +230,9 @@ class Lane:
     def for_pool(cls, pool: ConnectionPool) -> Lane | None:
         """A lane with `pool`'s connection settings and retry policy, or None if the lane
         cannot honour them (then use the client as before)."""
+        if not can_take_over(pool):
+            return None
         kwargs = pool.connection_kwargs
-        if not issubclass(pool.connection_class, Connection):  # e.g. a unix socket
-            return None
-        if kwargs.get("decode_responses") or kwargs.get("redis_connect_func"):
-            return None
         retry = kwargs.get("retry")
         backoff: AbstractBackoff
         retries: int
@@ -347,30 +348,13 @@ class Lane:
                 return link
             if self._closed:
                 raise LaneClosed("the Redis lane is closed")
-            conn: Connection = self._pool.make_connection()  # type: ignore[no-untyped-call]
-            conn.retry = Retry(NoBackoff(), 0)  # the lane retries whole calls itself
             # TLS, AUTH or HELLO, SELECT, CLIENT SETNAME: as the client's options say.
-            try:
-                await conn.connect()  # type: ignore[no-untyped-call]
-            except BaseException:  # cancelled mid-handshake: leave no socket behind
-                await conn.disconnect(nowait=True)
-                raise
-            reader, writer = conn._reader, conn._writer
-            if self._closed or reader is None or writer is None:
-                await conn.disconnect()
-                raise LaneClosed("the Redis lane is closed")
-            transport = cast(asyncio.Transport, writer.transport)
-            if transport.is_closing() or reader.at_eof():  # lost before the takeover
-                await conn.disconnect()
-                raise RedisConnectionError(f"the connection to Redis at {_peer(conn)} was lost")
-            # Take the socket over from redis-py's streams: from now on the lane's protocol
-            # gets the bytes and the connection object forgets the socket.
-            conn._parser.on_disconnect()  # type: ignore[no-untyped-call]
-            conn._reader = conn._writer = None
-            link = _Link(transport, _peer(conn))
-            # The stream writer closes the transport when collected: the link keeps it.
-            link.stream_writer = writer
-            transport.set_protocol(link)
+            link = await take_over(
+                self._pool,
+                _Link,
+                closed=lambda: self._closed,
+                closed_error=lambda: LaneClosed("the Redis lane is closed"),
+            )
             self._link = link
             return link
 
@@ -397,8 +381,3 @@ class Lane:
 def _resolve(fut: asyncio.Future[None]) -> None:
     if not fut.done():
         fut.set_result(None)
-
-
-def _peer(conn: Connection) -> str:
-    port = getattr(conn, "port", "")
-    return f"{conn.host}:{port}" if port else str(conn.host)

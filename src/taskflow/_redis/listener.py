@@ -6,11 +6,17 @@ subscription per channel, whatever the number of waiters, on one connection per 
 Cluster shards channels by hash slot, so there is one connection per node that owns a queue's
 slot, subscribed with SSUBSCRIBE).
 
+On a single node the connection is opened by redis-py (TLS, AUTH or HELLO, SELECT as the client's
+options say) and then taken over by a protocol of ours (``takeover.py``, as the lane's): its
+``data_received`` parses with hiredis and hands each message to `on_message` at once, with no
+reader task and no redis-py machinery per message (RESP2 replies or RESP3 pushes alike). A pool
+whose connections cannot be taken over, and a cluster, read through redis-py's ``PubSub``.
+
 `subscribe` returns only once the server confirmed the subscription, so a caller that subscribes
 and then reads the stored state cannot miss a notification sent in between. When a connection
-drops, redis-py reconnects and resubscribes; the server then confirms each channel again, and the
-listener reports that through `on_resubscribed` so the storage can re-read what it may have
-missed while disconnected.
+drops, it is opened again (with jittered exponential backoff) and every channel is subscribed
+again; the server then confirms each channel again, and the listener reports that through
+`on_resubscribed` so the storage can re-read what it may have missed while disconnected.
 """
 
 from __future__ import annotations
@@ -19,10 +25,19 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, Final
 
+import hiredis
 import redis.asyncio as aioredis
+from redis._parsers.base import BaseParser
+from redis.asyncio.connection import ConnectionPool
+from redis.backoff import ExponentialWithJitterBackoff
 from redis.crc import key_slot
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import InvalidResponse
+
+from .lane import pack_command
+from .takeover import can_take_over, take_over
 
 __all__ = ["Listener"]
 
@@ -32,6 +47,8 @@ _CONFIRM_TIMEOUT_S = 10.0
 _BACKOFF_FIRST_S = 0.05
 _BACKOFF_MAX_S = 2.0
 _SUBSCRIBE_ATTEMPTS = 8
+_CLOSE_WAIT_S: Final = 5.0
+_NOT_ENOUGH_DATA: Final = object()
 
 
 class _NodeSubscription:
@@ -41,6 +58,179 @@ class _NodeSubscription:
         self.pubsub = pubsub
         self.own_client = own_client
         self.reader: asyncio.Task[None] | None = None
+
+
+class _PushLink(asyncio.Protocol):
+    """One live pub/sub connection taken over from redis-py: parses what arrives with hiredis
+    and hands it to the listener as it comes (messages and subscription confirmations)."""
+
+    def __init__(
+        self, transport: asyncio.Transport, peer: str, listener: Listener, encoding: str
+    ) -> None:
+        self.transport = transport
+        self.encoding = encoding
+        self.peer = peer
+        self.listener = listener
+        self.lost = False
+        self.stream_writer: Any = None
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.on_lost: Callable[[_PushLink], None] | None = None
+        self._reader = hiredis.Reader(
+            protocolError=InvalidResponse,
+            replyError=BaseParser.parse_error,
+            notEnoughData=_NOT_ENOUGH_DATA,
+        )
+
+    def write(self, *args: str) -> None:
+        self.transport.write(pack_command(args, self.encoding))
+
+    def data_received(self, data: bytes) -> None:
+        reader = self._reader
+        reader.feed(data)
+        listener = self.listener
+        while True:
+            try:
+                reply = reader.gets()
+            except InvalidResponse as exc:
+                logger.warning(
+                    "bad pub/sub reply from Redis at %s (%s); reconnecting", self.peer, exc
+                )
+                self.transport.abort()
+                return
+            if reply is _NOT_ENOUGH_DATA:
+                return
+            # A list in RESP2, a hiredis.PushNotification (a list too) in RESP3.
+            if not isinstance(reply, list):
+                if isinstance(reply, Exception):
+                    logger.warning("Redis at %s refused a subscription: %s", self.peer, reply)
+                continue
+            if len(reply) < 3:
+                continue
+            kind = reply[0]
+            try:
+                if kind == b"message":
+                    listener._on_message(reply[1].decode(), reply[2])
+                elif kind == b"subscribe":
+                    listener._confirm(reply[1].decode())
+            except Exception:  # one bad message must not stop every waiter's wake-ups
+                logger.exception("ignoring a Redis pub/sub message that failed: %r", reply)
+
+    def eof_received(self) -> bool:
+        return False  # close the transport; connection_lost follows
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        if not self.closed.done():
+            self.closed.set_result(None)
+        if self.on_lost is not None:
+            self.on_lost(self)
+
+
+class _DirectNode:
+    """The single node's pub/sub connection, read by a `_PushLink` (no reader task).
+
+    Every channel ever subscribed is kept in `channels`; a new connection subscribes to all of
+    them at once, so a dropped connection comes back with every subscription.
+    """
+
+    def __init__(self, pool: ConnectionPool, listener: Listener) -> None:
+        self._pool = pool
+        self._listener = listener
+        self.channels: dict[str, None] = {}
+        self.link: _PushLink | None = None
+        #: The task reconnecting after a loss (None while connected or closed).
+        self.reader: asyncio.Task[None] | None = None
+        self._connect_lock = asyncio.Lock()
+        self._closed = False
+        self._backoff = ExponentialWithJitterBackoff(base=_BACKOFF_FIRST_S, cap=_BACKOFF_MAX_S)
+
+    async def subscribe(self, channels: list[str]) -> None:
+        """SUBSCRIBE `channels`: at once on a live connection, else with every other channel
+        on the next one (opened here, retrying as the redis-py path does)."""
+        for channel in channels:
+            self.channels[channel] = None
+        link = self.link
+        if link is not None and not link.lost:
+            link.write("SUBSCRIBE", *channels)
+            return
+        backoff = _BACKOFF_FIRST_S
+        for attempt in range(_SUBSCRIBE_ATTEMPTS):
+            try:
+                await self._connect()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if self._closed or attempt + 1 == _SUBSCRIBE_ATTEMPTS:
+                    for channel in channels:
+                        self.channels.pop(channel, None)
+                    raise
+                logger.info("subscribing to %s failed (%r); retrying", channels, exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, _BACKOFF_MAX_S)
+
+    async def _connect(self) -> None:
+        async with self._connect_lock:
+            link = self.link
+            if link is not None and not link.lost:
+                return  # another caller connected (and subscribed every channel) meanwhile
+            if self._closed:
+                raise RedisConnectionError("the Redis pub/sub listener is closed")
+            # Channel names are written in the client's encoding, as redis-py's PubSub does.
+            encoding = str(self._pool.connection_kwargs.get("encoding", "utf-8"))
+            link = await take_over(
+                self._pool,
+                lambda transport, peer: _PushLink(transport, peer, self._listener, encoding),
+                closed=lambda: self._closed,
+                closed_error=lambda: RedisConnectionError("the Redis pub/sub listener is closed"),
+            )
+            self.link = link
+            link.on_lost = self._lost
+            if self.channels:
+                link.write("SUBSCRIBE", *self.channels)
+
+    def _lost(self, link: _PushLink) -> None:
+        if self._closed or link is not self.link:
+            return
+        logger.warning("Redis pub/sub connection to %s was lost; reconnecting", link.peer)
+        if self.reader is None or self.reader.done():
+            self.reader = asyncio.get_running_loop().create_task(
+                self._reconnect(), name="taskflow-redis-pubsub"
+            )
+
+    async def _reconnect(self) -> None:
+        failures = 0
+        while not self._closed:
+            failures += 1
+            await asyncio.sleep(self._backoff.compute(failures))
+            try:
+                await self._connect()
+                return
+            except Exception as exc:
+                if self._closed:
+                    return
+                logger.warning(
+                    "reconnecting the Redis pub/sub connection failed (%s: %s); retrying",
+                    type(exc).__name__,
+                    exc,
+                )
+
+    async def aclose(self) -> None:
+        self._closed = True
+        if self.reader is not None:
+            self.reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self.reader
+        # A connection being opened meanwhile is closed by `take_over` once it sees `_closed`.
+        link, self.link = self.link, None
+        if link is None:
+            return
+        link.transport.close()
+        try:
+            async with asyncio.timeout(_CLOSE_WAIT_S):
+                await link.closed
+        except TimeoutError:
+            link.transport.abort()
 
 
 class Listener:
@@ -68,9 +258,10 @@ class Listener:
         self._node_options = node_options
         self._on_message = on_message
         self._on_resubscribed = on_resubscribed
-        self._nodes: dict[str, _NodeSubscription] = {}
+        self._nodes: dict[str, _NodeSubscription | _DirectNode] = {}
         self._confirmed: dict[str, asyncio.Event] = {}
         self._lock = asyncio.Lock()
+        self._closed = False
 
     def is_subscribed(self, channel: str) -> bool:
         """True once `channel`'s subscription was confirmed by the server."""
@@ -100,7 +291,8 @@ class Listener:
                     if event is not None and not event.is_set():
                         del self._confirmed[channel]
                 raise
-        pending = [self._confirmed[c].wait() for c in wanted if not self._confirmed[c].is_set()]
+        events = [self._confirmed.get(c) for c in wanted]
+        pending = [e.wait() for e in events if e is not None and not e.is_set()]
         if pending:
             try:
                 await asyncio.wait_for(asyncio.gather(*pending), _CONFIRM_TIMEOUT_S)
@@ -111,6 +303,8 @@ class Listener:
                     wanted,
                     _CONFIRM_TIMEOUT_S,
                 )
+            if self._closed:
+                raise RedisConnectionError("the Redis pub/sub listener was closed")
 
     def _by_slot(self, channels: list[str]) -> list[list[str]]:
         if not self._sharded:
@@ -122,7 +316,12 @@ class Listener:
 
     async def _send_subscribe(self, channels: list[str]) -> None:
         """(S)SUBSCRIBE `channels` (one hash slot) on their node, retrying while it reconnects."""
+        if self._closed:
+            raise RedisConnectionError("the Redis pub/sub listener is closed")
         node = self._node_for(channels[0])
+        if isinstance(node, _DirectNode):
+            await node.subscribe(channels)
+            return
         backoff = _BACKOFF_FIRST_S
         for attempt in range(_SUBSCRIBE_ATTEMPTS):
             try:
@@ -145,11 +344,15 @@ class Listener:
                 self._read_forever(node), name="taskflow-redis-pubsub"
             )
 
-    def _node_for(self, channel: str) -> _NodeSubscription:
+    def _node_for(self, channel: str) -> _NodeSubscription | _DirectNode:
         if not self._sharded:
             name = "single"
             if name not in self._nodes:
-                self._nodes[name] = _NodeSubscription(self._client.pubsub(), None)
+                pool = self._client.connection_pool
+                if can_take_over(pool):
+                    self._nodes[name] = _DirectNode(pool, self)
+                else:
+                    self._nodes[name] = _NodeSubscription(self._client.pubsub(), None)
             return self._nodes[name]
         cluster_node = self._client.get_node_from_key(channel)
         name = cluster_node.name
@@ -195,20 +398,34 @@ class Listener:
         if kind in ("message", "smessage"):
             self._on_message(channel, message["data"])
         elif kind in ("subscribe", "ssubscribe"):
-            confirmed = self._confirmed.get(channel)
-            if confirmed is None:
-                return
-            if confirmed.is_set():
-                logger.info("Redis pub/sub resubscribed to %s after a reconnect", channel)
-                self._on_resubscribed(channel)
-            else:
-                confirmed.set()
+            self._confirm(channel)
+
+    def _confirm(self, channel: str) -> None:
+        """The server confirmed a subscription to `channel`: the first time, wake the callers
+        waiting for it; after a reconnect, report it through `on_resubscribed`."""
+        confirmed = self._confirmed.get(channel)
+        if confirmed is None:
+            return
+        if confirmed.is_set():
+            logger.info("Redis pub/sub resubscribed to %s after a reconnect", channel)
+            self._on_resubscribed(channel)
+        else:
+            confirmed.set()
 
     async def close(self) -> None:
-        """Stop the readers and close the pub/sub connections."""
+        """Stop the readers and close the pub/sub connections.
+
+        Callers still waiting for a confirmation fail with redis-py's ``ConnectionError``.
+        """
+        self._closed = True
         nodes, self._nodes = list(self._nodes.values()), {}
-        self._confirmed.clear()
+        confirmed, self._confirmed = list(self._confirmed.values()), {}
+        for event in confirmed:
+            event.set()  # wakes the waiting callers, who then see `_closed`
         for node in nodes:
+            if isinstance(node, _DirectNode):
+                await node.aclose()
+                continue
             if node.reader is not None:
                 node.reader.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
