@@ -931,19 +931,23 @@ def _progress_text(progress: Progress | None) -> str:
     return f"{progress.done}/{total}"
 
 
-def _frame(items: list[str | bytes]) -> bytes:
+def _frame(items: list[str | msgspec.Raw]) -> bytes:
     """Pack a batch as one argument, a msgpack array of strings (``unframe`` in
-    lua/common.lua). Binary strings get msgpack "str" headers: the msgpack library of Redis's
-    Lua has no "bin" type, and both are just bytes to Lua."""
-    return _msgpack_encode([_raw_str(i) if type(i) is bytes else i for i in items])
+    lua/common.lua). Binary strings go in as `_raw_str`: the msgpack library of Redis's Lua has
+    no "bin" type, and "str" is just bytes to Lua."""
+    return _msgpack_encode(items)
+
+
+_FIXSTR: Final = tuple(bytes((0xA0 | size,)) for size in range(32))
+_EMPTY: Final = msgspec.Raw(_FIXSTR[0])
 
 
 def _raw_str(data: bytes) -> msgspec.Raw:
     """`data` as a msgpack "str" (any bytes; Lua strings are byte strings)."""
     size = len(data)
     if size < 32:
-        header = bytes((0xA0 | size,))
-    elif size < 0x100:
+        return msgspec.Raw(_FIXSTR[size] + data)
+    if size < 0x100:
         header = bytes((0xD9, size))
     elif size < 0x10000:
         header = b"\xda" + size.to_bytes(2, "big")
@@ -953,38 +957,41 @@ def _raw_str(data: bytes) -> msgspec.Raw:
 
 
 def _enqueue_args(messages: Sequence[TaskMessage], now: float) -> list[Any]:
-    args: list[str | bytes] = []
+    args: list[str | msgspec.Raw] = []
     for m in messages:
-        scheduled = m.eta is not None and m.eta > now
-        due = now if m.eta is None else m.eta
-        args += [
+        eta = m.eta
+        args += (
             m.id,
-            encode_message(m),
+            _raw_str(encode_message(m)),
             str(m.priority),
-            _t(due),
-            "1" if scheduled else "0",
+            _t(now if eta is None else eta),
+            "1" if eta is not None and eta > now else "0",
             m.dedup_key or "",
             _opt_t(m.dedup_ttl_s),
             str(m.retries),
             m.order_id or "",
             "" if m.store_result else "1",
-        ]
+        )
     return [_frame(args)]
 
 
 def _complete_args(outcomes: Sequence[Outcome]) -> list[Any]:
-    args: list[str | bytes] = []
+    args: list[str | msgspec.Raw] = []
     for o in outcomes:
-        args += [
+        error = o.error
+        result = o.result
+        retry_at = o.retry_at
+        expires = o.result_expires_at
+        args += (
             o.task_id,
             str(o.token),
             o.kind.value,
-            b"" if o.result is None else o.result,
-            b"" if o.error is None else msgspec.msgpack.encode(o.error),
-            "" if o.error is None else o.error.type,
-            _opt_t(o.retry_at),
-            _opt_t(o.result_expires_at),
-        ]
+            _EMPTY if result is None else _raw_str(result),
+            _EMPTY if error is None else _raw_str(_msgpack_encode(error)),
+            "" if error is None else error.type,
+            "" if retry_at is None else repr(float(retry_at)),
+            "" if expires is None else repr(float(expires)),
+        )
     return [_frame(args)]
 
 
