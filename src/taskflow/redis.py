@@ -101,7 +101,12 @@ _SCRIPTS_IN_FLIGHT: Final = 64
 _ID_CACHE_MAX: Final = 100_000
 _READ_CHUNK: Final = 500
 #: A stored task as read: its hash fields and its yielded values.
-_Raw = tuple[dict[bytes, bytes], list[bytes]]
+_Raw = tuple[list[bytes | None], list[bytes]]
+#: The hash fields the ``get`` script reads, in the order of a `_Raw`'s first element.
+RECORD_FIELDS: Final = (
+    "msg", "st", "att", "sa", "fa", "res", "err", "prog", "cr", "rx", "tok", "wid", "w", "y"
+)  # fmt: skip
+_MSG, _ST, _ATT, _SA, _FA, _RES, _ERR, _PROG, _CR, _RX, _TOK, _WID = range(12)
 #: A read waiting to be coalesced: ids, their queues, whether each is waited for (its waiter
 #: registers in the same step), and the future of its result.
 _PendingRead = tuple[list[str], list[str | None], list[bool], "asyncio.Future[list[_Raw | None]]"]
@@ -393,9 +398,9 @@ class RedisStorage(Storage):
             )
         )
         for (_, idx), reply in zip(chunks, replies, strict=True):
-            for i, (flat, yields) in zip(idx, reply, strict=True):
-                if flat:
-                    out[i] = (dict(zip(flat[::2], flat[1::2], strict=True)), list(yields))
+            for i, found in zip(idx, reply, strict=True):
+                if found:
+                    out[i] = (found[0], found[1])
         return out
 
     async def _get_many(self, task_ids: Sequence[str], now: float) -> list[TaskRecord | None]:
@@ -473,7 +478,8 @@ class RedisStorage(Storage):
             logger.exception("re-reading waited tasks after a Redis reconnect failed")
             return
         for task_id, raw in zip(task_ids, raws, strict=True):
-            if raw is not None and TaskStatus(raw[0][b"st"].decode()).terminal:
+            status = None if raw is None else raw[0][_ST]
+            if status is not None and TaskStatus(status.decode()).terminal:
                 self._notify_terminal(task_id)
 
     def work_count(self, queue: str) -> int | None:
@@ -855,9 +861,9 @@ class RedisBroker(Broker):
         out: list[str | None] = [None] * len(task_ids)
         plans: list[tuple[int, TaskMessage]] = []
         for i, (raw, new_id) in enumerate(zip(raws, new_ids, strict=True)):
-            if raw is None or raw[0].get(b"st") != b"failed":
+            if raw is None or raw[0][_ST] != b"failed":
                 continue
-            old = decode_message(raw[0][b"msg"])
+            old = decode_message(raw[0][_MSG] or b"")
             new = msgspec.structs.replace(
                 old, id=new_id, requeued_from=old.id, eta=None, created_at=now
             )
@@ -995,25 +1001,27 @@ def _complete_args(outcomes: Sequence[Outcome]) -> list[Any]:
     return [_frame(args)]
 
 
-def _record(fields: dict[bytes, bytes], yields: list[bytes], now: float) -> TaskRecord:
-    msg = decode_message(fields[b"msg"])
-    expires_at = _opt_float(fields.get(b"rx"))
+def _record(fields: list[bytes | None], yields: list[bytes], now: float) -> TaskRecord:
+    """A `TaskRecord` from the `RECORD_FIELDS` values the ``get`` script read."""
+    msg = decode_message(fields[_MSG] or b"")
+    expires_at = _opt_float(fields[_RX])
     expired = expires_at is not None and expires_at <= now
-    err = fields.get(b"err")
-    prog = fields.get(b"prog")
+    err = fields[_ERR]
+    prog = fields[_PROG]
+    status = fields[_ST]
     return TaskRecord(
         id=msg.id,
         name=msg.name,
         queue=msg.queue,
-        status=TaskStatus(fields[b"st"].decode()),
+        status=TaskStatus(status.decode() if status else "queued"),
         priority=msg.priority,
-        attempts=int(fields.get(b"att", b"0")),
+        attempts=int(fields[_ATT] or 0),
         retries=msg.retries,
         created_at=msg.created_at,
         eta=msg.eta,
-        started_at=_opt_float(fields.get(b"sa")),
-        finished_at=_opt_float(fields.get(b"fa")),
-        result=None if expired else fields.get(b"res"),
+        started_at=_opt_float(fields[_SA]),
+        finished_at=_opt_float(fields[_FA]),
+        result=None if expired else fields[_RES],
         error=None if not err else _error_decoder.decode(err),
         progress=None if not prog else _progress_decoder.decode(prog),
         yields=yields,
@@ -1022,11 +1030,11 @@ def _record(fields: dict[bytes, bytes], yields: list[bytes], now: float) -> Task
         requeued_from=msg.requeued_from,
         dedup_key=msg.dedup_key,
         store_result=msg.store_result,
-        cancel_requested=fields.get(b"cr") == b"1",
+        cancel_requested=fields[_CR] == b"1",
         result_expires_at=expires_at,
         result_expired=expired,
-        token=int(fields.get(b"tok", b"0")),
-        worker_id=_text(fields.get(b"wid")),
+        token=int(fields[_TOK] or 0),
+        worker_id=_text(fields[_WID]),
     )
 
 
