@@ -584,10 +584,13 @@ class Broker(_Lifecycle, ABC):
     def watch_work(
         self, queues: Sequence[str], *, worker_id: str, callback: Callable[[], None]
     ) -> bool:
-        """Optional, for in-process backends: call `callback()` (on the event loop thread, no
-        awaiting) whenever work may have become claimable in `queues` for `worker_id`, from
-        now on. Returns False if the backend cannot (the default): the worker then uses
-        `wait_for_work`. Saves a loop turn per wake-up where the push is a plain function call.
+        """Optional: call `callback()` (on the event loop thread, no awaiting) whenever work
+        may have become claimable in `queues` for `worker_id`, from now on. Returns False if
+        the backend cannot (the default): the worker then uses `wait_for_work`. Saves a task
+        and a loop turn or two per wake-up where the push arrives as a function call (the
+        memory backend's enqueue, the Redis listener's message). A backend that subscribes
+        asynchronously must make `next_due` wait for the subscription before it reads, so no
+        wake-up falls between the two.
         """
         return False
 
