@@ -16,6 +16,7 @@ import anyio
 import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
 
 from taskflow._redis.listener import Listener, _DirectNode, _NodeSubscription, _PushLink
 from taskflow.redis import _close_client, _make_client, from_url
@@ -233,3 +234,27 @@ async def test_single_node_storage_listens_on_the_fast_path_cluster_does_not(
         listener = b._redis._require_listener()
         await listener.subscribe([b._redis.inbox("default")])
         assert all(isinstance(n, _NodeSubscription) for n in listener._nodes.values())
+
+
+async def test_a_refused_subscription_fails_at_once_with_a_clear_error(private_port: int) -> None:
+    """An ACL without the channel makes SUBSCRIBE fail: the caller gets the refusal at once
+    (not after the 10 s confirmation timeout), and a later allowed channel still works."""
+    admin = aioredis.Redis(port=private_port)
+    await admin.execute_command(
+        "ACL", "SETUSER", "limited", "on", ">secret", "~*", "+@all", "resetchannels", "&ok:*"
+    )
+    received = Received()
+    client, listener = await _open(f"redis://limited:secret@127.0.0.1:{private_port}/0", received)
+    try:
+        with anyio.fail_after(5):
+            with pytest.raises(RedisError, match=r"refused the subscription to 'no:1'"):
+                await listener.subscribe(["no:1"])
+            await listener.subscribe(["ok:1"])
+            assert listener.is_subscribed("ok:1") and not listener.is_subscribed("no:1")
+            await admin.publish("ok:1", b"hello")
+            await received.until(lambda: received.messages)
+        assert received.messages == [("ok:1", b"hello")]
+    finally:
+        await listener.close()
+        await _close_client(client)
+        await admin.aclose()

@@ -34,7 +34,7 @@ from redis.asyncio.connection import ConnectionPool
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.crc import key_slot
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import InvalidResponse
+from redis.exceptions import InvalidResponse, RedisError
 
 from .lane import pack_command
 from .takeover import can_take_over, take_over
@@ -103,6 +103,7 @@ class _PushLink(asyncio.Protocol):
             if not isinstance(reply, list):
                 if isinstance(reply, Exception):
                     logger.warning("Redis at %s refused a subscription: %s", self.peer, reply)
+                    listener._refuse(reply)
                 continue
             if len(reply) < 3:
                 continue
@@ -260,6 +261,9 @@ class Listener:
         self._on_resubscribed = on_resubscribed
         self._nodes: dict[str, _NodeSubscription | _DirectNode] = {}
         self._confirmed: dict[str, asyncio.Event] = {}
+        #: Channels the server refused (an error reply to SUBSCRIBE, e.g. an ACL without the
+        #: channel), with the error, until the callers waiting for them have seen it.
+        self._refused: dict[str, Exception] = {}
         self._lock = asyncio.Lock()
         self._closed = False
 
@@ -281,6 +285,7 @@ class Listener:
         if new:
             for channel in new:
                 self._confirmed[channel] = asyncio.Event()
+                self._refused.pop(channel, None)  # asked again: the new answer counts
             try:
                 async with self._lock:
                     for group in self._by_slot(new):
@@ -305,6 +310,14 @@ class Listener:
                 )
             if self._closed:
                 raise RedisConnectionError("the Redis pub/sub listener was closed")
+        refused = {c: self._refused[c] for c in wanted if c in self._refused}
+        if refused:
+            channel, error = next(iter(refused.items()))
+            raise RedisError(
+                f"Redis refused the subscription to {channel!r} ({error}); a user restricted by "
+                "an ACL needs the channel pattern of taskflow's keys, e.g. "
+                "'ACL SETUSER <user> &<prefix>:*'"
+            ) from error
 
     def _by_slot(self, channels: list[str]) -> list[list[str]]:
         if not self._sharded:
@@ -399,6 +412,18 @@ class Listener:
             self._on_message(channel, message["data"])
         elif kind in ("subscribe", "ssubscribe"):
             self._confirm(channel)
+
+    def _refuse(self, error: Exception) -> None:
+        """The server refused a SUBSCRIBE: fail every subscription not confirmed yet (the one
+        command in flight carried them), instead of leaving its callers to time out."""
+        for channel, event in list(self._confirmed.items()):
+            if not event.is_set():
+                self._refused[channel] = error
+                del self._confirmed[channel]
+                for node in self._nodes.values():
+                    if isinstance(node, _DirectNode):
+                        node.channels.pop(channel, None)
+                event.set()
 
     def _confirm(self, channel: str) -> None:
         """The server confirmed a subscription to `channel`: the first time, wake the callers
