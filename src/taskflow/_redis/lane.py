@@ -28,7 +28,6 @@ import collections
 from typing import Any, Final
 
 import hiredis
-from redis._parsers.base import BaseParser
 from redis.asyncio.connection import ConnectionPool
 from redis.asyncio.retry import Retry
 from redis.backoff import AbstractBackoff, ExponentialWithJitterBackoff, NoBackoff
@@ -36,14 +35,13 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import DataError, InvalidResponse
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from .takeover import can_take_over, take_over
+from .takeover import NOT_ENOUGH_DATA, can_take_over, new_reader, take_over
 
 __all__ = ["Lane", "LaneClosed", "pack_command"]
 
 #: Errors after which a call is retried on a new connection (as ``retry_on_error`` in
 #: ``taskflow.redis._make_client``).
 RETRY_ERRORS: Final = (RedisConnectionError, RedisTimeoutError)
-_NOT_ENOUGH_DATA: Final = object()
 _PUSH: Final = getattr(hiredis, "PushNotification", None)
 _CLOSE_WAIT_S: Final = 5.0
 _CRLF: Final = b"\r\n"
@@ -95,11 +93,7 @@ class _Link(asyncio.Protocol):
         self._pending: collections.deque[asyncio.Future[Any]] = collections.deque()
         self._out: list[bytes] = []
         self._drain: list[asyncio.Future[None]] = []
-        self._reader = hiredis.Reader(
-            protocolError=InvalidResponse,
-            replyError=BaseParser.parse_error,
-            notEnoughData=_NOT_ENOUGH_DATA,
-        )
+        self._reader = new_reader()
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -161,7 +155,7 @@ class _Link(asyncio.Protocol):
                 self.fail(RedisConnectionError(f"bad reply from Redis at {self.peer}: {exc}"))
                 self.transport.abort()
                 return
-            if reply is _NOT_ENOUGH_DATA:
+            if reply is NOT_ENOUGH_DATA:
                 return
             if _PUSH is not None and isinstance(reply, _PUSH):
                 continue  # an out-of-band push (RESP3), not the reply to a call

@@ -27,9 +27,7 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import Any, Final
 
-import hiredis
 import redis.asyncio as aioredis
-from redis._parsers.base import BaseParser
 from redis.asyncio.connection import ConnectionPool
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.crc import key_slot
@@ -37,7 +35,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import InvalidResponse, RedisError
 
 from .lane import pack_command
-from .takeover import can_take_over, take_over
+from .takeover import NOT_ENOUGH_DATA, can_take_over, new_reader, take_over
 
 __all__ = ["Listener"]
 
@@ -48,7 +46,6 @@ _BACKOFF_FIRST_S = 0.05
 _BACKOFF_MAX_S = 2.0
 _SUBSCRIBE_ATTEMPTS = 8
 _CLOSE_WAIT_S: Final = 5.0
-_NOT_ENOUGH_DATA: Final = object()
 
 
 class _NodeSubscription:
@@ -75,11 +72,7 @@ class _PushLink(asyncio.Protocol):
         self.stream_writer: Any = None
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.on_lost: Callable[[_PushLink], None] | None = None
-        self._reader = hiredis.Reader(
-            protocolError=InvalidResponse,
-            replyError=BaseParser.parse_error,
-            notEnoughData=_NOT_ENOUGH_DATA,
-        )
+        self._reader = new_reader()
 
     def write(self, *args: str) -> None:
         self.transport.write(pack_command(args, self.encoding))
@@ -97,7 +90,7 @@ class _PushLink(asyncio.Protocol):
                 )
                 self.transport.abort()
                 return
-            if reply is _NOT_ENOUGH_DATA:
+            if reply is NOT_ENOUGH_DATA:
                 return
             # A list in RESP2, a hiredis.PushNotification (a list too) in RESP3.
             if not isinstance(reply, list):

@@ -14,14 +14,31 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any, Protocol, TypeVar, cast
+from typing import Any, Final, Protocol, TypeVar, cast
 
+import hiredis
+from redis._parsers.base import BaseParser
 from redis.asyncio.connection import Connection, ConnectionPool
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import InvalidResponse
 
-__all__ = ["TakenOver", "can_take_over", "peer", "take_over"]
+__all__ = ["NOT_ENOUGH_DATA", "TakenOver", "can_take_over", "new_reader", "peer", "take_over"]
+
+#: What `new_reader`'s ``gets()`` returns while no whole reply has arrived yet.
+NOT_ENOUGH_DATA: Final = object()
+
+
+def new_reader() -> hiredis.Reader:
+    """A hiredis reply parser as redis-py's would be: a protocol error raises
+    `InvalidResponse`; an error reply comes back as the redis-py exception it maps to
+    (``NoScriptError``, ``ResponseError``...), not raised."""
+    return hiredis.Reader(
+        protocolError=InvalidResponse,
+        replyError=BaseParser.parse_error,
+        notEnoughData=NOT_ENOUGH_DATA,
+    )
 
 
 class TakenOver(Protocol):
