@@ -106,6 +106,7 @@ _Raw = tuple[list[bytes | None], list[bytes]]
 RECORD_FIELDS: Final = (
     "msg", "st", "att", "sa", "fa", "res", "err", "prog", "cr", "rx", "tok", "wid", "w", "y"
 )  # fmt: skip
+_RECORD_KEYS: Final = tuple(name.encode() for name in RECORD_FIELDS)
 _MSG, _ST, _ATT, _SA, _FA, _RES, _ERR, _PROG, _CR, _RX, _TOK, _WID = range(12)
 #: A read waiting to be coalesced: ids, their queues, whether each is waited for (its waiter
 #: registers in the same step), and the future of its result.
@@ -986,8 +987,6 @@ def _complete_args(outcomes: Sequence[Outcome]) -> list[Any]:
     for o in outcomes:
         error = o.error
         result = o.result
-        retry_at = o.retry_at
-        expires = o.result_expires_at
         args += (
             o.task_id,
             str(o.token),
@@ -995,8 +994,8 @@ def _complete_args(outcomes: Sequence[Outcome]) -> list[Any]:
             _EMPTY if result is None else _raw_str(result),
             _EMPTY if error is None else _raw_str(_msgpack_encode(error)),
             "" if error is None else error.type,
-            "" if retry_at is None else repr(float(retry_at)),
-            "" if expires is None else repr(float(expires)),
+            _opt_t(o.retry_at),
+            _opt_t(o.result_expires_at),
         )
     return [_frame(args)]
 
@@ -1004,38 +1003,45 @@ def _complete_args(outcomes: Sequence[Outcome]) -> list[Any]:
 def _record(fields: list[bytes | None], yields: list[bytes], now: float) -> TaskRecord:
     """A `TaskRecord` from the `RECORD_FIELDS` values the ``get`` script read."""
     msg = decode_message(fields[_MSG] or b"")
-    expires_at = _opt_float(fields[_RX])
-    expired = expires_at is not None and expires_at <= now
-    err = fields[_ERR]
-    prog = fields[_PROG]
-    status = fields[_ST]
     return TaskRecord(
         id=msg.id,
         name=msg.name,
         queue=msg.queue,
-        status=TaskStatus(status.decode() if status else "queued"),
         priority=msg.priority,
-        attempts=int(fields[_ATT] or 0),
         retries=msg.retries,
         created_at=msg.created_at,
         eta=msg.eta,
-        started_at=_opt_float(fields[_SA]),
-        finished_at=_opt_float(fields[_FA]),
-        result=None if expired else fields[_RES],
-        error=None if not err else _error_decoder.decode(err),
-        progress=None if not prog else _progress_decoder.decode(prog),
         yields=yields,
         parent_id=msg.parent_id,
         order_id=msg.order_id,
         requeued_from=msg.requeued_from,
         dedup_key=msg.dedup_key,
         store_result=msg.store_result,
-        cancel_requested=fields[_CR] == b"1",
-        result_expires_at=expires_at,
-        result_expired=expired,
-        token=int(fields[_TOK] or 0),
-        worker_id=_text(fields[_WID]),
+        **_state(fields, now),
     )
+
+
+def _state(fields: list[bytes | None], now: float) -> dict[str, Any]:
+    """The `TaskRecord` fields that change while a task lives, from `RECORD_FIELDS` values."""
+    expires_at = _opt_float(fields[_RX])
+    expired = expires_at is not None and expires_at <= now
+    err = fields[_ERR]
+    prog = fields[_PROG]
+    status = fields[_ST]
+    return {
+        "status": TaskStatus(status.decode() if status else "queued"),
+        "attempts": int(fields[_ATT] or 0),
+        "started_at": _opt_float(fields[_SA]),
+        "finished_at": _opt_float(fields[_FA]),
+        "result": None if expired else fields[_RES],
+        "error": None if not err else _error_decoder.decode(err),
+        "progress": None if not prog else _progress_decoder.decode(prog),
+        "cancel_requested": fields[_CR] == b"1",
+        "result_expires_at": expires_at,
+        "result_expired": expired,
+        "token": int(fields[_TOK] or 0),
+        "worker_id": _text(fields[_WID]),
+    }
 
 
 def _take(data: bytes, pos: int) -> tuple[bytes, int]:
@@ -1069,24 +1075,9 @@ def _unpack_record(data: bytes, pos: int) -> tuple[dict[bytes, bytes], list[byte
 
 def _patched(fields: dict[bytes, bytes], yields: list[bytes], record: TaskRecord) -> TaskRecord:
     """`record` (a waiter's last read) with a pushed terminal outcome applied."""
-    err = fields.get(b"err")
-    prog = fields.get(b"prog")
-    return msgspec.structs.replace(
-        record,
-        status=TaskStatus(fields[b"st"].decode()),
-        attempts=int(fields.get(b"att", b"0")),
-        started_at=_opt_float(fields.get(b"sa")),
-        finished_at=_opt_float(fields.get(b"fa")),
-        result=fields.get(b"res"),
-        error=None if not err else _error_decoder.decode(err),
-        progress=None if not prog else _progress_decoder.decode(prog),
-        yields=yields,
-        cancel_requested=fields.get(b"cr") == b"1",
-        result_expires_at=_opt_float(fields.get(b"rx")),
-        result_expired=False,  # it just ended
-        token=int(fields.get(b"tok", b"0")),
-        worker_id=_text(fields.get(b"wid")),
-    )
+    values = [fields.get(name) for name in _RECORD_KEYS]
+    # It just ended, so its result has not expired (now=-inf).
+    return msgspec.structs.replace(record, yields=yields, **_state(values, float("-inf")))
 
 
 def _event(queue: str, entry_id: bytes, fields: dict[bytes, bytes]) -> Event:
