@@ -28,7 +28,7 @@ from taskflow.redis import _make_client, from_url
 from taskflow.testing import FakeClock
 from tests.conformance._helpers import claim, done, enqueue_one
 from tests.plugins.backend_redis import random_prefix
-from tests.services import free_port, redis_ping, redis_url, start_redis_server, stop_process
+from tests.services import free_port, redis_ping, redis_url, stop_process
 
 pytestmark = pytest.mark.redis
 
@@ -50,18 +50,6 @@ async def lane() -> AsyncIterator[Lane]:
     finally:
         await lane.aclose()
         await client.aclose(close_connection_pool=True)
-
-
-@pytest.fixture
-def private_port() -> Iterator[int]:
-    """The port of a redis-server of this test's own, free to flush or kill connections on."""
-    redis_url()  # skip (or fail) with the usual reason if Redis is not installed/running
-    port = free_port()
-    proc: subprocess.Popen[bytes] = start_redis_server(port)
-    try:
-        yield port
-    finally:
-        stop_process(proc)
 
 
 def test_pack_command_is_resp() -> None:

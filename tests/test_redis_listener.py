@@ -8,8 +8,7 @@ in ``test_redis_backend.py``; here the listener is driven directly.
 from __future__ import annotations
 
 import asyncio
-import subprocess
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
@@ -21,7 +20,7 @@ from redis.exceptions import RedisError
 from taskflow._redis.listener import Listener, _DirectNode, _NodeSubscription, _PushLink
 from taskflow.redis import _close_client, _make_client, from_url
 from tests.plugins.backend_redis import random_prefix
-from tests.services import free_port, redis_url, start_redis_server, stop_process
+from tests.services import redis_url
 
 pytestmark = pytest.mark.redis
 
@@ -47,18 +46,6 @@ class Received:
         while not condition():
             self.changed.clear()
             await self.changed.wait()
-
-
-@pytest.fixture
-def private_port() -> Iterator[int]:
-    """The port of a redis-server of this test's own, free to kill or pause clients on."""
-    redis_url()  # skip (or fail) with the usual reason if Redis is not installed/running
-    port = free_port()
-    proc: subprocess.Popen[bytes] = start_redis_server(port)
-    try:
-        yield port
-    finally:
-        stop_process(proc)
 
 
 async def _open(url: str, received: Received, **options: Any) -> tuple[Any, Listener]:

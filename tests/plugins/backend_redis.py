@@ -24,7 +24,7 @@ import pytest
 
 from taskflow.abc import Broker
 from taskflow.redis import RedisBroker, from_url
-from tests.services import free_port, redis_ping, redis_url, stop_process
+from tests.services import free_port, redis_ping, redis_url, start_redis_server, stop_process
 
 BACKEND_KINDS: tuple[str, ...] = ("redis", "redis_cluster")
 
@@ -69,6 +69,19 @@ def redis_factory(url: str) -> BrokerFactory:
                     await delete_prefix(broker)
 
     return open_backend
+
+
+@pytest.fixture
+def private_port() -> Iterator[int]:
+    """The port of a redis-server of the test's own, free to flush, kill or pause clients on
+    (stopped by its pid afterwards)."""
+    redis_url()  # skip (or fail) with the usual reason if Redis is not installed/running
+    port = free_port()
+    proc: subprocess.Popen[bytes] = start_redis_server(port)
+    try:
+        yield port
+    finally:
+        stop_process(proc)
 
 
 @pytest.fixture
