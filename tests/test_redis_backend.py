@@ -31,7 +31,7 @@ from taskflow._message import (
 )
 from taskflow.redis import RedisBroker, RedisStorage, from_url
 from taskflow.testing import FakeClock
-from tests.conformance._helpers import claim, done, enqueue_one, message
+from tests.conformance._helpers import LEASE_S, claim, done, enqueue_one, message
 from tests.plugins.backend_redis import delete_prefix, random_prefix
 from tests.services import free_port, redis_url, start_redis_server, stop_process
 
@@ -371,3 +371,135 @@ async def test_a_claim_repeated_after_a_lost_reply_returns_the_same_deliveries(
     monkeypatch.undo()
     rest = await claim(broker, clock, limit=10)
     assert [d.task_id for d in rest] == ids[2:]
+
+
+# -- direct hand-off to an idle worker ---------------------------------------------------------
+
+
+async def _watch(broker: RedisBroker, worker_id: str = "w1") -> anyio.Event:
+    """Watch "default" as `worker_id` and wait for its hand-off subscription; the returned
+    event is set on a wake-up."""
+    woke = anyio.Event()
+    assert broker.watch_work(["default"], worker_id=worker_id, callback=woke.set)
+    storage = broker._redis
+    await storage._require_listener().subscribe([storage.qkey("default", f"hand:{worker_id}")])
+    return woke
+
+
+async def _park(
+    broker: RedisBroker, clock: FakeClock, worker_id: str = "w1", limit: int = 10
+) -> anyio.Event:
+    """`_watch`, then claim the empty queue with `limit` free slots: the worker is parked."""
+    woke = await _watch(broker, worker_id)
+    assert await claim(broker, clock, limit=limit, worker_id=worker_id) == []
+    return woke
+
+
+async def _record(broker: RedisBroker, clock: FakeClock, task_id: str) -> TaskRecord:
+    record = await broker.storage.get(task_id, now=clock.time())
+    assert record is not None
+    return record
+
+
+async def test_a_task_sent_to_an_idle_worker_is_claimed_by_the_enqueue(
+    broker: RedisBroker, clock: FakeClock
+) -> None:
+    """The enqueue itself claims a new task for a parked worker (running, attempt 1, token 1,
+    its lease) and sends it; the worker's next claim returns it without asking the server."""
+    woke = await _park(broker, clock)
+    task_id = await enqueue_one(broker, clock)
+    record = await _record(broker, clock, task_id)
+    assert (record.status, record.attempts, record.worker_id) == (TaskStatus.RUNNING, 1, "w1")
+    with anyio.fail_after(5):
+        await woke.wait()
+    (delivery,) = await claim(broker, clock, worker_id="w1")
+    assert (delivery.task_id, delivery.token, delivery.attempt) == (task_id, 1, 1)
+    assert delivery.lease_expires_at == clock.time() + LEASE_S
+    assert decode_message(delivery.data).id == task_id
+    assert await broker.complete([done(delivery, clock)], now=clock.time()) == [True]
+    assert (await _record(broker, clock, task_id)).status is TaskStatus.DONE
+    kinds = [e.kind.value for e in await broker.storage.read_events("default")]
+    assert kinds == ["queued", "running", "done"]
+
+
+async def test_hand_offs_stop_at_the_free_capacity_the_worker_parked_with(
+    broker: RedisBroker, clock: FakeClock
+) -> None:
+    """Parked with 2 free slots: two tasks are handed off, the third waits in the queue."""
+    await _park(broker, clock, limit=2)
+    ids = [await enqueue_one(broker, clock) for _ in range(3)]
+    states = [(await _record(broker, clock, i)).status for i in ids]
+    assert states == [TaskStatus.RUNNING, TaskStatus.RUNNING, TaskStatus.QUEUED]
+    stats = await broker.stats(["default"], now=clock.time())
+    assert (stats[0].queued, stats[0].running) == (1, 2)
+
+
+async def test_no_hand_off_jumps_ahead_of_claimable_work(
+    broker: RedisBroker, clock: FakeClock
+) -> None:
+    """While another task is claimable, a new one is queued behind it, not handed off."""
+    first = await enqueue_one(broker, clock)
+    storage = broker._redis
+    await _watch(broker)
+    await storage._client.hset(storage.qkey("default", "park"), "w1", f"5 {LEASE_S}")
+    second = await enqueue_one(broker, clock)
+    assert (await _record(broker, clock, second)).status is TaskStatus.QUEUED
+    got = await claim(broker, clock, worker_id="w1")
+    assert [d.task_id for d in got] == [first, second]
+
+
+async def test_a_parked_worker_that_went_away_gets_nothing(
+    broker: RedisBroker, clock: FakeClock
+) -> None:
+    """A park entry nobody listens for (a killed worker's) is dropped by the next enqueue,
+    whose task is queued for everyone instead."""
+    storage = broker._redis
+    await storage._client.hset(storage.qkey("default", "park"), "ghost", f"5 {LEASE_S}")
+    task_id = await enqueue_one(broker, clock)
+    assert (await _record(broker, clock, task_id)).status is TaskStatus.QUEUED
+    assert await storage._client.hgetall(storage.qkey("default", "park")) == {}
+    (delivery,) = await claim(broker, clock, worker_id="w2")
+    assert (delivery.task_id, delivery.token) == (task_id, 1)
+
+
+async def test_hand_offs_not_taken_are_given_back_when_the_worker_stops_watching(
+    broker: RedisBroker, clock: FakeClock
+) -> None:
+    """unwatch_work releases what was handed off but never claimed (attempt refunded), and
+    unparks the worker, so the next task is queued for other workers."""
+    woke = await _park(broker, clock)
+    task_id = await enqueue_one(broker, clock)
+    with anyio.fail_after(5):
+        await woke.wait()
+    await broker.unwatch_work(["default"], worker_id="w1", now=clock.time())
+    record = await _record(broker, clock, task_id)
+    assert (record.status, record.attempts) == (TaskStatus.QUEUED, 0)
+    later = await enqueue_one(broker, clock)
+    assert (await _record(broker, clock, later)).status is TaskStatus.QUEUED
+    got = await claim(broker, clock, worker_id="w2")
+    assert [(d.task_id, d.token, d.attempt) for d in got] == [(task_id, 2, 1), (later, 1, 1)]
+
+
+async def test_a_hand_off_arriving_after_the_worker_stopped_is_given_back(
+    broker: RedisBroker, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A hand-off the server sent before the worker unparked, received after: released."""
+    await _park(broker, clock)
+    await broker.unwatch_work(["default"], worker_id="w1", now=clock.time())
+    given_back = anyio.Event()
+    give_back = broker._give_back
+
+    async def give_back_and_tell(outcomes: list[Outcome], now: float) -> None:
+        await give_back(outcomes, now)
+        given_back.set()
+
+    monkeypatch.setattr(broker, "_give_back", give_back_and_tell)
+    storage = broker._redis
+    # As if an enqueue had read the park entry just before unwatch_work removed it.
+    await storage._client.hset(storage.qkey("default", "park"), "w1", f"5 {LEASE_S}")
+    task_id = await enqueue_one(broker, clock)
+    with anyio.fail_after(5):
+        await given_back.wait()
+    assert (await _record(broker, clock, task_id)).status is TaskStatus.QUEUED
+    (delivery,) = await claim(broker, clock, worker_id="w2")
+    assert (delivery.task_id, delivery.token, delivery.attempt) == (task_id, 2, 1)

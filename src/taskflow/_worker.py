@@ -181,6 +181,7 @@ class Worker:
         self._capacity_waiter: asyncio.Future[None] | None = None
         self._pending: list[Outcome] = []
         self._flush_event = asyncio.Event()
+        self._unwatched = False
         self._dirty: dict[str, _Run] = {}
         self._report_event = asyncio.Event()
         self._deadlines: list[tuple[float, int, _Run]] = []
@@ -256,6 +257,7 @@ class Worker:
                 tg.start_soon(self._deadline_loop)
                 task_status.started(self)
                 await self._claim_loop()
+                await self._unwatch()
                 await self._drain()
                 tg.cancel_scope.cancel()
         finally:
@@ -850,8 +852,25 @@ class Worker:
         if tasks:
             await asyncio.wait(tasks)
 
+    async def _unwatch(self) -> None:
+        """Tell the broker this worker claims no more (it gives back hand-offs not taken)."""
+        if self._unwatched or not self.app.broker.is_open:
+            return
+        self._unwatched = True
+        with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+            try:
+                await self.app.broker.unwatch_work(
+                    self.queues, worker_id=self.worker_id, now=self._clock.time()
+                )
+            except Exception:
+                logger.exception(
+                    "could not stop watching for work; hand-offs not taken yet "
+                    "are re-delivered when their leases lapse"
+                )
+
     async def _abort(self) -> None:
         """Cleanup on any exit: cancel the slots; on cancellation, release what we hold."""
+        await self._unwatch()
         for slot in self._slots:
             if slot.task is not None and not slot.task.done():
                 slot.task.cancel()

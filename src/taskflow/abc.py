@@ -594,6 +594,11 @@ class Broker(_Lifecycle, ABC):
         """
         return False
 
+    async def unwatch_work(self, queues: Sequence[str], *, worker_id: str, now: float) -> None:
+        """Optional: end `watch_work` for `worker_id` (its worker stopped claiming). A backend
+        that hands work to idle workers directly gives back, here, whatever it handed this one
+        that no claim has returned yet. Default: nothing."""
+
     # -- dead letters and inspection -------------------------------------------------------
 
     async def dead_letters(

@@ -18,6 +18,7 @@ take on a single node (``_redis/lane.py``).
 from __future__ import annotations
 
 import asyncio
+import collections
 import functools
 import logging
 import os
@@ -195,6 +196,8 @@ class RedisStorage(Storage):
         #: Per work channel: the workers' wake-up callbacks (`RedisBroker.watch_work`).
         self._work_callbacks: dict[str, list[Callable[[], None]]] = {}
         self._work_counts: dict[str, int] = {}
+        #: Per hand-off channel ``{Q}:hand:<worker>``: the parser of its messages.
+        self._hand_handlers: dict[str, Callable[[bytes], None]] = {}
         self._background: set[asyncio.Task[None]] = set()
         self._in_flight = asyncio.Semaphore(_SCRIPTS_IN_FLIGHT)
         self._pending_reads: list[_PendingRead] = []
@@ -441,7 +444,10 @@ class RedisStorage(Storage):
         return self.qkey(queue, f"inbox:{self._inbox_token}")
 
     def _on_message(self, channel: str, data: bytes) -> None:
-        if ":inbox:" in channel:
+        hand = self._hand_handlers.get(channel)
+        if hand is not None:
+            hand(data)
+        elif ":inbox:" in channel:
             pos, end = 0, len(data)
             while pos < end:
                 raw_id, pos = _take(data, pos)
@@ -622,6 +628,12 @@ class RedisBroker(Broker):
         #: values are mostly too early (a spurious wake); the one way to be late, a lease taken
         #: by another process that then dies, is bounded by the worker's idle_poll_s sweep.
         self._due_cache: dict[str, tuple[int, bytes]] = {}
+        #: Direct hand-offs (see enqueue.lua), per worker watching one queue: its hand-off
+        #: channel, and the deliveries received there that its next claim returns.
+        self._hand_channels: dict[str, str] = {}
+        self._handed: dict[str, collections.deque[Delivery]] = {}
+        #: Per watching worker: its work channels and wake-up callback.
+        self._watchers: dict[str, tuple[list[str], Callable[[], None]]] = {}
 
     def new_task_id(self, queue: str) -> str:
         """A unique id starting with the queue's hash tag, ``{queue}<unique>``, so the id alone
@@ -670,8 +682,15 @@ class RedisBroker(Broker):
     async def _claim(
         self, queues: Sequence[str], limit: int, lease_s: float, now: float, worker_id: str
     ) -> list[Delivery]:
+        handed = self._handed.get(worker_id)
+        if handed:  # tasks the enqueue script claimed for this worker: no round trip
+            return [handed.popleft() for _ in range(min(limit, len(handed)))]
         rs = self._redis
         lease_until = now + lease_s
+        # Parked for hand-offs only once the hand-off channel's subscription is confirmed.
+        hand = self._hand_channels.get(worker_id)
+        listener = rs._listener
+        park = _t(lease_s) if hand and listener and listener.is_subscribed(hand) else ""
         fixed = [_t(lease_until), worker_id, _t(now + self.result_ttl_s), _LEASE_EXPIRED]
         deliveries: list[Delivery] = []
         for queue in queues:
@@ -681,7 +700,7 @@ class RedisBroker(Broker):
             nonce = os.urandom(8).hex()
             # Snapshot the wake-ups seen so far *before* the claim runs (see _wait_for_work).
             seen = rs.work_count(queue)
-            reply = await rs.run_queue_script("claim", queue, now, [str(want), *fixed, nonce])
+            reply = await rs.run_queue_script("claim", queue, now, [str(want), *fixed, nonce, park])
             self._claim_gens[(worker_id, queue)] = reply[0]
             self._claim_seen[(worker_id, queue)] = seen
             if seen is not None and reply[1] != b"?":
@@ -781,10 +800,66 @@ class RedisBroker(Broker):
         channels = [rs.qkey(q, "work") for q in queues]
         for channel in channels:
             rs._work_callbacks.setdefault(channel, []).append(callback)
+        self._watchers[worker_id] = (list(channels), callback)
+        if not rs.cluster and len(queues) == 1:
+            # Direct hand-offs: a worker of one queue on a single node can be parked.
+            hand = rs.qkey(queues[0], f"hand:{worker_id}")
+            self._hand_channels[worker_id] = hand
+            self._handed[worker_id] = collections.deque()
+            rs._hand_handlers[hand] = functools.partial(self._on_hand, worker_id, callback)
+            channels.append(hand)
         task = asyncio.get_running_loop().create_task(self._subscribe_work(channels))
         rs._background.add(task)
         task.add_done_callback(rs._background.discard)
         return True
+
+    def _on_hand(self, worker_id: str, callback: Callable[[], None], data: bytes) -> None:
+        """A hand-off message for a watching worker: keep it for the worker's next claim."""
+        handed = self._handed.get(worker_id)
+        if handed is None:
+            return
+        handed.extend(_handed_off(data))
+        callback()
+
+    def _on_late_hand(self, now: float, data: bytes) -> None:
+        """A hand-off that arrived after its worker stopped watching: give it back."""
+        outcomes = [Outcome(d.task_id, d.token, OutcomeKind.RELEASE) for d in _handed_off(data)]
+        task = asyncio.get_running_loop().create_task(self._give_back(outcomes, now))
+        self._redis._background.add(task)
+        task.add_done_callback(self._redis._background.discard)
+
+    async def _give_back(self, outcomes: list[Outcome], now: float) -> None:
+        try:
+            await self.complete(outcomes, now=now)
+        except Exception:
+            logger.exception(
+                "could not give back %d handed-off task(s); they are re-delivered when their "
+                "leases lapse",
+                len(outcomes),
+            )
+
+    async def unwatch_work(self, queues: Sequence[str], *, worker_id: str, now: float) -> None:
+        """End `watch_work`: no more wake-up calls; unpark the worker and give back the
+        hand-offs its claims have not taken (their attempt refunded), now or as they arrive."""
+        rs = self._redis
+        watched = self._watchers.pop(worker_id, None)
+        if watched is None:
+            return
+        channels, callback = watched
+        for channel in channels:
+            callbacks = rs._work_callbacks.get(channel, [])
+            if callback in callbacks:
+                callbacks.remove(callback)
+        hand = self._hand_channels.pop(worker_id, None)
+        handed = self._handed.pop(worker_id, None)
+        if hand is None:
+            return
+        rs._hand_handlers[hand] = functools.partial(self._on_late_hand, now)
+        await rs._client.hdel(rs.qkey(queues[0], "park"), worker_id)
+        if handed:
+            await self._give_back(
+                [Outcome(d.task_id, d.token, OutcomeKind.RELEASE) for d in handed], now
+            )
 
     async def _subscribe_work(self, channels: list[str]) -> None:
         try:
@@ -1042,6 +1117,20 @@ def _state(fields: list[bytes | None], now: float) -> dict[str, Any]:
         "token": int(fields[_TOK] or 0),
         "worker_id": _text(fields[_WID]),
     }
+
+
+def _handed_off(data: bytes) -> list[Delivery]:
+    """The deliveries of a hand-off message (enqueue.lua): ``<len>:<lease expiry>``, then per
+    task ``<len>:<id>`` and ``<len>:<message>``; each is a first attempt under token 1."""
+    raw_lx, pos = _take(data, 0)
+    lease_until = float(raw_lx)
+    deliveries = []
+    end = len(data)
+    while pos < end:
+        raw_id, pos = _take(data, pos)
+        message, pos = _take(data, pos)
+        deliveries.append(Delivery(raw_id.decode(), 1, 1, message, lease_until))
+    return deliveries
 
 
 def _take(data: bytes, pos: int) -> tuple[bytes, int]:

@@ -9,11 +9,16 @@
 -- ARGV[11] is a nonce of this claim call: if the client repeats the call because the reply was
 -- lost (a connection dropped), the same deliveries are returned instead of a second batch that
 -- nobody would run until its leases lapse.
+-- ARGV[12] parks the worker for direct hand-offs ('' = do not): the lease length in seconds.
+-- A claim that leaves demand unmet (the queue ran dry) records the unmet count as the
+-- worker's free capacity in the queue's 'park' hash; one that is met removes the entry. The
+-- enqueue script hands new tasks to parked workers (see hand_off in enqueue.lua).
 -- Returns {generation at start, next due, id, token, attempt, message, id, token, ...}; "next
 -- due" is what `inspect` would say right after the claim: NOW if claimable work is left, else
 -- the earliest scheduled time or lease expiry, '' if nothing is pending ('?' on a replay).
 local limit = tonumber(ARGV[6])
 local LX, WID, RX, LEASE_ERR, NONCE = ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11]
+local PARK = ARGV[12]
 local out = {redis.call('GET', K .. 'gen') or '0', '?'}
 local last_key = K .. 'lk:' .. WID
 local last = redis.call('GET', last_key)
@@ -105,6 +110,14 @@ for _, pr in ipairs(prios) do
   if empty then redis.call('ZREM', K .. 'prios', pr) end
 end
 flush()
+
+if PARK ~= '' then
+  if need > 0 then
+    redis.call('HSET', K .. 'park', WID, need .. ' ' .. PARK)
+  else
+    redis.call('HDEL', K .. 'park', WID)
+  end
+end
 
 -- Remember this call's deliveries for a repeated call (expiry only collects the garbage of
 -- workers that went away; correctness never depends on it).

@@ -191,7 +191,8 @@ local function finish(id, status, res, err, rx, attempt, oid, detail, nr, x)
 end
 
 -- Store a new task record and make it claimable (or scheduled). `seq` orders equal due times.
-local function create(id, msg, pr, due, sched, dk, dt, rt, oid, nr, seq)
+-- `unlisted`: store it queued but leave it out of the ready set (enqueue hands it off).
+local function create(id, msg, pr, due, sched, dk, dt, rt, oid, nr, seq, unlisted)
   local m = string.format('%012x', seq) .. id
   local st = 'queued'
   if sched == '1' then st = 'scheduled' end
@@ -201,7 +202,7 @@ local function create(id, msg, pr, due, sched, dk, dt, rt, oid, nr, seq)
     zadd_later(K .. 'sched', due, id)
     event(id, 'scheduled', 0, oid, '')
   else
-    ready_add(pr, due, m)
+    if not unlisted then ready_add(pr, due, m) end
     event(id, 'queued', 0, oid, '')
   end
   if dk ~= '' then redis.call('HSET', K .. 'dedup', dk, id) end

@@ -1,11 +1,42 @@
 -- Enqueue a batch: ARGV[6] packs per message 10 fields: id, encoded message, priority, due
 -- time, scheduled flag, dedup key, dedup ttl, retries, order id, no-result flag.
 -- Returns per message: the id now standing for it, and 1 if created (0: deduplicated).
+--
+-- Direct hand-off: a worker whose last claim found the queue dry is parked (claim.lua) with
+-- its free capacity. While one is, and nothing else is claimable (no listed ready level, no
+-- scheduled task due), a new ready task is claimed for it here, in this same atomic step, and
+-- sent on its channel '{Q}:hand:<worker>': the worker runs it without a claim round trip.
+-- PUBLISH says how many received it; none (the worker is gone or its connection dropped)
+-- unparks the worker and queues its tasks as usual. A hand-off lost after the server sent it
+-- is re-delivered when its lease lapses, like any claimed task whose worker vanished.
 local A = unframe(ARGV[6])
 local n = #A / 10
 local seq = redis.call('INCRBY', K .. 'seq', n) - n -- reserve n sequence numbers at once
 local out = {}
 local woke = false
+
+local parked = nil -- lazily: {{worker, free capacity, lease seconds, tasks}, ...}
+local function parked_worker()
+  if parked == nil then
+    parked = {}
+    local park = redis.call('HGETALL', K .. 'park')
+    if #park > 0 and #redis.call('ZRANGE', K .. 'prios', 0, 0) == 0 then
+      local s = redis.call('ZRANGE', K .. 'sched', 0, 0, 'WITHSCORES')[2]
+      if not s or tonumber(s) > NOWN then
+        for j = 1, #park, 2 do
+          local free, lease = string.match(park[j + 1], '^(%d+) (.+)$')
+          parked[#parked + 1] = {park[j], tonumber(free), lease, {}}
+        end
+      end
+    end
+  end
+  local best = nil
+  for _, w in ipairs(parked) do
+    if w[2] > 0 and (best == nil or w[2] > best[2]) then best = w end
+  end
+  return best
+end
+
 for i = 0, n - 1 do
   local b = 1 + i * 10
   local id, msg, pr, due, sched = A[b], A[b + 1], A[b + 2], A[b + 3], A[b + 4]
@@ -31,10 +62,51 @@ for i = 0, n - 1 do
     out[#out + 1] = 0
   else
     seq = seq + 1
-    create(id, msg, pr, due, sched, dk, dt, rt, oid, nr, seq)
+    local w = nil
+    if sched ~= '1' then w = parked_worker() end
+    if w then
+      -- Stored as queued (its 'queued' event too) but not listed ready: claimed below.
+      create(id, msg, pr, due, sched, dk, dt, rt, oid, nr, seq, true)
+      w[2] = w[2] - 1
+      local t = w[4]
+      t[#t + 1] = {id, msg, pr, due, string.format('%012x', seq) .. id, oid}
+    else
+      create(id, msg, pr, due, sched, dk, dt, rt, oid, nr, seq)
+      woke = true -- a scheduled task too: idle workers shorten their sleep to its due time
+    end
     out[#out + 1] = id
     out[#out + 1] = 1
-    woke = true -- a scheduled task too: idle workers shorten their sleep to its due time
+  end
+end
+
+for _, w in ipairs(parked or {}) do
+  local wid, tasks = w[1], w[4]
+  if #tasks > 0 then
+    local lx = string.format('%.17g', NOWN + tonumber(w[3]))
+    local parts = {}
+    for _, t in ipairs(tasks) do
+      local id, msg = t[1], t[2]
+      parts[#parts + 1] = #id .. ':' .. id .. #msg .. ':' .. msg
+    end
+    local got = redis.call(PUB, K .. 'hand:' .. wid, #lx .. ':' .. lx .. table.concat(parts))
+    if got > 0 then
+      for _, t in ipairs(tasks) do
+        local id = t[1]
+        redis.call('HSET', rkey(id), 'st', 'running', 'att', 1, 'tok', 1, 'sa', NOW, 'wid', wid,
+          'lx', lx)
+        zadd_later(K .. 'run', lx, id)
+        event(id, 'running', 1, t[6], '')
+      end
+    else
+      w[2] = 0
+      for _, t in ipairs(tasks) do ready_add(t[3], t[4], t[5]) end
+      woke = true
+    end
+  end
+  if w[2] > 0 then
+    redis.call('HSET', K .. 'park', wid, w[2] .. ' ' .. w[3])
+  else
+    redis.call('HDEL', K .. 'park', wid)
   end
 end
 flush()
