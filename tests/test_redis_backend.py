@@ -503,3 +503,27 @@ async def test_a_hand_off_arriving_after_the_worker_stopped_is_given_back(
     assert (await _record(broker, clock, task_id)).status is TaskStatus.QUEUED
     (delivery,) = await claim(broker, clock, worker_id="w2")
     assert (delivery.task_id, delivery.token, delivery.attempt) == (task_id, 2, 1)
+
+
+async def test_a_stopped_worker_is_no_longer_handed_tasks() -> None:
+    """A worker that stops unparks itself: with its app (and listener) still open, tasks
+    sent afterwards wait in the queue instead of going to a worker that will not run them."""
+    url = f"{redis_url()}?prefix={random_prefix()}"
+    app = QueueTasks("w", broker=url)
+
+    @app.task
+    async def echo(x: int) -> int:
+        return x
+
+    async with app:
+        assert isinstance(app.broker, RedisBroker)
+        try:
+            async with app.running(concurrency=2):
+                for i in range(5):  # the first claims find the queue dry: the worker parks
+                    with anyio.fail_after(5):
+                        assert await (await echo.add_task(i)).result() == i
+            handle = await echo.add_task(99)
+            record = await app.broker.storage.get(handle.task_id, now=app.clock.time())
+            assert record is not None and record.status is TaskStatus.QUEUED
+        finally:
+            await delete_prefix(app.broker)
