@@ -18,6 +18,7 @@ DEFAULTS = {
     "default_retry_backoff_s": 1.0,
     "max_retry_backoff_s": 600.0,
     "claim_batch": 100,
+    "prefetch_wait_s": 0.05,
     "concurrency": 10,
     "thread_pool_size": 16,
     "shutdown_grace_s": 10.0,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import anyio
 import pytest
@@ -492,6 +493,68 @@ async def test_two_workers_a_stalled_one_loses_its_task_and_its_late_outcome_is_
             assert await handle.result(timeout=5) == "second worker"
             stalled.stop()
             healthy.stop()
+
+
+# -- claiming ahead -------------------------------------------------------------------------
+
+
+class _Claims:
+    """Records, per claim of the worker of `starter`, (its limit, the tasks the worker held
+    then: running and waiting for a slot). Tasks are sent only once `starter` is set, so
+    claims before that held none."""
+
+    def __init__(self, app: QueueTasks, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.seen: list[tuple[int, int]] = []
+        self.starter: Any = None
+        self._claim = app.broker.claim
+        monkeypatch.setattr(app.broker, "claim", self._recorded)
+
+    async def _recorded(self, queues: list[str], **kwargs: Any) -> Any:
+        worker = None if self.starter is None else self.starter.worker
+        held = 0 if worker is None else worker._busy + len(worker._ready)
+        self.seen.append((kwargs["limit"], held))
+        return await self._claim(queues, **kwargs)
+
+
+async def test_a_worker_of_short_tasks_claims_ahead_of_its_free_slots(
+    app: QueueTasks, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Short tasks: once their pace is known, claims ask for more than the free slots (so a
+    claim overlaps running tasks), but never more than one batch beyond the slots."""
+    app.config = app.config.replace(claim_batch=5)
+
+    @app.task
+    async def quick(i: int) -> int:
+        return i
+
+    claims = _Claims(app, monkeypatch)
+    with anyio.fail_after(10):
+        async with app.running(concurrency=2) as claims.starter:
+            handles = await app.add_tasks([quick.prepare(i) for i in range(40)])
+            assert [await h.result(timeout=5) for h in handles] == list(range(40))
+    assert any(limit > 2 - held for limit, held in claims.seen), claims.seen
+    assert all(limit + held <= 2 + 5 for limit, held in claims.seen), claims.seen
+
+
+@pytest.mark.parametrize("prefetch_wait_s", [0.0, 0.05])
+async def test_no_claim_ahead_when_turned_off_or_for_long_tasks(
+    app: QueueTasks, monkeypatch: pytest.MonkeyPatch, prefetch_wait_s: float
+) -> None:
+    """prefetch_wait_s=0 never claims ahead; nor does a worker whose tasks take longer than
+    prefetch_wait_s per slot (here 0.1 s each on 2 slots: none finishes within 0.05 s)."""
+    app.config = app.config.replace(claim_batch=5, prefetch_wait_s=prefetch_wait_s)
+
+    @app.task
+    async def slow(i: int) -> int:
+        await anyio.sleep(0.1 if prefetch_wait_s else 0)  # the work itself, not a sync
+        return i
+
+    claims = _Claims(app, monkeypatch)
+    with anyio.fail_after(10):
+        async with app.running(concurrency=2) as claims.starter:
+            handles = await app.add_tasks([slow.prepare(i) for i in range(6)])
+            assert [await h.result(timeout=5) for h in handles] == list(range(6))
+    assert claims.seen and all(limit + held <= 2 for limit, held in claims.seen), claims.seen
 
 
 # -- Worker misuse -------------------------------------------------------------------------

@@ -102,6 +102,16 @@ _SETTINGS: Final[dict[str, _Setting]] = {
         "an integer >= 1",
         "Most messages a worker claims in one backend call.",
     ),
+    "prefetch_wait_s": _Setting(
+        float,
+        0.05,
+        _non_negative,
+        "a number of seconds >= 0",
+        "How long a task claimed ahead of a free slot is expected to wait for one. A worker "
+        "whose tasks are short claims up to one more batch while its slots are busy (as many "
+        "as finish in this time at its measured pace), so the next claim's round trip overlaps "
+        "running tasks; long tasks are never claimed ahead. 0: never claim ahead.",
+    ),
     "concurrency": _Setting(
         int,
         10,
@@ -199,6 +209,8 @@ class GlobalConfig:
         default_retry_backoff_s: Base of the exponential retry backoff (default 1).
         max_retry_backoff_s: Cap of one retry's backoff (default 600).
         claim_batch: Most messages claimed per backend call (default 100).
+        prefetch_wait_s: Expected wait of a task claimed ahead of a free slot (default 0.05;
+            0 turns claiming ahead off).
         concurrency: Default sub-worker slots per worker (default 10).
         thread_pool_size: Most sync task functions in threads at once (default 16).
         shutdown_grace_s: Grace period for running tasks on shutdown (default 10).
@@ -221,6 +233,7 @@ class GlobalConfig:
     default_retry_backoff_s: float
     max_retry_backoff_s: float
     claim_batch: int
+    prefetch_wait_s: float
     concurrency: int
     thread_pool_size: int
     shutdown_grace_s: float
@@ -241,6 +254,7 @@ class GlobalConfig:
         default_retry_backoff_s: float | _Unset = _UNSET,
         max_retry_backoff_s: float | _Unset = _UNSET,
         claim_batch: int | _Unset = _UNSET,
+        prefetch_wait_s: float | _Unset = _UNSET,
         concurrency: int | _Unset = _UNSET,
         thread_pool_size: int | _Unset = _UNSET,
         shutdown_grace_s: float | _Unset = _UNSET,

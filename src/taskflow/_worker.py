@@ -24,6 +24,7 @@ import itertools
 import logging
 import os
 import socket
+import time
 from collections import deque
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Final
@@ -175,6 +176,8 @@ class Worker:
         self._clock = app.clock
         self._ready: deque[_Run] = deque()
         self._runs: dict[str, _Run] = {}
+        #: Moving average of how long a task holds its slot (s); None until one ran.
+        self._run_s: float | None = None
         self._slots: list[_Slot] = []
         self._idle_slots: deque[asyncio.Future[None]] = deque()
         self._busy = 0
@@ -271,7 +274,7 @@ class Worker:
         config = self._config
         pause = _RETRY_PAUSE_S
         while not self._stopping:
-            free = self.concurrency - self._busy - len(self._ready)
+            free = self.concurrency + self._claim_ahead() - self._busy - len(self._ready)
             if free <= 0:
                 await self._wait_capacity()
                 continue
@@ -300,6 +303,16 @@ class Worker:
                     await self._wait_for_work()
             else:
                 await self._wait_for_work()
+
+    def _claim_ahead(self) -> int:
+        """How many tasks to claim beyond the free slots: as many as the slots finish within
+        `prefetch_wait_s` at the measured pace (an average of recent run times), at most one
+        claim batch. None before the first task ran, none for long tasks."""
+        pace = self._run_s
+        wait = self._config.prefetch_wait_s
+        if pace is None or wait <= 0:
+            return 0
+        return min(self._config.claim_batch, int(wait * self.concurrency / max(pace, 1e-6)))
 
     def _hand_out(self, deliveries: list[Delivery]) -> None:
         runs = self._runs
@@ -404,6 +417,7 @@ class Worker:
                 continue
             run = ready.popleft()
             self._busy += 1
+            started = time.perf_counter()
             try:
                 await self._process(slot, run)
             except Exception:
@@ -414,6 +428,9 @@ class Worker:
                     run, "WorkerError", "the worker failed while handling this task; see its log"
                 )
             finally:
+                took = time.perf_counter() - started
+                pace = self._run_s
+                self._run_s = took if pace is None else pace + 0.1 * (took - pace)
                 self._busy -= 1
                 waiter = self._capacity_waiter
                 if waiter is not None and not waiter.done():
