@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import subprocess
 from collections.abc import AsyncIterator, Iterator, Sequence
+from typing import Any
 
 import anyio
 import pytest
@@ -24,6 +25,7 @@ from taskflow._message import (
     OutcomeKind,
     Progress,
     ProgressUpdate,
+    TaskOutcome,
     TaskRecord,
     TaskStatus,
     decode_message,
@@ -31,7 +33,7 @@ from taskflow._message import (
 )
 from taskflow.redis import RedisBroker, RedisStorage, from_url
 from taskflow.testing import FakeClock
-from tests.conformance._helpers import LEASE_S, claim, done, enqueue_one, message
+from tests.conformance._helpers import LEASE_S, claim, done, enqueue_one, failed, message
 from tests.plugins.backend_redis import delete_prefix, random_prefix
 from tests.services import free_port, redis_url, start_redis_server, stop_process
 
@@ -164,6 +166,40 @@ async def test_pushed_outcome_is_the_stored_record(
     stored = await broker.storage.get(task_id, now=clock.time())
     assert stored is not None and pushed == stored
     assert pushed.yields == ([b"a", b"b"] if with_yields else [])
+
+
+@pytest.mark.parametrize("kind", ["done", "failed"])
+async def test_an_outcome_waiter_takes_the_pushed_outcome_without_reading_again(
+    broker: RedisBroker, clock: FakeClock, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    """Completed by another process: the outcome waiter reads once (registering its inbox),
+    then the pushed outcome is applied to that read, equal to the stored record's outcome."""
+    task_id = await enqueue_one(broker, clock)
+    (delivery,) = await claim(broker, clock)
+    storage = broker._redis
+    fetch_raw = storage.fetch_raw
+    reads: list[bool] = []
+
+    async def counted(task_ids: Sequence[str], *, outcome: bool = False) -> Any:
+        reads.append(outcome)
+        return await fetch_raw(task_ids, outcome=outcome)
+
+    monkeypatch.setattr(storage, "fetch_raw", counted)
+    ending = done(delivery, clock, 5) if kind == "done" else failed(delivery, clock)
+    async with from_url(redis_url(), prefix=storage.prefix.rstrip(":")) as other:
+
+        async def finish_elsewhere() -> None:
+            await anyio.wait_all_tasks_blocked()
+            assert await other.complete([ending], now=clock.time()) == [True]
+
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(finish_elsewhere)
+                pushed = await storage.wait_outcome(task_id, timeout=None, now=clock.time())
+    assert reads == [True]
+    stored = await storage.get(task_id, now=clock.time())
+    assert stored is not None and pushed == TaskOutcome.of(stored)
+    assert pushed.status is TaskStatus(kind)
 
 
 # -- reconnecting ------------------------------------------------------------------------------

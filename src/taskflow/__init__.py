@@ -38,6 +38,7 @@ from ._message import ErrorInfo as ErrorInfo
 from ._message import Event as Event
 from ._message import EventKind as EventKind
 from ._message import Progress as Progress
+from ._message import TaskOutcome as TaskOutcome
 from ._message import TaskRecord as TaskRecord
 from ._message import TaskStatus as TaskStatus
 from ._starter import Starter as Starter
@@ -83,6 +84,7 @@ __all__ = [
     "TaskFunc",
     "TaskInfo",
     "TaskNotFound",
+    "TaskOutcome",
     "TaskRecord",
     "TaskRegistrationError",
     "TaskStatus",

@@ -26,6 +26,7 @@ from ._message import (
     CancelResult,
     ErrorInfo,
     Progress,
+    TaskOutcome,
     TaskRecord,
     TaskStatus,
     decode_value,
@@ -96,7 +97,7 @@ _DEFAULT_ERRORS = {
 }
 
 
-def value_of(record: TaskRecord) -> Any:
+def value_of(record: TaskRecord | TaskOutcome) -> Any:
     """The decoded result of a terminal record, or the matching exception raised."""
     status = record.status
     if status is TaskStatus.DONE:
@@ -136,7 +137,9 @@ class AsyncResult(Generic[R]):
         """
         app = self.app
         try:
-            record = await app.storage.wait(self.task_id, timeout=timeout, now=app.clock.time())
+            record = await app.storage.wait_outcome(
+                self.task_id, timeout=timeout, now=app.clock.time()
+            )
         except TimeoutError:
             raise TaskflowTimeoutError(
                 f"task {self.task_id!r} did not finish within {timeout} s; it keeps running — "

@@ -30,6 +30,7 @@ __all__ = [
     "ProgressUpdate",
     "QueueStats",
     "TaskMessage",
+    "TaskOutcome",
     "TaskRecord",
     "TaskStatus",
     "Versioned",
@@ -256,6 +257,30 @@ class TaskRecord(msgspec.Struct, kw_only=True):
     result_expired: bool = False
     token: int = 0
     worker_id: str | None = None
+
+
+class TaskOutcome(msgspec.Struct, kw_only=True, gc=False):
+    """The part of a `TaskRecord` that says how a task ended: what `AsyncResult.result` needs,
+    cheaper to read than the whole record (see `Storage.wait_outcome`)."""
+
+    id: str
+    status: TaskStatus
+    result: bytes | None = None
+    error: ErrorInfo | None = None
+    result_expires_at: float | None = None
+    result_expired: bool = False
+
+    @classmethod
+    def of(cls, record: TaskRecord) -> TaskOutcome:
+        """The outcome part of `record`."""
+        return cls(
+            id=record.id,
+            status=record.status,
+            result=record.result,
+            error=record.error,
+            result_expires_at=record.result_expires_at,
+            result_expired=record.result_expired,
+        )
 
 
 class ProgressUpdate(msgspec.Struct, frozen=True, array_like=True, gc=False):

@@ -32,7 +32,7 @@ import itertools
 import logging
 import os
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from types import TracebackType
 from typing import Any, Self
 
@@ -49,6 +49,7 @@ from ._message import (
     ProgressUpdate,
     QueueStats,
     TaskMessage,
+    TaskOutcome,
     TaskRecord,
     Versioned,
 )
@@ -56,9 +57,13 @@ from ._message import (
 __all__ = ["Broker", "Storage"]
 
 
-_Pushed = TaskRecord | Callable[[TaskRecord], TaskRecord] | None
-"""What a waiter is woken with: the terminal record, a function that makes it from the record
-the waiter last read, or None (read again)."""
+_Read = TaskRecord | TaskOutcome
+"""What a waiter reads: the whole record (`Storage.wait`) or how the task ended
+(`Storage.wait_outcome`)."""
+_Pushed = _Read | Callable[[_Read], _Read] | None
+"""What a waiter is woken with: the terminal record, a function that makes it from what the
+waiter read last (a push carrying only what the terminal write changed), or None (read
+again)."""
 
 logger = logging.getLogger("taskflow.backend")
 
@@ -119,6 +124,9 @@ class Storage(_Lifecycle, ABC):
     #: True if a read costs less than registering a waiter (in-process backends): `wait` then
     #: reads once before registering, so an already finished task costs no waiter at all.
     cheap_reads: bool = False
+    #: True if `_get_many` itself coalesces the reads of one loop turn (then waiters call it
+    #: directly instead of batching their reads here first).
+    coalesces_reads: bool = False
 
     def __init__(self) -> None:
         self._waiters: dict[str, list[asyncio.Future[_Pushed]]] = {}
@@ -193,11 +201,28 @@ class Storage(_Lifecycle, ABC):
             TaskNotFound: the id is unknown.
             TimeoutError: (builtin) not terminal within `timeout` seconds.
         """
+        got = await self._wait(task_id, timeout, now, self._read_one)
+        assert isinstance(got, TaskRecord)
+        return got
+
+    async def wait_outcome(self, task_id: str, *, timeout: float | None, now: float) -> TaskOutcome:
+        """`wait` for how the task ended only (what `AsyncResult.result` needs): backends may
+        read less than the whole record. Same guarantees and errors as `wait`."""
+        got = await self._wait(task_id, timeout, now, self._read_outcome)
+        return got if isinstance(got, TaskOutcome) else TaskOutcome.of(got)
+
+    async def _wait(
+        self,
+        task_id: str,
+        timeout: float | None,
+        now: float,
+        read: Callable[[str, float], Awaitable[_Read | None]],
+    ) -> _Read:
         self._check_open()
         if self.cheap_reads:
             # Most results are awaited after the task ended: skip the waiter when a read is
             # cheaper than registering one. The read below, after registering, closes the race.
-            record = (await self._get_many([task_id], now))[0]
+            record = await read(task_id, now)
             if record is not None and record.status.terminal:
                 return record
         await self._ensure_listening()
@@ -209,14 +234,14 @@ class Storage(_Lifecycle, ABC):
                 while True:
                     fut = loop.create_future()
                     futures.append(fut)
-                    record = await self._read_one(task_id, now)
-                    if record is None:
+                    got = await read(task_id, now)
+                    if got is None:
                         raise TaskNotFound(task_id)
-                    if record.status.terminal:
-                        return record
+                    if got.status.terminal:
+                        return got
                     pushed = await fut
-                    if callable(pushed):  # the outcome only: apply it to the record just read
-                        pushed = pushed(record)
+                    if callable(pushed):  # the outcome only: apply it to what was just read
+                        pushed = pushed(got)
                     if pushed is not None and pushed.status.terminal:
                         return pushed
                     # A bare wake-up (or a non-terminal record): read again, keep waiting.
@@ -227,13 +252,27 @@ class Storage(_Lifecycle, ABC):
             if not futures and self._waiters.get(task_id) is futures:
                 del self._waiters[task_id]
 
+    async def _read_outcome(self, task_id: str, now: float) -> TaskOutcome | None:
+        """How one task ended so far: `_get_outcomes` if the backend coalesces its reads (or
+        reads cheaply), else the outcome part of a coalesced `_read_one`."""
+        if self.cheap_reads or self.coalesces_reads:
+            return (await self._get_outcomes([task_id], now))[0]
+        record = await self._read_one(task_id, now)
+        return None if record is None else TaskOutcome.of(record)
+
+    async def _get_outcomes(self, task_ids: Sequence[str], now: float) -> list[TaskOutcome | None]:
+        """Hook: each task's `TaskOutcome` or None (as `_get_many`, which it calls by
+        default); backends override it to read less."""
+        records = await self._get_many(task_ids, now)
+        return [None if r is None else TaskOutcome.of(r) for r in records]
+
     async def _read_one(self, task_id: str, now: float) -> TaskRecord | None:
         """One record, read together with every other waiter's read of this loop turn.
 
         Many results awaited at once (``gather``) cost one `_get_many` round trip per loop
         turn instead of one each. In-process backends (`cheap_reads`) read directly.
         """
-        if self.cheap_reads:
+        if self.cheap_reads or self.coalesces_reads:
             return (await self._get_many([task_id], now))[0]
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[TaskRecord | None] = loop.create_future()

@@ -45,6 +45,7 @@ from ._message import (
     ProgressUpdate,
     QueueStats,
     TaskMessage,
+    TaskOutcome,
     TaskRecord,
     TaskStatus,
     Versioned,
@@ -108,6 +109,10 @@ RECORD_FIELDS: Final = (
     "msg", "st", "att", "sa", "fa", "res", "err", "prog", "cr", "rx", "tok", "wid", "w", "y"
 )  # fmt: skip
 _RECORD_KEYS: Final = tuple(name.encode() for name in RECORD_FIELDS)
+#: What the ``get`` script reads for `Storage.wait_outcome`, in this order.
+OUTCOME_FIELDS: Final = ("st", "res", "err", "rx")
+_OUTCOME_KEYS: Final = tuple(name.encode() for name in OUTCOME_FIELDS)
+_NO_YIELDS: Final[list[bytes]] = []
 _MSG, _ST, _ATT, _SA, _FA, _RES, _ERR, _PROG, _CR, _RX, _TOK, _WID = range(12)
 #: A read waiting to be coalesced: ids, their queues, whether each is waited for (its waiter
 #: registers in the same step), and the future of its result.
@@ -164,6 +169,7 @@ class RedisStorage(Storage):
     """
 
     scheme = "redis"
+    coalesces_reads = True  # fetch_raw batches the reads of one loop turn
 
     def __init__(
         self,
@@ -200,7 +206,8 @@ class RedisStorage(Storage):
         self._hand_handlers: dict[str, Callable[[bytes], None]] = {}
         self._background: set[asyncio.Task[None]] = set()
         self._in_flight = asyncio.Semaphore(_SCRIPTS_IN_FLIGHT)
-        self._pending_reads: list[_PendingRead] = []
+        #: Reads waiting to be coalesced: [whole records, outcomes only].
+        self._pending_reads: list[list[_PendingRead]] = [[], []]
         #: This storage's part of its inbox channels' names (see `inbox`).
         self._inbox_token = os.urandom(6).hex()
 
@@ -323,8 +330,11 @@ class RedisStorage(Storage):
 
     # -- records ---------------------------------------------------------------------------
 
-    async def fetch_raw(self, task_ids: Sequence[str]) -> list[_Raw | None]:
-        """Each task's stored hash and yields (None if unknown).
+    async def fetch_raw(
+        self, task_ids: Sequence[str], *, outcome: bool = False
+    ) -> list[_Raw | None]:
+        """Each task's stored hash and yields (None if unknown): the `RECORD_FIELDS` values, or
+        with `outcome` only the `OUTCOME_FIELDS` values (and no yields).
 
         A task with a result waiter in this process is read *and* registered for a push of its
         outcome to this storage's inbox on its queue, in one atomic step (the listener is
@@ -342,23 +352,24 @@ class RedisStorage(Storage):
             await self._require_listener().subscribe(inboxes)
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[list[_Raw | None]] = loop.create_future()
-        self._pending_reads.append((list(task_ids), queues, watched, fut))
-        if len(self._pending_reads) == 1:
-            loop.call_soon(self._start_reads)
+        pending = self._pending_reads[outcome]
+        pending.append((list(task_ids), queues, watched, fut))
+        if len(pending) == 1:
+            loop.call_soon(self._start_reads, outcome)
         return await fut
 
-    def _start_reads(self) -> None:
-        batch, self._pending_reads = self._pending_reads, []
-        task = asyncio.get_running_loop().create_task(self._run_reads(batch))
+    def _start_reads(self, outcome: bool) -> None:
+        batch, self._pending_reads[outcome] = self._pending_reads[outcome], []
+        task = asyncio.get_running_loop().create_task(self._run_reads(batch, outcome))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    async def _run_reads(self, batch: list[_PendingRead]) -> None:
+    async def _run_reads(self, batch: list[_PendingRead], outcome: bool) -> None:
         ids = [task_id for task_ids, _, _, _ in batch for task_id in task_ids]
         queues = [queue for _, qs, _, _ in batch for queue in qs]
         watched = [w for _, _, ws, _ in batch for w in ws]
         try:
-            raws = await self._read_now(ids, queues, watched)
+            raws = await self._read_now(ids, queues, watched, outcome)
         except BaseException as exc:
             for _, _, _, fut in batch:
                 if not fut.done():
@@ -376,7 +387,11 @@ class RedisStorage(Storage):
             pos += len(task_ids)
 
     async def _read_now(
-        self, task_ids: Sequence[str], queues: Sequence[str | None], watched: Sequence[bool]
+        self,
+        task_ids: Sequence[str],
+        queues: Sequence[str | None],
+        watched: Sequence[bool],
+        outcome: bool,
     ) -> list[_Raw | None]:
         out: list[_Raw | None] = [None] * len(task_ids)
         chunks: list[tuple[str, list[int]]] = []
@@ -386,22 +401,29 @@ class RedisStorage(Storage):
             chunks += [
                 (queue or "", idx[i : i + _READ_CHUNK]) for i in range(0, len(idx), _READ_CHUNK)
             ]
-        replies = await asyncio.gather(
-            *(
-                self.run_queue_script(
-                    "get",
-                    queue,
-                    0.0,
-                    [
-                        self.inbox(queue),
-                        str(sum(watched[i] for i in idx)),
-                        *(task_ids[i] for i in idx),
-                    ],
-                )
-                for queue, idx in chunks
+        calls = [
+            self.run_queue_script(
+                "get",
+                queue,
+                0.0,
+                [
+                    self.inbox(queue),
+                    str(sum(watched[i] for i in idx)),
+                    "outcome" if outcome else "record",
+                    *(task_ids[i] for i in idx),
+                ],
             )
-        )
+            for queue, idx in chunks
+        ]
+        # One chunk (the usual case): no gather, no extra task.
+        replies = [await calls[0]] if len(calls) == 1 else await asyncio.gather(*calls)
         for (_, idx), reply in zip(chunks, replies, strict=True):
+            if outcome:  # flat: OUTCOME_FIELDS per id, a false status for an unknown id
+                for n, i in enumerate(idx):
+                    values = reply[4 * n : 4 * n + 4]
+                    if values[0] is not None:
+                        out[i] = (values, _NO_YIELDS)
+                continue
             for i, found in zip(idx, reply, strict=True):
                 if found:
                     out[i] = (found[0], found[1])
@@ -410,6 +432,13 @@ class RedisStorage(Storage):
     async def _get_many(self, task_ids: Sequence[str], now: float) -> list[TaskRecord | None]:
         raws = await self.fetch_raw(task_ids)
         return [None if raw is None else _record(raw[0], raw[1], now) for raw in raws]
+
+    async def _get_outcomes(self, task_ids: Sequence[str], now: float) -> list[TaskOutcome | None]:
+        raws = await self.fetch_raw(task_ids, outcome=True)
+        return [
+            None if raw is None else _outcome(task_id, raw[0], now)
+            for task_id, raw in zip(task_ids, raws, strict=True)
+        ]
 
     async def _report(self, updates: Sequence[ProgressUpdate], now: float) -> list[bool]:
         queues = await self.resolve_queues([u.task_id for u in updates])
@@ -1096,6 +1125,21 @@ def _record(fields: list[bytes | None], yields: list[bytes], now: float) -> Task
     )
 
 
+def _outcome(task_id: str, values: list[bytes | None], now: float) -> TaskOutcome:
+    """A `TaskOutcome` from the `OUTCOME_FIELDS` values the ``get`` script read."""
+    status, result, err, rx = values
+    expires_at = _opt_float(rx)
+    expired = expires_at is not None and expires_at <= now
+    return TaskOutcome(
+        id=task_id,
+        status=TaskStatus(status.decode() if status else "queued"),
+        result=None if expired else result,
+        error=None if not err else _error_decoder.decode(err),
+        result_expires_at=expires_at,
+        result_expired=expired,
+    )
+
+
 def _state(fields: list[bytes | None], now: float) -> dict[str, Any]:
     """The `TaskRecord` fields that change while a task lives, from `RECORD_FIELDS` values."""
     expires_at = _opt_float(fields[_RX])
@@ -1162,8 +1206,12 @@ def _unpack_record(data: bytes, pos: int) -> tuple[dict[bytes, bytes], list[byte
     return dict(zip(flat[::2], flat[1::2], strict=True)), yields, pos
 
 
-def _patched(fields: dict[bytes, bytes], yields: list[bytes], record: TaskRecord) -> TaskRecord:
+def _patched(
+    fields: dict[bytes, bytes], yields: list[bytes], record: TaskRecord | TaskOutcome
+) -> TaskRecord | TaskOutcome:
     """`record` (a waiter's last read) with a pushed terminal outcome applied."""
+    if isinstance(record, TaskOutcome):
+        return _outcome(record.id, [fields.get(name) for name in _OUTCOME_KEYS], float("-inf"))
     values = [fields.get(name) for name in _RECORD_KEYS]
     # It just ended, so its result has not expired (now=-inf).
     return msgspec.structs.replace(record, yields=yields, **_state(values, float("-inf")))

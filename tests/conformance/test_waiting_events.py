@@ -13,6 +13,7 @@ from taskflow._message import (
     OutcomeKind,
     Progress,
     ProgressUpdate,
+    TaskOutcome,
     TaskRecord,
     TaskStatus,
     encode_value,
@@ -125,6 +126,91 @@ async def test_wait_does_not_miss_a_completion_right_after_its_read(
     with anyio.fail_after(10):
         record = await storage.wait(task_id, timeout=None, now=clock.time())
     assert reads >= complete_after and record.status is TaskStatus.DONE
+
+
+# -- storage.wait_outcome (what AsyncResult.result reads) --------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["done", "failed"])
+async def test_wait_outcome_and_wait_on_one_task_both_get_its_end(
+    backend: Broker, clock: FakeClock, kind: str
+) -> None:
+    """A whole-record waiter and an outcome waiter of one task, woken by the same completion:
+    each gets its own shape with the same status, result and error."""
+    task_id = await enqueue_one(backend, clock)
+    [delivery] = await claim(backend, clock)
+    got: dict[str, TaskRecord | TaskOutcome] = {}
+
+    async def record_waiter() -> None:
+        got["record"] = await backend.storage.wait(task_id, timeout=None, now=clock.time())
+
+    async def outcome_waiter() -> None:
+        got["outcome"] = await backend.storage.wait_outcome(task_id, timeout=None, now=clock.time())
+
+    ending = done(delivery, clock, 7) if kind == "done" else failed(delivery, clock)
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(record_waiter)
+            tg.start_soon(outcome_waiter)
+            await anyio.wait_all_tasks_blocked()
+            assert got == {}
+            await backend.complete([ending], now=clock.time())
+    record, outcome = got["record"], got["outcome"]
+    assert isinstance(record, TaskRecord) and isinstance(outcome, TaskOutcome)
+    assert outcome == TaskOutcome.of(record)
+    assert (outcome.id, outcome.status) == (task_id, TaskStatus(kind))
+    if kind == "done":
+        assert outcome.result == encode_value(7) and outcome.error is None
+    else:
+        assert outcome.error is not None and outcome.error.type == "ValueError"
+
+
+async def test_wait_outcome_of_finished_unknown_and_slow_tasks(
+    backend: Broker, clock: FakeClock
+) -> None:
+    """Finished: at once, with its result expiry. Unknown: TaskNotFound. Still running after
+    `timeout`: TimeoutError, and no waiter is left behind."""
+    task_id = await enqueue_one(backend, clock)
+    [delivery] = await claim(backend, clock)
+    await backend.complete([done(delivery, clock, "x")], now=clock.time())
+    slow_id = await enqueue_one(backend, clock)
+    storage = backend.storage
+    with anyio.fail_after(10):
+        outcome = await storage.wait_outcome(task_id, timeout=None, now=clock.time())
+        assert outcome.status is TaskStatus.DONE and outcome.result == encode_value("x")
+        assert outcome.result_expires_at == clock.time() + TTL_S and not outcome.result_expired
+        with pytest.raises(TaskNotFound):
+            await storage.wait_outcome("never-enqueued", timeout=1, now=clock.time())
+        with pytest.raises(TimeoutError):
+            await storage.wait_outcome(slow_id, timeout=0.05, now=clock.time())
+    assert not storage._has_waiters(slow_id)
+
+
+async def test_wait_outcome_does_not_miss_a_completion_right_after_its_read(
+    backend: Broker, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The task completes right after the outcome waiter's last read: still woken."""
+    task_id = await enqueue_one(backend, clock)
+    [delivery] = await claim(backend, clock)
+    storage = backend.storage
+    # Where this backend's outcome reads go (see Storage._read_outcome).
+    name = "_get_outcomes" if storage.cheap_reads or storage.coalesces_reads else "_get_many"
+    original = getattr(storage, name)
+    complete_after = 2 if storage.cheap_reads else 1
+    reads = 0
+
+    async def read_then_complete(task_ids: list[str], now: float) -> list[object]:
+        nonlocal reads
+        got: list[object] = await original(task_ids, now)
+        reads += 1
+        if reads == complete_after:
+            await backend.complete([done(delivery, clock)], now=clock.time())
+        return got
+
+    monkeypatch.setattr(storage, name, read_then_complete)
+    with anyio.fail_after(10):
+        outcome = await storage.wait_outcome(task_id, timeout=None, now=clock.time())
+    assert reads >= complete_after and outcome.status is TaskStatus.DONE
 
 
 async def test_many_waiters_of_one_task(backend: Broker, clock: FakeClock) -> None:

@@ -1,13 +1,37 @@
 -- Read task records: ARGV[6] a waiter's inbox channel ('' = none), ARGV[7] how many of the ids
--- that follow are waited for (they come first), then ARGV[8..] the ids. Returns per id {the
--- fields named below, in that order (false where unset), yields}; {} for an unknown id. A
--- waited task that is not terminal yet gets the inbox added to its `w` field in this same
--- step, so its terminal write pushes to it (see push_later). The field list is
--- RECORD_FIELDS in taskflow/redis.py.
+-- that follow are waited for (they come first), ARGV[8] what to read, then ARGV[9..] the ids.
+-- A waited task that is not terminal yet gets the inbox added to its `w` field in this same
+-- step, so its terminal write pushes to it (see push_later).
+-- 'record' returns per id {the fields named below, in that order (false where unset),
+-- yields}, {} for an unknown id; the field list is RECORD_FIELDS in taskflow/redis.py.
+-- 'outcome' returns a flat list, per id: status (false: unknown id), result, error, result
+-- expiry (OUTCOME_FIELDS in taskflow/redis.py).
 local inbox = ARGV[6]
-local watched = 7 + tonumber(ARGV[7])
+local watched = 8 + tonumber(ARGV[7])
+local light = ARGV[8] == 'outcome'
 local out = {}
-for j = 8, #ARGV do
+
+local function register(r, w)
+  if not w then
+    redis.call('HSET', r, 'w', inbox)
+  elseif not string.find(',' .. w .. ',', ',' .. inbox .. ',', 1, true) then
+    redis.call('HSET', r, 'w', w .. ',' .. inbox)
+  end
+end
+
+if light then
+  local n = 0
+  for j = 9, #ARGV do
+    local r = rkey(ARGV[j])
+    local v = redis.call('HMGET', r, 'st', 'res', 'err', 'rx', 'w')
+    out[n + 1], out[n + 2], out[n + 3], out[n + 4] = v[1], v[2], v[3], v[4]
+    n = n + 4
+    if j <= watched and v[1] and not TERMINAL[v[1]] then register(r, v[5]) end
+  end
+  return out
+end
+
+for j = 9, #ARGV do
   local id = ARGV[j]
   local r = rkey(id)
   local v = redis.call('HMGET', r, 'msg', 'st', 'att', 'sa', 'fa', 'res', 'err', 'prog', 'cr',
@@ -19,14 +43,7 @@ for j = 8, #ARGV do
     local ys = {}
     if v[14] then ys = redis.call('LRANGE', ykey(id), 0, -1) end
     out[#out + 1] = {v, ys}
-    if j <= watched and not TERMINAL[st] then
-      local w = v[13]
-      if not w then
-        redis.call('HSET', r, 'w', inbox)
-      elseif not string.find(',' .. w .. ',', ',' .. inbox .. ',', 1, true) then
-        redis.call('HSET', r, 'w', w .. ',' .. inbox)
-      end
-    end
+    if j <= watched and not TERMINAL[st] then register(r, v[13]) end
   end
 end
 return out
