@@ -4,6 +4,8 @@
   worker`` processes; one of them is SIGKILLed mid-run three times and restarted. Every task must
   end DONE with exactly one terminal event, none lost; the number of duplicate runs (tasks whose
   body ran again after their worker died) is printed and kept as a test property.
+* Hand-off: tasks handed to a parked worker by the enqueue itself survive that worker's
+  SIGKILL (re-delivered once their lease lapses), and the dead worker gets no more.
 * Reconnect: an in-process worker keeps going while the server kills every client connection
   (normal and pub/sub) several times mid-run; every task still completes.
 
@@ -70,6 +72,18 @@ APP_MODULE = textwrap.dedent(
             pipe.hincrby(PREFIX + ":by_pid", str(os.getpid()), 1)
             await pipe.execute()
         await asyncio.sleep(0.02)
+        return i
+
+
+    @app.task(retries=10)
+    async def hold(i: int, wait: bool) -> int:
+        # With `wait`, the first run holds its slot (until its worker is killed); later runs end.
+        global _client
+        if _client is None:
+            _client = aioredis.Redis.from_url(URL)
+        runs = await _client.hincrby(PREFIX + ":held", str(i), 1)
+        if wait and runs == 1:
+            await asyncio.sleep(60)
         return i
     """
 )
@@ -169,6 +183,66 @@ async def test_sigkilled_workers_lose_nothing(
         duplicates = sum(runs.values()) - TASKS
         record_property("duplicate_runs", duplicates)
         print(f"\ncrash test: {TASKS} tasks, {KILLS} SIGKILLs, {duplicates} duplicate runs")
+
+
+async def test_tasks_handed_to_a_worker_that_is_then_killed_are_not_lost(
+    private_redis: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Tasks sent to an idle (parked) worker are claimed for it by the enqueue itself; after a
+    SIGKILL mid-task they are re-delivered to another worker once their lease lapses, and a
+    task sent after the kill is not handed to the dead worker but queued for the living."""
+    prefix = random_prefix()
+    (tmp_path / "crashapp.py").write_text(APP_MODULE)
+    monkeypatch.setenv("CRASH_REDIS_URL", private_redis)
+    monkeypatch.setenv("CRASH_PREFIX", prefix)
+    env = dict(os.environ)
+    crashapp = _load_module(tmp_path / "crashapp.py")
+    app: QueueTasks = crashapp.app
+    park = f"{prefix}:{{default}}:park"
+    workers: list[subprocess.Popen[bytes]] = []
+    async with app, aioredis.Redis.from_url(private_redis) as client:
+        try:
+            workers.append(_start_worker(tmp_path, env))
+            with anyio.fail_after(60):
+                # Parked once a claim found the queue dry with its subscription confirmed.
+                while not await client.hlen(park):
+                    await crashapp.record.add_task(-2)  # wakes it: each claim may park it
+                    await anyio.sleep(0.05)  # a real process: poll the shared state
+                victim_id = (await client.hkeys(park))[0].decode()
+                handles = [await crashapp.hold.add_task(i, True) for i in range(5)]
+                for h in handles:  # claimed for the parked worker in the enqueue itself
+                    record = await app.storage.get(h.task_id, now=time.time())
+                    assert record is not None and record.status is TaskStatus.RUNNING
+                    assert record.worker_id == victim_id
+                while await client.hlen(f"{prefix}:held") < 5:
+                    await anyio.sleep(0.02)
+                os.kill(workers[0].pid, signal.SIGKILL)
+                workers[0].wait()
+                late = await crashapp.hold.add_task(5, False)  # the dead worker is still parked
+                record = await app.storage.get(late.task_id, now=time.time())
+                assert record is not None and record.status is TaskStatus.QUEUED
+                assert not await client.hexists(park, victim_id)
+                workers.append(_start_worker(tmp_path, env))
+                results = [await h.result() for h in [*handles, late]]
+        finally:
+            for proc in workers:
+                if proc.poll() is None:
+                    proc.send_signal(signal.SIGTERM)
+            for proc in workers:
+                try:
+                    proc.wait(15)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+        assert results == list(range(6))
+        held = {int(k): int(v) for k, v in (await client.hgetall(f"{prefix}:held")).items()}
+        assert held == {0: 2, 1: 2, 2: 2, 3: 2, 4: 2, 5: 1}
+        events = await app.storage.read_events("default", limit=100_000)
+        ids = {h.task_id for h in [*handles, late]}
+        terminal = Counter(
+            e.task_id for e in events if e.kind in TERMINAL_KINDS and e.task_id in ids
+        )
+        assert terminal == Counter(ids)
 
 
 async def test_worker_carries_on_when_its_connections_are_killed(private_redis: str) -> None:
