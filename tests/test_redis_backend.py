@@ -31,7 +31,7 @@ from taskflow._message import (
     decode_message,
     encode_value,
 )
-from taskflow.redis import RedisBroker, RedisStorage, from_url
+from taskflow.redis import RedisBroker, RedisStorage, _complete_args, from_url
 from taskflow.testing import FakeClock
 from tests.conformance._helpers import LEASE_S, claim, done, enqueue_one, failed, message
 from tests.plugins.backend_redis import delete_prefix, random_prefix
@@ -563,3 +563,131 @@ async def test_a_stopped_worker_is_no_longer_handed_tasks() -> None:
             assert record is not None and record.status is TaskStatus.QUEUED
         finally:
             await delete_prefix(app.broker)
+
+
+# -- results of tasks this process sent ----------------------------------------------------------
+
+
+async def _subscribed(broker: RedisBroker, clock: FakeClock) -> None:
+    """Wait for one task's result, so this process's inbox on "default" is subscribed."""
+    task_id = await enqueue_one(broker, clock)
+    (delivery,) = await claim(broker, clock, worker_id="warm")
+    assert await broker.complete([done(delivery, clock)], now=clock.time()) == [True]
+    with anyio.fail_after(5):
+        await broker.storage.wait_outcome(task_id, timeout=None, now=clock.time())
+
+
+def _count_reads(broker: RedisBroker, monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    storage = broker._redis
+    fetch_raw = storage.fetch_raw
+    reads: list[bool] = []
+
+    async def counted(task_ids: Sequence[str], *, outcome: bool = False) -> Any:
+        reads.append(outcome)
+        return await fetch_raw(task_ids, outcome=outcome)
+
+    monkeypatch.setattr(storage, "fetch_raw", counted)
+    return reads
+
+
+@pytest.mark.parametrize("ends", ["before result()", "while waiting"])
+async def test_the_result_of_a_task_sent_after_a_wait_needs_no_read(
+    broker: RedisBroker, clock: FakeClock, monkeypatch: pytest.MonkeyPatch, ends: str
+) -> None:
+    """Once this process waits on a queue, the tasks it sends there carry its inbox from the
+    start: their outcome is pushed here, and result() reads nothing, however soon it ends."""
+    await _subscribed(broker, clock)
+    task_id = await enqueue_one(broker, clock)
+    storage = broker._redis
+    assert await storage._client.hget(storage.qkey("default", f"t:{task_id}"), "w") == (
+        storage.inbox("default").encode()
+    )
+    reads = _count_reads(broker, monkeypatch)
+    async with from_url(redis_url(), prefix=storage.prefix.rstrip(":")) as other:
+        (delivery,) = await claim(other, clock, worker_id="elsewhere")
+
+        async def finish() -> None:
+            if ends == "while waiting":
+                await anyio.wait_all_tasks_blocked()
+            assert await other.complete([done(delivery, clock, 3)], now=clock.time()) == [True]
+
+        with anyio.fail_after(10):
+            if ends == "before result()":
+                await finish()
+                while task_id not in storage._early:  # the push travels on its own connection
+                    await anyio.sleep(0.001)
+            async with anyio.create_task_group() as tg:
+                if ends == "while waiting":
+                    tg.start_soon(finish)
+                outcome = await storage.wait_outcome(task_id, timeout=None, now=clock.time())
+    assert (outcome.status, outcome.result) == (TaskStatus.DONE, encode_value(3))
+    assert reads == []
+
+
+async def test_an_outcome_pushed_before_the_enqueue_reply_is_handled_is_kept(
+    broker: RedisBroker, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A task can end (and its push arrive) before the producer has handled the reply of the
+    enqueue that created it: the outcome is kept for the result() that follows."""
+    await _subscribed(broker, clock)
+    storage = broker._redis
+    registered = storage.registered
+    other_broker = from_url(redis_url(), prefix=storage.prefix.rstrip(":"))
+
+    def end_first(task_ids: Sequence[str], inbox: str) -> None:
+        # Called as the enqueue's reply is handled: by then the task has already ended.
+        assert set(task_ids) <= set(storage._early)
+        registered(task_ids, inbox)
+
+    async with other_broker:
+        claimed: list[Delivery] = []
+        original = storage.run_queue_script
+
+        async def enqueue_then_end(name: str, queue: str, now: float, args: list[Any]) -> Any:
+            reply = await original(name, queue, now, args)
+            if name == "enqueue":
+                claimed.extend(await claim(other_broker, clock, worker_id="elsewhere"))
+                await other_broker.complete([done(claimed[0], clock)], now=clock.time())
+                with anyio.fail_after(5):
+                    while claimed[0].task_id not in storage._early:
+                        await anyio.sleep(0.001)  # the push travels on its own connection
+            return reply
+
+        monkeypatch.setattr(storage, "run_queue_script", enqueue_then_end)
+        monkeypatch.setattr(storage, "registered", end_first)
+        task_id = await enqueue_one(broker, clock)
+        monkeypatch.undo()
+    with anyio.fail_after(5):
+        outcome = await storage.wait_outcome(task_id, timeout=None, now=clock.time())
+    assert outcome.status is TaskStatus.DONE
+
+
+async def test_registrations_are_not_trusted_across_a_resubscribe(
+    broker: RedisBroker, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pushes sent while the listener was reconnecting are lost: after a resubscribe of the
+    inbox, result() of a task registered before it reads the stored state."""
+    await _subscribed(broker, clock)
+    task_id = await enqueue_one(broker, clock)
+    storage = broker._redis
+    (delivery,) = await claim(broker, clock)
+    storage._on_resubscribed(storage.inbox("default"))  # as after a reconnect
+    # A completion whose push was lost: no inbox left to push to, no local notification.
+    await storage._client.hdel(storage.qkey("default", f"t:{task_id}"), "w")
+    await storage.run_queue_script(
+        "complete", "default", clock.time(), _complete_args([done(delivery, clock, 9)])
+    )
+    reads = _count_reads(broker, monkeypatch)
+    with anyio.fail_after(5):
+        outcome = await storage.wait_outcome(task_id, timeout=None, now=clock.time())
+    assert outcome.result == encode_value(9) and reads == [True]
+
+
+async def test_nothing_is_registered_by_a_producer_that_never_waited(
+    broker: RedisBroker, clock: FakeClock
+) -> None:
+    """A producer that never waits subscribes to nothing: its tasks push nothing to it."""
+    task_id = await enqueue_one(broker, clock)
+    storage = broker._redis
+    assert await storage._client.hget(storage.qkey("default", f"t:{task_id}"), "w") is None
+    assert storage._registered == {}

@@ -102,6 +102,8 @@ _POOL_WAIT_S: Final = 30.0
 _SCRIPTS_IN_FLIGHT: Final = 64
 _ID_CACHE_MAX: Final = 100_000
 _READ_CHUNK: Final = 500
+#: Most tasks remembered as registered at enqueue, and most early outcomes kept, per storage.
+_REGISTERED_MAX: Final = 50_000
 #: A stored task as read: its hash fields and its yielded values.
 _Raw = tuple[list[bytes | None], list[bytes]]
 #: The hash fields the ``get`` script reads, in the order of a `_Raw`'s first element.
@@ -210,6 +212,12 @@ class RedisStorage(Storage):
         self._pending_reads: list[list[_PendingRead]] = [[], []]
         #: This storage's part of its inbox channels' names (see `inbox`).
         self._inbox_token = os.urandom(6).hex()
+        #: Per inbox channel: how many times it was resubscribed (pushes may have been lost).
+        self._inbox_epochs: dict[str, int] = {}
+        #: Tasks this process created with its inbox registered (see `enqueue_inbox`): id ->
+        #: (inbox, its epoch then); and outcomes pushed for them before anyone waited.
+        self._registered: dict[str, tuple[str, int]] = {}
+        self._early: dict[str, tuple[dict[bytes, bytes], list[bytes]]] = {}
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -434,6 +442,16 @@ class RedisStorage(Storage):
         return [None if raw is None else _record(raw[0], raw[1], now) for raw in raws]
 
     async def _get_outcomes(self, task_ids: Sequence[str], now: float) -> list[TaskOutcome | None]:
+        if self._registered or self._early:
+            known = [self._known_outcome(task_id) for task_id in task_ids]
+            unknown = [t for t, k in zip(task_ids, known, strict=True) if k is None]
+            if not unknown:
+                return known
+            read = iter(await self._read_outcomes(unknown, now))
+            return [k if k is not None else next(read) for k in known]
+        return await self._read_outcomes(task_ids, now)
+
+    async def _read_outcomes(self, task_ids: Sequence[str], now: float) -> list[TaskOutcome | None]:
         raws = await self.fetch_raw(task_ids, outcome=True)
         return [
             None if raw is None else _outcome(task_id, raw[0], now)
@@ -484,6 +502,10 @@ class RedisStorage(Storage):
                 task_id = raw_id.decode()
                 if self._has_waiters(task_id):
                     self._notify_terminal(task_id, functools.partial(_patched, fields, yields))
+                else:
+                    # Kept for a later result(): a task created with this inbox registered
+                    # can end before its enqueue's reply is even processed (see enqueue_inbox).
+                    _bounded_put(self._early, task_id, (fields, yields))
         elif channel.endswith(":work"):
             self._work_counts[channel] = self._work_counts.get(channel, 0) + 1
             event = self._work_events.pop(channel, None)
@@ -496,12 +518,46 @@ class RedisStorage(Storage):
         if channel.endswith(":work"):
             self._on_message(channel, b"1")
             return
+        # Registrations made before cannot count on their push any more (see enqueue_inbox).
+        self._inbox_epochs[channel] = self._inbox_epochs.get(channel, 0) + 1
         # Outcomes pushed while we were disconnected were lost: re-read the waited ids.
         waited = [tid for tid in list(self._waiters) if self._inbox_of(tid) == channel]
         if waited:
             task = asyncio.get_running_loop().create_task(self._recheck(waited))
             self._background.add(task)
             task.add_done_callback(self._background.discard)
+
+    def enqueue_inbox(self, queue: str) -> str:
+        """The inbox an enqueue on `queue` registers on the tasks it creates, or "".
+
+        Once this process waits for results on a queue (its inbox there is subscribed), the
+        tasks it sends there carry the inbox from the start, as a waiter's read would add it:
+        their outcome is pushed here however soon it comes, so `result()` needs no read. Not
+        subscribed (a producer that never waits): nothing is registered and nothing pushed.
+        """
+        inbox = self.inbox(queue)
+        listener = self._listener
+        return inbox if listener is not None and listener.is_subscribed(inbox) else ""
+
+    def registered(self, task_ids: Sequence[str], inbox: str) -> None:
+        """Remember that `task_ids` were created with `inbox` registered."""
+        mark = (inbox, self._inbox_epochs.get(inbox, 0))
+        for task_id in task_ids:
+            _bounded_put(self._registered, task_id, mark)
+
+    def _known_outcome(self, task_id: str) -> TaskOutcome | None:
+        """Without a read: the outcome pushed for a task this process created with its inbox
+        registered, or (once) a queued stand-in if it may still come (then the waiter waits
+        for the push; a later read is a real one)."""
+        early = self._early.pop(task_id, None)
+        if early is not None:
+            self._registered.pop(task_id, None)
+            fields, _ = early
+            return _outcome(task_id, [fields.get(k) for k in _OUTCOME_KEYS], float("-inf"))
+        mark = self._registered.pop(task_id, None)
+        if mark is not None and self._inbox_epochs.get(mark[0], 0) == mark[1]:
+            return TaskOutcome(id=task_id, status=TaskStatus.QUEUED)
+        return None
 
     def _inbox_of(self, task_id: str) -> str | None:
         queue = tagged_queue(task_id) or self._id_queues.get(task_id)
@@ -693,17 +749,27 @@ class RedisBroker(Broker):
                     results[i] = EnqueueResult(messages[i].id, False)
         todo = [i for i in range(len(messages)) if results[i] is None]
         groups = _group([messages[i].queue for i in todo])
+        inboxes = {q: rs.enqueue_inbox(q) for q in groups}
         calls = [
             rs.run_queue_script(
-                "enqueue", q, now, _enqueue_args([messages[todo[j]] for j in idx], now)
+                "enqueue",
+                q,
+                now,
+                [*_enqueue_args([messages[todo[j]] for j in idx], now), inboxes[q]],
             )
             for q, idx in groups.items()
         ]
         # One queue (the usual case, always for a single message): no gather, no extra task.
         replies = [await calls[0]] if len(calls) == 1 else await asyncio.gather(*calls)
-        for idx, reply in zip(groups.values(), replies, strict=True):
+        for (q, idx), reply in zip(groups.items(), replies, strict=True):
+            created = []
             for n, j in enumerate(idx):
-                results[todo[j]] = EnqueueResult(reply[2 * n].decode(), bool(reply[2 * n + 1]))
+                result = EnqueueResult(reply[2 * n].decode(), bool(reply[2 * n + 1]))
+                results[todo[j]] = result
+                if result.created:
+                    created.append(result.task_id)
+            if inboxes[q] and created:
+                rs.registered(created, inboxes[q])
         return [r for r in results if r is not None]
 
     # -- claim / extend / complete ---------------------------------------------------------
@@ -780,12 +846,12 @@ class RedisBroker(Broker):
         # retry or release publishes a wake-up, which invalidates it (see _next_due).
         out = [False] * len(outcomes)
         groups = _group(queues)
-        replies = await asyncio.gather(
-            *(
-                rs.run_queue_script("complete", q, now, _complete_args([outcomes[i] for i in idx]))
-                for q, idx in groups.items()
-            )
-        )
+        calls = [
+            rs.run_queue_script("complete", q, now, _complete_args([outcomes[i] for i in idx]))
+            for q, idx in groups.items()
+        ]
+        # One queue (the usual case): no gather, no extra task on the latency path.
+        replies = [await calls[0]] if len(calls) == 1 else await asyncio.gather(*calls)
         for idx, reply in zip(groups.values(), replies, strict=True):
             for i, ok in zip(idx, reply, strict=True):
                 out[i] = bool(ok)
@@ -1175,6 +1241,13 @@ def _handed_off(data: bytes) -> list[Delivery]:
         message, pos = _take(data, pos)
         deliveries.append(Delivery(raw_id.decode(), 1, 1, message, lease_until))
     return deliveries
+
+
+def _bounded_put(table: dict[str, Any], key: str, value: Any) -> None:
+    """``table[key] = value``, dropping the oldest entry beyond `_REGISTERED_MAX`."""
+    table[key] = value
+    if len(table) > _REGISTERED_MAX:
+        del table[next(iter(table))]
 
 
 def _take(data: bytes, pos: int) -> tuple[bytes, int]:

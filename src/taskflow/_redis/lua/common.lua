@@ -192,12 +192,18 @@ end
 
 -- Store a new task record and make it claimable (or scheduled). `seq` orders equal due times.
 -- `unlisted`: store it queued but leave it out of the ready set (enqueue hands it off).
-local function create(id, msg, pr, due, sched, dk, dt, rt, oid, nr, seq, unlisted)
+-- `inbox`: a result waiter's inbox to register at once (see push_later), or '' for none.
+local function create(id, msg, pr, due, sched, dk, dt, rt, oid, nr, seq, unlisted, inbox)
   local m = string.format('%012x', seq) .. id
   local st = 'queued'
   if sched == '1' then st = 'scheduled' end
-  redis.call('HSET', rkey(id), 'msg', msg, 'st', st, 'att', 0, 'tok', 0, 'pr', pr, 'm', m,
-    'rt', rt, 'dk', dk, 'dt', dt, 'oid', oid, 'nr', nr)
+  if inbox and inbox ~= '' then
+    redis.call('HSET', rkey(id), 'msg', msg, 'st', st, 'att', 0, 'tok', 0, 'pr', pr, 'm', m,
+      'rt', rt, 'dk', dk, 'dt', dt, 'oid', oid, 'nr', nr, 'w', inbox)
+  else
+    redis.call('HSET', rkey(id), 'msg', msg, 'st', st, 'att', 0, 'tok', 0, 'pr', pr, 'm', m,
+      'rt', rt, 'dk', dk, 'dt', dt, 'oid', oid, 'nr', nr)
+  end
   if sched == '1' then
     zadd_later(K .. 'sched', due, id)
     event(id, 'scheduled', 0, oid, '')

@@ -1,5 +1,6 @@
 -- Enqueue a batch: ARGV[6] packs per message 10 fields: id, encoded message, priority, due
--- time, scheduled flag, dedup key, dedup ttl, retries, order id, no-result flag.
+-- time, scheduled flag, dedup key, dedup ttl, retries, order id, no-result flag. ARGV[7]: the
+-- sender's inbox, registered on each task it creates as a result waiter's read would ('': none).
 -- Returns per message: the id now standing for it, and 1 if created (0: deduplicated).
 --
 -- Direct hand-off: a worker whose last claim found the queue dry is parked (claim.lua) with
@@ -10,6 +11,7 @@
 -- unparks the worker and queues its tasks as usual. A hand-off lost after the server sent it
 -- is re-delivered when its lease lapses, like any claimed task whose worker vanished.
 local A = unframe(ARGV[6])
+local INBOX = ARGV[7]
 local n = #A / 10
 local seq = redis.call('INCRBY', K .. 'seq', n) - n -- reserve n sequence numbers at once
 local out = {}
@@ -66,12 +68,12 @@ for i = 0, n - 1 do
     if sched ~= '1' then w = parked_worker() end
     if w then
       -- Stored as queued (its 'queued' event too) but not listed ready: claimed below.
-      create(id, msg, pr, due, sched, dk, dt, rt, oid, nr, seq, true)
+      create(id, msg, pr, due, sched, dk, dt, rt, oid, nr, seq, true, INBOX)
       w[2] = w[2] - 1
       local t = w[4]
       t[#t + 1] = {id, msg, pr, due, string.format('%012x', seq) .. id, oid}
     else
-      create(id, msg, pr, due, sched, dk, dt, rt, oid, nr, seq)
+      create(id, msg, pr, due, sched, dk, dt, rt, oid, nr, seq, false, INBOX)
       woke = true -- a scheduled task too: idle workers shorten their sleep to its due time
     end
     out[#out + 1] = id
