@@ -31,7 +31,13 @@ from taskflow._message import (
     decode_message,
     encode_value,
 )
-from taskflow.redis import RedisBroker, RedisStorage, _complete_args, from_url
+from taskflow.redis import (
+    RedisBroker,
+    RedisStorage,
+    _complete_args,
+    _EarlyOutcomes,
+    from_url,
+)
 from taskflow.testing import FakeClock
 from tests.conformance._helpers import LEASE_S, claim, done, enqueue_one, failed, message
 from tests.plugins.backend_redis import delete_prefix, random_prefix
@@ -636,7 +642,7 @@ async def test_an_outcome_pushed_before_the_enqueue_reply_is_handled_is_kept(
 
     def end_first(task_ids: Sequence[str], inbox: str) -> None:
         # Called as the enqueue's reply is handled: by then the task has already ended.
-        assert set(task_ids) <= set(storage._early)
+        assert all(task_id in storage._early for task_id in task_ids)
         registered(task_ids, inbox)
 
     async with other_broker:
@@ -691,3 +697,20 @@ async def test_nothing_is_registered_by_a_producer_that_never_waited(
     storage = broker._redis
     assert await storage._client.hget(storage.qkey("default", f"t:{task_id}"), "w") is None
     assert storage._registered == {}
+
+
+def test_early_outcomes_are_bounded_in_count_and_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Outcomes nobody waited for yet are dropped oldest first beyond the entry limit or the
+    byte limit (results can be large), so a producer that never asks for most results keeps
+    a bounded amount of them."""
+    monkeypatch.setattr("taskflow.redis._REGISTERED_MAX", 3)
+    monkeypatch.setattr("taskflow.redis._EARLY_BYTES_MAX", 100)
+    early = _EarlyOutcomes()
+    for i in range(5):
+        early.put(f"t{i}", [b"done", b"r", None, None])
+    assert len(early) == 3 and "t1" not in early and "t2" in early
+    early.put("big", [b"done", b"x" * 90, None, None])
+    assert len(early) == 2 and "t4" in early and "big" in early  # 5 + 94 bytes fit in 100
+    assert early.pop("big") == [b"done", b"x" * 90, None, None] and len(early) == 1
+    early.put("t9", [b"done", b"y" * 96, None, None])  # 100 bytes: t4 goes, t9 stays
+    assert len(early) == 1 and "t9" in early

@@ -104,6 +104,8 @@ _ID_CACHE_MAX: Final = 100_000
 _READ_CHUNK: Final = 500
 #: Most tasks remembered as registered at enqueue, and most early outcomes kept, per storage.
 _REGISTERED_MAX: Final = 50_000
+#: Most bytes of results and errors held in early outcomes, per storage.
+_EARLY_BYTES_MAX: Final = 32 * 1024 * 1024
 #: A stored task as read: its hash fields and its yielded values.
 _Raw = tuple[list[bytes | None], list[bytes]]
 #: The hash fields the ``get`` script reads, in the order of a `_Raw`'s first element.
@@ -217,7 +219,7 @@ class RedisStorage(Storage):
         #: Tasks this process created with its inbox registered (see `enqueue_inbox`): id ->
         #: (inbox, its epoch then); and outcomes pushed for them before anyone waited.
         self._registered: dict[str, tuple[str, int]] = {}
-        self._early: dict[str, tuple[dict[bytes, bytes], list[bytes]]] = {}
+        self._early = _EarlyOutcomes()
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -505,7 +507,7 @@ class RedisStorage(Storage):
                 else:
                     # Kept for a later result(): a task created with this inbox registered
                     # can end before its enqueue's reply is even processed (see enqueue_inbox).
-                    _bounded_put(self._early, task_id, (fields, yields))
+                    self._early.put(task_id, [fields.get(k) for k in _OUTCOME_KEYS])
         elif channel.endswith(":work"):
             self._work_counts[channel] = self._work_counts.get(channel, 0) + 1
             event = self._work_events.pop(channel, None)
@@ -549,11 +551,10 @@ class RedisStorage(Storage):
         """Without a read: the outcome pushed for a task this process created with its inbox
         registered, or (once) a queued stand-in if it may still come (then the waiter waits
         for the push; a later read is a real one)."""
-        early = self._early.pop(task_id, None)
+        early = self._early.pop(task_id)
         if early is not None:
             self._registered.pop(task_id, None)
-            fields, _ = early
-            return _outcome(task_id, [fields.get(k) for k in _OUTCOME_KEYS], float("-inf"))
+            return _outcome(task_id, early, float("-inf"))
         mark = self._registered.pop(task_id, None)
         if mark is not None and self._inbox_epochs.get(mark[0], 0) == mark[1]:
             return TaskOutcome(id=task_id, status=TaskStatus.QUEUED)
@@ -1241,6 +1242,43 @@ def _handed_off(data: bytes) -> list[Delivery]:
         message, pos = _take(data, pos)
         deliveries.append(Delivery(raw_id.decode(), 1, 1, message, lease_until))
     return deliveries
+
+
+class _EarlyOutcomes:
+    """Outcomes pushed for tasks nobody waited for yet (the `OUTCOME_FIELDS` values), oldest
+    dropped first beyond `_REGISTERED_MAX` entries or `_EARLY_BYTES_MAX` bytes (a dropped one
+    costs its result() a read, nothing more)."""
+
+    def __init__(self) -> None:
+        self._items: dict[str, list[bytes | None]] = {}
+        self._bytes = 0
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __contains__(self, task_id: object) -> bool:
+        return task_id in self._items
+
+    def put(self, task_id: str, values: list[bytes | None]) -> None:
+        old = self._items.pop(task_id, None)
+        if old is not None:
+            self._bytes -= _size(old)
+        self._items[task_id] = values
+        self._bytes += _size(values)
+        while self._items and (
+            len(self._items) > _REGISTERED_MAX or self._bytes > _EARLY_BYTES_MAX
+        ):
+            self._bytes -= _size(self._items.pop(next(iter(self._items))))
+
+    def pop(self, task_id: str) -> list[bytes | None] | None:
+        values = self._items.pop(task_id, None)
+        if values is not None:
+            self._bytes -= _size(values)
+        return values
+
+
+def _size(values: list[bytes | None]) -> int:
+    return sum(len(v) for v in values if v is not None)
 
 
 def _bounded_put(table: dict[str, Any], key: str, value: Any) -> None:
