@@ -183,14 +183,7 @@ async def test_an_outcome_waiter_takes_the_pushed_outcome_without_reading_again(
     task_id = await enqueue_one(broker, clock)
     (delivery,) = await claim(broker, clock)
     storage = broker._redis
-    fetch_raw = storage.fetch_raw
-    reads: list[bool] = []
-
-    async def counted(task_ids: Sequence[str], *, outcome: bool = False) -> Any:
-        reads.append(outcome)
-        return await fetch_raw(task_ids, outcome=outcome)
-
-    monkeypatch.setattr(storage, "fetch_raw", counted)
+    reads = _count_reads(broker, monkeypatch)
     ending = done(delivery, clock, 5) if kind == "done" else failed(delivery, clock)
     async with from_url(redis_url(), prefix=storage.prefix.rstrip(":")) as other:
 
@@ -584,6 +577,7 @@ async def _subscribed(broker: RedisBroker, clock: FakeClock) -> None:
 
 
 def _count_reads(broker: RedisBroker, monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """Record every `fetch_raw` of `broker`'s storage (its `outcome` flag), from now on."""
     storage = broker._redis
     fetch_raw = storage.fetch_raw
     reads: list[bool] = []

@@ -112,6 +112,19 @@ def _start_worker(app_dir: Path, env: dict[str, str]) -> subprocess.Popen[bytes]
     )
 
 
+def _stop_workers(workers: list[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM the workers still running, then wait for each (SIGKILL after 15 s)."""
+    for proc in workers:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in workers:
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 async def _runs_total(client: aioredis.Redis, key: str) -> int:
     values = await client.hvals(key)
     return sum(int(v) for v in values)
@@ -161,15 +174,7 @@ async def test_sigkilled_workers_lose_nothing(
                     await h.app.storage.wait(h.task_id, timeout=None, now=0) for h in handles
                 ]
         finally:
-            for proc in workers:
-                if proc.poll() is None:
-                    proc.send_signal(signal.SIGTERM)
-            for proc in workers:
-                try:
-                    proc.wait(15)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+            _stop_workers(workers)
 
         assert [r.status for r in records] == [TaskStatus.DONE] * TASKS
         runs = {int(k): int(v) for k, v in (await client.hgetall(f"{prefix}:runs")).items()}
@@ -225,15 +230,7 @@ async def test_tasks_handed_to_a_worker_that_is_then_killed_are_not_lost(
                 workers.append(_start_worker(tmp_path, env))
                 results = [await h.result() for h in [*handles, late]]
         finally:
-            for proc in workers:
-                if proc.poll() is None:
-                    proc.send_signal(signal.SIGTERM)
-            for proc in workers:
-                try:
-                    proc.wait(15)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+            _stop_workers(workers)
         assert results == list(range(6))
         held = {int(k): int(v) for k, v in (await client.hgetall(f"{prefix}:held")).items()}
         assert held == {0: 2, 1: 2, 2: 2, 3: 2, 4: 2, 5: 1}
