@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import functools
 import logging
 import os
@@ -544,8 +545,11 @@ class RedisStorage(Storage):
     def registered(self, task_ids: Sequence[str], inbox: str) -> None:
         """Remember that `task_ids` were created with `inbox` registered."""
         mark = (inbox, self._inbox_epochs.get(inbox, 0))
+        registered = self._registered
         for task_id in task_ids:
-            _bounded_put(self._registered, task_id, mark)
+            registered[task_id] = mark
+        while len(registered) > _REGISTERED_MAX:  # the oldest go first
+            del registered[next(iter(registered))]
 
     def _known_outcome(self, task_id: str) -> TaskOutcome | None:
         """Without a read: the outcome pushed for a task this process created with its inbox
@@ -714,12 +718,8 @@ class RedisBroker(Broker):
         #: values are mostly too early (a spurious wake); the one way to be late, a lease taken
         #: by another process that then dies, is bounded by the worker's idle_poll_s sweep.
         self._due_cache: dict[str, tuple[int, bytes]] = {}
-        #: Direct hand-offs (see enqueue.lua), per worker watching one queue: its hand-off
-        #: channel, and the deliveries received there that its next claim returns.
-        self._hand_channels: dict[str, str] = {}
-        self._handed: dict[str, collections.deque[Delivery]] = {}
-        #: Per watching worker: its work channels and wake-up callback.
-        self._watchers: dict[str, tuple[list[str], Callable[[], None]]] = {}
+        #: The workers watching for work (`watch_work`), by worker id.
+        self._watchers: dict[str, _Watch] = {}
 
     def new_task_id(self, queue: str) -> str:
         """A unique id starting with the queue's hash tag, ``{queue}<unique>``, so the id alone
@@ -778,13 +778,14 @@ class RedisBroker(Broker):
     async def _claim(
         self, queues: Sequence[str], limit: int, lease_s: float, now: float, worker_id: str
     ) -> list[Delivery]:
-        handed = self._handed.get(worker_id)
-        if handed:  # tasks the enqueue script claimed for this worker: no round trip
+        watch = self._watchers.get(worker_id)
+        if watch is not None and watch.handed:  # claimed for it by an enqueue: no round trip
+            handed = watch.handed
             return [handed.popleft() for _ in range(min(limit, len(handed)))]
         rs = self._redis
         lease_until = now + lease_s
         # Parked for hand-offs only once the hand-off channel's subscription is confirmed.
-        hand = self._hand_channels.get(worker_id)
+        hand = None if watch is None else watch.hand
         listener = rs._listener
         park = _t(lease_s) if hand and listener and listener.is_subscribed(hand) else ""
         fixed = [_t(lease_until), worker_id, _t(now + self.result_ttl_s), _LEASE_EXPIRED]
@@ -896,26 +897,17 @@ class RedisBroker(Broker):
         channels = [rs.qkey(q, "work") for q in queues]
         for channel in channels:
             rs._work_callbacks.setdefault(channel, []).append(callback)
-        self._watchers[worker_id] = (list(channels), callback)
+        watch = self._watchers[worker_id] = _Watch(list(channels), callback)
         if not rs.cluster and len(queues) == 1:
             # Direct hand-offs: a worker of one queue on a single node can be parked.
-            hand = rs.qkey(queues[0], f"hand:{worker_id}")
-            self._hand_channels[worker_id] = hand
-            self._handed[worker_id] = collections.deque()
-            rs._hand_handlers[hand] = functools.partial(self._on_hand, worker_id, callback)
-            channels.append(hand)
+            watch.hand = rs.qkey(queues[0], f"hand:{worker_id}")
+            watch.park = rs.qkey(queues[0], "park")
+            rs._hand_handlers[watch.hand] = functools.partial(_Watch.take, watch)
+            channels.append(watch.hand)
         task = asyncio.get_running_loop().create_task(self._subscribe_work(channels))
         rs._background.add(task)
         task.add_done_callback(rs._background.discard)
         return True
-
-    def _on_hand(self, worker_id: str, callback: Callable[[], None], data: bytes) -> None:
-        """A hand-off message for a watching worker: keep it for the worker's next claim."""
-        handed = self._handed.get(worker_id)
-        if handed is None:
-            return
-        handed.extend(_handed_off(data))
-        callback()
 
     def _on_late_hand(self, now: float, data: bytes) -> None:
         """A hand-off that arrived after its worker stopped watching: give it back."""
@@ -938,23 +930,20 @@ class RedisBroker(Broker):
         """End `watch_work`: no more wake-up calls; unpark the worker and give back the
         hand-offs its claims have not taken (their attempt refunded), now or as they arrive."""
         rs = self._redis
-        watched = self._watchers.pop(worker_id, None)
-        if watched is None:
+        watch = self._watchers.pop(worker_id, None)
+        if watch is None:
             return
-        channels, callback = watched
-        for channel in channels:
+        for channel in watch.work_channels:
             callbacks = rs._work_callbacks.get(channel, [])
-            if callback in callbacks:
-                callbacks.remove(callback)
-        hand = self._hand_channels.pop(worker_id, None)
-        handed = self._handed.pop(worker_id, None)
-        if hand is None:
+            if watch.callback in callbacks:
+                callbacks.remove(watch.callback)
+        if watch.hand is None:
             return
-        rs._hand_handlers[hand] = functools.partial(self._on_late_hand, now)
-        await rs._client.hdel(rs.qkey(queues[0], "park"), worker_id)
-        if handed:
+        rs._hand_handlers[watch.hand] = functools.partial(self._on_late_hand, now)
+        await rs._client.hdel(watch.park, worker_id)
+        if watch.handed:
             await self._give_back(
-                [Outcome(d.task_id, d.token, OutcomeKind.RELEASE) for d in handed], now
+                [Outcome(d.task_id, d.token, OutcomeKind.RELEASE) for d in watch.handed], now
             )
 
     async def _subscribe_work(self, channels: list[str]) -> None:
@@ -1244,6 +1233,24 @@ def _handed_off(data: bytes) -> list[Delivery]:
     return deliveries
 
 
+@dataclasses.dataclass(slots=True)
+class _Watch:
+    """A worker watching for work (`RedisBroker.watch_work`): its work channels and wake-up
+    callback; for direct hand-offs (one queue, single node) its hand-off channel and the
+    queue's park hash, and the deliveries handed off that its next claim returns."""
+
+    work_channels: list[str]
+    callback: Callable[[], None]
+    hand: str | None = None
+    park: str = ""
+    handed: collections.deque[Delivery] = dataclasses.field(default_factory=collections.deque)
+
+    def take(self, data: bytes) -> None:
+        """A hand-off message for this worker: keep it for its next claim, and wake it."""
+        self.handed.extend(_handed_off(data))
+        self.callback()
+
+
 class _EarlyOutcomes:
     """Outcomes pushed for tasks nobody waited for yet (the `OUTCOME_FIELDS` values), oldest
     dropped first beyond `_REGISTERED_MAX` entries or `_EARLY_BYTES_MAX` bytes (a dropped one
@@ -1279,13 +1286,6 @@ class _EarlyOutcomes:
 
 def _size(values: list[bytes | None]) -> int:
     return sum(len(v) for v in values if v is not None)
-
-
-def _bounded_put(table: dict[str, Any], key: str, value: Any) -> None:
-    """``table[key] = value``, dropping the oldest entry beyond `_REGISTERED_MAX`."""
-    table[key] = value
-    if len(table) > _REGISTERED_MAX:
-        del table[next(iter(table))]
 
 
 def _take(data: bytes, pos: int) -> tuple[bytes, int]:

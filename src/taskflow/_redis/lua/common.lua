@@ -34,21 +34,22 @@ local function ykey(id) return K .. 'y:' .. id end
 local ZADDS = {}
 local ZREMS = {}
 local PUSHES = {} -- inbox -> packed outcomes (see push_later)
-local function zadd_later(key, score, member)
-  local t = ZADDS[key]
+-- The list of `tables` under `key`, made on first use.
+local function list_of(tables, key)
+  local t = tables[key]
   if not t then
     t = {}
-    ZADDS[key] = t
+    tables[key] = t
   end
+  return t
+end
+local function zadd_later(key, score, member)
+  local t = list_of(ZADDS, key)
   t[#t + 1] = score
   t[#t + 1] = member
 end
 local function zrem_later(key, member)
-  local t = ZREMS[key]
-  if not t then
-    t = {}
-    ZREMS[key] = t
-  end
+  local t = list_of(ZREMS, key)
   t[#t + 1] = member
 end
 local function flush()
@@ -144,11 +145,7 @@ local function push_later(w, id, fields, has_yields)
   end
   local packed = table.concat(parts)
   for inbox in string.gmatch(w, '[^,]+') do
-    local t = PUSHES[inbox]
-    if not t then
-      t = {}
-      PUSHES[inbox] = t
-    end
+    local t = list_of(PUSHES, inbox)
     t[#t + 1] = packed
   end
 end
