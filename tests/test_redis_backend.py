@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
 import anyio
+import msgspec
 import pytest
 import redis.asyncio as aioredis
 from redis.crc import key_slot
@@ -20,6 +21,7 @@ from redis.crc import key_slot
 from taskflow import GlobalConfig, QueueTasks
 from taskflow._exceptions import ConfigError
 from taskflow._message import (
+    CancelResult,
     Delivery,
     Outcome,
     OutcomeKind,
@@ -408,6 +410,86 @@ async def test_a_claim_repeated_after_a_lost_reply_returns_the_same_deliveries(
     assert [d.task_id for d in rest] == ids[2:]
 
 
+# -- the queued form, and large batches in chunks -----------------------------------------------
+
+
+async def _forms(broker: RedisBroker, task_id: str) -> tuple[bool, bool]:
+    """Whether the task has its queued form (string) and its hash record."""
+    storage = broker._redis
+    queued = await storage._client.exists(storage.qkey("default", f"q:{task_id}"))
+    hashed = await storage._client.exists(storage.qkey("default", f"t:{task_id}"))
+    return bool(queued), bool(hashed)
+
+
+async def test_a_task_is_one_string_until_the_claim_that_starts_it_writes_its_hash(
+    broker: RedisBroker, clock: FakeClock
+) -> None:
+    """A new task is stored in its queued form only; reads see it as a queued task; the claim
+    replaces the string with the hash record, already running."""
+    task_id = await enqueue_one(broker, clock, priority=3, order_id="o-1")
+    assert await _forms(broker, task_id) == (True, False)
+    record = await _record(broker, clock, task_id)
+    assert (record.status, record.attempts, record.priority, record.order_id) == (
+        TaskStatus.QUEUED,
+        0,
+        3,
+        "o-1",
+    )
+    (delivery,) = await claim(broker, clock)
+    assert (delivery.task_id, delivery.token, delivery.attempt) == (task_id, 1, 1)
+    assert await _forms(broker, task_id) == (False, True)
+    record = await _record(broker, clock, task_id)
+    assert (record.status, record.attempts, record.priority, record.order_id) == (
+        TaskStatus.RUNNING,
+        1,
+        3,
+        "o-1",
+    )
+
+
+async def test_cancelling_a_queued_task_turns_its_string_into_its_hash(
+    broker: RedisBroker, clock: FakeClock
+) -> None:
+    task_id = await enqueue_one(broker, clock)
+    assert await broker.cancel([task_id], now=clock.time()) == [CancelResult.CANCELLED]
+    assert await _forms(broker, task_id) == (False, True)
+    assert (await _record(broker, clock, task_id)).status is TaskStatus.CANCELLED
+    assert await claim(broker, clock) == []
+
+
+async def test_a_large_batch_goes_in_ordered_chunks_that_resolve_as_one_call(
+    broker: RedisBroker, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch larger than the first chunk is sent as several script calls (2, then 3 each
+    here); ids and dedup keys repeated across chunks resolve as in one call, and the tasks are
+    claimed in the batch's order."""
+    monkeypatch.setattr("taskflow.redis._ENQUEUE_FIRST", 2)
+    monkeypatch.setattr("taskflow.redis._ENQUEUE_CHUNK", 3)
+    sizes: list[int] = []
+    run = broker._redis.run_queue_script
+
+    async def counted(name: str, queue: str, now: float, args: list[Any]) -> Any:
+        reply = await run(name, queue, now, args)
+        if name == "enqueue":
+            sizes.append(len(reply) // 2)
+        return reply
+
+    monkeypatch.setattr(broker._redis, "run_queue_script", counted)
+    batch = [message(broker) for _ in range(8)]
+    batch[6] = message(broker, dedup_key="k")  # in the third chunk: owned by batch[1]
+    batch[1] = message(broker, dedup_key="k")
+    batch.append(batch[0])  # the same id again, in the last chunk
+    batch.append(message(broker))
+    results = await broker.enqueue(batch, now=clock.time())
+    assert sizes == [2, 3, 3, 2]
+    assert [(r.task_id, r.created) for r in results] == [
+        (m.id, True) if i not in (6, 8) else ((batch[1].id if i == 6 else m.id), False)
+        for i, m in enumerate(batch)
+    ]
+    claimed = await claim(broker, clock)
+    assert [d.task_id for d in claimed] == [r.task_id for r in results if r.created]
+
+
 # -- direct hand-off to an idle worker ---------------------------------------------------------
 
 
@@ -576,6 +658,19 @@ async def _subscribed(broker: RedisBroker, clock: FakeClock) -> None:
         await broker.storage.wait_outcome(task_id, timeout=None, now=clock.time())
 
 
+async def _waiters(storage: RedisStorage, task_id: str) -> bytes | None:
+    """The inboxes registered on a task (its ``w``), from its hash record or its queued form
+    (a msgpack array whose 10th entry is ``w``, empty for none)."""
+    key = storage.qkey("default", f"t:{task_id}")
+    if await storage._client.exists(key):
+        return await storage._client.hget(key, "w")  # type: ignore[no-any-return]
+    queued = await storage._client.get(storage.qkey("default", f"q:{task_id}"))
+    assert queued is not None, f"task {task_id} has neither form"
+    fields = msgspec.msgpack.decode(queued, type=list[msgspec.Raw])  # the message is binary
+    w = msgspec.msgpack.decode(fields[9], type=str)
+    return w.encode() if w else None
+
+
 def _count_reads(broker: RedisBroker, monkeypatch: pytest.MonkeyPatch) -> list[bool]:
     """Record every `fetch_raw` of `broker`'s storage (its `outcome` flag), from now on."""
     storage = broker._redis
@@ -599,9 +694,7 @@ async def test_the_result_of_a_task_sent_after_a_wait_needs_no_read(
     await _subscribed(broker, clock)
     task_id = await enqueue_one(broker, clock)
     storage = broker._redis
-    assert await storage._client.hget(storage.qkey("default", f"t:{task_id}"), "w") == (
-        storage.inbox("default").encode()
-    )
+    assert await _waiters(storage, task_id) == storage.inbox("default").encode()
     reads = _count_reads(broker, monkeypatch)
     async with from_url(redis_url(), prefix=storage.prefix.rstrip(":")) as other:
         (delivery,) = await claim(other, clock, worker_id="elsewhere")
@@ -689,7 +782,7 @@ async def test_nothing_is_registered_by_a_producer_that_never_waited(
     """A producer that never waits subscribes to nothing: its tasks push nothing to it."""
     task_id = await enqueue_one(broker, clock)
     storage = broker._redis
-    assert await storage._client.hget(storage.qkey("default", f"t:{task_id}"), "w") is None
+    assert await _waiters(storage, task_id) is None
     assert storage._registered == {}
 
 

@@ -23,7 +23,7 @@ import dataclasses
 import functools
 import logging
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, Final
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
@@ -103,6 +103,10 @@ _POOL_WAIT_S: Final = 30.0
 _SCRIPTS_IN_FLIGHT: Final = 64
 _ID_CACHE_MAX: Final = 100_000
 _READ_CHUNK: Final = 500
+#: Messages per enqueue script call when a batch is sent in pipelined chunks: the first
+#: chunk, and each after it.
+_ENQUEUE_FIRST: Final = 100
+_ENQUEUE_CHUNK: Final = 250
 #: Most tasks remembered as registered at enqueue, and most early outcomes kept, per storage.
 _REGISTERED_MAX: Final = 50_000
 #: Most bytes of results and errors held in early outcomes, per storage.
@@ -751,27 +755,63 @@ class RedisBroker(Broker):
         todo = [i for i in range(len(messages)) if results[i] is None]
         groups = _group([messages[i].queue for i in todo])
         inboxes = {q: rs.enqueue_inbox(q) for q in groups}
-        calls = [
-            rs.run_queue_script(
-                "enqueue",
-                q,
-                now,
-                [*_enqueue_args([messages[todo[j]] for j in idx], now), inboxes[q]],
-            )
-            for q, idx in groups.items()
-        ]
-        # One queue (the usual case, always for a single message): no gather, no extra task.
-        replies = [await calls[0]] if len(calls) == 1 else await asyncio.gather(*calls)
-        for (q, idx), reply in zip(groups.items(), replies, strict=True):
+
+        async def part(queue: str, picked: list[int]) -> None:
+            """Enqueue the messages `picked` (all of `queue`) in one script call."""
+            args = [*_enqueue_args([messages[i] for i in picked], now), inboxes[queue]]
+            reply = await rs.run_queue_script("enqueue", queue, now, args)
             created = []
-            for n, j in enumerate(idx):
+            for n, i in enumerate(picked):
                 result = EnqueueResult(reply[2 * n].decode(), bool(reply[2 * n + 1]))
-                results[todo[j]] = result
+                results[i] = result
                 if result.created:
                     created.append(result.task_id)
-            if inboxes[q] and created:
-                rs.registered(created, inboxes[q])
+            if inboxes[queue] and created:
+                rs.registered(created, inboxes[queue])
+
+        if len(groups) == 1 and len(todo) <= _ENQUEUE_FIRST:
+            # One queue, one call (the usual case, always for a single message): no task.
+            await part(messages[todo[0]].queue, todo)
+        else:
+            picks = {q: [todo[j] for j in idx] for q, idx in groups.items()}
+            await self._enqueue_parts(part, picks)
         return [r for r in results if r is not None]
+
+    async def _enqueue_parts(
+        self,
+        part: Callable[[str, list[int]], Awaitable[None]],
+        groups: dict[str, list[int]],
+    ) -> None:
+        """Enqueue several queues' messages (`groups`: queue -> indexes), or many, as concurrent
+        script calls `part`.
+
+        On a lane (one ordered connection per node) a queue's messages go in chunks, each
+        written as soon as it is packed and its reply handled as soon as it comes: the server
+        stores one chunk while this process packs the next and reads the last one's reply,
+        instead of each side waiting for the other's whole batch. The first chunk is small
+        (`_ENQUEUE_FIRST`) so the server starts early, the others `_ENQUEUE_CHUNK`. The chunks
+        of a queue run in order, so ids and dedup keys repeated across chunks resolve as in one
+        call. Without a lane (a cluster client, whose calls may take different connections,
+        so order across calls is not kept) each queue gets one call.
+        """
+        laned = self._redis._lane is not None
+        calls: list[asyncio.Future[None]] = []
+        try:
+            for queue, picked in groups.items():
+                start = 0
+                while start < len(picked):
+                    size = len(picked)
+                    if laned:
+                        size = _ENQUEUE_FIRST if start == 0 else _ENQUEUE_CHUNK
+                    chunk = picked[start : start + size]
+                    start += size
+                    calls.append(asyncio.ensure_future(part(queue, chunk)))
+                    await asyncio.sleep(0)  # let it be packed and written before the next
+            await asyncio.gather(*calls)
+        except BaseException:
+            for call in calls:
+                call.cancel()
+            raise
 
     # -- claim / extend / complete ---------------------------------------------------------
 

@@ -358,9 +358,14 @@ async def test_follow_events_resumes_after_a_cursor(backend: Broker, clock: Fake
     assert resumed.task_id == second
 
 
-async def test_event_stream_is_capped(backend: Broker, clock: FakeClock) -> None:
+@pytest.mark.parametrize("sent", ["one by one", "in one batch"])
+async def test_event_stream_is_capped(backend: Broker, clock: FakeClock, sent: str) -> None:
     backend.storage.events_maxlen = 5
-    ids = [await enqueue_one(backend, clock) for _ in range(300)]
+    if sent == "one by one":
+        ids = [await enqueue_one(backend, clock) for _ in range(300)]
+    else:
+        batch = [message(backend) for _ in range(300)]
+        ids = [r.task_id for r in await backend.enqueue(batch, now=clock.time())]
     events = await backend.storage.read_events("default", limit=1000)
     # "Approximately" events_maxlen (Redis trims whole stream nodes): not all, the newest kept.
     assert 5 <= len(events) < 300

@@ -6,6 +6,7 @@ local out = {}
 for j = 7, #ARGV do
   local id = ARGV[j]
   local r = rkey(id)
+  materialize(id)
   local f = redis.call('HMGET', r, 'st', 'att', 'pr', 'm', 'oid')
   local st = f[1]
   if not st then

@@ -42,7 +42,7 @@ local due = redis.call('ZRANGEBYSCORE', K .. 'sched', '-inf', NOW, 'WITHSCORES')
 if #due > 0 then redis.call('ZREMRANGEBYSCORE', K .. 'sched', '-inf', NOW) end
 for j = 1, #due, 2 do
   local id, at = due[j], due[j + 1]
-  local f = redis.call('HMGET', rkey(id), 'st', 'pr', 'm')
+  local f = read(id, 'st', 'pr', 'm')
   if f[1] == 'scheduled' or f[1] == 'retrying' then
     ready_add(f[2], at, f[3])
   end
@@ -81,7 +81,14 @@ for _, pr in ipairs(prios) do
       local m = ms[k]
       local id = string.sub(m, 13)
       local r = rkey(id)
-      local f = redis.call('HMGET', r, 'st', 'att', 'tok', 'msg', 'oid', 'cr')
+      local x = redis.call('GETDEL', qkey(id))
+      local f
+      if x then -- its first run (see QF): read as the hash of a queued task would be
+        x = cmsgpack.unpack(x)
+        f = {x[2], '0', '0', x[1], x[8], false}
+      else
+        f = redis.call('HMGET', r, 'st', 'att', 'tok', 'msg', 'oid', 'cr')
+      end
       local st = f[1]
       local ok = st == 'queued' or st == 'scheduled' or st == 'retrying'
       if st == 'running' then ok = redis.call('SREM', K .. 'lap', id) == 1 end
@@ -90,11 +97,15 @@ for _, pr in ipairs(prios) do
       elseif ok then
         local att = tonumber(f[2]) + 1
         local tok = tonumber(f[3]) + 1
-        redis.call('HSET', r, 'st', 'running', 'att', att, 'tok', tok, 'sa', NOW, 'wid', WID,
-          'lx', LX)
-        if tok > 1 then -- a new attempt starts with no progress or yields of the last one
-          redis.call('HDEL', r, 'prog', 'y')
-          redis.call('DEL', ykey(id))
+        if x then -- its hash record starts here, running
+          hash_from(id, x, 'running', att, tok, 'sa', NOW, 'wid', WID, 'lx', LX)
+        else
+          redis.call('HSET', r, 'st', 'running', 'att', att, 'tok', tok, 'sa', NOW, 'wid', WID,
+            'lx', LX)
+          if tok > 1 then -- a new attempt starts with no progress or yields of the last one
+            redis.call('HDEL', r, 'prog', 'y')
+            redis.call('DEL', ykey(id))
+          end
         end
         zadd_later(K .. 'run', LX, id)
         event(id, 'running', att, f[5], '')

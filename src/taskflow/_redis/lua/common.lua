@@ -29,11 +29,15 @@ end
 
 local function rkey(id) return K .. 't:' .. id end
 local function ykey(id) return K .. 'y:' .. id end
+local function qkey(id) return K .. 'q:' .. id end
 
 -- Deferred sorted-set writes: key -> {score, member, score, member, ...} or {member, ...}.
 local ZADDS = {}
 local ZREMS = {}
 local PUSHES = {} -- inbox -> packed outcomes (see push_later)
+-- Queued forms this call made (see create): id -> packed, and the key, value list for MSET.
+local NEWQ = {}
+local NEWQ_SETS = {}
 -- The list of `tables` under `key`, made on first use.
 local function list_of(tables, key)
   local t = tables[key]
@@ -52,7 +56,15 @@ local function zrem_later(key, member)
   local t = list_of(ZREMS, key)
   t[#t + 1] = member
 end
+local EV = K .. 'ev' -- the event stream (see event)
+local EVENTS = 0 -- events added since the stream was last trimmed
 local function flush()
+  if EVENTS > 1 then redis.call('XTRIM', EV, 'MAXLEN', '~', MAXLEN) end
+  EVENTS = 0
+  for i = 1, #NEWQ_SETS, 1000 do
+    redis.call('MSET', unpack(NEWQ_SETS, i, math.min(i + 999, #NEWQ_SETS)))
+  end
+  NEWQ, NEWQ_SETS = {}, {}
   for key, t in pairs(ZREMS) do
     for i = 1, #t, 1000 do
       redis.call('ZREM', key, unpack(t, i, math.min(i + 999, #t)))
@@ -71,24 +83,40 @@ local function flush()
 end
 
 -- Append one event to the queue's capped stream (same script = same atomic step). One XADD
--- per event costs the server less than framing a call's events into one entry would.
+-- per event costs the server less than framing a call's events into one entry would. Only a
+-- call's first event trims the stream (MAXLEN ~); a call that adds more trims once more at the
+-- end (flush), so a batch does not pay for a trim check per event. Fields left out: "a"
+-- (attempt) when 0, "o" (order id) and "d" (detail) when empty.
 local function event(id, kind, attempt, oid, detail)
   local a = tostring(attempt or 0)
-  if oid and oid ~= '' then
-    if detail and detail ~= '' then
-      redis.call('XADD', K .. 'ev', 'MAXLEN', '~', MAXLEN, '*', 'i', id, 'k', kind, 't', NOW,
-        'a', a, 'o', oid, 'd', detail)
+  local extra = (oid and oid ~= '') or (detail and detail ~= '')
+  if EVENTS > 0 and not extra then -- the common case, without building a table
+    EVENTS = EVENTS + 1
+    if a == '0' then
+      redis.call('XADD', EV, '*', 'i', id, 'k', kind, 't', NOW)
     else
-      redis.call('XADD', K .. 'ev', 'MAXLEN', '~', MAXLEN, '*', 'i', id, 'k', kind, 't', NOW,
-        'a', a, 'o', oid)
+      redis.call('XADD', EV, '*', 'i', id, 'k', kind, 't', NOW, 'a', a)
     end
-  elseif detail and detail ~= '' then
-    redis.call('XADD', K .. 'ev', 'MAXLEN', '~', MAXLEN, '*', 'i', id, 'k', kind, 't', NOW,
-      'a', a, 'd', detail)
-  else
-    redis.call('XADD', K .. 'ev', 'MAXLEN', '~', MAXLEN, '*', 'i', id, 'k', kind, 't', NOW,
-      'a', a)
+    return
   end
+  local args = {'XADD', EV, '*', 'i', id, 'k', kind, 't', NOW}
+  if EVENTS == 0 then
+    args = {'XADD', EV, 'MAXLEN', '~', MAXLEN, '*', 'i', id, 'k', kind, 't', NOW}
+  end
+  EVENTS = EVENTS + 1
+  if a ~= '0' then
+    args[#args + 1] = 'a'
+    args[#args + 1] = a
+  end
+  if oid and oid ~= '' then
+    args[#args + 1] = 'o'
+    args[#args + 1] = oid
+  end
+  if detail and detail ~= '' then
+    args[#args + 1] = 'd'
+    args[#args + 1] = detail
+  end
+  redis.call(unpack(args))
 end
 
 -- Make a message claimable: one sorted set per priority level (score: due time; member:
@@ -187,19 +215,89 @@ local function finish(id, status, res, err, rx, attempt, oid, detail, nr, x)
   end
 end
 
--- Store a new task record and make it claimable (or scheduled). `seq` orders equal due times.
--- `unlisted`: store it queued but leave it out of the ready set (enqueue hands it off).
+-- A task that has not run yet is kept in a queued form: one string at `qkey(id)`, a msgpack
+-- array of the fields named in QF, instead of a hash at `rkey(id)`. Writing one string (all of
+-- a call's in one MSET) costs the server a fraction of a new hash with a dozen fields, and most
+-- tasks are read again only by the claim that starts them, which writes their hash record
+-- (running) in its place. A task has one form at a time: `materialize` turns the queued form
+-- into the hash, as a queued task stood before, wherever a script changes a queued task other
+-- than by claiming it; `read` reads either.
+local QF = {msg = 1, st = 2, pr = 3, m = 4, rt = 5, dk = 6, dt = 7, oid = 8, nr = 9, w = 10}
+
+-- The queued form of `id` as a table (indexed by QF), or nil.
+local function queued_form(id)
+  local q = NEWQ[id] or redis.call('GET', qkey(id))
+  return q and cmsgpack.unpack(q)
+end
+
+-- HMGET of the task's record, whichever form it is in; the first name must be 'st' or 'msg'
+-- (set in every hash record). A queued form answers 'att' and 'tok' with '0', 'w' with false
+-- when empty, as its hash would, and false for fields a queued task does not have. Returns
+-- the queued form too (nil if the record is a hash, or unknown).
+local function read(id, ...)
+  local f = redis.call('HMGET', rkey(id), ...)
+  if f[1] then return f, nil end
+  local x = queued_form(id)
+  if not x then return f, nil end
+  local names = {...}
+  for i = 1, #names do
+    local name = names[i]
+    local k = QF[name]
+    if k then
+      f[i] = x[k]
+      if name == 'w' and f[i] == '' then f[i] = false end
+    elseif name == 'att' or name == 'tok' then
+      f[i] = '0'
+    else
+      f[i] = false
+    end
+  end
+  return f, x
+end
+
+-- Write the hash record of a task from its queued form `x`, with state `st`, attempt `att`,
+-- token `tok`, and further field, value pairs.
+local function hash_from(id, x, st, att, tok, ...)
+  local args = {'HSET', rkey(id), 'msg', x[1], 'st', st, 'att', att, 'tok', tok, 'pr', x[3],
+    'm', x[4], 'rt', x[5], 'dk', x[6], 'dt', x[7], 'oid', x[8], 'nr', x[9], ...}
+  if x[10] ~= '' then
+    args[#args + 1] = 'w'
+    args[#args + 1] = x[10]
+  end
+  redis.call(unpack(args))
+end
+
+-- Whether a task `id` exists, in either form.
+local function exists(id)
+  return NEWQ[id] ~= nil or redis.call('EXISTS', rkey(id), qkey(id)) > 0
+end
+
+-- Turn the queued form of `id` (stored by an earlier call) into its hash record; false if it
+-- has none (its record is a hash already, or it does not exist).
+local function materialize(id)
+  local q = redis.call('GETDEL', qkey(id))
+  if not q then return false end
+  local x = cmsgpack.unpack(q)
+  hash_from(id, x, x[2], 0, 0)
+  return true
+end
+
+-- Store a new task and make it claimable (or scheduled). `seq` orders equal due times.
+-- `unlisted`: store it queued but leave it out of the ready set (enqueue hands it off); its
+-- record is a hash at once, as the hand-off makes it running in this same call.
 -- `inbox`: a result waiter's inbox to register at once (see push_later), or '' for none.
 local function create(id, msg, pr, due, sched, dk, dt, rt, oid, nr, seq, unlisted, inbox)
   local m = string.format('%012x', seq) .. id
   local st = 'queued'
   if sched == '1' then st = 'scheduled' end
-  if inbox and inbox ~= '' then
-    redis.call('HSET', rkey(id), 'msg', msg, 'st', st, 'att', 0, 'tok', 0, 'pr', pr, 'm', m,
-      'rt', rt, 'dk', dk, 'dt', dt, 'oid', oid, 'nr', nr, 'w', inbox)
+  local x = {msg, st, pr, m, rt, dk, dt, oid, nr, inbox or ''}
+  if unlisted then
+    hash_from(id, x, st, 0, 0)
   else
-    redis.call('HSET', rkey(id), 'msg', msg, 'st', st, 'att', 0, 'tok', 0, 'pr', pr, 'm', m,
-      'rt', rt, 'dk', dk, 'dt', dt, 'oid', oid, 'nr', nr)
+    local q = cmsgpack.pack(x)
+    NEWQ[id] = q
+    NEWQ_SETS[#NEWQ_SETS + 1] = qkey(id)
+    NEWQ_SETS[#NEWQ_SETS + 1] = q
   end
   if sched == '1' then
     zadd_later(K .. 'sched', due, id)

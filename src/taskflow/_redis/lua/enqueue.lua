@@ -44,12 +44,12 @@ for i = 0, n - 1 do
   local id, msg, pr, due, sched = A[b], A[b + 1], A[b + 2], A[b + 3], A[b + 4]
   local dk, dt, rt, oid, nr = A[b + 5], A[b + 6], A[b + 7], A[b + 8], A[b + 9]
   local existing = nil
-  if redis.call('EXISTS', rkey(id)) == 1 then
+  if exists(id) then
     existing = id
   elseif dk ~= '' then
     local other = redis.call('HGET', K .. 'dedup', dk)
     if other then
-      local f = redis.call('HMGET', rkey(other), 'st', 'fa', 'dt')
+      local f = read(other, 'st', 'fa', 'dt')
       if f[1] then
         if not TERMINAL[f[1]] then
           existing = other

@@ -10,7 +10,7 @@ for i = 0, n - 1 do
   local dk, dt, rt, oid, nr = ARGV[b + 4], ARGV[b + 5], ARGV[b + 6], ARGV[b + 7], ARGV[b + 8]
   local f = redis.call('HMGET', rkey(old), 'st', 'att', 'oid')
   if f[1] == 'failed' and redis.call('ZSCORE', K .. 'dead', old)
-      and redis.call('EXISTS', rkey(new)) == 0 then
+      and not exists(new) then
     redis.call('ZREM', K .. 'dead', old)
     redis.call('HSET', rkey(old), 'rqd', new)
     create(new, msg, pr, NOW, '0', dk, dt, rt, oid, nr, redis.call('INCR', K .. 'seq'))
