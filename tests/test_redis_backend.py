@@ -660,14 +660,14 @@ async def _subscribed(broker: RedisBroker, clock: FakeClock) -> None:
 
 async def _waiters(storage: RedisStorage, task_id: str) -> bytes | None:
     """The inboxes registered on a task (its ``w``), from its hash record or its queued form
-    (a msgpack array whose 10th entry is ``w``, empty for none)."""
+    (12 sequence digits, then a msgpack array whose 9th entry is ``w``, empty for none)."""
     key = storage.qkey("default", f"t:{task_id}")
     if await storage._client.exists(key):
         return await storage._client.hget(key, "w")  # type: ignore[no-any-return]
     queued = await storage._client.get(storage.qkey("default", f"q:{task_id}"))
     assert queued is not None, f"task {task_id} has neither form"
-    fields = msgspec.msgpack.decode(queued, type=list[msgspec.Raw])  # the message is binary
-    w = msgspec.msgpack.decode(fields[9], type=str)
+    fields = msgspec.msgpack.decode(queued[12:], type=list[msgspec.Raw])  # binary message
+    w = msgspec.msgpack.decode(fields[8], type=str)
     return w.encode() if w else None
 
 

@@ -758,7 +758,7 @@ class RedisBroker(Broker):
 
         async def part(queue: str, picked: list[int]) -> None:
             """Enqueue the messages `picked` (all of `queue`) in one script call."""
-            args = [*_enqueue_args([messages[i] for i in picked], now), inboxes[queue]]
+            args = _enqueue_args([messages[i] for i in picked], now, inboxes[queue])
             reply = await rs.run_queue_script("enqueue", queue, now, args)
             created = []
             for n, i in enumerate(picked):
@@ -1082,13 +1082,10 @@ class RedisBroker(Broker):
                 args += [
                     task_ids[i],
                     new.id,
-                    encode_message(new),
+                    _queued_form(new, "queued", ""),
                     str(new.priority),
                     new.dedup_key or "",
-                    _opt_t(new.dedup_ttl_s),
-                    str(new.retries),
                     new.order_id or "",
-                    "" if new.store_result else "1",
                 ]
             reply = await rs.run_queue_script("requeue", queue, now, args)
             for j, new_id in zip(idx, reply, strict=True):
@@ -1163,21 +1160,38 @@ def _raw_str(data: bytes) -> msgspec.Raw:
     return msgspec.Raw(header + data)
 
 
-def _enqueue_args(messages: Sequence[TaskMessage], now: float) -> list[Any]:
+def _queued_form(m: TaskMessage, state: str, inbox: str) -> bytes:
+    """The fields of a new task's queued form (``QF`` in lua/common.lua), packed here rather
+    than by the server: a msgpack array."""
+    fields = [
+        _raw_str(encode_message(m)),
+        state,
+        str(m.priority),
+        str(m.retries),
+        m.dedup_key or "",
+        _opt_t(m.dedup_ttl_s),
+        m.order_id or "",
+        "" if m.store_result else "1",
+        inbox,
+    ]
+    return _msgpack_encode(fields)
+
+
+def _enqueue_args(messages: Sequence[TaskMessage], now: float, inbox: str) -> list[Any]:
+    """The enqueue script's batch: per message its id, queued form, priority, due time,
+    scheduled flag, dedup key and order id; `inbox` ('' for none) is registered on each."""
     args: list[str | msgspec.Raw] = []
     for m in messages:
         eta = m.eta
+        scheduled = eta is not None and eta > now
         args += (
             m.id,
-            _raw_str(encode_message(m)),
+            _raw_str(_queued_form(m, "scheduled" if scheduled else "queued", inbox)),
             str(m.priority),
             _t(now if eta is None else eta),
-            "1" if eta is not None and eta > now else "0",
+            "1" if scheduled else "0",
             m.dedup_key or "",
-            _opt_t(m.dedup_ttl_s),
-            str(m.retries),
             m.order_id or "",
-            "" if m.store_result else "1",
         )
     return [_frame(args)]
 

@@ -84,8 +84,8 @@ for _, pr in ipairs(prios) do
       local x = redis.call('GETDEL', qkey(id))
       local f
       if x then -- its first run (see QF): read as the hash of a queued task would be
-        x = cmsgpack.unpack(x)
-        f = {x[2], '0', '0', x[1], x[8], false}
+        x = cmsgpack.unpack(string.sub(x, 13))
+        f = {x[QF.st], '0', '0', x[QF.msg], x[QF.oid], false}
       else
         f = redis.call('HMGET', r, 'st', 'att', 'tok', 'msg', 'oid', 'cr')
       end
@@ -98,7 +98,7 @@ for _, pr in ipairs(prios) do
         local att = tonumber(f[2]) + 1
         local tok = tonumber(f[3]) + 1
         if x then -- its hash record starts here, running
-          hash_from(id, x, 'running', att, tok, 'sa', NOW, 'wid', WID, 'lx', LX)
+          hash_from(id, x, m, 'running', att, tok, 'sa', NOW, 'wid', WID, 'lx', LX)
         else
           redis.call('HSET', r, 'st', 'running', 'att', att, 'tok', tok, 'sa', NOW, 'wid', WID,
             'lx', LX)

@@ -215,30 +215,32 @@ local function finish(id, status, res, err, rx, attempt, oid, detail, nr, x)
   end
 end
 
--- A task that has not run yet is kept in a queued form: one string at `qkey(id)`, a msgpack
--- array of the fields named in QF, instead of a hash at `rkey(id)`. Writing one string (all of
--- a call's in one MSET) costs the server a fraction of a new hash with a dozen fields, and most
--- tasks are read again only by the claim that starts them, which writes their hash record
--- (running) in its place. A task has one form at a time: `materialize` turns the queued form
--- into the hash, as a queued task stood before, wherever a script changes a queued task other
--- than by claiming it; `read` reads either.
-local QF = {msg = 1, st = 2, pr = 3, m = 4, rt = 5, dk = 6, dt = 7, oid = 8, nr = 9, w = 10}
+-- A task that has not run yet is kept in a queued form: one string at `qkey(id)` instead of a
+-- hash at `rkey(id)`: the 12 hex digits of its enqueue sequence (as in its ready-set member
+-- `m`), then a msgpack array of the fields named in QF, packed by the client. Writing one
+-- string (all of a call's in one MSET) costs the server a fraction of a new hash with a dozen
+-- fields, and most tasks are read again only by the claim that starts them, which writes their
+-- hash record (running) in its place. A task has one form at a time: `materialize` turns the
+-- queued form into the hash, as a queued task stood before, wherever a script changes a queued
+-- task other than by claiming it; `read` reads either.
+local QF = {msg = 1, st = 2, pr = 3, rt = 4, dk = 5, dt = 6, oid = 7, nr = 8, w = 9}
 
--- The queued form of `id` as a table (indexed by QF), or nil.
+-- The queued form of `id`: its fields (indexed by QF) and its sequence digits; nil if none.
 local function queued_form(id)
   local q = NEWQ[id] or redis.call('GET', qkey(id))
-  return q and cmsgpack.unpack(q)
+  if not q then return nil end
+  return cmsgpack.unpack(string.sub(q, 13)), string.sub(q, 1, 12)
 end
 
 -- HMGET of the task's record, whichever form it is in; the first name must be 'st' or 'msg'
 -- (set in every hash record). A queued form answers 'att' and 'tok' with '0', 'w' with false
 -- when empty, as its hash would, and false for fields a queued task does not have. Returns
--- the queued form too (nil if the record is a hash, or unknown).
+-- the queued form's fields and sequence digits too (nil if the record is a hash, or unknown).
 local function read(id, ...)
   local f = redis.call('HMGET', rkey(id), ...)
-  if f[1] then return f, nil end
-  local x = queued_form(id)
-  if not x then return f, nil end
+  if f[1] then return f, nil, nil end
+  local x, seq = queued_form(id)
+  if not x then return f, nil, nil end
   local names = {...}
   for i = 1, #names do
     local name = names[i]
@@ -246,23 +248,25 @@ local function read(id, ...)
     if k then
       f[i] = x[k]
       if name == 'w' and f[i] == '' then f[i] = false end
+    elseif name == 'm' then
+      f[i] = seq .. id
     elseif name == 'att' or name == 'tok' then
       f[i] = '0'
     else
       f[i] = false
     end
   end
-  return f, x
+  return f, x, seq
 end
 
--- Write the hash record of a task from its queued form `x`, with state `st`, attempt `att`,
--- token `tok`, and further field, value pairs.
-local function hash_from(id, x, st, att, tok, ...)
+-- Write the hash record of a task from its queued form's fields `x` and ready-set member `m`,
+-- with state `st`, attempt `att`, token `tok`, and further field, value pairs.
+local function hash_from(id, x, m, st, att, tok, ...)
   local args = {'HSET', rkey(id), 'msg', x[1], 'st', st, 'att', att, 'tok', tok, 'pr', x[3],
-    'm', x[4], 'rt', x[5], 'dk', x[6], 'dt', x[7], 'oid', x[8], 'nr', x[9], ...}
-  if x[10] ~= '' then
+    'm', m, 'rt', x[4], 'dk', x[5], 'dt', x[6], 'oid', x[7], 'nr', x[8], ...}
+  if x[9] ~= '' then
     args[#args + 1] = 'w'
-    args[#args + 1] = x[10]
+    args[#args + 1] = x[9]
   end
   redis.call(unpack(args))
 end
@@ -277,24 +281,23 @@ end
 local function materialize(id)
   local q = redis.call('GETDEL', qkey(id))
   if not q then return false end
-  local x = cmsgpack.unpack(q)
-  hash_from(id, x, x[2], 0, 0)
+  local x = cmsgpack.unpack(string.sub(q, 13))
+  hash_from(id, x, string.sub(q, 1, 12) .. id, x[QF.st], 0, 0)
   return true
 end
 
--- Store a new task and make it claimable (or scheduled). `seq` orders equal due times.
--- `unlisted`: store it queued but leave it out of the ready set (enqueue hands it off); its
--- record is a hash at once, as the hand-off makes it running in this same call.
--- `inbox`: a result waiter's inbox to register at once (see push_later), or '' for none.
-local function create(id, msg, pr, due, sched, dk, dt, rt, oid, nr, seq, unlisted, inbox)
-  local m = string.format('%012x', seq) .. id
-  local st = 'queued'
-  if sched == '1' then st = 'scheduled' end
-  local x = {msg, st, pr, m, rt, dk, dt, oid, nr, inbox or ''}
+-- Store a new task and make it claimable (or scheduled). `q` is its queued form's fields as
+-- the client packed them (QF; its state 'scheduled' if `sched` is '1', else 'queued'); `seq`
+-- orders equal due times. `unlisted`: `q` unpacked, to store it queued but leave it out of
+-- the ready set (enqueue hands it off); its record is a hash at once, as the hand-off makes it
+-- running in this same call.
+local function create(id, q, pr, due, sched, dk, oid, seq, unlisted)
+  local digits = string.format('%012x', seq)
+  local m = digits .. id
   if unlisted then
-    hash_from(id, x, st, 0, 0)
+    hash_from(id, unlisted, m, unlisted[QF.st], 0, 0)
   else
-    local q = cmsgpack.pack(x)
+    q = digits .. q
     NEWQ[id] = q
     NEWQ_SETS[#NEWQ_SETS + 1] = qkey(id)
     NEWQ_SETS[#NEWQ_SETS + 1] = q

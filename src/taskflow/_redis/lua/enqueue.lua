@@ -1,6 +1,7 @@
--- Enqueue a batch: ARGV[6] packs per message 10 fields: id, encoded message, priority, due
--- time, scheduled flag, dedup key, dedup ttl, retries, order id, no-result flag. ARGV[7]: the
--- sender's inbox, registered on each task it creates as a result waiter's read would ('': none).
+-- Enqueue a batch: ARGV[6] packs per message 7 fields: id, its queued form as the client
+-- packed it (QF in common.lua: the message, state, priority, retries, dedup key and ttl, order
+-- id, no-result flag, and the inboxes to push its outcome to, as a result waiter's read would
+-- register them), priority, due time, scheduled flag, dedup key, order id.
 -- Returns per message: the id now standing for it, and 1 if created (0: deduplicated).
 --
 -- Direct hand-off: a worker whose last claim found the queue dry is parked (claim.lua) with
@@ -11,8 +12,7 @@
 -- unparks the worker and queues its tasks as usual. A hand-off lost after the server sent it
 -- is re-delivered when its lease lapses, like any claimed task whose worker vanished.
 local A = unframe(ARGV[6])
-local INBOX = ARGV[7]
-local n = #A / 10
+local n = #A / 7
 local seq = redis.call('INCRBY', K .. 'seq', n) - n -- reserve n sequence numbers at once
 local out = {}
 local woke = false
@@ -40,9 +40,9 @@ local function parked_worker()
 end
 
 for i = 0, n - 1 do
-  local b = 1 + i * 10
-  local id, msg, pr, due, sched = A[b], A[b + 1], A[b + 2], A[b + 3], A[b + 4]
-  local dk, dt, rt, oid, nr = A[b + 5], A[b + 6], A[b + 7], A[b + 8], A[b + 9]
+  local b = 1 + i * 7
+  local id, q, pr, due, sched, dk, oid = A[b], A[b + 1], A[b + 2], A[b + 3], A[b + 4], A[b + 5],
+    A[b + 6]
   local existing = nil
   if exists(id) then
     existing = id
@@ -68,12 +68,13 @@ for i = 0, n - 1 do
     if sched ~= '1' then w = parked_worker() end
     if w then
       -- Stored as queued (its 'queued' event too) but not listed ready: claimed below.
-      create(id, msg, pr, due, sched, dk, dt, rt, oid, nr, seq, true, INBOX)
+      local x = cmsgpack.unpack(q)
+      create(id, q, pr, due, sched, dk, oid, seq, x)
       w[2] = w[2] - 1
       local t = w[4]
-      t[#t + 1] = {id, msg, pr, due, string.format('%012x', seq) .. id, oid}
+      t[#t + 1] = {id, x[QF.msg], pr, due, string.format('%012x', seq) .. id, oid}
     else
-      create(id, msg, pr, due, sched, dk, dt, rt, oid, nr, seq, false, INBOX)
+      create(id, q, pr, due, sched, dk, oid, seq, false)
       woke = true -- a scheduled task too: idle workers shorten their sleep to its due time
     end
     out[#out + 1] = id

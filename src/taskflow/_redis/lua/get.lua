@@ -11,14 +11,14 @@ local watched = 8 + tonumber(ARGV[7])
 local light = ARGV[8] == 'outcome'
 local out = {}
 
--- Add the inbox to the `w` field (read as `w`) of task `id`, in its queued form `x` if it has
--- one (see QF in common.lua), else in its hash record.
-local function register(id, w, x)
+-- Add the inbox to the `w` field (read as `w`) of task `id`, in its queued form (fields `x`,
+-- sequence digits `seq`; see QF in common.lua) if it has one, else in its hash record.
+local function register(id, w, x, seq)
   if w and string.find(',' .. w .. ',', ',' .. inbox .. ',', 1, true) then return end
   local all = w and (w .. ',' .. inbox) or inbox
   if x then
     x[QF.w] = all
-    redis.call('SET', qkey(id), cmsgpack.pack(x))
+    redis.call('SET', qkey(id), seq .. cmsgpack.pack(x))
   else
     redis.call('HSET', rkey(id), 'w', all)
   end
@@ -28,17 +28,17 @@ if light then
   local n = 0
   for j = 9, #ARGV do
     local id = ARGV[j]
-    local v, x = read(id, 'st', 'res', 'err', 'rx', 'w')
+    local v, x, seq = read(id, 'st', 'res', 'err', 'rx', 'w')
     out[n + 1], out[n + 2], out[n + 3], out[n + 4] = v[1], v[2], v[3], v[4]
     n = n + 4
-    if j <= watched and v[1] and not TERMINAL[v[1]] then register(id, v[5], x) end
+    if j <= watched and v[1] and not TERMINAL[v[1]] then register(id, v[5], x, seq) end
   end
   return out
 end
 
 for j = 9, #ARGV do
   local id = ARGV[j]
-  local v, x = read(id, 'msg', 'st', 'att', 'sa', 'fa', 'res', 'err', 'prog', 'cr', 'rx', 'tok',
+  local v, x, seq = read(id, 'msg', 'st', 'att', 'sa', 'fa', 'res', 'err', 'prog', 'cr', 'rx', 'tok',
     'wid', 'w', 'y')
   local st = v[2]
   if not st then
@@ -47,7 +47,7 @@ for j = 9, #ARGV do
     local ys = {}
     if v[14] then ys = redis.call('LRANGE', ykey(id), 0, -1) end
     out[#out + 1] = {v, ys}
-    if j <= watched and not TERMINAL[st] then register(id, v[13], x) end
+    if j <= watched and not TERMINAL[st] then register(id, v[13], x, seq) end
   end
 end
 return out
