@@ -447,6 +447,42 @@ async def test_a_task_is_one_string_until_the_claim_that_starts_it_writes_its_ha
     )
 
 
+async def _as_hash(broker: RedisBroker, task_id: str) -> None:
+    """Rewrite a queued task's string as the hash a queued task had before the queued form (its
+    fields and values as `materialize` in lua/common.lua writes them)."""
+    client, key = broker._redis._client, broker._redis.qkey("default", f"q:{task_id}")
+    stored = await client.get(key)
+    # Each entry is a msgpack "str" holding any bytes: drop its header (1, 2, 3 or 5 bytes).
+    header = {0xD9: 2, 0xDA: 3, 0xDB: 5}
+    fields = [
+        bytes(raw)[header.get(bytes(raw)[0], 1) :]
+        for raw in msgspec.msgpack.decode(stored[12:], type=list[msgspec.Raw])
+    ]
+    names = ("msg", "st", "pr", "rt", "dk", "dt", "oid", "nr", "w")
+    record = dict(zip(names, fields, strict=True))
+    if not record["w"]:
+        del record["w"]
+    record.update(att=b"0", tok=b"0", m=stored[:12] + task_id.encode())
+    await client.delete(key)
+    await client.hset(broker._redis.qkey("default", f"t:{task_id}"), mapping=record)
+
+
+async def test_a_task_queued_before_the_queued_form_is_still_read_and_run(
+    broker: RedisBroker, clock: FakeClock
+) -> None:
+    """Tasks queued as hashes (the layout before the queued form) are read, cancelled and
+    claimed as before."""
+    kept, cancelled = await enqueue_one(broker, clock), await enqueue_one(broker, clock)
+    for task_id in (kept, cancelled):
+        await _as_hash(broker, task_id)
+        assert await _forms(broker, task_id) == (False, True)
+        assert (await _record(broker, clock, task_id)).status is TaskStatus.QUEUED
+    assert await broker.cancel([cancelled], now=clock.time()) == [CancelResult.CANCELLED]
+    (delivery,) = await claim(broker, clock)
+    assert (delivery.task_id, delivery.token, delivery.attempt) == (kept, 1, 1)
+    assert (await _record(broker, clock, kept)).status is TaskStatus.RUNNING
+
+
 async def test_cancelling_a_queued_task_turns_its_string_into_its_hash(
     broker: RedisBroker, clock: FakeClock
 ) -> None:
