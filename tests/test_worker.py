@@ -516,6 +516,19 @@ class _Claims:
         return await self._claim(queues, **kwargs)
 
 
+async def _claims_running(
+    app: QueueTasks, monkeypatch: pytest.MonkeyPatch, task: Any, n: int
+) -> list[tuple[int, int]]:
+    """Run `task(i)` for i < n on a worker of 2 slots, check every result, and return what
+    `_Claims` saw."""
+    claims = _Claims(app, monkeypatch)
+    with anyio.fail_after(10):
+        async with app.running(concurrency=2) as claims.starter:
+            handles = await app.add_tasks([task.prepare(i) for i in range(n)])
+            assert [await h.result(timeout=5) for h in handles] == list(range(n))
+    return claims.seen
+
+
 async def test_a_worker_of_short_tasks_claims_ahead_of_its_free_slots(
     app: QueueTasks, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -527,13 +540,9 @@ async def test_a_worker_of_short_tasks_claims_ahead_of_its_free_slots(
     async def quick(i: int) -> int:
         return i
 
-    claims = _Claims(app, monkeypatch)
-    with anyio.fail_after(10):
-        async with app.running(concurrency=2) as claims.starter:
-            handles = await app.add_tasks([quick.prepare(i) for i in range(40)])
-            assert [await h.result(timeout=5) for h in handles] == list(range(40))
-    assert any(limit > 2 - held for limit, held in claims.seen), claims.seen
-    assert all(limit + held <= 2 + 5 for limit, held in claims.seen), claims.seen
+    seen = await _claims_running(app, monkeypatch, quick, 40)
+    assert any(limit > 2 - held for limit, held in seen), seen
+    assert all(limit + held <= 2 + 5 for limit, held in seen), seen
 
 
 @pytest.mark.parametrize("prefetch_wait_s", [0.0, 0.05])
@@ -549,12 +558,8 @@ async def test_no_claim_ahead_when_turned_off_or_for_long_tasks(
         await anyio.sleep(0.1 if prefetch_wait_s else 0)  # the work itself, not a sync
         return i
 
-    claims = _Claims(app, monkeypatch)
-    with anyio.fail_after(10):
-        async with app.running(concurrency=2) as claims.starter:
-            handles = await app.add_tasks([slow.prepare(i) for i in range(6)])
-            assert [await h.result(timeout=5) for h in handles] == list(range(6))
-    assert claims.seen and all(limit + held <= 2 for limit, held in claims.seen), claims.seen
+    seen = await _claims_running(app, monkeypatch, slow, 6)
+    assert seen and all(limit + held <= 2 for limit, held in seen), seen
 
 
 # -- Worker misuse -------------------------------------------------------------------------

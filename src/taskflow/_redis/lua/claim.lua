@@ -81,10 +81,9 @@ for _, pr in ipairs(prios) do
       local m = ms[k]
       local id = string.sub(m, 13)
       local r = rkey(id)
-      local x = redis.call('GETDEL', qkey(id))
+      local x = take_queued(id)
       local f
       if x then -- its first run (see QF): read as the hash of a queued task would be
-        x = cmsgpack.unpack(string.sub(x, 13))
         f = {x[QF.st], '0', '0', x[QF.msg], x[QF.oid], false}
       else
         f = redis.call('HMGET', r, 'st', 'att', 'tok', 'msg', 'oid', 'cr')

@@ -225,11 +225,24 @@ end
 -- task other than by claiming it; `read` reads either.
 local QF = {msg = 1, st = 2, pr = 3, rt = 4, dk = 5, dt = 6, oid = 7, nr = 8, w = 9}
 
--- The queued form of `id`: its fields (indexed by QF) and its sequence digits; nil if none.
+-- A stored queued form `q` as its fields (indexed by QF) and its sequence digits.
+local function unpack_queued(q)
+  return cmsgpack.unpack(string.sub(q, 13)), string.sub(q, 1, 12)
+end
+
+-- The queued form of `id` (fields, sequence digits), or nil if it has none.
 local function queued_form(id)
   local q = NEWQ[id] or redis.call('GET', qkey(id))
   if not q then return nil end
-  return cmsgpack.unpack(string.sub(q, 13)), string.sub(q, 1, 12)
+  return unpack_queued(q)
+end
+
+-- As `queued_form` for a form stored by an earlier call, deleting it (its task is about to get
+-- its hash record).
+local function take_queued(id)
+  local q = redis.call('GETDEL', qkey(id))
+  if not q then return nil end
+  return unpack_queued(q)
 end
 
 -- HMGET of the task's record, whichever form it is in; the first name must be 'st' or 'msg'
@@ -279,23 +292,22 @@ end
 -- Turn the queued form of `id` (stored by an earlier call) into its hash record; false if it
 -- has none (its record is a hash already, or it does not exist).
 local function materialize(id)
-  local q = redis.call('GETDEL', qkey(id))
-  if not q then return false end
-  local x = cmsgpack.unpack(string.sub(q, 13))
-  hash_from(id, x, string.sub(q, 1, 12) .. id, x[QF.st], 0, 0)
+  local x, seq = take_queued(id)
+  if not x then return false end
+  hash_from(id, x, seq .. id, x[QF.st], 0, 0)
   return true
 end
 
 -- Store a new task and make it claimable (or scheduled). `q` is its queued form's fields as
 -- the client packed them (QF; its state 'scheduled' if `sched` is '1', else 'queued'); `seq`
--- orders equal due times. `unlisted`: `q` unpacked, to store it queued but leave it out of
--- the ready set (enqueue hands it off); its record is a hash at once, as the hand-off makes it
--- running in this same call.
-local function create(id, q, pr, due, sched, dk, oid, seq, unlisted)
+-- orders equal due times. `handed`: for a task enqueue hands off, its fields (`q` unpacked),
+-- else false; it is stored queued but left out of the ready set, and its record is a hash at
+-- once, as the hand-off makes it running in this same call.
+local function create(id, q, pr, due, sched, dk, oid, seq, handed)
   local digits = string.format('%012x', seq)
   local m = digits .. id
-  if unlisted then
-    hash_from(id, unlisted, m, unlisted[QF.st], 0, 0)
+  if handed then
+    hash_from(id, handed, m, handed[QF.st], 0, 0)
   else
     q = digits .. q
     NEWQ[id] = q
@@ -306,7 +318,7 @@ local function create(id, q, pr, due, sched, dk, oid, seq, unlisted)
     zadd_later(K .. 'sched', due, id)
     event(id, 'scheduled', 0, oid, '')
   else
-    if not unlisted then ready_add(pr, due, m) end
+    if not handed then ready_add(pr, due, m) end
     event(id, 'queued', 0, oid, '')
   end
   if dk ~= '' then redis.call('HSET', K .. 'dedup', dk, id) end

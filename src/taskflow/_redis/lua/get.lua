@@ -38,8 +38,8 @@ end
 
 for j = 9, #ARGV do
   local id = ARGV[j]
-  local v, x, seq = read(id, 'msg', 'st', 'att', 'sa', 'fa', 'res', 'err', 'prog', 'cr', 'rx', 'tok',
-    'wid', 'w', 'y')
+  local v, x, seq = read(id, 'msg', 'st', 'att', 'sa', 'fa', 'res', 'err', 'prog', 'cr', 'rx',
+    'tok', 'wid', 'w', 'y')
   local st = v[2]
   if not st then
     out[#out + 1] = {}
