@@ -22,6 +22,7 @@ from taskflow import (
     AsyncTask,
     BackendUnavailable,
     GlobalConfig,
+    InvalidOption,
     QueueTasks,
     Retry,
     TaskContext,
@@ -210,7 +211,7 @@ def test_non_callable_is_refused(app: QueueTasks) -> None:
 
 
 def test_negative_retries_are_refused(app: QueueTasks) -> None:
-    with pytest.raises(TaskRegistrationError, match="retries must be an integer >= 0"):
+    with pytest.raises(InvalidOption, match="retries must be an integer >= 0"):
 
         @app.task(retries=-1)
         async def fn() -> None:
@@ -218,7 +219,7 @@ def test_negative_retries_are_refused(app: QueueTasks) -> None:
 
 
 def test_retry_on_takes_exception_classes_only(app: QueueTasks) -> None:
-    with pytest.raises(TaskRegistrationError, match="retry_on takes exception classes"):
+    with pytest.raises(InvalidOption, match="retry_on takes exception classes"):
 
         @app.task(retry_on=[ValueError, "oops"])  # type: ignore[list-item]
         async def fn() -> None:
@@ -229,13 +230,13 @@ def test_retry_on_takes_exception_classes_only(app: QueueTasks) -> None:
     ("option", "value"),
     [("timeout", -1), ("retry_backoff", -2), ("retries", "3"), ("timeout", "soon")],
 )
-def test_bad_decorator_options_are_registration_errors(
+def test_bad_decorator_options_are_invalid_options_naming_the_task(
     app: QueueTasks, option: str, value: object
 ) -> None:
     async def fn() -> None:
         pass
 
-    with pytest.raises(TaskRegistrationError, match=rf"task '\S*fn': {option} must be"):
+    with pytest.raises(InvalidOption, match=rf"task '\S*fn': {option} must be"):
         app.task(**{option: value})(fn)  # type: ignore[call-overload]
 
 

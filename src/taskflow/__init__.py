@@ -21,6 +21,8 @@ from ._context import WorkerState as WorkerState
 from ._exceptions import BackendUnavailable as BackendUnavailable
 from ._exceptions import ConfigError as ConfigError
 from ._exceptions import EncodeError as EncodeError
+from ._exceptions import InvalidArguments as InvalidArguments
+from ._exceptions import InvalidOption as InvalidOption
 from ._exceptions import LifecycleError as LifecycleError
 from ._exceptions import ResultExpired as ResultExpired
 from ._exceptions import Retry as Retry
@@ -43,8 +45,10 @@ from ._message import TaskRecord as TaskRecord
 from ._message import TaskStatus as TaskStatus
 from ._starter import Starter as Starter
 from ._task import NOT_GIVEN as NOT_GIVEN
+from ._task import CallOptions as CallOptions
 from ._task import PreparedTask as PreparedTask
 from ._task import TaskCall as TaskCall
+from ._task import TaskDefaults as TaskDefaults
 from ._task import TaskFunc as TaskFunc
 from ._worker import Worker as Worker
 
@@ -58,6 +62,7 @@ __all__ = [
     "AsyncResult",
     "AsyncTask",
     "BackendUnavailable",
+    "CallOptions",
     "CancelResult",
     "Clock",
     "ConfigError",
@@ -66,6 +71,8 @@ __all__ = [
     "Event",
     "EventKind",
     "GlobalConfig",
+    "InvalidArguments",
+    "InvalidOption",
     "LifecycleError",
     "PreparedTask",
     "Progress",
@@ -79,6 +86,7 @@ __all__ = [
     "TaskCall",
     "TaskCancelled",
     "TaskContext",
+    "TaskDefaults",
     "TaskExpired",
     "TaskFailed",
     "TaskFunc",

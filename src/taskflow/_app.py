@@ -19,10 +19,12 @@ from collections.abc import (
     Awaitable,
     Callable,
     Coroutine,
+    Iterable,
     Iterator,
     Mapping,
     Sequence,
 )
+from datetime import datetime
 from types import TracebackType
 from typing import Any, Concatenate, ParamSpec, Self, TypeVar, overload
 
@@ -30,6 +32,7 @@ import anyio
 import anyio.from_thread
 import anyio.lowlevel
 import msgspec
+from typing_extensions import Unpack
 
 from ._backends import resolve_backend
 from ._client import AsyncResult
@@ -38,6 +41,7 @@ from ._config import GlobalConfig
 from ._context import TaskContext, WorkerState
 from ._exceptions import (
     EncodeError,
+    InvalidArguments,
     LifecycleError,
     TaskRegistrationError,
     UnknownTaskError,
@@ -46,17 +50,14 @@ from ._message import CancelResult, TaskMessage, TaskRecord, encode_value
 from ._starter import Starter
 from ._task import (
     NO_OPTIONS,
+    CallOptions,
     PreparedTask,
-    Seconds,
+    TaskDefaults,
     TaskDefinition,
     TaskFunc,
     TaskOptions,
-    When,
-    _NotGiven,
     given,
     make_definition,
-    to_seconds,
-    to_timestamp,
 )
 from .abc import Broker, Storage
 
@@ -72,6 +73,7 @@ P = ParamSpec("P")
 R = TypeVar("R")
 Y = TypeVar("Y")
 
+ExceptionTypes = Sequence[type[BaseException]] | type[BaseException]
 Hook = Callable[[WorkerState], Awaitable[None]]
 Service = Callable[["QueueTasks", WorkerState], Awaitable[None]]
 
@@ -79,9 +81,19 @@ Service = Callable[["QueueTasks", WorkerState], Awaitable[None]]
 class _TaskDecorator:
     """What ``@app.task(name=..., ...)`` returns: applies the options to a function."""
 
-    def __init__(self, app: QueueTasks, options: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        app: QueueTasks,
+        name: str | None,
+        retry_on: ExceptionTypes | None,
+        dont_retry_on: ExceptionTypes | None,
+        defaults: TaskDefaults,
+    ) -> None:
         self._app = app
-        self._options = options
+        self._name = name
+        self._retry_on = retry_on
+        self._dont_retry_on = dont_retry_on
+        self._defaults = defaults
 
     @overload
     def __call__(
@@ -106,7 +118,9 @@ class _TaskDecorator:
     @overload
     def __call__(self, fn: Callable[P, R]) -> TaskFunc[P, R]: ...
     def __call__(self, fn: Callable[..., Any]) -> TaskFunc[Any, Any]:
-        return self._app._register(fn, **self._options)
+        return self._app._register(
+            fn, self._name, self._retry_on, self._dont_retry_on, self._defaults
+        )
 
 
 class QueueTasks:
@@ -195,30 +209,18 @@ class QueueTasks:
         fn: None = None,
         *,
         name: str | None = None,
-        retries: int | None = None,
-        retry_backoff: Seconds | None = None,
-        timeout: Seconds | None = None,
-        priority: int = 0,
-        queue: str | None = None,
-        retry_on: Sequence[type[BaseException]] | type[BaseException] | None = None,
-        dont_retry_on: Sequence[type[BaseException]] | type[BaseException] | None = None,
-        expires: Seconds | When | None = None,
-        store_result: bool = True,
+        retry_on: ExceptionTypes | None = None,
+        dont_retry_on: ExceptionTypes | None = None,
+        **defaults: Unpack[TaskDefaults],
     ) -> _TaskDecorator: ...
     def task(
         self,
         fn: Callable[..., Any] | None = None,
         *,
         name: str | None = None,
-        retries: int | None = None,
-        retry_backoff: Seconds | None = None,
-        timeout: Seconds | None = None,
-        priority: int = 0,
-        queue: str | None = None,
-        retry_on: Sequence[type[BaseException]] | type[BaseException] | None = None,
-        dont_retry_on: Sequence[type[BaseException]] | type[BaseException] | None = None,
-        expires: Seconds | When | None = None,
-        store_result: bool = True,
+        retry_on: ExceptionTypes | None = None,
+        dont_retry_on: ExceptionTypes | None = None,
+        **defaults: Unpack[TaskDefaults],
     ) -> TaskFunc[Any, Any] | _TaskDecorator:
         """Register a function as a task: ``@app.task`` or ``@app.task(retries=3, ...)``.
 
@@ -229,37 +231,32 @@ class QueueTasks:
 
         Args:
             name: Registered name (default: the function's ``__qualname__``).
-            retries: Retries after the first attempt (default `GlobalConfig.default_retries`).
-            retry_backoff: Base of the exponential backoff with jitter.
-            timeout: Interrupt an async run after this long (sync functions cannot be).
-            priority: Default priority; higher runs first.
-            queue: Default queue (default `GlobalConfig.default_queue`).
             retry_on: Retry only these exception types.
             dont_retry_on: Never retry these exception types.
-            expires: Do not start after this (duration from enqueue, or a point in time).
-            store_result: False for fire-and-forget tasks.
+            **defaults: The task's default options (`TaskDefaults`: `queue`, `priority`,
+                `retries`, `retry_backoff`, `timeout`, `expires`, `store_result`); each call
+                can override them with `TaskFunc.options`. Checked by the same rules as per
+                call.
 
         Raises:
-            TaskRegistrationError: not a function, a name already taken, or bad options.
+            TaskRegistrationError: not a function, or a name already taken.
+            InvalidOption: an unknown option, or a value that breaks its option's rule.
         """
-        options: dict[str, Any] = {
-            "name": name,
-            "retries": retries,
-            "retry_backoff": retry_backoff,
-            "timeout": timeout,
-            "priority": priority,
-            "queue": queue,
-            "retry_on": retry_on,
-            "dont_retry_on": dont_retry_on,
-            "expires": expires,
-            "store_result": store_result,
-        }
         if fn is None:
-            return _TaskDecorator(self, options)
-        return self._register(fn, **options)
+            return _TaskDecorator(self, name, retry_on, dont_retry_on, defaults)
+        return self._register(fn, name, retry_on, dont_retry_on, defaults)
 
-    def _register(self, fn: Callable[..., Any], **options: Any) -> TaskFunc[Any, Any]:
-        definition = make_definition(fn, **options)
+    def _register(
+        self,
+        fn: Callable[..., Any],
+        name: str | None,
+        retry_on: ExceptionTypes | None,
+        dont_retry_on: ExceptionTypes | None,
+        defaults: TaskDefaults,
+    ) -> TaskFunc[Any, Any]:
+        definition = make_definition(
+            fn, name=name, retry_on=retry_on, dont_retry_on=dont_retry_on, defaults=defaults
+        )
         if definition.name in self._tasks and self._tasks[definition.name].fn is not fn:
             raise TaskRegistrationError(
                 f"a task named {definition.name!r} is already registered on app {self.name!r}; "
@@ -480,16 +477,21 @@ class QueueTasks:
         task_name: str,
         args: Sequence[Any] = (),
         kwargs: Mapping[str, Any] | None = None,
-        **options: Any,
+        **options: Unpack[CallOptions],
     ) -> AsyncResult[Any]:
         """Send a task by name: ``await app.add_task("add", args=(2, 3), priority=5)``.
 
-        Returns an `AsyncResult`. Options as in `TaskFunc.options`.
+        Returns an `AsyncResult`. The options are those of `TaskFunc.options` (`CallOptions`).
 
         Raises:
             UnknownTaskError: no task of that name is registered on this app.
+            InvalidArguments: `args` / `kwargs` do not fit the task's signature.
+            InvalidOption: an unknown option, or a value that breaks its option's rule.
+            EncodeError: an argument cannot be encoded.
         """
-        return await self._enqueue_by_name(task_name, args, kwargs, TaskOptions(**options))
+        return await self._enqueue_by_name(
+            task_name, args, kwargs, TaskOptions.of(options, task=task_name)
+        )
 
     async def add_tasks(
         self, calls: Sequence[PreparedTask[Any]], *, connection: Any = None
@@ -497,12 +499,17 @@ class QueueTasks:
         """Send many tasks in one backend call: ``await app.add_tasks([add.prepare(1, 2), ...])``.
 
         Returns one `AsyncResult` per call, in order.
+
+        Raises:
+            InvalidArguments: `calls` holds something other than prepared calls (what
+                ``task.prepare(...)`` returns).
         """
+        prepared = _prepared_calls(calls)
         self._check_open()
         now = self.clock.time()
         messages = [
             self._build_message(call.definition, call.args, call.kwargs, call.options, now)
-            for call in calls
+            for call in prepared
         ]
         results = await self.broker.enqueue(messages, now=now, connection=connection)
         return [AsyncResult(r.task_id, self) for r in results]
@@ -530,6 +537,7 @@ class QueueTasks:
         kwargs: Mapping[str, Any],
         options: TaskOptions,
     ) -> AsyncResult[Any]:
+        definition.check_arguments(args, kwargs)
         if self._state != "open":
             self._check_open()
         now = self.clock.time()
@@ -551,9 +559,7 @@ class QueueTasks:
         payload = _encode_payload(definition, args, kwargs)
         queue = given(options.queue, definition.queue) or config.default_queue
         retries = given(options.retries, definition.retries)
-        backoff = options.retry_backoff
-        timeout = given(options.timeout, definition.timeout_s)
-        dedup_ttl = given(options.dedup_ttl, None)
+        backoff = given(options.retry_backoff, definition.retry_backoff_s)
         return TaskMessage(
             id=given(options.task_id, None) or self.broker.new_task_id(queue),
             name=definition.name,
@@ -563,17 +569,11 @@ class QueueTasks:
             eta=_eta(options, now),
             created_at=now,
             retries=config.default_retries if retries is None else retries,
-            retry_backoff_s=(
-                to_seconds(backoff, "retry_backoff")
-                if not isinstance(backoff, _NotGiven)
-                else definition.retry_backoff_s
-                if definition.retry_backoff_s is not None
-                else config.default_retry_backoff_s
-            ),
-            timeout_s=None if timeout is None else to_seconds(timeout, "timeout"),
+            retry_backoff_s=config.default_retry_backoff_s if backoff is None else backoff,
+            timeout_s=given(options.timeout, definition.timeout_s),
             expires_at=_expires_at(given(options.expires, definition.expires), now),
             dedup_key=given(options.dedup_key, None),
-            dedup_ttl_s=None if dedup_ttl is None else to_seconds(dedup_ttl, "dedup_ttl"),
+            dedup_ttl_s=given(options.dedup_ttl, None),
             store_result=given(options.store_result, definition.store_result),
             parent_id=given(options.parent_id, None),
             order_id=given(options.order_id, None),
@@ -663,9 +663,7 @@ def _describe_unencodable(
     kwargs: Mapping[str, Any],
     exc: Exception,
 ) -> str:
-    names = list(definition.signature.parameters)
-    if definition.context_param is not None:
-        names.remove(definition.context_param)
+    names = list(definition.call_signature.parameters)
     for index, value in enumerate(args):
         try:
             encode_value(value)
@@ -684,6 +682,26 @@ def _describe_unencodable(
     return f"the arguments of task {definition.name!r} cannot be encoded: {exc}"
 
 
+def _prepared_calls(calls: object) -> list[PreparedTask[Any]]:
+    """`calls` as a list, or `InvalidArguments` saying what `add_tasks` takes."""
+    example = "e.g. app.add_tasks([add.prepare(1, 2), add.options(priority=9).prepare(3, 4)])"
+    if isinstance(calls, PreparedTask):
+        raise InvalidArguments(f"app.add_tasks takes a list of prepared calls, not one: {example}")
+    if isinstance(calls, str | bytes | Mapping) or not isinstance(calls, Iterable):
+        raise InvalidArguments(
+            "app.add_tasks takes a list of prepared calls (what task.prepare(...) returns), "
+            f"got a {type(calls).__name__}: {example}"
+        )
+    checked = list(calls)
+    for index, call in enumerate(checked):
+        if not isinstance(call, PreparedTask):
+            raise InvalidArguments(
+                "app.add_tasks takes prepared calls (what task.prepare(...) returns), got a "
+                f"{type(call).__name__} at index {index} ({call!r:.60}): {example}"
+            )
+    return checked
+
+
 def _headers(options: TaskOptions) -> dict[str, str]:
     headers = given(options.headers, _NO_HEADERS)
     key = given(options.idempotency_key, None)
@@ -693,25 +711,22 @@ def _headers(options: TaskOptions) -> dict[str, str]:
 
 
 def _eta(options: TaskOptions, now: float) -> float | None:
+    """When the task becomes due: its `eta`, or now plus its `delay` (never both: TaskOptions
+    refuses that), or None for now."""
     eta = given(options.eta, None)
-    delay = given(options.delay, None)
     if eta is not None:
-        if delay is not None:
-            raise ValueError("give either delay= or eta=, not both")
-        return to_timestamp(eta)
-    if delay is not None:
-        return now + to_seconds(delay, "delay")
-    return None
+        return eta
+    delay = given(options.delay, None)
+    return None if delay is None else now + delay
 
 
-def _expires_at(value: Any, now: float) -> float | None:
-    if value is None:
+def _expires_at(expires: float | datetime | None, now: float) -> float | None:
+    """The epoch time after which the task is not started: a duration counts from `now`."""
+    if expires is None:
         return None
-    if isinstance(value, int | float) and value > 1_000_000_000:
-        return float(value)  # an epoch timestamp
-    if isinstance(value, int | float) or hasattr(value, "total_seconds"):
-        return now + to_seconds(value, "expires")
-    return to_timestamp(value)
+    if isinstance(expires, datetime):
+        return expires.timestamp()
+    return now + expires
 
 
 def _in_event_loop() -> bool:

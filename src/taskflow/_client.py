@@ -12,6 +12,8 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from typing_extensions import Unpack
+
 from ._exceptions import (
     ResultExpired,
     TaskCancelled,
@@ -31,7 +33,7 @@ from ._message import (
     TaskStatus,
     decode_value,
 )
-from ._task import NOT_GIVEN, Seconds, TaskOptions, When, _NotGiven
+from ._task import CallOptions
 
 if TYPE_CHECKING:
     from ._app import QueueTasks
@@ -230,49 +232,18 @@ class AsyncTask:
         task_name: str,
         args: Sequence[Any] = (),
         kwargs: Mapping[str, Any] | None = None,
-        *,
-        priority: int | _NotGiven = NOT_GIVEN,
-        delay: Seconds | _NotGiven | None = NOT_GIVEN,
-        eta: When | _NotGiven | None = NOT_GIVEN,
-        task_id: str | _NotGiven | None = NOT_GIVEN,
-        dedup_key: str | _NotGiven | None = NOT_GIVEN,
-        dedup_ttl: Seconds | _NotGiven | None = NOT_GIVEN,
-        queue: str | _NotGiven = NOT_GIVEN,
-        retries: int | _NotGiven = NOT_GIVEN,
-        retry_backoff: Seconds | _NotGiven = NOT_GIVEN,
-        timeout: Seconds | _NotGiven | None = NOT_GIVEN,
-        expires: Seconds | When | _NotGiven | None = NOT_GIVEN,
-        store_result: bool | _NotGiven = NOT_GIVEN,
-        parent_id: str | _NotGiven | None = NOT_GIVEN,
-        order_id: str | _NotGiven | None = NOT_GIVEN,
-        idempotency_key: str | _NotGiven | None = NOT_GIVEN,
-        headers: dict[str, str] | _NotGiven = NOT_GIVEN,
+        **options: Unpack[CallOptions],
     ) -> AsyncResult[Any]:
-        """Enqueue the task registered as `task_name`; options as in `TaskFunc.options`.
+        """Enqueue the task registered as `task_name`; options as in `TaskFunc.options`
+        (`CallOptions`).
 
         Raises:
             UnknownTaskError: this app has no task of that name.
+            InvalidArguments: `args` / `kwargs` do not fit the task's signature.
+            InvalidOption: an unknown option, or a value that breaks its option's rule.
             EncodeError: an argument cannot be encoded.
         """
-        options = TaskOptions(
-            priority=priority,
-            delay=delay,
-            eta=eta,
-            task_id=task_id,
-            dedup_key=dedup_key,
-            dedup_ttl=dedup_ttl,
-            queue=queue,
-            retries=retries,
-            retry_backoff=retry_backoff,
-            timeout=timeout,
-            expires=expires,
-            store_result=store_result,
-            parent_id=parent_id,
-            order_id=order_id,
-            idempotency_key=idempotency_key,
-            headers=headers,
-        )
-        return await self.app._enqueue_by_name(task_name, args, kwargs, options)
+        return await self.app.add_task(task_name, args, kwargs, **options)
 
 
 class SyncTask:
@@ -290,9 +261,9 @@ class SyncTask:
         task_name: str,
         args: Sequence[Any] = (),
         kwargs: Mapping[str, Any] | None = None,
-        **options: Any,
+        **options: Unpack[CallOptions],
     ) -> SyncResult[Any]:
-        """Blocking `AsyncTask.add_task` (same options)."""
+        """Blocking `AsyncTask.add_task` (same options, `CallOptions`; same errors)."""
 
         async def send() -> AsyncResult[Any]:
             return await self._async.add_task(task_name, args, kwargs, **options)

@@ -2,12 +2,17 @@
 
 ```
 TaskflowError
-├── ConfigError (ValueError)          bad GlobalConfig value; raised by GlobalConfig / QueueTasks
+├── ConfigError (ValueError, TypeError)  a bad GlobalConfig value, or a QueueTasks argument of the
+│                                     wrong kind; raised by GlobalConfig / QueueTasks
 ├── BackendUnavailable                a URL scheme whose driver is not installed; a backend that
 │                                     cannot do what was asked (e.g. memory across processes)
 ├── LifecycleError (RuntimeError)     open twice, used before open, reused after close
 ├── TaskRegistrationError (ValueError) bad @app.task usage, duplicate task name
 ├── UnknownTaskError (LookupError)    a name-based add_task for a task this app does not know
+├── InvalidOption (ValueError, TypeError)  a task option of the wrong type or out of range, or an
+│                                     unknown option name (decorator or per call)
+├── InvalidArguments (TypeError)      arguments that do not fit the task's signature (add_task,
+│                                     prepare; on the worker: a failed task's error type)
 ├── EncodeError (TypeError)           an argument msgspec cannot encode (producer side)
 ├── TaskNotFound (LookupError)        AsyncResult for an id the storage has never seen
 ├── ResultExpired                     the result TTL passed; raised at once by result()
@@ -32,6 +37,8 @@ __all__ = [
     "BackendUnavailable",
     "ConfigError",
     "EncodeError",
+    "InvalidArguments",
+    "InvalidOption",
     "LifecycleError",
     "ResultExpired",
     "Retry",
@@ -51,8 +58,9 @@ class TaskflowError(Exception):
     """The root of every error taskflow raises."""
 
 
-class ConfigError(TaskflowError, ValueError):
-    """A setting has a bad value; the message names the setting and what it accepts."""
+class ConfigError(TaskflowError, ValueError, TypeError):
+    """A setting has a bad value, or `QueueTasks` got an argument of the wrong kind; the message
+    names the setting and what it accepts."""
 
 
 class BackendUnavailable(TaskflowError):
@@ -69,6 +77,26 @@ class TaskRegistrationError(TaskflowError, ValueError):
 
 class UnknownTaskError(TaskflowError, LookupError):
     """A task name is not registered on this app (raised by name-based `add_task`)."""
+
+
+class InvalidOption(TaskflowError, ValueError, TypeError):
+    """A task option has the wrong type, is out of range, or does not exist.
+
+    Raised where the option is given: by `@app.task(...)` for the task's defaults, by
+    `TaskFunc.options(...)` / `TaskCall.options(...)`, and by name-based `add_task(...)`. Every
+    option has one rule, checked once, the same wherever it is given; the message names the
+    option, the rule and the value.
+    """
+
+
+class InvalidArguments(TaskflowError, TypeError):
+    """Arguments that do not fit the task function's signature.
+
+    Raised by `add_task(...)` and `prepare(...)` (typed or by name) before anything is stored;
+    a task sent by a process that does not know the task fails on the worker with this error
+    type instead (never retried). Also raised by `app.add_tasks` given anything but prepared
+    calls.
+    """
 
 
 class EncodeError(TaskflowError, TypeError):

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Final
 import anyio
 import anyio.to_thread
 
-from ._exceptions import Retry, TaskflowError, TaskTimeout
+from ._exceptions import InvalidArguments, Retry, TaskflowError, TaskTimeout
 from ._message import ErrorInfo, Outcome, OutcomeKind, TaskMessage, encode_value
 
 if TYPE_CHECKING:
@@ -25,7 +25,6 @@ if TYPE_CHECKING:
     from ._worker import _Run
 
 __all__ = [
-    "InvalidArguments",
     "TaskExecutor",
     "TaskTimeout",
     "error_info",
@@ -34,10 +33,6 @@ __all__ = [
 ]
 
 _DONE: Final = object()
-
-
-class InvalidArguments(TaskflowError, TypeError):
-    """The message's arguments do not bind to the task function's signature (never retried)."""
 
 
 class UnencodableResult(TaskflowError, TypeError):

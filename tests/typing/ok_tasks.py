@@ -6,10 +6,23 @@ Never run; only type-checked by ``tests/typing/check_typing.py``.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
-from datetime import timedelta
-from typing import assert_type
+from datetime import UTC, datetime, timedelta
+from typing import Any, assert_type
 
-from taskflow import AsyncResult, PreparedTask, QueueTasks, TaskCall, TaskContext, TaskFunc
+from typing_extensions import Unpack
+
+from taskflow import (
+    AsyncResult,
+    AsyncTask,
+    CallOptions,
+    PreparedTask,
+    QueueTasks,
+    SyncResult,
+    SyncTask,
+    TaskCall,
+    TaskContext,
+    TaskFunc,
+)
 
 app = QueueTasks(name="typing")
 
@@ -45,6 +58,21 @@ async def wait_for(timeout: float) -> float:
     return timeout
 
 
+@app.task(expires=timedelta(hours=1), timeout=None, retry_backoff=2, store_result=False)
+async def ping() -> None:
+    pass
+
+
+@app.task(name="nightly", expires=datetime(2030, 1, 1, tzinfo=UTC), retry_on=ValueError)
+async def nightly() -> None:
+    pass
+
+
+# One schema: a wrapper can take the very options every entry point takes.
+async def send_add(*args: int, **options: Unpack[CallOptions]) -> AsyncResult[Any]:
+    return await app.add_task("add", args, **options)
+
+
 typed_add: TaskFunc[[int, int], int] = add
 typed_countdown: TaskFunc[[int], list[int]] = countdown  # a generator task gives list[Y]
 typed_stream: TaskFunc[[int], list[str]] = stream  # the context is not among the parameters
@@ -75,4 +103,11 @@ async def main() -> None:
     batch = [add.prepare(1, 2), add.options(priority=1).prepare(3, 4)]
     assert_type(batch[0], PreparedTask[int])
     handles = await app.add_tasks(batch)
+
+    # By name, the same options: AsyncTask (with connection), SyncTask and app.add_task.
+    by_name = await AsyncTask(app).add_task("add", (1, 2), priority=3, connection=None)
+    assert_type(by_name, AsyncResult[Any])
+    sync_handle = SyncTask(app).add_task("add", (1, 2), headers={"trace": "t"}, expires=30)
+    assert_type(sync_handle, SyncResult[Any])
+    await send_add(1, 2, eta=datetime(2030, 1, 1, tzinfo=UTC), idempotency_key="k")
     print(total, hello, words, waited, handles, typed_chain)
