@@ -95,6 +95,50 @@ def test_broker_object_with_its_own_storage_is_accepted() -> None:
     assert app.broker is broker
 
 
+@pytest.mark.parametrize(
+    ("arguments", "says"),
+    [
+        (
+            {"broker": 6379},
+            r"broker=6379 \(int\) is neither a backend URL.*'redis://localhost:6379/0'",
+        ),
+        (
+            {"broker": object()},
+            r"broker=<object .*> \(object\) is neither a backend URL nor a Broker",
+        ),
+        ({"storage": 5432}, r"storage=5432 \(int\) is neither a backend URL nor a Storage"),
+        ({"broker": True}, r"broker=True \(bool\) is neither"),
+    ],
+)
+def test_a_backend_that_is_neither_url_nor_object_is_refused_at_construction(
+    arguments: dict[str, Any], says: str
+) -> None:
+    with pytest.raises(ConfigError, match=says) as info:
+        QueueTasks(name="t", **arguments)
+    assert isinstance(info.value, TypeError)
+
+
+def test_config_as_a_dict_is_refused_at_construction_showing_the_call_to_write() -> None:
+    with pytest.raises(ConfigError, match=r"write config=GlobalConfig\(lease_s=5\)") as info:
+        QueueTasks(name="t", config={"lease_s": 5})  # type: ignore[arg-type]
+    assert isinstance(info.value, TypeError)
+    with pytest.raises(ConfigError, match="is not a GlobalConfig"):
+        QueueTasks(name="t", config="lease_s=5")  # type: ignore[arg-type]
+
+
+async def test_an_app_with_a_short_lease_alone_runs_tasks() -> None:
+    app = QueueTasks(name="t", config=GlobalConfig(lease_s=2, environ={}))
+
+    @app.task
+    async def ping() -> str:
+        return "pong"
+
+    assert app.config.heartbeat_s < app.config.lease_s
+    with anyio.fail_after(10):
+        async with app.running():
+            assert await (await ping.add_task()).result(timeout=5) == "pong"
+
+
 # -- lifecycle -----------------------------------------------------------------------------
 
 

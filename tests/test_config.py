@@ -5,6 +5,9 @@ the environment, errors that name the setting and where its value came from, and
 from __future__ import annotations
 
 import dataclasses
+import re
+import warnings
+from pathlib import Path
 
 import pytest
 
@@ -134,3 +137,74 @@ def test_config_is_frozen() -> None:
     config = GlobalConfig(environ={})
     with pytest.raises(dataclasses.FrozenInstanceError):
         config.lease_s = 1  # type: ignore[misc]
+
+
+# -- heartbeat_s follows lease_s unless set --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("given", "environ", "heartbeat"),
+    [
+        ({"lease_s": 2}, {}, 2 / 3),
+        ({"lease_s": 90}, {}, 30.0),
+        ({}, {"TASKFLOW_LEASE_S": "6"}, 2.0),
+        ({"lease_s": 2, "heartbeat_s": 0.5}, {}, 0.5),
+        ({"lease_s": 2}, {"TASKFLOW_HEARTBEAT_S": "1"}, 1.0),
+    ],
+)
+def test_heartbeat_left_unset_is_a_third_of_the_lease(
+    given: dict[str, float], environ: dict[str, str], heartbeat: float
+) -> None:
+    assert GlobalConfig(**given, environ=environ).heartbeat_s == pytest.approx(heartbeat)
+
+
+def test_replace_keeps_an_unset_heartbeat_following_the_lease() -> None:
+    assert GlobalConfig(environ={}).replace(lease_s=3).heartbeat_s == pytest.approx(1.0)
+    pinned = GlobalConfig(lease_s=30, heartbeat_s=10, environ={})
+    assert pinned.replace(lease_s=60).heartbeat_s == 10.0
+    with pytest.raises(ConfigError, match=r"heartbeat_s=10\.0 must be smaller than lease_s=5\.0"):
+        pinned.replace(lease_s=5)
+
+
+# -- a misspelt TASKFLOW_* variable is reported --------------------------------------------------
+
+
+TYPOS = [
+    ("TASKFLOW_LEASE", "TASKFLOW_LEASE_S"),
+    ("TASKFLOW_CONCURENCY", "TASKFLOW_CONCURRENCY"),
+    ("TASKFLOW_DEFAULT_RETRY", "TASKFLOW_DEFAULT_RETRIES"),
+    ("TASKFLOW_lease_s", "TASKFLOW_LEASE_S"),
+]
+
+
+@pytest.mark.parametrize(("variable", "meant"), TYPOS)
+def test_a_misspelt_environment_variable_is_reported_with_the_setting_meant(
+    variable: str, meant: str
+) -> None:
+    with pytest.warns(UserWarning, match=rf"{variable} is not a taskflow setting.*{meant}\?"):
+        config = GlobalConfig(environ={variable: "5"})
+    assert config == GlobalConfig(environ={})  # and ignored
+
+
+def _taskflow_variables_used_in_the_repo() -> set[str]:
+    root = Path(__file__).resolve().parent.parent
+    names: set[str] = set()
+    for folder in ("src", "tests", "scripts", "benchmarks", "docs", "examples", ".ci"):
+        for path in (root / folder).rglob("*"):
+            if path.is_file() and path.suffix in {"", ".py", ".sh", ".md", ".toml", ".yml"}:
+                text = path.read_text(encoding="utf-8", errors="replace")
+                names.update(re.findall(r"\bTASKFLOW_[A-Z0-9_]*[A-Z0-9]\b", text))
+    return names
+
+
+def test_the_other_taskflow_variables_of_the_cli_tests_and_scripts_are_not_reported() -> None:
+    # Every TASKFLOW_* name written anywhere in the repo, but the typos this file tests (and
+    # the docs show): the CLI's, the tests', the scripts' and the benchmarks' own variables.
+    used = _taskflow_variables_used_in_the_repo() - {typo for typo, _ in TYPOS}
+    assert {"TASKFLOW_TEST_REDIS_URL", "TASKFLOW_LOG_LEVEL", "TASKFLOW_VENV"} <= used
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        GlobalConfig(environ=dict.fromkeys(used - {"TASKFLOW_"}, "1") | SETTINGS_AS_TEXT)
+
+
+SETTINGS_AS_TEXT = {f"TASKFLOW_{name.upper()}": str(value) for name, value in DEFAULTS.items()}

@@ -37,7 +37,7 @@ from typing_extensions import Unpack
 from ._backends import resolve_backend
 from ._client import AsyncResult
 from ._clock import Clock, SystemClock
-from ._config import GlobalConfig
+from ._config import GlobalConfig, app_config
 from ._context import TaskContext, WorkerState
 from ._exceptions import (
     EncodeError,
@@ -162,7 +162,7 @@ class QueueTasks:
         clock: Clock | None = None,
     ) -> None:
         self.name = name
-        self.config = config if config is not None else GlobalConfig()
+        self.config = app_config(config)
         self.clock: Clock = clock if clock is not None else SystemClock()
         self.broker: Broker = resolve_backend(broker, storage)
         self.storage: Storage = self.broker.storage

@@ -66,7 +66,13 @@ def resolve_backend(broker: Broker | str | None, storage: Storage | str | None) 
 
     Broker and storage live on one server (storing an outcome and acking it is one atomic
     call), so when both are given they must name the same backend.
+
+    Raises:
+        ConfigError: `broker` or `storage` is neither a URL nor a backend object (a port
+            number, say), or the two name different backends.
     """
+    _check_kind("broker", broker, Broker)
+    _check_kind("storage", storage, Storage)
     if broker is None and storage is None:
         from .memory import MemoryBroker
 
@@ -93,3 +99,15 @@ def resolve_backend(broker: Broker | str | None, storage: Storage | str | None) 
             "is broker.storage"
         )
     return broker
+
+
+def _check_kind(what: str, value: object, kind: type) -> None:
+    if value is None or isinstance(value, str | kind):
+        return
+    example = "'redis://localhost:6379/0'"
+    if isinstance(value, int) and not isinstance(value, bool):
+        example = f"'redis://localhost:{value}/0' (a port alone does not say which server)"
+    raise ConfigError(
+        f"{what}={value!r} ({type(value).__name__}) is neither a backend URL nor a "
+        f"{kind.__name__}: pass a URL such as {what}={example}, or a {kind.__name__} object"
+    )

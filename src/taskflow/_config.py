@@ -1,21 +1,27 @@
 """`GlobalConfig`: one typed settings object with documented defaults.
 
 Each setting is resolved in this order: a value passed to `GlobalConfig(...)` in code, else the
-environment variable ``TASKFLOW_<NAME>`` (upper case), else the default below. Every value is
-checked when the object is built, and a bad one raises `ConfigError` naming the setting, where its
-value came from, and what it accepts.
+environment variable ``TASKFLOW_<NAME>`` (upper case), else the default below (`heartbeat_s`
+left unset is a third of `lease_s`). Every value is checked when the object is built, and a bad
+one raises `ConfigError` naming the setting, where its value came from, and what it accepts. A
+``TASKFLOW_*`` variable that is no setting but close to one (a typo) is reported with a warning
+naming the setting meant. `app_config` is how `QueueTasks` takes its ``config=`` argument.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
+import warnings
 from collections.abc import Callable, Mapping
-from typing import Any, Final
+from typing import Any, ClassVar, Final
 
 from ._exceptions import ConfigError
 
-__all__ = ["GlobalConfig"]
+__all__ = ["GlobalConfig", "app_config"]
+
+_ENV_PREFIX: Final = "TASKFLOW_"
 
 
 class _Unset:
@@ -65,7 +71,8 @@ _SETTINGS: Final[dict[str, _Setting]] = {
         10.0,
         _positive,
         "a number of seconds > 0 and < lease_s",
-        "How often a worker renews the leases of its running tasks (one batched call).",
+        "How often a worker renews the leases of its running tasks (one batched call). Left "
+        "unset, a third of lease_s (10 with the default lease).",
     ),
     "result_ttl_s": _Setting(
         float,
@@ -203,7 +210,8 @@ class GlobalConfig:
 
     Attributes:
         lease_s: Lease of a claimed task (default 30). Renewed while the task runs.
-        heartbeat_s: Interval of the batched lease renewal (default 10, must be < lease_s).
+        heartbeat_s: Interval of the batched lease renewal (must be < lease_s; left unset, a
+            third of lease_s: 10 with the default lease).
         result_ttl_s: How long results are kept (default 86400).
         default_retries: Retries of tasks that set none (default 0).
         default_retry_backoff_s: Base of the exponential retry backoff (default 1).
@@ -224,7 +232,14 @@ class GlobalConfig:
 
     Raises:
         ConfigError: a value (given or from the environment) is out of range or of the wrong type.
+
+    Warns:
+        UserWarning: a ``TASKFLOW_*`` environment variable is not a setting but close to one
+            (``TASKFLOW_LEASE=5``: did you mean ``TASKFLOW_LEASE_S``?); it is ignored.
     """
+
+    _heartbeat_follows_lease: ClassVar[bool] = False
+    # Set per instance when heartbeat_s was left unset, so replace(lease_s=...) keeps it a third.
 
     lease_s: float
     heartbeat_s: float
@@ -268,22 +283,27 @@ class GlobalConfig:
     ) -> None:
         given = {k: v for k, v in locals().items() if k in _SETTINGS}
         env = os.environ if environ is None else environ
+        _warn_misspelt_variables(env)
         for name, setting in _SETTINGS.items():
             value = given[name]
             source = "argument"
             if isinstance(value, _Unset):
-                raw = env.get(f"TASKFLOW_{name.upper()}")
+                raw = env.get(_env_name(name))
                 if raw is None:
-                    value, source = setting.default, "default"
+                    if name == "heartbeat_s":  # follows lease_s (set before it) unless set
+                        object.__setattr__(self, "_heartbeat_follows_lease", True)
+                        value, source = self.lease_s / 3, "a third of lease_s"
+                    else:
+                        value, source = setting.default, "default"
                 else:
-                    value, source = _parse(name, setting, raw), f"TASKFLOW_{name.upper()}"
+                    value, source = _parse(name, setting, raw), _env_name(name)
             value = _coerce(name, setting, value, source)
             object.__setattr__(self, name, value)
         if self.heartbeat_s >= self.lease_s:
             raise ConfigError(
                 f"GlobalConfig.heartbeat_s={self.heartbeat_s} must be smaller than "
-                f"lease_s={self.lease_s}, or leases lapse between renewals; "
-                "for example GlobalConfig(lease_s=30, heartbeat_s=10)"
+                f"lease_s={self.lease_s}, or leases lapse between renewals; leave heartbeat_s "
+                "unset (a third of lease_s), or e.g. GlobalConfig(lease_s=30, heartbeat_s=10)"
             )
 
     def replace(self, **changes: Any) -> GlobalConfig:
@@ -292,13 +312,64 @@ class GlobalConfig:
         if unknown:
             raise ConfigError(f"GlobalConfig has no setting(s) {sorted(unknown)}")
         current = {name: getattr(self, name) for name in _SETTINGS}
+        if self._heartbeat_follows_lease and "heartbeat_s" not in changes:
+            del current["heartbeat_s"]  # still a third of the (new) lease
         current.update(changes)
-        return GlobalConfig(**current)
+        return GlobalConfig(**current, environ={})
 
     @staticmethod
     def describe() -> dict[str, tuple[Any, str]]:
         """Return every setting's default and documentation, for docs and ``taskflow config``."""
         return {name: (s.default, s.doc) for name, s in _SETTINGS.items()}
+
+
+def _env_name(setting: str) -> str:
+    return f"{_ENV_PREFIX}{setting.upper()}"
+
+
+_ENV_NAMES: Final = frozenset(_env_name(name) for name in _SETTINGS)
+
+
+def _warn_misspelt_variables(env: Mapping[str, str]) -> None:
+    """Warn about each ``TASKFLOW_*`` variable that is no setting but close to one.
+
+    Only names close to a setting are reported: the CLI, the tests and the scripts read other
+    ``TASKFLOW_*`` variables of their own (``TASKFLOW_LOG_LEVEL``, ``TASKFLOW_TEST_REDIS_URL``,
+    ``TASKFLOW_VENV``, ...), which are far from every setting's name.
+    """
+    for key in env:
+        if not key.startswith(_ENV_PREFIX) or key in _ENV_NAMES:
+            continue
+        meant = difflib.get_close_matches(key[len(_ENV_PREFIX) :].lower(), _SETTINGS, 1, 0.7)
+        if meant:
+            warnings.warn(
+                f"environment variable {key} is not a taskflow setting and is ignored; did "
+                f"you mean {_env_name(meant[0])}?",
+                stacklevel=3,  # the caller of GlobalConfig(...)
+            )
+
+
+def app_config(config: object) -> GlobalConfig:
+    """The settings of a `QueueTasks` given ``config=config``: `GlobalConfig()` for None.
+
+    Raises:
+        ConfigError: `config` is not a `GlobalConfig` (a dict of settings, say); the message
+            shows the call to write instead.
+    """
+    if config is None:
+        return GlobalConfig()
+    if isinstance(config, GlobalConfig):
+        return config
+    if isinstance(config, Mapping):
+        settings = ", ".join(f"{key}={value!r}" for key, value in config.items())
+        raise ConfigError(
+            f"config={config!r} is a {type(config).__name__}; QueueTasks takes a GlobalConfig: "
+            f"write config=GlobalConfig({settings})"
+        )
+    raise ConfigError(
+        f"config={config!r} is not a GlobalConfig; write config=GlobalConfig(...) with the "
+        "settings to change (see GlobalConfig), or leave config out for the defaults"
+    )
 
 
 def _coerce(name: str, setting: _Setting, value: Any, source: str) -> Any:
