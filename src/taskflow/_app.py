@@ -148,7 +148,9 @@ class QueueTasks:
         clock: The time seam; `taskflow.testing.FakeClock` in tests.
 
     Raises:
-        ConfigError: unknown URL scheme, or broker and storage on different backends.
+        ConfigError: unknown URL scheme, broker and storage on different backends, a broker or
+            storage that is neither a URL nor a backend object, or a config that is not a
+            `GlobalConfig`.
         BackendUnavailable: the URL's driver is not installed (the message says what to install).
     """
 

@@ -521,7 +521,7 @@ def make_definition(
         context_param=context_param,
         signature=signature,
         call_signature=call_signature,
-        check_arguments=argument_check(task_name, call_signature),
+        check_arguments=argument_check(task_name, call_signature, context_param),
         context_index=_positional_index(signature, context_param),
     )
 
@@ -539,7 +539,9 @@ def _without(signature: inspect.Signature, name: str | None) -> inspect.Signatur
 _POSITIONAL_OR_KEYWORD: Final = inspect.Parameter.POSITIONAL_OR_KEYWORD
 
 
-def argument_check(task_name: str, signature: inspect.Signature) -> ArgumentCheck:
+def argument_check(
+    task_name: str, signature: inspect.Signature, context_param: str | None = None
+) -> ArgumentCheck:
     """A check that a call's ``(args, kwargs)`` bind to `signature`, run on every send.
 
     `inspect.Signature.bind` alone would cost about 1.3 µs for ``add(1, 2)``, on a memory
@@ -554,6 +556,12 @@ def argument_check(task_name: str, signature: inspect.Signature) -> ArgumentChec
     15.5k / off 16.0k tasks/s, A2 91k / 96k (noise of about 25 % on this machine). The
     ``add(a, b)`` send on memory: on 2.7 µs, off 3.1 µs, bind 4.8 µs (best of 11 rounds).
 
+    Args:
+        task_name: For the error message.
+        signature: What the caller passes (the function's, without its `TaskContext`).
+        context_param: The name of the function's `TaskContext` parameter, if it has one (the
+            error message says the worker passes it).
+
     Raises (from the returned check):
         InvalidArguments: the arguments do not bind; the message names the problem and the
             parameters.
@@ -564,13 +572,16 @@ def argument_check(task_name: str, signature: inspect.Signature) -> ArgumentChec
         parameters=[p.replace(annotation=p.empty) for p in params],
         return_annotation=signature.empty,
     )
+    context = (
+        f" ({context_param}, its TaskContext, is passed by the worker)" if context_param else ""
+    )
 
     def bind(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> None:
         try:
             signature.bind(*args, **kwargs)
         except TypeError as exc:
             raise InvalidArguments(
-                f"task {task_name!r} takes {shown}: {exc}; nothing was sent"
+                f"task {task_name!r} takes {shown}{context}: {exc}; nothing was sent"
             ) from None
 
     if not all(p.kind is _POSITIONAL_OR_KEYWORD for p in params):
