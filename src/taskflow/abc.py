@@ -582,7 +582,9 @@ class Broker(_Lifecycle, ABC):
         An outcome is refused (False, nothing written) if its token is not the task's current
         token or the task is already terminal. Terminal outcomes wake result waiters. A RETRY is
         only sent while the attempt is at most the message's `retries` (the worker sends FAILED
-        once they are spent), so attempts never exceed ``retries + 1``.
+        once they are spent), so attempts never exceed ``retries + 1``. A RELEASE refunds the
+        attempt and drops its progress and yielded values (the task reads as one that has not
+        run); a RETRY keeps them next to its error until the next claim clears them.
         """
         self._check_open()
         if not outcomes:

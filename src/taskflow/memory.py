@@ -877,7 +877,11 @@ class MemoryBroker(Broker):
             detail = None if outcome.error is None else outcome.error.type
             self.storage._emit(queue, slot, EventKind.RETRYING, now, detail)
         else:
+            # The attempt is refunded: the task reads as one that has not run, with no progress
+            # or yields of the interrupted attempt (a retry keeps them until the next claim).
             slot.attempts -= 1
+            slot.progress = None
+            slot.yields = None
             slot.status = _SCHEDULED if due > now else _QUEUED
             self._make_pending(queue, slot, due, now)
             self.storage._emit(queue, slot, EventKind.RELEASED, now)

@@ -568,3 +568,49 @@ async def test_a_new_attempt_starts_without_the_last_attempts_progress_and_yield
     assert await backend.storage.report([update], now=clock.time()) == [True]
     record = await backend.storage.get(task_id, now=clock.time())
     assert record is not None and record.yields == [encode_value("b")]
+
+
+@pytest.mark.parametrize("due", ["now", "later"])
+async def test_a_released_task_keeps_no_progress_or_yields_of_the_interrupted_attempt(
+    backend: Broker, clock: FakeClock, due: str
+) -> None:
+    """A release (a graceful stop, an unknown name put back) refunds the attempt, so the task
+    reads as one that has not run: no stale "3/6" while it waits for its next attempt."""
+    task_id = await enqueue_one(backend, clock)
+    [first] = await claim(backend, clock)
+    update = ProgressUpdate(
+        task_id, first.token, progress=Progress(3, 6), yields=[encode_value("a")]
+    )
+    assert await backend.storage.report([update], now=clock.time()) == [True]
+    retry_at = None if due == "now" else clock.time() + 5
+    assert await backend.complete([release(first, retry_at)], now=clock.time()) == [True]
+    record = await backend.storage.get(task_id, now=clock.time())
+    assert record is not None
+    expected = TaskStatus.QUEUED if due == "now" else TaskStatus.SCHEDULED
+    assert (record.status, record.attempts) == (expected, 0)
+    assert record.progress is None and record.yields == []
+    await clock.advance(5)
+    [second] = await claim(backend, clock)
+    update = ProgressUpdate(task_id, second.token, progress=Progress(1, 6))
+    assert await backend.storage.report([update], now=clock.time()) == [True]
+    record = await backend.storage.get(task_id, now=clock.time())
+    assert record is not None and record.progress == Progress(1, 6) and record.yields == []
+
+
+async def test_a_retrying_task_shows_the_failed_attempts_progress_until_the_next_starts(
+    backend: Broker, clock: FakeClock
+) -> None:
+    """A retry keeps the failed attempt's progress next to its error (where it failed), and
+    the next attempt starts without it."""
+    task_id = await enqueue_one(backend, clock, retries=1)
+    [first] = await claim(backend, clock)
+    update = ProgressUpdate(task_id, first.token, progress=Progress(3, 6))
+    assert await backend.storage.report([update], now=clock.time()) == [True]
+    await backend.complete([retry(first, clock.time() + 5)], now=clock.time())
+    record = await backend.storage.get(task_id, now=clock.time())
+    assert record is not None and record.status is TaskStatus.RETRYING
+    assert record.progress == Progress(3, 6) and record.error is not None
+    await clock.advance(5)
+    [second] = await claim(backend, clock)
+    record = await backend.storage.get(task_id, now=clock.time())
+    assert record is not None and second.attempt == 2 and record.progress is None

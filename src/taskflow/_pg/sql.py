@@ -158,6 +158,9 @@ WITH input AS (
                       ELSE t.due_at END,
         result = CASE WHEN i.kind = 'done' AND t.store_result THEN i.result ELSE t.result END,
         error = CASE WHEN i.kind = 'release' THEN t.error ELSE i.error END,
+        -- a release refunds the attempt: none of its progress or yields stay behind
+        progress = CASE WHEN i.kind = 'release' THEN NULL ELSE t.progress END,
+        yields = CASE WHEN i.kind = 'release' THEN ARRAY[]::bytea[] ELSE t.yields END,
         finished_at = CASE WHEN i.kind IN ('retry', 'release') THEN NULL ELSE $9 END,
         result_expires_at = CASE WHEN i.kind IN ('retry', 'release') THEN NULL
                                  ELSE i.result_expires_at END,

@@ -32,8 +32,10 @@ for i = 0, n - 1 do
       zadd_later(K .. 'sched', due, id)
       event(id, 'retrying', f[3], f[6], etype)
       woke = true -- idle workers shorten their sleep to the retry's due time
-    else -- release: give it back and refund the attempt
+    else -- release: give it back and refund the attempt, with its progress and yields
       zrem_later(K .. 'run', id)
+      if f[11] or f[13] then redis.call('HDEL', r, 'prog', 'y') end
+      if f[13] then redis.call('DEL', ykey(id)) end
       if at ~= '' and tonumber(at) > NOWN then
         redis.call('HSET', r, 'st', 'scheduled', 'att', tonumber(f[3]) - 1)
         zadd_later(K .. 'sched', at, id)
