@@ -89,8 +89,8 @@ _LEASE_EXPIRED_MESSAGE = (
     "or its event loop was blocked for longer than the lease)"
 )
 
-# Internal event tuple: (seq, task_id, kind, at, attempt, order_id, detail).
-_EventTuple = tuple[int, str, EventKind, float, int, "str | None", "str | None"]
+# Internal event tuple: (seq, task_id, kind, at, attempt, order_id, detail, task name).
+_EventTuple = tuple[int, str, EventKind, float, int, "str | None", "str | None", str]
 
 
 class _Slot(msgspec.Struct, gc=False):
@@ -272,8 +272,9 @@ class MemoryStorage(Storage):
     ) -> None:
         """Append one event to the queue's stream and wake its followers."""
         queue.event_seq += 1
+        msg = slot.msg
         queue.events.append(
-            (queue.event_seq, slot.id, kind, at, slot.attempts, slot.msg.order_id, detail)
+            (queue.event_seq, slot.id, kind, at, slot.attempts, msg.order_id, detail, msg.name)
         )
         queue.wake_followers()
 
@@ -399,8 +400,9 @@ class MemoryStorage(Storage):
                 attempt=attempt,
                 order_id=order_id,
                 detail=detail,
+                name=name,
             )
-            for seq, task_id, kind, at, attempt, order_id, detail in itertools.islice(
+            for seq, task_id, kind, at, attempt, order_id, detail, name in itertools.islice(
                 events, start, start + limit
             )
         ]
@@ -706,7 +708,7 @@ class MemoryBroker(Broker):
                 slot.qseq = seq = next(seqs)
                 heapq.heappush(queue.ready, (-msg.priority, now if eta is None else eta, seq, slot))
                 queue.event_seq = n = queue.event_seq + 1
-                queue.events.append((n, task_id, _EV_QUEUED, now, 0, msg.order_id, None))
+                queue.events.append((n, task_id, _EV_QUEUED, now, 0, msg.order_id, None, msg.name))
             else:
                 self._add_new(queue, slot, now)
             results.append(EnqueueResult(task_id, True))
@@ -784,8 +786,9 @@ class MemoryBroker(Broker):
                 heapq.heappush(leases, (lease_expires_at, seq, slot, token))
                 n_events = queue.event_seq + 1
                 queue.event_seq = n_events
+                msg = slot.msg
                 events.append(
-                    (n_events, slot.id, _EV_RUNNING, now, attempt, slot.msg.order_id, None)
+                    (n_events, slot.id, _EV_RUNNING, now, attempt, msg.order_id, None, msg.name)
                 )
                 out.append(Delivery(slot.id, token, attempt, slot.data, lease_expires_at))
             queue.wake_followers()
@@ -843,7 +846,9 @@ class MemoryBroker(Broker):
                 slot.error = outcome.error
                 slot.result_expires_at = outcome.result_expires_at
                 queue.event_seq = n = queue.event_seq + 1
-                queue.events.append((n, slot.id, _EV_DONE, now, slot.attempts, msg.order_id, None))
+                queue.events.append(
+                    (n, slot.id, _EV_DONE, now, slot.attempts, msg.order_id, None, msg.name)
+                )
                 if has_waiters(slot.id):
                     storage._notify_terminal(slot.id, storage._record(slot, now))
             elif kind is OutcomeKind.RETRY or kind is OutcomeKind.RELEASE:

@@ -610,6 +610,7 @@ class PostgresStorage(Storage):
                 attempt=row["attempt"],
                 order_id=row["order_id"],
                 detail=row["detail"],
+                name=row["name"],
             )
             for row in rows
         ]

@@ -1086,6 +1086,7 @@ class RedisBroker(Broker):
                     str(new.priority),
                     new.dedup_key or "",
                     new.order_id or "",
+                    new.name,
                 ]
             reply = await rs.run_queue_script("requeue", queue, now, args)
             for j, new_id in zip(idx, reply, strict=True):
@@ -1173,13 +1174,14 @@ def _queued_form(m: TaskMessage, state: str, inbox: str) -> bytes:
         m.order_id or "",
         "" if m.store_result else "1",
         inbox,
+        m.name,
     ]
     return _msgpack_encode(fields)
 
 
 def _enqueue_args(messages: Sequence[TaskMessage], now: float, inbox: str) -> list[Any]:
     """The enqueue script's batch: per message its id, queued form, priority, due time,
-    scheduled flag, dedup key and order id; `inbox` ('' for none) is registered on each."""
+    scheduled flag, dedup key, order id and name; `inbox` ('' for none) is registered on each."""
     args: list[str | msgspec.Raw] = []
     for m in messages:
         eta = m.eta
@@ -1192,6 +1194,7 @@ def _enqueue_args(messages: Sequence[TaskMessage], now: float, inbox: str) -> li
             "1" if scheduled else "0",
             m.dedup_key or "",
             m.order_id or "",
+            m.name,
         )
     return [_frame(args)]
 
@@ -1392,6 +1395,7 @@ def _event(queue: str, entry_id: bytes, fields: dict[bytes, bytes]) -> Event:
         attempt=int(fields.get(b"a", b"0")),
         order_id=_text(fields.get(b"o")),
         detail=_text(fields.get(b"d")),
+        name=fields.get(b"n", b"").decode(),
     )
 
 

@@ -272,6 +272,60 @@ async def test_every_state_change_is_an_event_in_order(backend: Broker, clock: F
     assert len({e.cursor for e in events}) == len(events)
 
 
+async def test_every_event_carries_its_tasks_name(backend: Broker, clock: FakeClock) -> None:
+    """Each kind of event, whichever call writes it (enqueue, claim, report, complete, cancel,
+    requeue, a lapse the claim settles), names its task."""
+    names: dict[str, str] = {}
+
+    async def send(name: str, **options: object) -> str:
+        task_id = await enqueue_one(backend, clock, name=name, **options)
+        names[task_id] = name
+        return task_id
+
+    runner = await send("shop.buy", retries=1)
+    doomed = await send("shop.fail")
+    lapsed = await send("shop.lapse")
+    expired = await send("shop.expire")
+    await send("shop.later", eta=clock.time() + 60)
+    cancelled = await send("shop.cancel")
+    await backend.cancel([cancelled], now=clock.time())
+    d_runner, d_doomed, d_lapsed, d_expired = await claim(backend, clock, limit=4, lease_s=10)
+    assert [d.task_id for d in (d_runner, d_doomed, d_lapsed, d_expired)] == [
+        runner,
+        doomed,
+        lapsed,
+        expired,
+    ]
+    update = ProgressUpdate(runner, d_runner.token, progress=Progress(1, 2), yields=[b"\x01"])
+    await backend.storage.report([update], now=clock.time())
+    await backend.complete(
+        [
+            retry(d_runner, None),
+            failed(d_doomed, clock),
+            Outcome(expired, d_expired.token, OutcomeKind.EXPIRED),
+        ],
+        now=clock.time(),
+    )
+    [d_runner] = await claim(backend, clock)
+    await backend.complete([release(d_runner)], now=clock.time())
+    [d_runner] = await claim(backend, clock)
+    await backend.cancel([runner], now=clock.time())
+    await backend.complete([done(d_runner, clock)], now=clock.time())
+    [requeued] = await backend.requeue_dead([doomed], now=clock.time(), new_ids=["requeued-n"])
+    assert requeued is not None
+    names[requeued] = "shop.fail"
+    await clock.advance(11)
+    # Starts the requeued task, and dead-letters the lapsed one (no attempt left).
+    assert [d.task_id for d in await claim(backend, clock)] == [requeued]
+
+    events = await backend.storage.read_events("default")
+    assert {e.kind for e in events} == set(EventKind)
+    assert kinds(events, lapsed)[-1] is EventKind.FAILED
+    assert [(e.task_id, e.kind, e.name) for e in events] == [
+        (e.task_id, e.kind, names[e.task_id]) for e in events
+    ]
+
+
 async def test_failed_requeued_and_scheduled_events(backend: Broker, clock: FakeClock) -> None:
     task_id = await enqueue_one(backend, clock)
     [delivery] = await claim(backend, clock)

@@ -52,10 +52,10 @@ WITH input AS (
     WHERE NOT EXISTS (SELECT 1 FROM blocked b WHERE b.ord = i.ord AND b.by_id IS NOT NULL)
     ORDER BY i.ord
     ON CONFLICT DO NOTHING
-    RETURNING id, queue, status, order_id
+    RETURNING id, name, queue, status, order_id
 ), ev AS (
-    INSERT INTO {{s}}.events (queue, task_id, kind, at, attempt, order_id)
-    SELECT queue, id, status, $16, 0, order_id FROM ins
+    INSERT INTO {{s}}.events (queue, task_id, kind, at, attempt, order_id, name)
+    SELECT queue, id, status, $16, 0, order_id, name FROM ins
 )
 SELECT i.id, (ins.id IS NOT NULL) AS created, b.by_id,
        (SELECT {{s}}.notify($17, 'w:', array_agg(DISTINCT queue)) FROM ins) AS notified
@@ -109,12 +109,12 @@ WITH cand AS (
         dedup_until = CASE WHEN c.verdict <> 'running' THEN $2 + t.dedup_ttl_s END
     FROM cand c
     WHERE t.id = c.id
-    RETURNING t.id, t.queue, t.status, t.token, t.attempts, t.data, t.order_id,
+    RETURNING t.id, t.name, t.queue, t.status, t.token, t.attempts, t.data, t.order_id,
               c.priority, c.old_due, c.seq
 ), ev AS (
-    INSERT INTO {{s}}.events (queue, task_id, kind, at, attempt, order_id, detail)
+    INSERT INTO {{s}}.events (queue, task_id, kind, at, attempt, order_id, detail, name)
     SELECT queue, id, status, $2, attempts, order_id,
-           CASE WHEN status = 'failed' THEN 'LeaseExpired' END
+           CASE WHEN status = 'failed' THEN 'LeaseExpired' END, name
     FROM upd
 )
 SELECT id, status, token, attempts, data,
@@ -169,12 +169,13 @@ WITH input AS (
                            ELSE $9 + t.dedup_ttl_s END
     FROM input i
     WHERE t.id = i.id AND t.token = i.token AND t.status = 'running'
-    RETURNING i.ord, t.id, t.queue, t.status, t.due_at, t.attempts, t.order_id, i.kind, i.detail
+    RETURNING i.ord, t.id, t.name, t.queue, t.status, t.due_at, t.attempts, t.order_id, i.kind,
+              i.detail
 ), ev AS (
-    INSERT INTO {{s}}.events (queue, task_id, kind, at, attempt, order_id, detail)
+    INSERT INTO {{s}}.events (queue, task_id, kind, at, attempt, order_id, detail, name)
     SELECT queue, id,
            CASE kind WHEN 'retry' THEN 'retrying' WHEN 'release' THEN 'released' ELSE kind END,
-           $9, attempts, order_id, detail
+           $9, attempts, order_id, detail, name
     FROM upd
 )
 SELECT i.ord, u.ord IS NOT NULL AS ok, u.status, u.queue,
@@ -202,12 +203,12 @@ WITH input AS (
     FROM (SELECT DISTINCT id FROM input) i
     WHERE t.id = i.id AND t.status IN {LIVE_STATES_SQL}
       AND NOT (t.status = 'running' AND t.cancel_requested)
-    RETURNING t.id, t.queue, t.status, t.attempts, t.order_id
+    RETURNING t.id, t.name, t.queue, t.status, t.attempts, t.order_id
 ), ev AS (
-    INSERT INTO {{s}}.events (queue, task_id, kind, at, attempt, order_id)
+    INSERT INTO {{s}}.events (queue, task_id, kind, at, attempt, order_id, name)
     SELECT queue, id,
            CASE WHEN status = 'running' THEN 'cancel_requested' ELSE 'cancelled' END,
-           $2, attempts, order_id
+           $2, attempts, order_id, name
     FROM upd
 )
 SELECT i.ord, u.status, u.queue,
@@ -233,15 +234,16 @@ WITH input AS (
         yields = t.yields || coalesce(ys.vals, '{{}}'::bytea[])
     FROM input i LEFT JOIN ys ON ys.owner = i.ord
     WHERE t.id = i.id AND t.token = i.token AND t.status = 'running'
-    RETURNING i.ord, t.id, t.queue, t.attempts, t.order_id,
+    RETURNING i.ord, t.id, t.name, t.queue, t.attempts, t.order_id,
               i.progress IS NOT NULL AS has_progress, i.detail, coalesce(ys.n, 0) AS n_yields,
               cardinality(t.yields) AS n_total
 ), ev AS (
-    INSERT INTO {s}.events (queue, task_id, kind, at, attempt, order_id, detail)
-    SELECT queue, id, 'progress', $7::float8, attempts, order_id, detail FROM upd WHERE has_progress
+    INSERT INTO {s}.events (queue, task_id, kind, at, attempt, order_id, detail, name)
+    SELECT queue, id, 'progress', $7::float8, attempts, order_id, detail, name
+    FROM upd WHERE has_progress
     UNION ALL
     SELECT queue, id, 'yielded', $7::float8, attempts, order_id,
-           (upd.n_total - upd.n_yields + k - 1)::text
+           (upd.n_total - upd.n_yields + k - 1)::text, name
     FROM upd, generate_series(1, upd.n_yields) AS k
 )
 SELECT i.ord, u.ord IS NOT NULL AS ok,
@@ -259,7 +261,7 @@ _TASK_COLUMNS: Final = (
 _GET_MANY: Final = f"SELECT {_TASK_COLUMNS} FROM {{s}}.tasks WHERE id = ANY($1::text[])"
 
 _READ_EVENTS: Final = """
-SELECT id, task_id, queue, kind, at, attempt, order_id, detail FROM {s}.events
+SELECT id, task_id, queue, kind, at, attempt, order_id, detail, name FROM {s}.events
 WHERE queue = $1 AND id > $2 ORDER BY id LIMIT $3
 """
 
@@ -305,10 +307,10 @@ WITH n AS (
 ), upd AS (
     UPDATE {s}.tasks t SET requeued_as = n.new_id, dedup_until = NULL
     FROM n WHERE t.id = n.old_id
-    RETURNING t.queue, t.id, t.attempts, t.order_id, n.new_id, n.ord
+    RETURNING t.queue, t.id, t.name, t.attempts, t.order_id, n.new_id, n.ord
 )
-INSERT INTO {s}.events (queue, task_id, kind, at, attempt, order_id, detail)
-SELECT queue, id, 'requeued', $3::float8, attempts, order_id, new_id FROM upd ORDER BY ord
+INSERT INTO {s}.events (queue, task_id, kind, at, attempt, order_id, detail, name)
+SELECT queue, id, 'requeued', $3::float8, attempts, order_id, new_id, name FROM upd ORDER BY ord
 """
 
 _CLEANUP_TASKS: Final = f"""
