@@ -381,7 +381,8 @@ class MemoryStorage(Storage):
         except ValueError:
             raise ValueError(
                 f"event cursor {after!r} is not a memory-backend cursor (a decimal number); "
-                "pass the `cursor` of an Event read from this storage, or None"
+                "pass the `cursor` of an Event read from this storage, None (the oldest kept) "
+                "or taskflow.abc.LATEST (only what comes next)"
             ) from None
 
     async def _read_events(self, queue: str, after: str | None, limit: int) -> list[Event]:
@@ -406,6 +407,10 @@ class MemoryStorage(Storage):
                 events, start, start + limit
             )
         ]
+
+    async def _latest_cursor(self, queue: str) -> str | None:
+        state = self._queues.get(queue)
+        return str(state.event_seq) if state is not None and state.event_seq else None
 
     async def _wait_events(self, queue: str, after: str | None) -> None:
         state = self._queue(queue)

@@ -614,6 +614,10 @@ class RedisStorage(Storage):
         entries = await self._client.xrange(self.qkey(queue, "ev"), start, "+", count=limit)
         return [_event(queue, entry_id, fields) for entry_id, fields in entries]
 
+    async def _latest_cursor(self, queue: str) -> str | None:
+        newest = await self._client.xrevrange(self.qkey(queue, "ev"), "+", "-", count=1)
+        return newest[0][0].decode() if newest else None
+
     async def _wait_events(self, queue: str, after: str | None) -> None:
         await self._client.xread(
             {self.qkey(queue, "ev"): after or "0-0"}, count=1, block=_EVENTS_BLOCK_MS

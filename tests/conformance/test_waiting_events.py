@@ -18,7 +18,7 @@ from taskflow._message import (
     TaskStatus,
     encode_value,
 )
-from taskflow.abc import Broker
+from taskflow.abc import LATEST, Broker
 from taskflow.testing import FakeClock
 
 from ._helpers import TTL_S, claim, done, enqueue_one, failed, message, release, retry
@@ -410,6 +410,59 @@ async def test_follow_events_resumes_after_a_cursor(backend: Broker, clock: Fake
         resumed = await stream.__anext__()
         await stream.aclose()  # type: ignore[attr-defined]
     assert resumed.task_id == second
+
+
+@pytest.mark.parametrize("history", ["some events", "none yet"])
+async def test_follow_events_from_latest_yields_only_what_happens_next(
+    backend: Broker, clock: FakeClock, monkeypatch: pytest.MonkeyPatch, history: str
+) -> None:
+    """`LATEST` skips the stream's past; what comes after the follower started is all there,
+    and its cursors resume without losing an event."""
+    if history == "some events":
+        for _ in range(3):
+            await enqueue_one(backend, clock)
+    storage = backend.storage
+    waiting = anyio.Event()
+    wait_events = storage._wait_events
+
+    async def signalled_wait(queue: str, after: str | None) -> None:
+        waiting.set()  # the follower has started: it waits for events after `after`
+        await wait_events(queue, after)
+
+    monkeypatch.setattr(storage, "_wait_events", signalled_wait)
+    seen: list[Event] = []
+
+    async def follow() -> None:
+        async for event in storage.follow_events("default", after=LATEST):
+            seen.append(event)
+            if len(seen) == 2:
+                return
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(follow)
+            await waiting.wait()
+            first = await enqueue_one(backend, clock)
+            second = await enqueue_one(backend, clock)
+    assert [(e.task_id, e.kind) for e in seen] == [
+        (first, EventKind.QUEUED),
+        (second, EventKind.QUEUED),
+    ]
+    # Resumed from the first one's cursor: the second, then what came since; nothing lost.
+    third = await enqueue_one(backend, clock)
+    with anyio.fail_after(10):
+        stream = storage.follow_events("default", after=seen[0].cursor)
+        resumed = [await stream.__anext__(), await stream.__anext__()]
+        await stream.aclose()  # type: ignore[attr-defined]
+    assert resumed[0] == seen[1] and resumed[1].task_id == third
+
+
+async def test_read_events_after_latest_is_empty(backend: Broker, clock: FakeClock) -> None:
+    storage = backend.storage
+    assert await storage.read_events("default", after=LATEST) == []
+    await enqueue_one(backend, clock)
+    assert await storage.read_events("default", after=LATEST) == []
+    assert len(await storage.read_events("default")) == 1
 
 
 @pytest.mark.parametrize("sent", ["one by one", "in one batch"])

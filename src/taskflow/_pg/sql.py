@@ -267,6 +267,8 @@ WHERE queue = $1 AND id > $2 ORDER BY id LIMIT $3
 
 _HAS_EVENTS_AFTER: Final = "SELECT EXISTS (SELECT 1 FROM {s}.events WHERE queue = $1 AND id > $2)"
 
+_LATEST_EVENT: Final = "SELECT max(id) FROM {s}.events WHERE queue = $1"
+
 _NEXT_DUE: Final = f"""
 SELECT min(due_at) FROM {{s}}.tasks
 WHERE queue = ANY($1::text[]) AND status IN {LIVE_STATES_SQL}
@@ -401,6 +403,7 @@ class Statements:
         self.get_many = _GET_MANY.format(s=s)
         self.read_events = _READ_EVENTS.format(s=s)
         self.has_events_after = _HAS_EVENTS_AFTER.format(s=s)
+        self.latest_event = _LATEST_EVENT.format(s=s)
         self.next_due = _NEXT_DUE.format(s=s)
         self.stats = _STATS.format(s=s)
         self.dead_letters = _DEAD_LETTERS.format(s=s)
