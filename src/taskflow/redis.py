@@ -610,7 +610,7 @@ class RedisStorage(Storage):
     # -- events ----------------------------------------------------------------------------
 
     async def _read_events(self, queue: str, after: str | None, limit: int) -> list[Event]:
-        start = "-" if after is None else f"({after}"
+        start = "-" if after is None else f"({_stream_cursor(after)}"
         entries = await self._client.xrange(self.qkey(queue, "ev"), start, "+", count=limit)
         return [_event(queue, entry_id, fields) for entry_id, fields in entries]
 
@@ -620,7 +620,9 @@ class RedisStorage(Storage):
 
     async def _wait_events(self, queue: str, after: str | None) -> None:
         await self._client.xread(
-            {self.qkey(queue, "ev"): after or "0-0"}, count=1, block=_EVENTS_BLOCK_MS
+            {self.qkey(queue, "ev"): _stream_cursor(after or "0-0")},
+            count=1,
+            block=_EVENTS_BLOCK_MS,
         )
 
     # -- maintenance -----------------------------------------------------------------------
@@ -1131,6 +1133,18 @@ def _check_message_routing(message: TaskMessage) -> None:
             f"queue {message.queue!r}: on Redis an id that starts with '{{...}}' must name its "
             "own queue; use an id without braces, or let the broker choose one"
         )
+
+
+def _stream_cursor(after: str) -> str:
+    """`after` checked to be a stream entry id (``<ms>-<seq>``), the cursor of a Redis event."""
+    ms, dash, seq = after.partition("-")
+    if not (dash and ms.isdigit() and seq.isdigit()):
+        raise ValueError(
+            f"event cursor {after!r} is not a Redis event cursor (a stream id like "
+            "'1700000000000-0'): pass the `cursor` of an Event read from this backend, None to "
+            "start at the oldest kept event, or taskflow.abc.LATEST for only what comes next"
+        )
+    return after
 
 
 def _progress_text(progress: Progress | None) -> str:

@@ -457,6 +457,20 @@ async def test_follow_events_from_latest_yields_only_what_happens_next(
     assert resumed[0] == seen[1] and resumed[1].task_id == third
 
 
+@pytest.mark.parametrize("cursor", ["bogus", "12-x", "$$"])
+async def test_a_cursor_that_is_not_this_backends_is_refused_with_the_fix(
+    backend: Broker, clock: FakeClock, cursor: str
+) -> None:
+    await enqueue_one(backend, clock)
+    storage = backend.storage
+    fix = r"event cursor .*taskflow.abc.LATEST"
+    with pytest.raises(ValueError, match=fix):
+        await storage.read_events("default", after=cursor)
+    stream = storage.follow_events("default", after=cursor)
+    with anyio.fail_after(10), pytest.raises(ValueError, match=fix):
+        await stream.__anext__()
+
+
 async def test_read_events_after_latest_is_empty(backend: Broker, clock: FakeClock) -> None:
     storage = backend.storage
     assert await storage.read_events("default", after=LATEST) == []
