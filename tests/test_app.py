@@ -20,7 +20,9 @@ from taskflow import (
     ConfigError,
     GlobalConfig,
     LifecycleError,
+    Progress,
     QueueTasks,
+    TaskContext,
     TaskStatus,
     WorkerState,
 )
@@ -328,6 +330,37 @@ async def test_graceful_shutdown_releases_a_task_that_outlives_the_grace_period(
             info = await handle.info()
             assert info.status is TaskStatus.QUEUED
             assert info.attempts == 0  # attempt refunded: it never had a fair run
+
+
+async def test_a_task_released_by_a_graceful_shutdown_keeps_no_stale_progress() -> None:
+    """Released mid-run (after 3 of 6), the task waits for its next attempt as one that has not
+    run: no "3/6" from the interrupted attempt."""
+    clock = FakeClock()
+    app = QueueTasks(name="t", clock=clock, config=GlobalConfig(shutdown_grace_s=5))
+    reported = anyio.Event()
+
+    @app.task
+    async def halfway(ctx: TaskContext) -> None:
+        ctx.progress(3, 6)
+        reported.set()
+        await anyio.sleep_forever()
+
+    with anyio.fail_after(10):
+        async with app:
+            async with anyio.create_task_group() as tg:
+                handle = await halfway.add_task()
+
+                async def run_worker() -> None:
+                    async with app.running():
+                        await reported.wait()
+
+                tg.start_soon(run_worker)
+                await reported.wait()
+                await anyio.wait_all_tasks_blocked()  # the report is stored, the stop waits
+                assert (await handle.info()).progress == Progress(3, 6)
+                await clock.advance(5)
+            info = await handle.info()
+            assert (info.status, info.attempts, info.progress) == (TaskStatus.QUEUED, 0, None)
 
 
 async def test_graceful_shutdown_releases_a_sync_task_at_once_after_the_grace_period() -> None:

@@ -130,6 +130,41 @@ async def test_attempt_increments_and_idempotency_key_is_stable_across_retries(
     assert all(task_id == handle.task_id for _, _, task_id in seen)
 
 
+async def test_headers_sent_with_the_task_reach_it_read_only_without_the_idempotency_key(
+    app: QueueTasks,
+) -> None:
+    """A trace context sent with `options(headers=...)` is in `ctx.headers`; the reserved
+    idempotency key is not (it is `ctx.idempotency_key`), so forwarding the headers to a child
+    task continues the trace without handing the child the parent's key."""
+    seen: dict[str, tuple[dict[str, str], str]] = {}
+    trace = {"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}
+
+    @app.task
+    async def child(ctx: TaskContext) -> None:
+        seen["child"] = (dict(ctx.headers), ctx.idempotency_key)
+
+    @app.task
+    async def parent(ctx: TaskContext) -> str:
+        seen["parent"] = (dict(ctx.headers), ctx.idempotency_key)
+        with pytest.raises(TypeError):
+            ctx.headers["traceparent"] = "changed"  # type: ignore[index]
+        handle = await child.options(headers=dict(ctx.headers)).add_task()
+        return handle.task_id
+
+    @app.task
+    async def plain(ctx: TaskContext) -> dict[str, str]:
+        return dict(ctx.headers)
+
+    with anyio.fail_after(10):
+        async with app.running():
+            sent = parent.options(headers=trace, idempotency_key="charge-42")
+            child_id = await (await sent.add_task()).result(timeout=5)
+            await app.result(child_id).result(timeout=5)
+            assert await (await plain.add_task()).result(timeout=5) == {}
+    assert seen["parent"] == (trace, "charge-42")
+    assert seen["child"] == (trace, child_id)
+
+
 async def test_progress_from_a_sync_task_in_a_thread_is_visible_while_it_runs(
     app: QueueTasks,
 ) -> None:

@@ -111,6 +111,24 @@ async def test_an_older_schema_is_upgraded_in_place_keeping_its_tasks(schema: st
         assert claimed == ["old-1", new_id]
 
 
+async def test_events_stored_before_they_named_their_task_read_with_no_name(schema: str) -> None:
+    clock = FakeClock()
+    assert await upgrade(postgres_dsn(), schema, target=3) == 3
+    conn = await asyncpg.connect(postgres_dsn())
+    try:
+        await conn.execute(
+            f'INSERT INTO "{schema}".events (queue, task_id, kind, at) '
+            "VALUES ('default', 'old-1', 'queued', $1)",
+            clock.time(),
+        )
+    finally:
+        await conn.close()
+    async with from_url(postgres_dsn(), schema=schema) as broker:
+        new_id = await enqueue_one(broker, clock)
+        events = await broker.storage.read_events("default")
+    assert [(e.task_id, e.name) for e in events] == [("old-1", ""), (new_id, "tests.task")]
+
+
 async def test_schema_comes_from_the_url_or_the_option(schema: str) -> None:
     broker = from_url(f"{postgres_dsn()}?schema={schema}")
     assert broker.pg.schema == schema

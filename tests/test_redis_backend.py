@@ -23,6 +23,7 @@ from taskflow._exceptions import ConfigError
 from taskflow._message import (
     CancelResult,
     Delivery,
+    EventKind,
     Outcome,
     OutcomeKind,
     Progress,
@@ -38,6 +39,7 @@ from taskflow.redis import (
     RedisStorage,
     _complete_args,
     _EarlyOutcomes,
+    _raw_str,
     from_url,
 )
 from taskflow.testing import FakeClock
@@ -447,22 +449,29 @@ async def test_a_task_is_one_string_until_the_claim_that_starts_it_writes_its_ha
     )
 
 
-async def _as_hash(broker: RedisBroker, task_id: str) -> None:
-    """Rewrite a queued task's string as the hash a queued task had before the queued form (its
-    fields and values as `materialize` in lua/common.lua writes them)."""
-    client, key = broker._redis._client, broker._redis.qkey("default", f"q:{task_id}")
-    stored = await client.get(key)
+async def _queued_fields(broker: RedisBroker, task_id: str) -> tuple[bytes, list[bytes]]:
+    """A queued task's stored string: its 12 sequence digits, and its fields (QF in
+    lua/common.lua) as bytes."""
+    stored = await broker._redis._client.get(broker._redis.qkey("default", f"q:{task_id}"))
     # Each entry is a msgpack "str" holding any bytes: drop its header (1, 2, 3 or 5 bytes).
     header = {0xD9: 2, 0xDA: 3, 0xDB: 5}
     fields = [
         bytes(raw)[header.get(bytes(raw)[0], 1) :]
         for raw in msgspec.msgpack.decode(stored[12:], type=list[msgspec.Raw])
     ]
+    return stored[:12], fields
+
+
+async def _as_hash(broker: RedisBroker, task_id: str) -> None:
+    """Rewrite a queued task's string as the hash a queued task had before the queued form (its
+    fields and values as `materialize` in lua/common.lua writes them; no task name then)."""
+    client, key = broker._redis._client, broker._redis.qkey("default", f"q:{task_id}")
+    digits, fields = await _queued_fields(broker, task_id)
     names = ("msg", "st", "pr", "rt", "dk", "dt", "oid", "nr", "w")
-    record = dict(zip(names, fields, strict=True))
+    record = dict(zip(names, fields[: len(names)], strict=True))
     if not record["w"]:
         del record["w"]
-    record.update(att=b"0", tok=b"0", m=stored[:12] + task_id.encode())
+    record.update(att=b"0", tok=b"0", m=digits + task_id.encode())
     await client.delete(key)
     await client.hset(broker._redis.qkey("default", f"t:{task_id}"), mapping=record)
 
@@ -481,6 +490,48 @@ async def test_a_task_queued_before_the_queued_form_is_still_read_and_run(
     (delivery,) = await claim(broker, clock)
     assert (delivery.task_id, delivery.token, delivery.attempt) == (kept, 1, 1)
     assert (await _record(broker, clock, kept)).status is TaskStatus.RUNNING
+
+
+async def _without_name(broker: RedisBroker, task_id: str) -> None:
+    """Rewrite a queued task's string as it was stored before it kept the task's name."""
+    digits, fields = await _queued_fields(broker, task_id)
+    assert fields[9] == b"tests.task"
+    packed = msgspec.msgpack.encode([msgspec.Raw(_str(f)) for f in fields[:9]])
+    await broker._redis._client.set(broker._redis.qkey("default", f"q:{task_id}"), digits + packed)
+
+
+def _str(data: bytes) -> bytes:
+    """`data` as a msgpack "str" (the Lua msgpack has no "bin"; see `_raw_str`)."""
+    return bytes(_raw_str(data))
+
+
+async def test_tasks_stored_before_events_named_them_still_run_and_their_events_have_no_name(
+    broker: RedisBroker, clock: FakeClock
+) -> None:
+    """A queued form without the name, and a hash record without it, from before this change:
+    read, claimed, completed and cancelled as before; their events say "" for the name."""
+    old_form, old_hash, cancelled = [await enqueue_one(broker, clock) for _ in range(3)]
+    await _without_name(broker, old_form)
+    await _without_name(broker, cancelled)
+    await _as_hash(broker, old_hash)
+    *_, queued = await broker.storage.read_events("default")
+    assert await broker.cancel([cancelled], now=clock.time()) == [CancelResult.CANCELLED]
+    deliveries = await claim(broker, clock)
+    assert [d.task_id for d in deliveries] == [old_form, old_hash]
+    assert await broker.complete([done(d, clock) for d in deliveries], now=clock.time()) == [
+        True,
+        True,
+    ]
+    fresh = await enqueue_one(broker, clock)
+    events = await broker.storage.read_events("default", after=queued.cursor)
+    assert [(e.task_id, e.kind, e.name) for e in events] == [
+        (cancelled, EventKind.CANCELLED, ""),
+        (old_form, EventKind.RUNNING, ""),
+        (old_hash, EventKind.RUNNING, ""),
+        (old_form, EventKind.DONE, ""),
+        (old_hash, EventKind.DONE, ""),
+        (fresh, EventKind.QUEUED, "tests.task"),
+    ]
 
 
 async def test_cancelling_a_queued_task_turns_its_string_into_its_hash(
@@ -558,9 +609,10 @@ async def test_a_task_sent_to_an_idle_worker_is_claimed_by_the_enqueue(
     broker: RedisBroker, clock: FakeClock
 ) -> None:
     """The enqueue itself claims a new task for a parked worker (running, attempt 1, token 1,
-    its lease) and sends it; the worker's next claim returns it without asking the server."""
+    its lease) and sends it, headers and all; the worker's next claim returns it without asking
+    the server. Its events name it."""
     woke = await _park(broker, clock)
-    task_id = await enqueue_one(broker, clock)
+    task_id = await enqueue_one(broker, clock, headers={"traceparent": "00-abc-01"})
     record = await _record(broker, clock, task_id)
     assert (record.status, record.attempts, record.worker_id) == (TaskStatus.RUNNING, 1, "w1")
     with anyio.fail_after(5):
@@ -568,11 +620,12 @@ async def test_a_task_sent_to_an_idle_worker_is_claimed_by_the_enqueue(
     (delivery,) = await claim(broker, clock, worker_id="w1")
     assert (delivery.task_id, delivery.token, delivery.attempt) == (task_id, 1, 1)
     assert delivery.lease_expires_at == clock.time() + LEASE_S
-    assert decode_message(delivery.data).id == task_id
+    sent = decode_message(delivery.data)
+    assert (sent.id, sent.headers) == (task_id, {"traceparent": "00-abc-01"})
     assert await broker.complete([done(delivery, clock)], now=clock.time()) == [True]
     assert (await _record(broker, clock, task_id)).status is TaskStatus.DONE
-    kinds = [e.kind.value for e in await broker.storage.read_events("default")]
-    assert kinds == ["queued", "running", "done"]
+    events = [(e.kind.value, e.name) for e in await broker.storage.read_events("default")]
+    assert events == [("queued", "tests.task"), ("running", "tests.task"), ("done", "tests.task")]
 
 
 async def test_hand_offs_stop_at_the_free_capacity_the_worker_parked_with(

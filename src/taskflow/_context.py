@@ -3,7 +3,8 @@
 A task gets one by declaring a parameter annotated with `TaskContext` (put it first, so the
 typed handle's arguments are the rest). The context reports progress and yielded values to the
 worker, which batches them to the storage; it never does I/O itself, so it is safe to call from a
-sync task running in a thread.
+sync task running in a thread. It also shows the headers the task was sent with (`headers`),
+less the one taskflow reserves for the idempotency key.
 """
 
 from __future__ import annotations
@@ -11,15 +12,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from types import SimpleNamespace
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from types import MappingProxyType, SimpleNamespace
+from typing import TYPE_CHECKING, Any, Final
 
 from ._message import Progress
 
 if TYPE_CHECKING:
     from ._worker import _Run
 
-__all__ = ["TaskContext", "WorkerState"]
+__all__ = ["IDEMPOTENCY_HEADER", "TaskContext", "WorkerState"]
+
+IDEMPOTENCY_HEADER: Final = "idempotency_key"
+"""The header that carries `TaskContext.idempotency_key` (set by ``options(idempotency_key=...)``);
+kept out of `TaskContext.headers`, so forwarding a task's headers to the tasks it sends never
+hands them its idempotency key."""
 
 
 class WorkerState(SimpleNamespace):
@@ -37,6 +44,9 @@ class TaskContext:
         attempt: 1 for the first run, 2 for the first retry, ...
         idempotency_key: Stable across attempts (and re-deliveries after a crash): use it to
             make side effects happen once, since at-least-once means a body can run twice.
+        headers: The headers the task was sent with (``options(headers=...)``), read-only,
+            for example a trace context to continue. The ``idempotency_key`` header is not
+            among them: it is `idempotency_key`.
         state: The worker's shared `WorkerState` (filled by `@app.on_startup` hooks).
         logger: A logger that tags records with the task id.
     """
@@ -46,6 +56,7 @@ class TaskContext:
         "_loop_thread",
         "_run",
         "attempt",
+        "headers",
         "idempotency_key",
         "logger",
         "name",
@@ -62,7 +73,7 @@ class TaskContext:
         name: str,
         queue: str,
         attempt: int,
-        idempotency_key: str,
+        headers: Mapping[str, str],
         state: WorkerState,
     ) -> None:
         self._run = run
@@ -72,7 +83,9 @@ class TaskContext:
         self.name = name
         self.queue = queue
         self.attempt = attempt
-        self.idempotency_key = idempotency_key
+        visible = dict(headers)
+        self.idempotency_key = visible.pop(IDEMPOTENCY_HEADER, task_id)
+        self.headers: Mapping[str, str] = MappingProxyType(visible)
         self.state = state
         self.logger = logging.LoggerAdapter(
             logging.getLogger(f"taskflow.task.{name}"), {"task_id": task_id}

@@ -311,7 +311,11 @@ class EventKind(str, enum.Enum):
 
 
 class Event(msgspec.Struct, frozen=True, kw_only=True):
-    """One entry of a queue's event stream. `cursor` resumes reading right after it."""
+    """One entry of a queue's event stream. `cursor` resumes reading right after it.
+
+    `name` is the task's registered name ("" for events a backend stored before events
+    carried it).
+    """
 
     cursor: str
     task_id: str
@@ -321,6 +325,7 @@ class Event(msgspec.Struct, frozen=True, kw_only=True):
     attempt: int = 0
     order_id: str | None = None
     detail: str | None = None
+    name: str = ""
 
 
 class QueueStats(msgspec.Struct, frozen=True, kw_only=True):

@@ -488,7 +488,7 @@ class Worker:
                 name=message.name,
                 queue=message.queue,
                 attempt=run.attempt,
-                idempotency_key=message.headers.get("idempotency_key", run.task_id),
+                headers=message.headers,
                 state=self.state,
             )
             index = definition.context_index

@@ -22,7 +22,8 @@ Rules every backend follows (the conformance suite in ``tests/conformance`` chec
   ``retries + 1`` attempts, the task is dead-lettered instead, with an error of type
   ``"LeaseExpired"``.
 * **Events.** Every state change appends an `Event` to the task's queue stream, in the same
-  atomic step as the change.
+  atomic step as the change. Its cursor resumes reading right after it; `LATEST` starts after
+  the newest event instead.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ import os
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Final, Self
 
 from ._exceptions import BackendUnavailable, LifecycleError, TaskNotFound
 from ._message import (
@@ -54,7 +55,14 @@ from ._message import (
     Versioned,
 )
 
-__all__ = ["Broker", "Storage"]
+__all__ = ["LATEST", "Broker", "Storage"]
+
+LATEST: Final = "$"
+"""The event cursor "now": `Storage.follow_events` given ``after=LATEST`` starts after the
+queue's newest event when its iteration starts, so it yields only what happens from then on
+instead of replaying the stream (`Storage.read_events` returns nothing for it). Every event it
+yields has a real cursor, to resume from without losing an event. ``"$"``, as Redis's
+``XREAD`` spells "only new entries"; no backend's cursor can take that value."""
 
 
 _Read = TaskRecord | TaskOutcome
@@ -342,17 +350,30 @@ class Storage(_Lifecycle, ABC):
         self, queue: str, *, after: str | None = None, limit: int = 1000
     ) -> list[Event]:
         """Read a queue's events in order, starting right after cursor `after` (None: the
-        oldest kept). The stream is capped (`GlobalConfig.events_maxlen`); a cursor older than
-        the oldest kept event resumes at the oldest kept event."""
+        oldest kept; `LATEST`: none, nothing is newer than the newest). The stream is capped
+        (`GlobalConfig.events_maxlen`); a cursor older than the oldest kept event resumes at
+        the oldest kept event.
+
+        Raises:
+            ValueError: `after` is not a cursor of this backend.
+        """
         self._check_open()
+        if after == LATEST:
+            return []
         return await self._read_events(queue, after, limit)
 
     async def follow_events(
         self, queue: str, *, after: str | None = None, batch: int = 1000
     ) -> AsyncIterator[Event]:
-        """Yield a queue's events as they happen, forever, resuming after cursor `after`."""
+        """Yield a queue's events as they happen, forever, resuming after cursor `after`
+        (None: from the oldest kept; `LATEST`: only events after the newest one when the
+        iteration starts). Push-driven; reads up to `batch` events at a time.
+
+        Raises:
+            ValueError: `after` is not a cursor of this backend.
+        """
         self._check_open()
-        cursor = after
+        cursor = await self._latest_cursor(queue) if after == LATEST else after
         while True:
             events = await self._read_events(queue, cursor, batch)
             for event in events:
@@ -368,6 +389,11 @@ class Storage(_Lifecycle, ABC):
     @abstractmethod
     async def _wait_events(self, queue: str, after: str | None) -> None:
         """Return when events after cursor `after` may exist (push; spurious returns allowed)."""
+
+    @abstractmethod
+    async def _latest_cursor(self, queue: str) -> str | None:
+        """The cursor of `queue`'s newest event, or None if it has none (what `LATEST`
+        stands for): reading after it returns only events appended later."""
 
     # -- maintenance -----------------------------------------------------------------------
 
@@ -582,7 +608,9 @@ class Broker(_Lifecycle, ABC):
         An outcome is refused (False, nothing written) if its token is not the task's current
         token or the task is already terminal. Terminal outcomes wake result waiters. A RETRY is
         only sent while the attempt is at most the message's `retries` (the worker sends FAILED
-        once they are spent), so attempts never exceed ``retries + 1``.
+        once they are spent), so attempts never exceed ``retries + 1``. A RELEASE refunds the
+        attempt and drops its progress and yielded values (the task reads as one that has not
+        run); a RETRY keeps them next to its error until the next claim clears them.
         """
         self._check_open()
         if not outcomes:

@@ -89,8 +89,8 @@ _LEASE_EXPIRED_MESSAGE = (
     "or its event loop was blocked for longer than the lease)"
 )
 
-# Internal event tuple: (seq, task_id, kind, at, attempt, order_id, detail).
-_EventTuple = tuple[int, str, EventKind, float, int, "str | None", "str | None"]
+# Internal event tuple: (seq, task_id, kind, at, attempt, order_id, detail, task name).
+_EventTuple = tuple[int, str, EventKind, float, int, "str | None", "str | None", str]
 
 
 class _Slot(msgspec.Struct, gc=False):
@@ -272,8 +272,9 @@ class MemoryStorage(Storage):
     ) -> None:
         """Append one event to the queue's stream and wake its followers."""
         queue.event_seq += 1
+        msg = slot.msg
         queue.events.append(
-            (queue.event_seq, slot.id, kind, at, slot.attempts, slot.msg.order_id, detail)
+            (queue.event_seq, slot.id, kind, at, slot.attempts, msg.order_id, detail, msg.name)
         )
         queue.wake_followers()
 
@@ -380,7 +381,8 @@ class MemoryStorage(Storage):
         except ValueError:
             raise ValueError(
                 f"event cursor {after!r} is not a memory-backend cursor (a decimal number); "
-                "pass the `cursor` of an Event read from this storage, or None"
+                "pass the `cursor` of an Event read from this storage, None (the oldest kept) "
+                "or taskflow.abc.LATEST (only what comes next)"
             ) from None
 
     async def _read_events(self, queue: str, after: str | None, limit: int) -> list[Event]:
@@ -399,11 +401,16 @@ class MemoryStorage(Storage):
                 attempt=attempt,
                 order_id=order_id,
                 detail=detail,
+                name=name,
             )
-            for seq, task_id, kind, at, attempt, order_id, detail in itertools.islice(
+            for seq, task_id, kind, at, attempt, order_id, detail, name in itertools.islice(
                 events, start, start + limit
             )
         ]
+
+    async def _latest_cursor(self, queue: str) -> str | None:
+        state = self._queues.get(queue)
+        return str(state.event_seq) if state is not None and state.event_seq else None
 
     async def _wait_events(self, queue: str, after: str | None) -> None:
         state = self._queue(queue)
@@ -706,7 +713,7 @@ class MemoryBroker(Broker):
                 slot.qseq = seq = next(seqs)
                 heapq.heappush(queue.ready, (-msg.priority, now if eta is None else eta, seq, slot))
                 queue.event_seq = n = queue.event_seq + 1
-                queue.events.append((n, task_id, _EV_QUEUED, now, 0, msg.order_id, None))
+                queue.events.append((n, task_id, _EV_QUEUED, now, 0, msg.order_id, None, msg.name))
             else:
                 self._add_new(queue, slot, now)
             results.append(EnqueueResult(task_id, True))
@@ -784,8 +791,9 @@ class MemoryBroker(Broker):
                 heapq.heappush(leases, (lease_expires_at, seq, slot, token))
                 n_events = queue.event_seq + 1
                 queue.event_seq = n_events
+                msg = slot.msg
                 events.append(
-                    (n_events, slot.id, _EV_RUNNING, now, attempt, slot.msg.order_id, None)
+                    (n_events, slot.id, _EV_RUNNING, now, attempt, msg.order_id, None, msg.name)
                 )
                 out.append(Delivery(slot.id, token, attempt, slot.data, lease_expires_at))
             queue.wake_followers()
@@ -843,7 +851,9 @@ class MemoryBroker(Broker):
                 slot.error = outcome.error
                 slot.result_expires_at = outcome.result_expires_at
                 queue.event_seq = n = queue.event_seq + 1
-                queue.events.append((n, slot.id, _EV_DONE, now, slot.attempts, msg.order_id, None))
+                queue.events.append(
+                    (n, slot.id, _EV_DONE, now, slot.attempts, msg.order_id, None, msg.name)
+                )
                 if has_waiters(slot.id):
                     storage._notify_terminal(slot.id, storage._record(slot, now))
             elif kind is OutcomeKind.RETRY or kind is OutcomeKind.RELEASE:
@@ -877,7 +887,11 @@ class MemoryBroker(Broker):
             detail = None if outcome.error is None else outcome.error.type
             self.storage._emit(queue, slot, EventKind.RETRYING, now, detail)
         else:
+            # The attempt is refunded: the task reads as one that has not run, with no progress
+            # or yields of the interrupted attempt (a retry keeps them until the next claim).
             slot.attempts -= 1
+            slot.progress = None
+            slot.yields = None
             slot.status = _SCHEDULED if due > now else _QUEUED
             self._make_pending(queue, slot, due, now)
             self.storage._emit(queue, slot, EventKind.RELEASED, now)

@@ -610,9 +610,14 @@ class PostgresStorage(Storage):
                 attempt=row["attempt"],
                 order_id=row["order_id"],
                 detail=row["detail"],
+                name=row["name"],
             )
             for row in rows
         ]
+
+    async def _latest_cursor(self, queue: str) -> str | None:
+        newest = await self.run(lambda conn: conn.fetchval(self.sql.latest_event, queue))
+        return None if newest is None else str(newest)
 
     async def _wait_events(self, queue: str, after: str | None) -> None:
         await self._ensure_listening()
@@ -737,7 +742,8 @@ def _parse_cursor(after: str | None) -> int:
     except ValueError:
         raise ValueError(
             f"event cursor {after!r} is not a PostgreSQL event cursor: pass the `cursor` of an "
-            "Event read from this backend, or None to start at the oldest kept event"
+            "Event read from this backend, None to start at the oldest kept event, or "
+            "taskflow.abc.LATEST for only what comes next"
         ) from None
 
 

@@ -610,13 +610,19 @@ class RedisStorage(Storage):
     # -- events ----------------------------------------------------------------------------
 
     async def _read_events(self, queue: str, after: str | None, limit: int) -> list[Event]:
-        start = "-" if after is None else f"({after}"
+        start = "-" if after is None else f"({_stream_cursor(after)}"
         entries = await self._client.xrange(self.qkey(queue, "ev"), start, "+", count=limit)
         return [_event(queue, entry_id, fields) for entry_id, fields in entries]
 
+    async def _latest_cursor(self, queue: str) -> str | None:
+        newest = await self._client.xrevrange(self.qkey(queue, "ev"), "+", "-", count=1)
+        return newest[0][0].decode() if newest else None
+
     async def _wait_events(self, queue: str, after: str | None) -> None:
         await self._client.xread(
-            {self.qkey(queue, "ev"): after or "0-0"}, count=1, block=_EVENTS_BLOCK_MS
+            {self.qkey(queue, "ev"): _stream_cursor(after or "0-0")},
+            count=1,
+            block=_EVENTS_BLOCK_MS,
         )
 
     # -- maintenance -----------------------------------------------------------------------
@@ -1086,6 +1092,7 @@ class RedisBroker(Broker):
                     str(new.priority),
                     new.dedup_key or "",
                     new.order_id or "",
+                    new.name,
                 ]
             reply = await rs.run_queue_script("requeue", queue, now, args)
             for j, new_id in zip(idx, reply, strict=True):
@@ -1126,6 +1133,18 @@ def _check_message_routing(message: TaskMessage) -> None:
             f"queue {message.queue!r}: on Redis an id that starts with '{{...}}' must name its "
             "own queue; use an id without braces, or let the broker choose one"
         )
+
+
+def _stream_cursor(after: str) -> str:
+    """`after` checked to be a stream entry id (``<ms>-<seq>``), the cursor of a Redis event."""
+    ms, dash, seq = after.partition("-")
+    if not (dash and ms.isdigit() and seq.isdigit()):
+        raise ValueError(
+            f"event cursor {after!r} is not a Redis event cursor (a stream id like "
+            "'1700000000000-0'): pass the `cursor` of an Event read from this backend, None to "
+            "start at the oldest kept event, or taskflow.abc.LATEST for only what comes next"
+        )
+    return after
 
 
 def _progress_text(progress: Progress | None) -> str:
@@ -1173,13 +1192,14 @@ def _queued_form(m: TaskMessage, state: str, inbox: str) -> bytes:
         m.order_id or "",
         "" if m.store_result else "1",
         inbox,
+        m.name,
     ]
     return _msgpack_encode(fields)
 
 
 def _enqueue_args(messages: Sequence[TaskMessage], now: float, inbox: str) -> list[Any]:
     """The enqueue script's batch: per message its id, queued form, priority, due time,
-    scheduled flag, dedup key and order id; `inbox` ('' for none) is registered on each."""
+    scheduled flag, dedup key, order id and name; `inbox` ('' for none) is registered on each."""
     args: list[str | msgspec.Raw] = []
     for m in messages:
         eta = m.eta
@@ -1192,6 +1212,7 @@ def _enqueue_args(messages: Sequence[TaskMessage], now: float, inbox: str) -> li
             "1" if scheduled else "0",
             m.dedup_key or "",
             m.order_id or "",
+            m.name,
         )
     return [_frame(args)]
 
@@ -1392,6 +1413,7 @@ def _event(queue: str, entry_id: bytes, fields: dict[bytes, bytes]) -> Event:
         attempt=int(fields.get(b"a", b"0")),
         order_id=_text(fields.get(b"o")),
         detail=_text(fields.get(b"d")),
+        name=fields.get(b"n", b"").decode(),
     )
 
 

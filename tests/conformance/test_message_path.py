@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import anyio
+
+from taskflow import QueueTasks, TaskContext
 from taskflow._message import (
     EventKind,
     Outcome,
@@ -13,7 +16,7 @@ from taskflow._message import (
 from taskflow.abc import Broker
 from taskflow.testing import FakeClock
 
-from ._helpers import LEASE_S, TTL_S, claim, done, enqueue_one, message
+from ._helpers import LEASE_S, TTL_S, claim, done, enqueue_one, failed, message, release
 
 
 async def test_round_trip_records_every_step(backend: Broker, clock: FakeClock) -> None:
@@ -50,6 +53,40 @@ async def test_round_trip_records_every_step(backend: Broker, clock: FakeClock) 
     assert final.result is not None and decode_value(final.result) == 42
     assert final.result_expires_at == clock.time() + TTL_S and not final.result_expired
     assert await claim(backend, clock) == []
+
+
+async def test_headers_travel_with_the_message_through_every_step(
+    backend: Broker, clock: FakeClock
+) -> None:
+    """Headers (a trace context, the idempotency key) arrive with the first claim, again after
+    a release, and on the task a dead letter is requeued as."""
+    headers = {"traceparent": "00-abc-01", "idempotency_key": "charge-42", "tenant": "ü"}
+    task_id = await enqueue_one(backend, clock, headers=headers)
+    [first] = await claim(backend, clock)
+    assert decode_message(first.data).headers == headers
+    await backend.complete([release(first)], now=clock.time())
+    [again] = await claim(backend, clock)
+    assert decode_message(again.data).headers == headers
+    await backend.complete([failed(again, clock)], now=clock.time())
+    [new_id] = await backend.requeue_dead([task_id], now=clock.time(), new_ids=["requeued-h"])
+    [requeued] = await claim(backend, clock)
+    assert requeued.task_id == new_id
+    assert decode_message(requeued.data).headers == headers
+
+
+async def test_a_task_reads_the_headers_it_was_sent_with(backend: Broker, clock: FakeClock) -> None:
+    """End to end through a worker on this backend: `ctx.headers` is what the producer sent."""
+    app = QueueTasks("headers", broker=backend, clock=clock)
+
+    @app.task
+    async def traced(ctx: TaskContext) -> dict[str, str]:
+        return dict(ctx.headers)
+
+    with anyio.fail_after(10):
+        async with app.running():
+            for headers in ({"traceparent": "00-abc-01"}, {}):
+                handle = await traced.options(headers=headers).add_task()
+                assert await handle.result(timeout=5) == headers
 
 
 async def test_unknown_id_has_no_record(backend: Broker, clock: FakeClock) -> None:

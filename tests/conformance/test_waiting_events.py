@@ -18,7 +18,7 @@ from taskflow._message import (
     TaskStatus,
     encode_value,
 )
-from taskflow.abc import Broker
+from taskflow.abc import LATEST, Broker
 from taskflow.testing import FakeClock
 
 from ._helpers import TTL_S, claim, done, enqueue_one, failed, message, release, retry
@@ -272,6 +272,60 @@ async def test_every_state_change_is_an_event_in_order(backend: Broker, clock: F
     assert len({e.cursor for e in events}) == len(events)
 
 
+async def test_every_event_carries_its_tasks_name(backend: Broker, clock: FakeClock) -> None:
+    """Each kind of event, whichever call writes it (enqueue, claim, report, complete, cancel,
+    requeue, a lapse the claim settles), names its task."""
+    names: dict[str, str] = {}
+
+    async def send(name: str, **options: object) -> str:
+        task_id = await enqueue_one(backend, clock, name=name, **options)
+        names[task_id] = name
+        return task_id
+
+    runner = await send("shop.buy", retries=1)
+    doomed = await send("shop.fail")
+    lapsed = await send("shop.lapse")
+    expired = await send("shop.expire")
+    await send("shop.later", eta=clock.time() + 60)
+    cancelled = await send("shop.cancel")
+    await backend.cancel([cancelled], now=clock.time())
+    d_runner, d_doomed, d_lapsed, d_expired = await claim(backend, clock, limit=4, lease_s=10)
+    assert [d.task_id for d in (d_runner, d_doomed, d_lapsed, d_expired)] == [
+        runner,
+        doomed,
+        lapsed,
+        expired,
+    ]
+    update = ProgressUpdate(runner, d_runner.token, progress=Progress(1, 2), yields=[b"\x01"])
+    await backend.storage.report([update], now=clock.time())
+    await backend.complete(
+        [
+            retry(d_runner, None),
+            failed(d_doomed, clock),
+            Outcome(expired, d_expired.token, OutcomeKind.EXPIRED),
+        ],
+        now=clock.time(),
+    )
+    [d_runner] = await claim(backend, clock)
+    await backend.complete([release(d_runner)], now=clock.time())
+    [d_runner] = await claim(backend, clock)
+    await backend.cancel([runner], now=clock.time())
+    await backend.complete([done(d_runner, clock)], now=clock.time())
+    [requeued] = await backend.requeue_dead([doomed], now=clock.time(), new_ids=["requeued-n"])
+    assert requeued is not None
+    names[requeued] = "shop.fail"
+    await clock.advance(11)
+    # Starts the requeued task, and dead-letters the lapsed one (no attempt left).
+    assert [d.task_id for d in await claim(backend, clock)] == [requeued]
+
+    events = await backend.storage.read_events("default")
+    assert {e.kind for e in events} == set(EventKind)
+    assert kinds(events, lapsed)[-1] is EventKind.FAILED
+    assert [(e.task_id, e.kind, e.name) for e in events] == [
+        (e.task_id, e.kind, names[e.task_id]) for e in events
+    ]
+
+
 async def test_failed_requeued_and_scheduled_events(backend: Broker, clock: FakeClock) -> None:
     task_id = await enqueue_one(backend, clock)
     [delivery] = await claim(backend, clock)
@@ -356,6 +410,73 @@ async def test_follow_events_resumes_after_a_cursor(backend: Broker, clock: Fake
         resumed = await stream.__anext__()
         await stream.aclose()  # type: ignore[attr-defined]
     assert resumed.task_id == second
+
+
+@pytest.mark.parametrize("history", ["some events", "none yet"])
+async def test_follow_events_from_latest_yields_only_what_happens_next(
+    backend: Broker, clock: FakeClock, monkeypatch: pytest.MonkeyPatch, history: str
+) -> None:
+    """`LATEST` skips the stream's past; what comes after the follower started is all there,
+    and its cursors resume without losing an event."""
+    if history == "some events":
+        for _ in range(3):
+            await enqueue_one(backend, clock)
+    storage = backend.storage
+    waiting = anyio.Event()
+    wait_events = storage._wait_events
+
+    async def signalled_wait(queue: str, after: str | None) -> None:
+        waiting.set()  # the follower has started: it waits for events after `after`
+        await wait_events(queue, after)
+
+    monkeypatch.setattr(storage, "_wait_events", signalled_wait)
+    seen: list[Event] = []
+
+    async def follow() -> None:
+        async for event in storage.follow_events("default", after=LATEST):
+            seen.append(event)
+            if len(seen) == 2:
+                return
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(follow)
+            await waiting.wait()
+            first = await enqueue_one(backend, clock)
+            second = await enqueue_one(backend, clock)
+    assert [(e.task_id, e.kind) for e in seen] == [
+        (first, EventKind.QUEUED),
+        (second, EventKind.QUEUED),
+    ]
+    # Resumed from the first one's cursor: the second, then what came since; nothing lost.
+    third = await enqueue_one(backend, clock)
+    with anyio.fail_after(10):
+        stream = storage.follow_events("default", after=seen[0].cursor)
+        resumed = [await stream.__anext__(), await stream.__anext__()]
+        await stream.aclose()  # type: ignore[attr-defined]
+    assert resumed[0] == seen[1] and resumed[1].task_id == third
+
+
+@pytest.mark.parametrize("cursor", ["bogus", "12-x", "$$"])
+async def test_a_cursor_that_is_not_this_backends_is_refused_with_the_fix(
+    backend: Broker, clock: FakeClock, cursor: str
+) -> None:
+    await enqueue_one(backend, clock)
+    storage = backend.storage
+    fix = r"event cursor .*taskflow.abc.LATEST"
+    with pytest.raises(ValueError, match=fix):
+        await storage.read_events("default", after=cursor)
+    stream = storage.follow_events("default", after=cursor)
+    with anyio.fail_after(10), pytest.raises(ValueError, match=fix):
+        await stream.__anext__()
+
+
+async def test_read_events_after_latest_is_empty(backend: Broker, clock: FakeClock) -> None:
+    storage = backend.storage
+    assert await storage.read_events("default", after=LATEST) == []
+    await enqueue_one(backend, clock)
+    assert await storage.read_events("default", after=LATEST) == []
+    assert len(await storage.read_events("default")) == 1
 
 
 @pytest.mark.parametrize("sent", ["one by one", "in one batch"])
@@ -568,3 +689,49 @@ async def test_a_new_attempt_starts_without_the_last_attempts_progress_and_yield
     assert await backend.storage.report([update], now=clock.time()) == [True]
     record = await backend.storage.get(task_id, now=clock.time())
     assert record is not None and record.yields == [encode_value("b")]
+
+
+@pytest.mark.parametrize("due", ["now", "later"])
+async def test_a_released_task_keeps_no_progress_or_yields_of_the_interrupted_attempt(
+    backend: Broker, clock: FakeClock, due: str
+) -> None:
+    """A release (a graceful stop, an unknown name put back) refunds the attempt, so the task
+    reads as one that has not run: no stale "3/6" while it waits for its next attempt."""
+    task_id = await enqueue_one(backend, clock)
+    [first] = await claim(backend, clock)
+    update = ProgressUpdate(
+        task_id, first.token, progress=Progress(3, 6), yields=[encode_value("a")]
+    )
+    assert await backend.storage.report([update], now=clock.time()) == [True]
+    retry_at = None if due == "now" else clock.time() + 5
+    assert await backend.complete([release(first, retry_at)], now=clock.time()) == [True]
+    record = await backend.storage.get(task_id, now=clock.time())
+    assert record is not None
+    expected = TaskStatus.QUEUED if due == "now" else TaskStatus.SCHEDULED
+    assert (record.status, record.attempts) == (expected, 0)
+    assert record.progress is None and record.yields == []
+    await clock.advance(5)
+    [second] = await claim(backend, clock)
+    update = ProgressUpdate(task_id, second.token, progress=Progress(1, 6))
+    assert await backend.storage.report([update], now=clock.time()) == [True]
+    record = await backend.storage.get(task_id, now=clock.time())
+    assert record is not None and record.progress == Progress(1, 6) and record.yields == []
+
+
+async def test_a_retrying_task_shows_the_failed_attempts_progress_until_the_next_starts(
+    backend: Broker, clock: FakeClock
+) -> None:
+    """A retry keeps the failed attempt's progress next to its error (where it failed), and
+    the next attempt starts without it."""
+    task_id = await enqueue_one(backend, clock, retries=1)
+    [first] = await claim(backend, clock)
+    update = ProgressUpdate(task_id, first.token, progress=Progress(3, 6))
+    assert await backend.storage.report([update], now=clock.time()) == [True]
+    await backend.complete([retry(first, clock.time() + 5)], now=clock.time())
+    record = await backend.storage.get(task_id, now=clock.time())
+    assert record is not None and record.status is TaskStatus.RETRYING
+    assert record.progress == Progress(3, 6) and record.error is not None
+    await clock.advance(5)
+    [second] = await claim(backend, clock)
+    record = await backend.storage.get(task_id, now=clock.time())
+    assert record is not None and second.attempt == 2 and record.progress is None

@@ -162,6 +162,12 @@ CREATE UNIQUE INDEX tasks_dedup_live ON {{s}}.tasks (queue, dedup_key)
     WHERE dedup_key IS NOT NULL AND requeued_from IS NULL AND status IN {LIVE_STATES_SQL};
 """
 
+# Events name their task. A constant default makes this a catalog-only change (no rewrite of
+# the events table); rows from before it read as "" (`Event.name`'s default).
+_V4_EVENT_NAMES: Final = """
+ALTER TABLE {s}.events ADD COLUMN name text NOT NULL DEFAULT '';
+"""
+
 #: (version, description, DDL with ``{s}`` for the quoted schema), in order. Append only.
 MIGRATIONS: Final[tuple[tuple[int, str, str], ...]] = (
     (1, "tables: tasks, events, leases, kv; the notify helper", _V1_TABLES),
@@ -171,6 +177,7 @@ MIGRATIONS: Final[tuple[tuple[int, str, str], ...]] = (
         _V2_INDEXES,
     ),
     (3, "requeued copies stay out of the unique live dedup index", _V3_DEDUP_REQUEUED),
+    (4, "events carry their task's name", _V4_EVENT_NAMES),
 )
 LATEST_VERSION: Final = MIGRATIONS[-1][0]
 

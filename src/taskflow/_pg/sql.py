@@ -52,10 +52,10 @@ WITH input AS (
     WHERE NOT EXISTS (SELECT 1 FROM blocked b WHERE b.ord = i.ord AND b.by_id IS NOT NULL)
     ORDER BY i.ord
     ON CONFLICT DO NOTHING
-    RETURNING id, queue, status, order_id
+    RETURNING id, name, queue, status, order_id
 ), ev AS (
-    INSERT INTO {{s}}.events (queue, task_id, kind, at, attempt, order_id)
-    SELECT queue, id, status, $16, 0, order_id FROM ins
+    INSERT INTO {{s}}.events (queue, task_id, kind, at, attempt, order_id, name)
+    SELECT queue, id, status, $16, 0, order_id, name FROM ins
 )
 SELECT i.id, (ins.id IS NOT NULL) AS created, b.by_id,
        (SELECT {{s}}.notify($17, 'w:', array_agg(DISTINCT queue)) FROM ins) AS notified
@@ -109,12 +109,12 @@ WITH cand AS (
         dedup_until = CASE WHEN c.verdict <> 'running' THEN $2 + t.dedup_ttl_s END
     FROM cand c
     WHERE t.id = c.id
-    RETURNING t.id, t.queue, t.status, t.token, t.attempts, t.data, t.order_id,
+    RETURNING t.id, t.name, t.queue, t.status, t.token, t.attempts, t.data, t.order_id,
               c.priority, c.old_due, c.seq
 ), ev AS (
-    INSERT INTO {{s}}.events (queue, task_id, kind, at, attempt, order_id, detail)
+    INSERT INTO {{s}}.events (queue, task_id, kind, at, attempt, order_id, detail, name)
     SELECT queue, id, status, $2, attempts, order_id,
-           CASE WHEN status = 'failed' THEN 'LeaseExpired' END
+           CASE WHEN status = 'failed' THEN 'LeaseExpired' END, name
     FROM upd
 )
 SELECT id, status, token, attempts, data,
@@ -158,6 +158,9 @@ WITH input AS (
                       ELSE t.due_at END,
         result = CASE WHEN i.kind = 'done' AND t.store_result THEN i.result ELSE t.result END,
         error = CASE WHEN i.kind = 'release' THEN t.error ELSE i.error END,
+        -- a release refunds the attempt: none of its progress or yields stay behind
+        progress = CASE WHEN i.kind = 'release' THEN NULL ELSE t.progress END,
+        yields = CASE WHEN i.kind = 'release' THEN ARRAY[]::bytea[] ELSE t.yields END,
         finished_at = CASE WHEN i.kind IN ('retry', 'release') THEN NULL ELSE $9 END,
         result_expires_at = CASE WHEN i.kind IN ('retry', 'release') THEN NULL
                                  ELSE i.result_expires_at END,
@@ -166,12 +169,13 @@ WITH input AS (
                            ELSE $9 + t.dedup_ttl_s END
     FROM input i
     WHERE t.id = i.id AND t.token = i.token AND t.status = 'running'
-    RETURNING i.ord, t.id, t.queue, t.status, t.due_at, t.attempts, t.order_id, i.kind, i.detail
+    RETURNING i.ord, t.id, t.name, t.queue, t.status, t.due_at, t.attempts, t.order_id, i.kind,
+              i.detail
 ), ev AS (
-    INSERT INTO {{s}}.events (queue, task_id, kind, at, attempt, order_id, detail)
+    INSERT INTO {{s}}.events (queue, task_id, kind, at, attempt, order_id, detail, name)
     SELECT queue, id,
            CASE kind WHEN 'retry' THEN 'retrying' WHEN 'release' THEN 'released' ELSE kind END,
-           $9, attempts, order_id, detail
+           $9, attempts, order_id, detail, name
     FROM upd
 )
 SELECT i.ord, u.ord IS NOT NULL AS ok, u.status, u.queue,
@@ -199,12 +203,12 @@ WITH input AS (
     FROM (SELECT DISTINCT id FROM input) i
     WHERE t.id = i.id AND t.status IN {LIVE_STATES_SQL}
       AND NOT (t.status = 'running' AND t.cancel_requested)
-    RETURNING t.id, t.queue, t.status, t.attempts, t.order_id
+    RETURNING t.id, t.name, t.queue, t.status, t.attempts, t.order_id
 ), ev AS (
-    INSERT INTO {{s}}.events (queue, task_id, kind, at, attempt, order_id)
+    INSERT INTO {{s}}.events (queue, task_id, kind, at, attempt, order_id, name)
     SELECT queue, id,
            CASE WHEN status = 'running' THEN 'cancel_requested' ELSE 'cancelled' END,
-           $2, attempts, order_id
+           $2, attempts, order_id, name
     FROM upd
 )
 SELECT i.ord, u.status, u.queue,
@@ -230,15 +234,16 @@ WITH input AS (
         yields = t.yields || coalesce(ys.vals, '{{}}'::bytea[])
     FROM input i LEFT JOIN ys ON ys.owner = i.ord
     WHERE t.id = i.id AND t.token = i.token AND t.status = 'running'
-    RETURNING i.ord, t.id, t.queue, t.attempts, t.order_id,
+    RETURNING i.ord, t.id, t.name, t.queue, t.attempts, t.order_id,
               i.progress IS NOT NULL AS has_progress, i.detail, coalesce(ys.n, 0) AS n_yields,
               cardinality(t.yields) AS n_total
 ), ev AS (
-    INSERT INTO {s}.events (queue, task_id, kind, at, attempt, order_id, detail)
-    SELECT queue, id, 'progress', $7::float8, attempts, order_id, detail FROM upd WHERE has_progress
+    INSERT INTO {s}.events (queue, task_id, kind, at, attempt, order_id, detail, name)
+    SELECT queue, id, 'progress', $7::float8, attempts, order_id, detail, name
+    FROM upd WHERE has_progress
     UNION ALL
     SELECT queue, id, 'yielded', $7::float8, attempts, order_id,
-           (upd.n_total - upd.n_yields + k - 1)::text
+           (upd.n_total - upd.n_yields + k - 1)::text, name
     FROM upd, generate_series(1, upd.n_yields) AS k
 )
 SELECT i.ord, u.ord IS NOT NULL AS ok,
@@ -256,11 +261,13 @@ _TASK_COLUMNS: Final = (
 _GET_MANY: Final = f"SELECT {_TASK_COLUMNS} FROM {{s}}.tasks WHERE id = ANY($1::text[])"
 
 _READ_EVENTS: Final = """
-SELECT id, task_id, queue, kind, at, attempt, order_id, detail FROM {s}.events
+SELECT id, task_id, queue, kind, at, attempt, order_id, detail, name FROM {s}.events
 WHERE queue = $1 AND id > $2 ORDER BY id LIMIT $3
 """
 
 _HAS_EVENTS_AFTER: Final = "SELECT EXISTS (SELECT 1 FROM {s}.events WHERE queue = $1 AND id > $2)"
+
+_LATEST_EVENT: Final = "SELECT max(id) FROM {s}.events WHERE queue = $1"
 
 _NEXT_DUE: Final = f"""
 SELECT min(due_at) FROM {{s}}.tasks
@@ -302,10 +309,10 @@ WITH n AS (
 ), upd AS (
     UPDATE {s}.tasks t SET requeued_as = n.new_id, dedup_until = NULL
     FROM n WHERE t.id = n.old_id
-    RETURNING t.queue, t.id, t.attempts, t.order_id, n.new_id, n.ord
+    RETURNING t.queue, t.id, t.name, t.attempts, t.order_id, n.new_id, n.ord
 )
-INSERT INTO {s}.events (queue, task_id, kind, at, attempt, order_id, detail)
-SELECT queue, id, 'requeued', $3::float8, attempts, order_id, new_id FROM upd ORDER BY ord
+INSERT INTO {s}.events (queue, task_id, kind, at, attempt, order_id, detail, name)
+SELECT queue, id, 'requeued', $3::float8, attempts, order_id, new_id, name FROM upd ORDER BY ord
 """
 
 _CLEANUP_TASKS: Final = f"""
@@ -396,6 +403,7 @@ class Statements:
         self.get_many = _GET_MANY.format(s=s)
         self.read_events = _READ_EVENTS.format(s=s)
         self.has_events_after = _HAS_EVENTS_AFTER.format(s=s)
+        self.latest_event = _LATEST_EVENT.format(s=s)
         self.next_due = _NEXT_DUE.format(s=s)
         self.stats = _STATS.format(s=s)
         self.dead_letters = _DEAD_LETTERS.format(s=s)

@@ -52,12 +52,12 @@ local lapsed = redis.call('ZRANGEBYSCORE', K .. 'run', '-inf', NOW, 'WITHSCORES'
 if #lapsed > 0 then redis.call('ZREMRANGEBYSCORE', K .. 'run', '-inf', NOW) end
 for j = 1, #lapsed, 2 do
   local id, at = lapsed[j], lapsed[j + 1]
-  local f = redis.call('HMGET', rkey(id), 'st', 'att', 'rt', 'cr', 'pr', 'm', 'oid')
+  local f = redis.call('HMGET', rkey(id), 'st', 'att', 'rt', 'cr', 'pr', 'm', 'oid', 'n')
   if f[1] == 'running' then
     if f[4] == '1' then
-      finish(id, 'cancelled', '', '', RX, f[2], f[7], '', '')
+      finish(id, 'cancelled', '', '', RX, f[2], f[7], '', '', nil, f[8])
     elseif tonumber(f[2]) >= tonumber(f[3]) + 1 then
-      finish(id, 'failed', '', LEASE_ERR, RX, f[2], f[7], 'LeaseExpired', '')
+      finish(id, 'failed', '', LEASE_ERR, RX, f[2], f[7], 'LeaseExpired', '', nil, f[8])
     else
       redis.call('SADD', K .. 'lap', id)
       ready_add(f[5], at, f[6])
@@ -84,15 +84,15 @@ for _, pr in ipairs(prios) do
       local x = take_queued(id)
       local f
       if x then -- its first run (see QF): read as the hash of a queued task would be
-        f = {x[QF.st], '0', '0', x[QF.msg], x[QF.oid], false}
+        f = {x[QF.st], '0', '0', x[QF.msg], x[QF.oid], false, x[QF.n]}
       else
-        f = redis.call('HMGET', r, 'st', 'att', 'tok', 'msg', 'oid', 'cr')
+        f = redis.call('HMGET', r, 'st', 'att', 'tok', 'msg', 'oid', 'cr', 'n')
       end
       local st = f[1]
       local ok = st == 'queued' or st == 'scheduled' or st == 'retrying'
       if st == 'running' then ok = redis.call('SREM', K .. 'lap', id) == 1 end
       if ok and f[6] == '1' then
-        finish(id, 'cancelled', '', '', RX, f[2], f[5], '', '')
+        finish(id, 'cancelled', '', '', RX, f[2], f[5], '', '', nil, f[7])
       elseif ok then
         local att = tonumber(f[2]) + 1
         local tok = tonumber(f[3]) + 1
@@ -107,7 +107,7 @@ for _, pr in ipairs(prios) do
           end
         end
         zadd_later(K .. 'run', LX, id)
-        event(id, 'running', att, f[5], '')
+        event(id, 'running', att, f[5], '', f[7])
         out[#out + 1] = id
         out[#out + 1] = tok
         out[#out + 1] = att

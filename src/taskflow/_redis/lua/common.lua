@@ -85,17 +85,18 @@ end
 -- Append one event to the queue's capped stream (same script = same atomic step). One XADD
 -- per event costs the server less than framing a call's events into one entry would. Only a
 -- call's first event trims the stream (MAXLEN ~); a call that adds more trims once more at the
--- end (flush), so a batch does not pay for a trim check per event. Fields left out: "a"
--- (attempt) when 0, "o" (order id) and "d" (detail) when empty.
-local function event(id, kind, attempt, oid, detail)
+-- end (flush), so a batch does not pay for a trim check per event. `name` is the task's name
+-- ("n"; a record stored before records kept it has none). Fields left out: "n" when unknown,
+-- "a" (attempt) when 0, "o" (order id) and "d" (detail) when empty.
+local function event(id, kind, attempt, oid, detail, name)
   local a = tostring(attempt or 0)
-  local extra = (oid and oid ~= '') or (detail and detail ~= '')
+  local extra = (oid and oid ~= '') or (detail and detail ~= '') or not name or name == ''
   if EVENTS > 0 and not extra then -- the common case, without building a table
     EVENTS = EVENTS + 1
     if a == '0' then
-      redis.call('XADD', EV, '*', 'i', id, 'k', kind, 't', NOW)
+      redis.call('XADD', EV, '*', 'i', id, 'k', kind, 't', NOW, 'n', name)
     else
-      redis.call('XADD', EV, '*', 'i', id, 'k', kind, 't', NOW, 'a', a)
+      redis.call('XADD', EV, '*', 'i', id, 'k', kind, 't', NOW, 'n', name, 'a', a)
     end
     return
   end
@@ -104,6 +105,10 @@ local function event(id, kind, attempt, oid, detail)
     args = {'XADD', EV, 'MAXLEN', '~', MAXLEN, '*', 'i', id, 'k', kind, 't', NOW}
   end
   EVENTS = EVENTS + 1
+  if name and name ~= '' then
+    args[#args + 1] = 'n'
+    args[#args + 1] = name
+  end
   if a ~= '0' then
     args[#args + 1] = 'a'
     args[#args + 1] = a
@@ -180,9 +185,9 @@ end
 
 -- Write a terminal state once: status, outcome, indexes, event, and the waiters' notification.
 -- `nr` is the task's no-result flag ('1': the task does not store results); `x` the record's
--- fields named in XF if the caller read them already (nil: read here).
+-- fields named in XF if the caller read them already (nil: read here); `name` the task's name.
 local XF = {'w', 'sa', 'wid', 'tok', 'prog', 'cr', 'y'}
-local function finish(id, status, res, err, rx, attempt, oid, detail, nr, x)
+local function finish(id, status, res, err, rx, attempt, oid, detail, nr, x, name)
   local fields = {'st', status, 'fa', NOW}
   if res ~= '' and nr ~= '1' then
     fields[#fields + 1] = 'res'
@@ -200,7 +205,7 @@ local function finish(id, status, res, err, rx, attempt, oid, detail, nr, x)
   redis.call('HSET', rkey(id), unpack(fields))
   zrem_later(K .. 'run', id)
   if status == 'failed' then zadd_later(K .. 'dead', NOW, id) end
-  event(id, status, attempt, oid, detail)
+  event(id, status, attempt, oid, detail, name)
   if x == nil then x = redis.call('HMGET', rkey(id), unpack(XF)) end
   if x[1] then
     for j = 2, 6 do
@@ -222,8 +227,9 @@ end
 -- fields, and most tasks are read again only by the claim that starts them, which writes their
 -- hash record (running) in its place. A task has one form at a time: `materialize` turns the
 -- queued form into the hash, as a queued task stood before, wherever a script changes a queued
--- task other than by claiming it; `read` reads either.
-local QF = {msg = 1, st = 2, pr = 3, rt = 4, dk = 5, dt = 6, oid = 7, nr = 8, w = 9}
+-- task other than by claiming it; `read` reads either. `n`, the task's name (for its events),
+-- is missing from forms stored before it was added.
+local QF = {msg = 1, st = 2, pr = 3, rt = 4, dk = 5, dt = 6, oid = 7, nr = 8, w = 9, n = 10}
 
 -- A stored queued form `q` as its fields (indexed by QF) and its sequence digits.
 local function unpack_queued(q)
@@ -259,7 +265,7 @@ local function read(id, ...)
     local name = names[i]
     local k = QF[name]
     if k then
-      f[i] = x[k]
+      f[i] = x[k] or false
       if name == 'w' and f[i] == '' then f[i] = false end
     elseif name == 'm' then
       f[i] = seq .. id
@@ -281,6 +287,10 @@ local function hash_from(id, x, m, st, att, tok, ...)
     args[#args + 1] = 'w'
     args[#args + 1] = x[9]
   end
+  if x[10] then
+    args[#args + 1] = 'n'
+    args[#args + 1] = x[10]
+  end
   redis.call(unpack(args))
 end
 
@@ -300,10 +310,11 @@ end
 
 -- Store a new task and make it claimable (or scheduled). `q` is its queued form's fields as
 -- the client packed them (QF; its state 'scheduled' if `sched` is '1', else 'queued'); `seq`
--- orders equal due times. `handed`: for a task enqueue hands off, its fields (`q` unpacked),
--- else false; it is stored queued but left out of the ready set, and its record is a hash at
--- once, as the hand-off makes it running in this same call.
-local function create(id, q, pr, due, sched, dk, oid, seq, handed)
+-- orders equal due times; `name` is the task's name (also in `q`, which is not unpacked here).
+-- `handed`: for a task enqueue hands off, its fields (`q` unpacked), else false; it is stored
+-- queued but left out of the ready set, and its record is a hash at once, as the hand-off makes
+-- it running in this same call.
+local function create(id, q, pr, due, sched, dk, oid, seq, handed, name)
   local digits = string.format('%012x', seq)
   local m = digits .. id
   if handed then
@@ -316,10 +327,10 @@ local function create(id, q, pr, due, sched, dk, oid, seq, handed)
   end
   if sched == '1' then
     zadd_later(K .. 'sched', due, id)
-    event(id, 'scheduled', 0, oid, '')
+    event(id, 'scheduled', 0, oid, '', name)
   else
     if not handed then ready_add(pr, due, m) end
-    event(id, 'queued', 0, oid, '')
+    event(id, 'queued', 0, oid, '', name)
   end
   if dk ~= '' then redis.call('HSET', K .. 'dedup', dk, id) end
 end

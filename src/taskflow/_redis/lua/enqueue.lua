@@ -1,7 +1,8 @@
--- Enqueue a batch: ARGV[6] packs per message 7 fields: id, its queued form as the client
+-- Enqueue a batch: ARGV[6] packs per message 8 fields: id, its queued form as the client
 -- packed it (QF in common.lua: the message, state, priority, retries, dedup key and ttl, order
--- id, no-result flag, and the inboxes to push its outcome to, as a result waiter's read would
--- register them), priority, due time, scheduled flag, dedup key, order id.
+-- id, no-result flag, the inboxes to push its outcome to, as a result waiter's read would
+-- register them, and the task name), priority, due time, scheduled flag, dedup key, order id,
+-- task name (for the events; the queued form is not unpacked here).
 -- Returns per message: the id now standing for it, and 1 if created (0: deduplicated).
 --
 -- Direct hand-off: a worker whose last claim found the queue dry is parked (claim.lua) with
@@ -12,7 +13,7 @@
 -- unparks the worker and queues its tasks as usual. A hand-off lost after the server sent it
 -- is re-delivered when its lease lapses, like any claimed task whose worker vanished.
 local A = unframe(ARGV[6])
-local n = #A / 7
+local n = #A / 8
 local seq = redis.call('INCRBY', K .. 'seq', n) - n -- reserve n sequence numbers at once
 local out = {}
 local woke = false
@@ -40,9 +41,10 @@ local function parked_worker()
 end
 
 for i = 0, n - 1 do
-  local b = 1 + i * 7
+  local b = 1 + i * 8
   local id, q, pr, due, sched, dk, oid = A[b], A[b + 1], A[b + 2], A[b + 3], A[b + 4], A[b + 5],
     A[b + 6]
+  local name = A[b + 7]
   local existing = nil
   if exists(id) then
     existing = id
@@ -69,12 +71,12 @@ for i = 0, n - 1 do
     if w then
       -- Stored as queued (its 'queued' event too) but not listed ready: claimed below.
       local x = cmsgpack.unpack(q)
-      create(id, q, pr, due, sched, dk, oid, seq, x)
+      create(id, q, pr, due, sched, dk, oid, seq, x, name)
       w[2] = w[2] - 1
       local t = w[4]
-      t[#t + 1] = {id, x[QF.msg], pr, due, string.format('%012x', seq) .. id, oid}
+      t[#t + 1] = {id, x[QF.msg], pr, due, string.format('%012x', seq) .. id, oid, name}
     else
-      create(id, q, pr, due, sched, dk, oid, seq, false)
+      create(id, q, pr, due, sched, dk, oid, seq, false, name)
       woke = true -- a scheduled task too: idle workers shorten their sleep to its due time
     end
     out[#out + 1] = id
@@ -98,7 +100,7 @@ for _, w in ipairs(parked or {}) do
         redis.call('HSET', rkey(id), 'st', 'running', 'att', 1, 'tok', 1, 'sa', NOW, 'wid', wid,
           'lx', lx)
         zadd_later(K .. 'run', lx, id)
-        event(id, 'running', 1, t[6], '')
+        event(id, 'running', 1, t[6], '', t[7])
       end
     else
       w[2] = 0
