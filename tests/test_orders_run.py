@@ -476,6 +476,35 @@ async def test_submit_with_a_chosen_id_is_idempotent_and_unknown_tasks_are_refus
     assert status.total == 3 and len(status.jobs) == 1
 
 
+async def test_an_order_whose_units_cannot_call_their_task_is_refused_at_submit(
+    clock: FakeClock,
+) -> None:
+    from taskflow.supervisor import OrderError
+
+    app = QueueTasks("args", clock=clock)
+
+    @app.task(name="args.greet")
+    async def greet(greeting: str, *, n: int) -> None:
+        pass
+
+    supervisor = Supervisor(app)
+    async with app:
+        missing = Order(task=greet.name, total=2, plan=Plan.at_once(), unit_kwarg="n")
+        with pytest.raises(OrderError, match=r"unit 0 .*greeting"):
+            await supervisor.submit(missing)
+        one_bad_unit = Order(
+            task=greet.name,
+            total=3,
+            plan=Plan.at_once(),
+            args=["hi"],
+            per_unit_kwargs={2: {"nmae": "typo"}},
+            unit_kwarg="n",
+        )
+        with pytest.raises(OrderError, match=r"unit 2 .*nmae"):
+            await supervisor.submit(one_bad_unit)
+        assert await app.storage.kv_list("taskflow:orders") == {}
+
+
 async def test_unit_arguments_fixed_per_unit_and_index(clock: FakeClock) -> None:
     app = QueueTasks("args", clock=clock)
     seen: dict[int, tuple[str, str]] = {}

@@ -158,10 +158,7 @@ class TaskManager:
                 f"app {self.app.name!r} in this process; register it on every app that hosts "
                 "a Supervisor"
             )
-        kwargs = dict(spec.kwargs)
-        kwargs.update(spec.per_unit_kwargs.get(unit.index, {}))
-        if spec.unit_kwarg is not None:
-            kwargs[spec.unit_kwarg] = unit.index
+        kwargs = spec.unit_kwargs(unit.index)
         options: dict[str, Any] = {
             "task_id": unit_task_id(self.order.id, unit.index),
             "order_id": self.order.id,

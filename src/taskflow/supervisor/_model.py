@@ -178,6 +178,15 @@ class Order(msgspec.Struct, frozen=True, kw_only=True):
     label: str = ""
     order_id: str | None = None
 
+    def unit_kwargs(self, index: int) -> dict[str, Any]:
+        """The keyword arguments of unit `index`: `kwargs`, its `per_unit_kwargs` over them,
+        and its index as `unit_kwarg` if set."""
+        kwargs = dict(self.kwargs)
+        kwargs.update(self.per_unit_kwargs.get(index, {}))
+        if self.unit_kwarg is not None:
+            kwargs[self.unit_kwarg] = index
+        return kwargs
+
 
 class UnitRecord(msgspec.Struct, kw_only=True):
     """One unit of a job: when it is planned, its task, and how it ended."""

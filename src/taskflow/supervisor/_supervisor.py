@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Final
 import anyio
 import msgspec
 
-from .._exceptions import TaskflowError, UnknownTaskError
+from .._exceptions import InvalidArguments, TaskflowError, UnknownTaskError
 from .._message import TaskStatus
 from ._manager import TaskManager, unit_task_id
 from ._model import (
@@ -415,9 +415,11 @@ class Supervisor:
 
         Raises:
             UnknownTaskError: the order's task is not registered on this app.
-            OrderError: the plan cannot carry the total (the message says why).
+            OrderError: the plan cannot carry the total, or the order's arguments do not fit
+                its task's signature (the message says why).
         """
         self._check_task(order.task)
+        self._check_arguments(order)
         try:
             order.plan.check(order.total)
         except ValueError as exc:
@@ -446,6 +448,16 @@ class Supervisor:
                 f"order task {name!r} is not registered on app {self.app.name!r} (registered: "
                 f"{known}); pass Order(task=my_task.name) for a task of this app"
             )
+
+    def _check_arguments(self, order: Order) -> None:
+        """Bind the arguments of every distinct unit call now, so an order whose units could
+        never run is refused at submit, not failed unit by unit weeks later."""
+        check = self.app.tasks[order.task].check_arguments
+        for index in {0, *order.per_unit_kwargs}:
+            try:
+                check(tuple(order.args), order.unit_kwargs(index))
+            except InvalidArguments as exc:
+                raise OrderError(f"order's unit {index} cannot call its task: {exc}") from None
 
     async def status(self, order_id: str) -> OrderStatus:
         """The order's state, counts, per-job status and failure reasons.
