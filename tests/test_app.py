@@ -141,6 +141,19 @@ async def test_an_app_with_a_short_lease_alone_runs_tasks() -> None:
             assert await (await ping.add_task()).result(timeout=5) == "pong"
 
 
+@pytest.mark.parametrize("name", ["", "a b", "my.app", "a:b", "x" * 41, "-lead", "ü", "a{b}", 7])
+def test_an_app_name_that_cannot_namespace_the_server_is_refused_with_the_rule(name: Any) -> None:
+    """The name namespaces the app's keys, tables and channels, so it is checked when the app
+    is built, before any URL is used, with the rule in the message."""
+    with pytest.raises(ConfigError, match=r"app name .* cannot be used: .* 1 to 40 letters"):
+        QueueTasks(name, broker="redis://127.0.0.1:1/0")
+
+
+@pytest.mark.parametrize("name", ["billing", "shop-api", "orders_v2", "2fa", "A" * 40])
+def test_app_names_of_letters_digits_underscores_and_hyphens_are_accepted(name: str) -> None:
+    assert QueueTasks(name).name == name
+
+
 # -- lifecycle -----------------------------------------------------------------------------
 
 

@@ -12,9 +12,10 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
+from taskflow import ConfigError, QueueTasks
 from taskflow._message import TaskMessage, TaskStatus, encode_message
 from taskflow._pg.schema import LATEST_VERSION, MIGRATIONS
-from taskflow.postgres import from_url, upgrade
+from taskflow.postgres import PostgresBroker, from_url, upgrade
 from taskflow.testing import FakeClock
 from tests.conformance._helpers import PAYLOAD, claim, enqueue_one
 from tests.plugins.backend_postgres import drop_schema, random_schema
@@ -39,10 +40,17 @@ async def schema() -> AsyncIterator[str]:
         await drop_schema(postgres_dsn(), name)
 
 
+def _tables(schema: str, app: str = "taskflow") -> str:
+    """The schema of app `app`'s tables on base `schema`."""
+    return f"{schema}_{app}"
+
+
 async def _applied_versions(schema: str) -> list[int]:
     conn = await asyncpg.connect(postgres_dsn())
     try:
-        rows = await conn.fetch(f'SELECT version FROM "{schema}".schema_version ORDER BY version')
+        rows = await conn.fetch(
+            f'SELECT version FROM "{_tables(schema)}".schema_version ORDER BY version'
+        )
         return [row["version"] for row in rows]
     finally:
         await conn.close()
@@ -51,7 +59,9 @@ async def _applied_versions(schema: str) -> list[int]:
 async def _index_names(schema: str) -> set[str]:
     conn = await asyncpg.connect(postgres_dsn())
     try:
-        rows = await conn.fetch("SELECT indexname FROM pg_indexes WHERE schemaname = $1", schema)
+        rows = await conn.fetch(
+            "SELECT indexname FROM pg_indexes WHERE schemaname = $1", _tables(schema)
+        )
         return {row["indexname"] for row in rows}
     finally:
         await conn.close()
@@ -90,7 +100,8 @@ async def test_an_older_schema_is_upgraded_in_place_keeping_its_tasks(schema: st
     conn = await asyncpg.connect(postgres_dsn())
     try:
         await conn.execute(
-            f'INSERT INTO "{schema}".tasks (id, name, queue, status, due_at, data, created_at)'
+            f'INSERT INTO "{_tables(schema)}".tasks'
+            " (id, name, queue, status, due_at, data, created_at)"
             " VALUES ('old-1', 'tests.task', 'default', 'queued', $1, $2, $1)",
             clock.time(),
             encode_message(
@@ -117,7 +128,7 @@ async def test_events_stored_before_they_named_their_task_read_with_no_name(sche
     conn = await asyncpg.connect(postgres_dsn())
     try:
         await conn.execute(
-            f'INSERT INTO "{schema}".events (queue, task_id, kind, at) '
+            f'INSERT INTO "{_tables(schema)}".events (queue, task_id, kind, at) '
             "VALUES ('default', 'old-1', 'queued', $1)",
             clock.time(),
         )
@@ -129,20 +140,51 @@ async def test_events_stored_before_they_named_their_task_read_with_no_name(sche
     assert [(e.task_id, e.name) for e in events] == [("old-1", ""), (new_id, "tests.task")]
 
 
-async def test_schema_comes_from_the_url_or_the_option(schema: str) -> None:
+async def test_the_schema_is_the_base_from_the_url_or_the_option_and_the_app(
+    schema: str,
+) -> None:
     broker = from_url(f"{postgres_dsn()}?schema={schema}")
-    assert broker.pg.schema == schema
+    assert broker.pg.schema == _tables(schema)
     async with broker:
         assert await _applied_versions(schema) == [number for number, _, _ in MIGRATIONS]
-    assert from_url(postgres_dsn(), schema="other").pg.schema == "other"
-    assert from_url("postgres://u:p@h/db").pg.schema == "taskflow"
+    assert from_url(postgres_dsn(), schema="other").pg.schema == "other_taskflow"
+    assert from_url("postgres://u:p@h/db", app="shop-api").pg.schema == "taskflow_shop-api"
+    assert from_url("postgres://u:p@h/db?schema=jobs", app="shop").pg.schema == "jobs_shop"
+
+
+def test_an_app_built_from_a_url_has_its_own_schema_and_a_broker_object_keeps_its_own() -> None:
+    app = QueueTasks("billing", broker="postgresql://u:p@h/db?schema=jobs")
+    assert isinstance(app.broker, PostgresBroker)
+    assert (app.broker.pg.schema, app.broker.pg.channel) == (
+        "jobs_billing",
+        "taskflow_jobs_billing",
+    )
+    kept = QueueTasks("billing", broker=from_url("postgresql://u:p@h/db?schema=jobs"))
+    assert isinstance(kept.broker, PostgresBroker)
+    assert kept.broker.pg.schema == "jobs_taskflow"
+
+
+async def test_upgrade_migrates_the_schema_of_the_app_it_names(schema: str) -> None:
+    assert await upgrade(postgres_dsn(), schema, app="billing") == LATEST_VERSION
+    conn = await asyncpg.connect(postgres_dsn())
+    try:
+        assert await conn.fetchval(
+            "SELECT to_regclass($1) IS NOT NULL", f'"{schema}_billing".tasks'
+        )
+        assert not await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", f'"{schema}".tasks')
+    finally:
+        await conn.close()
 
 
 def test_bad_options_are_explained() -> None:
     with pytest.raises(ValueError, match="unknown option"):
         from_url("postgresql://u:p@h/db", pool=3)
     with pytest.raises(ValueError, match="schema name"):
-        from_url("postgresql://u:p@h/db", schema="no-dashes; drop")
+        from_url("postgresql://u:p@h/db", schema="no spaces; drop")
+    with pytest.raises(ConfigError, match=r"app name 'a\.b' cannot be used"):
+        from_url("postgresql://u:p@h/db", app="a.b")
+    with pytest.raises(ConfigError, match="at most 63"):
+        from_url("postgresql://u:p@h/db", schema="s" * 40, app="a" * 30)
     with pytest.raises(ValueError, match="postgresql://"):
         from_url("mysql://u:p@h/db")
 

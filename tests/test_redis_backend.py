@@ -20,10 +20,13 @@ from redis.crc import key_slot
 
 from taskflow import GlobalConfig, QueueTasks
 from taskflow._exceptions import ConfigError
+from taskflow._ids import is_task_id, queue_code
 from taskflow._message import (
     CancelResult,
     Delivery,
     EventKind,
+    Lease,
+    LeaseState,
     Outcome,
     OutcomeKind,
     Progress,
@@ -44,7 +47,7 @@ from taskflow.redis import (
 )
 from taskflow.testing import FakeClock
 from tests.conformance._helpers import LEASE_S, claim, done, enqueue_one, failed, message
-from tests.plugins.backend_redis import delete_prefix, random_prefix
+from tests.plugins.backend_redis import delete_prefix, random_prefix, twin
 from tests.services import free_port, redis_url, start_redis_server, stop_process
 
 pytestmark = pytest.mark.redis
@@ -94,7 +97,7 @@ async def test_completion_right_after_the_waiter_read_the_state_still_wakes_it(
     the waiter starts waiting. The pub/sub subscription made before the read delivers it."""
     task_id = await enqueue_one(broker, clock)
     waiter_storage = broker._redis
-    async with from_url(redis_url(), prefix=waiter_storage.prefix.rstrip(":")) as other:
+    async with twin(broker) as other:
         [delivery] = await claim(other, clock)
         read_original = waiter_storage._get_many
         completed: list[bool] = []
@@ -189,7 +192,7 @@ async def test_an_outcome_waiter_takes_the_pushed_outcome_without_reading_again(
     storage = broker._redis
     reads = _count_reads(broker, monkeypatch)
     ending = done(delivery, clock, 5) if kind == "done" else failed(delivery, clock)
-    async with from_url(redis_url(), prefix=storage.prefix.rstrip(":")) as other:
+    async with twin(broker) as other:
 
         async def finish_elsewhere() -> None:
             await anyio.wait_all_tasks_blocked()
@@ -283,17 +286,65 @@ async def test_carries_on_after_a_server_restart(clock: FakeClock) -> None:
 # -- ids, routing, validation ------------------------------------------------------------------
 
 
-async def test_task_id_hash_tag_routes_to_the_queue_slot(redis_cluster_url: str) -> None:
+async def test_a_task_id_routes_to_its_queue_slot_from_any_process(
+    redis_cluster_url: str, clock: FakeClock
+) -> None:
+    """A generated id carries no hash tag, yet a process that never saw the task (no cache)
+    finds its record on a cluster: the id's code names the queue, whose keys share a slot."""
     async with from_url(redis_cluster_url, prefix=random_prefix()) as b:
         storage = b._redis
-        for queue in ("default", "emails", "q-ü"):
-            task_id = b.new_task_id(queue)
-            assert task_id.startswith("{" + queue + "}")
+        queues = ("default", "emails", "q-ü")
+        ids = []
+        for queue in queues:
+            task_id = await enqueue_one(b, clock, queue=queue)
+            assert is_task_id(task_id) and task_id.endswith(queue_code(queue))
             queue_slot = key_slot(storage.qkey(queue, "ev").encode())
-            assert key_slot(task_id.encode()) == queue_slot
             assert key_slot(storage.qkey(queue, f"t:{task_id}").encode()) == queue_slot
-            server_slot = await storage._client.cluster_keyslot(task_id)
-            assert server_slot == queue_slot
+            ids.append(task_id)
+        async with twin(b) as other:
+            records = await other.storage.get_many(ids, now=clock.time())
+            assert [r.queue if r else None for r in records] == list(queues)
+            assert await other.cancel(ids, now=clock.time()) == [CancelResult.CANCELLED] * 3
+        await delete_prefix(b)
+
+
+async def test_a_process_reads_a_queue_code_once(
+    broker: RedisBroker, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker that never sent to a queue looks its code up once, not once per task: its
+    claims, heartbeats and completions of that queue's tasks cost no extra round trip."""
+    ids = [await enqueue_one(broker, clock) for _ in range(3)]
+    async with twin(broker) as worker:
+        client = worker._redis._client
+        lookups: list[object] = []
+        hmget = client.hmget
+
+        async def counted(*args: object) -> object:
+            lookups.append(args)
+            return await hmget(*args)
+
+        monkeypatch.setattr(client, "hmget", counted)
+        for task_id in ids:
+            [delivery] = await claim(worker, clock, limit=1)
+            assert delivery.task_id == task_id
+            lease = Lease(delivery.task_id, delivery.token)
+            assert await worker.extend([lease], lease_s=LEASE_S, now=clock.time()) == [
+                LeaseState.OK
+            ]
+            assert await worker.complete([done(delivery, clock)], now=clock.time()) == [True]
+        assert len(lookups) == 1
+
+
+async def test_the_owner_of_a_queue_code_is_checked_once_per_queue(
+    broker: RedisBroker, clock: FakeClock
+) -> None:
+    """Two queue names with one code could not be told apart by their ids: the second to be
+    used is refused with a message naming both (forced here; 40-bit codes rarely collide)."""
+    storage = broker._redis
+    await storage._client.hset(f"{storage.prefix}codes", queue_code("emails"), "newsletters")
+    with pytest.raises(ConfigError, match=r"'emails' cannot be used .* 'newsletters'"):
+        await enqueue_one(broker, clock, queue="emails")
+    await enqueue_one(broker, clock, queue="default")  # other queues are not affected
 
 
 async def test_user_chosen_ids_work_on_a_cluster(redis_cluster_url: str, clock: FakeClock) -> None:
@@ -301,7 +352,7 @@ async def test_user_chosen_ids_work_on_a_cluster(redis_cluster_url: str, clock: 
         [result] = await b.enqueue([message(b, "emails", id="order-17")], now=clock.time())
         assert result.created and result.task_id == "order-17"
         # Another process (no local cache) finds the queue through the id index.
-        async with from_url(redis_cluster_url, prefix=b._redis.prefix.rstrip(":")) as other:
+        async with twin(b) as other:
             record = await other.storage.get("order-17", now=clock.time())
             assert record is not None and record.queue == "emails"
             [delivery] = await claim(other, clock, ("emails",))
@@ -315,28 +366,50 @@ async def test_user_chosen_ids_work_on_a_cluster(redis_cluster_url: str, clock: 
         await delete_prefix(b)
 
 
-async def test_ids_and_queues_that_would_break_routing_are_refused(
+async def test_ids_and_names_that_would_break_routing_are_refused(
     broker: RedisBroker, clock: FakeClock
 ) -> None:
-    with pytest.raises(ConfigError, match="hash tag"):
-        await broker.enqueue([message(broker, "emails", id="{default}x")], now=clock.time())
+    other_queues_id = broker.new_task_id("default")
+    with pytest.raises(ConfigError, match="shape of the ids taskflow makes"):
+        await broker.enqueue([message(broker, "emails", id=other_queues_id)], now=clock.time())
     with pytest.raises(ConfigError, match="contain no"):
         broker.new_task_id("a{b}")
     with pytest.raises(ConfigError, match="braces"):
         RedisStorage(prefix="x{y}")
+    with pytest.raises(ConfigError, match="app name 'a:b' cannot be used"):
+        RedisStorage(app="a:b")
     with pytest.raises(ConfigError, match="not a Redis URL"):
         from_url("http://localhost")
 
 
-def test_from_url_reads_the_prefix_and_the_cluster_scheme() -> None:
+async def test_ids_chosen_by_users_may_hold_braces(broker: RedisBroker, clock: FakeClock) -> None:
+    """Braces mean nothing in an id now: one that looks like an old hash tag is an id."""
+    [result] = await broker.enqueue([message(broker, "emails", id="{default}x")], now=clock.time())
+    assert result.created
+    async with twin(broker) as other:
+        record = await other.storage.get("{default}x", now=clock.time())
+        assert record is not None and record.queue == "emails"
+
+
+def test_from_url_reads_the_prefix_the_app_and_the_cluster_scheme() -> None:
     storage = from_url("redis://h:6379/2?prefix=shop&socket_timeout=5")._redis
     assert (storage.prefix, storage.url, storage.cluster) == (
-        "shop:",
+        "shop:taskflow:",
         "redis://h:6379/2?socket_timeout=5",
         False,
     )
-    storage = from_url("rediss+cluster://h:7000", prefix="x")._redis
-    assert (storage.prefix, storage.url, storage.cluster) == ("x:", "rediss://h:7000", True)
+    storage = from_url("rediss+cluster://h:7000", prefix="x", app="billing")._redis
+    assert (storage.prefix, storage.url, storage.cluster) == ("x:billing:", "rediss://h:7000", True)
+
+
+def test_an_app_built_from_a_url_namespaces_its_keys_and_a_broker_object_keeps_its_own() -> None:
+    app = QueueTasks("billing", broker="redis://h:6379/0?prefix=staging")
+    assert isinstance(app.broker, RedisBroker)
+    assert app.broker._redis.prefix == "staging:billing:"
+    assert app.broker._redis.qkey("default", "work") == "staging:billing:{default}:work"
+    kept = QueueTasks("billing", broker=from_url("redis://h:6379/0", prefix="staging"))
+    assert isinstance(kept.broker, RedisBroker)
+    assert kept.broker._redis.prefix == "staging:taskflow:"
 
 
 async def test_outcome_of_a_running_task_is_fenced_across_processes(
@@ -358,8 +431,9 @@ async def test_idle_worker_is_woken_by_push_not_by_its_sweep() -> None:
     """A worker whose backstop sweep is a minute away still runs each task at once: the
     listener's callback wakes it (no wake-up lost between its claim and its sleep)."""
     url = f"{redis_url()}?prefix={random_prefix()}"
+    # One app's worker and producer, as two processes would build them: the same name.
     worker_app = QueueTasks("w", broker=url, config=GlobalConfig(idle_poll_s=60.0))
-    producer = QueueTasks("p", broker=url)
+    producer = QueueTasks("w", broker=url)
 
     @worker_app.task(name="echo")
     async def echo_on_worker(x: int) -> int:
@@ -785,7 +859,7 @@ async def test_the_result_of_a_task_sent_after_a_wait_needs_no_read(
     storage = broker._redis
     assert await _waiters(storage, task_id) == storage.inbox("default").encode()
     reads = _count_reads(broker, monkeypatch)
-    async with from_url(redis_url(), prefix=storage.prefix.rstrip(":")) as other:
+    async with twin(broker) as other:
         (delivery,) = await claim(other, clock, worker_id="elsewhere")
 
         async def finish() -> None:
@@ -814,7 +888,7 @@ async def test_an_outcome_pushed_before_the_enqueue_reply_is_handled_is_kept(
     await _subscribed(broker, clock)
     storage = broker._redis
     registered = storage.registered
-    other_broker = from_url(redis_url(), prefix=storage.prefix.rstrip(":"))
+    other_broker = twin(broker)
 
     def end_first(task_ids: Sequence[str], inbox: str) -> None:
         # Called as the enqueue's reply is handled: by then the task has already ended.

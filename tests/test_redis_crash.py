@@ -32,7 +32,7 @@ import redis.asyncio as aioredis
 
 from taskflow import GlobalConfig, QueueTasks
 from taskflow._message import EventKind, TaskStatus
-from taskflow.redis import from_url
+from taskflow.redis import RedisBroker, from_url
 from tests.plugins.backend_redis import random_prefix
 from tests.services import free_port, redis_url, start_redis_server, stop_process
 
@@ -203,7 +203,8 @@ async def test_tasks_handed_to_a_worker_that_is_then_killed_are_not_lost(
     env = dict(os.environ)
     crashapp = _load_module(tmp_path / "crashapp.py")
     app: QueueTasks = crashapp.app
-    park = f"{prefix}:{{default}}:park"
+    assert isinstance(app.broker, RedisBroker)
+    park = app.broker._redis.qkey("default", "park")
     workers: list[subprocess.Popen[bytes]] = []
     async with app, aioredis.Redis.from_url(private_redis) as client:
         try:

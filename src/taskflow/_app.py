@@ -34,7 +34,7 @@ import anyio.lowlevel
 import msgspec
 from typing_extensions import Unpack
 
-from ._backends import resolve_backend
+from ._backends import check_app_name, resolve_backend
 from ._client import AsyncResult
 from ._clock import Clock, SystemClock
 from ._config import GlobalConfig, app_config
@@ -140,17 +140,21 @@ class QueueTasks:
     ```
 
     Args:
-        name: The app's name (logs, monitors).
+        name: The app's name: its namespace on a server (apps with different names on one
+            Redis or PostgreSQL never see each other's tasks; the producers and workers of one
+            app use the same name), and its name in logs. 1 to 40 letters, digits, ``_`` or
+            ``-``, starting with a letter or digit.
         broker: A `Broker`, or a URL (``memory://``, ``redis://``, ``redis+cluster://``,
-            ``postgresql://``). Default: the in-memory backend.
+            ``postgresql://``), built in the app's namespace. A `Broker` object keeps its own
+            (``from_url(url, app=name)`` builds one in it). Default: the in-memory backend.
         storage: Optional; the broker's storage is used. Given, it must be the same backend.
         config: Settings; default ``GlobalConfig()`` (environment variables apply).
         clock: The time seam; `taskflow.testing.FakeClock` in tests.
 
     Raises:
-        ConfigError: unknown URL scheme, broker and storage on different backends, a broker or
-            storage that is neither a URL nor a backend object, or a config that is not a
-            `GlobalConfig`.
+        ConfigError: a name that cannot name an app, an unknown URL scheme, broker and storage
+            on different backends, a broker or storage that is neither a URL nor a backend
+            object, or a config that is not a `GlobalConfig`.
         BackendUnavailable: the URL's driver is not installed (the message says what to install).
     """
 
@@ -163,10 +167,11 @@ class QueueTasks:
         config: GlobalConfig | None = None,
         clock: Clock | None = None,
     ) -> None:
+        check_app_name(name)
         self.name = name
         self.config = app_config(config)
         self.clock: Clock = clock if clock is not None else SystemClock()
-        self.broker: Broker = resolve_backend(broker, storage)
+        self.broker: Broker = resolve_backend(broker, storage, app=name)
         self.storage: Storage = self.broker.storage
         self._tasks: dict[str, TaskDefinition] = {}
         self._owns_broker = True

@@ -2,19 +2,25 @@
 
 Only this module maps ``memory://``, ``redis://``, ``rediss://``, ``redis+cluster://``, ``rediss+cluster://``,
 ``postgresql://`` and ``postgres://`` to backend modules; each backend module exposes
-``from_url(url) -> Broker`` (the broker carries its storage).
+``from_url(url, app=name) -> Broker`` (the broker carries its storage). The app's name
+namespaces what the backend keeps on its server (`check_app_name` says which names can).
 """
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
+import re
 from typing import Final
 
 from ._exceptions import BackendUnavailable, ConfigError
 from .abc import Broker, Storage
 
-__all__ = ["broker_from_url", "resolve_backend"]
+__all__ = ["DEFAULT_APP", "broker_from_url", "check_app_name", "resolve_backend"]
+
+#: The name of an app that was not given one, and the namespace of a backend built without one.
+DEFAULT_APP: Final = "taskflow"
+_APP_NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,39}")
 
 _SCHEMES: Final = {
     "memory": "taskflow.memory",
@@ -32,11 +38,27 @@ _DRIVERS: Final = {
 }
 
 
-def broker_from_url(url: str) -> Broker:
-    """Build the broker (and its storage) for a backend URL.
+def check_app_name(name: object) -> None:
+    """Raise `ConfigError` unless `name` can name an app: 1 to 40 letters, digits, ``_`` or
+    ``-``, starting with a letter or digit.
+
+    The name namespaces the app's keys, tables and channels on a server (a Redis key prefix, a
+    PostgreSQL schema), so it is held to what every backend can use as it is.
+    """
+    if not isinstance(name, str) or not _APP_NAME.fullmatch(name):
+        raise ConfigError(
+            f"app name {name!r} cannot be used: the name namespaces the app's tasks on the "
+            "server (Redis keys, a PostgreSQL schema), so it must be 1 to 40 letters, digits, "
+            "'_' or '-', starting with a letter or digit; for example QueueTasks('billing') "
+            "or QueueTasks('shop-api')"
+        )
+
+
+def broker_from_url(url: str, *, app: str = DEFAULT_APP) -> Broker:
+    """Build the broker (and its storage) for a backend URL, in the namespace of app `app`.
 
     Raises:
-        ConfigError: the URL has no scheme taskflow knows.
+        ConfigError: the URL has no scheme taskflow knows, or `app` cannot name an app.
         BackendUnavailable: the backend's driver is not installed (the message says what to
             install).
     """
@@ -55,17 +77,20 @@ def broker_from_url(url: str) -> Broker:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
         raise BackendUnavailable(f"backend {module_name} is not available: {exc}") from exc
-    broker = module.from_url(url)
+    broker = module.from_url(url, app=app)
     if not isinstance(broker, Broker):  # pragma: no cover - a broken backend module
         raise BackendUnavailable(f"{module_name}.from_url returned {broker!r}, not a Broker")
     return broker
 
 
-def resolve_backend(broker: Broker | str | None, storage: Storage | str | None) -> Broker:
-    """The one broker an app uses (its storage is ``broker.storage``).
+def resolve_backend(
+    broker: Broker | str | None, storage: Storage | str | None, *, app: str = DEFAULT_APP
+) -> Broker:
+    """The one broker app `app` uses (its storage is ``broker.storage``).
 
     Broker and storage live on one server (storing an outcome and acking it is one atomic
-    call), so when both are given they must name the same backend.
+    call), so when both are given they must name the same backend. A URL is built in the app's
+    namespace; a `Broker` object keeps its own.
 
     Raises:
         ConfigError: `broker` or `storage` is neither a URL nor a backend object (a port
@@ -85,10 +110,10 @@ def resolve_backend(broker: Broker | str | None, storage: Storage | str | None) 
             )
         if isinstance(storage, Storage):
             raise ConfigError("pass broker and storage both as URLs or both as objects")
-        return broker_from_url(broker)
+        return broker_from_url(broker, app=app)
     if broker is None:
         if isinstance(storage, str):
-            return broker_from_url(storage)
+            return broker_from_url(storage, app=app)
         raise ConfigError(
             "a Storage object alone cannot move messages: pass broker=... (for example "
             "MemoryBroker(storage)); the storage follows the broker"

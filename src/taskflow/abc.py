@@ -29,15 +29,14 @@ Rules every backend follows (the conformance suite in ``tests/conformance`` chec
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
-import os
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from types import TracebackType
 from typing import Any, Final, Self
 
 from ._exceptions import BackendUnavailable, LifecycleError, TaskNotFound
+from ._ids import new_task_id, queue_code
 from ._message import (
     CancelResult,
     Delivery,
@@ -74,6 +73,9 @@ waiter read last (a push carrying only what the terminal write changed), or None
 again)."""
 
 logger = logging.getLogger("taskflow.backend")
+
+#: Most queue codes a broker remembers (`Broker.new_task_id`); past that it starts over.
+_QUEUE_CODES_MAX = 10_000
 
 
 class _Lifecycle:
@@ -507,8 +509,8 @@ class Broker(_Lifecycle, ABC):
         #: Result TTL for terminal states the backend decides by itself (a queued task
         #: cancelled, a lapsed task dead-lettered); set from `GlobalConfig.result_ttl_s`.
         self.result_ttl_s: float = 86_400.0
-        self._id_prefix = os.urandom(8).hex()
-        self._id_counter = itertools.count(1)
+        #: Per queue: the code its task ids end with (see `new_task_id`).
+        self._queue_codes: dict[str, str] = {}
         self.counters: dict[str, int] = {
             "enqueued": 0,
             "claimed": 0,
@@ -693,11 +695,23 @@ class Broker(_Lifecycle, ABC):
     def new_task_id(self, queue: str) -> str:
         """A fresh, globally unique task id for a message of `queue`.
 
-        Backends may override it to embed routing (Redis Cluster: the queue's hash tag). The
-        default is a random per-process prefix and a counter: unique across processes and much
-        cheaper than a uuid4 per task.
+        Every backend makes ids of one shape (``taskflow._ids``): 30 lowercase base32
+        characters, safe in URLs and shells, sorting by creation time, ending with a code of
+        the queue that a backend may route by (`_queue_code`).
         """
-        return f"{self._id_prefix}{next(self._id_counter):x}"
+        return new_task_id(self._queue_codes.get(queue) or self._code_for(queue))
+
+    def _code_for(self, queue: str) -> str:
+        """The code of `queue` (`_queue_code`), remembered (bounded) for the next ids."""
+        if len(self._queue_codes) >= _QUEUE_CODES_MAX:
+            self._queue_codes.clear()
+        code = self._queue_codes[queue] = self._queue_code(queue)
+        return code
+
+    def _queue_code(self, queue: str) -> str:
+        """Hook: the code the ids of `queue` end with, computed once per queue (a backend may
+        check the queue's name here). Default: `taskflow._ids.queue_code`."""
+        return queue_code(queue)
 
     # -- hooks -----------------------------------------------------------------------------
 

@@ -16,6 +16,10 @@ What lives here and how it is shaped (for speed: about 5 us of backend time per 
   is the slot's current ``qseq`` (ready/scheduled) or its token the slot's current token
   (leases). Stale entries are skipped when they surface and compacted when they pile up.
 
+Each app has a store of its own: `from_url` (``memory://``, or the default of `QueueTasks`)
+makes a new one per call, so apps never share tasks here whatever their names, and nothing
+needs a namespace. Apps that should share one store share one `MemoryBroker` object.
+
 What does not live here: retry policy and backoff (the worker decides and reports an
 `Outcome`), expiry of tasks before they start (the worker reports ``EXPIRED``), and anything
 that must be shared between OS processes (`MemoryStorage.shared_across_processes` is False).
@@ -33,6 +37,7 @@ from urllib.parse import urlsplit
 
 import msgspec
 
+from ._backends import DEFAULT_APP, check_app_name
 from ._message import (
     CancelResult,
     Delivery,
@@ -1029,12 +1034,17 @@ class MemoryBroker(Broker):
         )
 
 
-def from_url(url: str) -> MemoryBroker:
+def from_url(url: str, *, app: str = DEFAULT_APP) -> MemoryBroker:
     """Build a fresh memory backend from a ``memory://`` URL (any name after it is ignored).
 
+    Every call makes a new, empty store, so it is the app's own whatever its name (`app` is
+    only checked, for the same rule as on the other backends).
+
     Raises:
+        ConfigError: `app` cannot name an app.
         ValueError: the URL's scheme is not ``memory``.
     """
+    check_app_name(app)
     scheme = urlsplit(url).scheme
     if scheme != "memory":
         raise ValueError(

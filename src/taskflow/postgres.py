@@ -1,10 +1,13 @@
 """The PostgreSQL backend: `PostgresBroker` and `PostgresStorage` on asyncpg.
 
 ```python
-broker = taskflow.postgres.from_url("postgresql://user:pw@host/db?schema=jobs")
+broker = taskflow.postgres.from_url("postgresql://user:pw@host/db?schema=jobs", app="shop")
 ```
 
-One row per task in ``<schema>.tasks`` holds both the message and what is known about it. A
+Each app has a schema of its own, ``<schema>_<app name>`` (``jobs_shop`` above; the base
+defaults to ``taskflow``), so apps with different names on one database share nothing: tables,
+NOTIFY channel (named after the schema) and migrations are per app. One row per task in
+``<schema>.tasks`` holds both the message and what is known about it. A
 claim is one statement that locks due rows with ``FOR UPDATE SKIP LOCKED``, recovers lapsed
 leases (dead-lettering those whose attempts are spent) and hands out a higher fencing token; a
 batch of outcomes is one statement that checks every token, stores the outcomes, appends the
@@ -29,6 +32,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import msgspec
 
+from ._backends import DEFAULT_APP
 from ._exceptions import BackendUnavailable
 from ._message import (
     CancelResult,
@@ -59,7 +63,7 @@ try:
 except ImportError:  # pragma: no cover - exercised only without the extra installed
     asyncpg = None  # type: ignore[assignment]
 
-from ._pg.schema import migrate, quote_schema
+from ._pg.schema import app_schema, migrate, quote_schema
 from ._pg.sql import Statements
 
 if TYPE_CHECKING:
@@ -146,17 +150,20 @@ def _split_dsn(url: str) -> tuple[str, str | None]:
     return urlunsplit(parts._replace(query=rest)), schema
 
 
-def from_url(url: str, **options: Any) -> PostgresBroker:
+def from_url(url: str, *, app: str = DEFAULT_APP, **options: Any) -> PostgresBroker:
     """A `PostgresBroker` (with its `PostgresStorage`) for a ``postgresql://`` URL.
 
     Args:
-        url: ``postgresql://`` or ``postgres://`` DSN; a ``?schema=`` parameter picks the schema.
+        url: ``postgresql://`` or ``postgres://`` DSN; a ``?schema=`` parameter picks the base
+            of the schema name.
+        app: The app's name; its tables live in the schema ``<schema>_<app>``.
         **options: ``schema`` (default ``"taskflow"``), ``min_pool_size`` (1),
             ``max_pool_size`` (10), ``statement_cache_size`` (asyncpg's; 0 behind pgbouncer
             in transaction mode).
 
     Raises:
         BackendUnavailable: asyncpg is not installed.
+        ConfigError: `app` cannot name an app, or the schema name would be too long.
         ValueError: the URL is not a PostgreSQL URL, or an option is unknown.
     """
     _require_asyncpg()
@@ -174,11 +181,18 @@ def from_url(url: str, **options: Any) -> PostgresBroker:
             f"taskflow.postgres.from_url: unknown option(s) {sorted(unknown)}; "
             f"known: schema, {', '.join(sorted(known))}"
         )
-    return PostgresBroker(PostgresStorage(dsn, schema=schema, **options))
+    return PostgresBroker(PostgresStorage(dsn, schema=schema, app=app, **options))
 
 
-async def upgrade(dsn: str, schema: str = _DEFAULT_SCHEMA, *, target: int | None = None) -> int:
-    """Create or migrate the taskflow tables in `schema` by hand (deploy scripts, a CLI).
+async def upgrade(
+    dsn: str,
+    schema: str = _DEFAULT_SCHEMA,
+    *,
+    app: str = DEFAULT_APP,
+    target: int | None = None,
+) -> int:
+    """Create or migrate the tables of app `app` (schema ``<schema>_<app>``) by hand (deploy
+    scripts, a CLI); a broker also does it when it opens.
 
     Idempotent and safe to run while workers start (an advisory lock serializes upgraders).
     `target` stops at an older version (for tests of in-place upgrades). Returns the version
@@ -186,12 +200,14 @@ async def upgrade(dsn: str, schema: str = _DEFAULT_SCHEMA, *, target: int | None
 
     Raises:
         BackendUnavailable: asyncpg is not installed.
+        ConfigError: `app` cannot name an app, or the schema name would be too long.
     """
     _require_asyncpg()
     dsn, schema_in_url = _split_dsn(dsn)
+    name = app_schema(schema_in_url or schema, app)
     conn = await asyncpg.connect(dsn)
     try:
-        return await migrate(conn, schema_in_url or schema, target=target)
+        return await migrate(conn, name, target=target)
     finally:
         await conn.close()
 
@@ -379,7 +395,9 @@ class PostgresStorage(Storage):
 
     Args:
         dsn: asyncpg DSN (``postgresql://user:password@host:port/database``).
-        schema: Schema holding the tables (created and migrated on `open`).
+        schema: The base of the schema's name.
+        app: The app's name. The tables live in the schema ``<schema>_<app>`` (created and
+            migrated on `open`), `schema` below.
         min_pool_size: Connections the pool keeps open.
         max_pool_size: Most connections of the pool.
         statement_cache_size: asyncpg's prepared-statement cache per connection (0 disables it,
@@ -394,6 +412,7 @@ class PostgresStorage(Storage):
         dsn: str,
         *,
         schema: str = _DEFAULT_SCHEMA,
+        app: str = DEFAULT_APP,
         min_pool_size: int = 1,
         max_pool_size: int = 10,
         statement_cache_size: int = 100,
@@ -401,9 +420,11 @@ class PostgresStorage(Storage):
         _require_asyncpg()
         super().__init__()
         self.dsn = dsn
-        self.schema = schema
-        self.channel = channel_name(schema)
-        self.sql = Statements(quote_schema(schema))
+        self.app = app
+        #: The schema of the app's tables, ``<schema>_<app>``.
+        self.schema = app_schema(schema, app)
+        self.channel = channel_name(self.schema)
+        self.sql = Statements(quote_schema(self.schema))
         self._pool_sizes = (min_pool_size, max_pool_size)
         self._statement_cache_size = statement_cache_size
         self._pool: asyncpg.Pool[asyncpg.Record] | None = None

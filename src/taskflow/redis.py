@@ -4,11 +4,12 @@
 (``rediss+cluster://`` for TLS). Every state change is one Lua script (``taskflow/_redis/lua``),
 run with EVALSHA, one call per queue per batch; the script also appends the event to the
 queue's capped stream and publishes the notification, so there is never a round trip per task
-for either. Every key of a queue carries the queue's hash tag (``<prefix>:{<queue>}:...``), and
-task ids made by `RedisBroker.new_task_id` start with it too (``{<queue>}<unique>``), so on a
-Redis Cluster a task id alone names the slot of its record. Ids chosen by users (without the
-tag) are routed through a small id -> queue index written at enqueue. The data layout and its
-reasons are in ``docs/backends/redis.md``.
+for either. Every key of an app's queue starts with ``<prefix>:<app>:{<queue>}:`` (the app's
+name namespaces its keys and channels; the queue is the hash tag, so a queue's keys share one
+slot of a Redis Cluster). Task ids end with a code of their queue (``taskflow._ids``), which
+routes an id to its queue's keys through the ``codes`` hash (code -> queue, read once per code
+per process); ids chosen by users are routed through a small id -> queue index written at
+enqueue. The data layout and its reasons are in ``docs/backends/redis.md``.
 
 What does not live here: the scripts (``_redis/lua``), their loader (``_redis/scripts.py``),
 the shared pub/sub listener (``_redis/listener.py``) and the pipelined connection script calls
@@ -29,7 +30,9 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 import msgspec
 
+from ._backends import DEFAULT_APP, check_app_name
 from ._exceptions import BackendUnavailable, ConfigError
+from ._ids import CODE_LENGTH, TASK_ID_LENGTH, is_task_id, queue_code
 from ._message import (
     CancelResult,
     Delivery,
@@ -157,22 +160,14 @@ def check_queue_name(queue: str) -> None:
         )
 
 
-def tagged_queue(task_id: str) -> str | None:
-    """The queue named by a task id's hash tag (``{queue}...``), or None for an untagged id."""
-    if task_id.startswith("{"):
-        end = task_id.find("}")
-        if end > 1:
-            return task_id[1:end]
-    return None
-
-
 class RedisStorage(Storage):
     """Task records, results, events, leases and key-value records on Redis (or a cluster).
 
     Args:
         url: ``redis://host:port/db`` or ``rediss://...``; with `cluster`, any node's address.
-        prefix: prepended to every key (``<prefix>:``), so several apps or tests can share one
-            server; must not contain braces.
+        prefix: starts every key and channel; must not contain braces.
+        app: The app's name, after the prefix (``<prefix>:<app>:``): apps with different names
+            share nothing on the server.
         cluster: True for a Redis Cluster (``from_url`` sets it for ``redis+cluster://``).
         **client_options: passed to ``redis.asyncio.Redis.from_url`` / ``RedisCluster.from_url``.
     """
@@ -185,6 +180,7 @@ class RedisStorage(Storage):
         url: str = "redis://127.0.0.1:6379/0",
         *,
         prefix: str = "taskflow",
+        app: str = DEFAULT_APP,
         cluster: bool = False,
         **client_options: Any,
     ) -> None:
@@ -194,9 +190,12 @@ class RedisStorage(Storage):
                 f"Redis key prefix {prefix!r} must not contain braces: they would replace the "
                 "queue's hash tag; for example prefix='myapp'"
             )
+        check_app_name(app)
         self.url = url
         self.cluster = cluster
-        self.prefix = f"{prefix}:"
+        self.app = app
+        #: What every key and channel of this storage starts with: ``<prefix>:<app>:``.
+        self.prefix = f"{prefix}:{app}:"
         self._client_options = client_options
         self._pubcmd = "SPUBLISH" if cluster else "PUBLISH"
         self._scripts: dict[str, Script] = load_scripts()
@@ -206,6 +205,9 @@ class RedisStorage(Storage):
         self._lane: Lane | None = None
         self._listener: Listener | None = None
         self._known_queues: set[str] = set()
+        #: Queue codes (the end of generated task ids) -> queue, as read from ``codes``.
+        self._code_queues: dict[str, str] = {}
+        #: Task ids chosen by users -> queue, as read from their ``ix:<id>`` index.
         self._id_queues: dict[str, str] = {}
         self._work_events: dict[str, asyncio.Event] = {}
         #: Per work channel: the workers' wake-up callbacks (`RedisBroker.watch_work`).
@@ -291,20 +293,42 @@ class RedisStorage(Storage):
             return await self._scripts[name].run(self._client, keys, self._qargs(queue, now) + args)
 
     async def register_queues(self, queues: Iterable[str]) -> None:
-        """Remember queue names in the ``<prefix>:queues`` set (for `cleanup`), once each."""
+        """Remember queue names in the ``<prefix>:queues`` set (for `cleanup`) and their codes
+        in the ``<prefix>:codes`` hash (code -> queue, first writer wins), once per process:
+        one round trip for a queue this process has not sent to before.
+
+        Raises:
+            ConfigError: a queue's code is another queue's already (then their ids could not be
+                told apart; with 40-bit codes about one pair in 10^12 collides).
+        """
         new = [q for q in set(queues) if q not in self._known_queues]
-        if new:
-            await self._client.sadd(f"{self.prefix}queues", *new)
-            self._known_queues.update(new)
+        if not new:
+            return
+        codes = [queue_code(q) for q in new]
+        async with self._client.pipeline(transaction=False) as pipe:
+            pipe.sadd(f"{self.prefix}queues", *new)
+            for code, queue in zip(codes, new, strict=True):
+                pipe.hsetnx(f"{self.prefix}codes", code, queue)
+            pipe.hmget(f"{self.prefix}codes", codes)
+            owners = (await pipe.execute())[-1]
+        for queue, code, owner in zip(new, codes, owners, strict=True):
+            if owner.decode() != queue:
+                raise ConfigError(
+                    f"queue {queue!r} cannot be used on this Redis next to queue "
+                    f"{owner.decode()!r}: both names hash to the code {code!r} that task ids "
+                    "end with, so their ids could not be told apart; rename one of the queues"
+                )
+            self._code_queues[code] = queue
+        self._known_queues.update(new)
 
     def remember_queue(self, task_id: str, queue: str) -> None:
-        """Cache the queue of an untagged task id (bounded)."""
+        """Cache the queue of a task id chosen by a user (bounded)."""
         if len(self._id_queues) >= _ID_CACHE_MAX:
             self._id_queues.clear()
         self._id_queues[task_id] = queue
 
-    async def index_untagged(self, pairs: Sequence[tuple[str, str]]) -> list[bool]:
-        """Write the id -> queue index of untagged ids (first writer wins).
+    async def index_ids(self, pairs: Sequence[tuple[str, str]]) -> list[bool]:
+        """Write the id -> queue index of ids chosen by users (first writer wins).
 
         Returns per pair whether the id is (now) indexed to that queue; False means the id
         already belongs to a task of another queue.
@@ -324,24 +348,42 @@ class RedisStorage(Storage):
             ok.append(True)
         return ok
 
+    def local_queue(self, task_id: str) -> str | None:
+        """The queue of a task id as far as this process knows it, without a read."""
+        if is_task_id(task_id):
+            return self._code_queues.get(task_id[-CODE_LENGTH:])
+        return self._id_queues.get(task_id)
+
     async def resolve_queues(self, task_ids: Sequence[str]) -> list[str | None]:
-        """The queue of each task id: from its hash tag, the local cache, or the index."""
-        queues: list[str | None] = []
-        missing: list[int] = []
-        for i, task_id in enumerate(task_ids):
-            queue = tagged_queue(task_id) or self._id_queues.get(task_id)
-            queues.append(queue)
-            if queue is None:
-                missing.append(i)
+        """The queue of each task id (None: no such task here): a generated id's by the code
+        it ends with, a user's id through its index; each read once per process."""
+        queues = [self.local_queue(task_id) for task_id in task_ids]
+        missing = [i for i, queue in enumerate(queues) if queue is None]
         if missing:
-            found = await asyncio.gather(
-                *(self._client.get(f"{self.prefix}ix:{task_ids[i]}") for i in missing)
-            )
-            for i, raw in zip(missing, found, strict=True):
-                if raw is not None:
-                    queues[i] = raw.decode()
-                    self.remember_queue(task_ids[i], raw.decode())
+            await self._look_up_queues(task_ids, missing, queues)
         return queues
+
+    async def _look_up_queues(
+        self, task_ids: Sequence[str], missing: list[int], queues: list[str | None]
+    ) -> None:
+        """Fill in `queues` at `missing`: codes from the ``codes`` hash (one read for all),
+        ids chosen by users from their index, concurrently."""
+        coded = [i for i in missing if is_task_id(task_ids[i])]
+        indexed = [i for i in missing if not is_task_id(task_ids[i])]
+        codes = list({task_ids[i][-CODE_LENGTH:] for i in coded})
+        owners, *found = await asyncio.gather(
+            self._client.hmget(f"{self.prefix}codes", codes) if codes else _none(),
+            *(self._client.get(f"{self.prefix}ix:{task_ids[i]}") for i in indexed),
+        )
+        for code, owner in zip(codes, owners or (), strict=True):
+            if owner is not None:
+                self._code_queues[code] = owner.decode()
+        for i in coded:
+            queues[i] = self._code_queues.get(task_ids[i][-CODE_LENGTH:])
+        for i, raw in zip(indexed, found, strict=True):
+            if raw is not None:
+                queues[i] = raw.decode()
+                self.remember_queue(task_ids[i], raw.decode())
 
     # -- records ---------------------------------------------------------------------------
 
@@ -569,7 +611,7 @@ class RedisStorage(Storage):
         return None
 
     def _inbox_of(self, task_id: str) -> str | None:
-        queue = tagged_queue(task_id) or self._id_queues.get(task_id)
+        queue = self.local_queue(task_id)
         return None if queue is None else self.inbox(queue)
 
     async def _recheck(self, task_ids: list[str]) -> None:
@@ -633,8 +675,8 @@ class RedisStorage(Storage):
         for queue in queues:
             ids = await self.run_queue_script("cleanup", queue, now, [_t(now - keep_s)])
             deleted += len(ids)
-            untagged = [i.decode() for i in ids if tagged_queue(i.decode()) is None]
-            for task_id in untagged:
+            indexed = [i.decode() for i in ids if not is_task_id(i.decode())]
+            for task_id in indexed:
                 await self._client.delete(f"{self.prefix}ix:{task_id}")
                 self._id_queues.pop(task_id, None)
         return deleted
@@ -731,31 +773,45 @@ class RedisBroker(Broker):
         #: The workers watching for work (`watch_work`), by worker id.
         self._watchers: dict[str, _Watch] = {}
 
-    def new_task_id(self, queue: str) -> str:
-        """A unique id starting with the queue's hash tag, ``{queue}<unique>``, so the id alone
-        routes to the slot of its record on a Redis Cluster."""
+    def _queue_code(self, queue: str) -> str:
         check_queue_name(queue)
-        return f"{{{queue}}}{self._id_prefix}{next(self._id_counter):x}"
+        return queue_code(queue)
+
+    def _check_routing(self, message: TaskMessage) -> bool:
+        """True if `message`'s id routes by its code (a generated id), False if it needs the
+        id index (an id chosen by a user).
+
+        Raises:
+            ConfigError: the queue's name cannot be a hash tag, or the id has the shape of a
+                generated id but another queue's code.
+        """
+        queue = message.queue
+        code = self._queue_codes.get(queue) or self._code_for(queue)
+        task_id = message.id
+        if not is_task_id(task_id):
+            return False
+        if task_id[-CODE_LENGTH:] != code:
+            raise ConfigError(
+                f"task id {task_id!r} has the shape of the ids taskflow makes ({TASK_ID_LENGTH} "
+                f"lowercase base32 characters) but not the code of queue {queue!r} at its end, "
+                "which on Redis names the task's queue: choose an id of another shape (for "
+                "example 'order-17'), or let taskflow choose one"
+            )
+        return True
 
     # -- enqueue ---------------------------------------------------------------------------
 
     async def _enqueue(self, messages: Sequence[TaskMessage], now: float) -> list[EnqueueResult]:
         rs = self._redis
-        untagged: list[int] = []
-        for i, message in enumerate(messages):
-            _check_message_routing(message)
-            if tagged_queue(message.id) is None:
-                untagged.append(i)
+        by_index = [i for i, m in enumerate(messages) if not self._check_routing(m)]
         queues = {m.queue for m in messages}
         self._forget_due(queues)
         if not queues <= rs._known_queues:
             await rs.register_queues(queues)
         results: list[EnqueueResult | None] = [None] * len(messages)
-        if untagged:
-            indexed = await rs.index_untagged(
-                [(messages[i].id, messages[i].queue) for i in untagged]
-            )
-            for i, ok in zip(untagged, indexed, strict=True):
+        if by_index:
+            indexed = await rs.index_ids([(messages[i].id, messages[i].queue) for i in by_index])
+            for i, ok in zip(by_index, indexed, strict=True):
                 if not ok:  # the id belongs to a task of another queue
                     results[i] = EnqueueResult(messages[i].id, False)
         todo = [i for i in range(len(messages)) if results[i] is None]
@@ -1055,7 +1111,7 @@ class RedisBroker(Broker):
         )
         ids = [i.decode() for i in raw_ids]
         for task_id in ids:
-            if tagged_queue(task_id) is None:
+            if not is_task_id(task_id):
                 self._redis.remember_queue(task_id, queue)
         records = await self._redis.get_many(ids, now=0.0)
         return [r for r in records if r is not None]
@@ -1067,6 +1123,7 @@ class RedisBroker(Broker):
         raws = await rs.fetch_raw(task_ids)
         out: list[str | None] = [None] * len(task_ids)
         plans: list[tuple[int, TaskMessage]] = []
+        by_index: list[tuple[str, str]] = []
         for i, (raw, new_id) in enumerate(zip(raws, new_ids, strict=True)):
             if raw is None or raw[0][_ST] != b"failed":
                 continue
@@ -1074,11 +1131,13 @@ class RedisBroker(Broker):
             new = msgspec.structs.replace(
                 old, id=new_id, requeued_from=old.id, eta=None, created_at=now
             )
-            _check_message_routing(new)
+            if not self._check_routing(new):
+                by_index.append((new.id, new.queue))
             plans.append((i, new))
-        untagged = [(new.id, new.queue) for _, new in plans if tagged_queue(new.id) is None]
-        if untagged:
-            await rs.index_untagged(untagged)
+        if by_index:
+            await rs.index_ids(by_index)
+        if plans:
+            await rs.register_queues(new.queue for _, new in plans)
         groups = _group([new.queue for _, new in plans])
         self._forget_due(groups)
         for queue, idx in groups.items():
@@ -1115,6 +1174,11 @@ class RedisBroker(Broker):
 # --- helpers ------------------------------------------------------------------------------
 
 
+async def _none() -> None:
+    """Nothing to read (stands in for a read that is not needed)."""
+    return None
+
+
 def _group(queues: Sequence[str | None]) -> dict[str, list[int]]:
     """Indexes by queue, in first-seen order (None, an unknown id, is left out)."""
     groups: dict[str, list[int]] = {}
@@ -1122,17 +1186,6 @@ def _group(queues: Sequence[str | None]) -> dict[str, list[int]]:
         if queue is not None:
             groups.setdefault(queue, []).append(i)
     return groups
-
-
-def _check_message_routing(message: TaskMessage) -> None:
-    check_queue_name(message.queue)
-    tag = tagged_queue(message.id)
-    if tag is not None and tag != message.queue:
-        raise ConfigError(
-            f"task id {message.id!r} starts with the hash tag of queue {tag!r} but is sent to "
-            f"queue {message.queue!r}: on Redis an id that starts with '{{...}}' must name its "
-            "own queue; use an id without braces, or let the broker choose one"
-        )
 
 
 def _stream_cursor(after: str) -> str:
@@ -1458,17 +1511,18 @@ def _node_options(url: str) -> dict[str, Any]:
     return options
 
 
-def from_url(url: str, **options: Any) -> RedisBroker:
+def from_url(url: str, *, app: str = DEFAULT_APP, **options: Any) -> RedisBroker:
     """A `RedisBroker` (with its `RedisStorage`) for a Redis URL.
 
     Accepts ``redis://host:port/db``, ``rediss://...`` (TLS), and ``redis+cluster://host:port``
     / ``rediss+cluster://...`` for a Redis Cluster (any node's address; ``cluster=True`` does
-    the same for a plain URL). Options: ``prefix`` (key prefix, default ``"taskflow"``; also
-    accepted in the URL as ``?prefix=myapp``), and anything ``redis.asyncio.Redis.from_url``
-    accepts.
+    the same for a plain URL). `app` is the app's name: every key and channel starts with
+    ``<prefix>:<app>:``, so apps with different names share nothing. Options: ``prefix``
+    (default ``"taskflow"``; also accepted in the URL as ``?prefix=staging``), and anything
+    ``redis.asyncio.Redis.from_url`` accepts.
 
     Raises:
-        ConfigError: the URL's scheme is not one of these.
+        ConfigError: the URL's scheme is not one of these, or `app` cannot name an app.
     """
     scheme, sep, rest = url.partition("://")
     if not sep or scheme not in _SCHEMES:
@@ -1484,5 +1538,5 @@ def from_url(url: str, **options: Any) -> RedisBroker:
     prefix = str(options.pop("prefix", url_prefix[-1] if url_prefix else "taskflow"))
     query_rest = urlencode([(key, value) for key, value in query if key != "prefix"])
     clean_url = urlunsplit(parts._replace(query=query_rest))
-    storage = RedisStorage(clean_url, prefix=prefix, cluster=cluster, **options)
+    storage = RedisStorage(clean_url, prefix=prefix, app=app, cluster=cluster, **options)
     return RedisBroker(storage)

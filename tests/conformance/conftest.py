@@ -14,6 +14,9 @@ every backend kind. A backend joins it with a plugin module ``tests/plugins/back
   each time inside a new event loop), so it must not bind connections when the fixture is set
   up. A fixture that cannot reach its server should ``pytest.skip`` (or fail, per
   ``tests/services.py``).
+* for each kind ``k``, a fixture ``backend_url_<k>`` giving a URL of that kind's server under a
+  namespace of the test's own (a random ``?prefix=`` / ``?schema=``), cleaned up afterwards, for
+  tests that build apps from a URL as users do.
 
 Example (memory, see ``tests/plugins/backend_memory.py``)::
 
@@ -28,8 +31,9 @@ Example (memory, see ``tests/plugins/backend_memory.py``)::
         return open_backend
 
 Fixtures provided here: ``backend_kind`` (parametrized over every kind), ``backend_factory``
-(that kind's factory), ``backend`` (an open broker from it) and ``clock`` (a `FakeClock`: tests
-pass ``now=clock.time()`` and move time with ``await clock.advance(s)``, never sleep).
+(that kind's factory), ``backend`` (an open broker from it), ``backend_url`` (that kind's URL)
+and ``clock`` (a `FakeClock`: tests pass ``now=clock.time()`` and move time with
+``await clock.advance(s)``, never sleep).
 """
 
 from __future__ import annotations
@@ -73,6 +77,13 @@ def backend_factory(request: pytest.FixtureRequest, backend_kind: str) -> Backen
     """The kind's factory of fresh, open brokers (see the module docstring)."""
     factory: BackendFactory = request.getfixturevalue(f"backend_factory_{backend_kind}")
     return factory
+
+
+@pytest.fixture
+def backend_url(request: pytest.FixtureRequest, backend_kind: str) -> str:
+    """A URL of the kind's server, in a namespace of the test's own (see the module docstring)."""
+    url: str = request.getfixturevalue(f"backend_url_{backend_kind}")
+    return url
 
 
 @pytest.fixture

@@ -2,7 +2,8 @@
 
 Follows the protocol described in ``tests/conformance/conftest.py``: `BACKEND_KINDS` names the
 kinds this module provides, and ``backend_factory_memory`` returns a zero-argument callable
-giving an async context manager that yields a fresh, open, empty `MemoryBroker`.
+giving an async context manager that yields a fresh, open, empty `MemoryBroker`;
+``backend_url_memory`` is ``memory://`` (every app built from it has a store of its own).
 """
 
 from __future__ import annotations
@@ -29,3 +30,9 @@ async def _open_memory_backend() -> AsyncIterator[Broker]:
 def backend_factory_memory() -> Callable[[], AsyncContextManager[Broker]]:
     """A factory of fresh, open memory backends (each call: a new, empty one)."""
     return _open_memory_backend
+
+
+@pytest.fixture
+def backend_url_memory() -> str:
+    """The URL apps of a test build their memory backends from."""
+    return "memory://"

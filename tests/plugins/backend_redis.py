@@ -7,6 +7,8 @@ that prefix's keys afterwards. ``backend_factory_redis_cluster`` does the same o
 Redis Cluster that the session-scoped ``redis_cluster_url`` fixture starts on free loopback
 ports (``redis-server --cluster-enabled yes`` + ``redis-cli --cluster create``), waits for
 ``cluster_state:ok`` on every node, and stops by pid at the end of the session.
+``backend_url_redis`` / ``backend_url_redis_cluster`` are URLs with a random ``?prefix=``; every
+key under it (all apps' keys) is deleted afterwards.
 """
 
 from __future__ import annotations
@@ -55,6 +57,14 @@ async def delete_prefix(broker: RedisBroker) -> None:
             await client.delete(*keys)
 
 
+def twin(broker: RedisBroker) -> RedisBroker:
+    """A new broker on `broker`'s server and namespace (prefix and app), as another process
+    of the same app would build it: it shares no cache with `broker`."""
+    storage = broker._redis
+    prefix = storage.prefix.removesuffix(f":{storage.app}:")
+    return from_url(storage.url, prefix=prefix, app=storage.app, cluster=storage.cluster)
+
+
 def redis_factory(url: str) -> BrokerFactory:
     """A factory of fresh brokers on `url`, each under its own prefix, cleaned up on exit."""
 
@@ -69,6 +79,42 @@ def redis_factory(url: str) -> BrokerFactory:
                     await delete_prefix(broker)
 
     return open_backend
+
+
+async def delete_keys(url: str, pattern: str) -> None:
+    """Delete every key matching `pattern` on the server of `url` (each node of a cluster)."""
+    async with from_url(url) as broker:
+        client = broker._redis._client
+        nodes = client.get_primaries() if broker._redis.cluster else [None]
+        for node in nodes:
+            options = {} if node is None else {"target_nodes": node}
+            keys = [k async for k in client.scan_iter(match=pattern, count=1000, **options)]
+            for key in keys:
+                await client.delete(key)
+
+
+@contextlib.asynccontextmanager
+async def namespaced_url(url: str) -> AsyncIterator[str]:
+    """`url` with a random key prefix; every key under it is deleted afterwards."""
+    prefix = random_prefix()
+    try:
+        yield f"{url}?prefix={prefix}"
+    finally:
+        await delete_keys(url, f"{prefix}:*")
+
+
+@pytest.fixture
+async def backend_url_redis() -> AsyncIterator[str]:
+    """A URL of the test server under a key prefix of the test's own."""
+    async with namespaced_url(redis_url()) as url:
+        yield url
+
+
+@pytest.fixture
+async def backend_url_redis_cluster(redis_cluster_url: str) -> AsyncIterator[str]:
+    """A URL of the session's test cluster under a key prefix of the test's own."""
+    async with namespaced_url(redis_cluster_url) as url:
+        yield url
 
 
 @pytest.fixture
@@ -174,8 +220,11 @@ __all__ = [
     "BACKEND_KINDS",
     "backend_factory_redis",
     "backend_factory_redis_cluster",
+    "backend_url_redis",
+    "backend_url_redis_cluster",
     "delete_prefix",
     "random_prefix",
     "redis_cluster_url",
     "redis_factory",
+    "twin",
 ]

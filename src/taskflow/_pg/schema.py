@@ -1,9 +1,11 @@
 """The PostgreSQL backend's schema: versioned migrations, applied under an advisory lock.
 
-Every table lives in one configurable schema (``taskflow`` by default; the tests use one per
-run). `migrate` creates the schema if needed and applies the migrations it lacks, in order, in one
-transaction that holds a transaction-scoped advisory lock derived from the schema name, so any
-number of workers starting at once upgrade it exactly once. Each applied version is a row of
+Every table of an app lives in its own schema, ``<schema>_<app name>`` (`app_schema`; the base
+is ``taskflow`` unless ``?schema=`` says otherwise; the tests use one base per run), so apps
+with different names on one database never see each other's tasks. `migrate` creates the schema
+if needed and applies the migrations it lacks, in order, in one transaction that holds a
+transaction-scoped advisory lock derived from the schema name, so any number of workers
+starting at once upgrade it exactly once. Each applied version is a row of
 ``<schema>.schema_version``. Migrations are append-only: a released one is never edited; a change
 is a new migration.
 
@@ -18,6 +20,9 @@ import logging
 import re
 from typing import TYPE_CHECKING, Final, TypeAlias
 
+from .._backends import check_app_name
+from .._exceptions import ConfigError
+
 if TYPE_CHECKING:  # asyncpg is optional: imported at run time only by taskflow.postgres
     import asyncpg
     from asyncpg.pool import PoolConnectionProxy
@@ -27,6 +32,7 @@ __all__ = [
     "LIVE_STATES_SQL",
     "MIGRATIONS",
     "Conn",
+    "app_schema",
     "current_version",
     "migrate",
     "quote_schema",
@@ -37,7 +43,9 @@ Conn: TypeAlias = "asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyn
 
 logger = logging.getLogger("taskflow.postgres")
 
-_SCHEMA_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+_SCHEMA_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,62}")
+#: PostgreSQL's longest identifier, in bytes (NAMEDATALEN - 1).
+_MAX_NAME: Final = 63
 
 #: Live (not terminal) task states; the claim-path indexes cover only these rows, so millions of
 #: finished rows never slow a claim down.
@@ -186,15 +194,36 @@ def quote_schema(schema: str) -> str:
     """Return `schema` as a quoted SQL identifier, after checking it is a plain name.
 
     Raises:
-        ValueError: the name is not letters, digits and underscores (at most 63, not starting
-            with a digit).
+        ValueError: the name is not letters, digits, underscores and hyphens (at most 63,
+            starting with a letter or an underscore).
     """
     if not _SCHEMA_NAME.fullmatch(schema):
         raise ValueError(
-            f"PostgreSQL schema name {schema!r} is not allowed: use letters, digits and "
-            "underscores, at most 63 characters, not starting with a digit (e.g. 'taskflow')"
+            f"PostgreSQL schema name {schema!r} is not allowed: use letters, digits, "
+            "underscores and hyphens, at most 63 characters, starting with a letter or an "
+            "underscore (e.g. 'taskflow')"
         )
     return f'"{schema}"'
+
+
+def app_schema(schema: str, app: str) -> str:
+    """The schema of app `app`'s tables: ``<schema>_<app>`` (``taskflow_billing``).
+
+    Raises:
+        ConfigError: `app` cannot name an app, or the two make a name longer than PostgreSQL's
+            63 characters.
+        ValueError: `schema` is not a plain name (see `quote_schema`).
+    """
+    check_app_name(app)
+    quote_schema(schema)
+    name = f"{schema}_{app}"
+    if len(name) > _MAX_NAME:
+        raise ConfigError(
+            f"schema {schema!r} and app name {app!r} make the schema name {name!r}, "
+            f"{len(name)} characters; PostgreSQL names are at most {_MAX_NAME}: use a shorter "
+            "?schema= or app name"
+        )
+    return name
 
 
 def _lock_key(schema: str) -> int:
