@@ -20,6 +20,7 @@ import asyncpg
 import pytest
 
 from taskflow import QueueTasks
+from taskflow.postgres import PostgresBroker
 from tests.plugins.backend_postgres import drop_schema, random_schema
 from tests.services import postgres_dsn, stop_process
 
@@ -115,6 +116,8 @@ async def test_sigkilled_workers_lose_nothing_and_end_each_task_once(
     module_name, env = app_module
     module = importlib.import_module(module_name)
     app: QueueTasks = module.app
+    assert isinstance(app.broker, PostgresBroker)
+    schema = app.broker.pg.schema  # the app's own: <base>_crash
     started = time.monotonic()
     conn = await asyncpg.connect(postgres_dsn())
     procs: list[subprocess.Popen[bytes]] = []

@@ -153,6 +153,6 @@ async def test_everything_carries_on_after_a_server_restart(server: PrivateServe
 
     conn = await asyncpg.connect(server.dsn)
     try:
-        assert await conn.fetchval('SELECT count(*) FROM "jobs".tasks') == 2
+        assert await conn.fetchval('SELECT count(*) FROM "jobs_taskflow".tasks') == 2
     finally:
         await conn.close()
