@@ -14,10 +14,10 @@ import pytest
 
 from taskflow import ConfigError, QueueTasks
 from taskflow._message import TaskMessage, TaskStatus, encode_message
-from taskflow._pg.schema import LATEST_VERSION, MIGRATIONS
+from taskflow._pg.schema import LATEST_VERSION, MIGRATIONS, migrate
 from taskflow.postgres import PostgresBroker, from_url, upgrade
 from taskflow.testing import FakeClock
-from tests.conformance._helpers import PAYLOAD, claim, enqueue_one
+from tests.conformance._helpers import PAYLOAD, claim, done, enqueue_one
 from tests.plugins.backend_postgres import drop_schema, random_schema
 from tests.services import postgres_dsn
 
@@ -138,6 +138,34 @@ async def test_events_stored_before_they_named_their_task_read_with_no_name(sche
         new_id = await enqueue_one(broker, clock)
         events = await broker.storage.read_events("default")
     assert [(e.task_id, e.name) for e in events] == [("old-1", ""), (new_id, "tests.task")]
+
+
+async def test_a_schema_of_the_layout_before_app_schemas_is_taken_over_by_renaming_it(
+    schema: str,
+) -> None:
+    """The upgrade path the PostgreSQL page gives: the tables of a version that kept them in
+    `<schema>` itself, renamed to `<schema>_<app>`, are the app's, tasks and all."""
+    clock = FakeClock()
+    conn = await asyncpg.connect(postgres_dsn())
+    try:
+        await migrate(conn, schema)  # where the previous version kept its tables
+        await conn.execute(
+            f'INSERT INTO "{schema}".tasks (id, name, queue, status, due_at, data, created_at)'
+            " VALUES ('4198aea3538284d61', 'tests.task', 'default', 'queued', $1, $2, $1)",
+            clock.time(),
+            encode_message(
+                TaskMessage(
+                    id="4198aea3538284d61", name="tests.task", queue="default", payload=PAYLOAD
+                )
+            ),
+        )
+        await conn.execute(f'ALTER SCHEMA "{schema}" RENAME TO "{_tables(schema, "shop")}"')
+    finally:
+        await conn.close()
+    async with from_url(postgres_dsn(), schema=schema, app="shop") as broker:
+        [delivery] = await claim(broker, clock)
+        assert delivery.task_id == "4198aea3538284d61"
+        assert await broker.complete([done(delivery, clock)], now=clock.time()) == [True]
 
 
 async def test_the_schema_is_the_base_from_the_url_or_the_option_and_the_app(

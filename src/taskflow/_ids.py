@@ -4,8 +4,8 @@ A task id is 30 characters of lowercase Crockford base32 (``0-9`` and ``a-z`` wi
 ``i``, ``l``, ``o``, ``u``), so it goes into a URL path, a shell command, a file name or a
 Redis key as it is, with no escaping or quoting::
 
-    01jq3v9x2  0a2  7m3kq9x2c4  b4k2x9tq
-    time       seq  stem        queue code
+    1m90zdc98  000  h50p95aexx  dc0vv2d8
+    time       seq  stem        queue code ("default")
     9          3    10          8 characters
 
 - *time*: milliseconds since the Unix epoch by the host's wall clock (9 characters last until
