@@ -79,6 +79,7 @@ class _Generator:
         self._head = ""
 
     def new(self, code: str) -> str:
+        """A new task id ending with `code` (a `queue_code`); see the module docstring."""
         ms = time.time_ns() // 1_000_000
         with self._lock:
             if ms > self._ms:
@@ -98,8 +99,5 @@ class _Generator:
 # process keep every id of the process unique and ordered, whichever app or broker makes it.
 _generator: Final = _Generator()
 os.register_at_fork(after_in_child=_generator._reseed)
-
-
-def new_task_id(code: str) -> str:
-    """A new task id ending with `code` (a `queue_code`); see the module docstring."""
-    return _generator.new(code)
+#: A new task id ending with `code` (a `queue_code`): ``new_task_id(code) -> str``.
+new_task_id: Final = _generator.new
