@@ -329,13 +329,26 @@ class Event(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class QueueStats(msgspec.Struct, frozen=True, kw_only=True):
-    """Counts of one queue's tasks by state (for monitors and benchmarks)."""
+    """Counts of one queue's tasks by state (for monitors, ``taskflow stats`` and benchmarks).
+
+    Attributes:
+        queue: The queue's name.
+        queued: Waiting to run and due now (ready).
+        scheduled: Waiting for a time still to come: a delayed task or a retry's backoff.
+        running: Claimed by a worker (tasks whose lease lapsed, waiting to be re-delivered,
+            included).
+        dead: Dead letters (failed for good, not requeued).
+        finished_last_minute: Tasks that reached a terminal state (done, failed, cancelled,
+            expired) in the minute before ``now``. Redis counts it in whole seconds of the
+            callers' clocks, so its window may hold up to one second more.
+    """
 
     queue: str
     queued: int = 0
     scheduled: int = 0
     running: int = 0
     dead: int = 0
+    finished_last_minute: int = 0
 
 
 class LeaseInfo(msgspec.Struct, frozen=True, kw_only=True):

@@ -41,6 +41,7 @@ from ._message import (
     CancelResult,
     Delivery,
     EnqueueResult,
+    ErrorInfo,
     Event,
     Lease,
     LeaseInfo,
@@ -688,9 +689,32 @@ class Broker(_Lifecycle, ABC):
         return await self._requeue_dead(task_ids, now, new_ids)
 
     async def stats(self, queues: Sequence[str], *, now: float) -> list[QueueStats]:
-        """Counts per queue: queued (due), scheduled (not yet due), running, dead."""
+        """Counts per queue: queued (due), scheduled (not yet due), running, dead, and how many
+        tasks reached a terminal state in the minute before `now` (see `QueueStats`)."""
         self._check_open()
         return await self._stats(queues, now)
+
+    async def purge(self, queue: str, *, now: float) -> int:
+        """Drop every task of `queue` that waits to run: queued, scheduled, and retrying (waiting
+        for its next attempt). Returns how many were dropped.
+
+        A dropped task ends as if cancelled before it started: its status is CANCELLED with an
+        error of type ``"Purged"``, a CANCELLED event is emitted, its result waiters wake
+        (`TaskCancelled`), and its record stays readable until the result TTL (``now`` +
+        `result_ttl_s`), like any finished task. Running tasks are not touched (a task whose
+        lease lapsed and that waits to be re-delivered counts as running): `cancel` stops
+        those. Dead letters stay listed. A task enqueued while the purge runs may be dropped
+        or kept.
+        """
+        self._check_open()
+        error = ErrorInfo(
+            "Purged",
+            f"purged from queue {queue!r} before it ran (Broker.purge, `taskflow purge`)",
+        )
+        purged = await self._purge(queue, error, now)
+        if purged:
+            logger.info("purged %d waiting task(s) from queue %r", purged, queue)
+        return purged
 
     def new_task_id(self, queue: str) -> str:
         """A fresh, globally unique task id for a message of `queue`.
@@ -770,3 +794,8 @@ class Broker(_Lifecycle, ABC):
     @abstractmethod
     async def _stats(self, queues: Sequence[str], now: float) -> list[QueueStats]:
         """See `stats`."""
+
+    @abstractmethod
+    async def _purge(self, queue: str, error: ErrorInfo, now: float) -> int:
+        """See `purge`: end each waiting task of `queue` CANCELLED with `error` (result expiry
+        ``now + result_ttl_s``) and wake its result waiters, as `_cancel` does."""

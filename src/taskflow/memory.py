@@ -1029,9 +1029,45 @@ class MemoryBroker(Broker):
         for _, _, slot, token in queue.leases:
             if slot.status is _RUNNING and slot.token == token and not slot.qseq:
                 running += 1
-        return QueueStats(
-            queue=name, queued=queued, scheduled=scheduled, running=running, dead=len(queue.dead)
+        since = now - 60.0
+        finished = sum(
+            1
+            for slot in self.storage._tasks.values()
+            if slot.ended
+            and slot.msg.queue == name
+            and slot.finished_at is not None
+            and since < slot.finished_at <= now
         )
+        return QueueStats(
+            queue=name,
+            queued=queued,
+            scheduled=scheduled,
+            running=running,
+            dead=len(queue.dead),
+            finished_last_minute=finished,
+        )
+
+    async def _purge(self, queue: str, error: ErrorInfo, now: float) -> int:
+        state = self.storage._queues.get(queue)
+        if state is None:
+            return 0
+        waiting = [slot for _, _, seq, slot in state.ready if slot.qseq == seq]
+        waiting += [slot for _, seq, slot in state.scheduled if slot.qseq == seq]
+        purged = 0
+        for slot in waiting:
+            if slot.status is _RUNNING or slot.ended:
+                continue  # lapsed, waiting for re-delivery: still running
+            self._finish(
+                state,
+                slot,
+                _CANCELLED,
+                EventKind.CANCELLED,
+                now,
+                error=error,
+                result_expires_at=now + self.result_ttl_s,
+            )
+            purged += 1
+        return purged
 
 
 def from_url(url: str, *, app: str = DEFAULT_APP) -> MemoryBroker:

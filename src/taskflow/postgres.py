@@ -1042,9 +1042,30 @@ class PostgresBroker(Broker):
                 scheduled=row["scheduled"],
                 running=row["running"],
                 dead=row["dead"],
+                finished_last_minute=row["finished_last_minute"],
             )
             for row in rows
         ]
+
+    async def _purge(self, queue: str, error: ErrorInfo, now: float) -> int:
+        sql = self.pg.sql.purge
+        row = await self.pg.run(
+            lambda conn: conn.fetchrow(
+                sql,
+                queue,
+                now,
+                self.result_ttl_s,
+                _encode_error(error),
+                error.type,
+                self.pg.channel,
+            )
+        )
+        ids: list[str] = [] if row is None or row["ids"] is None else list(row["ids"])
+        for task_id in ids:
+            self.pg._notify_terminal(task_id)
+        if ids:
+            await self.pg.count_events([queue] * len(ids))
+        return len(ids)
 
 
 def _decode_or_none(data: bytes) -> TaskMessage | None:

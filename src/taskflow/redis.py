@@ -110,6 +110,8 @@ _READ_CHUNK: Final = 500
 #: chunk, and each after it.
 _ENQUEUE_FIRST: Final = 100
 _ENQUEUE_CHUNK: Final = 250
+#: Most tasks one call of the ``purge`` script ends (the server runs nothing else meanwhile).
+_PURGE_CHUNK: Final = 500
 #: Most tasks remembered as registered at enqueue, and most early outcomes kept, per storage.
 _REGISTERED_MAX: Final = 50_000
 #: Most bytes of results and errors held in early outcomes, per storage.
@@ -981,10 +983,13 @@ class RedisBroker(Broker):
                     rs._notify_terminal(task_ids[i])
         return out
 
-    async def _inspect(self, queues: Sequence[str], now: float) -> list[list[Any]]:
+    async def _inspect(
+        self, queues: Sequence[str], now: float, *, finished: bool = False
+    ) -> list[list[Any]]:
+        args = ["1"] if finished else []
         return list(
             await asyncio.gather(
-                *(self._redis.run_queue_script("inspect", q, now, []) for q in queues)
+                *(self._redis.run_queue_script("inspect", q, now, args) for q in queues)
             )
         )
 
@@ -1159,6 +1164,7 @@ class RedisBroker(Broker):
         return out
 
     async def _stats(self, queues: Sequence[str], now: float) -> list[QueueStats]:
+        facts = await self._inspect(queues, now, finished=True)
         return [
             QueueStats(
                 queue=q,
@@ -1166,9 +1172,23 @@ class RedisBroker(Broker):
                 scheduled=int(f[2]),
                 running=int(f[3]),
                 dead=int(f[4]),
+                finished_last_minute=int(f[8]),
             )
-            for q, f in zip(queues, await self._inspect(queues, now), strict=True)
+            for q, f in zip(queues, facts, strict=True)
         ]
+
+    async def _purge(self, queue: str, error: ErrorInfo, now: float) -> int:
+        rs = self._redis
+        self._forget_due([queue])
+        args = [_t(now + self.result_ttl_s), _msgpack_encode(error), _PURGE_CHUNK, error.type]
+        purged = 0
+        while True:  # in chunks: one script call must not hold the server for long
+            ended = await rs.run_queue_script("purge", queue, now, args)
+            for task_id in ended:
+                rs._notify_terminal(task_id.decode())
+            purged += len(ended)
+            if len(ended) < _PURGE_CHUNK:
+                return purged
 
 
 # --- helpers ------------------------------------------------------------------------------

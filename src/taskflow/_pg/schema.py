@@ -176,6 +176,12 @@ _V4_EVENT_NAMES: Final = """
 ALTER TABLE {s}.events ADD COLUMN name text NOT NULL DEFAULT '';
 """
 
+# `QueueStats.finished_last_minute`: terminal rows of a queue by finish time (finished_at is
+# set only on terminal rows, so claims and retries never touch this index).
+_V5_FINISHED: Final = """
+CREATE INDEX tasks_finished ON {s}.tasks (queue, finished_at) WHERE finished_at IS NOT NULL;
+"""
+
 #: (version, description, DDL with ``{s}`` for the quoted schema), in order. Append only.
 MIGRATIONS: Final[tuple[tuple[int, str, str], ...]] = (
     (1, "tables: tasks, events, leases, kv; the notify helper", _V1_TABLES),
@@ -186,6 +192,7 @@ MIGRATIONS: Final[tuple[tuple[int, str, str], ...]] = (
     ),
     (3, "requeued copies stay out of the unique live dedup index", _V3_DEDUP_REQUEUED),
     (4, "events carry their task's name", _V4_EVENT_NAMES),
+    (5, "index of finished tasks by queue and finish time (stats)", _V5_FINISHED),
 )
 LATEST_VERSION: Final = MIGRATIONS[-1][0]
 

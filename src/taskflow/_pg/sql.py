@@ -220,6 +220,28 @@ FROM input i LEFT JOIN upd u ON u.id = i.id
 ORDER BY i.ord
 """
 
+# Purge: every waiting task of queue $1 ends cancelled with error $4 (its type $5 is the
+# event's detail), as a cancel of a queued task would; running ones are left alone.
+_PURGE: Final = f"""
+WITH upd AS (
+    UPDATE {{s}}.tasks t SET
+        status = 'cancelled',
+        cancel_requested = true,
+        error = $4,
+        finished_at = $2,
+        result_expires_at = $2::float8 + $3::float8,
+        dedup_until = $2 + t.dedup_ttl_s
+    WHERE t.queue = $1 AND t.status IN {_WAITING}
+    RETURNING t.id, t.attempts, t.order_id, t.name
+), ev AS (
+    INSERT INTO {{s}}.events (queue, task_id, kind, at, attempt, order_id, detail, name)
+    SELECT $1, id, 'cancelled', $2, attempts, order_id, $5, name FROM upd
+)
+SELECT (SELECT array_agg(id) FROM upd) AS ids,
+       (SELECT {{s}}.notify($6, 't:', array_agg(id)) FROM upd) AS n1,
+       (SELECT {{s}}.notify($6, 'e:', ARRAY[$1]) WHERE EXISTS (SELECT 1 FROM upd)) AS n2
+"""
+
 _REPORT: Final = """
 WITH input AS (
     SELECT * FROM unnest($1::text[], $2::int8[], $3::bytea[], $4::text[])
@@ -280,7 +302,10 @@ SELECT q.queue,
        count(t.id) FILTER (WHERE t.status IN {_WAITING} AND t.due_at > $2) AS scheduled,
        count(t.id) FILTER (WHERE t.status = 'running') AS running,
        (SELECT count(*) FROM {{s}}.tasks d WHERE d.queue = q.queue AND d.{_DEAD})
-           AS dead
+           AS dead,
+       (SELECT count(*) FROM {{s}}.tasks f
+        WHERE f.queue = q.queue AND f.finished_at > $2 - 60 AND f.finished_at <= $2)
+           AS finished_last_minute
 FROM unnest($1::text[]) WITH ORDINALITY AS q(queue, ord)
 LEFT JOIN {{s}}.tasks t ON t.queue = q.queue AND t.status IN {LIVE_STATES_SQL}
 GROUP BY q.queue, q.ord
@@ -399,6 +424,7 @@ class Statements:
         self.extend = _EXTEND.format(s=s)
         self.complete = _COMPLETE.format(s=s)
         self.cancel = _CANCEL.format(s=s)
+        self.purge = _PURGE.format(s=s)
         self.report = _REPORT.format(s=s)
         self.get_many = _GET_MANY.format(s=s)
         self.read_events = _READ_EVENTS.format(s=s)

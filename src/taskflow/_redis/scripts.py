@@ -27,6 +27,7 @@ QUEUE_SCRIPTS: Final = (
     "requeue",
     "inspect",
     "cleanup",
+    "purge",
 )
 STANDALONE_SCRIPTS: Final = ("lease", "kv_set")
 

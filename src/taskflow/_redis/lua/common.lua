@@ -58,9 +58,26 @@ local function zrem_later(key, member)
 end
 local EV = K .. 'ev' -- the event stream (see event)
 local EVENTS = 0 -- events added since the stream was last trimmed
+-- Tasks this call ended (see finish), added by flush to a ring of 60 one-second buckets
+-- (field: the second of NOW mod 60; value: "<second>:<count>") that `inspect` sums for
+-- `QueueStats.finished_last_minute`: one read and one write per call, bounded in size.
+local FINISHED = 0
+local function count_finished()
+  local second = math.floor(NOWN)
+  local bucket = tostring(second % 60)
+  local n = FINISHED
+  FINISHED = 0
+  local old = redis.call('HGET', K .. 'f1m', bucket)
+  if old then
+    local s, c = string.match(old, '^(%d+):(%d+)$')
+    if tonumber(s) == second then n = n + tonumber(c) end
+  end
+  redis.call('HSET', K .. 'f1m', bucket, second .. ':' .. n)
+end
 local function flush()
   if EVENTS > 1 then redis.call('XTRIM', EV, 'MAXLEN', '~', MAXLEN) end
   EVENTS = 0
+  if FINISHED > 0 then count_finished() end
   for i = 1, #NEWQ_SETS, 1000 do
     redis.call('MSET', unpack(NEWQ_SETS, i, math.min(i + 999, #NEWQ_SETS)))
   end
@@ -204,6 +221,7 @@ local function finish(id, status, res, err, rx, attempt, oid, detail, nr, x, nam
   end
   redis.call('HSET', rkey(id), unpack(fields))
   zrem_later(K .. 'run', id)
+  FINISHED = FINISHED + 1
   if status == 'failed' then zadd_later(K .. 'dead', NOW, id) end
   event(id, status, attempt, oid, detail, name)
   if x == nil then x = redis.call('HMGET', rkey(id), unpack(XF)) end
