@@ -12,11 +12,12 @@ import importlib
 import importlib.util
 import re
 from typing import Final
+from urllib.parse import urlsplit, urlunsplit
 
 from ._exceptions import BackendUnavailable, ConfigError
 from .abc import Broker, Storage
 
-__all__ = ["DEFAULT_APP", "broker_from_url", "check_app_name", "resolve_backend"]
+__all__ = ["DEFAULT_APP", "broker_from_url", "check_app_name", "mask_password", "resolve_backend"]
 
 #: The name of an app that was not given one, and the namespace of a backend built without one.
 DEFAULT_APP: Final = "taskflow"
@@ -136,3 +137,21 @@ def _check_kind(what: str, value: object, kind: type) -> None:
         f"{what}={value!r} ({type(value).__name__}) is neither a backend URL nor a "
         f"{kind.__name__}: pass a URL such as {what}={example}, or a {kind.__name__} object"
     )
+
+
+_PASSWORD_PARAM: Final = re.compile(r"(?i)(password=)[^&]*")
+
+
+def mask_password(url: str) -> str:
+    """`url` with its password (``user:password@`` or ``?password=``) shown as ``***``, for
+    logs and error messages."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if parts.password is not None:
+        userinfo, _, hostinfo = netloc.rpartition("@")
+        user = userinfo.partition(":")[0]
+        netloc = f"{user}:***@{hostinfo}"
+    query = _PASSWORD_PARAM.sub(r"\1***", parts.query)
+    if netloc == parts.netloc and query == parts.query:
+        return url
+    return urlunsplit(parts._replace(netloc=netloc, query=query))

@@ -4,8 +4,8 @@
 TaskflowError
 ├── ConfigError (ValueError, TypeError)  a bad GlobalConfig value, or a QueueTasks argument of the
 │                                     wrong kind; raised by GlobalConfig / QueueTasks
-├── BackendUnavailable                a URL scheme whose driver is not installed; a backend that
-│                                     cannot do what was asked (e.g. memory across processes)
+├── BackendUnavailable                a URL scheme whose driver is not installed; a server that
+│                                     cannot be reached; a backend that cannot do what was asked
 ├── LifecycleError (RuntimeError)     open twice, used before open, reused after close
 ├── TaskRegistrationError (ValueError) bad @app.task usage, duplicate task name
 ├── UnknownTaskError (LookupError)    a name-based add_task for a task this app does not know
@@ -64,7 +64,8 @@ class ConfigError(TaskflowError, ValueError, TypeError):
 
 
 class BackendUnavailable(TaskflowError):
-    """A backend cannot be used as asked: its driver is missing, or it cannot do the operation."""
+    """A backend cannot be used as asked: its driver is missing, its server cannot be reached
+    (or refuses the login), or it cannot do the operation."""
 
 
 class LifecycleError(TaskflowError, RuntimeError):

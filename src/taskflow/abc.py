@@ -178,6 +178,11 @@ class Storage(_Lifecycle, ABC):
     async def _close(self) -> None:
         """Hook: disconnect. Default: nothing."""
 
+    def describe(self) -> str:
+        """Where this storage keeps its tasks, for logs and messages: the server's URL with any
+        password masked, and what scopes it there (a key prefix, a schema)."""
+        return f"{self.scheme}://"
+
     # -- records ---------------------------------------------------------------------------
 
     async def get(self, task_id: str, *, now: float) -> TaskRecord | None:

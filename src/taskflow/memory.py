@@ -235,6 +235,9 @@ class MemoryStorage(Storage):
         self._named_leases: dict[str, _NamedLease] = {}
         self._seq = itertools.count(1)
 
+    def describe(self) -> str:
+        return "memory:// (inside this process)"
+
     @property
     def events_maxlen(self) -> int:
         """Events kept per queue; setting it re-caps the existing streams."""

@@ -26,13 +26,13 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import msgspec
 
-from ._backends import DEFAULT_APP
+from ._backends import DEFAULT_APP, mask_password
 from ._exceptions import BackendUnavailable
 from ._message import (
     CancelResult,
@@ -101,6 +101,38 @@ _LEASE_EXPIRED: Final = _error_encoder.encode(
 def _require_asyncpg() -> None:
     if asyncpg is None:
         raise BackendUnavailable(_INSTALL_HINT)
+
+
+def _cannot_connect(exc: BaseException) -> bool:
+    """True for errors of opening a connection: the server is down or unknown, or it refuses
+    the login (wrong user or password, a database that does not exist, no free slot)."""
+    return isinstance(
+        exc,
+        (
+            OSError,  # refused, unreachable, a host name that does not resolve
+            TimeoutError,
+            asyncpg.exceptions.PostgresConnectionError,
+            asyncpg.exceptions.CannotConnectNowError,  # starting up or shutting down
+            asyncpg.exceptions.InvalidAuthorizationSpecificationError,
+            asyncpg.exceptions.InvalidCatalogNameError,
+            asyncpg.exceptions.TooManyConnectionsError,
+        ),
+    )
+
+
+@contextlib.asynccontextmanager
+async def _reaching(dsn: str) -> AsyncIterator[None]:
+    """Turn a failure to connect to `dsn` into `BackendUnavailable`, saying where and why."""
+    try:
+        yield
+    except Exception as exc:
+        if not _cannot_connect(exc):
+            raise
+        raise BackendUnavailable(
+            f"cannot reach PostgreSQL at {mask_password(dsn)} ({type(exc).__name__}: {exc}); "
+            "is the server running, and are the URL's host, port, user, password and database "
+            "right (postgresql://user:password@host:port/database)?"
+        ) from exc
 
 
 def _is_transient(exc: BaseException) -> bool:
@@ -199,13 +231,15 @@ async def upgrade(
     the schema is at afterwards.
 
     Raises:
-        BackendUnavailable: asyncpg is not installed.
+        BackendUnavailable: asyncpg is not installed, or the server cannot be reached or
+            refuses the login.
         ConfigError: `app` cannot name an app, or the schema name would be too long.
     """
     _require_asyncpg()
     dsn, schema_in_url = _split_dsn(dsn)
     name = app_schema(schema_in_url or schema, app)
-    conn = await asyncpg.connect(dsn)
+    async with _reaching(dsn):
+        conn = await asyncpg.connect(dsn)
     try:
         return await migrate(conn, name, target=target)
     finally:
@@ -442,19 +476,24 @@ class PostgresStorage(Storage):
     # -- lifecycle ------------------------------------------------------------------------------
 
     async def _open(self) -> None:
-        conn = await self._connect()
+        async with _reaching(self.dsn):
+            conn = await self._connect()
         try:
             await migrate(conn, self.schema)
         finally:
             await conn.close()
-        self._pool = await asyncpg.create_pool(
-            self.dsn,
-            min_size=self._pool_sizes[0],
-            max_size=self._pool_sizes[1],
-            statement_cache_size=self._statement_cache_size,
-            server_settings=self._server_settings(),
-        )
+        async with _reaching(self.dsn):
+            self._pool = await asyncpg.create_pool(
+                self.dsn,
+                min_size=self._pool_sizes[0],
+                max_size=self._pool_sizes[1],
+                statement_cache_size=self._statement_cache_size,
+                server_settings=self._server_settings(),
+            )
         self._listener = _Listener(self)
+
+    def describe(self) -> str:
+        return f"{mask_password(self.dsn)} (schema {self.schema!r})"
 
     async def _close(self) -> None:
         for task in list(self._background):

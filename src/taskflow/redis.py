@@ -30,7 +30,7 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 import msgspec
 
-from ._backends import DEFAULT_APP, check_app_name
+from ._backends import DEFAULT_APP, check_app_name, mask_password
 from ._exceptions import BackendUnavailable, ConfigError
 from ._ids import CODE_LENGTH, TASK_ID_LENGTH, is_task_id, queue_code
 from ._message import (
@@ -62,8 +62,9 @@ try:
     import redis.asyncio as aioredis
     from redis.asyncio.cluster import RedisCluster
     from redis.asyncio.retry import Retry
-    from redis.backoff import ExponentialWithJitterBackoff
+    from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
     from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import RedisClusterUnreachableError
     from redis.exceptions import TimeoutError as RedisTimeoutError
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise BackendUnavailable(
@@ -236,17 +237,22 @@ class RedisStorage(Storage):
         self._client = _make_client(self.url, self.cluster, self._client_options)
         lane = None if self.cluster else Lane.for_pool(self._client.connection_pool)
         try:
-            await self._client.ping()
+            await _ping_once(self._client)
             await self._load_scripts()
             if lane is not None:
                 await lane.connect()
-        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+        except (
+            RedisConnectionError,
+            RedisTimeoutError,
+            RedisClusterUnreachableError,
+            OSError,
+        ) as exc:
             if lane is not None:
                 await lane.aclose()
             await _close_client(self._client)
             raise BackendUnavailable(
-                f"cannot reach Redis at {self.url!r} ({type(exc).__name__}: {exc}); is the "
-                "server running and the URL right (redis://host:port/db)?"
+                f"cannot reach Redis at {self.describe()} ({type(exc).__name__}: {exc}); is "
+                "the server running and the URL right (redis://host:port/db)?"
             ) from exc
         self._lane = lane
         self._listener = Listener(
@@ -256,6 +262,12 @@ class RedisStorage(Storage):
             on_message=self._on_message,
             on_resubscribed=self._on_resubscribed,
         )
+
+    def describe(self) -> str:
+        scheme, _, rest = mask_password(self.url).partition("://")
+        if self.cluster:
+            scheme += "+cluster"
+        return f"{scheme}://{rest} (key prefix {self.prefix[:-1]!r})"
 
     async def _load_scripts(self) -> None:
         for script in self._scripts.values():
@@ -1509,6 +1521,21 @@ def _make_client(url: str, cluster: bool, options: dict[str, Any]) -> Any:
     settings.setdefault("timeout", _POOL_WAIT_S)
     pool = aioredis.BlockingConnectionPool.from_url(url, **settings)
     return aioredis.Redis(connection_pool=pool)
+
+
+async def _ping_once(client: Any) -> None:
+    """PING without the client's reconnect retries, so that a server that refuses or is
+    missing is reported at once (with the retries, after about 6 s); the retries apply again
+    afterwards."""
+    if isinstance(client, RedisCluster):
+        await client.ping()  # a cluster's first command connects to its nodes once
+        return
+    retry = client.get_retry()
+    client.set_retry(Retry(NoBackoff(), 0))
+    try:
+        await client.ping()
+    finally:
+        client.set_retry(retry)
 
 
 async def _close_client(client: Any) -> None:
