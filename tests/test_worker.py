@@ -585,6 +585,37 @@ async def test_a_worker_runs_once_and_needs_an_open_app(app: QueueTasks) -> None
             await worker.run()
 
 
+async def test_a_stop_while_every_slot_is_busy_starts_the_grace_period_at_once(
+    clock: FakeClock,
+) -> None:
+    """The claimer waits for a free slot when all are busy; a stop must not wait for one too,
+    or the grace period (and the release of what outlives it) would not begin until a task
+    ended by itself."""
+    config = GlobalConfig(lease_s=LEASE_S, heartbeat_s=HEARTBEAT_S, shutdown_grace_s=5)
+    app = QueueTasks(name="t", clock=clock, config=config)
+    started = anyio.Event()
+
+    @app.task
+    async def stuck() -> None:
+        started.set()
+        await anyio.sleep_forever()
+
+    with anyio.fail_after(10):
+        async with app:
+            async with anyio.create_task_group() as tg:
+                handle = await stuck.add_task()
+                worker = Worker(app, concurrency=1)
+                await tg.start(worker.run)
+                await started.wait()
+                await anyio.wait_all_tasks_blocked()
+                worker.stop()
+                await anyio.wait_all_tasks_blocked()
+                await clock.advance(5)
+            info = await handle.info()
+    assert info.status is TaskStatus.QUEUED
+    assert info.attempts == 0
+
+
 # -- housekeeping --------------------------------------------------------------------------
 
 

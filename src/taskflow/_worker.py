@@ -198,6 +198,9 @@ class Worker:
         self._stopping = False
         self._started = False
         self._executor: TaskExecutor | None = None
+        #: One line per task start and end, decided once at start: the job path pays nothing
+        #: for it when DEBUG is off.
+        self._debug = False
 
     # -- public ----------------------------------------------------------------------------
 
@@ -212,6 +215,10 @@ class Worker:
         self._stopping = True
         self._stop_event.set()
         self._wake_claimer()
+        # The claimer may be waiting for a free slot (all busy): the drain must not wait too.
+        waiter = self._capacity_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     async def run(
         self, *, task_status: anyio.abc.TaskStatus[Worker] = anyio.TASK_STATUS_IGNORED
@@ -240,11 +247,14 @@ class Worker:
         self._slots = [_Slot(i) for i in range(self.concurrency)]
         for slot in self._slots:
             slot.task = loop.create_task(self._slot_loop(slot), name=f"taskflow-slot-{slot.index}")
+        self._debug = logger.isEnabledFor(logging.DEBUG)
         logger.info(
-            "worker %s ready: queues=%s concurrency=%d",
+            "worker %s ready: backend=%s queues=%s concurrency=%d tasks=%s",
             self.worker_id,
+            self.app.storage.describe(),
             ",".join(self.queues),
             self.concurrency,
+            ",".join(sorted(self.app._tasks)) or "(none registered)",
         )
         try:
             async with anyio.create_task_group() as tg:
@@ -407,6 +417,7 @@ class Worker:
     async def _slot_loop(self, slot: _Slot) -> None:
         ready = self._ready
         loop = asyncio.get_running_loop()
+        debug = self._debug
         while True:
             if not ready:
                 if self._stopping:
@@ -429,6 +440,8 @@ class Worker:
                 )
             finally:
                 took = time.perf_counter() - started
+                if debug:
+                    self._log_end(run, took)
                 pace = self._run_s
                 self._run_s = took if pace is None else pace + 0.1 * (took - pace)
                 self._busy -= 1
@@ -508,6 +521,8 @@ class Worker:
         kwargs: dict[str, Any],
     ) -> None:
         assert self._executor is not None
+        if self._debug:
+            logger.debug("task %s (%s) attempt %d started", run.task_id, message.name, run.attempt)
         run.kind = definition.kind
         if message.timeout_s is not None:
             self._add_deadline(run, self._clock.time() + message.timeout_s)
@@ -537,6 +552,24 @@ class Worker:
             run.slot = None
             if run.interrupt_reason is not None:
                 _forget_interrupt_cancel(run)
+
+    def _log_end(self, run: _Run, took: float) -> None:
+        """DEBUG: how the run that just left its slot ended. `_process` hands its outcome to
+        `_finish` synchronously just before it returns, so the outcome is still pending (a
+        run with none was dropped: its lease was lost)."""
+        outcome = next((o for o in reversed(self._pending) if o.task_id == run.task_id), None)
+        try:
+            name = decode_message(run.delivery.data).name
+        except Exception:
+            name = "?"
+        logger.debug(
+            "task %s (%s) attempt %d ended in %.3f s: %s",
+            run.task_id,
+            name,
+            run.attempt,
+            took,
+            "lost" if outcome is None else outcome.kind.value,
+        )
 
     # -- outcomes --------------------------------------------------------------------------
 
