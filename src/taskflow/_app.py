@@ -14,6 +14,7 @@ import contextlib
 import logging
 import signal
 import threading
+import time
 from collections.abc import (
     AsyncIterator,
     Awaitable,
@@ -26,7 +27,7 @@ from collections.abc import (
 )
 from datetime import datetime
 from types import TracebackType
-from typing import Any, Concatenate, ParamSpec, Self, TypeVar, overload
+from typing import Any, Concatenate, Final, ParamSpec, Self, TypeVar, overload
 
 import anyio
 import anyio.from_thread
@@ -398,17 +399,35 @@ class QueueTasks:
     ) -> None:
         """Run a worker in this thread until SIGINT/SIGTERM, then shut down gracefully.
 
-        For scripts: it starts its own event loop (uvloop when installed). A second signal
-        during the grace period stops at once (running tasks are released).
+        For scripts: it starts its own event loop (uvloop when installed). One stop request
+        means one graceful stop, however many copies of the signal arrive within a second (a
+        terminal signals the whole process group, and ``taskflow worker -p N`` forwards it
+        too); a second signal a second or more later stops at once (running tasks are
+        released for redelivery).
+
+        Raises:
+            Exception: what stopped the worker from starting or running (an `on_startup`
+                hook's error, `BackendUnavailable`), as itself, not in an exception group.
         """
         starter = Starter(self, concurrency=concurrency, queues=queues)
         anyio.run(self._serve_until_signal, starter, backend_options=_loop_options())
 
     async def _serve_until_signal(self, starter: Starter) -> None:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(_watch_signals, starter, tg.cancel_scope)
-            await starter.serve()
-            tg.cancel_scope.cancel()
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(
+                    _watch_signals, lambda _: starter.stop(), lambda _: tg.cancel_scope.cancel()
+                )
+                await starter.serve()
+                tg.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            # As in running(): the error itself, not wrapped in (nested) one-error groups.
+            error: BaseException = group
+            while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
+                error = error.exceptions[0]
+            if error is group:
+                raise
+            raise error from None
 
     @contextlib.contextmanager
     def run_in_thread(
@@ -758,17 +777,36 @@ def _loop_options() -> dict[str, Any]:
     return {"use_uvloop": True}
 
 
-async def _watch_signals(starter: Starter, scope: anyio.CancelScope) -> None:
+#: Copies of one stop request arrive together: a terminal's Ctrl-C reaches every process of
+#: its process group, ``taskflow worker -p N`` forwards it to its children as well, and
+#: ``timeout`` and systemd (``KillMode=control-group``) signal every process too. A signal
+#: within this long of the first is the same request; a person's deliberate second Ctrl-C
+#: comes later.
+_REPEAT_WINDOW_S: Final = 1.0
+
+
+async def _watch_signals(on_stop: Callable[[int], None], on_second: Callable[[int], None]) -> None:
+    """Call `on_stop` at the first SIGINT/SIGTERM and `on_second` at a second stop request (a
+    signal `_REPEAT_WINDOW_S` or more after the first), then return. Copies of the first
+    signal that arrive within the window are logged and ignored."""
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        stopping = False
+        first: float | None = None
         async for signum in signals:
-            if stopping:
-                logger.warning("second signal (%s): stopping now", signal.Signals(signum).name)
-                scope.cancel()
+            name = signal.Signals(signum).name
+            now = time.monotonic()
+            if first is None:
+                first = now
+                logger.info(
+                    "received %s: stopping gracefully (signal again a second or more later to "
+                    "stop at once)",
+                    name,
+                )
+                on_stop(signum)
+            elif now - first < _REPEAT_WINDOW_S:
+                logger.debug(
+                    "received %s again within %.1f s: the same stop request", name, _REPEAT_WINDOW_S
+                )
+            else:
+                logger.warning("second signal (%s): stopping now", name)
+                on_second(signum)
                 return
-            logger.info(
-                "received %s: stopping gracefully (again to stop at once)",
-                signal.Signals(signum).name,
-            )
-            stopping = True
-            starter.stop()

@@ -1,0 +1,211 @@
+"""The `taskflow` command: its parser, and `main`, which runs one command and turns whatever
+ended it into an exit status (`ExitCode`)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import NoReturn
+
+from .. import __version__
+from . import _queues, _tasks, _workers
+from ._common import load_app
+from ._errors import ExitCode, classify, exit_codes_help, format_traceback
+
+__all__ = ["load_app", "main"]
+
+logger = logging.getLogger("taskflow.cli")
+
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+_APP_HELP = (
+    "the module-level QueueTasks to use, as MODULE:ATTRIBUTE (e.g. myproject.tasks:app); the "
+    "current directory is importable"
+)
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line (and exit status `ExitCode.USAGE`)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(ExitCode.USAGE, f"{self.prog}: {message} (see `{self.prog} --help`)\n")
+
+
+def _log_level(text: str) -> int:
+    name = text.strip().upper()
+    if name not in _LOG_LEVELS:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a log level; use one of {', '.join(_LOG_LEVELS)}"
+        )
+    level: int = logging.getLevelName(name)
+    return level
+
+
+Command = Callable[[argparse.Namespace], int]
+
+
+def _command(
+    sub: argparse._SubParsersAction[_Parser], name: str, run: Command, summary: str
+) -> _Parser:
+    parser = sub.add_parser(name, help=summary, description=summary[0].upper() + summary[1:] + ".")
+    parser.set_defaults(run=run)
+    return parser
+
+
+def _with_app(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("app", metavar="MODULE:APP", help=_APP_HELP)
+
+
+def _with_json(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print JSON (one document per line)")
+
+
+def _parser() -> _Parser:
+    parser = _Parser(
+        prog="taskflow",
+        description="taskflow: run workers, look at tasks and queues, send and manage tasks.",
+        epilog=exit_codes_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"taskflow {__version__}")
+    parser.add_argument(
+        "--log-level",
+        type=_log_level,
+        default=os.environ.get("TASKFLOW_LOG_LEVEL", "INFO"),
+        metavar="LEVEL",
+        help="DEBUG, INFO (default; or TASKFLOW_LOG_LEVEL), WARNING, ERROR or CRITICAL; DEBUG "
+        "also logs every task's start and end and shows the traceback of an error",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    worker = _command(sub, "worker", _workers.worker, "run workers for an app until stopped")
+    _with_app(worker)
+    worker.add_argument(
+        "--concurrency",
+        "-c",
+        type=int,
+        default=None,
+        help="tasks run at once per process (default GlobalConfig.concurrency)",
+    )
+    worker.add_argument(
+        "--processes",
+        "-p",
+        type=int,
+        default=1,
+        help="worker processes (default 1; more need a Redis or PostgreSQL backend)",
+    )
+    worker.add_argument(
+        "--queues",
+        "-q",
+        default=None,
+        help="comma-separated queues to serve (default: the default queue)",
+    )
+
+    status = _command(
+        sub, "status", _tasks.status, "show a task: status, progress, result or error"
+    )
+    _with_app(status)
+    status.add_argument("task_id", metavar="TASK_ID", help="the id add_task returned")
+    status.add_argument(
+        "--watch",
+        "-w",
+        action="store_true",
+        help="follow the task live (a progress bar on a terminal) until it ends",
+    )
+    _with_json(status)
+
+    send = _command(sub, "send", _tasks.send, "send a task by name and print its id")
+    _with_app(send)
+    send.add_argument("task", metavar="TASK", help="the registered name of the task")
+    send.add_argument("--args", default="[]", help="positional arguments as a JSON array")
+    send.add_argument("--kwargs", default="{}", help="keyword arguments as a JSON object")
+    send.add_argument("--queue", default=None, help="the queue (default: the task's)")
+    send.add_argument(
+        "--delay", type=float, default=None, help="run it no sooner than in S seconds"
+    )
+    send.add_argument("--priority", type=int, default=None, help="higher runs first")
+    _with_json(send)
+
+    cancel = _command(
+        sub, "cancel", _tasks.cancel, "cancel tasks: at once if waiting, else by request"
+    )
+    _with_app(cancel)
+    cancel.add_argument("task_ids", metavar="TASK_ID", nargs="+", help="ids of the tasks to cancel")
+    _with_json(cancel)
+
+    stats = _command(sub, "stats", _queues.stats, "count a queue's tasks by state")
+    _with_app(stats)
+    stats.add_argument(
+        "--queues",
+        "-q",
+        default=None,
+        help="comma-separated queues (default: the default queue and every task's queue)",
+    )
+    _with_json(stats)
+
+    purge = _command(sub, "purge", _queues.purge, "drop every waiting task of a queue")
+    _with_app(purge)
+    purge.add_argument("queue", metavar="QUEUE", help="the queue to empty of waiting tasks")
+    purge.add_argument(
+        "--yes", "-y", action="store_true", help="do not ask (needed without a terminal)"
+    )
+    _with_json(purge)
+
+    dead = _command(sub, "dead-letters", _queues.dead_letters, "list dead-lettered tasks")
+    _with_app(dead)
+    dead.add_argument("--queue", default=None, help="the queue (default: the default queue)")
+    dead.add_argument("--limit", type=int, default=50, help="list at most N (default 50)")
+    _with_json(dead)
+
+    requeue = _command(sub, "requeue", _queues.requeue, "run dead letters again as new tasks")
+    _with_app(requeue)
+    requeue.add_argument(
+        "task_ids", metavar="TASK_ID", nargs="*", help="ids of dead-lettered tasks"
+    )
+    requeue.add_argument(
+        "--all", action="store_true", help="every dead letter of the queue instead of ids"
+    )
+    requeue.add_argument(
+        "--queue", default=None, help="with --all: the queue (default: the default queue)"
+    )
+    _with_json(requeue)
+
+    db = sub.add_parser(
+        "db", help="PostgreSQL schema management", description="PostgreSQL schema management."
+    )
+    db_sub = db.add_subparsers(dest="db_command", required=True, metavar="COMMAND")
+    upgrade = _command(
+        db_sub, "upgrade", _queues.db_upgrade, "create or migrate the taskflow tables"
+    )
+    upgrade.add_argument(
+        "url", metavar="POSTGRES_URL", help="postgresql://user:password@host:port/database"
+    )
+    upgrade.add_argument(
+        "--schema", default=None, help="schema name (default: the URL's ?schema=, or taskflow)"
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `taskflow` command; returns the exit status."""
+    args = _parser().parse_args(argv)
+    debug = args.log_level <= logging.DEBUG
+    logging.basicConfig(
+        level=args.log_level,
+        format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s",
+    )
+    try:
+        code: int = args.run(args)
+    except (Exception, KeyboardInterrupt) as exc:
+        return _report(exc, debug)
+    return code
+
+
+def _report(exc: BaseException, debug: bool) -> int:
+    code, message = classify(exc)
+    if debug and code is not ExitCode.INTERRUPTED:
+        sys.stderr.write(format_traceback(exc))
+    print(f"taskflow: {message}", file=sys.stderr)
+    return int(code)
