@@ -164,6 +164,20 @@ def test_watch_follows_the_progress_until_the_end(cli: Any, worker: subprocess.P
     assert 'result    "all done"' in lines
 
 
+def test_watch_on_a_terminal_redraws_one_progress_line(
+    tmp_path: Path, cli: Any, worker: subprocess.Popen[str]
+) -> None:
+    task_id = cli("send", "APP", "steps", "--args", "[3, 0.3]").stdout.strip()
+    command = [sys.executable, "-m", "taskflow", "status", cli.app, task_id, "--watch"]
+    output = _run_on_a_terminal(tmp_path, command, cli.env)
+    bar, _, record = output.partition("\r\n")  # the live line, then the final record
+    frames = [frame for frame in bar.split("\r\x1b[K") if frame]
+    assert len(frames) >= 3, output
+    assert frames[-1] == "done      [########################] 3/3 100% step 3", frames
+    assert "[########----------------] 1/3  33% step 1" in bar, frames
+    assert "status    done" in record, output
+
+
 def test_unknown_ids_and_names(cli: Any) -> None:
     missing = cli("status", "APP", "no-such-task")
     assert missing.returncode == ExitCode.NOT_FOUND
@@ -223,8 +237,10 @@ def test_purge_asks_on_a_terminal(tmp_path: Path, cli: Any) -> None:
         assert expected in output, output
 
 
-def _run_on_a_terminal(tmp_path: Path, command: list[str], env: dict[str, str], answer: str) -> str:
-    """Run `command` with a pseudo-terminal as stdin and stdout; type `answer` at the prompt."""
+def _run_on_a_terminal(
+    tmp_path: Path, command: list[str], env: dict[str, str], answer: str | None = None
+) -> str:
+    """Run `command` with a pseudo-terminal as stdin and stdout; type `answer` at its prompt."""
     leader, follower = pty.openpty()
     proc = subprocess.Popen(
         command, stdin=follower, stdout=follower, stderr=follower, env=env, cwd=tmp_path
@@ -232,12 +248,13 @@ def _run_on_a_terminal(tmp_path: Path, command: list[str], env: dict[str, str], 
     os.close(follower)
     output = b""
     try:
-        while b"[y/N]" not in output:
+        while answer is not None and b"[y/N]" not in output:
             chunk = _read_terminal(leader)
             if not chunk:
                 break
             output += chunk
-        os.write(leader, answer.encode() + b"\n")
+        if answer is not None:
+            os.write(leader, answer.encode() + b"\n")
         while chunk := _read_terminal(leader):
             output += chunk
         assert proc.wait(timeout=DEADLINE_S) == 0, output

@@ -72,30 +72,37 @@ async def _watch(app: QueueTasks, record: TaskRecord, as_json: bool) -> TaskReco
     """Show `record` and each change of it until the task ends; returns the final record.
 
     A terminal gets one line redrawn in place (status and progress bar); other outputs get a
-    line per change (JSON: the whole record). The task's queue's event stream says when to read
-    the record again; it is read from its oldest kept event, so nothing that happened since the
-    first read is missed.
+    line per change (JSON: the whole record). Both waits are pushed: the task's end by
+    `Storage.wait` (which cannot miss it), its changes on the way by the queue's event stream,
+    read from its oldest kept event so that no change since the first read is missed.
     """
     live = sys.stdout.isatty() and not as_json
     show = _watch_printer(live, as_json)
     show(record)
-    async for event in app.storage.follow_events(record.queue):
-        if event.task_id != record.id:
-            continue
-        latest = await app.get(record.id)
-        if latest is None:  # deleted meanwhile (cleanup after the result TTL)
-            raise _not_found(app, record.id)
-        if latest != record:
-            record = latest
-            show(record)
-        if record.status.terminal:
-            break
+    final: TaskRecord | None = None
+    async with anyio.create_task_group() as tg:
+
+        async def until_the_end() -> None:
+            nonlocal final
+            final = await app.storage.wait(record.id, timeout=None, now=app.clock.time())
+            tg.cancel_scope.cancel()
+
+        tg.start_soon(until_the_end)
+        async for event in app.storage.follow_events(record.queue):
+            if event.task_id != record.id:
+                continue
+            latest = await app.get(record.id)
+            if latest is not None and latest != record and not latest.status.terminal:
+                record = latest
+                show(record)
+    assert final is not None
+    if final != record:
+        show(final)
     if live:
         print()
-        print(record_text(record))
-    elif not as_json:
-        print(record_text(record))
-    return record
+    if not as_json:
+        print(record_text(final))
+    return final
 
 
 def _watch_printer(live: bool, as_json: bool) -> Any:
