@@ -21,7 +21,8 @@ processes), ``_tasks`` (status, send, cancel), ``_queues`` (stats, purge, dead l
 requeue, db upgrade), ``_show`` (text and JSON output).
 """
 
+from ._common import load_app
 from ._errors import ExitCode
-from ._main import load_app, main
+from ._main import main
 
 __all__ = ["ExitCode", "load_app", "main"]

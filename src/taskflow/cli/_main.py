@@ -8,16 +8,16 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import NoReturn
+from typing import NoReturn, TypeAlias
 
 from .. import __version__
 from . import _queues, _tasks, _workers
-from ._common import load_app
 from ._errors import ExitCode, classify, exit_codes_help, format_traceback
 
-__all__ = ["load_app", "main"]
+__all__ = ["main"]
 
-logger = logging.getLogger("taskflow.cli")
+Command = Callable[[argparse.Namespace], int]
+Commands: TypeAlias = "argparse._SubParsersAction[_Parser]"
 
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _APP_HELP = (
@@ -43,13 +43,10 @@ def _log_level(text: str) -> int:
     return level
 
 
-Command = Callable[[argparse.Namespace], int]
-
-
-def _command(
-    sub: argparse._SubParsersAction[_Parser], name: str, run: Command, summary: str
-) -> _Parser:
-    parser = sub.add_parser(name, help=summary, description=summary[0].upper() + summary[1:] + ".")
+def _command(sub: Commands, name: str, run: Command, summary: str) -> _Parser:
+    parser: _Parser = sub.add_parser(
+        name, help=summary, description=summary[0].upper() + summary[1:] + "."
+    )
     parser.set_defaults(run=run)
     return parser
 
@@ -79,7 +76,14 @@ def _parser() -> _Parser:
         "also logs every task's start and end and shows the traceback of an error",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_worker(sub)
+    _add_task_commands(sub)
+    _add_queue_commands(sub)
+    _add_db(sub)
+    return parser
 
+
+def _add_worker(sub: Commands) -> None:
     worker = _command(sub, "worker", _workers.worker, "run workers for an app until stopped")
     _with_app(worker)
     worker.add_argument(
@@ -103,6 +107,8 @@ def _parser() -> _Parser:
         help="comma-separated queues to serve (default: the default queue)",
     )
 
+
+def _add_task_commands(sub: Commands) -> None:
     status = _command(
         sub, "status", _tasks.status, "show a task: status, progress, result or error"
     )
@@ -135,6 +141,8 @@ def _parser() -> _Parser:
     cancel.add_argument("task_ids", metavar="TASK_ID", nargs="+", help="ids of the tasks to cancel")
     _with_json(cancel)
 
+
+def _add_queue_commands(sub: Commands) -> None:
     stats = _command(sub, "stats", _queues.stats, "count a queue's tasks by state")
     _with_app(stats)
     stats.add_argument(
@@ -172,6 +180,8 @@ def _parser() -> _Parser:
     )
     _with_json(requeue)
 
+
+def _add_db(sub: Commands) -> None:
     db = sub.add_parser(
         "db", help="PostgreSQL schema management", description="PostgreSQL schema management."
     )
@@ -185,7 +195,6 @@ def _parser() -> _Parser:
     upgrade.add_argument(
         "--schema", default=None, help="schema name (default: the URL's ?schema=, or taskflow)"
     )
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
