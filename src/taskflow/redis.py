@@ -1527,10 +1527,10 @@ async def _ping_once(client: Any) -> None:
     """PING without the client's reconnect retries, so that a server that refuses or is
     missing is reported at once (with the retries, after about 6 s); the retries apply again
     afterwards."""
-    if isinstance(client, RedisCluster):
-        await client.ping()  # a cluster's first command connects to its nodes once
+    retry = None if isinstance(client, RedisCluster) else client.get_retry()
+    if retry is None:  # a cluster's first command connects to its nodes once, no retries
+        await client.ping()
         return
-    retry = client.get_retry()
     client.set_retry(Retry(NoBackoff(), 0))
     try:
         await client.ping()
