@@ -16,6 +16,8 @@ from .._exceptions import (
     BackendUnavailable,
     ConfigError,
     EncodeError,
+    InvalidArguments,
+    InvalidOption,
     TaskFailed,
     TaskflowError,
     TaskNotFound,
@@ -109,7 +111,9 @@ def classify(exc: BaseException) -> tuple[ExitCode, str]:
         return ExitCode.NOT_FOUND, str(exc)
     if isinstance(exc, TaskFailed):
         return ExitCode.TASK_FAILED, str(exc)
-    if isinstance(exc, ConfigError | TaskRegistrationError | EncodeError):
+    if isinstance(
+        exc, ConfigError | TaskRegistrationError | EncodeError | InvalidOption | InvalidArguments
+    ):
         return ExitCode.USAGE, str(exc)
     if isinstance(exc, TaskflowError):
         return ExitCode.ERROR, f"{type(exc).__name__}: {exc}"

@@ -1,7 +1,8 @@
 """``taskflow status``, ``send`` and ``cancel``: one task, or a few, from a shell.
 
-``status --watch`` follows a task live until it ends, driven by pushes (the queue's event
-stream), never by polling: each event of the task re-reads its record and redraws the line.
+``status --watch`` follows a task live until it ends, driven by pushes (`Storage.wait` and the
+queue's event stream), never by polling: each event of the task re-reads its record and
+redraws the line.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ from typing import Any
 import anyio
 
 from .._app import QueueTasks
-from .._exceptions import TaskflowError, UnknownTaskError
 from .._message import CancelResult, TaskRecord, TaskStatus
+from .._task import CallOptions
+from ..abc import LATEST
 from ._common import shared_app
 from ._errors import CliError, ExitCode
 from ._show import emit_json, progress_line, record_data, record_text
@@ -73,8 +75,8 @@ async def _watch(app: QueueTasks, record: TaskRecord, as_json: bool) -> TaskReco
 
     A terminal gets one line redrawn in place (status and progress bar); other outputs get a
     line per change (JSON: the whole record). Both waits are pushed: the task's end by
-    `Storage.wait` (which cannot miss it), its changes on the way by the queue's event stream,
-    read from its oldest kept event so that no change since the first read is missed.
+    `Storage.wait`, which cannot miss it, and its changes on the way by the queue's event
+    stream, followed from now (`LATEST`, no replay); an event of the task re-reads its record.
     """
     live = sys.stdout.isatty() and not as_json
     show = _watch_printer(live, as_json)
@@ -88,7 +90,7 @@ async def _watch(app: QueueTasks, record: TaskRecord, as_json: bool) -> TaskReco
             tg.cancel_scope.cancel()
 
         tg.start_soon(until_the_end)
-        async for event in app.storage.follow_events(record.queue):
+        async for event in app.storage.follow_events(record.queue, after=LATEST):
             if event.task_id != record.id:
                 continue
             latest = await app.get(record.id)
@@ -141,7 +143,7 @@ def send(args: argparse.Namespace) -> int:
     task_args = _json_argument(args.args, "--args", list, "--args '[2, 3]'")
     task_kwargs = _json_argument(args.kwargs, "--kwargs", dict, """--kwargs '{"x": 1}'""")
     app = shared_app(args.app, "send")
-    options: dict[str, Any] = {}
+    options: CallOptions = {}
     if args.queue is not None:
         options["queue"] = args.queue
     if args.delay is not None:
@@ -156,18 +158,12 @@ async def _send(
     name: str,
     task_args: list[Any],
     task_kwargs: dict[str, Any],
-    options: dict[str, Any],
+    options: CallOptions,
     as_json: bool,
 ) -> int:
     async with app:
-        try:
-            handle = await app.add_task(name, args=task_args, kwargs=task_kwargs, **options)
-        except UnknownTaskError as exc:
-            raise CliError(ExitCode.NOT_FOUND, str(exc)) from exc
-        except (TypeError, ValueError) as exc:
-            if isinstance(exc, TaskflowError):
-                raise
-            raise CliError(ExitCode.USAGE, f"cannot send {name!r}: {exc}") from exc
+        # An unknown name is NOT_FOUND, arguments or options that do not fit are USAGE (classify).
+        handle = await app.add_task(name, args=task_args, kwargs=task_kwargs, **options)
     if as_json:
         emit_json({"id": handle.task_id, "task": name})
     else:
