@@ -186,6 +186,12 @@ def test_unknown_ids_and_names(cli: Any) -> None:
     assert unknown.returncode == ExitCode.NOT_FOUND
     assert "no task named 'nope'" in unknown.stderr
     assert "add, boom, report, steps" in unknown.stderr
+    unbound = cli("send", "APP", "add", "--args", "[1]")  # checked before anything is stored
+    assert unbound.returncode == ExitCode.USAGE, unbound.stderr
+    assert unbound.stderr.startswith("taskflow: ") and "'b'" in unbound.stderr, unbound.stderr
+    assert len(unbound.stderr.strip().splitlines()) == 1
+    stats = {row["queue"]: row for row in _json_lines(cli("stats", "APP", "--json").stdout)}
+    assert stats["default"]["ready"] == 0
 
 
 def test_stats_cancel_and_purge(cli: Any, url: str) -> None:
