@@ -174,7 +174,14 @@ async def _drop(url: str) -> None:
     base, _, schema = url.rpartition("schema=")
     conn = await asyncpg.connect(base.rstrip("?&"))
     try:
-        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        # An app's tables live in "<schema>_<app name>": drop every app's.
+        names = await conn.fetch(
+            "SELECT nspname FROM pg_namespace WHERE nspname = $1 OR starts_with(nspname, $2)",
+            schema,
+            f"{schema}_",
+        )
+        for row in names:
+            await conn.execute(f'DROP SCHEMA IF EXISTS "{row["nspname"]}" CASCADE')
     finally:
         await conn.close()
 

@@ -55,12 +55,12 @@ async def test_postgres_upgrade_on_a_port_nobody_listens_on() -> None:
 
 def test_describe_names_the_server_with_its_password_masked() -> None:
     assert MemoryBroker().storage.describe() == "memory:// (inside this process)"
-    redis = redis_from_url("redis://:pw@h:6379/2?prefix=shop").storage
-    assert redis.describe() == "redis://:***@h:6379/2 (key prefix 'shop')"
-    cluster = redis_from_url("redis+cluster://u:pw@h:7000").storage
-    assert cluster.describe() == "redis+cluster://u:***@h:7000 (key prefix 'taskflow')"
-    pg = postgres_from_url("postgresql://u:pw@h/db?schema=jobs").storage
-    assert pg.describe() == "postgresql://u:***@h/db (schema 'jobs')"
+    redis = redis_from_url("redis://:pw@h:6379/2?prefix=shop", app="billing").storage
+    assert redis.describe() == "redis://:***@h:6379/2 (key prefix 'shop:billing')"
+    cluster = redis_from_url("redis+cluster://u:pw@h:7000", app="billing").storage
+    assert cluster.describe() == "redis+cluster://u:***@h:7000 (key prefix 'taskflow:billing')"
+    pg = postgres_from_url("postgresql://u:pw@h/db", app="billing").storage
+    assert pg.describe() == "postgresql://u:***@h/db (schema 'taskflow_billing')"
 
 
 @pytest.mark.parametrize(
