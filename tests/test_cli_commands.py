@@ -303,3 +303,36 @@ def test_dead_letters_and_requeue_all(cli: Any, url: str, worker: subprocess.Pop
     assert again.returncode == ExitCode.NOT_FOUND
     assert again.stdout.strip() == f"{failed[0]}: not a dead letter; skipped"
     assert enqueue(url, "add", 1, 1)  # the backend still takes tasks
+
+
+def test_db_upgrade_migrates_the_named_apps_schema(tmp_path: Path) -> None:
+    from taskflow._pg.schema import LATEST_VERSION
+
+    url = shared_url("postgres")
+    dsn, _, schema = url.rpartition("schema=")
+    dsn = dsn.rstrip("?&")
+    try:
+        done = run_cli(tmp_path, "db", "upgrade", dsn, "--schema", schema, "--app", "shop")
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip() == f"app 'shop': schema is at version {LATEST_VERSION}"
+        assert _schema_version(dsn, f"{schema}_shop") == LATEST_VERSION
+        bad = run_cli(tmp_path, "db", "upgrade", dsn, "--schema", schema, "--app", "no way")
+        assert bad.returncode == ExitCode.USAGE, bad.stderr
+        assert "app name 'no way' cannot be used" in bad.stderr
+    finally:
+        drop_shared(url)
+
+
+def _schema_version(dsn: str, schema: str) -> int:
+    import asyncio
+
+    import asyncpg
+
+    async def read() -> int:
+        conn = await asyncpg.connect(dsn)
+        try:
+            return int(await conn.fetchval(f'SELECT max(version) FROM "{schema}".schema_version'))
+        finally:
+            await conn.close()
+
+    return asyncio.run(read())

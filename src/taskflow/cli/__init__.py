@@ -10,7 +10,7 @@ taskflow [--log-level LEVEL] [--version] COMMAND ...
   purge MODULE:APP QUEUE [--yes]                       drop every waiting task of a queue
   dead-letters MODULE:APP [--queue Q] [--limit N]      list dead letters
   requeue MODULE:APP (TASK_ID ... | --all)             run dead letters again as new tasks
-  db upgrade POSTGRES_URL [--schema NAME]              create or migrate the PostgreSQL tables
+  db upgrade POSTGRES_URL [--app NAME] [--schema NAME] create or migrate an app's PostgreSQL tables
 ```
 
 The CLI is an application, so unlike the library it configures logging and installs signal

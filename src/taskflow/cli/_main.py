@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from typing import NoReturn, TypeAlias
 
 from .. import __version__
+from .._backends import DEFAULT_APP
 from . import _queues, _tasks, _workers
 from ._errors import ExitCode, classify, exit_codes_help, format_traceback
 
@@ -193,7 +194,15 @@ def _add_db(sub: Commands) -> None:
         "url", metavar="POSTGRES_URL", help="postgresql://user:password@host:port/database"
     )
     upgrade.add_argument(
-        "--schema", default=None, help="schema name (default: the URL's ?schema=, or taskflow)"
+        "--app",
+        default=DEFAULT_APP,
+        help=f"the app's name, as in QueueTasks(name=...) (default {DEFAULT_APP}); its tables "
+        "are in the schema <schema>_<app>",
+    )
+    upgrade.add_argument(
+        "--schema",
+        default=None,
+        help="base of the schema name (default: the URL's ?schema=, or taskflow)",
     )
 
 

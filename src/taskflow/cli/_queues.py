@@ -153,13 +153,16 @@ async def _all_dead(app: QueueTasks, queue: str) -> list[str]:
 
 
 def db_upgrade(args: argparse.Namespace) -> int:
-    """``taskflow db upgrade``: create or migrate the PostgreSQL tables."""
-    return anyio.run(_db_upgrade, args.url, args.schema)
+    """``taskflow db upgrade``: create or migrate the PostgreSQL tables of one app."""
+    return anyio.run(_db_upgrade, args.url, args.schema, args.app)
 
 
-async def _db_upgrade(url: str, schema: str | None) -> int:
+async def _db_upgrade(url: str, schema: str | None, app: str) -> int:
     from .. import postgres
 
-    version = await postgres.upgrade(url) if schema is None else await postgres.upgrade(url, schema)
-    print(f"schema is at version {version}")
+    if schema is None:
+        version = await postgres.upgrade(url, app=app)
+    else:
+        version = await postgres.upgrade(url, schema, app=app)
+    print(f"app {app!r}: schema is at version {version}")
     return ExitCode.OK
