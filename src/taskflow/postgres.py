@@ -283,7 +283,7 @@ class _Listener:
     """This storage's one LISTEN connection, re-established with backoff when it is lost.
 
     Payloads are ``<kind>:,item,item...``: ``t`` task ids that reached a terminal state, ``w``
-    queues with new claimable work, ``e`` queues with new events.
+    queues with new or rescheduled work (claimable now or later), ``e`` queues with new events.
     """
 
     def __init__(self, storage: PostgresStorage) -> None:

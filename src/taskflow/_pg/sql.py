@@ -138,6 +138,8 @@ FROM input i LEFT JOIN upd u ON u.ord = i.ord
 ORDER BY i.ord
 """
 
+# Every row put back to wait (a retry, a release) is announced as work, due now or later: an idle
+# worker's timer was set from the due times it read before, so it must read them again.
 _COMPLETE: Final = f"""
 WITH input AS (
     SELECT * FROM unnest(
@@ -178,7 +180,7 @@ SELECT i.ord, u.ord IS NOT NULL AS ok, u.status, u.queue,
        (SELECT {{s}}.notify($10, 't:', array_agg(id)) FROM upd
         WHERE status IN {_TERMINAL}) AS n1,
        (SELECT {{s}}.notify($10, 'w:', array_agg(DISTINCT queue)) FROM upd
-        WHERE status IN {_WAITING} AND due_at <= $9) AS n2,
+        WHERE status IN {_WAITING}) AS n2,
        (SELECT {{s}}.notify($10, 'e:', array_agg(DISTINCT queue)) FROM upd) AS n3
 FROM input i LEFT JOIN upd u ON u.ord = i.ord
 ORDER BY i.ord

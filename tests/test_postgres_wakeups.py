@@ -1,0 +1,64 @@
+"""PostgreSQL wake-ups on real time: an idle worker runs a task when it becomes due, woken by the
+change's own notification, never by its idle sweep (``idle_poll_s``, set far above the times
+measured here).
+
+A producer and a worker are two brokers on one schema, as two processes would have: the worker
+hears of the producer's changes only through LISTEN/NOTIFY.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+
+import anyio
+import pytest
+
+from taskflow import GlobalConfig, QueueTasks, TaskFailed
+from taskflow.postgres import PostgresBroker, from_url
+from tests.plugins.backend_postgres import drop_schema, random_schema
+from tests.services import postgres_dsn
+
+pytestmark = [pytest.mark.postgres, pytest.mark.slow]
+
+IDLE_POLL_S = 5.0
+
+
+@pytest.fixture
+async def pair() -> AsyncIterator[tuple[PostgresBroker, PostgresBroker]]:
+    """A producer's and a worker's broker on one fresh schema."""
+    dsn, schema = postgres_dsn(), random_schema()
+    try:
+        async with from_url(dsn, schema=schema) as producer, from_url(dsn, schema=schema) as worker:
+            yield producer, worker
+    finally:
+        await drop_schema(dsn, schema)
+
+
+def app_on(broker: PostgresBroker) -> QueueTasks:
+    """An app on `broker` with the task ``flaky`` (fails every attempt; one retry, 0.1 s)."""
+    app = QueueTasks("wakeups", broker=broker, config=GlobalConfig(idle_poll_s=IDLE_POLL_S))
+
+    @app.task(name="flaky", retries=1, retry_backoff=0.1)
+    async def flaky() -> None:
+        raise ValueError("fails every time")
+
+    return app
+
+
+async def test_a_retry_sooner_than_the_idle_poll_runs_when_due(
+    pair: tuple[PostgresBroker, PostgresBroker],
+) -> None:
+    producer_broker, worker_broker = pair
+    producer, worker = app_on(producer_broker), app_on(worker_broker)
+    with anyio.fail_after(4 * IDLE_POLL_S):
+        async with producer, worker, worker.running(concurrency=20):
+            started = time.perf_counter()
+            handle = await producer.add_task("flaky")
+            with pytest.raises(TaskFailed):
+                await handle.result(timeout=4 * IDLE_POLL_S)
+            took = time.perf_counter() - started
+            info = await handle.info()
+    assert info.attempts == 2
+    # The retry is due 0.05-0.1 s after the first failure; the idle sweep would take 5 s.
+    assert took < IDLE_POLL_S / 2, f"the final failure came after {took:.2f} s"
