@@ -343,15 +343,16 @@ class Worker:
 
     async def _wait_for_work(self) -> None:
         """Idle: wait for pushed work, the next due time (bounded by idle_poll_s), or stop."""
-        now = self._clock.time()
         try:
-            due = await self.app.broker.next_due(self.queues, now=now)
+            due = await self.app.broker.next_due(self.queues, now=self._clock.time())
         except Exception:
             logger.exception("next_due failed")
             due = None
         timeout = self._config.idle_poll_s
         if due is not None:
-            timeout = min(timeout, max(0.0, due - now))
+            # From the time the answer came back, not the time it was asked: on a server the
+            # round trip would delay every due task by its length.
+            timeout = min(timeout, max(0.0, due - self._clock.time()))
         if self._work_pending or self._stopping:
             return
         loop = asyncio.get_running_loop()
