@@ -1,6 +1,6 @@
-"""PostgreSQL wake-ups on real time: an idle worker runs a task when it becomes due, woken by the
+"""PostgreSQL on the latency path: an idle worker runs a task when it becomes due, woken by the
 change's own notification, never by its idle sweep (``idle_poll_s``, set far above the times
-measured here).
+measured here), and the calls between a send and its result make no round trip they can spare.
 
 A producer and a worker are two brokers on one schema, as two processes would have: the worker
 hears of the producer's changes only through LISTEN/NOTIFY.
@@ -12,6 +12,7 @@ import time
 from collections.abc import AsyncIterator
 
 import anyio
+import asyncpg
 import pytest
 
 from taskflow import GlobalConfig, QueueTasks, TaskFailed
@@ -62,3 +63,25 @@ async def test_a_retry_sooner_than_the_idle_poll_runs_when_due(
     assert info.attempts == 2
     # The retry is due 0.05-0.1 s after the first failure; the idle sweep would take 5 s.
     assert took < IDLE_POLL_S / 2, f"the final failure came after {took:.2f} s"
+
+
+# -- round trips ---------------------------------------------------------------------------------
+
+
+async def test_a_pooled_call_is_not_followed_by_a_reset_statement(
+    pair: tuple[PostgresBroker, PostgresBroker],
+) -> None:
+    # asyncpg's pool resets a returned connection with one more statement by default (RESET ALL,
+    # UNLISTEN *, ...), a round trip each call waited for; taskflow's sessions keep no state.
+    broker, _ = pair
+    await broker.stats(["default"], now=0.0)
+    admin = await asyncpg.connect(postgres_dsn())
+    try:
+        last = await admin.fetch(
+            "SELECT query FROM pg_stat_activity WHERE application_name = $1 AND query <> ''",
+            broker.pg.application_name,
+        )
+    finally:
+        await admin.close()
+    assert last, "the pool's connection is not in pg_stat_activity"
+    assert not [row["query"] for row in last if "RESET ALL" in row["query"]]

@@ -129,6 +129,16 @@ def _breaks_connection(exc: BaseException) -> bool:
     )
 
 
+async def _keep_session(conn: asyncpg.Connection[asyncpg.Record]) -> None:
+    """The pool's reset of a returned connection: nothing to undo.
+
+    asyncpg's default resets every returned connection with one more statement (``RESET ALL``,
+    ``UNLISTEN *``, advisory unlocks), a round trip the caller waits for before its call returns.
+    Pooled connections here never change session state (no SET, LISTEN or session-level lock;
+    transactions are always closed, and asyncpg rolls back one left open before this runs).
+    """
+
+
 def channel_name(schema: str) -> str:
     """The LISTEN/NOTIFY channel of a schema (channels are database-wide, so it names it)."""
     name = f"taskflow_{schema}"
@@ -432,6 +442,7 @@ class PostgresStorage(Storage):
             max_size=self._pool_sizes[1],
             statement_cache_size=self._statement_cache_size,
             server_settings=self._server_settings(),
+            reset=_keep_session,
         )
         self._listener = _Listener(self)
 
