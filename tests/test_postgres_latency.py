@@ -9,7 +9,8 @@ hears of the producer's changes only through LISTEN/NOTIFY.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import anyio
 import asyncpg
@@ -17,6 +18,8 @@ import pytest
 
 from taskflow import GlobalConfig, QueueTasks, TaskFailed
 from taskflow.postgres import PostgresBroker, from_url
+from taskflow.testing import FakeClock
+from tests.conformance._helpers import claim, done, message
 from tests.plugins.backend_postgres import drop_schema, random_schema
 from tests.services import postgres_dsn
 
@@ -85,3 +88,61 @@ async def test_a_pooled_call_is_not_followed_by_a_reset_statement(
         await admin.close()
     assert last, "the pool's connection is not in pg_stat_activity"
     assert not [row["query"] for row in last if "RESET ALL" in row["query"]]
+
+
+def record_statements(broker: PostgresBroker, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The names of the statements `broker` runs from now on, in order."""
+    storage = broker.pg
+    names = {sql: name for name, sql in vars(storage.sql).items()}
+    seen: list[str] = []
+    run = storage.run
+
+    async def recorded(op: Callable[[Any], Awaitable[Any]]) -> Any:
+        async def spy(conn: Any) -> Any:
+            return await op(_Recorder(conn, names, seen))
+
+        return await run(spy)
+
+    monkeypatch.setattr(storage, "run", recorded)
+    return seen
+
+
+class _Recorder:
+    """A connection that records which statement each call runs."""
+
+    def __init__(self, conn: Any, names: dict[str, str], seen: list[str]) -> None:
+        self._conn, self._names, self._seen = conn, names, seen
+
+    def __getattr__(self, attr: str) -> Any:
+        method = getattr(self._conn, attr)
+
+        def call(sql: str, *args: Any) -> Any:
+            self._seen.append(self._names.get(sql, sql))
+            return method(sql, *args)
+
+        return call
+
+
+async def test_next_due_after_a_claim_is_read_by_the_claim(
+    pair: tuple[PostgresBroker, PostgresBroker], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    producer, worker = pair
+    calls = record_statements(worker, monkeypatch)
+    clock = FakeClock()
+    now = clock.time()
+    await producer.enqueue([message(producer), message(producer, eta=now + 50)], now=now)
+    [delivery] = await claim(worker, clock, lease_s=100)
+    assert await worker.next_due(["default"], now=now) == now + 50
+    assert calls == ["claim"]  # the claim read it; no second round trip
+    # Something announced since the claim began: read again.
+    await producer.enqueue([message(producer, eta=now + 20)], now=now)
+    with anyio.fail_after(10):
+        await worker.wait_for_work(["default"], worker_id="w1")
+    assert await worker.next_due(["default"], now=now) == now + 20
+    assert calls == ["claim", "next_due"]
+    # An empty claim reads it too; this process's own complete makes it read again.
+    assert await claim(worker, clock) == []
+    assert await worker.next_due(["default"], now=now) == now + 20
+    await worker.complete([done(delivery, clock)], now=now)
+    assert await worker.next_due(["default"], now=now) == now + 20
+    assert calls == ["claim", "next_due", "claim", "complete", "next_due"]

@@ -767,6 +767,13 @@ class PostgresBroker(Broker):
         self.pg = storage
         #: Per worker id: the work counters seen when its last claim began.
         self._claim_marks: dict[str, tuple[int, dict[str, int]]] = {}
+        #: Per queue: the next due time the last claim there read, with the counters (listener
+        #: gaps, work notifications) seen when that claim began. `next_due` answers from it,
+        #: with no round trip, while nothing was announced since and this process changed
+        #: nothing. What others change unannounced cannot make it late: they end or extend
+        #: leases (the answer is early: one idle claim), or claim tasks that were pending when
+        #: it was read (so already counted in it) or announced since (so it is read again).
+        self._due_after_claim: dict[str, tuple[int, int, float | None]] = {}
 
     # -- enqueue --------------------------------------------------------------------------------
 
@@ -834,23 +841,26 @@ class PostgresBroker(Broker):
         self, queues: Sequence[str], limit: int, lease_s: float, now: float, worker_id: str
     ) -> list[Delivery]:
         await self.pg._ensure_listening()
-        self._claim_marks[worker_id] = (
-            self.pg.gaps,
-            {q: self.pg.work_seq.get(q, 0) for q in queues},
-        )
+        gaps = self.pg.gaps
+        seen = {q: self.pg.work_seq.get(q, 0) for q in queues}
+        self._claim_marks[worker_id] = (gaps, seen)
         deliveries: list[Delivery] = []
         lease_until = now + lease_s
         for queue in dict.fromkeys(queues):
             room = limit - len(deliveries)
             if room <= 0:
                 break
-            deliveries += await self._claim_queue(queue, room, lease_until, now, worker_id)
+            claimed, due = await self._claim_queue(queue, room, lease_until, now, worker_id)
+            deliveries += claimed
+            self._due_after_claim[queue] = (gaps, seen[queue], due)
         return deliveries
 
     async def _claim_queue(
         self, queue: str, limit: int, lease_until: float, now: float, worker_id: str
-    ) -> list[Delivery]:
-        """One claim statement on one queue; settles the lapsed tasks it dead-lettered."""
+    ) -> tuple[list[Delivery], float | None]:
+        """One claim statement on one queue; settles the lapsed tasks it dead-lettered.
+
+        Returns the deliveries and the queue's next due time after the claim."""
         rows = await self.pg.run(
             lambda conn: conn.fetch(
                 self.pg.sql.claim,
@@ -865,19 +875,25 @@ class PostgresBroker(Broker):
             )
         )
         deliveries: list[Delivery] = []
+        taken = 0
         for row in rows:
+            if row["id"] is None:  # an empty claim: the row carries only the next due time
+                continue
+            taken += 1
             if row["status"] == "running":
                 deliveries.append(
                     Delivery(row["id"], row["token"], row["attempts"], row["data"], lease_until)
                 )
             else:
                 self.pg._notify_terminal(row["id"])
-        await self.pg.count_events([queue] * len(rows))
-        return deliveries
+        await self.pg.count_events([queue] * taken)
+        due = rows[0]["next_due"]
+        return deliveries, None if due is None else float(due)
 
     async def _extend(
         self, leases: Sequence[Lease], lease_s: float, now: float
     ) -> list[LeaseState]:
+        self._due_after_claim.clear()
         unique = list(dict.fromkeys((lease.task_id, lease.token) for lease in leases))
         args = ([k[0] for k in unique], [k[1] for k in unique], now + lease_s)
         rows = await self.pg.run(lambda conn: conn.fetch(self.pg.sql.extend, *args))
@@ -903,6 +919,7 @@ class PostgresBroker(Broker):
             self.pg.channel,
         )
         rows = await self.pg.run(lambda conn: conn.fetch(self.pg.sql.complete, *args))
+        self._due_after_claim.clear()
         accepted: list[bool] = []
         for outcome, row in zip(outcomes, rows, strict=True):
             accepted.append(bool(row["ok"]))
@@ -920,6 +937,7 @@ class PostgresBroker(Broker):
                 self.pg.sql.cancel, ids, now, self.result_ttl_s, self.pg.channel
             )
         )
+        self._due_after_claim.clear()
         results: list[CancelResult] = []
         for task_id, row in zip(ids, rows, strict=True):
             if row["status"] == "cancelled":
@@ -937,6 +955,13 @@ class PostgresBroker(Broker):
     # -- waiting for work -----------------------------------------------------------------------
 
     async def _next_due(self, queues: Sequence[str], now: float) -> float | None:
+        known = [self._due_after_claim.get(q) for q in queues]
+        pg = self.pg
+        if all(
+            k is not None and k[0] == pg.gaps and k[1] == pg.work_seq.get(q, 0)
+            for q, k in zip(queues, known, strict=True)
+        ):
+            return min((k[2] for k in known if k is not None and k[2] is not None), default=None)
         names = list(queues)
         due = await self.pg.run(lambda conn: conn.fetchval(self.pg.sql.next_due, names))
         return None if due is None else float(due)

@@ -80,6 +80,10 @@ ORDER BY i.ord
 
 # Claim from one queue: due waiting rows, and running rows whose lease lapsed. A lapsed row with
 # no attempt left is dead-lettered (LeaseExpired), one whose cancel was requested is cancelled.
+# Every row returned also carries `next_due`, the queue's next due time after this claim (what
+# `next_due` would read next; an empty claim returns one row with only that): the earliest due
+# time of the live rows it did not take, as they were before it, and the leases it handed out;
+# after a full claim, now (the worker claims again at once, so it is not worth the scan).
 _CLAIM: Final = f"""
 WITH cand AS (
     SELECT id, priority, due_at AS old_due, seq,
@@ -116,12 +120,20 @@ WITH cand AS (
     SELECT queue, id, status, $2, attempts, order_id,
            CASE WHEN status = 'failed' THEN 'LeaseExpired' END
     FROM upd
+), later AS (
+    SELECT CASE WHEN (SELECT count(*) FROM upd) >= $3 THEN $2  -- full: more may be due now
+        ELSE least(
+            (SELECT min(t.due_at) FROM {{s}}.tasks t
+             WHERE t.queue = $1 AND t.status IN {LIVE_STATES_SQL}
+               AND t.id <> ALL (ARRAY(SELECT id FROM upd))),
+            (SELECT $4::float8 FROM upd WHERE status = 'running' LIMIT 1))
+        END AS next_due
 )
-SELECT id, status, token, attempts, data,
+SELECT u.id, u.status, u.token, u.attempts, u.data, l.next_due,
        (SELECT {{s}}.notify($8, 't:', array_agg(id)) FROM upd WHERE status <> 'running') AS n1,
-       (SELECT {{s}}.notify($8, 'e:', ARRAY[$1])) AS n2
-FROM upd
-ORDER BY priority DESC, old_due, seq
+       (SELECT {{s}}.notify($8, 'e:', array_agg(DISTINCT queue)) FROM upd) AS n2
+FROM later l LEFT JOIN upd u ON true
+ORDER BY u.priority DESC, u.old_due, u.seq
 """
 
 _EXTEND: Final = """
