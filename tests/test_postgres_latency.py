@@ -146,3 +146,45 @@ async def test_next_due_after_a_claim_is_read_by_the_claim(
     await worker.complete([done(delivery, clock)], now=now)
     assert await worker.next_due(["default"], now=now) == now + 20
     assert calls == ["claim", "next_due", "claim", "complete", "next_due"]
+
+
+def gated_app(broker: PostgresBroker, gate: list[anyio.Event]) -> QueueTasks:
+    """An app on `broker` with the task ``gated(n)``: returns `n` once ``gate[0]`` is set."""
+    app = QueueTasks("reads", broker=broker)
+
+    @app.task(name="gated")
+    async def gated(n: int) -> int:
+        await gate[0].wait()
+        return n
+
+    return app
+
+
+async def test_a_result_awaited_before_the_task_ends_is_read_once(
+    pair: tuple[PostgresBroker, PostgresBroker], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    producer_broker, worker_broker = pair
+    gate = [anyio.Event()]
+    producer, worker = gated_app(producer_broker, gate), gated_app(worker_broker, gate)
+    got: list[int] = []
+
+    async def wait_for(handle: Any) -> None:
+        got.append(await handle.result(timeout=10))
+
+    with anyio.fail_after(20):
+        async with producer, worker, worker.running(concurrency=4):
+            gate[0].set()
+            first = await producer.add_task("gated", args=(1,))
+            assert await first.result(timeout=10) == 1  # starts the producer's listener
+            gate[0] = anyio.Event()
+            reads = record_statements(producer_broker, monkeypatch)
+            second = await producer.add_task("gated", args=(2,))
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(wait_for, second)
+                await anyio.wait_all_tasks_blocked()
+                # Sent from here while the listener was up, and not heard to end: a read now
+                # could only find it unfinished.
+                assert reads == ["enqueue"]
+                gate[0].set()
+    assert got == [2]
+    assert reads == ["enqueue", "get_many"]  # one read, once its end was heard

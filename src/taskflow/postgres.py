@@ -46,6 +46,7 @@ from ._message import (
     ProgressUpdate,
     QueueStats,
     TaskMessage,
+    TaskOutcome,
     TaskRecord,
     TaskStatus,
     Versioned,
@@ -81,6 +82,8 @@ _BACKOFF_CAP_S: Final = 2.0
 _CALL_RETRIES: Final = 10
 #: How often the listener checks that its connection is alive even without a termination signal.
 _LISTENER_CHECK_S: Final = 5.0
+#: Most tasks remembered as sent here and not heard to end (see `PostgresStorage.expect_end`).
+_MAX_UNFINISHED: Final = 10_000
 
 _error_encoder: Final = msgspec.msgpack.Encoder()
 _error_decoder: Final = msgspec.msgpack.Decoder(ErrorInfo)
@@ -346,9 +349,16 @@ class _Listener:
     def _on_notification(self, conn: object, pid: int, channel: str, payload: object) -> None:
         self._storage._dispatch(str(payload))
 
+    @property
+    def connected(self) -> bool:
+        """Whether notifications are being heard right now."""
+        conn = self._conn
+        return conn is not None and not self._lost.is_set() and not conn.is_closed()
+
     def _on_terminated(self, conn: object) -> None:
         if conn is self._conn:  # not an old connection we already replaced
             self._lost.set()
+            self._storage._forget_unfinished()
 
     async def _supervise(self) -> None:
         while True:
@@ -362,6 +372,7 @@ class _Listener:
             await self._reconnect()
 
     async def _reconnect(self) -> None:
+        self._storage._forget_unfinished()
         if self._conn is not None:
             self._conn.terminate()
             self._conn = None
@@ -427,6 +438,9 @@ class PostgresStorage(Storage):
         self._background: set[asyncio.Task[None]] = set()
         #: Per queue: events this process appended since it last trimmed that queue's stream.
         self._events_since_trim: dict[str, int] = {}
+        #: Tasks sent from here while the listener was up, whose end it has not heard yet
+        #: (oldest first, at most `_MAX_UNFINISHED`): see `expect_end`.
+        self._unfinished: dict[str, None] = {}
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -523,7 +537,9 @@ class PostgresStorage(Storage):
         kind, _, body = payload.partition(":")
         items = [item for item in body.split(",") if item]
         if kind == "t":
+            unfinished = self._unfinished
             for task_id in items:
+                unfinished.pop(task_id, None)
                 if self._has_waiters(task_id):
                     self._notify_terminal(task_id)
         elif kind in ("w", "e"):
@@ -548,6 +564,41 @@ class PostgresStorage(Storage):
             await changed.wait()
             if not self.is_open:
                 return
+
+    # -- tasks known to be unfinished -----------------------------------------------------------
+
+    def expect_end(self, task_ids: Iterable[str]) -> None:
+        """Remember tasks about to be sent from here, if the listener is up: until their end
+        is heard, a result waiter's first read could only find them unfinished, so it is
+        skipped (their end's notification wakes the waiter, which then reads the outcome).
+
+        Called before the insert is sent, so an end heard before its reply is not missed.
+        """
+        if self._listener is None or not self._listener.connected:
+            return
+        unfinished = self._unfinished
+        for task_id in task_ids:
+            unfinished[task_id] = None
+        while len(unfinished) > _MAX_UNFINISHED:
+            del unfinished[next(iter(unfinished))]
+
+    def not_sent(self, task_ids: Iterable[str]) -> None:
+        """Forget tasks `expect_end` remembered that were not inserted after all."""
+        for task_id in task_ids:
+            self._unfinished.pop(task_id, None)
+
+    def _forget_unfinished(self) -> None:
+        """The listener is lost: ends may go unheard, so every first read happens again."""
+        self._unfinished.clear()
+
+    def _notify_terminal(self, task_id: str, record: Any = None) -> None:
+        self._unfinished.pop(task_id, None)
+        super()._notify_terminal(task_id, record)
+
+    async def _read_outcome(self, task_id: str, now: float) -> TaskOutcome | None:
+        if task_id in self._unfinished:
+            return TaskOutcome(id=task_id, status=TaskStatus.QUEUED)
+        return await super()._read_outcome(task_id, now)
 
     def _after_listener_gap(self) -> None:
         """After the listener reconnected: wake every sleeper, and settle the result waiters
@@ -778,7 +829,13 @@ class PostgresBroker(Broker):
     # -- enqueue --------------------------------------------------------------------------------
 
     async def _enqueue(self, messages: Sequence[TaskMessage], now: float) -> list[EnqueueResult]:
-        results = await self.pg.run(lambda conn: self._insert(conn, messages, now))
+        self.pg.expect_end(m.id for m in messages)
+        try:
+            results = await self.pg.run(lambda conn: self._insert(conn, messages, now))
+        except BaseException:
+            self.pg.not_sent(m.id for m in messages)
+            raise
+        self.pg.not_sent(m.id for m, r in zip(messages, results, strict=True) if not r.created)
         created = [m.queue for m, r in zip(messages, results, strict=True) if r.created]
         if created:
             self.pg.bump(sorted(set(created)), work=True)  # same-process workers: no NOTIFY wait
