@@ -17,7 +17,7 @@ import asyncpg
 import pytest
 
 from taskflow import GlobalConfig, QueueTasks, TaskFailed
-from taskflow.postgres import PostgresBroker, from_url
+from taskflow.postgres import PostgresBroker, _OneNewConnectionAtATime, from_url
 from taskflow.testing import FakeClock
 from tests.conformance._helpers import claim, done, message
 from tests.plugins.backend_postgres import drop_schema, random_schema
@@ -88,6 +88,48 @@ async def test_a_pooled_call_is_not_followed_by_a_reset_statement(
         await admin.close()
     assert last, "the pool's connection is not in pg_stat_activity"
     assert not [row["query"] for row in last if "RESET ALL" in row["query"]]
+
+
+class _PoolSize:
+    """What `_OneNewConnectionAtATime` reads of an asyncpg pool: its size and its maximum."""
+
+    def __init__(self, size: int, max_size: int) -> None:
+        self.size, self.max_size = size, max_size
+
+    def get_size(self) -> int:
+        return self.size
+
+    def get_max_size(self) -> int:
+        return self.max_size
+
+
+async def test_the_pool_opens_one_new_connection_at_a_time() -> None:
+    pool = _PoolSize(1, 10)
+    gate = _OneNewConnectionAtATime()
+    entered: list[str] = []
+
+    async def call(name: str) -> None:
+        await gate.enter(pool)  # type: ignore[arg-type]
+        entered.append(name)
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            await gate.enter(pool)  # type: ignore[arg-type]  # A: takes the one connection
+            await gate.enter(pool)  # type: ignore[arg-type]  # B: none idle, opens a second
+            tg.start_soon(call, "C")
+            tg.start_soon(call, "D")
+            await anyio.wait_all_tasks_blocked()
+            assert entered == []  # a connection is being opened: C and D wait
+            pool.size = 2
+            gate.acquired()  # B's connection is open: C may open a third, D still waits
+            await anyio.wait_all_tasks_blocked()
+            assert entered == ["C"]
+            gate.leave()  # A is done: its connection is idle, D takes it
+            await anyio.wait_all_tasks_blocked()
+            assert entered == ["C", "D"]
+    pool.size = pool.max_size = 3
+    await gate.enter(pool)  # type: ignore[arg-type]  # at its maximum the pool itself queues
+    assert gate.in_flight == 4
 
 
 def record_statements(broker: PostgresBroker, monkeypatch: pytest.MonkeyPatch) -> list[str]:
