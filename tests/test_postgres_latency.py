@@ -8,15 +8,19 @@ hears of the producer's changes only through LISTEN/NOTIFY.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import anyio
 import asyncpg
 import pytest
 
-from taskflow import GlobalConfig, QueueTasks, TaskFailed
+import taskflow.postgres
+from taskflow import GlobalConfig, QueueTasks, TaskFailed, TaskStatus
 from taskflow.postgres import PostgresBroker, _OneNewConnectionAtATime, from_url
 from taskflow.testing import FakeClock
 from tests.conformance._helpers import claim, done, message
@@ -230,3 +234,93 @@ async def test_a_result_awaited_before_the_task_ends_is_read_once(
                 gate[0].set()
     assert got == [2]
     assert reads == ["enqueue", "get_many"]  # one read, once its end was heard
+
+
+# -- the listening connection --------------------------------------------------------------------
+
+
+class _Link:
+    """One proxied connection: bytes flow both ways until it is silenced."""
+
+    def __init__(self) -> None:
+        self.silent = False
+        self.writers: list[asyncio.StreamWriter] = []
+
+    async def pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(OSError):
+            while data := await reader.read(65536):
+                if not self.silent:  # silenced: dropped, and nothing is closed
+                    writer.write(data)
+                    await writer.drain()
+        writer.close()
+
+
+class _SilencingProxy:
+    """A TCP proxy in front of PostgreSQL whose connections can be silenced one by one, as a dead
+    host or a network partition looks to the client: no reply, no FIN, no RST."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.links: list[_Link] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> int:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        port: int = self._server.sockets[0].getsockname()[1]
+        return port
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(self.host, self.port)
+        link = _Link()
+        link.writers = [writer, up_writer]
+        self.links.append(link)
+        for source, sink in ((reader, up_writer), (up_reader, writer)):
+            task = asyncio.create_task(link.pump(source, sink))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for link in self.links:
+            for writer in link.writers:
+                writer.close()
+        for task in list(self._tasks):
+            task.cancel()
+
+
+async def test_a_listener_that_stops_answering_without_a_word_is_replaced(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(taskflow.postgres, "_LISTENER_CHECK_S", 0.2)
+    monkeypatch.setattr(taskflow.postgres, "_LISTENER_ANSWER_S", 0.5, raising=False)
+    dsn, schema, clock = postgres_dsn(), random_schema(), FakeClock()
+    parts = urlsplit(dsn)
+    proxy = _SilencingProxy(parts.hostname or "127.0.0.1", parts.port or 5432)
+    port = await proxy.start()
+    userinfo, at, _ = parts.netloc.rpartition("@")
+    proxied = urlunsplit(parts._replace(netloc=f"{userinfo}{at}127.0.0.1:{port}"))
+    try:
+        async with from_url(proxied, schema=schema) as ours, from_url(dsn, schema=schema) as other:
+            [sent] = await ours.enqueue([message(ours)], now=clock.time())
+            await ours.pg._ensure_listening()
+            proxy.links[-1].silent = True  # the newest connection: the listening one
+            got: list[TaskStatus] = []
+
+            async def waiter() -> None:
+                record = await ours.storage.wait(sent.task_id, timeout=None, now=clock.time())
+                got.append(record.status)
+
+            with anyio.fail_after(10):
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(waiter)
+                    await anyio.wait_all_tasks_blocked()
+                    [delivery] = await claim(other, clock)
+                    assert await other.complete([done(delivery, clock)], now=clock.time()) == [True]
+            # The end's notification went to the silent connection; the listener noticed that
+            # it no longer answers, reconnected, and read again what its waiters wait for.
+            assert got == [TaskStatus.DONE]
+    finally:
+        await proxy.close()
+        await drop_schema(dsn, schema)

@@ -81,8 +81,11 @@ _BACKOFF_FIRST_S: Final = 0.05
 _BACKOFF_CAP_S: Final = 2.0
 #: How many times a pooled call is retried after a lost connection (about 15 s in all).
 _CALL_RETRIES: Final = 10
-#: How often the listener checks that its connection is alive even without a termination signal.
+#: How often the listener checks that its connection still answers, and how long it waits for
+#: the answer: a connection lost without a word (a dead host, a network partition) shows no other
+#: way, and while it lasts no notification arrives.
 _LISTENER_CHECK_S: Final = 5.0
+_LISTENER_ANSWER_S: Final = 2.0
 #: Most tasks remembered as sent here and not heard to end (see `PostgresStorage.expect_end`).
 _MAX_UNFINISHED: Final = 10_000
 
@@ -423,10 +426,21 @@ class _Listener:
                 await asyncio.wait_for(self._lost.wait(), _LISTENER_CHECK_S)
             except TimeoutError:
                 pass
-            if self._conn is not None and not self._conn.is_closed() and not self._lost.is_set():
+            if not self._lost.is_set() and await self._answers():
                 continue
             logger.warning("LISTEN connection lost; reconnecting")
             await self._reconnect()
+
+    async def _answers(self) -> bool:
+        """Whether the listening connection still answers a query in time."""
+        conn = self._conn
+        if conn is None or conn.is_closed():
+            return False
+        try:
+            await asyncio.wait_for(conn.execute("SELECT 1"), _LISTENER_ANSWER_S)
+        except Exception:  # no answer in time, or the connection broke while asking
+            return False
+        return True
 
     async def _reconnect(self) -> None:
         self._storage._forget_unfinished()
