@@ -21,7 +21,7 @@ import pytest
 
 import taskflow.postgres
 from taskflow import GlobalConfig, QueueTasks, TaskFailed, TaskStatus
-from taskflow.postgres import PostgresBroker, _OneNewConnectionAtATime, from_url
+from taskflow.postgres import PostgresBroker, _PoolGrowth, from_url
 from taskflow.testing import FakeClock
 from tests.conformance._helpers import claim, done, message
 from tests.plugins.backend_postgres import drop_schema, random_schema
@@ -94,11 +94,13 @@ async def test_a_pooled_call_is_not_followed_by_a_reset_statement(
     assert not [row["query"] for row in last if "RESET ALL" in row["query"]]
 
 
-class _PoolSize:
-    """What `_OneNewConnectionAtATime` reads of an asyncpg pool: its size and its maximum."""
+class _StubPool:
+    """What `_PoolGrowth` uses of an asyncpg pool. A connection is taken if one is idle, else
+    opened, which takes until the test lets it (`open_next`)."""
 
-    def __init__(self, size: int, max_size: int) -> None:
-        self.size, self.max_size = size, max_size
+    def __init__(self) -> None:
+        self.size, self.idle, self.max_size = 1, 1, 10
+        self.openings: list[anyio.Event] = []
 
     def get_size(self) -> int:
         return self.size
@@ -106,34 +108,71 @@ class _PoolSize:
     def get_max_size(self) -> int:
         return self.max_size
 
+    @contextlib.asynccontextmanager
+    async def acquire(self) -> AsyncIterator[object]:
+        if self.idle:
+            self.idle -= 1
+        else:
+            opened = anyio.Event()
+            self.openings.append(opened)
+            await opened.wait()
+            self.size += 1
+        try:
+            yield object()
+        finally:
+            self.idle += 1
 
-async def test_the_pool_opens_one_new_connection_at_a_time() -> None:
-    pool = _PoolSize(1, 10)
-    gate = _OneNewConnectionAtATime()
-    entered: list[str] = []
+
+async def test_the_pool_grows_beside_the_calls_not_on_their_path() -> None:
+    pool = _StubPool()
+    warmed: list[object] = []
+
+    async def warm(conn: object) -> None:
+        warmed.append(conn)
+
+    growth = _PoolGrowth(warm)  # type: ignore[arg-type]
+    done: list[str] = []
 
     async def call(name: str) -> None:
-        await gate.enter(pool)  # type: ignore[arg-type]
-        entered.append(name)
+        await growth.enter(pool)  # type: ignore[arg-type]
+        async with pool.acquire():
+            done.append(name)
+        growth.leave()
 
     with anyio.fail_after(5):
         async with anyio.create_task_group() as tg:
-            await gate.enter(pool)  # type: ignore[arg-type]  # A: takes the one connection
-            await gate.enter(pool)  # type: ignore[arg-type]  # B: none idle, opens a second
-            tg.start_soon(call, "C")
-            tg.start_soon(call, "D")
+            await growth.enter(pool)  # type: ignore[arg-type]  # A holds the one connection
+            async with pool.acquire():
+                tg.start_soon(call, "B")
+                tg.start_soon(call, "C")
+                await anyio.wait_all_tasks_blocked()
+                # Every connection is busy: B and C wait, and one connection is being opened
+                # beside them (not two, and not by either of them).
+                assert done == [] and len(pool.openings) == 1
+            growth.leave()  # A is done: B takes its connection, before the new one is open
             await anyio.wait_all_tasks_blocked()
-            assert entered == []  # a connection is being opened: C and D wait
-            pool.size = 2
-            gate.acquired()  # B's connection is open: C may open a third, D still waits
+            assert done == ["B", "C"] and len(pool.openings) == 1
+            pool.openings[0].set()  # the new connection opens, is warmed, and stays idle
+    assert len(warmed) == 1 and (pool.size, pool.idle) == (2, 2)
+
+
+async def test_a_call_that_finds_the_pool_busy_does_not_wait_for_the_busy_call(
+    pair: tuple[PostgresBroker, PostgresBroker],
+) -> None:
+    storage = pair[0].pg
+    order: list[str] = []
+
+    async def slow() -> None:
+        await storage.run(lambda conn: conn.execute("SELECT pg_sleep(0.5)"))
+        order.append("slow")
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(slow)
             await anyio.wait_all_tasks_blocked()
-            assert entered == ["C"]
-            gate.leave()  # A is done: its connection is idle, D takes it
-            await anyio.wait_all_tasks_blocked()
-            assert entered == ["C", "D"]
-    pool.size = pool.max_size = 3
-    await gate.enter(pool)  # type: ignore[arg-type]  # at its maximum the pool itself queues
-    assert gate.in_flight == 4
+            await storage.run(lambda conn: conn.fetchval("SELECT 1"))
+            order.append("quick")
+    assert order == ["quick", "slow"]  # it took the connection opened beside it
 
 
 def record_statements(broker: PostgresBroker, monkeypatch: pytest.MonkeyPatch) -> list[str]:

@@ -89,6 +89,13 @@ _LISTENER_ANSWER_S: Final = 2.0
 #: Most tasks remembered as sent here and not heard to end (see `PostgresStorage.expect_end`).
 _MAX_UNFINISHED: Final = 10_000
 
+#: Mentions every array type the hot statements take (text[] needs no introspection), so one
+#: query on a new connection has asyncpg learn them all.
+_ARRAY_TYPES_SQL: Final = (
+    "SELECT $1::bytea[] IS NULL AND $2::int8[] IS NULL AND $3::int4[] IS NULL"
+    " AND $4::float8[] IS NULL AND $5::bool[] IS NULL"
+)
+
 _error_encoder: Final = msgspec.msgpack.Encoder()
 _error_decoder: Final = msgspec.msgpack.Decoder(ErrorInfo)
 _progress_decoder: Final = msgspec.msgpack.Decoder(Progress)
@@ -296,31 +303,38 @@ def _enqueue_args(messages: Sequence[TaskMessage]) -> list[list[Any]]:
 # --- the pool's growth ---------------------------------------------------------------------------
 
 
-class _OneNewConnectionAtATime:
-    """Lets the pool open one new connection at a time, however many calls find none idle.
+class _PoolGrowth:
+    """Grows the pool beside the calls, so that no call waits for a connection to be opened.
 
-    asyncpg opens a connection for every call that finds none idle, and opening one costs a
-    TCP and authentication handshake plus the first use of each statement on it: several
-    milliseconds, tens on a busy host. When a burst of calls overlapped, each opened its own
-    and waited for it, which lengthened the burst and made the next overlap likelier (in the
-    latency benchmark the pool went from 1 to 10 connections in 150 ms, and those calls made
-    its p99). Here a call that finds every connection busy while one is being opened waits for
-    the first connection to come free, usually within a round trip, or for the one being opened,
-    whichever comes first; the pool still grows, one connection at a time, while the demand
-    lasts.
+    asyncpg opens a connection for a call that finds none idle, on that call's path: a TCP and
+    authentication handshake, then the introspection of the array types its first statement
+    takes (several milliseconds, tens on a busy host). In a burst, each overlapping call opened
+    its own and waited for it, which lengthened the burst and made the next overlap likelier:
+    in the latency benchmark the producer's pool went from 1 to 10 connections in 150 ms, and
+    those calls made its p99. Here a call that finds every connection busy waits for the first
+    to come free (usually within a round trip), while one new connection is opened and warmed
+    beside it, and is then there for the next burst; the pool grows one connection at a time
+    while the demand lasts. A pool with no connection at all (a restarted server) connects on
+    the call's path, as before.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, warm: Callable[[Conn], Awaitable[object]]) -> None:
         #: Calls that passed `enter` and have not `leave`-d yet.
         self.in_flight = 0
+        self._warm = warm
         self._waiters: deque[asyncio.Future[None]] = deque()
+        self._opening: asyncio.Task[None] | None = None
+        self._opener_holds = False  # the opener holds a connection (a new one, being warmed)
+        self._may_open = True  # False after an opening failed, until a call ends
 
     async def enter(self, pool: asyncpg.Pool[asyncpg.Record]) -> None:
         while True:
             size = pool.get_size()
-            # More calls than connections: one is being opened already.
-            if self.in_flight <= size or size >= pool.get_max_size():
+            busy = self.in_flight + self._opener_holds
+            if busy < size or size == 0 or size >= pool.get_max_size():
                 break
+            if self._opening is None and self._may_open:
+                self._opening = asyncio.create_task(self._open_one(pool))
             turn = asyncio.get_running_loop().create_future()
             self._waiters.append(turn)
             try:
@@ -331,14 +345,29 @@ class _OneNewConnectionAtATime:
                 raise
         self.in_flight += 1
 
-    def acquired(self) -> None:
-        """A call got its connection (perhaps a new one): the next waiter may look again."""
-        if self._waiters:
-            self._wake_one()
-
     def leave(self) -> None:
         self.in_flight -= 1
+        self._may_open = True
         self._wake_one()
+
+    async def close(self) -> None:
+        if self._opening is not None:
+            self._opening.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._opening
+
+    async def _open_one(self, pool: asyncpg.Pool[asyncpg.Record]) -> None:
+        try:
+            async with pool.acquire() as conn:
+                self._opener_holds = True
+                await self._warm(conn)
+        except Exception:
+            self._may_open = False
+            logger.debug("opening a pooled connection ahead of need failed", exc_info=True)
+        finally:
+            self._opener_holds = False
+            self._opening = None
+            self._wake_one()
 
     def _wake_one(self) -> None:
         waiters = self._waiters
@@ -499,7 +528,7 @@ class PostgresStorage(Storage):
         self._pool_sizes = (min_pool_size, max_pool_size)
         self._statement_cache_size = statement_cache_size
         self._pool: asyncpg.Pool[asyncpg.Record] | None = None
-        self._growth = _OneNewConnectionAtATime()
+        self._growth = _PoolGrowth(self._warm)
         self._listener: _Listener | None = None
         #: Per queue: how many work / event notifications this process has heard.
         self.work_seq: dict[str, int] = {}
@@ -535,6 +564,7 @@ class PostgresStorage(Storage):
     async def _close(self) -> None:
         for task in list(self._background):
             task.cancel()
+        await self._growth.close()
         if self._listener is not None:
             await self._listener.close()
         if self._pool is not None:
@@ -563,6 +593,11 @@ class PostgresStorage(Storage):
         """The ``application_name`` of this storage's connections (for pg_stat_activity)."""
         return f"taskflow/{self.schema}"[:63]
 
+    async def _warm(self, conn: Conn) -> None:
+        """Have a new pooled connection learn the array types the hot statements take (asyncpg
+        introspects a type on its first use on each connection, a query of its own)."""
+        await conn.fetchval(_ARRAY_TYPES_SQL, None, None, None, None, None)
+
     async def run(self, op: Callable[[Conn], Awaitable[T]]) -> T:
         """Run `op` on a pooled connection, retrying with backoff if the connection was lost
         (the pool replaces dead connections; a restarted server is waited for ~15 s)."""
@@ -577,7 +612,6 @@ class PostgresStorage(Storage):
                 await self._growth.enter(pool)
                 try:
                     async with pool.acquire() as conn:
-                        self._growth.acquired()
                         try:
                             return await op(conn)
                         except Exception as exc:
