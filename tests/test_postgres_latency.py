@@ -21,6 +21,7 @@ import pytest
 
 import taskflow.postgres
 from taskflow import GlobalConfig, QueueTasks, TaskFailed, TaskStatus
+from taskflow._pg.sql import PUSHED_RESULT_MAX
 from taskflow.postgres import PostgresBroker, _PoolGrowth, from_url
 from taskflow.testing import FakeClock
 from tests.conformance._helpers import claim, done, message
@@ -234,24 +235,33 @@ async def test_next_due_after_a_claim_is_read_by_the_claim(
 
 
 def gated_app(broker: PostgresBroker, gate: list[anyio.Event]) -> QueueTasks:
-    """An app on `broker` with the task ``gated(n)``: returns `n` once ``gate[0]`` is set."""
+    """An app on `broker` with the task ``gated(text)``: returns `text` once ``gate[0]`` is set."""
     app = QueueTasks("reads", broker=broker)
 
     @app.task(name="gated")
-    async def gated(n: int) -> int:
+    async def gated(text: str) -> str:
         await gate[0].wait()
-        return n
+        return text
 
     return app
 
 
-async def test_a_result_awaited_before_the_task_ends_is_read_once(
-    pair: tuple[PostgresBroker, PostgresBroker], monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("size", "reads_after_the_end"),
+    [(10, []), (PUSHED_RESULT_MAX + 1, ["get_many"])],
+    ids=["small-result-pushed", "large-result-read"],
+)
+async def test_a_result_awaited_before_the_task_ends_is_not_read_before_it_ends(
+    pair: tuple[PostgresBroker, PostgresBroker],
+    monkeypatch: pytest.MonkeyPatch,
+    size: int,
+    reads_after_the_end: list[str],
 ) -> None:
     producer_broker, worker_broker = pair
     gate = [anyio.Event()]
     producer, worker = gated_app(producer_broker, gate), gated_app(worker_broker, gate)
-    got: list[int] = []
+    text = "x" * (size - (1 if size < 32 else 2))  # msgpack: `size` bytes with its header
+    got: list[str] = []
 
     async def wait_for(handle: Any) -> None:
         got.append(await handle.result(timeout=10))
@@ -259,11 +269,11 @@ async def test_a_result_awaited_before_the_task_ends_is_read_once(
     with anyio.fail_after(20):
         async with producer, worker, worker.running(concurrency=4):
             gate[0].set()
-            first = await producer.add_task("gated", args=(1,))
-            assert await first.result(timeout=10) == 1  # starts the producer's listener
+            first = await producer.add_task("gated", args=("first",))
+            assert await first.result(timeout=10) == "first"  # starts the producer's listener
             gate[0] = anyio.Event()
             reads = record_statements(producer_broker, monkeypatch)
-            second = await producer.add_task("gated", args=(2,))
+            second = await producer.add_task("gated", args=(text,))
             async with anyio.create_task_group() as tg:
                 tg.start_soon(wait_for, second)
                 await anyio.wait_all_tasks_blocked()
@@ -271,8 +281,31 @@ async def test_a_result_awaited_before_the_task_ends_is_read_once(
                 # could only find it unfinished.
                 assert reads == ["enqueue"]
                 gate[0].set()
-    assert got == [2]
-    assert reads == ["enqueue", "get_many"]  # one read, once its end was heard
+    assert got == [text]
+    # A small result comes with its end's notification; a larger one is read once it ended.
+    assert reads == ["enqueue", *reads_after_the_end]
+
+
+async def test_a_waiter_for_the_whole_record_reads_it_after_a_pushed_result(
+    pair: tuple[PostgresBroker, PostgresBroker],
+) -> None:
+    producer, worker = pair
+    clock = FakeClock()
+    [sent] = await producer.enqueue([message(producer)], now=clock.time())
+    got: list[Any] = []
+
+    async def waiter() -> None:
+        got.append(await producer.storage.wait(sent.task_id, timeout=None, now=clock.time()))
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(waiter)
+            await anyio.wait_all_tasks_blocked()
+            [delivery] = await claim(worker, clock)
+            await clock.advance(3)
+            await worker.complete([done(delivery, clock, "ok")], now=clock.time())
+    [record] = got
+    assert record.status is TaskStatus.DONE and record.finished_at == clock.time()
 
 
 # -- the listening connection --------------------------------------------------------------------

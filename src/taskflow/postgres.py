@@ -20,6 +20,7 @@ in `taskflow._pg.sql`. Times always come from the caller (`now`), never from the
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import hashlib
 import logging
@@ -384,8 +385,9 @@ class _PoolGrowth:
 class _Listener:
     """This storage's one LISTEN connection, re-established with backoff when it is lost.
 
-    Payloads are ``<kind>:,item,item...``: ``t`` task ids that reached a terminal state, ``w``
-    queues with new or rescheduled work (claimable now or later), ``e`` queues with new events.
+    Payloads are ``<kind>:,item,item...``: ``t`` task ids that reached a terminal state, ``d``
+    done tasks with their small result (``<result expiry>;<base64 result>;<id>``), ``w`` queues
+    with new or rescheduled work (claimable now or later), ``e`` queues with new events.
     """
 
     def __init__(self, storage: PostgresStorage) -> None:
@@ -647,7 +649,14 @@ class PostgresStorage(Storage):
         """Handle one NOTIFY payload from the listener."""
         kind, _, body = payload.partition(":")
         items = [item for item in body.split(",") if item]
-        if kind == "t":
+        if kind == "d":
+            unfinished = self._unfinished
+            for item in items:
+                expires, result, task_id = item.split(";", 2)
+                unfinished.pop(task_id, None)
+                if self._has_waiters(task_id):
+                    self._notify_terminal(task_id, _pushed_done(task_id, expires, result))
+        elif kind == "t":
             unfinished = self._unfinished
             for task_id in items:
                 unfinished.pop(task_id, None)
@@ -895,6 +904,24 @@ class PostgresStorage(Storage):
     async def _kv_delete(self, namespace: str, key: str) -> bool:
         status = await self.run(lambda conn: conn.execute(self.sql.kv_delete, namespace, key))
         return status.endswith(" 1")
+
+
+def _pushed_done(
+    task_id: str, expires: str, result: str
+) -> Callable[[TaskRecord | TaskOutcome], TaskRecord | TaskOutcome]:
+    """What a ``d:`` notification tells a waiter: the whole outcome, for `wait_outcome`; a
+    waiter for the whole record gets back what it read, and reads again."""
+    outcome = TaskOutcome(
+        id=task_id,
+        status=TaskStatus.DONE,
+        result=base64.b64decode(result) if result else None,
+        result_expires_at=float(expires) if expires else None,
+    )
+
+    def apply(read: TaskRecord | TaskOutcome) -> TaskRecord | TaskOutcome:
+        return outcome if isinstance(read, TaskOutcome) else read
+
+    return apply
 
 
 def _progress_detail(progress: Progress) -> str:

@@ -18,6 +18,9 @@ from .schema import LIVE_STATES_SQL
 __all__ = ["Statements"]
 
 _TERMINAL: Final = "('done', 'failed', 'cancelled', 'expired')"
+#: A done task's result of at most this many bytes travels in its end's notification.
+PUSHED_RESULT_MAX: Final = 192
+_PUSHED: Final = f"status = 'done' AND coalesce(octet_length(result), 0) <= {PUSHED_RESULT_MAX}"
 _WAITING: Final = "('queued', 'scheduled', 'retrying')"
 #: Dead letters: failed tasks not requeued yet.
 _DEAD: Final = "status = 'failed' AND requeued_as IS NULL"
@@ -151,7 +154,9 @@ ORDER BY i.ord
 """
 
 # Every row put back to wait (a retry, a release) is announced as work, due now or later: an idle
-# worker's timer was set from the due times it read before, so it must read them again.
+# worker's timer was set from the due times it read before, so it must read them again. A done
+# task with a small result is announced with it (``d:`` items ``<result expiry>;<base64
+# result>;<id>``), so its waiters need not read it; other ends are announced by id (``t:``).
 _COMPLETE: Final = f"""
 WITH input AS (
     SELECT * FROM unnest(
@@ -180,7 +185,8 @@ WITH input AS (
                            ELSE $9 + t.dedup_ttl_s END
     FROM input i
     WHERE t.id = i.id AND t.token = i.token AND t.status = 'running'
-    RETURNING i.ord, t.id, t.queue, t.status, t.due_at, t.attempts, t.order_id, i.kind, i.detail
+    RETURNING i.ord, t.id, t.queue, t.status, t.due_at, t.attempts, t.order_id, i.kind, i.detail,
+              t.result, t.result_expires_at
 ), ev AS (
     INSERT INTO {{s}}.events (queue, task_id, kind, at, attempt, order_id, detail)
     SELECT queue, id,
@@ -189,8 +195,12 @@ WITH input AS (
     FROM upd
 )
 SELECT i.ord, u.ord IS NOT NULL AS ok, u.status, u.queue,
+       (SELECT {{s}}.notify($10, 'd:', array_agg(
+            coalesce(result_expires_at::text, '') || ';'
+            || coalesce(translate(encode(result, 'base64'), E'\\n', ''), '') || ';' || id))
+        FROM upd WHERE {_PUSHED}) AS n0,
        (SELECT {{s}}.notify($10, 't:', array_agg(id)) FROM upd
-        WHERE status IN {_TERMINAL}) AS n1,
+        WHERE status IN {_TERMINAL} AND NOT ({_PUSHED})) AS n1,
        (SELECT {{s}}.notify($10, 'w:', array_agg(DISTINCT queue)) FROM upd
         WHERE status IN {_WAITING}) AS n2,
        (SELECT {{s}}.notify($10, 'e:', array_agg(DISTINCT queue)) FROM upd) AS n3
