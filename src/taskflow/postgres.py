@@ -9,9 +9,11 @@ claim is one statement that locks due rows with ``FOR UPDATE SKIP LOCKED``, reco
 leases (dead-lettering those whose attempts are spent) and hands out a higher fencing token; a
 batch of outcomes is one statement that checks every token, stores the outcomes, appends the
 events and sends one NOTIFY per kind. Workers and result waiters sleep on LISTEN/NOTIFY through
-one listening connection per storage (`_Listener`), which reconnects with backoff; pooled calls
-retry on a lost connection. `enqueue(..., connection=conn)` writes inside the caller's own
-transaction (the outbox pattern): the task exists, and workers hear of it, only if it commits.
+one listening connection per storage (`_Listener`), which reconnects with backoff; the end of a
+done task with a small result carries it, so its waiters read nothing. Pooled calls retry on a
+lost connection, and the pool grows beside them, one connection at a time (`_PoolGrowth`).
+`enqueue(..., connection=conn)` writes inside the caller's own transaction (the outbox
+pattern): the task exists, and workers hear of it, only if it commits.
 
 The schema is created and migrated by `taskflow._pg.schema` under an advisory lock; the SQL lives
 in `taskflow._pg.sql`. Times always come from the caller (`now`), never from the server's clock.
@@ -690,7 +692,8 @@ class PostgresStorage(Storage):
     def expect_end(self, task_ids: Iterable[str]) -> None:
         """Remember tasks about to be sent from here, if the listener is up: until their end
         is heard, a result waiter's first read could only find them unfinished, so it is
-        skipped (their end's notification wakes the waiter, which then reads the outcome).
+        skipped (their end's notification wakes the waiter, and carries the outcome or has it
+        read).
 
         Called before the insert is sent, so an end heard before its reply is not missed.
         """
@@ -712,11 +715,11 @@ class PostgresStorage(Storage):
         self._unfinished.clear()
 
     def _notify_terminal(self, task_id: str, record: Any = None) -> None:
-        self._unfinished.pop(task_id, None)
+        self._unfinished.pop(task_id, None)  # ended: a read now finds how
         super()._notify_terminal(task_id, record)
 
     async def _read_outcome(self, task_id: str, now: float) -> TaskOutcome | None:
-        if task_id in self._unfinished:
+        if task_id in self._unfinished:  # see `expect_end`: no round trip to learn "not yet"
             return TaskOutcome(id=task_id, status=TaskStatus.QUEUED)
         return await super()._read_outcome(task_id, now)
 
