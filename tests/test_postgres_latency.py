@@ -45,12 +45,17 @@ async def pair() -> AsyncIterator[tuple[PostgresBroker, PostgresBroker]]:
 
 
 def app_on(broker: PostgresBroker) -> QueueTasks:
-    """An app on `broker` with the task ``flaky`` (fails every attempt; one retry, 0.1 s)."""
+    """An app on `broker` with the tasks ``flaky`` (fails every attempt; one retry, 0.1 s) and
+    ``noop``."""
     app = QueueTasks("wakeups", broker=broker, config=GlobalConfig(idle_poll_s=IDLE_POLL_S))
 
     @app.task(name="flaky", retries=1, retry_backoff=0.1)
     async def flaky() -> None:
         raise ValueError("fails every time")
+
+    @app.task(name="noop")
+    async def noop() -> str:
+        return "ran"
 
     return app
 
@@ -71,6 +76,19 @@ async def test_a_retry_sooner_than_the_idle_poll_runs_when_due(
     assert info.attempts == 2
     # The retry is due 0.05-0.1 s after the first failure; the idle sweep would take 5 s.
     assert took < IDLE_POLL_S / 2, f"the final failure came after {took:.2f} s"
+
+
+@pytest.mark.slow
+async def test_a_delayed_task_runs_when_due(pair: tuple[PostgresBroker, PostgresBroker]) -> None:
+    producer_broker, worker_broker = pair
+    producer, worker = app_on(producer_broker), app_on(worker_broker)
+    with anyio.fail_after(4 * IDLE_POLL_S):
+        async with producer, worker, worker.running(concurrency=20):
+            started = time.perf_counter()
+            handle = await producer.add_task("noop", delay=0.2)
+            assert await handle.result(timeout=4 * IDLE_POLL_S) == "ran"
+            took = time.perf_counter() - started
+    assert 0.2 <= took < IDLE_POLL_S / 2, f"the delayed task ended after {took:.2f} s"
 
 
 # -- round trips ---------------------------------------------------------------------------------
