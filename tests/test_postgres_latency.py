@@ -28,7 +28,7 @@ from tests.conformance._helpers import claim, done, message
 from tests.plugins.backend_postgres import drop_schema, random_schema
 from tests.services import postgres_dsn
 
-pytestmark = [pytest.mark.postgres, pytest.mark.slow]
+pytestmark = pytest.mark.postgres
 
 IDLE_POLL_S = 5.0
 
@@ -60,6 +60,7 @@ def app_on(broker: PostgresBroker) -> QueueTasks:
     return app
 
 
+@pytest.mark.slow
 async def test_a_retry_sooner_than_the_idle_poll_runs_when_due(
     pair: tuple[PostgresBroker, PostgresBroker],
 ) -> None:
@@ -175,6 +176,7 @@ async def test_the_pool_grows_beside_the_calls_not_on_their_path() -> None:
     assert len(warmed) == 1 and (pool.size, pool.idle) == (2, 2)
 
 
+@pytest.mark.slow
 async def test_a_call_that_finds_the_pool_busy_does_not_wait_for_the_busy_call(
     pair: tuple[PostgresBroker, PostgresBroker],
 ) -> None:
@@ -380,6 +382,7 @@ class _SilencingProxy:
             task.cancel()
 
 
+@pytest.mark.slow
 async def test_a_listener_that_stops_answering_without_a_word_is_replaced(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
