@@ -20,8 +20,7 @@ from typing import Any
 import anyio
 
 from taskflow import QueueTasks, TaskContext
-from taskflow.supervisor import Order, OrderEvent, OrderReport, Plan, Supervisor
-from taskflow.supervisor._plan import day_bounds
+from taskflow.supervisor import Order, OrderEvent, OrderReport, Plan, Supervisor, day_bounds
 from taskflow.testing import FakeClock
 
 clock = FakeClock(dt.datetime(2026, 11, 30, 12, tzinfo=dt.UTC).timestamp())

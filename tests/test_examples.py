@@ -14,6 +14,7 @@ An example with neither markers nor ``# expect:`` lines must at least print some
 
 from __future__ import annotations
 
+import ast
 import os
 import re
 import subprocess
@@ -98,3 +99,67 @@ def test_example_runs(path: Path) -> None:
         assert marker in run.stdout, f"{path.name}: {marker!r} not in its output\n{report}"
     if not markers:
         assert run.stdout.strip(), f"{path.name} printed nothing\n{report}"
+
+
+# -- public names only ---------------------------------------------------------------------------
+
+DOCS = [
+    *sorted((EXAMPLES_DIR.parent / "docs").rglob("*.md")),
+    EXAMPLES_DIR.parent / "README.md",
+]
+PYTHON_BLOCK = re.compile(r"^```python\n(.*?)^```", re.MULTILINE | re.DOTALL)
+IMPORT_LINE = re.compile(r"^\s*(?:from\s+([\w.]+)\s+import\s+(.+)|import\s+([\w.]+))", re.M)
+
+
+def _private_module(module: str) -> bool:
+    parts = module.split(".")
+    return parts[0] == "taskflow" and any(part.startswith("_") for part in parts[1:])
+
+
+def private_imports(source: str) -> list[str]:
+    """What `source` imports from taskflow that is not public (``module`` or ``module.name``)."""
+    try:
+        tree = compile(source, "<code>", "exec", ast.PyCF_ONLY_AST | ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
+    except SyntaxError:  # a fragment of a docs page: read its import lines
+        found: list[str] = []
+        for module, names, plain in IMPORT_LINE.findall(source):
+            if plain and _private_module(plain):
+                found.append(plain)
+            elif module.split(".")[0] == "taskflow":
+                private = [n.strip() for n in names.split(",") if n.strip().startswith("_")]
+                found += [module] if _private_module(module) else []
+                found += [f"{module}.{name}" for name in private]
+        return found
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [alias.name for alias in node.names if _private_module(alias.name)]
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "taskflow":
+            module = node.module or ""
+            found += [module] if _private_module(module) else []
+            found += [f"{module}.{a.name}" for a in node.names if a.name.startswith("_")]
+    return found
+
+
+def test_the_public_names_check_catches_private_imports() -> None:
+    assert private_imports("from taskflow.supervisor._plan import day_bounds\n") == [
+        "taskflow.supervisor._plan"
+    ]
+    assert private_imports("import taskflow._worker\n") == ["taskflow._worker"]
+    assert private_imports("from taskflow import _app, Worker\n") == ["taskflow._app"]
+    assert private_imports("from taskflow._app import (\n    QueueTasks,\n)\nawait x\n") == [
+        "taskflow._app"
+    ]
+    assert private_imports("from taskflow import _app\n...some prose...\n") == ["taskflow._app"]
+    assert private_imports("from taskflow.supervisor import Plan, day_bounds\n") == []
+
+
+@pytest.mark.parametrize("path", example_files(), ids=lambda p: p.name)
+def test_examples_import_only_public_names(path: Path) -> None:
+    assert private_imports(path.read_text(encoding="utf-8")) == []
+
+
+@pytest.mark.parametrize("path", DOCS, ids=lambda p: str(p.relative_to(EXAMPLES_DIR.parent)))
+def test_docs_import_only_public_names(path: Path) -> None:
+    blocks = PYTHON_BLOCK.findall(path.read_text(encoding="utf-8"))
+    assert [name for block in blocks for name in private_imports(block)] == []

@@ -187,6 +187,10 @@ class Worker:
         self._unwatched = False
         self._dirty: dict[str, _Run] = {}
         self._report_event = asyncio.Event()
+        # One report at a time, so reports of a task land in order; `_reporting` holds the runs
+        # of the one in flight, whose outcomes must wait for it (see `_flush`).
+        self._report_lock = asyncio.Lock()
+        self._reporting: dict[str, _Run] = {}
         self._deadlines: list[tuple[float, int, _Run]] = []
         self._deadline_seq = itertools.count()
         self._deadline_event = asyncio.Event()
@@ -349,15 +353,16 @@ class Worker:
 
     async def _wait_for_work(self) -> None:
         """Idle: wait for pushed work, the next due time (bounded by idle_poll_s), or stop."""
-        now = self._clock.time()
         try:
-            due = await self.app.broker.next_due(self.queues, now=now)
+            due = await self.app.broker.next_due(self.queues, now=self._clock.time())
         except Exception:
             logger.exception("next_due failed")
             due = None
         timeout = self._config.idle_poll_s
         if due is not None:
-            timeout = min(timeout, max(0.0, due - now))
+            # From the time the answer came back, not the time it was asked: on a server the
+            # round trip would delay every due task by its length.
+            timeout = min(timeout, max(0.0, due - self._clock.time()))
         if self._work_pending or self._stopping:
             return
         loop = asyncio.get_running_loop()
@@ -741,7 +746,9 @@ class Worker:
         while self._pending:
             batch = self._pending
             self._pending = []
-            if self._dirty:
+            if self._dirty or self._reporting_any(batch):
+                # A report must land before its task's outcome: once the task has ended, the
+                # backend refuses it (on a pool of connections the two calls would race).
                 await self._report()
             try:
                 await self.app.broker.complete(batch, now=self._clock.time())
@@ -802,19 +809,31 @@ class Worker:
             await self._report()
 
     async def _report(self) -> None:
-        dirty = self._dirty
-        if not dirty:
-            return
-        self._dirty = {}
-        updates = []
-        for run in dirty.values():
-            run.dirty = False
-            updates.append(ProgressUpdate(run.task_id, run.token, run.progress, run.pending_yields))
-            run.pending_yields = []
-        try:
-            await self.app.storage.report(updates, now=self._clock.time())
-        except Exception:
-            logger.exception("reporting progress of %d task(s) failed", len(updates))
+        """Send what changed since the last report; waits for a report already in flight."""
+        async with self._report_lock:
+            dirty = self._dirty
+            if not dirty:
+                return
+            self._dirty = {}
+            self._reporting = dirty
+            updates = []
+            for run in dirty.values():
+                run.dirty = False
+                updates.append(
+                    ProgressUpdate(run.task_id, run.token, run.progress, run.pending_yields)
+                )
+                run.pending_yields = []
+            try:
+                await self.app.storage.report(updates, now=self._clock.time())
+            except Exception:
+                logger.exception("reporting progress of %d task(s) failed", len(updates))
+            finally:
+                self._reporting = {}
+
+    def _reporting_any(self, outcomes: list[Outcome]) -> bool:
+        """Whether the report in flight carries progress of one of `outcomes`' tasks."""
+        reporting = self._reporting
+        return bool(reporting) and any(o.task_id in reporting for o in outcomes)
 
     # -- housekeeping ----------------------------------------------------------------------
 

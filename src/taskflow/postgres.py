@@ -12,9 +12,11 @@ claim is one statement that locks due rows with ``FOR UPDATE SKIP LOCKED``, reco
 leases (dead-lettering those whose attempts are spent) and hands out a higher fencing token; a
 batch of outcomes is one statement that checks every token, stores the outcomes, appends the
 events and sends one NOTIFY per kind. Workers and result waiters sleep on LISTEN/NOTIFY through
-one listening connection per storage (`_Listener`), which reconnects with backoff; pooled calls
-retry on a lost connection. `enqueue(..., connection=conn)` writes inside the caller's own
-transaction (the outbox pattern): the task exists, and workers hear of it, only if it commits.
+one listening connection per storage (`_Listener`), which reconnects with backoff; the end of a
+done task with a small result carries it, so its waiters read nothing. Pooled calls retry on a
+lost connection, and the pool grows beside them, one connection at a time (`_PoolGrowth`).
+`enqueue(..., connection=conn)` writes inside the caller's own transaction (the outbox
+pattern): the task exists, and workers hear of it, only if it commits.
 
 The schema is created and migrated by `taskflow._pg.schema` under an advisory lock; the SQL lives
 in `taskflow._pg.sql`. Times always come from the caller (`now`), never from the server's clock.
@@ -23,9 +25,11 @@ in `taskflow._pg.sql`. Times always come from the caller (`now`), never from the
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import hashlib
 import logging
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -50,6 +54,7 @@ from ._message import (
     ProgressUpdate,
     QueueStats,
     TaskMessage,
+    TaskOutcome,
     TaskRecord,
     TaskStatus,
     Versioned,
@@ -83,8 +88,20 @@ _BACKOFF_FIRST_S: Final = 0.05
 _BACKOFF_CAP_S: Final = 2.0
 #: How many times a pooled call is retried after a lost connection (about 15 s in all).
 _CALL_RETRIES: Final = 10
-#: How often the listener checks that its connection is alive even without a termination signal.
+#: How often the listener checks that its connection still answers, and how long it waits for
+#: the answer: a connection lost without a word (a dead host, a network partition) shows no other
+#: way, and while it lasts no notification arrives.
 _LISTENER_CHECK_S: Final = 5.0
+_LISTENER_ANSWER_S: Final = 2.0
+#: Most tasks remembered as sent here and not heard to end (see `PostgresStorage.expect_end`).
+_MAX_UNFINISHED: Final = 10_000
+
+#: Mentions every array type the hot statements take (text[] needs no introspection), so one
+#: query on a new connection has asyncpg learn them all.
+_ARRAY_TYPES_SQL: Final = (
+    "SELECT $1::bytea[] IS NULL AND $2::int8[] IS NULL AND $3::int4[] IS NULL"
+    " AND $4::float8[] IS NULL AND $5::bool[] IS NULL"
+)
 
 _error_encoder: Final = msgspec.msgpack.Encoder()
 _error_decoder: Final = msgspec.msgpack.Decoder(ErrorInfo)
@@ -163,6 +180,16 @@ def _breaks_connection(exc: BaseException) -> bool:
         exc,
         (asyncpg.exceptions.DeadlockDetectedError, asyncpg.exceptions.SerializationError),
     )
+
+
+async def _keep_session(conn: asyncpg.Connection[asyncpg.Record]) -> None:
+    """The pool's reset of a returned connection: nothing to undo.
+
+    asyncpg's default resets every returned connection with one more statement (``RESET ALL``,
+    ``UNLISTEN *``, advisory unlocks), a round trip the caller waits for before its call returns.
+    Pooled connections here never change session state (no SET, LISTEN or session-level lock;
+    transactions are always closed, and asyncpg rolls back one left open before this runs).
+    """
 
 
 def channel_name(schema: str) -> str:
@@ -326,14 +353,93 @@ def _enqueue_args(messages: Sequence[TaskMessage]) -> list[list[Any]]:
     return columns
 
 
+# --- the pool's growth ---------------------------------------------------------------------------
+
+
+class _PoolGrowth:
+    """Grows the pool beside the calls, so that no call waits for a connection to be opened.
+
+    asyncpg opens a connection for a call that finds none idle, on that call's path: a TCP and
+    authentication handshake, then the introspection of the array types its first statement
+    takes (several milliseconds, tens on a busy host). In a burst, each overlapping call opened
+    its own and waited for it, which lengthened the burst and made the next overlap likelier:
+    in the latency benchmark the producer's pool went from 1 to 10 connections in 150 ms, and
+    those calls made its p99. Here a call that finds every connection busy waits for the first
+    to come free (usually within a round trip), while one new connection is opened and warmed
+    beside it, and is then there for the next burst; the pool grows one connection at a time
+    while the demand lasts. A pool with no connection at all (a restarted server) connects on
+    the call's path, as before.
+    """
+
+    def __init__(self, warm: Callable[[Conn], Awaitable[object]]) -> None:
+        #: Calls that passed `enter` and have not `leave`-d yet.
+        self.in_flight = 0
+        self._warm = warm
+        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._opening: asyncio.Task[None] | None = None
+        self._opener_holds = False  # the opener holds a connection (a new one, being warmed)
+        self._may_open = True  # False after an opening failed, until a call ends
+
+    async def enter(self, pool: asyncpg.Pool[asyncpg.Record]) -> None:
+        while True:
+            size = pool.get_size()
+            busy = self.in_flight + self._opener_holds
+            if busy < size or size == 0 or size >= pool.get_max_size():
+                break
+            if self._opening is None and self._may_open:
+                self._opening = asyncio.create_task(self._open_one(pool))
+            turn = asyncio.get_running_loop().create_future()
+            self._waiters.append(turn)
+            try:
+                await turn
+            except BaseException:
+                if turn.done() and not turn.cancelled():
+                    self._wake_one()  # given the turn, then cancelled: pass it on
+                raise
+        self.in_flight += 1
+
+    def leave(self) -> None:
+        self.in_flight -= 1
+        self._may_open = True
+        self._wake_one()
+
+    async def close(self) -> None:
+        if self._opening is not None:
+            self._opening.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._opening
+
+    async def _open_one(self, pool: asyncpg.Pool[asyncpg.Record]) -> None:
+        try:
+            async with pool.acquire() as conn:
+                self._opener_holds = True
+                await self._warm(conn)
+        except Exception:
+            self._may_open = False
+            logger.debug("opening a pooled connection ahead of need failed", exc_info=True)
+        finally:
+            self._opener_holds = False
+            self._opening = None
+            self._wake_one()
+
+    def _wake_one(self) -> None:
+        waiters = self._waiters
+        while waiters:
+            turn = waiters.popleft()
+            if not turn.done():
+                turn.set_result(None)
+                return
+
+
 # --- the listener -------------------------------------------------------------------------------
 
 
 class _Listener:
     """This storage's one LISTEN connection, re-established with backoff when it is lost.
 
-    Payloads are ``<kind>:,item,item...``: ``t`` task ids that reached a terminal state, ``w``
-    queues with new claimable work, ``e`` queues with new events.
+    Payloads are ``<kind>:,item,item...``: ``t`` task ids that reached a terminal state, ``d``
+    done tasks with their small result (``<result expiry>;<base64 result>;<id>``), ``w`` queues
+    with new or rescheduled work (claimable now or later), ``e`` queues with new events.
     """
 
     def __init__(self, storage: PostgresStorage) -> None:
@@ -386,9 +492,16 @@ class _Listener:
     def _on_notification(self, conn: object, pid: int, channel: str, payload: object) -> None:
         self._storage._dispatch(str(payload))
 
+    @property
+    def connected(self) -> bool:
+        """Whether notifications are being heard right now."""
+        conn = self._conn
+        return conn is not None and not self._lost.is_set() and not conn.is_closed()
+
     def _on_terminated(self, conn: object) -> None:
         if conn is self._conn:  # not an old connection we already replaced
             self._lost.set()
+            self._storage._forget_unfinished()
 
     async def _supervise(self) -> None:
         while True:
@@ -396,12 +509,24 @@ class _Listener:
                 await asyncio.wait_for(self._lost.wait(), _LISTENER_CHECK_S)
             except TimeoutError:
                 pass
-            if self._conn is not None and not self._conn.is_closed() and not self._lost.is_set():
+            if not self._lost.is_set() and await self._answers():
                 continue
             logger.warning("LISTEN connection lost; reconnecting")
             await self._reconnect()
 
+    async def _answers(self) -> bool:
+        """Whether the listening connection still answers a query in time."""
+        conn = self._conn
+        if conn is None or conn.is_closed():
+            return False
+        try:
+            await asyncio.wait_for(conn.execute("SELECT 1"), _LISTENER_ANSWER_S)
+        except Exception:  # no answer in time, or the connection broke while asking
+            return False
+        return True
+
     async def _reconnect(self) -> None:
+        self._storage._forget_unfinished()
         if self._conn is not None:
             self._conn.terminate()
             self._conn = None
@@ -462,6 +587,7 @@ class PostgresStorage(Storage):
         self._pool_sizes = (min_pool_size, max_pool_size)
         self._statement_cache_size = statement_cache_size
         self._pool: asyncpg.Pool[asyncpg.Record] | None = None
+        self._growth = _PoolGrowth(self._warm)
         self._listener: _Listener | None = None
         #: Per queue: how many work / event notifications this process has heard.
         self.work_seq: dict[str, int] = {}
@@ -472,6 +598,9 @@ class PostgresStorage(Storage):
         self._background: set[asyncio.Task[None]] = set()
         #: Per queue: events this process appended since it last trimmed that queue's stream.
         self._events_since_trim: dict[str, int] = {}
+        #: Tasks sent from here while the listener was up, whose end it has not heard yet
+        #: (oldest first, at most `_MAX_UNFINISHED`): see `expect_end`.
+        self._unfinished: dict[str, None] = {}
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -489,6 +618,7 @@ class PostgresStorage(Storage):
                 max_size=self._pool_sizes[1],
                 statement_cache_size=self._statement_cache_size,
                 server_settings=self._server_settings(),
+                reset=_keep_session,
             )
         self._listener = _Listener(self)
 
@@ -498,6 +628,7 @@ class PostgresStorage(Storage):
     async def _close(self) -> None:
         for task in list(self._background):
             task.cancel()
+        await self._growth.close()
         if self._listener is not None:
             await self._listener.close()
         if self._pool is not None:
@@ -526,6 +657,11 @@ class PostgresStorage(Storage):
         """The ``application_name`` of this storage's connections (for pg_stat_activity)."""
         return f"taskflow/{self.schema}"[:63]
 
+    async def _warm(self, conn: Conn) -> None:
+        """Have a new pooled connection learn the array types the hot statements take (asyncpg
+        introspects a type on its first use on each connection, a query of its own)."""
+        await conn.fetchval(_ARRAY_TYPES_SQL, None, None, None, None, None)
+
     async def run(self, op: Callable[[Conn], Awaitable[T]]) -> T:
         """Run `op` on a pooled connection, retrying with backoff if the connection was lost
         (the pool replaces dead connections; a restarted server is waited for ~15 s)."""
@@ -537,16 +673,20 @@ class PostgresStorage(Storage):
                 self._check_open()
                 raise BackendUnavailable("the PostgreSQL pool is closed")
             try:
-                async with pool.acquire() as conn:
-                    try:
-                        return await op(conn)
-                    except Exception as exc:
-                        if _breaks_connection(exc):
-                            # The pool opens a fresh one on the next acquire. A connection
-                            # the server closed was already handed back: nothing to do.
-                            with contextlib.suppress(asyncpg.exceptions.InterfaceError):
-                                conn.terminate()
-                        raise
+                await self._growth.enter(pool)
+                try:
+                    async with pool.acquire() as conn:
+                        try:
+                            return await op(conn)
+                        except Exception as exc:
+                            if _breaks_connection(exc):
+                                # The pool opens a fresh one on the next acquire. A connection
+                                # the server closed was already handed back: nothing to do.
+                                with contextlib.suppress(asyncpg.exceptions.InterfaceError):
+                                    conn.terminate()
+                            raise
+                finally:
+                    self._growth.leave()
             except Exception as exc:
                 if not _is_transient(exc) or attempt >= _CALL_RETRIES or not self.is_open:
                     raise
@@ -571,8 +711,17 @@ class PostgresStorage(Storage):
         """Handle one NOTIFY payload from the listener."""
         kind, _, body = payload.partition(":")
         items = [item for item in body.split(",") if item]
-        if kind == "t":
+        if kind == "d":
+            unfinished = self._unfinished
+            for item in items:
+                expires, result, task_id = item.split(";", 2)
+                unfinished.pop(task_id, None)
+                if self._has_waiters(task_id):
+                    self._notify_terminal(task_id, _pushed_done(task_id, expires, result))
+        elif kind == "t":
+            unfinished = self._unfinished
             for task_id in items:
+                unfinished.pop(task_id, None)
                 if self._has_waiters(task_id):
                     self._notify_terminal(task_id)
         elif kind in ("w", "e"):
@@ -597,6 +746,42 @@ class PostgresStorage(Storage):
             await changed.wait()
             if not self.is_open:
                 return
+
+    # -- tasks known to be unfinished -----------------------------------------------------------
+
+    def expect_end(self, task_ids: Iterable[str]) -> None:
+        """Remember tasks about to be sent from here, if the listener is up: until their end
+        is heard, a result waiter's first read could only find them unfinished, so it is
+        skipped (their end's notification wakes the waiter, and carries the outcome or has it
+        read).
+
+        Called before the insert is sent, so an end heard before its reply is not missed.
+        """
+        if self._listener is None or not self._listener.connected:
+            return
+        unfinished = self._unfinished
+        for task_id in task_ids:
+            unfinished[task_id] = None
+        while len(unfinished) > _MAX_UNFINISHED:
+            del unfinished[next(iter(unfinished))]
+
+    def not_sent(self, task_ids: Iterable[str]) -> None:
+        """Forget tasks `expect_end` remembered that were not inserted after all."""
+        for task_id in task_ids:
+            self._unfinished.pop(task_id, None)
+
+    def _forget_unfinished(self) -> None:
+        """The listener is lost: ends may go unheard, so every first read happens again."""
+        self._unfinished.clear()
+
+    def _notify_terminal(self, task_id: str, record: Any = None) -> None:
+        self._unfinished.pop(task_id, None)  # ended: a read now finds how
+        super()._notify_terminal(task_id, record)
+
+    async def _read_outcome(self, task_id: str, now: float) -> TaskOutcome | None:
+        if task_id in self._unfinished:  # see `expect_end`: no round trip to learn "not yet"
+            return TaskOutcome(id=task_id, status=TaskStatus.QUEUED)
+        return await super()._read_outcome(task_id, now)
 
     def _after_listener_gap(self) -> None:
         """After the listener reconnected: wake every sleeper, and settle the result waiters
@@ -789,6 +974,24 @@ class PostgresStorage(Storage):
         return status.endswith(" 1")
 
 
+def _pushed_done(
+    task_id: str, expires: str, result: str
+) -> Callable[[TaskRecord | TaskOutcome], TaskRecord | TaskOutcome]:
+    """What a ``d:`` notification tells a waiter: the whole outcome, for `wait_outcome`; a
+    waiter for the whole record gets back what it read, and reads again."""
+    outcome = TaskOutcome(
+        id=task_id,
+        status=TaskStatus.DONE,
+        result=base64.b64decode(result) if result else None,
+        result_expires_at=float(expires) if expires else None,
+    )
+
+    def apply(read: TaskRecord | TaskOutcome) -> TaskRecord | TaskOutcome:
+        return outcome if isinstance(read, TaskOutcome) else read
+
+    return apply
+
+
 def _progress_detail(progress: Progress) -> str:
     total = "?" if progress.total is None else str(progress.total)
     return f"{progress.done}/{total}"
@@ -822,11 +1025,24 @@ class PostgresBroker(Broker):
         self.pg = storage
         #: Per worker id: the work counters seen when its last claim began.
         self._claim_marks: dict[str, tuple[int, dict[str, int]]] = {}
+        #: Per queue: the next due time the last claim there read, with the counters (listener
+        #: gaps, work notifications) seen when that claim began. `next_due` answers from it,
+        #: with no round trip, while nothing was announced since and this process changed
+        #: nothing. What others change unannounced cannot make it late: they end or extend
+        #: leases (the answer is early: one idle claim), or claim tasks that were pending when
+        #: it was read (so already counted in it) or announced since (so it is read again).
+        self._due_after_claim: dict[str, tuple[int, int, float | None]] = {}
 
     # -- enqueue --------------------------------------------------------------------------------
 
     async def _enqueue(self, messages: Sequence[TaskMessage], now: float) -> list[EnqueueResult]:
-        results = await self.pg.run(lambda conn: self._insert(conn, messages, now))
+        self.pg.expect_end(m.id for m in messages)
+        try:
+            results = await self.pg.run(lambda conn: self._insert(conn, messages, now))
+        except BaseException:
+            self.pg.not_sent(m.id for m in messages)
+            raise
+        self.pg.not_sent(m.id for m, r in zip(messages, results, strict=True) if not r.created)
         created = [m.queue for m, r in zip(messages, results, strict=True) if r.created]
         if created:
             self.pg.bump(sorted(set(created)), work=True)  # same-process workers: no NOTIFY wait
@@ -889,23 +1105,26 @@ class PostgresBroker(Broker):
         self, queues: Sequence[str], limit: int, lease_s: float, now: float, worker_id: str
     ) -> list[Delivery]:
         await self.pg._ensure_listening()
-        self._claim_marks[worker_id] = (
-            self.pg.gaps,
-            {q: self.pg.work_seq.get(q, 0) for q in queues},
-        )
+        gaps = self.pg.gaps
+        seen = {q: self.pg.work_seq.get(q, 0) for q in queues}
+        self._claim_marks[worker_id] = (gaps, seen)
         deliveries: list[Delivery] = []
         lease_until = now + lease_s
         for queue in dict.fromkeys(queues):
             room = limit - len(deliveries)
             if room <= 0:
                 break
-            deliveries += await self._claim_queue(queue, room, lease_until, now, worker_id)
+            claimed, due = await self._claim_queue(queue, room, lease_until, now, worker_id)
+            deliveries += claimed
+            self._due_after_claim[queue] = (gaps, seen[queue], due)
         return deliveries
 
     async def _claim_queue(
         self, queue: str, limit: int, lease_until: float, now: float, worker_id: str
-    ) -> list[Delivery]:
-        """One claim statement on one queue; settles the lapsed tasks it dead-lettered."""
+    ) -> tuple[list[Delivery], float | None]:
+        """One claim statement on one queue; settles the lapsed tasks it dead-lettered.
+
+        Returns the deliveries and the queue's next due time after the claim."""
         rows = await self.pg.run(
             lambda conn: conn.fetch(
                 self.pg.sql.claim,
@@ -920,19 +1139,25 @@ class PostgresBroker(Broker):
             )
         )
         deliveries: list[Delivery] = []
+        taken = 0
         for row in rows:
+            if row["id"] is None:  # an empty claim: the row carries only the next due time
+                continue
+            taken += 1
             if row["status"] == "running":
                 deliveries.append(
                     Delivery(row["id"], row["token"], row["attempts"], row["data"], lease_until)
                 )
             else:
                 self.pg._notify_terminal(row["id"])
-        await self.pg.count_events([queue] * len(rows))
-        return deliveries
+        await self.pg.count_events([queue] * taken)
+        due = rows[0]["next_due"]
+        return deliveries, None if due is None else float(due)
 
     async def _extend(
         self, leases: Sequence[Lease], lease_s: float, now: float
     ) -> list[LeaseState]:
+        self._due_after_claim.clear()
         unique = list(dict.fromkeys((lease.task_id, lease.token) for lease in leases))
         args = ([k[0] for k in unique], [k[1] for k in unique], now + lease_s)
         rows = await self.pg.run(lambda conn: conn.fetch(self.pg.sql.extend, *args))
@@ -958,6 +1183,7 @@ class PostgresBroker(Broker):
             self.pg.channel,
         )
         rows = await self.pg.run(lambda conn: conn.fetch(self.pg.sql.complete, *args))
+        self._due_after_claim.clear()
         accepted: list[bool] = []
         for outcome, row in zip(outcomes, rows, strict=True):
             accepted.append(bool(row["ok"]))
@@ -975,6 +1201,7 @@ class PostgresBroker(Broker):
                 self.pg.sql.cancel, ids, now, self.result_ttl_s, self.pg.channel
             )
         )
+        self._due_after_claim.clear()
         results: list[CancelResult] = []
         for task_id, row in zip(ids, rows, strict=True):
             if row["status"] == "cancelled":
@@ -992,6 +1219,13 @@ class PostgresBroker(Broker):
     # -- waiting for work -----------------------------------------------------------------------
 
     async def _next_due(self, queues: Sequence[str], now: float) -> float | None:
+        known = [self._due_after_claim.get(q) for q in queues]
+        pg = self.pg
+        if all(
+            k is not None and k[0] == pg.gaps and k[1] == pg.work_seq.get(q, 0)
+            for q, k in zip(queues, known, strict=True)
+        ):
+            return min((k[2] for k in known if k is not None and k[2] is not None), default=None)
         names = list(queues)
         due = await self.pg.run(lambda conn: conn.fetchval(self.pg.sql.next_due, names))
         return None if due is None else float(due)

@@ -551,6 +551,26 @@ async def test_wait_for_work_wakes_on_release_and_retry(backend: Broker, clock: 
         await backend.wait_for_work(["default"], worker_id="w1")
 
 
+async def test_wait_for_work_wakes_on_a_retry_or_release_due_later(
+    backend: Broker, clock: FakeClock
+) -> None:
+    # An idle worker sleeps until the earliest due time it read; a retry due sooner than that
+    # must wake it to read them again, or it runs only when the worker's idle sweep comes.
+    await enqueue_one(backend, clock, retries=1)
+    [delivery] = await claim(backend, clock, worker_id="w1")
+    assert await claim(backend, clock, worker_id="w1") == []
+    await backend.complete([retry(delivery, clock.time() + 0.1)], now=clock.time())
+    with anyio.fail_after(10):
+        await backend.wait_for_work(["default"], worker_id="w1")
+    assert await backend.next_due(["default"], now=clock.time()) == clock.time() + 0.1
+    await clock.advance(0.1)
+    [again] = await claim(backend, clock, worker_id="w1")
+    assert await claim(backend, clock, worker_id="w1") == []
+    await backend.complete([release(again, clock.time() + 0.1)], now=clock.time())
+    with anyio.fail_after(10):
+        await backend.wait_for_work(["default"], worker_id="w1")
+
+
 async def test_wait_for_work_of_several_workers(backend: Broker, clock: FakeClock) -> None:
     for worker_id in ("w1", "w2"):
         assert await claim(backend, clock, ("a", "b"), worker_id=worker_id) == []

@@ -18,6 +18,9 @@ from .schema import LIVE_STATES_SQL
 __all__ = ["Statements"]
 
 _TERMINAL: Final = "('done', 'failed', 'cancelled', 'expired')"
+#: A done task's result of at most this many bytes travels in its end's notification.
+PUSHED_RESULT_MAX: Final = 192
+_PUSHED: Final = f"status = 'done' AND coalesce(octet_length(result), 0) <= {PUSHED_RESULT_MAX}"
 _WAITING: Final = "('queued', 'scheduled', 'retrying')"
 #: Dead letters: failed tasks not requeued yet.
 _DEAD: Final = "status = 'failed' AND requeued_as IS NULL"
@@ -80,6 +83,10 @@ ORDER BY i.ord
 
 # Claim from one queue: due waiting rows, and running rows whose lease lapsed. A lapsed row with
 # no attempt left is dead-lettered (LeaseExpired), one whose cancel was requested is cancelled.
+# Every row returned also carries `next_due`, the queue's next due time after this claim (what
+# `next_due` would read next; an empty claim returns one row with only that): the earliest due
+# time of the live rows it did not take, as they were before it, and the leases it handed out;
+# after a full claim, now (the worker claims again at once, so it is not worth the scan).
 _CLAIM: Final = f"""
 WITH cand AS (
     SELECT id, priority, due_at AS old_due, seq,
@@ -116,12 +123,20 @@ WITH cand AS (
     SELECT queue, id, status, $2, attempts, order_id,
            CASE WHEN status = 'failed' THEN 'LeaseExpired' END, name
     FROM upd
+), later AS (
+    SELECT CASE WHEN (SELECT count(*) FROM upd) >= $3 THEN $2  -- full: more may be due now
+        ELSE least(
+            (SELECT min(t.due_at) FROM {{s}}.tasks t
+             WHERE t.queue = $1 AND t.status IN {LIVE_STATES_SQL}
+               AND t.id <> ALL (ARRAY(SELECT id FROM upd))),
+            (SELECT $4::float8 FROM upd WHERE status = 'running' LIMIT 1))
+        END AS next_due
 )
-SELECT id, status, token, attempts, data,
+SELECT u.id, u.status, u.token, u.attempts, u.data, l.next_due,
        (SELECT {{s}}.notify($8, 't:', array_agg(id)) FROM upd WHERE status <> 'running') AS n1,
-       (SELECT {{s}}.notify($8, 'e:', ARRAY[$1])) AS n2
-FROM upd
-ORDER BY priority DESC, old_due, seq
+       (SELECT {{s}}.notify($8, 'e:', array_agg(DISTINCT queue)) FROM upd) AS n2
+FROM later l LEFT JOIN upd u ON true
+ORDER BY u.priority DESC, u.old_due, u.seq
 """
 
 _EXTEND: Final = """
@@ -138,6 +153,10 @@ FROM input i LEFT JOIN upd u ON u.ord = i.ord
 ORDER BY i.ord
 """
 
+# Every row put back to wait (a retry, a release) is announced as work, due now or later: an idle
+# worker's timer was set from the due times it read before, so it must read them again. A done
+# task with a small result is announced with it (``d:`` items ``<result expiry>;<base64
+# result>;<id>``), so its waiters need not read it; other ends are announced by id (``t:``).
 _COMPLETE: Final = f"""
 WITH input AS (
     SELECT * FROM unnest(
@@ -170,7 +189,7 @@ WITH input AS (
     FROM input i
     WHERE t.id = i.id AND t.token = i.token AND t.status = 'running'
     RETURNING i.ord, t.id, t.name, t.queue, t.status, t.due_at, t.attempts, t.order_id, i.kind,
-              i.detail
+              i.detail, t.result, t.result_expires_at
 ), ev AS (
     INSERT INTO {{s}}.events (queue, task_id, kind, at, attempt, order_id, detail, name)
     SELECT queue, id,
@@ -179,10 +198,14 @@ WITH input AS (
     FROM upd
 )
 SELECT i.ord, u.ord IS NOT NULL AS ok, u.status, u.queue,
+       (SELECT {{s}}.notify($10, 'd:', array_agg(
+            coalesce(result_expires_at::text, '') || ';'
+            || coalesce(translate(encode(result, 'base64'), E'\\n', ''), '') || ';' || id))
+        FROM upd WHERE {_PUSHED}) AS n0,
        (SELECT {{s}}.notify($10, 't:', array_agg(id)) FROM upd
-        WHERE status IN {_TERMINAL}) AS n1,
+        WHERE status IN {_TERMINAL} AND NOT ({_PUSHED})) AS n1,
        (SELECT {{s}}.notify($10, 'w:', array_agg(DISTINCT queue)) FROM upd
-        WHERE status IN {_WAITING} AND due_at <= $9) AS n2,
+        WHERE status IN {_WAITING}) AS n2,
        (SELECT {{s}}.notify($10, 'e:', array_agg(DISTINCT queue)) FROM upd) AS n3
 FROM input i LEFT JOIN upd u ON u.ord = i.ord
 ORDER BY i.ord

@@ -31,6 +31,7 @@ from ._model import OrderState as OrderState
 from ._model import OrderStatus as OrderStatus
 from ._model import UnitFailure as UnitFailure
 from ._plan import Plan as Plan
+from ._plan import day_bounds as day_bounds
 from ._supervisor import OrderError as OrderError
 from ._supervisor import OrderNotFound as OrderNotFound
 from ._supervisor import Supervisor as Supervisor
@@ -51,6 +52,7 @@ __all__ = [
     "Supervisor",
     "TaskManager",
     "UnitFailure",
+    "day_bounds",
     "unit_idempotency_key",
     "unit_task_id",
 ]

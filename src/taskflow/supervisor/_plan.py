@@ -202,7 +202,25 @@ def plan_days(plan: Plan, total: int, today: dt.date) -> list[DayQuota]:
 
 
 def day_bounds(plan: Plan, day: dt.date) -> tuple[float, float]:
-    """The epoch seconds of `day`'s window start and end in the plan's zone."""
+    """When `day`'s window opens and closes, in epoch seconds: the plan's window (its time of day
+    start and end) on that day, in the plan's time zone.
+
+    A day's units are planned inside this window, so at its end every unit of the day is due.
+    Tests and demos on a `taskflow.testing.FakeClock` jump there to run a whole day at once:
+
+    ```python
+    start, end = day_bounds(plan, date(2026, 12, 1))
+    await clock.set(end)   # every unit of 1 December is due now
+    ```
+
+    Args:
+        plan: The order's plan (its window and time zone are used, not its days: any date works).
+        day: The calendar day, in the plan's time zone.
+
+    Returns:
+        ``(start, end)``: the window's start and its (exclusive) end; a window without an end
+        closes at the next local midnight.
+    """
     zone = plan.zone()
     start = dt.datetime.combine(day, plan.window_start, tzinfo=zone)
     if plan.window_end is None:
