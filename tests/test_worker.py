@@ -616,6 +616,42 @@ async def test_a_stop_while_every_slot_is_busy_starts_the_grace_period_at_once(
     assert info.attempts == 0
 
 
+async def test_a_stop_while_an_outcome_waits_for_its_report_stores_the_outcome(
+    app: QueueTasks, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An outcome waits for its task's report in flight; a stop in that moment must wait for
+    both, not cancel the batch and release a task that already finished."""
+    report = app.storage.report
+    in_flight, let_through = anyio.Event(), anyio.Event()
+
+    async def held_report(updates: Any, *, now: float) -> list[bool]:
+        in_flight.set()
+        await let_through.wait()
+        return await report(updates, now=now)
+
+    monkeypatch.setattr(app.storage, "report", held_report)
+
+    @app.task
+    async def steps(ctx: TaskContext) -> str:
+        ctx.progress(1, 1)
+        return "done"
+
+    with anyio.fail_after(10):
+        async with app:
+            async with anyio.create_task_group() as tg:
+                handle = await steps.add_task()
+                worker = Worker(app, concurrency=1)
+                await tg.start(worker.run)
+                await in_flight.wait()
+                await anyio.wait_all_tasks_blocked()  # the outcome waits for the report
+                worker.stop()
+                await anyio.wait_all_tasks_blocked()
+                let_through.set()
+            info = await handle.info()
+    assert info.status is TaskStatus.DONE, info
+    assert info.attempts == 1
+
+
 # -- housekeeping --------------------------------------------------------------------------
 
 

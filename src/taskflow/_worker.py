@@ -190,6 +190,7 @@ class Worker:
         # One report at a time, so reports of a task land in order; `_reporting` holds the runs
         # of the one in flight, whose outcomes must wait for it (see `_flush`).
         self._report_lock = asyncio.Lock()
+        self._flush_lock = asyncio.Lock()
         self._reporting: dict[str, _Run] = {}
         self._deadlines: list[tuple[float, int, _Run]] = []
         self._deadline_seq = itertools.count()
@@ -741,28 +742,36 @@ class Worker:
             await self._flush()
 
     async def _flush(self) -> None:
-        """Store and ack every pending outcome; on a backend error keep them and retry."""
-        pause = _RETRY_PAUSE_S
-        while self._pending:
-            batch = self._pending
-            self._pending = []
-            if self._dirty or self._reporting_any(batch):
-                # A report must land before its task's outcome: once the task has ended, the
-                # backend refuses it (on a pool of connections the two calls would race).
-                await self._report()
-            try:
-                await self.app.broker.complete(batch, now=self._clock.time())
-            except Exception:
-                logger.exception(
-                    "storing %d outcome(s) failed; retrying in %.1f s", len(batch), pause
-                )
-                self._pending[:0] = batch
-                await anyio.sleep(pause)
-                pause = min(pause * 2, _MAX_RETRY_PAUSE_S)
-                continue
-            runs = self._runs
-            for outcome in batch:
-                runs.pop(outcome.task_id, None)
+        """Store and ack every pending outcome; on a backend error keep them and retry.
+
+        One flush at a time: the drain's final flush waits for the flusher's batch in flight
+        instead of finding nothing pending and letting the stop cancel that batch.
+        """
+        async with self._flush_lock:
+            pause = _RETRY_PAUSE_S
+            while self._pending:
+                batch = self._pending
+                self._pending = []
+                try:
+                    if self._dirty or self._reporting_any(batch):
+                        # A report must land before its task's outcome: once the task has
+                        # ended, the backend refuses it (on a pool the two calls would race).
+                        await self._report()
+                    await self.app.broker.complete(batch, now=self._clock.time())
+                except Exception:
+                    logger.exception(
+                        "storing %d outcome(s) failed; retrying in %.1f s", len(batch), pause
+                    )
+                    self._pending[:0] = batch
+                    await anyio.sleep(pause)
+                    pause = min(pause * 2, _MAX_RETRY_PAUSE_S)
+                    continue
+                except BaseException:
+                    self._pending[:0] = batch  # cancelled: `_abort` stores them on the way out
+                    raise
+                runs = self._runs
+                for outcome in batch:
+                    runs.pop(outcome.task_id, None)
 
     # -- heartbeat: lease renewal, cancellation, lost leases --------------------------------
 
