@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import os
-import select
+import queue
 import subprocess
 import sys
 import textwrap
+import threading
 import time
+import weakref
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -94,17 +96,16 @@ def wait_for_line(
 
     Lines read are appended to `seen` (a new list if None), which is returned.
     """
-    assert proc.stdout is not None
     seen = [] if seen is None else seen
+    lines = _lines(proc)
     deadline = time.monotonic() + deadline_s
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([proc.stdout], [], [], 0.5)
-        if not ready:
-            if proc.poll() is not None:
-                break
-            continue
-        line = proc.stdout.readline()
-        if not line:
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            line = lines.get(timeout=left)
+        except queue.Empty:
+            break
+        if line is None:
+            lines.put(None)  # the end stays visible to the next reader
             break
         seen.append(line.rstrip())
         if marker in line:
@@ -115,16 +116,43 @@ def wait_for_line(
 
 def read_rest(proc: subprocess.Popen[str], seen: list[str], *, timeout: float = DEADLINE_S) -> int:
     """Wait for the process to exit, collecting the rest of its output; returns its status."""
-    assert proc.stdout is not None
     try:
-        out, _ = proc.communicate(timeout=timeout)
+        proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         kill_group(proc)
         raise AssertionError(
             f"still running after {timeout} s; output so far:\n" + "\n".join(seen)
         ) from None
-    seen.extend(out.splitlines())
+    lines = _lines(proc)
+    while (line := lines.get(timeout=timeout)) is not None:
+        seen.append(line.rstrip())
+    lines.put(None)
     return proc.returncode
+
+
+_readers: weakref.WeakKeyDictionary[subprocess.Popen[str], queue.Queue[str | None]]
+_readers = weakref.WeakKeyDictionary()
+
+
+def _lines(proc: subprocess.Popen[str]) -> queue.Queue[str | None]:
+    """The lines of `proc`'s output as a thread reads them (None at the end).
+
+    A thread, not `select` on the pipe: the text stream reads ahead, so a line already in its
+    buffer would wait for more output that may never come.
+    """
+    lines = _readers.get(proc)
+    if lines is None:
+        stream = proc.stdout
+        assert stream is not None
+        lines = _readers[proc] = queue.Queue()
+
+        def pump(out: queue.Queue[str | None] = lines) -> None:
+            for line in stream:
+                out.put(line)
+            out.put(None)
+
+        threading.Thread(target=pump, name=f"output of {proc.pid}", daemon=True).start()
+    return lines
 
 
 def kill_group(proc: subprocess.Popen[str]) -> None:
