@@ -80,23 +80,26 @@ _QUEUE_CODES_MAX = 10_000
 
 
 class _Lifecycle:
-    """open/close bookkeeping shared by Broker and Storage."""
+    """open/close bookkeeping shared by Broker and Storage: new -> open -> closed -> open ...
+
+    A closed backend opens again (an app reopens its backend on each event loop it is used
+    from). `abandon` lets go of one whose event loop has ended without awaiting anything.
+    """
 
     _state: str = "new"
 
     def _check_open(self) -> None:
         if self._state != "open":
             what = type(self).__name__
-            if self._state == "new":
-                raise LifecycleError(
-                    f"{what} is not open: use `async with app:` / `app.running()`, "
-                    f"or call `await {what.lower()}.open()` first"
-                )
-            raise LifecycleError(f"{what} was closed and cannot be reused; create a new one")
+            closed = " (it was closed)" if self._state == "closed" else ""
+            raise LifecycleError(
+                f"{what} is not open{closed}: use it through an app (`async with app:`, or any "
+                f"call that needs it opens the app), or call `await {what.lower()}.open()` first"
+            )
 
     @property
     def is_open(self) -> bool:
-        """True between `open()` and `close()`."""
+        """True between `open()` and `close()` (or `abandon()`)."""
         return self._state == "open"
 
     async def open(self) -> None:
@@ -149,11 +152,11 @@ class Storage(_Lifecycle, ABC):
     # -- lifecycle -------------------------------------------------------------------------
 
     async def open(self) -> None:
-        """Connect (and create the schema) if needed. Raises `LifecycleError` if already open."""
+        """Connect (and create the schema) if needed; a closed storage opens again, on any event
+        loop. Raises `LifecycleError` if already open."""
         if self._state == "open":
             raise LifecycleError(f"{type(self).__name__} is already open")
-        if self._state == "closed":
-            raise LifecycleError(f"{type(self).__name__} was closed and cannot be reopened")
+        self._forget_waiters()
         await self._open()
         self._state = "open"
         logger.debug("%s opened", type(self).__name__)
@@ -172,11 +175,35 @@ class Storage(_Lifecycle, ABC):
         await self._close()
         logger.debug("%s closed", type(self).__name__)
 
+    def abandon(self) -> None:
+        """Let go of a storage whose event loop has ended: mark it closed and drop its
+        connections and loop-bound state (waiters, pending reads) without awaiting anything,
+        since nothing can run on a loop that no longer runs (the garbage collector closes the
+        sockets). `open()` may follow, on another loop. A no-op unless open."""
+        if self._state != "open":
+            return
+        self._state = "closed"
+        self._forget_waiters()
+        self._abandon()
+        logger.debug("%s abandoned with its event loop", type(self).__name__)
+
+    def _forget_waiters(self) -> None:
+        # Futures and tasks of a loop that ended are dropped, never touched: cancelling one
+        # would schedule its callbacks on that loop.
+        self._waiters = {}
+        self._read_batch = None
+        self._flushers = set()
+
     async def _open(self) -> None:
         """Hook: connect. Default: nothing."""
 
     async def _close(self) -> None:
         """Hook: disconnect. Default: nothing."""
+
+    def _abandon(self) -> None:
+        """Hook: drop the connections and every object bound to the event loop that ended,
+        without awaiting (see `abandon`); `_open` must then work on a new loop. Default:
+        nothing."""
 
     def describe(self) -> str:
         """Where this storage keeps its tasks, for logs and messages: the server's URL with any
@@ -527,11 +554,10 @@ class Broker(_Lifecycle, ABC):
     # -- lifecycle -------------------------------------------------------------------------
 
     async def open(self) -> None:
-        """Open the storage (if not open yet) and the broker."""
+        """Open the storage (if not open yet) and the broker; a closed broker opens again, on
+        any event loop. Raises `LifecycleError` if already open."""
         if self._state == "open":
             raise LifecycleError(f"{type(self).__name__} is already open")
-        if self._state == "closed":
-            raise LifecycleError(f"{type(self).__name__} was closed and cannot be reopened")
         if not self.storage.is_open:
             await self.storage.open()
         await self._open()
@@ -546,11 +572,24 @@ class Broker(_Lifecycle, ABC):
         await self._close()
         await self.storage.close()
 
+    def abandon(self) -> None:
+        """`Storage.abandon` for the broker and its storage: let go of them without awaiting,
+        because the event loop they were opened on has ended. A no-op unless open."""
+        if self._state != "open":
+            return
+        self._state = "closed"
+        self._abandon()
+        self.storage.abandon()
+
     async def _open(self) -> None:
         """Hook: connect. Default: nothing."""
 
     async def _close(self) -> None:
         """Hook: disconnect. Default: nothing."""
+
+    def _abandon(self) -> None:
+        """Hook: drop what is bound to the ended event loop, without awaiting (see
+        `Storage.abandon`). Default: nothing."""
 
     # -- the message path ------------------------------------------------------------------
 

@@ -252,15 +252,30 @@ class MemoryStorage(Storage):
             queue.events = deque(queue.events, maxlen=value)
 
     async def _close(self) -> None:
-        """Cancel pending `follow_events` and `wait_for_work` waits, like result waiters."""
+        """Cancel pending `follow_events` and `wait_for_work` waits, like result waiters.
+
+        The data stays: tasks, events, dead letters, key-value records and leases live as long
+        as this object, like a server's, so a closed memory backend opens again (on any event
+        loop) with everything it held. Only what belongs to the event loop goes.
+        """
         for queue in self._queues.values():
             for fut in queue.event_futures:
                 fut.cancel()
-            queue.event_futures.clear()
         for worker in self._workers.values():
             for work_fut in worker.futures:
                 work_fut.cancel()
-            worker.futures.clear()
+        self._forget_loop_state()
+
+    def _abandon(self) -> None:
+        self._forget_loop_state()
+
+    def _forget_loop_state(self) -> None:
+        """Drop what belongs to the event loop the storage was open on: pending event and work
+        waits, and the workers watching queues (they ran on that loop)."""
+        for queue in self._queues.values():
+            queue.event_futures = []
+            queue.watchers = []
+        self._workers = {}
 
     # -- internal helpers used by MemoryBroker -----------------------------------------------
 

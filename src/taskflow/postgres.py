@@ -587,17 +587,23 @@ class PostgresStorage(Storage):
         self._pool_sizes = (min_pool_size, max_pool_size)
         self._statement_cache_size = statement_cache_size
         self._pool: asyncpg.Pool[asyncpg.Record] | None = None
-        self._growth = _PoolGrowth(self._warm)
         self._listener: _Listener | None = None
         #: Per queue: how many work / event notifications this process has heard.
         self.work_seq: dict[str, int] = {}
         self.event_seq: dict[str, int] = {}
         #: How many times the listener was down (notifications may have been missed).
         self.gaps = 0
-        self._changed = asyncio.Event()
-        self._background: set[asyncio.Task[None]] = set()
         #: Per queue: events this process appended since it last trimmed that queue's stream.
         self._events_since_trim: dict[str, int] = {}
+        self._reset_session()
+
+    def _reset_session(self) -> None:
+        """Start afresh what is bound to one open on one event loop: the wake-up event, the
+        background tasks, the pool's growth, and the tasks whose end this open's listener is
+        expected to hear."""
+        self._changed = asyncio.Event()
+        self._background: set[asyncio.Task[None]] = set()
+        self._growth = _PoolGrowth(self._warm)
         #: Tasks sent from here while the listener was up, whose end it has not heard yet
         #: (oldest first, at most `_MAX_UNFINISHED`): see `expect_end`.
         self._unfinished: dict[str, None] = {}
@@ -605,6 +611,7 @@ class PostgresStorage(Storage):
     # -- lifecycle ------------------------------------------------------------------------------
 
     async def _open(self) -> None:
+        self._reset_session()
         async with _reaching(self.dsn):
             conn = await self._connect()
         try:
@@ -637,7 +644,14 @@ class PostgresStorage(Storage):
                 await asyncio.wait_for(pool.close(), 5.0)
             except Exception:
                 pool.terminate()
+        self._listener = None
         self._wake()
+
+    def _abandon(self) -> None:
+        # The pool and the listener of the ended loop are dropped, not closed (that needs
+        # their loop); the garbage collector closes their sockets.
+        self._pool = None
+        self._listener = None
 
     async def _connect(self) -> asyncpg.Connection[asyncpg.Record]:
         return await asyncpg.connect(
@@ -1032,6 +1046,11 @@ class PostgresBroker(Broker):
         #: leases (the answer is early: one idle claim), or claim tasks that were pending when
         #: it was read (so already counted in it) or announced since (so it is read again).
         self._due_after_claim: dict[str, tuple[int, int, float | None]] = {}
+
+    async def _open(self) -> None:
+        # A new open may have missed notifications: its workers start from a fresh look.
+        self._claim_marks = {}
+        self._due_after_claim = {}
 
     # -- enqueue --------------------------------------------------------------------------------
 

@@ -207,11 +207,20 @@ class RedisStorage(Storage):
         #: or when the lane cannot honour the connection options: then the client's pool).
         self._lane: Lane | None = None
         self._listener: Listener | None = None
+        #: What the server knows, so it outlives a connection: the queues registered there,
+        #: and where task ids route (below).
         self._known_queues: set[str] = set()
         #: Queue codes (the end of generated task ids) -> queue, as read from ``codes``.
         self._code_queues: dict[str, str] = {}
         #: Task ids chosen by users -> queue, as read from their ``ix:<id>`` index.
         self._id_queues: dict[str, str] = {}
+        #: This storage's part of its inbox channels' names (see `inbox`).
+        self._inbox_token = os.urandom(6).hex()
+        self._reset_session()
+
+    def _reset_session(self) -> None:
+        """Start afresh what lives as long as one open on one event loop: wake-ups and
+        subscriptions' bookkeeping, background tasks, and the loop-bound semaphore."""
         self._work_events: dict[str, asyncio.Event] = {}
         #: Per work channel: the workers' wake-up callbacks (`RedisBroker.watch_work`).
         self._work_callbacks: dict[str, list[Callable[[], None]]] = {}
@@ -222,18 +231,18 @@ class RedisStorage(Storage):
         self._in_flight = asyncio.Semaphore(_SCRIPTS_IN_FLIGHT)
         #: Reads waiting to be coalesced: [whole records, outcomes only].
         self._pending_reads: list[list[_PendingRead]] = [[], []]
-        #: This storage's part of its inbox channels' names (see `inbox`).
-        self._inbox_token = os.urandom(6).hex()
         #: Per inbox channel: how many times it was resubscribed (pushes may have been lost).
         self._inbox_epochs: dict[str, int] = {}
         #: Tasks this process created with its inbox registered (see `enqueue_inbox`): id ->
-        #: (inbox, its epoch then); and outcomes pushed for them before anyone waited.
+        #: (inbox, its epoch then); and outcomes pushed for them before anyone waited. A new
+        #: open subscribes anew, so what an earlier one registered cannot count on a push.
         self._registered: dict[str, tuple[str, int]] = {}
         self._early = _EarlyOutcomes()
 
     # -- lifecycle -------------------------------------------------------------------------
 
     async def _open(self) -> None:
+        self._reset_session()
         self._client = _make_client(self.url, self.cluster, self._client_options)
         lane = None if self.cluster else Lane.for_pool(self._client.connection_pool)
         try:
@@ -278,11 +287,17 @@ class RedisStorage(Storage):
             task.cancel()
         if self._listener is not None:
             await self._listener.close()
+            self._listener = None
         if self._lane is not None:
             await self._lane.aclose()
             self._lane = None
         if self._client is not None:
             await _close_client(self._client)
+            self._client = None
+
+    def _abandon(self) -> None:
+        # The connections of the ended loop are dropped, not closed (that needs their loop).
+        self._client = self._lane = self._listener = None
 
     @property
     def _scripts_on(self) -> Any:
@@ -774,6 +789,11 @@ class RedisBroker(Broker):
     def __init__(self, storage: RedisStorage) -> None:
         super().__init__(storage)
         self._redis = storage
+        self._reset_session()
+
+    def _reset_session(self) -> None:
+        """Start afresh what one open knew of the queues and of its workers: a new open (on any
+        loop) may have missed wake-ups, and its workers watch anew."""
         self._claim_gens: dict[tuple[str, str], bytes] = {}
         #: Wake-ups this process had seen on a queue's work channel when a claim began
         #: (None: not subscribed yet), per (worker, queue).
@@ -786,6 +806,9 @@ class RedisBroker(Broker):
         self._due_cache: dict[str, tuple[int, bytes]] = {}
         #: The workers watching for work (`watch_work`), by worker id.
         self._watchers: dict[str, _Watch] = {}
+
+    async def _open(self) -> None:
+        self._reset_session()
 
     def _queue_code(self, queue: str) -> str:
         check_queue_name(queue)
