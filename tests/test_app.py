@@ -19,7 +19,6 @@ from taskflow import (
     BackendUnavailable,
     ConfigError,
     GlobalConfig,
-    LifecycleError,
     Progress,
     QueueTasks,
     TaskContext,
@@ -168,39 +167,50 @@ async def test_async_with_opens_returns_the_app_and_closes() -> None:
     assert not app.broker.is_open
 
 
-async def test_use_before_open_is_a_lifecycle_error() -> None:
+async def test_a_call_on_an_app_nobody_opened_opens_it() -> None:
     app = QueueTasks(name="t")
 
     @app.task
     async def add(a: int, b: int) -> int:
         return a + b
 
-    with pytest.raises(LifecycleError, match=r"not open.*async with app"):
-        await add.add_task(1, 2)
-    with pytest.raises(LifecycleError, match="not open"):
-        await app.get("x")
+    assert not app.is_open
+    handle = await add.add_task(1, 2)
+    assert app.is_open and app.broker.is_open
+    record = await app.get(handle.task_id)
+    assert record is not None and record.name == add.name
+    await app.close()  # a lazily opened app closes like any other
+    assert not app.is_open and not app.broker.is_open
 
 
-async def test_open_twice_is_a_lifecycle_error() -> None:
+async def test_opens_nest_and_the_outermost_close_disconnects() -> None:
     app = QueueTasks(name="t")
     async with app:
-        with pytest.raises(LifecycleError, match="already open"):
-            await app.open()
-
-
-async def test_reuse_after_close_is_a_lifecycle_error() -> None:
-    app = QueueTasks(name="t")
-
-    @app.task
-    async def add(a: int, b: int) -> int:
-        return a + b
-
-    async with app:
-        pass
-    with pytest.raises(LifecycleError, match="closed"):
+        async with app:
+            assert app.is_open
+        assert app.is_open  # the inner block did not close the outer one's app
         await app.open()
-    with pytest.raises(LifecycleError, match="closed"):
-        await add.add_task(1, 2)
+        await app.close()
+        assert app.is_open
+    assert not app.is_open and not app.broker.is_open
+
+
+async def test_a_closed_app_opens_again_with_its_tasks() -> None:
+    app = QueueTasks(name="t")
+
+    @app.task
+    async def add(a: int, b: int) -> int:
+        return a + b
+
+    async with app:
+        first = await add.add_task(1, 2)
+    assert not app.is_open
+    async with app:
+        assert await app.get(first.task_id) is not None  # the memory backend kept it
+    second = await add.add_task(3, 4)  # and a call opens it again by itself
+    async with app.running():
+        assert await first.result(timeout=5) == 3
+        assert await second.result(timeout=5) == 7
 
 
 async def test_close_twice_is_a_no_op() -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 
 import anyio
+import anyio.from_thread
 import anyio.to_thread
 import pytest
 
@@ -30,6 +31,11 @@ from taskflow import (
 @pytest.fixture
 def app() -> QueueTasks:
     return QueueTasks(name="t")
+
+
+def _private_loop_threads() -> list[str]:
+    """The threads running an app's private loop (named after the app)."""
+    return [t.name for t in threading.enumerate() if t.name.startswith("taskflow-")]
 
 
 # -- SyncTask / SyncResult from plain synchronous code --------------------------------------
@@ -114,6 +120,7 @@ def test_a_producer_without_a_loop_opens_the_app_on_a_private_loop(app: QueueTas
     finally:
         app.close_sync()
     assert not app.is_open
+    assert _private_loop_threads() == []
 
 
 async def test_sync_task_inside_any_running_loop_is_refused_even_before_the_app_opens(
@@ -128,30 +135,56 @@ async def test_sync_task_inside_any_running_loop_is_refused_even_before_the_app_
     assert not app.is_open  # it did not start a private loop behind the caller's back
 
 
-def test_run_in_thread_refuses_an_app_already_open_on_another_loop(app: QueueTasks) -> None:
+def test_run_in_thread_takes_the_app_over_from_the_private_loop(app: QueueTasks) -> None:
     @app.task(name="add")
     def add(a: int, b: int) -> int:
         return a + b
 
-    try:
-        SyncTask(app).add_task("add", args=(1, 2))  # opens the app on a private loop
-        with pytest.raises(LifecycleError, match="already open on another"), app.run_in_thread():
-            pytest.fail("the worker must not start on a loop that does not own the app")
-    finally:
-        app.close_sync()
+    first = SyncTask(app).add_task("add", args=(1, 2))  # opens the app on a private loop
+    private = app._life.loop
+    with app.run_in_thread():
+        assert app._life.loop is not private  # the worker's loop owns it now
+        assert first.result(timeout=5) == 3
+        assert SyncTask(app).add_task("add", args=(2, 3)).result(timeout=5) == 5
+    assert not app.is_open
 
 
-async def test_a_worker_refuses_an_app_opened_on_another_loop(app: QueueTasks) -> None:
+async def test_a_worker_takes_the_app_over_from_the_private_loop(app: QueueTasks) -> None:
     @app.task(name="add")
     def add(a: int, b: int) -> int:
         return a + b
 
-    def send_from_plain_code() -> None:
-        SyncTask(app).add_task("add", args=(1, 2))  # opens the app on a private loop
+    def send_from_plain_code() -> SyncResult[int]:
+        return add.add_task_sync(1, 2)  # opens the app on a private loop
 
-    await anyio.to_thread.run_sync(send_from_plain_code)
-    try:
-        with pytest.raises(LifecycleError, match="opened on another event loop"):
-            await Worker(app).run()
-    finally:
-        await anyio.to_thread.run_sync(app.close_sync)
+    sent = await anyio.to_thread.run_sync(send_from_plain_code)
+    assert _private_loop_threads() == ["taskflow-t"]
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            worker = Worker(app)
+            await tg.start(worker.run)
+            assert _private_loop_threads() == []  # the private loop stopped
+            assert await app.result(sent.task_id).result(timeout=5) == 3
+            worker.stop()
+    await app.close()
+
+
+async def test_a_worker_refuses_an_app_open_on_a_loop_running_in_another_thread(
+    app: QueueTasks,
+) -> None:
+    @app.task(name="add")
+    def add(a: int, b: int) -> int:
+        return a + b
+
+    with anyio.from_thread.start_blocking_portal() as portal:
+        portal.call(app.open)
+        try:
+            with pytest.raises(LifecycleError, match="another thread, which owns its backend"):
+                await Worker(app).run()
+            with pytest.raises(LifecycleError, match="another thread"):
+                await add.add_task(1, 2)
+            # Blocking calls from plain threads run on the loop that owns the app.
+            sent = await anyio.to_thread.run_sync(lambda: add.add_task_sync(1, 2))
+            assert await anyio.to_thread.run_sync(sent.status) is TaskStatus.QUEUED
+        finally:
+            portal.call(app.close)

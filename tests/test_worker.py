@@ -569,20 +569,20 @@ async def test_no_claim_ahead_when_turned_off_or_for_long_tasks(
 # -- Worker misuse -------------------------------------------------------------------------
 
 
-async def test_a_worker_runs_once_and_needs_an_open_app(app: QueueTasks) -> None:
-    with pytest.raises(LifecycleError, match="open the app"):
-        await Worker(app).run()
+async def test_a_worker_runs_once_and_opens_the_app_it_needs(app: QueueTasks) -> None:
     for bad in (0, -1):  # 0 is refused, not taken for "the default"
         with pytest.raises(ValueError, match="concurrency must be >= 1"):
             Worker(app, concurrency=bad)
     assert Worker(app).concurrency == app.config.concurrency
     with anyio.fail_after(10):
-        async with app, anyio.create_task_group() as tg:
+        async with anyio.create_task_group() as tg:
             worker = Worker(app)
             await tg.start(worker.run)
+            assert app.is_open  # like any call that needs the backend
             worker.stop()
         with pytest.raises(LifecycleError, match="runs once"):
             await worker.run()
+    await app.close()
 
 
 async def test_a_stop_while_every_slot_is_busy_starts_the_grace_period_at_once(

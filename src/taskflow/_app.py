@@ -1,19 +1,18 @@
 """`QueueTasks`: the app. Registry of tasks, config, backend, lifecycle, and the send path.
 
 What lives here: the `@app.task` decorator, building `TaskMessage`s from calls (`_enqueue_one`,
-`add_tasks`), the app's open/close lifecycle, the three ways to run workers (`running`,
-`run_forever`, `run_in_thread`, all through `Starter`), and the bridge that lets sync code call
-into the loop that owns the app (`_call_sync`). Running tasks lives in `_worker.py`.
+`add_tasks`), the app's open/close entry points, the three ways to run workers (`running`,
+`run_forever`, `run_in_thread`, all through `Starter`). Which event loop owns the app, opening
+at first use, reopening, and the bridge from synchronous code live in `_lifecycle.py`; running
+tasks lives in `_worker.py`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import atexit
 import contextlib
 import logging
 import signal
-import threading
 import time
 from collections.abc import (
     AsyncIterator,
@@ -31,22 +30,21 @@ from typing import Any, Concatenate, Final, ParamSpec, Self, TypeVar, overload
 
 import anyio
 import anyio.from_thread
-import anyio.lowlevel
 import msgspec
 from typing_extensions import Unpack
 
 from ._backends import check_app_name, resolve_backend
-from ._client import AsyncResult
+from ._client import AsyncResult, SyncResult
 from ._clock import Clock, SystemClock
 from ._config import GlobalConfig, app_config
 from ._context import TaskContext, WorkerState
 from ._exceptions import (
     EncodeError,
     InvalidArguments,
-    LifecycleError,
     TaskRegistrationError,
     UnknownTaskError,
 )
+from ._lifecycle import AppLifecycle, loop_options
 from ._message import CancelResult, TaskMessage, TaskRecord, encode_value
 from ._starter import Starter
 from ._task import (
@@ -180,12 +178,7 @@ class QueueTasks:
         self._services: list[Service] = []
         self._startup: list[Hook] = []
         self._shutdown: list[Hook] = []
-        self._state = "new"
-        self._loop_token: anyio.lowlevel.EventLoopToken | None = None
-        self._loop_thread: int | None = None
-        self._portal_cm: contextlib.AbstractContextManager[anyio.from_thread.BlockingPortal] | None
-        self._portal_cm = None
-        self._portal: anyio.from_thread.BlockingPortal | None = None
+        self._life = AppLifecycle(self)
 
     # -- registration ----------------------------------------------------------------------
 
@@ -314,38 +307,27 @@ class QueueTasks:
 
     @property
     def is_open(self) -> bool:
-        """True between `open()` and `close()`."""
-        return self._state == "open"
+        """True while the app is open (connected to its backend) on a live event loop."""
+        return self._life.is_open
 
     async def open(self) -> None:
-        """Connect the backend. ``async with app:`` does this for you.
+        """Connect the backend on the running event loop. ``async with app:`` does this for you.
+
+        Optional: any call that needs the backend opens the app by itself. Opening explicitly
+        is how a service fails fast at start-up (a server that is down raises here). Opens
+        nest: the backend closes at the outermost `close()`. A closed app opens again.
 
         Raises:
-            LifecycleError: already open, or closed before.
+            BackendUnavailable: the server cannot be reached.
+            LifecycleError: the app is open on an event loop still running in another thread.
         """
-        if self._state == "open":
-            raise LifecycleError(f"app {self.name!r} is already open")
-        if self._state == "closed":
-            raise LifecycleError(f"app {self.name!r} was closed; create a new QueueTasks")
-        self.broker.result_ttl_s = self.config.result_ttl_s
-        self.storage.events_maxlen = self.config.events_maxlen
-        # A broker opened by its creator (tests, shared connections) stays theirs to close.
-        self._owns_broker = not self.broker.is_open
-        if self._owns_broker:
-            await self.broker.open()
-        self._loop_token = anyio.lowlevel.current_token()
-        self._loop_thread = threading.get_ident()
-        self._state = "open"
+        await self._life.open()
 
     async def close(self) -> None:
-        """Disconnect the backend. Closing twice is a no-op."""
-        if self._state != "open":
-            self._state = "closed"
-            return
-        self._state = "closed"
-        self._loop_token = None
-        if self._owns_broker:
-            await self.broker.close()
+        """Undo one `open()`; the outermost one disconnects the backend (so does closing an app
+        opened by a call). Closing an app that is not open does nothing; it opens again when
+        next used. An app also closes by itself when the event loop it is open on ends."""
+        await self._life.close()
 
     async def __aenter__(self) -> Self:
         await self.open()
@@ -359,14 +341,28 @@ class QueueTasks:
     ) -> None:
         await self.close()
 
-    def _check_open(self) -> None:
-        if self._state != "open":
-            raise LifecycleError(
-                f"app {self.name!r} is not open: use `async with app:` or "
-                "`async with app.running():` around code that sends tasks"
-                if self._state == "new"
-                else f"app {self.name!r} was closed"
-            )
+    async def _ensure_open(self) -> None:
+        """Open the app on the running loop if it is not open there (a lazy open)."""
+        if self._life.loop is not asyncio.get_running_loop():
+            await self._life.ensure_open()
+
+    async def _connect(self) -> None:
+        """Open the backend (for `AppLifecycle`, on the loop that will own the app)."""
+        self.broker.result_ttl_s = self.config.result_ttl_s
+        self.storage.events_maxlen = self.config.events_maxlen
+        # A broker opened by its creator (tests, shared connections) stays theirs to close.
+        self._owns_broker = not self.broker.is_open
+        if self._owns_broker:
+            await self.broker.open()
+
+    async def _disconnect(self) -> None:
+        if self._owns_broker:
+            await self.broker.close()
+
+    def _abandon(self) -> None:
+        """Let go of the backend of an event loop that has ended (nothing can be awaited)."""
+        if self._owns_broker:
+            self.broker.abandon()
 
     # -- running workers -------------------------------------------------------------------
 
@@ -410,7 +406,7 @@ class QueueTasks:
                 hook's error, `BackendUnavailable`), as itself, not in an exception group.
         """
         starter = Starter(self, concurrency=concurrency, queues=queues)
-        anyio.run(self._serve_until_signal, starter, backend_options=_loop_options())
+        anyio.run(self._serve_until_signal, starter, backend_options=loop_options())
 
     async def _serve_until_signal(self, starter: Starter) -> None:
         try:
@@ -435,20 +431,15 @@ class QueueTasks:
     ) -> Iterator[Starter]:
         """Run a worker on an event loop in a background thread, for synchronous programs.
 
-        Inside the block, `SyncTask` / `SyncResult` (and the blocking API) talk to it.
+        Inside the block, the blocking calls (`add_task_sync`, `SyncTask`, `SyncResult`) run on
+        that loop, which owns the app (it takes the app over from the private loop of earlier
+        blocking calls).
 
         Raises:
-            LifecycleError: the app is already open (on another loop, which owns its backend).
+            LifecycleError: the app is open on an event loop running in another thread.
         """
-        if self._state == "open":
-            raise LifecycleError(
-                f"run_in_thread() starts its own event loop, but app {self.name!r} is already "
-                "open on another one (SyncTask opens it on a private loop when no worker runs): "
-                "enter run_in_thread() before sending, or use `async with app.running():` on "
-                "the loop that opened the app"
-            )
         starter = Starter(self, concurrency=concurrency, queues=queues)
-        with anyio.from_thread.start_blocking_portal(backend_options=_loop_options()) as portal:
+        with anyio.from_thread.start_blocking_portal(backend_options=loop_options()) as portal:
             future, _ = portal.start_task(starter.serve)
             try:
                 yield starter
@@ -459,42 +450,30 @@ class QueueTasks:
     # -- the sync bridge -------------------------------------------------------------------
 
     def _call_sync(self, fn: Callable[..., Awaitable[R]], *args: Any) -> R:
-        """Run ``await fn(*args)`` on the loop that owns the app, from synchronous code."""
-        token = self._loop_token
-        if (token is not None and threading.get_ident() == self._loop_thread) or _in_event_loop():
-            # Blocking here would freeze the loop (and deadlock if it is the app's own).
-            raise LifecycleError(
-                "a blocking call (SyncTask / SyncResult) was made on a thread that runs an event "
-                "loop; inside async code use AsyncTask / AsyncResult with await"
-            )
-        if token is not None:
-            result: R = anyio.from_thread.run(_awaiting, fn, *args, token=token)
-            return result
-        result = self._private_portal().call(_awaiting, fn, *args)
-        return result
+        """Run ``await fn(*args)`` with the app open, from synchronous code (see
+        `AppLifecycle.call_sync`)."""
+        return self._life.call_sync(fn, *args)
 
-    def _private_portal(self) -> anyio.from_thread.BlockingPortal:
-        """A loop in a background thread that owns the app when no running loop does."""
-        if self._portal is None:
-            self._portal_cm = anyio.from_thread.start_blocking_portal(
-                backend_options=_loop_options()
-            )
-            self._portal = self._portal_cm.__enter__()
-            self._portal.call(self.open)
-            atexit.register(self._close_private_portal)
-        return self._portal
-
-    def _close_private_portal(self) -> None:
-        portal, cm = self._portal, self._portal_cm
-        self._portal = self._portal_cm = None
-        if portal is not None and cm is not None:
-            with contextlib.suppress(Exception):
-                portal.call(self.close)
-            cm.__exit__(None, None, None)
+    def _send_sync(
+        self,
+        definition: TaskDefinition,
+        args: tuple[Any, ...],
+        kwargs: Mapping[str, Any],
+        options: TaskOptions,
+    ) -> SyncResult[Any]:
+        """`_enqueue_one` from synchronous code (`add_task_sync`)."""
+        handle = self._call_sync(self._enqueue_one, definition, args, kwargs, options)
+        return SyncResult(handle.task_id, self)
 
     def close_sync(self) -> None:
-        """Close an app that synchronous code opened (SyncTask with no running worker)."""
-        self._close_private_portal()
+        """`close` for synchronous code: close the app on whichever event loop it is open on
+        (the private one its blocking calls started when no loop owned it, for example).
+
+        Raises:
+            LifecycleError: called on a thread that runs an event loop (use ``await
+                app.close()``).
+        """
+        self._life.close_sync()
 
     # -- sending ---------------------------------------------------------------------------
 
@@ -531,7 +510,7 @@ class QueueTasks:
                 ``task.prepare(...)`` returns).
         """
         prepared = _prepared_calls(calls)
-        self._check_open()
+        await self._ensure_open()
         now = self.clock.time()
         messages = [
             self._build_message(call.definition, call.args, call.kwargs, call.options, now)
@@ -564,8 +543,8 @@ class QueueTasks:
         options: TaskOptions,
     ) -> AsyncResult[Any]:
         definition.check_arguments(args, kwargs)
-        if self._state != "open":
-            self._check_open()
+        if self._life.loop is not asyncio.get_running_loop():
+            await self._life.ensure_open()
         now = self.clock.time()
         message = self._build_message(definition, args, kwargs, options, now)
         result = (await self.broker.enqueue((message,), now=now, connection=options.connection))[0]
@@ -633,7 +612,7 @@ class QueueTasks:
 
     async def get(self, task_id: str) -> TaskRecord | None:
         """The stored record of a task (the seed's ``QueueTasks.get()``), or None if unknown."""
-        self._check_open()
+        await self._ensure_open()
         return await self.storage.get(task_id, now=self.clock.time())
 
     def result(self, task_id: str) -> AsyncResult[Any]:
@@ -642,12 +621,12 @@ class QueueTasks:
 
     async def cancel(self, task_id: str) -> CancelResult:
         """Cancel a task: at once if not started, by request if running."""
-        self._check_open()
+        await self._ensure_open()
         return (await self.broker.cancel([task_id], now=self.clock.time()))[0]
 
     async def dead_letters(self, queue: str | None = None, *, limit: int = 100) -> list[TaskRecord]:
         """Dead-lettered tasks of a queue (default queue if None), newest first."""
-        self._check_open()
+        await self._ensure_open()
         return await self.broker.dead_letters(queue or self.config.default_queue, limit=limit)
 
     async def requeue(self, task_ids: Sequence[str]) -> list[AsyncResult[Any] | None]:
@@ -655,7 +634,7 @@ class QueueTasks:
 
         Returns per id an `AsyncResult` for the new task, or None if it was not dead-lettered.
         """
-        self._check_open()
+        await self._ensure_open()
         records = await self.storage.get_many(task_ids, now=self.clock.time())
         new_ids = [
             self.broker.new_task_id(r.queue if r is not None else self.config.default_queue)
@@ -753,28 +732,6 @@ def _expires_at(expires: float | datetime | None, now: float) -> float | None:
     if isinstance(expires, datetime):
         return expires.timestamp()
     return now + expires
-
-
-def _in_event_loop() -> bool:
-    """True if this thread is running an asyncio event loop right now."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return False
-    return True
-
-
-async def _awaiting(fn: Callable[..., Awaitable[R]], *args: Any) -> R:
-    result: R = await fn(*args)
-    return result
-
-
-def _loop_options() -> dict[str, Any]:
-    try:
-        import uvloop  # noqa: F401
-    except ImportError:
-        return {}
-    return {"use_uvloop": True}
 
 
 #: Copies of one stop request arrive together: a terminal's Ctrl-C reaches every process of

@@ -2,8 +2,9 @@
 wait for them.
 
 The sync classes hold no logic of their own: each call runs the async twin on the event loop
-that owns the app, through anyio (`from_thread.run` with the loop's token, or a blocking portal
-the app starts when no loop owns it). Waiting for a result is push-notified by the storage.
+that owns the app, through `QueueTasks._call_sync` (see `_lifecycle.py`). Every call that needs
+the backend opens the app on the running loop if it is not open there. Waiting for a result is
+push-notified by the storage.
 """
 
 from __future__ import annotations
@@ -138,6 +139,7 @@ class AsyncResult(Generic[R]):
             taskflow.TimeoutError: still not finished after `timeout` seconds.
         """
         app = self.app
+        await app._ensure_open()
         try:
             record = await app.storage.wait_outcome(
                 self.task_id, timeout=timeout, now=app.clock.time()
@@ -164,6 +166,7 @@ class AsyncResult(Generic[R]):
     async def cancel(self) -> CancelResult:
         """Cancel the task: at once if it has not started, by request if it is running."""
         app = self.app
+        await app._ensure_open()
         return (await app.broker.cancel([self.task_id], now=app.clock.time()))[0]
 
     async def _record(self) -> TaskRecord:

@@ -1,9 +1,9 @@
 """`Starter`: boots the backend, the startup hooks and the worker of one process, and stops them.
 
 `QueueTasks.running()`, `run_forever()`, `run_in_thread()` and the CLI all go through a Starter,
-so there is one start/stop sequence: open the app (if needed) -> run `on_startup` hooks ->
-start the worker and report ready -> ... -> graceful stop -> `on_shutdown` hooks -> close the app
-(if this Starter opened it).
+so there is one start/stop sequence: open the app -> run `on_startup` hooks -> start the worker
+and report ready -> ... -> graceful stop -> `on_shutdown` hooks -> close the app (opens nest, so
+an app the caller keeps open around the Starter stays open).
 """
 
 from __future__ import annotations
@@ -77,9 +77,7 @@ class Starter:
     ) -> None:
         """Open, start, report ready, and run until stopped; cleans up on any exit."""
         app = self.app
-        opened_here = not app.is_open
-        if opened_here:
-            await app.open()
+        await app.open()
         try:
             try:
                 # Inside the try: if a later startup hook fails, the shutdown hooks still close
@@ -103,6 +101,5 @@ class Starter:
                 with anyio.CancelScope(shield=True):
                     await app._run_shutdown(self.state)
         finally:
-            if opened_here:
-                with anyio.CancelScope(shield=True):
-                    await app.close()
+            with anyio.CancelScope(shield=True):
+                await app.close()

@@ -42,7 +42,7 @@ from ._exceptions import InvalidArguments, InvalidOption, TaskRegistrationError
 
 if TYPE_CHECKING:
     from ._app import QueueTasks
-    from ._client import AsyncResult
+    from ._client import AsyncResult, SyncResult
 
 __all__ = [
     "NOT_GIVEN",
@@ -682,6 +682,10 @@ class TaskCall(Generic[P, R]):
         """
         return await self._app._enqueue_one(self._definition, args, kwargs, self._options)
 
+    def add_task_sync(self, *args: P.args, **kwargs: P.kwargs) -> SyncResult[R]:
+        """`add_task` for synchronous code (see `TaskFunc.add_task_sync`)."""
+        return self._app._send_sync(self._definition, args, kwargs, self._options)
+
     def prepare(self, *args: P.args, **kwargs: P.kwargs) -> PreparedTask[R]:
         """Bind arguments without sending, for `QueueTasks.add_tasks` (one backend call).
 
@@ -730,12 +734,31 @@ class TaskFunc(Generic[P, R]):
     async def add_task(self, *args: P.args, **kwargs: P.kwargs) -> AsyncResult[R]:
         """Enqueue one run of the task with the arguments given; returns its result handle.
 
+        Opens the app on the running event loop if it is not open there.
+
         Raises:
             InvalidArguments: the arguments do not fit the task's signature (nothing is sent).
             EncodeError: an argument cannot be encoded with msgspec (the message names it).
-            LifecycleError: the app is not open.
+            LifecycleError: the app is open on an event loop running in another thread.
         """
         return await self._app._enqueue_one(self.definition, args, kwargs, NO_OPTIONS)
+
+    def add_task_sync(self, *args: P.args, **kwargs: P.kwargs) -> SyncResult[R]:
+        """`add_task` for synchronous code: blocks until the task is stored and returns its
+        `SyncResult` (``add.add_task_sync(2, 3).result(timeout=5)``); checked by mypy like
+        `add_task`.
+
+        Runs on the event loop that owns the app if one runs in another thread (a worker in
+        `app.run_in_thread()`, a web server), else on a private loop in a background thread,
+        where the app opens at the first call and stays open until `app.close_sync()` or the
+        end of the program.
+
+        Raises:
+            EncodeError: an argument cannot be encoded with msgspec (the message names it).
+            LifecycleError: called on a thread that runs an event loop (there, ``await
+                add_task(...)``).
+        """
+        return self._app._send_sync(self.definition, args, kwargs, NO_OPTIONS)
 
     def prepare(self, *args: P.args, **kwargs: P.kwargs) -> PreparedTask[R]:
         """Bind arguments without sending, for `QueueTasks.add_tasks` (one backend call).

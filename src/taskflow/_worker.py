@@ -31,7 +31,6 @@ from typing import TYPE_CHECKING, Any, Final
 
 import anyio
 import anyio.abc
-import anyio.lowlevel
 
 from ._clock import SystemClock
 from ._context import TaskContext, WorkerState
@@ -232,20 +231,17 @@ class Worker:
 
         Reports readiness through `task_status` (``await tg.start(worker.run)``).
 
+        Opens the app on this event loop if it is not open here (a worker needs the backend
+        like any other call), taking it over from a loop that has ended or from the private
+        loop of blocking calls.
+
         Raises:
-            LifecycleError: the app is not open, or this worker already ran.
+            LifecycleError: this worker already ran, or the app is open on an event loop still
+                running in another thread (its backend connections belong to that loop).
         """
         if self._started:
             raise LifecycleError("a Worker runs once; create a new Worker to run again")
-        if not self.app.is_open:
-            raise LifecycleError("open the app before running a worker (`async with app:`)")
-        if self.app._loop_token != anyio.lowlevel.current_token():
-            # Its backend connections and futures belong to the loop that opened it.
-            raise LifecycleError(
-                "the app was opened on another event loop (for example by SyncTask before any "
-                "worker ran); run the worker on the loop that opened the app, or start the "
-                "worker first (app.run_in_thread) and send through it"
-            )
+        await self.app._ensure_open()
         self._started = True
         self._executor = TaskExecutor(anyio.CapacityLimiter(self._config.thread_pool_size))
         loop = asyncio.get_running_loop()

@@ -24,8 +24,9 @@ from typing import Final
 import anyio
 import anyio.abc
 
-from .._app import QueueTasks, _loop_options, _watch_signals
+from .._app import QueueTasks, _watch_signals
 from .._exceptions import BackendUnavailable
+from .._lifecycle import loop_options
 from .._starter import Starter
 from ._common import load_app, parse_queues
 from ._errors import CliError, ExitCode
@@ -70,7 +71,7 @@ def _run_here(app: QueueTasks, concurrency: int | None, queues: list[str] | None
     error before the worker was ready is a failed start)."""
     starter = Starter(app, concurrency=concurrency, queues=queues)
     try:
-        anyio.run(app._serve_until_signal, starter, backend_options=_loop_options())
+        anyio.run(app._serve_until_signal, starter, backend_options=loop_options())
     except BackendUnavailable:
         raise
     except Exception as exc:
