@@ -35,6 +35,7 @@ from taskflow import (
     TaskFunc,
     TaskNotFound,
     TaskStatus,
+    TimeoutError,  # noqa: A004 - the deliberate builtin twin under test
 )
 from taskflow.redis import from_url as redis_from_url
 from tests.plugins.backend_postgres import drop_schema, random_schema
@@ -336,3 +337,21 @@ def test_a_script_whose_first_blocking_call_fails_exits(url: Callable[[], str]) 
 @pytest.mark.slow
 def test_a_script_that_closed_its_app_sends_again_and_exits(backend_url: str) -> None:
     assert "sent: queued" in _run_script(backend_url, "closed")
+
+
+# -- the memory backend: only a worker of this process can run a task ----------------------------
+
+
+async def test_result_on_the_memory_backend_says_that_no_worker_runs_here() -> None:
+    app, add = make_app("memory://")
+    handle = await add.add_task(1, 2)
+    no_worker = r"no worker is running in this process for queue 'default'.*app\.running\(\)"
+    with pytest.raises(TimeoutError, match=no_worker):
+        await handle.result(timeout=0.01)
+    async with app.running():
+        later = await add.options(delay=3600).add_task(1, 2)
+        with pytest.raises(TimeoutError, match="keeps running"):  # a worker will run it
+            await later.result(timeout=0.01)
+    with pytest.raises(TimeoutError, match=no_worker):  # that worker has stopped
+        await later.result(timeout=0.01)
+    await app.close()

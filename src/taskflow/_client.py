@@ -145,15 +145,36 @@ class AsyncResult(Generic[R]):
                 self.task_id, timeout=timeout, now=app.clock.time()
             )
         except TimeoutError:
-            raise TaskflowTimeoutError(
-                f"task {self.task_id!r} did not finish within {timeout} s; it keeps running — "
-                "call result() again to keep waiting"
-            ) from None
+            raise TaskflowTimeoutError(await self._not_finished(timeout)) from None
         if record.result_expired or (
             record.result_expires_at is not None and record.result_expires_at <= app.clock.time()
         ):
             record.result_expired = True
         return value_of(record)  # type: ignore[no-any-return]
+
+    async def _not_finished(self, timeout: float | None) -> str:
+        """Why `result()` timed out: no worker here to run it, or it is not done yet."""
+        app = self.app
+        storage = app.storage
+        if not storage.shared_across_processes:  # only workers of this process can run it
+            record = await storage.get(self.task_id, now=app.clock.time())
+            if (
+                record is not None
+                and record.status is not TaskStatus.RUNNING
+                and storage.local_workers(record.queue) == 0
+            ):
+                return (
+                    f"task {self.task_id!r} ({record.name!r}) did not finish within {timeout} "
+                    f"s: no worker is running in this process for queue {record.queue!r}, and "
+                    f"on the {storage.scheme} backend only a worker in the process that sent a "
+                    "task can run it. Run one around your code: `async with app.running():`, "
+                    "or `with app.run_in_thread():` in synchronous code (or use a Redis or "
+                    "PostgreSQL URL and start workers with `taskflow worker module:app`)"
+                )
+        return (
+            f"task {self.task_id!r} did not finish within {timeout} s; it keeps running — "
+            "call result() again to keep waiting"
+        )
 
     async def status(self) -> TaskStatus:
         """The task's current status. Raises `TaskNotFound` for an unknown id."""

@@ -367,6 +367,13 @@ class Storage(_Lifecycle, ABC):
     def _has_waiters(self, task_id: str) -> bool:
         return task_id in self._waiters
 
+    def local_workers(self, queue: str) -> int | None:
+        """How many workers claim from `queue` right now, for a backend whose tasks only
+        workers of this process can run (`shared_across_processes` False); None where workers
+        elsewhere may run them (the default). `result()` uses it to say that no worker is
+        running, rather than to keep waiting."""
+        return None
+
     async def _ensure_listening(self) -> None:
         """Hook: make sure this process's one shared notification listener runs."""
 

@@ -277,6 +277,22 @@ class MemoryStorage(Storage):
             queue.watchers = []
         self._workers = {}
 
+    def local_workers(self, queue: str) -> int:
+        """Workers watching `queue` right now (only they can run its tasks)."""
+        state = self._queues.get(queue)
+        return 0 if state is None else len(state.watchers)
+
+    def _drop_worker(self, worker_id: str) -> None:
+        """Forget a worker that stopped claiming; its pending waits return."""
+        worker = self._workers.pop(worker_id, None)
+        if worker is None:
+            return
+        for name in worker.queues:
+            state = self._queues.get(name)
+            if state is not None and worker in state.watchers:
+                state.watchers.remove(worker)
+        _wake_all(worker.futures)
+
     # -- internal helpers used by MemoryBroker -----------------------------------------------
 
     def _queue(self, name: str) -> _Queue:
@@ -965,6 +981,10 @@ class MemoryBroker(Broker):
     ) -> bool:
         self._worker(worker_id, queues).callback = callback
         return True
+
+    async def unwatch_work(self, queues: Sequence[str], *, worker_id: str, now: float) -> None:
+        """Forget the stopped worker `worker_id` (it no longer counts in `local_workers`)."""
+        self.storage._drop_worker(worker_id)
 
     async def _wait_for_work(self, queues: Sequence[str], worker_id: str) -> None:
         worker = self._worker(worker_id, queues)
