@@ -138,6 +138,11 @@ class QueueTasks:
         assert await handle.result(timeout=5) == 5
     ```
 
+    An app is meant to be a module-level object. It connects to its backend at the first call
+    that needs it, on the running event loop (``async with app:`` does so explicitly, and is
+    how a service fails fast at start-up), closes with the event loop that owns it, and opens
+    again on the next one; from plain synchronous code, ``add.add_task_sync(2, 3)`` works too.
+
     Args:
         name: The app's name: its namespace on a server (apps with different names on one
             Redis or PostgreSQL never see each other's tasks; the producers and workers of one
@@ -346,6 +351,11 @@ class QueueTasks:
         if self._life.loop is not asyncio.get_running_loop():
             await self._life.ensure_open()
 
+    def _is_open_here(self) -> bool:
+        """True if the app is open on the running loop: the hot paths check this before
+        awaiting `_ensure_open`, which saves them a coroutine."""
+        return self._life.loop is asyncio.get_running_loop()
+
     async def _connect(self) -> None:
         """Open the backend (for `AppLifecycle`, on the loop that will own the app)."""
         self.broker.result_ttl_s = self.config.result_ttl_s
@@ -372,9 +382,10 @@ class QueueTasks:
     ) -> AsyncIterator[Starter]:
         """Run a worker inside the caller's event loop for the duration of the block.
 
-        Opens the app if it is not open (and closes it after). Returns once the worker is
-        ready; installs no signal handlers. Leaving the block stops the worker gracefully;
-        cancellation propagates (running tasks are released for redelivery).
+        Opens the app for the block and closes it after (an app kept open around the block
+        stays open: opens nest). Returns once the worker is ready; installs no signal handlers.
+        Leaving the block stops the worker gracefully; cancellation propagates (running tasks
+        are released for redelivery).
         """
         starter = Starter(self, concurrency=concurrency, queues=queues)
         try:
@@ -543,7 +554,7 @@ class QueueTasks:
         options: TaskOptions,
     ) -> AsyncResult[Any]:
         definition.check_arguments(args, kwargs)
-        if self._life.loop is not asyncio.get_running_loop():
+        if not self._is_open_here():
             await self._life.ensure_open()
         now = self.clock.time()
         message = self._build_message(definition, args, kwargs, options, now)

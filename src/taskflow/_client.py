@@ -139,7 +139,8 @@ class AsyncResult(Generic[R]):
             taskflow.TimeoutError: still not finished after `timeout` seconds.
         """
         app = self.app
-        await app._ensure_open()
+        if not app._is_open_here():
+            await app._ensure_open()
         try:
             record = await app.storage.wait_outcome(
                 self.task_id, timeout=timeout, now=app.clock.time()

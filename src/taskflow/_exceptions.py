@@ -6,7 +6,7 @@ TaskflowError
 │                                     wrong kind; raised by GlobalConfig / QueueTasks
 ├── BackendUnavailable                a URL scheme whose driver is not installed; a server that
 │                                     cannot be reached; a backend that cannot do what was asked
-├── LifecycleError (RuntimeError)     open twice, used before open, reused after close
+├── LifecycleError (RuntimeError)     an app used from a loop while another owns it; blocking on one
 ├── TaskRegistrationError (ValueError) bad @app.task usage, duplicate task name
 ├── UnknownTaskError (LookupError)    a name-based add_task for a task this app does not know
 ├── InvalidOption (ValueError, TypeError)  a task option of the wrong type or out of range, or an
@@ -69,7 +69,10 @@ class BackendUnavailable(TaskflowError):
 
 
 class LifecycleError(TaskflowError, RuntimeError):
-    """An object was opened twice, used before it was opened, or reused after it was closed."""
+    """An app (or a backend) used where it cannot be: from an event loop while another one,
+    running in another thread, owns its connections; a blocking call (``add_task_sync``,
+    `SyncTask`, `SyncResult`) made on a thread that runs an event loop; a `Worker` run twice; a
+    backend used before `open()` outside an app."""
 
 
 class TaskRegistrationError(TaskflowError, ValueError):

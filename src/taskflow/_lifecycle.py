@@ -48,6 +48,13 @@ logger = logging.getLogger("taskflow.app")
 
 R = TypeVar("R")
 
+_PrivateLoop = tuple[
+    anyio.from_thread.BlockingPortal,
+    contextlib.AbstractContextManager[anyio.from_thread.BlockingPortal],
+    asyncio.AbstractEventLoop,
+]
+"""A private loop taken out of use: its portal, the portal's context manager, the loop."""
+
 #: Longest wait for the backend to close when the private loop stops (at exit, or when an async
 #: caller takes the app over): a server that stopped answering must not keep a program alive.
 _CLOSE_TIMEOUT_S = 10.0
@@ -73,7 +80,8 @@ class AppLifecycle:
         self._keeper: AsyncGenerator[None, None] | None = None
         #: An open in progress, awaited by every concurrent first caller on its loop.
         self._opening: asyncio.Task[None] | None = None
-        #: Guards the private loop (started, stopped and counted from several threads).
+        #: Guards `_opening` and the private loop (started, stopped and counted from several
+        #: threads).
         self._lock = threading.Lock()
         self._portal: anyio.from_thread.BlockingPortal | None = None
         self._portal_cm: contextlib.AbstractContextManager[anyio.from_thread.BlockingPortal] | None
@@ -98,14 +106,15 @@ class AppLifecycle:
         """
         here = asyncio.get_running_loop()
         while self.loop is not here:
-            opening = self._opening
-            if opening is None:
-                # A task of its own: a caller cancelled while it waits does not undo the open
-                # the others wait for.
-                opening = here.create_task(self._open_on(here), name="taskflow-open")
-                opening.add_done_callback(self._opened)
-                self._opening = opening
-            elif opening.get_loop() is not here:
+            with self._lock:  # two loops in two threads may both find the app closed
+                opening = self._opening
+                if opening is None:
+                    # A task of its own: a caller cancelled while it waits does not undo the
+                    # open the others wait for.
+                    opening = here.create_task(self._open_on(here), name="taskflow-open")
+                    opening.add_done_callback(self._opened)
+                    self._opening = opening
+            if opening.get_loop() is not here:
                 raise LifecycleError(self._owned_elsewhere("is being opened"))
             await asyncio.shield(opening)
 
@@ -133,8 +142,9 @@ class AppLifecycle:
             await self._leave_owner(here)
 
     def _opened(self, task: asyncio.Task[None]) -> None:
-        if self._opening is task:
-            self._opening = None
+        with self._lock:
+            if self._opening is task:
+                self._opening = None
         if not task.cancelled():
             task.exception()  # the callers that awaited it have it; nobody else must log it
 
@@ -228,7 +238,8 @@ class AppLifecycle:
             return
         if owner is self._portal_loop:
             with self._lock:
-                self._stop_private_loop()
+                private = self._detach_private_loop()
+            self._stop_private_loop(private)
         elif owner.is_running() and token is not None:
             anyio.from_thread.run(self.close, token=token)
         else:
@@ -243,6 +254,7 @@ class AppLifecycle:
         with self._lock:
             portal = self._portal if self._portal is not None else self._start_private_loop()
             self._portal_calls += 1
+        private: _PrivateLoop | None = None
         try:
             result: R = portal.call(self._call_open, fn, *args)
             return result
@@ -256,7 +268,8 @@ class AppLifecycle:
                 ):
                     # The app is not open there (its open failed, or it was closed): nothing
                     # may be left running, or the interpreter would wait for it at exit.
-                    self._stop_private_loop()
+                    private = self._detach_private_loop()
+            self._stop_private_loop(private)
 
     def _start_private_loop(self) -> anyio.from_thread.BlockingPortal:
         cm = anyio.from_thread.start_blocking_portal(
@@ -269,13 +282,19 @@ class AppLifecycle:
         atexit.register(self._stop_at_exit)
         return portal
 
-    def _stop_private_loop(self) -> None:
-        """Close the app if the private loop owns it, then stop that loop (lock held)."""
+    def _detach_private_loop(self) -> _PrivateLoop | None:
+        """Take the private loop out of use (lock held); `_stop_private_loop` then stops it,
+        with the lock released: the loop's own work (an open finishing) may need the lock."""
         portal, cm, loop = self._portal, self._portal_cm, self._portal_loop
         self._portal = self._portal_cm = self._portal_loop = None
         atexit.unregister(self._stop_at_exit)
-        if portal is None or cm is None:
+        return None if portal is None or cm is None or loop is None else (portal, cm, loop)
+
+    def _stop_private_loop(self, private: _PrivateLoop | None) -> None:
+        """Close the app if the detached private loop owns it, then stop that loop."""
+        if private is None:
             return
+        portal, cm, loop = private
         try:
             if self.loop is loop:
                 portal.call(self._disconnect_bounded)
@@ -300,11 +319,13 @@ class AppLifecycle:
                     "app on your event loop before any blocking call (`async with app:` in the "
                     "web app's lifespan, for example): blocking calls then run on that loop"
                 )
-            self._stop_private_loop()
+            private = self._detach_private_loop()
+        self._stop_private_loop(private)
 
     def _stop_at_exit(self) -> None:
         with self._lock:
-            self._stop_private_loop()
+            private = self._detach_private_loop()
+        self._stop_private_loop(private)
 
 
 def _refuse_on_event_loop() -> None:
