@@ -201,6 +201,28 @@ def test_an_async_caller_takes_the_app_over_from_the_private_loop(backend_url: s
     assert _private_loop_threads() == [] and not app.is_open
 
 
+async def test_the_private_loop_is_not_taken_over_while_a_blocking_call_runs_on_it() -> None:
+    app, add = make_app("memory://")
+    entered, release = threading.Event(), threading.Event()
+
+    async def held_on_the_private_loop() -> None:
+        entered.set()
+        await anyio.to_thread.run_sync(release.wait)
+
+    blocking = threading.Thread(target=app._call_sync, args=(held_on_the_private_loop,))
+    blocking.start()
+    try:
+        assert await anyio.to_thread.run_sync(entered.wait, 10)
+        with pytest.raises(LifecycleError, match="one of them is running in another thread"):
+            await add.add_task(1, 2)
+    finally:
+        release.set()
+        await anyio.to_thread.run_sync(blocking.join, 10)
+    await add.add_task(1, 2)  # once it is done, this loop takes the app over
+    assert _private_loop_threads() == []
+    await app.close()
+
+
 # -- a web app entered twice (FastAPI lifespan, Starlette's TestClient) ----------------------------
 
 
