@@ -3,8 +3,9 @@
 A backend module (`taskflow.memory`, `taskflow.redis`, `taskflow.postgres`) implements both on one
 server, because storing an outcome, checking its fencing token and acking its message are **one
 atomic backend call** (`Broker.complete`). The base classes here own what every backend shares:
-the lifecycle (open/close, with clear errors for misuse), counters, logging, and the registry of
-result waiters that push notifications resolve. Backends implement the ``_hooks``.
+the lifecycle (open/close, reopening on any event loop, `abandon` for a loop that ended, clear
+errors for misuse), counters, logging, and the registry of result waiters that push
+notifications resolve. Backends implement the ``_hooks``.
 
 Rules every backend follows (the conformance suite in ``tests/conformance`` checks each one):
 
