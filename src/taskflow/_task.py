@@ -754,6 +754,7 @@ class TaskFunc(Generic[P, R]):
         end of the program.
 
         Raises:
+            InvalidArguments: the arguments do not fit the task's signature (nothing is sent).
             EncodeError: an argument cannot be encoded with msgspec (the message names it).
             LifecycleError: called on a thread that runs an event loop (there, ``await
                 add_task(...)``).
