@@ -68,6 +68,8 @@ _TEMPLATE_OPTIONS = TaskOptions(task_id="template")
 
 logger = logging.getLogger("taskflow.app")
 
+_running_loop = asyncio.get_running_loop
+
 P = ParamSpec("P")
 R = TypeVar("R")
 Y = TypeVar("Y")
@@ -554,7 +556,7 @@ class QueueTasks:
         options: TaskOptions,
     ) -> AsyncResult[Any]:
         definition.check_arguments(args, kwargs)
-        if not self._is_open_here():
+        if self._life.loop is not _running_loop():  # the hot path's check, inlined
             await self._life.ensure_open()
         now = self.clock.time()
         message = self._build_message(definition, args, kwargs, options, now)
