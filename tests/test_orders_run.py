@@ -10,6 +10,7 @@ and lease renewals move on; on a real server the wait also covers its round trip
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
 import importlib
@@ -31,6 +32,7 @@ from taskflow.supervisor import (
     OrderEvent,
     OrderReport,
     OrderState,
+    OrderStatus,
     Plan,
     Supervisor,
     unit_idempotency_key,
@@ -503,6 +505,36 @@ async def test_an_order_whose_units_cannot_call_their_task_is_refused_at_submit(
         with pytest.raises(OrderError, match=r"unit 2 .*nmae"):
             await supervisor.submit(one_bad_unit)
         assert await app.storage.kv_list("taskflow:orders") == {}
+
+
+def test_a_module_level_supervisor_serves_one_event_loop_after_another() -> None:
+    """Like its app, a Supervisor made at import is used by several event loops in turn
+    (scripts, each test's loop): the app opens on each, and waiting works on each."""
+    app = QueueTasks("loops")
+
+    @app.task(name="loops.noop")
+    async def noop() -> None:
+        pass
+
+    supervisor = Supervisor(app)
+    supervisor.attach()
+    order = Order(task=noop.name, total=2, plan=Plan.at_once())
+
+    async def run_it() -> str:
+        async with app.running(concurrency=2):
+            order_id = await supervisor.submit(order)
+            with anyio.fail_after(10):
+                await supervisor.wait(order_id)
+        return order_id
+
+    async def read_it(order_id: str) -> OrderStatus:
+        with anyio.fail_after(10):
+            await supervisor.wait(order_id)  # no `async with app`: opened by this call
+            return await supervisor.status(order_id)
+
+    order_id = asyncio.run(run_it())
+    status = asyncio.run(read_it(order_id))
+    assert status.state is OrderState.SUCCEEDED and status.counts.done == 2
 
 
 async def test_unit_arguments_fixed_per_unit_and_index(clock: FakeClock) -> None:

@@ -16,6 +16,7 @@ once (a derived task id plus the order's ``notified`` flag).
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import functools
 import logging
@@ -112,6 +113,7 @@ class Supervisor:
         self.poll_s = _seconds(poll)
         self.owner = owner or f"{os.uname().nodename}:{os.getpid()}:{os.urandom(3).hex()}"
         self._store: OrderStore | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._changed = anyio.Event()
         self._wake_leader = anyio.Event()
         self._locks: dict[str, anyio.Lock] = {}
@@ -138,6 +140,7 @@ class Supervisor:
         The signature fits `QueueTasks.worker_service`; call it directly (in a task group) to
         host a candidate without a worker. Cancel it to stop; the lease is released then.
         """
+        await self._here()
         clock = self.app.clock
         storage = self.app.storage
         while True:
@@ -392,6 +395,18 @@ class Supervisor:
         await self.store.append(event)
         self._signal()
 
+    async def _here(self) -> None:
+        """Open the app on the running loop if it is not (a lazy open, as a send does), and
+        make this process's wake-up events the running loop's: an app closes with its loop and
+        opens again on the next, and an event waited on under one loop cannot be waited on
+        under another."""
+        await self.app._ensure_open()
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:
+            self._loop = loop
+            self._changed = anyio.Event()
+            self._wake_leader = anyio.Event()
+
     def _signal(self) -> None:
         """Wake this process's `events` / `wait` callers."""
         changed, self._changed = self._changed, anyio.Event()
@@ -418,6 +433,7 @@ class Supervisor:
             OrderError: the plan cannot carry the total, or the order's arguments do not fit
                 its task's signature (the message says why).
         """
+        await self._here()
         self._check_task(order.task)
         self._check_arguments(order)
         try:
@@ -465,6 +481,7 @@ class Supervisor:
         Raises:
             OrderNotFound: no such order.
         """
+        await self._here()
         order = await self._order(order_id)
         jobs = await self._jobs(order_id)
         live = await self._live_statuses(jobs)
@@ -504,6 +521,7 @@ class Supervisor:
         Raises:
             OrderNotFound: no such order.
         """
+        await self._here()
         await self._order(order_id)
         cursor = after
         while True:
@@ -522,6 +540,7 @@ class Supervisor:
 
         Bound it with `anyio.fail_after` (real time) or drive a fake clock meanwhile.
         """
+        await self._here()
         while True:
             changed = self._changed
             order = await self._order(order_id)
@@ -536,6 +555,7 @@ class Supervisor:
         Raises:
             OrderNotFound: no such order.
         """
+        await self._here()
         await self._order(order_id)
 
         def request(record: OrderRecord) -> bool:
@@ -573,6 +593,7 @@ class Supervisor:
             OrderNotFound: no such order.
             OrderError: the order is final or runs at once, or the numbers do not fit.
         """
+        await self._here()
         for _ in range(5):
             if await self._try_amend(order_id, quotas or {}, end, total):
                 await self.store.bump_changes()
