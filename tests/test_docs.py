@@ -226,17 +226,9 @@ def test_whole_program_snippets_run(name: str, program: str, tmp_path: Path) -> 
     assert run.returncode == 0, f"a program on {name} failed:\n{run.stdout}\n{run.stderr}"
 
 
-@pytest.mark.slow
-def test_the_testing_page_example_tests_pass(tmp_path: Path) -> None:
-    """The testing guide's app module and tests, written out as files, pass under pytest."""
-    blocks = python_blocks("testing.md")
-    app_module = next(b for b in blocks if b.startswith("# shop/tasks.py"))
-    tests = [b for b in blocks if "async def test_" in b]
-    (tmp_path / "shop").mkdir()
-    (tmp_path / "shop" / "__init__.py").write_text("", encoding="utf-8")
-    (tmp_path / "shop" / "tasks.py").write_text(app_module, encoding="utf-8")
-    (tmp_path / "test_shop.py").write_text("\n\n".join(tests), encoding="utf-8")
-    run = subprocess.run(
+def run_pytest_in(directory: Path, test_file: str) -> subprocess.CompletedProcess[str]:
+    """pytest (asyncio auto mode, as the pages say) on one file of `directory`."""
+    return subprocess.run(
         [
             sys.executable,
             "-m",
@@ -249,14 +241,53 @@ def test_the_testing_page_example_tests_pass(tmp_path: Path) -> None:
             "-o",
             "asyncio_default_fixture_loop_scope=function",
             "--rootdir",
-            str(tmp_path),
-            "test_shop.py",
+            str(directory),
+            test_file,
         ],
         capture_output=True,
         text=True,
         timeout=120,
-        cwd=tmp_path,
+        cwd=directory,
         check=False,
     )
-    assert run.returncode == 0, f"the testing page's tests failed:\n{run.stdout}\n{run.stderr}"
-    assert "4 passed" in run.stdout, run.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("name", "count"), [("testing.md", 4), ("recipes/pytest.md", 4)])
+def test_a_pages_app_module_and_tests_pass(name: str, count: int, tmp_path: Path) -> None:
+    """The page's app module (``# shop/tasks.py``) and its tests, written out as files, pass
+    under pytest, in one session."""
+    blocks = python_blocks(name)
+    app_module = next(b for b in blocks if b.startswith("# shop/tasks.py"))
+    tests = [b for b in blocks if "def test_" in b]
+    (tmp_path / "shop").mkdir()
+    (tmp_path / "shop" / "__init__.py").write_text("", encoding="utf-8")
+    (tmp_path / "shop" / "tasks.py").write_text(app_module, encoding="utf-8")
+    (tmp_path / "test_shop.py").write_text("\n\n".join(tests), encoding="utf-8")
+    run = run_pytest_in(tmp_path, "test_shop.py")
+    assert run.returncode == 0, f"the tests of {name} failed:\n{run.stdout}\n{run.stderr}"
+    assert f"{count} passed" in run.stdout, run.stdout
+
+
+@pytest.mark.slow
+def test_the_fastapi_recipe_is_one_module_whose_tests_pass(tmp_path: Path) -> None:
+    """The FastAPI recipe's blocks, in page order, make one module: the app, the lifespan, the
+    endpoints and the tests (two TestClients, one after the other)."""
+    (tmp_path / "test_service.py").write_text(
+        "\n\n".join(python_blocks("recipes/fastapi.md")), encoding="utf-8"
+    )
+    run = run_pytest_in(tmp_path, "test_service.py")
+    assert run.returncode == 0, f"the FastAPI recipe failed:\n{run.stdout}\n{run.stderr}"
+    assert "2 passed" in run.stdout, run.stdout
+
+
+@pytest.mark.slow
+def test_the_sync_script_recipe_runs_in_one_process(tmp_path: Path) -> None:
+    [program] = [b for b in python_blocks("recipes/sync-script.md") if "run_in_thread" in b]
+    script = tmp_path / "report.py"
+    script.write_text(program, encoding="utf-8")
+    run = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "['page 1', 'page 2', 'page 3', 'page 4']"
