@@ -424,10 +424,13 @@ class QueueTasks:
     async def _serve_until_signal(self, starter: Starter) -> None:
         try:
             async with anyio.create_task_group() as tg:
-                tg.start_soon(
-                    _watch_signals, lambda _: starter.stop(), lambda _: tg.cancel_scope.cancel()
-                )
-                await starter.serve()
+                # The signal watcher outlives a stop-now: its receiver keeps the default
+                # handlers away (a late copy of a signal would kill the process) until the
+                # worker has released what it held and the app is closed.
+                serving = anyio.CancelScope()
+                tg.start_soon(_watch_signals, lambda _: starter.stop(), lambda _: serving.cancel())
+                with serving:
+                    await starter.serve()
                 tg.cancel_scope.cancel()
         except BaseExceptionGroup as group:
             # As in running(): the error itself, not wrapped in (nested) one-error groups.
@@ -757,14 +760,19 @@ _REPEAT_WINDOW_S: Final = 1.0
 
 async def _watch_signals(on_stop: Callable[[int], None], on_second: Callable[[int], None]) -> None:
     """Call `on_stop` at the first SIGINT/SIGTERM and `on_second` at a second stop request (a
-    signal `_REPEAT_WINDOW_S` or more after the first), then return. Copies of the first
-    signal that arrive within the window are logged and ignored."""
+    signal `_REPEAT_WINDOW_S` or more after the first). Copies of the first signal that arrive
+    within the window are logged and ignored, and so is every signal after the second: the
+    watcher runs until cancelled, so that no signal meets the default handler (which would end
+    the process) while the stop it asked for is under way."""
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         first: float | None = None
+        stopping_now = False
         async for signum in signals:
             name = signal.Signals(signum).name
             now = time.monotonic()
-            if first is None:
+            if stopping_now:
+                logger.debug("received %s while stopping now: nothing more to do", name)
+            elif first is None:
                 first = now
                 logger.info(
                     "received %s: stopping gracefully (signal again a second or more later to "
@@ -778,5 +786,5 @@ async def _watch_signals(on_stop: Callable[[int], None], on_second: Callable[[in
                 )
             else:
                 logger.warning("second signal (%s): stopping now", name)
+                stopping_now = True
                 on_second(signum)
-                return
