@@ -137,6 +137,18 @@ async def test_many_waiters_share_one_listener(broker: RedisBroker, clock: FakeC
         on_message(channel, data)
 
     storage._listener._on_message = counting  # type: ignore[union-attr]
+    # Every waiter registers its inbox by its first read: complete only once all have read
+    # (waiting until every task is blocked would count reads still in flight on the socket).
+    read_now, reads, all_read = storage._read_now, [0], anyio.Event()
+
+    async def counted_read(ids: Any, *args: Any) -> Any:
+        raws = await read_now(ids, *args)
+        reads[0] += len(ids)
+        if reads[0] >= len(deliveries):
+            all_read.set()
+        return raws
+
+    storage._read_now = counted_read  # type: ignore[method-assign]
 
     async def wait(task_id: str) -> None:
         results.append(await broker.storage.wait(task_id, timeout=None, now=clock.time()))
@@ -145,7 +157,7 @@ async def test_many_waiters_share_one_listener(broker: RedisBroker, clock: FakeC
         async with anyio.create_task_group() as tg:
             for task_id in ids:
                 tg.start_soon(wait, task_id)
-            await anyio.wait_all_tasks_blocked()
+            await all_read.wait()
             listener = storage._listener
             assert listener is not None
             assert len(listener._nodes) == 1
