@@ -16,11 +16,13 @@ from typing import Any
 from taskflow import QueueTasks
 
 BROKER_ENV = "TASKFLOW_BENCH_BROKER"
+APP_NAME = "bench"
+"""The app's name: on PostgreSQL its tables are in the schema ``<schema>_bench``."""
 
 
 def make_app(url: str) -> tuple[QueueTasks, Any, Any]:
     """An app on `url` with the tasks ``noop`` and ``nap``: ``(app, noop, nap)``."""
-    made = QueueTasks(name="bench", broker=url)
+    made = QueueTasks(name=APP_NAME, broker=url)
 
     @made.task
     async def noop() -> None:

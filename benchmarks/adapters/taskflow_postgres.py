@@ -1,8 +1,8 @@
 """taskflow on PostgreSQL: the six workloads, its worker a separate process started by its CLI.
 
-Uses schema `SCHEMA` (``taskflow_bench``) of the given database (``?schema=`` in the DSN),
-dropped before every run and re-created by taskflow's migrations when the producer opens
-the app. Run it as
+Uses schema `SCHEMA` (``taskflow_bench``) of the given database (``?schema=`` in the DSN): the
+app ``bench`` keeps its tables in ``taskflow_bench_bench``, dropped before every run and
+re-created by taskflow's migrations when the producer opens the app. Run it as
 ``python benchmarks/adapters/taskflow_postgres.py --workload B --url postgresql://...``.
 """
 
@@ -13,7 +13,10 @@ from urllib.parse import parse_qsl, urlsplit, urlunsplit
 import _harness
 import _servers
 import asyncpg
+from _taskflow_app import APP_NAME
 from _taskflow_server import TaskflowServer
+
+from taskflow.postgres import app_schema
 
 SCHEMA = _servers.bench_schema("taskflow_bench")
 
@@ -35,11 +38,16 @@ def schema_of(url: str) -> str:
     return dict(parse_qsl(urlsplit(url).query))["schema"]
 
 
+def tables_of(url: str) -> str:
+    """The schema the benchmark app's tables are in, on a DSN made by `resolve`."""
+    return app_schema(schema_of(url), APP_NAME)
+
+
 async def drop_schema(url: str) -> None:
-    """DROP the DSN's schema CASCADE (taskflow re-creates it on open)."""
+    """DROP the app's schema CASCADE (taskflow re-creates it on open)."""
     conn = await asyncpg.connect(plain_dsn(url))
     try:
-        await conn.execute(f"DROP SCHEMA IF EXISTS {schema_of(url)} CASCADE")
+        await conn.execute(f"DROP SCHEMA IF EXISTS {tables_of(url)} CASCADE")
     finally:
         await conn.close()
 

@@ -16,15 +16,20 @@ import _harness
 import _servers
 import asyncpg
 from _harness import Metrics, NotApplicable, Params
+from _taskflow_app import APP_NAME
 from taskflow_postgres import TaskflowPostgres, plain_dsn
+
+from taskflow.postgres import app_schema
 
 SCHEMA = _servers.bench_schema("taskflow_bench_1m")
 """A schema of its own, so the seeded rows outlive the runs of ``taskflow-postgres``."""
+TABLES = app_schema(SCHEMA, APP_NAME)
+"""Where the app's tables are: ``<schema>_<app name>``."""
 FINISHED_ROWS = int(os.environ.get("TASKFLOW_BENCH_FINISHED_ROWS", "1000000"))
 
-SEEDED_SQL = f"SELECT count(*) FROM {SCHEMA}.tasks WHERE id LIKE 'seed-%'"
+SEEDED_SQL = f"SELECT count(*) FROM {TABLES}.tasks WHERE id LIKE 'seed-%'"
 SEED_SQL = f"""
-INSERT INTO {SCHEMA}.tasks
+INSERT INTO {TABLES}.tasks
     (id, name, queue, status, due_at, attempts, data, created_at, started_at, finished_at,
      result, result_expires_at)
 SELECT 'seed-' || g, 'noop', 'default', 'done', 0, 1, '\\x'::bytea, 0, 0, 1, '\\xc0'::bytea, NULL
@@ -45,9 +50,9 @@ class TaskflowPostgresBig(TaskflowPostgres):
         try:
             seeded = await conn.fetchval(SEEDED_SQL)
             if seeded != FINISHED_ROWS:
-                await conn.execute(f"DELETE FROM {SCHEMA}.tasks")
+                await conn.execute(f"DELETE FROM {TABLES}.tasks")
                 await conn.execute(SEED_SQL, FINISHED_ROWS)
-            await conn.execute(f"ANALYZE {SCHEMA}.tasks")
+            await conn.execute(f"ANALYZE {TABLES}.tasks")
         finally:
             await conn.close()
 
@@ -61,10 +66,10 @@ async def keep_seeded_rows(url: str) -> None:
     """Delete what earlier runs added, keeping the seeded rows (or start from no schema)."""
     conn = await asyncpg.connect(plain_dsn(url))
     try:
-        exists = await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", f"{SCHEMA}.tasks")
+        exists = await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", f"{TABLES}.tasks")
         if exists:
-            await conn.execute(f"DELETE FROM {SCHEMA}.tasks WHERE id NOT LIKE 'seed-%'")
-            await conn.execute(f"TRUNCATE {SCHEMA}.events")
+            await conn.execute(f"DELETE FROM {TABLES}.tasks WHERE id NOT LIKE 'seed-%'")
+            await conn.execute(f"TRUNCATE {TABLES}.events")
     finally:
         await conn.close()
 

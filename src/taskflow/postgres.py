@@ -74,7 +74,14 @@ from ._pg.sql import Statements
 if TYPE_CHECKING:
     from ._pg.schema import Conn
 
-__all__ = ["PostgresBroker", "PostgresStorage", "channel_name", "from_url", "upgrade"]
+__all__ = [
+    "PostgresBroker",
+    "PostgresStorage",
+    "app_schema",
+    "channel_name",
+    "from_url",
+    "upgrade",
+]
 
 logger = logging.getLogger("taskflow.postgres")
 
