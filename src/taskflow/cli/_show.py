@@ -114,6 +114,14 @@ def _value_text(value: Any) -> str:
 
 def record_text(record: TaskRecord) -> str:
     """A task record for people: what it is, where it is, and how it ended."""
+    rows = _identity_rows(record) + _time_rows(record) + _outcome_rows(record)
+    return "\n".join(f"{label:<9} {value}".rstrip() for label, value in rows)
+
+
+Rows = list[tuple[str, str]]
+
+
+def _identity_rows(record: TaskRecord) -> Rows:
     attempts = f"attempt {record.attempts} of {record.retries + 1}"
     rows = [
         ("task", f"{record.id}  {record.name}"),
@@ -124,7 +132,11 @@ def record_text(record: TaskRecord) -> str:
         rows.append(("", "cancel requested"))
     if record.progress is not None:
         rows.append(("progress", _progress_text(record.progress)))
-    rows.append(("created", _when(record.created_at)))
+    return rows
+
+
+def _time_rows(record: TaskRecord) -> Rows:
+    rows = [("created", _when(record.created_at))]
     if record.eta is not None:
         rows.append(("eta", _when(record.eta)))
     if record.started_at is not None:
@@ -134,6 +146,11 @@ def record_text(record: TaskRecord) -> str:
         if record.started_at is not None:
             took = f"  (ran {record.finished_at - record.started_at:.3f} s)"
         rows.append(("finished", _when(record.finished_at) + took))
+    return rows
+
+
+def _outcome_rows(record: TaskRecord) -> Rows:
+    rows: Rows = []
     if record.result_expired:
         rows.append(("result", "expired (older than the result TTL)"))
     elif record.result is not None:
@@ -145,7 +162,7 @@ def record_text(record: TaskRecord) -> str:
         rows += [("", line) for line in record.error.traceback.rstrip().splitlines()]
     if record.requeued_from is not None:
         rows.append(("requeued", f"from {record.requeued_from}"))
-    return "\n".join(f"{label:<9} {value}".rstrip() for label, value in rows)
+    return rows
 
 
 def stats_data(stats: QueueStats) -> dict[str, Any]:
