@@ -6,9 +6,7 @@ Memory backend; time that matters (result TTL) is a `FakeClock`.
 
 from __future__ import annotations
 
-import asyncio
 import builtins
-from typing import Any
 
 import anyio
 import anyio.to_thread
@@ -200,31 +198,3 @@ def test_handles_compare_by_task_id(app: QueueTasks) -> None:
     assert AsyncResult("a", app) == SyncResult("a", app)
     assert AsyncResult("a", app) != AsyncResult("b", app)
     assert len({AsyncResult("a", app), AsyncResult("a", app)}) == 1
-
-
-async def test_results_awaited_together_share_one_storage_read() -> None:
-    """On a server backend every waiter's read of one loop turn is one `_get_many` call."""
-    app = QueueTasks(name="coalesce")
-
-    @app.task
-    async def double(x: int) -> int:
-        return 2 * x
-
-    storage = app.storage
-    storage.cheap_reads = False  # behave like a server backend: reads cost a round trip
-    calls: list[int] = []
-    real_get_many = storage._get_many
-
-    async def counting_get_many(task_ids: Any, now: float) -> Any:
-        calls.append(len(task_ids))
-        return await real_get_many(task_ids, now)
-
-    storage._get_many = counting_get_many  # type: ignore[method-assign]
-    with anyio.fail_after(10):
-        async with app.running(concurrency=10):
-            handles = await app.add_tasks([double.prepare(i) for i in range(50)])
-            await handles[-1].result()
-            calls.clear()
-            values = await asyncio.gather(*(h.result() for h in handles))
-    assert values == [2 * i for i in range(50)]
-    assert calls == [50]

@@ -8,8 +8,8 @@ import asyncio
 import anyio
 import pytest
 
-from taskflow._exceptions import LifecycleError
-from taskflow._message import (
+from taskflow import LifecycleError
+from taskflow.abc import (
     CancelResult,
     ErrorInfo,
     Lease,
@@ -98,7 +98,7 @@ async def test_lease_heap_stays_small_under_load(broker: MemoryBroker, clock: Fa
         outcomes = [Outcome(d.task_id, d.token, OutcomeKind.DONE) for d in deliveries]
         assert all(await broker.complete(outcomes, now=clock.time()))
     # 5000 finished tasks, none of whose leases lapsed yet: stale entries were compacted away.
-    assert len(broker.storage._queues["q"].leases) <= 1024 + 100
+    assert len(broker.storage.queues["q"].leases) <= 1024 + 100
 
 
 async def test_scheduled_heap_drops_cancelled_entries(
@@ -108,7 +108,7 @@ async def test_scheduled_heap_drops_cancelled_entries(
         messages = [make(broker, eta=clock.time() + 3600) for _ in range(100)]
         await broker.enqueue(messages, now=clock.time())
         await broker.cancel([m.id for m in messages], now=clock.time())
-    assert len(broker.storage._queues["q"].scheduled) <= 2 * 1024
+    assert len(broker.storage.queues["q"].scheduled) <= 2 * 1024
 
 
 async def test_events_maxlen_recaps_existing_streams(
@@ -263,30 +263,30 @@ async def test_records_carry_every_field(broker: MemoryBroker, clock: FakeClock)
 async def test_close_cancels_pending_waits(clock: FakeClock) -> None:
     broker = MemoryBroker()
     await broker.open()
-    await broker.claim(["q"], limit=1, lease_s=10, now=clock.time(), worker_id="w")
+    task_id = (await broker.enqueue([make(broker)], now=clock.time()))[0].task_id
     outcomes: list[str] = []
 
-    async def wait_work() -> None:
+    async def wait_result() -> None:
         try:
-            await broker.wait_for_work(["q"], worker_id="w")
+            await broker.storage.wait(task_id, timeout=None, now=clock.time())
         except asyncio.CancelledError:
-            outcomes.append("work")
+            outcomes.append("result")
             raise
 
     async def follow() -> None:
         try:
-            async for _ in broker.storage.follow_events("q"):
+            async for _ in broker.storage.follow_events("other"):
                 pass
         except asyncio.CancelledError:
             outcomes.append("events")
             raise
 
     with anyio.fail_after(10):
-        tasks = [asyncio.ensure_future(wait_work()), asyncio.ensure_future(follow())]
+        tasks = [asyncio.ensure_future(wait_result()), asyncio.ensure_future(follow())]
         await anyio.wait_all_tasks_blocked()
         await broker.close()
         await asyncio.gather(*tasks, return_exceptions=True)
-    assert sorted(outcomes) == ["events", "work"]
+    assert sorted(outcomes) == ["events", "result"]
 
 
 async def test_cleanup_forgets_dedup_keys_past_their_ttl(
@@ -331,7 +331,8 @@ async def test_requeued_dead_letter_takes_its_dedup_key_only_if_no_live_task_hol
     # Dead within its dedup TTL: the requeued copy takes the key over.
     old = await dead_letter(dedup_ttl_s=600)
     [new] = await broker.requeue_dead([old], now=clock.time(), new_ids=["n1"])
-    assert broker.storage._dedup[("q", "k")].id == new == "n1"
+    owner = broker.storage.dedup_owner("q", "k", clock.time())
+    assert owner is not None and owner.id == new == "n1"
     await broker.cancel(["n1"], now=clock.time())
     await clock.advance(600)  # past the dedup TTL the copy inherited
 
@@ -340,14 +341,15 @@ async def test_requeued_dead_letter_takes_its_dedup_key_only_if_no_live_task_hol
     live = make(broker, dedup_key="k")
     await broker.enqueue([live], now=clock.time())
     await broker.requeue_dead([old], now=clock.time(), new_ids=["n2"])
-    assert broker.storage._dedup[("q", "k")].id == live.id
+    owner = broker.storage.dedup_owner("q", "k", clock.time())
+    assert owner is not None and owner.id == live.id
 
 
 async def test_watch_work_calls_back_on_enqueue_into_a_watched_queue(
     broker: MemoryBroker, clock: FakeClock
 ) -> None:
     calls: list[str] = []
-    assert broker.watch_work(["q"], worker_id="w1", callback=lambda: calls.append("q"))
+    broker.watch_work(["q"], worker_id="w1", callback=lambda: calls.append("q"))
     await broker.enqueue([make(broker, "other")], now=clock.time())
     assert calls == []
     await broker.enqueue([make(broker, "q")], now=clock.time())

@@ -138,7 +138,7 @@ async def _leader_pid(app: QueueTasks, clock: ScaledClock) -> int:
     """Wait until a candidate holds the supervisor lease; return its process id."""
     with anyio.fail_after(20):
         while True:
-            lease = await app.storage.get_lease("taskflow:supervisor", now=clock.time())
+            lease = await app.coordination.get_lease("taskflow:supervisor", now=clock.time())
             if lease is not None:
                 return int(lease.owner.removeprefix("pid-"))
             await anyio.sleep(0.05)  # another process's start-up has no event to wait on

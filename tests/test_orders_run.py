@@ -504,7 +504,7 @@ async def test_an_order_whose_units_cannot_call_their_task_is_refused_at_submit(
         )
         with pytest.raises(OrderError, match=r"unit 2 .*nmae"):
             await supervisor.submit(one_bad_unit)
-        assert await app.storage.kv_list("taskflow:orders") == {}
+        assert await app.coordination.kv_list("taskflow:orders") == {}
 
 
 def test_a_module_level_supervisor_serves_one_event_loop_after_another() -> None:

@@ -11,7 +11,7 @@ import anyio
 import asyncpg
 import pytest
 
-from taskflow._message import TaskRecord, TaskStatus
+from taskflow.abc import TaskOutcome, TaskStatus
 from taskflow.postgres import PostgresBroker, channel_name, from_url
 from taskflow.testing import FakeClock
 from tests.conformance._helpers import claim, done, message
@@ -44,7 +44,7 @@ async def test_a_large_batch_wakes_waiters_in_another_process(
     results = await producer.enqueue([message(producer) for _ in range(800)], now=clock.time())
     ids = [r.task_id for r in results]
     watched = [ids[0], ids[399], ids[-1]]  # spread over the split notification payloads
-    got: list[TaskRecord] = []
+    got: list[TaskOutcome] = []
 
     async def waiter(task_id: str) -> None:
         got.append(await producer.storage.wait(task_id, timeout=None, now=clock.time()))
@@ -74,7 +74,7 @@ async def test_sessions_are_named_after_the_schema(
     pair: tuple[PostgresBroker, PostgresBroker],
 ) -> None:
     broker, _ = pair
-    await broker.pg._ensure_listening()
+    await broker.pg.listen()
     conn = await asyncpg.connect(postgres_dsn())
     try:
         names = await conn.fetch(

@@ -20,7 +20,7 @@ import asyncpg
 import pytest
 
 import taskflow.postgres
-from taskflow import GlobalConfig, QueueTasks, TaskFailed, TaskStatus
+from taskflow import GlobalConfig, QueueTasks, TaskFailed, TaskOutcome, TaskStatus
 from taskflow._pg.sql import PUSHED_RESULT_MAX
 from taskflow.postgres import PostgresBroker, _PoolGrowth, from_url
 from taskflow.testing import FakeClock
@@ -236,14 +236,17 @@ async def test_next_due_after_a_claim_is_read_by_the_claim(
     calls = record_statements(worker, monkeypatch)
     clock = FakeClock()
     now = clock.time()
+    woke = anyio.Event()
+    worker.watch_work(["default"], worker_id="w1", callback=lambda: woke.set())
     await producer.enqueue([message(producer), message(producer, eta=now + 50)], now=now)
     [delivery] = await claim(worker, clock, lease_s=100)
     assert await worker.next_due(["default"], now=now) == now + 50
     assert calls == ["claim"]  # the claim read it; no second round trip
     # Something announced since the claim began: read again.
+    woke = anyio.Event()
     await producer.enqueue([message(producer, eta=now + 20)], now=now)
     with anyio.fail_after(10):
-        await worker.wait_for_work(["default"], worker_id="w1")
+        await woke.wait()
     assert await worker.next_due(["default"], now=now) == now + 20
     assert calls == ["claim", "next_due"]
     # An empty claim reads it too; this process's own complete makes it read again.
@@ -306,13 +309,15 @@ async def test_a_result_awaited_before_the_task_ends_is_not_read_before_it_ends(
     assert reads == ["enqueue", *reads_after_the_end]
 
 
-async def test_a_waiter_for_the_whole_record_reads_it_after_a_pushed_result(
+async def test_a_pushed_result_is_the_stored_outcome(
     pair: tuple[PostgresBroker, PostgresBroker],
 ) -> None:
+    """The outcome a ``d:`` notification carries to a waiter (no read) is the outcome part of
+    the record stored; a caller that needs the whole record reads it then."""
     producer, worker = pair
     clock = FakeClock()
     [sent] = await producer.enqueue([message(producer)], now=clock.time())
-    got: list[Any] = []
+    got: list[TaskOutcome] = []
 
     async def waiter() -> None:
         got.append(await producer.storage.wait(sent.task_id, timeout=None, now=clock.time()))
@@ -324,8 +329,30 @@ async def test_a_waiter_for_the_whole_record_reads_it_after_a_pushed_result(
             [delivery] = await claim(worker, clock)
             await clock.advance(3)
             await worker.complete([done(delivery, clock, "ok")], now=clock.time())
-    [record] = got
+    record = await producer.storage.get(sent.task_id, now=clock.time())
+    assert record is not None and got == [TaskOutcome.of(record)]
     assert record.status is TaskStatus.DONE and record.finished_at == clock.time()
+
+
+async def test_results_awaited_together_share_one_read(
+    pair: tuple[PostgresBroker, PostgresBroker], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fifty results awaited at once (``gather``) read their tasks in one statement: the
+    waiters' reads of one loop turn are coalesced."""
+    producer, worker = pair
+    clock = FakeClock()
+    sent = await producer.enqueue([message(producer) for _ in range(50)], now=clock.time())
+    deliveries = await claim(worker, clock)
+    assert all(await worker.complete([done(d, clock) for d in deliveries], now=clock.time()))
+    await producer.pg.listen()  # as in a process that waited before
+    reads = record_statements(producer, monkeypatch)
+    with anyio.fail_after(10):
+        outcomes = await asyncio.gather(
+            *(producer.storage.wait(r.task_id, timeout=None, now=clock.time()) for r in sent)
+        )
+    assert [o.id for o in outcomes] == [r.task_id for r in sent]
+    assert {o.status for o in outcomes} == {TaskStatus.DONE}
+    assert reads == ["get_many"]
 
 
 # -- the listening connection --------------------------------------------------------------------
@@ -397,7 +424,7 @@ async def test_a_listener_that_stops_answering_without_a_word_is_replaced(
     try:
         async with from_url(proxied, schema=schema) as ours, from_url(dsn, schema=schema) as other:
             [sent] = await ours.enqueue([message(ours)], now=clock.time())
-            await ours.pg._ensure_listening()
+            await ours.pg.listen()
             proxy.links[-1].silent = True  # the newest connection: the listening one
             got: list[TaskStatus] = []
 

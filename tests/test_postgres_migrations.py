@@ -13,8 +13,8 @@ import asyncpg
 import pytest
 
 from taskflow import ConfigError, QueueTasks
-from taskflow._message import TaskMessage, TaskStatus, encode_message
 from taskflow._pg.schema import LATEST_VERSION, MIGRATIONS, migrate
+from taskflow.abc import TaskMessage, TaskStatus, encode_message
 from taskflow.postgres import PostgresBroker, from_url, upgrade
 from taskflow.testing import FakeClock
 from tests.conformance._helpers import PAYLOAD, claim, done, enqueue_one

@@ -14,7 +14,7 @@ import anyio
 import asyncpg
 import pytest
 
-from taskflow._message import TaskRecord, TaskStatus
+from taskflow.abc import TaskOutcome, TaskStatus
 from taskflow.postgres import PostgresBroker, from_url
 from taskflow.testing import FakeClock
 from tests.conformance._helpers import claim, done, enqueue_one
@@ -75,8 +75,8 @@ async def test_a_result_waiter_is_woken_after_its_listener_was_terminated(
 ) -> None:
     ours, other = pair
     task_id = await enqueue_one(ours, clock)
-    await ours.pg._ensure_listening()
-    got: list[TaskRecord] = []
+    await ours.pg.listen()
+    got: list[TaskOutcome] = []
 
     async def waiter() -> None:
         got.append(await ours.storage.wait(task_id, timeout=None, now=clock.time()))
@@ -85,7 +85,7 @@ async def test_a_result_waiter_is_woken_after_its_listener_was_terminated(
         async with anyio.create_task_group() as tg:
             tg.start_soon(waiter)
             await anyio.wait_all_tasks_blocked()
-            assert ours.storage._has_waiters(task_id)
+            assert task_id in ours.storage.waiters
             assert await terminate_connections_of(ours) >= 2  # the pool's and the listener
             [delivery] = await claim(other, clock)
             assert await other.complete([done(delivery, clock)], now=clock.time()) == [True]
@@ -95,22 +95,31 @@ async def test_a_result_waiter_is_woken_after_its_listener_was_terminated(
 async def test_an_idle_worker_hears_of_new_work_after_its_listener_was_terminated(
     pair: tuple[PostgresBroker, PostgresBroker], clock: FakeClock
 ) -> None:
+    """Its watch callback is called once when the listener is back (what was sent meanwhile
+    is lost), and again for work announced afterwards."""
     ours, other = pair
-    assert await claim(ours, clock, worker_id="w1") == []  # starts the listener too
+    calls: list[int] = []
     woke = anyio.Event()
 
-    async def idle_worker() -> None:
-        await ours.wait_for_work(["default"], worker_id="w1")
+    def on_work() -> None:
+        calls.append(ours.pg.gaps)
         woke.set()
 
+    ours.watch_work(["default"], worker_id="w1", callback=on_work)
+    assert await claim(ours, clock, worker_id="w1") == []  # starts the listener too
+    await ours.next_due(["default"], now=clock.time())
     with anyio.fail_after(20):
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(idle_worker)
-            await anyio.wait_all_tasks_blocked()
-            assert await terminate_connections_of(ours) >= 2
-            await enqueue_one(other, clock)
-            await woke.wait()
+        assert await terminate_connections_of(ours) >= 2
+        await enqueue_one(other, clock)
+        await woke.wait()
     assert len(await claim(ours, clock, worker_id="w1")) == 1
+    with anyio.fail_after(20):
+        await ours.pg.wait_changed(lambda: ours.pg.gaps > 0)
+        woke = anyio.Event()
+        await enqueue_one(other, clock)
+        await woke.wait()
+    assert len(calls) >= 2  # the reconnect's call (or the first work's), then the new work's
+    await ours.unwatch_work(["default"], worker_id="w1", now=clock.time())
 
 
 async def test_pushes_arrive_again_once_the_listener_is_back(
@@ -118,13 +127,13 @@ async def test_pushes_arrive_again_once_the_listener_is_back(
 ) -> None:
     """After the reconnect, a completion elsewhere wakes a new waiter by NOTIFY."""
     ours, other = pair
-    await ours.pg._ensure_listening()
+    await ours.pg.listen()
     listener = ours.pg._listener
     assert listener is not None
     generation = listener.generation
     assert await terminate_connections_of(ours) >= 2
     task_id = await enqueue_one(ours, clock)  # a pooled call: retried on a fresh connection
-    got: list[TaskRecord] = []
+    got: list[TaskOutcome] = []
 
     async def waiter() -> None:
         got.append(await ours.storage.wait(task_id, timeout=None, now=clock.time()))

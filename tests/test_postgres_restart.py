@@ -21,7 +21,7 @@ import anyio
 import asyncpg
 import pytest
 
-from taskflow._message import TaskRecord, TaskStatus
+from taskflow.abc import TaskOutcome, TaskStatus
 from taskflow.postgres import from_url
 from taskflow.testing import FakeClock
 from tests.conformance._helpers import claim, done, enqueue_one
@@ -131,8 +131,8 @@ async def test_everything_carries_on_after_a_server_restart(server: PrivateServe
         from_url(server.dsn, schema="jobs") as worker,
     ):
         task_id = await enqueue_one(ours, clock)
-        await ours.pg._ensure_listening()
-        got: list[TaskRecord] = []
+        await ours.pg.listen()
+        got: list[TaskOutcome] = []
 
         async def waiter() -> None:
             got.append(await ours.storage.wait(task_id, timeout=None, now=clock.time()))

@@ -10,9 +10,8 @@ import anyio
 import asyncpg
 import pytest
 
-from taskflow import QueueTasks
-from taskflow._exceptions import BackendUnavailable
-from taskflow._message import TaskStatus
+from taskflow import BackendUnavailable, QueueTasks
+from taskflow.abc import TaskStatus
 from taskflow.postgres import PostgresBroker
 from taskflow.testing import FakeClock
 from tests.conformance._helpers import claim, message
@@ -79,22 +78,18 @@ async def test_commit_wakes_an_idle_worker(
     broker: PostgresBroker, conn: asyncpg.Connection[asyncpg.Record], clock: FakeClock
 ) -> None:
     """The NOTIFY sent inside the caller's transaction is delivered on commit, not before."""
-    assert await claim(broker, clock, worker_id="w1") == []
     woke = anyio.Event()
-
-    async def idle_worker() -> None:
-        await broker.wait_for_work(["default"], worker_id="w1")
-        woke.set()
-
+    broker.watch_work(["default"], worker_id="w1", callback=woke.set)
+    assert await claim(broker, clock, worker_id="w1") == []
+    await broker.next_due(["default"], now=clock.time())
     with anyio.fail_after(10):
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(idle_worker)
-            async with conn.transaction():
-                await broker.enqueue([message(broker)], now=clock.time(), connection=conn)
-                await anyio.wait_all_tasks_blocked()
-                assert not woke.is_set()
-            await woke.wait()
+        async with conn.transaction():
+            await broker.enqueue([message(broker)], now=clock.time(), connection=conn)
+            await anyio.wait_all_tasks_blocked()
+            assert not woke.is_set()
+        await woke.wait()
     assert len(await claim(broker, clock, worker_id="w1")) == 1
+    await broker.unwatch_work(["default"], worker_id="w1", now=clock.time())
 
 
 async def test_dedup_applies_inside_the_transaction(

@@ -18,10 +18,9 @@ import pytest
 import redis.asyncio as aioredis
 from redis.crc import key_slot
 
-from taskflow import GlobalConfig, QueueTasks
-from taskflow._exceptions import ConfigError
+from taskflow import ConfigError, GlobalConfig, QueueTasks
 from taskflow._ids import is_task_id, queue_code
-from taskflow._message import (
+from taskflow.abc import (
     CancelResult,
     Delivery,
     EventKind,
@@ -99,24 +98,24 @@ async def test_completion_right_after_the_waiter_read_the_state_still_wakes_it(
     waiter_storage = broker._redis
     async with twin(broker) as other:
         [delivery] = await claim(other, clock)
-        read_original = waiter_storage._get_many
+        read_original = waiter_storage._get_outcomes
         completed: list[bool] = []
 
         async def read_then_complete(
             task_ids: Sequence[str], now: float
-        ) -> list[TaskRecord | None]:
-            records = await read_original(task_ids, now)
+        ) -> list[TaskOutcome | None]:
+            outcomes = await read_original(task_ids, now)
             if not completed:
                 completed.append(True)
-                assert records[0] is not None and records[0].status is TaskStatus.RUNNING
+                assert outcomes[0] is not None and outcomes[0].status is TaskStatus.RUNNING
                 assert await other.complete([done(delivery, clock, 42)], now=clock.time())
-            return records
+            return outcomes
 
-        waiter_storage._get_many = read_then_complete  # type: ignore[method-assign]
+        waiter_storage._get_outcomes = read_then_complete  # type: ignore[method-assign]
         with anyio.fail_after(10):
-            record = await waiter_storage.wait(task_id, timeout=None, now=clock.time())
+            outcome = await waiter_storage.wait(task_id, timeout=None, now=clock.time())
     assert completed == [True]
-    assert record.status is TaskStatus.DONE and record.result == encode_value(42)
+    assert outcome.status is TaskStatus.DONE and outcome.result == encode_value(42)
 
 
 async def test_many_waiters_share_one_listener(broker: RedisBroker, clock: FakeClock) -> None:
@@ -126,7 +125,7 @@ async def test_many_waiters_share_one_listener(broker: RedisBroker, clock: FakeC
     deliveries: list[Delivery] = []
     while batch := await claim(broker, clock):
         deliveries += batch
-    results: list[TaskRecord] = []
+    results: list[TaskOutcome] = []
     storage = broker._redis
     pushes: list[str] = []
     on_message = storage._on_message
@@ -141,9 +140,9 @@ async def test_many_waiters_share_one_listener(broker: RedisBroker, clock: FakeC
     # (waiting until every task is blocked would count reads still in flight on the socket).
     read_now, reads, all_read = storage._read_now, [0], anyio.Event()
 
-    async def counted_read(ids: Any, *args: Any) -> Any:
-        raws = await read_now(ids, *args)
-        reads[0] += len(ids)
+    async def counted_read(batch: Any, *, outcome: bool) -> Any:
+        raws = await read_now(batch, outcome=outcome)
+        reads[0] += len(batch)
         if reads[0] >= len(deliveries):
             all_read.set()
         return raws
@@ -169,11 +168,11 @@ async def test_many_waiters_share_one_listener(broker: RedisBroker, clock: FakeC
 
 
 @pytest.mark.parametrize("with_yields", [False, True])
-async def test_pushed_outcome_is_the_stored_record(
+async def test_pushed_outcome_is_the_stored_records(
     broker: RedisBroker, clock: FakeClock, with_yields: bool
 ) -> None:
-    """What a waiter gets from a push equals what a read returns afterwards (with the
-    progress and yields reported while it ran)."""
+    """What a waiter gets from a push equals the outcome part of what a read returns
+    afterwards (a push carries the progress and yields reported while it ran, too)."""
     task_id = await enqueue_one(broker, clock)
     (delivery,) = await claim(broker, clock)
     if with_yields:
@@ -189,16 +188,16 @@ async def test_pushed_outcome_is_the_stored_record(
             tg.start_soon(finish_later)
             pushed = await broker.storage.wait(task_id, timeout=None, now=clock.time())
     stored = await broker.storage.get(task_id, now=clock.time())
-    assert stored is not None and pushed == stored
-    assert pushed.yields == ([b"a", b"b"] if with_yields else [])
+    assert stored is not None and pushed == TaskOutcome.of(stored)
+    assert stored.yields == ([b"a", b"b"] if with_yields else [])
 
 
 @pytest.mark.parametrize("kind", ["done", "failed"])
 async def test_an_outcome_waiter_takes_the_pushed_outcome_without_reading_again(
     broker: RedisBroker, clock: FakeClock, monkeypatch: pytest.MonkeyPatch, kind: str
 ) -> None:
-    """Completed by another process: the outcome waiter reads once (registering its inbox),
-    then the pushed outcome is applied to that read, equal to the stored record's outcome."""
+    """Completed by another process: the waiter reads once (registering its inbox), then
+    takes the pushed outcome, equal to the stored record's outcome."""
     task_id = await enqueue_one(broker, clock)
     (delivery,) = await claim(broker, clock)
     storage = broker._redis
@@ -213,7 +212,7 @@ async def test_an_outcome_waiter_takes_the_pushed_outcome_without_reading_again(
         with anyio.fail_after(10):
             async with anyio.create_task_group() as tg:
                 tg.start_soon(finish_elsewhere)
-                pushed = await storage.wait_outcome(task_id, timeout=None, now=clock.time())
+                pushed = await storage.wait(task_id, timeout=None, now=clock.time())
     assert reads == [True]
     stored = await storage.get(task_id, now=clock.time())
     assert stored is not None and pushed == TaskOutcome.of(stored)
@@ -253,7 +252,7 @@ async def test_listener_resubscribes_after_its_connection_is_killed(
     async with from_url(url, prefix=prefix) as waiter, from_url(url, prefix=prefix) as worker:
         task_id = await enqueue_one(waiter, clock)
         [delivery] = await claim(worker, clock)
-        results: list[TaskRecord] = []
+        results: list[TaskOutcome] = []
 
         async def wait() -> None:
             results.append(await waiter.storage.wait(task_id, timeout=None, now=clock.time()))
@@ -670,7 +669,7 @@ async def _watch(broker: RedisBroker, worker_id: str = "w1") -> anyio.Event:
     """Watch "default" as `worker_id` and wait for its hand-off subscription; the returned
     event is set on a wake-up."""
     woke = anyio.Event()
-    assert broker.watch_work(["default"], worker_id=worker_id, callback=woke.set)
+    broker.watch_work(["default"], worker_id=worker_id, callback=woke.set)
     storage = broker._redis
     await storage._require_listener().subscribe([storage.qkey("default", f"hand:{worker_id}")])
     return woke
@@ -830,7 +829,7 @@ async def _subscribed(broker: RedisBroker, clock: FakeClock) -> None:
     (delivery,) = await claim(broker, clock, worker_id="warm")
     assert await broker.complete([done(delivery, clock)], now=clock.time()) == [True]
     with anyio.fail_after(5):
-        await broker.storage.wait_outcome(task_id, timeout=None, now=clock.time())
+        await broker.storage.wait(task_id, timeout=None, now=clock.time())
 
 
 async def _waiters(storage: RedisStorage, task_id: str) -> bytes | None:
@@ -887,7 +886,7 @@ async def test_the_result_of_a_task_sent_after_a_wait_needs_no_read(
             async with anyio.create_task_group() as tg:
                 if ends == "while waiting":
                     tg.start_soon(finish)
-                outcome = await storage.wait_outcome(task_id, timeout=None, now=clock.time())
+                outcome = await storage.wait(task_id, timeout=None, now=clock.time())
     assert (outcome.status, outcome.result) == (TaskStatus.DONE, encode_value(3))
     assert reads == []
 
@@ -926,7 +925,7 @@ async def test_an_outcome_pushed_before_the_enqueue_reply_is_handled_is_kept(
         task_id = await enqueue_one(broker, clock)
         monkeypatch.undo()
     with anyio.fail_after(5):
-        outcome = await storage.wait_outcome(task_id, timeout=None, now=clock.time())
+        outcome = await storage.wait(task_id, timeout=None, now=clock.time())
     assert outcome.status is TaskStatus.DONE
 
 
@@ -947,7 +946,7 @@ async def test_registrations_are_not_trusted_across_a_resubscribe(
     )
     reads = _count_reads(broker, monkeypatch)
     with anyio.fail_after(5):
-        outcome = await storage.wait_outcome(task_id, timeout=None, now=clock.time())
+        outcome = await storage.wait(task_id, timeout=None, now=clock.time())
     assert outcome.result == encode_value(9) and reads == [True]
 
 

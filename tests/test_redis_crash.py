@@ -31,7 +31,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from taskflow import GlobalConfig, QueueTasks
-from taskflow._message import EventKind, TaskStatus
+from taskflow.abc import EventKind, TaskStatus
 from taskflow.redis import RedisBroker, from_url
 from tests.plugins.backend_redis import random_prefix
 from tests.services import free_port, redis_url, start_redis_server, stop_process

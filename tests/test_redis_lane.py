@@ -21,9 +21,9 @@ from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from taskflow._message import TaskStatus
 from taskflow._redis.lane import Lane, LaneClosed, pack_command
 from taskflow._redis.scripts import Script
+from taskflow.abc import TaskStatus
 from taskflow.redis import _make_client, from_url
 from taskflow.testing import FakeClock
 from tests.conformance._helpers import claim, done, enqueue_one

@@ -27,7 +27,7 @@ from taskflow import (
     TaskStatus,
     Worker,
 )
-from taskflow._message import Outcome, OutcomeKind, TaskMessage, encode_value
+from taskflow.abc import Outcome, OutcomeKind, TaskMessage, encode_value
 from taskflow.testing import FakeClock
 
 LEASE_S = 10.0

@@ -58,7 +58,7 @@ from ._task import (
     given,
     make_definition,
 )
-from .abc import Broker, Storage
+from .abc import Broker, Coordination, Storage
 
 __all__ = ["QueueTasks"]
 
@@ -177,8 +177,12 @@ class QueueTasks:
         self.name = name
         self.config = app_config(config)
         self.clock: Clock = clock if clock is not None else SystemClock()
+        #: The backend's `Broker` (moving messages); it carries the two below.
         self.broker: Broker = resolve_backend(broker, storage, app=name)
+        #: The backend's `Storage` (task records, results, events): ``broker.storage``.
         self.storage: Storage = self.broker.storage
+        #: The backend's `Coordination` (leases, key-value records): ``broker.coordination``.
+        self.coordination: Coordination = self.broker.coordination
         self._tasks: dict[str, TaskDefinition] = {}
         self._owns_broker = True
         self._templates: dict[str, TaskMessage] = {}

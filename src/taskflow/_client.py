@@ -142,9 +142,7 @@ class AsyncResult(Generic[R]):
         if not app._is_open_here():
             await app._ensure_open()
         try:
-            record = await app.storage.wait_outcome(
-                self.task_id, timeout=timeout, now=app.clock.time()
-            )
+            record = await app.storage.wait(self.task_id, timeout=timeout, now=app.clock.time())
         except TimeoutError:
             raise TaskflowTimeoutError(await self._not_finished(timeout)) from None
         if record.result_expired or (

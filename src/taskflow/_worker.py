@@ -198,7 +198,6 @@ class Worker:
         # The claimer's idle wait: one future, resolved by the work watcher, a timer or stop().
         self._idle_waiter: asyncio.Future[None] | None = None
         self._work_pending = False
-        self._claim_started = asyncio.Event()
         self._stopping = False
         self._started = False
         self._executor: TaskExecutor | None = None
@@ -259,11 +258,9 @@ class Worker:
         )
         try:
             async with anyio.create_task_group() as tg:
-                pushed = self.app.broker.watch_work(
+                self.app.broker.watch_work(
                     self.queues, worker_id=self.worker_id, callback=self._on_work
                 )
-                if not pushed:
-                    tg.start_soon(self._watch_for_work)
                 tg.start_soon(self._cleanup_loop)
                 tg.start_soon(self._flush_loop)
                 tg.start_soon(self._heartbeat_loop)
@@ -290,7 +287,6 @@ class Worker:
                 await self._wait_capacity()
                 continue
             self._work_pending = False
-            self._claim_started.set()
             limit = min(free, config.claim_batch)
             try:
                 deliveries = await broker.claim(
@@ -386,30 +382,10 @@ class Worker:
             waiter.set_result(None)
 
     def _on_work(self) -> None:
-        """The backend's direct push (in-process backends): work may be claimable."""
+        """`Broker.watch_work`'s callback: work may be claimable (remembered until the next
+        claim begins, so a push between a claim and the idle wait is not lost)."""
         self._work_pending = True
         self._wake_claimer()
-
-    async def _watch_for_work(self) -> None:
-        """Turn the backend's work pushes into wake-ups of the claimer, one per claim.
-
-        `Broker.wait_for_work` returns at once if work arrived after this worker's last claim
-        began, so asking again only after the next claim started loses no wake-up.
-        """
-        broker = self.app.broker
-        while True:
-            try:
-                await broker.wait_for_work(self.queues, worker_id=self.worker_id)
-            except Exception:
-                logger.exception("waiting for work failed; relying on the idle sweep")
-                await self._clock.sleep(self._config.idle_poll_s)
-                continue
-            # Wait for a claim that starts *after* this wake-up, or a busy claimer would make
-            # wait_for_work return at once, forever.
-            self._claim_started.clear()
-            self._work_pending = True
-            self._wake_claimer()
-            await self._claim_started.wait()
 
     async def _sleep_or_stop(self, seconds: float) -> None:
         await _first_of(self._clock.sleep(seconds), self._stop_event.wait())

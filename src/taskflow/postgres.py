@@ -1,4 +1,4 @@
-"""The PostgreSQL backend: `PostgresBroker` and `PostgresStorage` on asyncpg.
+"""The PostgreSQL backend on asyncpg: `PostgresBroker`, `PostgresStorage`, `PostgresCoordination`.
 
 ```python
 broker = taskflow.postgres.from_url("postgresql://user:pw@host/db?schema=jobs", app="shop")
@@ -12,8 +12,10 @@ claim is one statement that locks due rows with ``FOR UPDATE SKIP LOCKED``, reco
 leases (dead-lettering those whose attempts are spent) and hands out a higher fencing token; a
 batch of outcomes is one statement that checks every token, stores the outcomes, appends the
 events and sends one NOTIFY per kind. Workers and result waiters sleep on LISTEN/NOTIFY through
-one listening connection per storage (`_Listener`), which reconnects with backoff; the end of a
-done task with a small result carries it, so its waiters read nothing. Pooled calls retry on a
+one listening connection per storage (`_Listener`), which reconnects with backoff: a ``w:``
+notification calls the work watchers of its queues (`Broker.watch_work`), the end of a task
+wakes its result waiters, and the end of a done task with a small result carries it, so its
+waiters read nothing. Pooled calls retry on a
 lost connection, and the pool grows beside them, one connection at a time (`_PoolGrowth`).
 `enqueue(..., connection=conn)` writes inside the caller's own transaction (the outbox
 pattern): the task exists, and workers hear of it, only if it commits.
@@ -61,7 +63,7 @@ from ._message import (
     decode_message,
     encode_message,
 )
-from .abc import Broker, Storage
+from .abc import Broker, Coordination, ReadCoalescer, Storage
 
 try:
     import asyncpg
@@ -76,6 +78,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "PostgresBroker",
+    "PostgresCoordination",
     "PostgresStorage",
     "app_schema",
     "channel_name",
@@ -557,7 +560,7 @@ class _Listener:
 
 
 class PostgresStorage(Storage):
-    """Task records, results, events, leases and key-value records in PostgreSQL tables.
+    """Task records, results and events in PostgreSQL tables; the LISTEN connection and the pool.
 
     Args:
         dsn: asyncpg DSN (``postgresql://user:password@host:port/database``).
@@ -602,6 +605,8 @@ class PostgresStorage(Storage):
         self.gaps = 0
         #: Per queue: events this process appended since it last trimmed that queue's stream.
         self._events_since_trim: dict[str, int] = {}
+        #: The result waiters' reads of one loop turn, made as one statement (rows by id).
+        self._row_reads: ReadCoalescer[str, asyncpg.Record | None] = ReadCoalescer(self._fetch_rows)
         self._reset_session()
 
     def _reset_session(self) -> None:
@@ -611,6 +616,11 @@ class PostgresStorage(Storage):
         self._changed = asyncio.Event()
         self._background: set[asyncio.Task[None]] = set()
         self._growth = _PoolGrowth(self._warm)
+        self._row_reads.forget()
+        #: The workers watching for work (`PostgresBroker.watch_work`): worker id -> (queues,
+        #: callback), and the callbacks by queue.
+        self._work_watchers: dict[str, tuple[list[str], Callable[[], None]]] = {}
+        self._work_callbacks: dict[str, list[Callable[[], None]]] = {}
         #: Tasks sent from here while the listener was up, whose end it has not heard yet
         #: (oldest first, at most `_MAX_UNFINISHED`): see `expect_end`.
         self._unfinished: dict[str, None] = {}
@@ -642,6 +652,7 @@ class PostgresStorage(Storage):
     async def _close(self) -> None:
         for task in list(self._background):
             task.cancel()
+        self._row_reads.close()
         await self._growth.close()
         if self._listener is not None:
             await self._listener.close()
@@ -724,9 +735,14 @@ class PostgresStorage(Storage):
 
     # -- notifications --------------------------------------------------------------------------
 
-    async def _ensure_listening(self) -> None:
+    async def listen(self) -> None:
+        """Start this storage's LISTEN connection if it does not run yet (notifications sent
+        before it listens are not heard: start it before reading what they would announce)."""
         if self._listener is not None:
             await self._listener.ensure_started()
+
+    async def _ensure_listening(self) -> None:
+        await self.listen()
 
     def _dispatch(self, payload: str) -> None:
         """Handle one NOTIFY payload from the listener."""
@@ -737,24 +753,47 @@ class PostgresStorage(Storage):
             for item in items:
                 expires, result, task_id = item.split(";", 2)
                 unfinished.pop(task_id, None)
-                if self._has_waiters(task_id):
-                    self._notify_terminal(task_id, _pushed_done(task_id, expires, result))
+                if task_id in self.waiters:
+                    self.waiters.wake(task_id, _pushed_done(task_id, expires, result))
         elif kind == "t":
             unfinished = self._unfinished
             for task_id in items:
                 unfinished.pop(task_id, None)
-                if self._has_waiters(task_id):
-                    self._notify_terminal(task_id)
+                self.waiters.wake(task_id)
         elif kind in ("w", "e"):
             self.bump(items, work=kind == "w")
 
     def bump(self, queues: Sequence[str], *, work: bool) -> None:
-        """Record that `queues` have new events (and new work if `work`), and wake sleepers."""
+        """Record that `queues` have new events (and new work if `work`: their work watchers
+        are called), and wake sleepers."""
         for queue in queues:
             self.event_seq[queue] = self.event_seq.get(queue, 0) + 1
             if work:
                 self.work_seq[queue] = self.work_seq.get(queue, 0) + 1
+                for callback in self._work_callbacks.get(queue, ()):
+                    callback()
         self._wake()
+
+    def add_work_watcher(
+        self, worker_id: str, queues: Sequence[str], callback: Callable[[], None]
+    ) -> None:
+        """Call `callback` for every ``w:`` notification of `queues` (and every local enqueue
+        there), and once after each listener gap, until `remove_work_watcher`."""
+        self.remove_work_watcher(worker_id)
+        self._work_watchers[worker_id] = (list(queues), callback)
+        for queue in queues:
+            self._work_callbacks.setdefault(queue, []).append(callback)
+
+    def remove_work_watcher(self, worker_id: str) -> None:
+        """End `add_work_watcher` for `worker_id`."""
+        watched = self._work_watchers.pop(worker_id, None)
+        if watched is None:
+            return
+        queues, callback = watched
+        for queue in queues:
+            callbacks = self._work_callbacks.get(queue, [])
+            if callback in callbacks:
+                callbacks.remove(callback)
 
     def _wake(self) -> None:
         self._changed.set()
@@ -795,27 +834,26 @@ class PostgresStorage(Storage):
         """The listener is lost: ends may go unheard, so every first read happens again."""
         self._unfinished.clear()
 
-    def _notify_terminal(self, task_id: str, record: Any = None) -> None:
+    def heard_end(self, task_id: str) -> None:
+        """`task_id` ended (this process wrote its end, or heard of it): wake its result
+        waiters, which read how."""
         self._unfinished.pop(task_id, None)  # ended: a read now finds how
-        super()._notify_terminal(task_id, record)
-
-    async def _read_outcome(self, task_id: str, now: float) -> TaskOutcome | None:
-        if task_id in self._unfinished:  # see `expect_end`: no round trip to learn "not yet"
-            return TaskOutcome(id=task_id, status=TaskStatus.QUEUED)
-        return await super()._read_outcome(task_id, now)
+        self.waiters.wake(task_id)
 
     def _after_listener_gap(self) -> None:
-        """After the listener reconnected: wake every sleeper, and settle the result waiters
-        whose tasks ended while we could not hear it."""
+        """After the listener reconnected: wake every sleeper and every work watcher once, and
+        settle the result waiters whose tasks ended while we could not hear it."""
         self.gaps += 1
         self._wake()
-        if self._waiters:
+        for _, callback in list(self._work_watchers.values()):
+            callback()
+        if len(self.waiters):
             task = asyncio.create_task(self._recheck_waiters())
             self._background.add(task)
             task.add_done_callback(self._background.discard)
 
     async def _recheck_waiters(self) -> None:
-        ids = list(self._waiters)
+        ids = self.waiters.task_ids()
         try:
             rows = await self.run(lambda conn: conn.fetch(self.sql.get_many, ids))
         except Exception:  # the server is still away: the next reconnect checks again
@@ -823,15 +861,28 @@ class PostgresStorage(Storage):
             return
         for row in rows:
             if TaskStatus(row["status"]).terminal:
-                self._notify_terminal(row["id"])
+                self.heard_end(row["id"])
 
     # -- records --------------------------------------------------------------------------------
 
     async def _get_many(self, task_ids: Sequence[str], now: float) -> list[TaskRecord | None]:
-        ids = list(task_ids)
-        rows = await self.run(lambda conn: conn.fetch(self.sql.get_many, ids))
+        rows = await self._fetch_rows(list(task_ids))
+        return [None if row is None else _task_record(row, now) for row in rows]
+
+    async def _get_outcomes(self, task_ids: Sequence[str], now: float) -> list[TaskOutcome | None]:
+        """The result waiters' reads: coalesced per loop turn (a thousand results awaited at
+        once cost one statement), and none for a task known to be unfinished (`expect_end`)."""
+        unfinished = self._unfinished
+        if all(task_id in unfinished for task_id in task_ids):
+            return [TaskOutcome(id=task_id, status=TaskStatus.QUEUED) for task_id in task_ids]
+        rows = await self._row_reads.read_many(task_ids)
+        return [None if row is None else TaskOutcome.of(_task_record(row, now)) for row in rows]
+
+    async def _fetch_rows(self, task_ids: list[str]) -> list[asyncpg.Record | None]:
+        """Each task's row, or None, in one statement."""
+        rows = await self.run(lambda conn: conn.fetch(self.sql.get_many, task_ids))
         by_id = {row["id"]: row for row in rows}
-        return [_task_record(by_id[task_id], now) if task_id in by_id else None for task_id in ids]
+        return [by_id.get(task_id) for task_id in task_ids]
 
     async def _report(self, updates: Sequence[ProgressUpdate], now: float) -> list[bool]:
         # Several updates of one attempt in a batch are merged: an UPDATE touches a row once.
@@ -937,80 +988,16 @@ class PostgresStorage(Storage):
     async def _trim_queue_events(self, queue: str) -> None:
         await self.run(lambda conn: conn.execute(self.sql.trim_events, queue, self.events_maxlen))
 
-    # -- coordination leases --------------------------------------------------------------------
 
-    async def _acquire_lease(self, name: str, owner: str, ttl_s: float, now: float) -> int | None:
-        token = await self.run(
-            lambda conn: conn.fetchval(self.sql.acquire_lease, name, owner, now, ttl_s)
-        )
-        return None if token is None else int(token)
-
-    async def _renew_lease(
-        self, name: str, owner: str, token: int, ttl_s: float, now: float
-    ) -> bool:
-        status = await self.run(
-            lambda conn: conn.execute(self.sql.renew_lease, name, owner, token, now, ttl_s)
-        )
-        return status.endswith(" 1")
-
-    async def _release_lease(self, name: str, owner: str, token: int) -> bool:
-        status = await self.run(
-            lambda conn: conn.execute(self.sql.release_lease, name, owner, token)
-        )
-        return status.endswith(" 1")
-
-    async def _get_lease(self, name: str, now: float) -> LeaseInfo | None:
-        row = await self.run(lambda conn: conn.fetchrow(self.sql.get_lease, name, now))
-        if row is None:
-            return None
-        return LeaseInfo(
-            name=name, owner=row["owner"], token=row["token"], expires_at=row["expires_at"]
-        )
-
-    # -- key-value records ----------------------------------------------------------------------
-
-    async def _kv_get(self, namespace: str, key: str) -> Versioned | None:
-        row = await self.run(lambda conn: conn.fetchrow(self.sql.kv_get, namespace, key))
-        return None if row is None else Versioned(bytes(row["value"]), int(row["version"]))
-
-    async def _kv_set(
-        self, namespace: str, key: str, value: bytes, expect_version: int | None
-    ) -> int | None:
-        args: tuple[Any, ...]
-        if expect_version is None:
-            sql, args = self.sql.kv_upsert, (namespace, key, value)
-        elif expect_version == 0:
-            sql, args = self.sql.kv_create, (namespace, key, value)
-        else:
-            sql, args = self.sql.kv_replace, (namespace, key, value, expect_version)
-        version = await self.run(lambda conn: conn.fetchval(sql, *args))
-        return None if version is None else int(version)
-
-    async def _kv_list(self, namespace: str) -> dict[str, Versioned]:
-        rows = await self.run(lambda conn: conn.fetch(self.sql.kv_list, namespace))
-        return {row["key"]: Versioned(bytes(row["value"]), int(row["version"])) for row in rows}
-
-    async def _kv_delete(self, namespace: str, key: str) -> bool:
-        status = await self.run(lambda conn: conn.execute(self.sql.kv_delete, namespace, key))
-        return status.endswith(" 1")
-
-
-def _pushed_done(
-    task_id: str, expires: str, result: str
-) -> Callable[[TaskRecord | TaskOutcome], TaskRecord | TaskOutcome]:
-    """What a ``d:`` notification tells a waiter: the whole outcome, for `wait_outcome`; a
-    waiter for the whole record gets back what it read, and reads again."""
-    outcome = TaskOutcome(
+def _pushed_done(task_id: str, expires: str, result: str) -> TaskOutcome:
+    """What a ``d:`` notification tells a result waiter: the whole outcome, so it reads
+    nothing."""
+    return TaskOutcome(
         id=task_id,
         status=TaskStatus.DONE,
         result=base64.b64decode(result) if result else None,
         result_expires_at=float(expires) if expires else None,
     )
-
-    def apply(read: TaskRecord | TaskOutcome) -> TaskRecord | TaskOutcome:
-        return outcome if isinstance(read, TaskOutcome) else read
-
-    return apply
 
 
 def _progress_detail(progress: Progress) -> str:
@@ -1031,6 +1018,80 @@ def _parse_cursor(after: str | None) -> int:
         ) from None
 
 
+# --- coordination -------------------------------------------------------------------------------
+
+
+class PostgresCoordination(Coordination):
+    """Leases and key-value records in the app schema's ``leases`` and ``kv`` tables, through
+    the storage's pool (opened and closed by the broker, after and before the storage).
+
+    Args:
+        storage: The `PostgresStorage` of the same database.
+    """
+
+    def __init__(self, storage: PostgresStorage) -> None:
+        self._pg = storage
+
+    # -- leases --------------------------------------------------------------------
+
+    async def _acquire_lease(self, name: str, owner: str, ttl_s: float, now: float) -> int | None:
+        token = await self._pg.run(
+            lambda conn: conn.fetchval(self._pg.sql.acquire_lease, name, owner, now, ttl_s)
+        )
+        return None if token is None else int(token)
+
+    async def _renew_lease(
+        self, name: str, owner: str, token: int, ttl_s: float, now: float
+    ) -> bool:
+        status = await self._pg.run(
+            lambda conn: conn.execute(self._pg.sql.renew_lease, name, owner, token, now, ttl_s)
+        )
+        return status.endswith(" 1")
+
+    async def _release_lease(self, name: str, owner: str, token: int) -> bool:
+        status = await self._pg.run(
+            lambda conn: conn.execute(self._pg.sql.release_lease, name, owner, token)
+        )
+        return status.endswith(" 1")
+
+    async def _get_lease(self, name: str, now: float) -> LeaseInfo | None:
+        row = await self._pg.run(lambda conn: conn.fetchrow(self._pg.sql.get_lease, name, now))
+        if row is None:
+            return None
+        return LeaseInfo(
+            name=name, owner=row["owner"], token=row["token"], expires_at=row["expires_at"]
+        )
+
+    # -- key-value records ----------------------------------------------------------------------
+
+    async def _kv_get(self, namespace: str, key: str) -> Versioned | None:
+        row = await self._pg.run(lambda conn: conn.fetchrow(self._pg.sql.kv_get, namespace, key))
+        return None if row is None else Versioned(bytes(row["value"]), int(row["version"]))
+
+    async def _kv_set(
+        self, namespace: str, key: str, value: bytes, expect_version: int | None
+    ) -> int | None:
+        args: tuple[Any, ...]
+        if expect_version is None:
+            sql, args = self._pg.sql.kv_upsert, (namespace, key, value)
+        elif expect_version == 0:
+            sql, args = self._pg.sql.kv_create, (namespace, key, value)
+        else:
+            sql, args = self._pg.sql.kv_replace, (namespace, key, value, expect_version)
+        version = await self._pg.run(lambda conn: conn.fetchval(sql, *args))
+        return None if version is None else int(version)
+
+    async def _kv_list(self, namespace: str) -> dict[str, Versioned]:
+        rows = await self._pg.run(lambda conn: conn.fetch(self._pg.sql.kv_list, namespace))
+        return {row["key"]: Versioned(bytes(row["value"]), int(row["version"])) for row in rows}
+
+    async def _kv_delete(self, namespace: str, key: str) -> bool:
+        status = await self._pg.run(
+            lambda conn: conn.execute(self._pg.sql.kv_delete, namespace, key)
+        )
+        return status.endswith(" 1")
+
+
 # --- broker -------------------------------------------------------------------------------------
 
 
@@ -1041,11 +1102,12 @@ class PostgresBroker(Broker):
         storage: The `PostgresStorage` of the same database (opened with the broker).
     """
 
+    storage: PostgresStorage
+    coordination: PostgresCoordination
+
     def __init__(self, storage: PostgresStorage) -> None:
-        super().__init__(storage)
+        super().__init__(storage, PostgresCoordination(storage))
         self.pg = storage
-        #: Per worker id: the work counters seen when its last claim began.
-        self._claim_marks: dict[str, tuple[int, dict[str, int]]] = {}
         #: Per queue: the next due time the last claim there read, with the counters (listener
         #: gaps, work notifications) seen when that claim began. `next_due` answers from it,
         #: with no round trip, while nothing was announced since and this process changed
@@ -1056,7 +1118,6 @@ class PostgresBroker(Broker):
 
     async def _open(self) -> None:
         # A new open may have missed notifications: its workers start from a fresh look.
-        self._claim_marks = {}
         self._due_after_claim = {}
 
     # -- enqueue --------------------------------------------------------------------------------
@@ -1130,10 +1191,9 @@ class PostgresBroker(Broker):
     async def _claim(
         self, queues: Sequence[str], limit: int, lease_s: float, now: float, worker_id: str
     ) -> list[Delivery]:
-        await self.pg._ensure_listening()
+        await self.pg.listen()
         gaps = self.pg.gaps
         seen = {q: self.pg.work_seq.get(q, 0) for q in queues}
-        self._claim_marks[worker_id] = (gaps, seen)
         deliveries: list[Delivery] = []
         lease_until = now + lease_s
         for queue in dict.fromkeys(queues):
@@ -1175,7 +1235,7 @@ class PostgresBroker(Broker):
                     Delivery(row["id"], row["token"], row["attempts"], row["data"], lease_until)
                 )
             else:
-                self.pg._notify_terminal(row["id"])
+                self.pg.heard_end(row["id"])
         await self.pg.count_events([queue] * taken)
         due = rows[0]["next_due"]
         return deliveries, None if due is None else float(due)
@@ -1214,7 +1274,7 @@ class PostgresBroker(Broker):
         for outcome, row in zip(outcomes, rows, strict=True):
             accepted.append(bool(row["ok"]))
             if row["ok"] and TaskStatus(row["status"]).terminal:
-                self.pg._notify_terminal(outcome.task_id)  # local waiters: no need to hear it
+                self.pg.heard_end(outcome.task_id)  # local waiters: no need to hear it
         await self.pg.count_events(row["queue"] for row in rows if row["ok"])
         return accepted
 
@@ -1232,7 +1292,7 @@ class PostgresBroker(Broker):
         for task_id, row in zip(ids, rows, strict=True):
             if row["status"] == "cancelled":
                 results.append(CancelResult.CANCELLED)
-                self.pg._notify_terminal(task_id)
+                self.pg.heard_end(task_id)
             elif row["status"] == "running" or row["before"] == "running":
                 results.append(CancelResult.REQUESTED)  # now, or by an earlier request
             elif row["before"] is not None:
@@ -1245,8 +1305,9 @@ class PostgresBroker(Broker):
     # -- waiting for work -----------------------------------------------------------------------
 
     async def _next_due(self, queues: Sequence[str], now: float) -> float | None:
-        known = [self._due_after_claim.get(q) for q in queues]
         pg = self.pg
+        await pg.listen()  # anything announced after this read is heard
+        known = [self._due_after_claim.get(q) for q in queues]
         if all(
             k is not None and k[0] == pg.gaps and k[1] == pg.work_seq.get(q, 0)
             for q, k in zip(queues, known, strict=True)
@@ -1256,19 +1317,13 @@ class PostgresBroker(Broker):
         due = await self.pg.run(lambda conn: conn.fetchval(self.pg.sql.next_due, names))
         return None if due is None else float(due)
 
-    async def _wait_for_work(self, queues: Sequence[str], worker_id: str) -> None:
-        await self.pg._ensure_listening()
-        mark = self._claim_marks.get(worker_id)
-        if mark is None:
-            return  # no claim yet: there may be work already
+    def _watch_work(self, queues: list[str], worker_id: str, callback: Callable[[], None]) -> None:
+        # The listener calls it on each `w:` of these queues, a local enqueue at once, and a
+        # listener gap once; `_claim` and `_next_due` start the listener before they read.
+        self.pg.add_work_watcher(worker_id, queues, callback)
 
-        def arrived() -> bool:
-            gaps, seen = mark
-            return self.pg.gaps != gaps or any(
-                self.pg.work_seq.get(q, 0) != seen.get(q, 0) for q in queues
-            )
-
-        await self.pg.wait_changed(arrived)
+    async def _unwatch_work(self, queues: list[str], worker_id: str, now: float) -> None:
+        self.pg.remove_work_watcher(worker_id)
 
     # -- dead letters and inspection ------------------------------------------------------------
 
@@ -1361,7 +1416,7 @@ class PostgresBroker(Broker):
         )
         ids: list[str] = [] if row is None or row["ids"] is None else list(row["ids"])
         for task_id in ids:
-            self.pg._notify_terminal(task_id)
+            self.pg.heard_end(task_id)
         if ids:
             await self.pg.count_events([queue] * len(ids))
         return len(ids)

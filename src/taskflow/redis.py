@@ -1,4 +1,4 @@
-"""The Redis backend: `RedisStorage` and `RedisBroker` on ``redis.asyncio`` (with hiredis).
+"""The Redis backend: `RedisStorage`, `RedisBroker`, `RedisCoordination` on ``redis.asyncio``.
 
 `from_url` builds both from ``redis://``, ``rediss://`` or ``redis+cluster://host:port``
 (``rediss+cluster://`` for TLS). Every state change is one Lua script (``taskflow/_redis/lua``),
@@ -56,7 +56,7 @@ from ._message import (
     decode_message,
     encode_message,
 )
-from .abc import Broker, Storage
+from .abc import Broker, Coordination, ReadCoalescer, Storage
 
 try:
     import redis.asyncio as aioredis
@@ -75,7 +75,7 @@ from ._redis.lane import Lane
 from ._redis.listener import Listener
 from ._redis.scripts import Script, load_scripts
 
-__all__ = ["RedisBroker", "RedisStorage", "from_url"]
+__all__ = ["RedisBroker", "RedisCoordination", "RedisStorage", "from_url"]
 
 logger = logging.getLogger("taskflow.redis")
 
@@ -123,15 +123,14 @@ _Raw = tuple[list[bytes | None], list[bytes]]
 RECORD_FIELDS: Final = (
     "msg", "st", "att", "sa", "fa", "res", "err", "prog", "cr", "rx", "tok", "wid", "w", "y"
 )  # fmt: skip
-_RECORD_KEYS: Final = tuple(name.encode() for name in RECORD_FIELDS)
-#: What the ``get`` script reads for `Storage.wait_outcome`, in this order.
+#: What the ``get`` script reads for `Storage.wait`, in this order.
 OUTCOME_FIELDS: Final = ("st", "res", "err", "rx")
 _OUTCOME_KEYS: Final = tuple(name.encode() for name in OUTCOME_FIELDS)
 _NO_YIELDS: Final[list[bytes]] = []
 _MSG, _ST, _ATT, _SA, _FA, _RES, _ERR, _PROG, _CR, _RX, _TOK, _WID = range(12)
-#: A read waiting to be coalesced: ids, their queues, whether each is waited for (its waiter
-#: registers in the same step), and the future of its result.
-_PendingRead = tuple[list[str], list[str | None], list[bool], "asyncio.Future[list[_Raw | None]]"]
+#: A read to coalesce: the task's id, its queue, and whether it is waited for (its waiter
+#: registers in the same step).
+_Read = tuple[str, str | None, bool]
 _error_decoder: Final = msgspec.msgpack.Decoder(ErrorInfo)
 _msgpack_encode: Final = msgspec.msgpack.Encoder().encode
 _progress_decoder: Final = msgspec.msgpack.Decoder(Progress)
@@ -176,7 +175,6 @@ class RedisStorage(Storage):
     """
 
     scheme = "redis"
-    coalesces_reads = True  # fetch_raw batches the reads of one loop turn
 
     def __init__(
         self,
@@ -216,12 +214,18 @@ class RedisStorage(Storage):
         self._id_queues: dict[str, str] = {}
         #: This storage's part of its inbox channels' names (see `inbox`).
         self._inbox_token = os.urandom(6).hex()
+        #: Reads coalesced per loop turn (see `fetch_raw`): whole records, outcomes only.
+        self._record_reads: ReadCoalescer[_Read, _Raw | None] = ReadCoalescer(
+            lambda reads: self._read_now(reads, outcome=False)
+        )
+        self._outcome_reads: ReadCoalescer[_Read, _Raw | None] = ReadCoalescer(
+            lambda reads: self._read_now(reads, outcome=True)
+        )
         self._reset_session()
 
     def _reset_session(self) -> None:
         """Start afresh what lives as long as one open on one event loop: wake-ups and
         subscriptions' bookkeeping, background tasks, and the loop-bound semaphore."""
-        self._work_events: dict[str, asyncio.Event] = {}
         #: Per work channel: the workers' wake-up callbacks (`RedisBroker.watch_work`).
         self._work_callbacks: dict[str, list[Callable[[], None]]] = {}
         self._work_counts: dict[str, int] = {}
@@ -229,8 +233,8 @@ class RedisStorage(Storage):
         self._hand_handlers: dict[str, Callable[[bytes], None]] = {}
         self._background: set[asyncio.Task[None]] = set()
         self._in_flight = asyncio.Semaphore(_SCRIPTS_IN_FLIGHT)
-        #: Reads waiting to be coalesced: [whole records, outcomes only].
-        self._pending_reads: list[list[_PendingRead]] = [[], []]
+        self._record_reads.forget()
+        self._outcome_reads.forget()
         #: Per inbox channel: how many times it was resubscribed (pushes may have been lost).
         self._inbox_epochs: dict[str, int] = {}
         #: Tasks this process created with its inbox registered (see `enqueue_inbox`): id ->
@@ -285,6 +289,8 @@ class RedisStorage(Storage):
     async def _close(self) -> None:
         for task in list(self._background):
             task.cancel()
+        self._record_reads.close()
+        self._outcome_reads.close()
         if self._listener is not None:
             await self._listener.close()
             self._listener = None
@@ -300,9 +306,15 @@ class RedisStorage(Storage):
         self._client = self._lane = self._listener = None
 
     @property
-    def _scripts_on(self) -> Any:
-        """Where standalone scripts run: the lane on a single node, else the client."""
-        return self._client if self._lane is None else self._lane
+    def client(self) -> Any:
+        """The ``redis.asyncio`` client (a cluster client on a cluster); None while closed."""
+        return self._client
+
+    async def run_script(self, name: str, keys: list[str], args: list[Any]) -> Any:
+        """Run the standalone script `name` (``lua/<name>.lua``): on the lane on a single node,
+        else on the client."""
+        target = self._client if self._lane is None else self._lane
+        return await self._scripts[name].run(target, keys, args)
 
     # -- keys and routing ------------------------------------------------------------------
 
@@ -430,55 +442,20 @@ class RedisStorage(Storage):
         """
         queues = await self.resolve_queues(task_ids)
         watched = [
-            q is not None and self._has_waiters(tid)
-            for tid, q in zip(task_ids, queues, strict=True)
+            q is not None and tid in self.waiters for tid, q in zip(task_ids, queues, strict=True)
         ]
         inboxes = {self.inbox(q) for q, w in zip(queues, watched, strict=True) if w and q}
         if inboxes:
             await self._require_listener().subscribe(inboxes)
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[list[_Raw | None]] = loop.create_future()
-        pending = self._pending_reads[outcome]
-        pending.append((list(task_ids), queues, watched, fut))
-        if len(pending) == 1:
-            loop.call_soon(self._start_reads, outcome)
-        return await fut
+        reads = self._outcome_reads if outcome else self._record_reads
+        return await reads.read_many(list(zip(task_ids, queues, watched, strict=True)))
 
-    def _start_reads(self, outcome: bool) -> None:
-        batch, self._pending_reads[outcome] = self._pending_reads[outcome], []
-        task = asyncio.get_running_loop().create_task(self._run_reads(batch, outcome))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
-    async def _run_reads(self, batch: list[_PendingRead], outcome: bool) -> None:
-        ids = [task_id for task_ids, _, _, _ in batch for task_id in task_ids]
-        queues = [queue for _, qs, _, _ in batch for queue in qs]
-        watched = [w for _, _, ws, _ in batch for w in ws]
-        try:
-            raws = await self._read_now(ids, queues, watched, outcome)
-        except BaseException as exc:
-            for _, _, _, fut in batch:
-                if not fut.done():
-                    if isinstance(exc, asyncio.CancelledError):
-                        fut.cancel()
-                    else:
-                        fut.set_exception(exc)
-            if not isinstance(exc, Exception):
-                raise
-            return
-        pos = 0
-        for task_ids, _, _, fut in batch:
-            if not fut.done():
-                fut.set_result(raws[pos : pos + len(task_ids)])
-            pos += len(task_ids)
-
-    async def _read_now(
-        self,
-        task_ids: Sequence[str],
-        queues: Sequence[str | None],
-        watched: Sequence[bool],
-        outcome: bool,
-    ) -> list[_Raw | None]:
+    async def _read_now(self, reads: list[_Read], *, outcome: bool) -> list[_Raw | None]:
+        """Read (and register) a coalesced batch: one ``get`` script call per queue (in chunks
+        of `_READ_CHUNK` ids)."""
+        task_ids = [task_id for task_id, _, _ in reads]
+        queues = [queue for _, queue, _ in reads]
+        watched = [w for _, _, w in reads]
         out: list[_Raw | None] = [None] * len(task_ids)
         chunks: list[tuple[str, list[int]]] = []
         for queue, idx in _group(queues).items():
@@ -576,19 +553,18 @@ class RedisStorage(Storage):
             pos, end = 0, len(data)
             while pos < end:
                 raw_id, pos = _take(data, pos)
-                fields, yields, pos = _unpack_record(data, pos)
+                fields, _, pos = _unpack_record(data, pos)
                 task_id = raw_id.decode()
-                if self._has_waiters(task_id):
-                    self._notify_terminal(task_id, functools.partial(_patched, fields, yields))
+                if task_id in self.waiters:
+                    values = [fields.get(k) for k in _OUTCOME_KEYS]
+                    # It just ended, so its result has not expired (now=-inf).
+                    self.waiters.wake(task_id, _outcome(task_id, values, float("-inf")))
                 else:
                     # Kept for a later result(): a task created with this inbox registered
                     # can end before its enqueue's reply is even processed (see enqueue_inbox).
                     self._early.put(task_id, [fields.get(k) for k in _OUTCOME_KEYS])
         elif channel.endswith(":work"):
             self._work_counts[channel] = self._work_counts.get(channel, 0) + 1
-            event = self._work_events.pop(channel, None)
-            if event is not None:
-                event.set()
             for callback in self._work_callbacks.get(channel, ()):
                 callback()
 
@@ -599,7 +575,7 @@ class RedisStorage(Storage):
         # Registrations made before cannot count on their push any more (see enqueue_inbox).
         self._inbox_epochs[channel] = self._inbox_epochs.get(channel, 0) + 1
         # Outcomes pushed while we were disconnected were lost: re-read the waited ids.
-        waited = [tid for tid in list(self._waiters) if self._inbox_of(tid) == channel]
+        waited = [tid for tid in self.waiters.task_ids() if self._inbox_of(tid) == channel]
         if waited:
             task = asyncio.get_running_loop().create_task(self._recheck(waited))
             self._background.add(task)
@@ -652,7 +628,7 @@ class RedisStorage(Storage):
         for task_id, raw in zip(task_ids, raws, strict=True):
             status = None if raw is None else raw[0][_ST]
             if status is not None and TaskStatus(status.decode()).terminal:
-                self._notify_terminal(task_id)
+                self.waiters.wake(task_id)
 
     def work_count(self, queue: str) -> int | None:
         """Wake-ups received on `queue`'s work channel so far, or None if this process is not
@@ -661,22 +637,6 @@ class RedisStorage(Storage):
         if self._listener is None or not self._listener.is_subscribed(channel):
             return None
         return self._work_counts.get(channel, 0)
-
-    def work_event(self, queue: str) -> asyncio.Event:
-        """The event the next wake-up on `queue`'s work channel sets."""
-        return self._work_events.setdefault(self.qkey(queue, "work"), asyncio.Event())
-
-    async def wait_work(self, queues: Sequence[str]) -> tuple[list[asyncio.Event], list[bytes]]:
-        """Subscribe to the queues' work channels; return their wake events and generations.
-
-        The events are taken before the generations are read, so a wake-up published after
-        the read still sets one of them.
-        """
-        channels = [self.qkey(q, "work") for q in queues]
-        await self._require_listener().subscribe(channels)
-        events = [self._work_events.setdefault(ch, asyncio.Event()) for ch in channels]
-        gens = await asyncio.gather(*(self._client.get(self.qkey(q, "gen")) for q in queues))
-        return events, [g or b"0" for g in gens]
 
     # -- events ----------------------------------------------------------------------------
 
@@ -710,16 +670,29 @@ class RedisStorage(Storage):
                 self._id_queues.pop(task_id, None)
         return deleted
 
-    # -- coordination leases ---------------------------------------------------------------
+
+class RedisCoordination(Coordination):
+    """Leases (one hash each, changed by ``lua/lease.lua``) and key-value records (two hashes
+    per namespace, written by ``lua/kv_set.lua``), through the storage's connections (opened
+    and closed by the broker, after and before the storage).
+
+    Args:
+        storage: The `RedisStorage` of the same server.
+    """
+
+    def __init__(self, storage: RedisStorage) -> None:
+        self._rs = storage
+
+    # -- leases ---------------------------------------------------------------
 
     def _lease_key(self, name: str) -> str:
-        return f"{self.prefix}lease:{name}"
+        return f"{self._rs.prefix}lease:{name}"
 
     async def _lease(
         self, name: str, op: str, owner: str, token: int, exp: float, now: float
     ) -> Any:
         args = [op, owner, str(token), _t(exp), _t(now)]
-        return await self._scripts["lease"].run(self._scripts_on, [self._lease_key(name)], args)
+        return await self._rs.run_script("lease", [self._lease_key(name)], args)
 
     async def _acquire_lease(self, name: str, owner: str, ttl_s: float, now: float) -> int | None:
         token = await self._lease(name, "acquire", owner, 0, now + ttl_s, now)
@@ -734,7 +707,9 @@ class RedisStorage(Storage):
         return bool(await self._lease(name, "release", owner, token, 0.0, 0.0))
 
     async def _get_lease(self, name: str, now: float) -> LeaseInfo | None:
-        owner, token, exp = await self._client.hmget(self._lease_key(name), "owner", "tok", "exp")
+        owner, token, exp = await self._rs.client.hmget(
+            self._lease_key(name), "owner", "tok", "exp"
+        )
         if not owner or exp is None or float(exp) <= now:
             return None
         return LeaseInfo(name=name, owner=owner.decode(), token=int(token), expires_at=float(exp))
@@ -742,12 +717,12 @@ class RedisStorage(Storage):
     # -- key-value records -----------------------------------------------------------------
 
     def _kv_keys(self, namespace: str) -> list[str]:
-        base = f"{self.prefix}kv:{{{namespace}}}"
+        base = f"{self._rs.prefix}kv:{{{namespace}}}"
         return [f"{base}:d", f"{base}:v"]
 
     async def _kv_get(self, namespace: str, key: str) -> Versioned | None:
         data_key, version_key = self._kv_keys(namespace)
-        async with self._client.pipeline(transaction=False) as pipe:
+        async with self._rs.client.pipeline(transaction=False) as pipe:
             pipe.hget(data_key, key)
             pipe.hget(version_key, key)
             value, version = await pipe.execute()
@@ -757,14 +732,14 @@ class RedisStorage(Storage):
         self, namespace: str, key: str, value: bytes, expect_version: int | None
     ) -> int | None:
         expect = "" if expect_version is None else str(expect_version)
-        version = await self._scripts["kv_set"].run(
-            self._scripts_on, self._kv_keys(namespace), [key, value, expect]
+        version = await self._rs.run_script(
+            "kv_set", self._kv_keys(namespace), [key, value, expect]
         )
         return None if version is None else int(version)
 
     async def _kv_list(self, namespace: str) -> dict[str, Versioned]:
         data_key, version_key = self._kv_keys(namespace)
-        async with self._client.pipeline(transaction=False) as pipe:
+        async with self._rs.client.pipeline(transaction=False) as pipe:
             pipe.hgetall(data_key)
             pipe.hgetall(version_key)
             values, versions = await pipe.execute()
@@ -772,7 +747,7 @@ class RedisStorage(Storage):
 
     async def _kv_delete(self, namespace: str, key: str) -> bool:
         data_key, version_key = self._kv_keys(namespace)
-        async with self._client.pipeline(transaction=False) as pipe:
+        async with self._rs.client.pipeline(transaction=False) as pipe:
             pipe.hdel(data_key, key)
             pipe.hdel(version_key, key)
             removed, _ = await pipe.execute()
@@ -786,18 +761,17 @@ class RedisBroker(Broker):
         storage: the `RedisStorage` of the same server (opened and closed with the broker).
     """
 
+    storage: RedisStorage
+    coordination: RedisCoordination
+
     def __init__(self, storage: RedisStorage) -> None:
-        super().__init__(storage)
+        super().__init__(storage, RedisCoordination(storage))
         self._redis = storage
         self._reset_session()
 
     def _reset_session(self) -> None:
         """Start afresh what one open knew of the queues and of its workers: a new open (on any
         loop) may have missed wake-ups, and its workers watch anew."""
-        self._claim_gens: dict[tuple[str, str], bytes] = {}
-        #: Wake-ups this process had seen on a queue's work channel when a claim began
-        #: (None: not subscribed yet), per (worker, queue).
-        self._claim_seen: dict[tuple[str, str], int | None] = {}
         #: Per queue: the next due time the last claim reported, and the wake-up count then.
         #: Valid while no wake-up arrived since (enqueue, retry, release and requeue publish
         #: one) and this broker changed nothing there; saves idle workers a round trip. Stale
@@ -934,11 +908,11 @@ class RedisBroker(Broker):
             if want <= 0:
                 break
             nonce = os.urandom(8).hex()
-            # Snapshot the wake-ups seen so far *before* the claim runs (see _wait_for_work).
+            # Snapshot the wake-ups seen so far *before* the claim runs: the due time it reads
+            # is valid until the next one (see _next_due). reply[0], the queue's work
+            # generation, is not used.
             seen = rs.work_count(queue)
             reply = await rs.run_queue_script("claim", queue, now, [str(want), *fixed, nonce, park])
-            self._claim_gens[(worker_id, queue)] = reply[0]
-            self._claim_seen[(worker_id, queue)] = seen
             if seen is not None and reply[1] != b"?":
                 self._due_cache[queue] = (seen, reply[1])
             else:
@@ -999,7 +973,7 @@ class RedisBroker(Broker):
                 outcome = outcomes[i]
                 if ok and outcome.kind not in (OutcomeKind.RETRY, OutcomeKind.RELEASE):
                     # Waiters in this process need not wait for the pub/sub round trip.
-                    rs._notify_terminal(outcome.task_id)
+                    rs.waiters.wake(outcome.task_id)
         return out
 
     # -- cancel, scheduling, waiting for work ----------------------------------------------
@@ -1015,7 +989,7 @@ class RedisBroker(Broker):
             for i, code in zip(idx, reply, strict=True):
                 out[i] = _CANCEL_CODES[code]
                 if out[i] is CancelResult.CANCELLED:
-                    rs._notify_terminal(task_ids[i])
+                    rs.waiters.wake(task_ids[i])
         return out
 
     async def _inspect(
@@ -1028,13 +1002,11 @@ class RedisBroker(Broker):
             )
         )
 
-    def watch_work(
-        self, queues: Sequence[str], *, worker_id: str, callback: Callable[[], None]
-    ) -> bool:
+    def _watch_work(self, queues: list[str], worker_id: str, callback: Callable[[], None]) -> None:
         """Call `callback` from the listener on every wake-up published on `queues`' work
-        channels (a loop turn or two sooner than `wait_for_work`). The subscription completes
-        in the background; `next_due` waits for it before it reads the queue state, so a
-        wake-up cannot fall between that read and the subscription."""
+        channels. The subscription completes in the background; `next_due` waits for it
+        before it reads the queue state, so a wake-up cannot fall between that read and the
+        subscription."""
         rs = self._redis
         channels = [rs.qkey(q, "work") for q in queues]
         for channel in channels:
@@ -1049,7 +1021,6 @@ class RedisBroker(Broker):
         task = asyncio.get_running_loop().create_task(self._subscribe_work(channels))
         rs._background.add(task)
         task.add_done_callback(rs._background.discard)
-        return True
 
     def _on_late_hand(self, now: float, data: bytes) -> None:
         """A hand-off that arrived after its worker stopped watching: give it back."""
@@ -1068,7 +1039,7 @@ class RedisBroker(Broker):
                 len(outcomes),
             )
 
-    async def unwatch_work(self, queues: Sequence[str], *, worker_id: str, now: float) -> None:
+    async def _unwatch_work(self, queues: list[str], worker_id: str, now: float) -> None:
         """End `watch_work`: no more wake-up calls; unpark the worker and give back the
         hand-offs its claims have not taken (their attempt refunded), now or as they arrive."""
         rs = self._redis
@@ -1119,27 +1090,6 @@ class RedisBroker(Broker):
         for queue in queues:
             if queue is not None:
                 self._due_cache.pop(queue, None)
-
-    async def _wait_for_work(self, queues: Sequence[str], worker_id: str) -> None:
-        rs = self._redis
-        seen = [self._claim_seen.get((worker_id, q)) for q in queues]
-        if all(s is not None for s in seen):
-            # Subscribed since before the last claim: a wake-up counted since then means work
-            # may have arrived; none means wait (the events are taken before the check).
-            events = [rs.work_event(q) for q in queues]
-            if any(rs.work_count(q) != s for q, s in zip(queues, seen, strict=True)):
-                return
-        else:
-            events, gens = await rs.wait_work(queues)
-            for queue, gen in zip(queues, gens, strict=True):
-                if self._claim_gens.get((worker_id, queue)) != gen:
-                    return
-        waits = [asyncio.ensure_future(e.wait()) for e in events]
-        try:
-            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for w in waits:
-                w.cancel()
 
     # -- dead letters and inspection -------------------------------------------------------
 
@@ -1220,7 +1170,7 @@ class RedisBroker(Broker):
         while True:  # in chunks: one script call must not hold the server for long
             ended = await rs.run_queue_script("purge", queue, now, args)
             for task_id in ended:
-                rs._notify_terminal(task_id.decode())
+                rs.waiters.wake(task_id.decode())
             purged += len(ended)
             if len(ended) < _PURGE_CHUNK:
                 return purged
@@ -1498,17 +1448,6 @@ def _unpack_record(data: bytes, pos: int) -> tuple[dict[bytes, bytes], list[byte
         item, pos = _take(data, pos)
         yields.append(item)
     return dict(zip(flat[::2], flat[1::2], strict=True)), yields, pos
-
-
-def _patched(
-    fields: dict[bytes, bytes], yields: list[bytes], record: TaskRecord | TaskOutcome
-) -> TaskRecord | TaskOutcome:
-    """`record` (a waiter's last read) with a pushed terminal outcome applied."""
-    if isinstance(record, TaskOutcome):
-        return _outcome(record.id, [fields.get(name) for name in _OUTCOME_KEYS], float("-inf"))
-    values = [fields.get(name) for name in _RECORD_KEYS]
-    # It just ended, so its result has not expired (now=-inf).
-    return msgspec.structs.replace(record, yields=yields, **_state(values, float("-inf")))
 
 
 def _event(queue: str, entry_id: bytes, fields: dict[bytes, bytes]) -> Event:

@@ -15,7 +15,7 @@ import asyncio
 import sys
 import time
 
-from taskflow._message import Outcome, OutcomeKind, TaskMessage, encode_value
+from taskflow.abc import Outcome, OutcomeKind, TaskMessage, encode_value
 from taskflow.memory import MemoryBroker
 
 BATCH = 100

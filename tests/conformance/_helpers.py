@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from taskflow._message import (
+from taskflow.abc import (
+    Broker,
     Delivery,
     ErrorInfo,
     Outcome,
@@ -12,7 +13,6 @@ from taskflow._message import (
     TaskMessage,
     encode_value,
 )
-from taskflow.abc import Broker
 from taskflow.testing import FakeClock
 
 PAYLOAD = encode_value([[], {}])

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from taskflow._message import (
+from taskflow.abc import (
+    Broker,
     CancelResult,
     ErrorInfo,
     Lease,
@@ -18,7 +19,6 @@ from taskflow._message import (
     decode_message,
     encode_value,
 )
-from taskflow.abc import Broker
 from taskflow.testing import FakeClock
 
 from ._helpers import TTL_S, claim, done, enqueue_one, failed, message, release, retry

@@ -13,8 +13,7 @@ import asyncio
 import anyio
 import anyio.to_thread
 
-from taskflow._message import TaskStatus
-from taskflow.abc import Broker
+from taskflow.abc import Broker, TaskStatus
 from taskflow.testing import FakeClock
 
 from ._helpers import claim, done, enqueue_one

@@ -5,7 +5,8 @@ from __future__ import annotations
 import anyio
 
 from taskflow import QueueTasks, TaskContext
-from taskflow._message import (
+from taskflow.abc import (
+    Broker,
     EventKind,
     Outcome,
     OutcomeKind,
@@ -13,7 +14,6 @@ from taskflow._message import (
     decode_message,
     decode_value,
 )
-from taskflow.abc import Broker
 from taskflow.testing import FakeClock
 
 from ._helpers import LEASE_S, TTL_S, claim, done, enqueue_one, failed, message, release

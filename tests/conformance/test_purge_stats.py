@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import anyio
 
-from taskflow._message import EventKind, TaskStatus
-from taskflow.abc import Broker
+from taskflow.abc import Broker, EventKind, TaskStatus
 from taskflow.testing import FakeClock
 
 from ._helpers import claim, done, enqueue_one, failed, message, retry

@@ -36,7 +36,8 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from taskflow._message import (
+from taskflow.abc import (
+    Broker,
     CancelResult,
     Delivery,
     ErrorInfo,
@@ -52,7 +53,6 @@ from taskflow._message import (
     TaskStatus,
     encode_value,
 )
-from taskflow.abc import Broker
 from taskflow.testing import FakeClock
 
 from ._helpers import PAYLOAD

@@ -1,12 +1,14 @@
-"""Conformance: result waiters (push), the event stream, work wake-ups and cleanup."""
+"""Conformance: result waiters (push), the event stream and cleanup."""
 
 from __future__ import annotations
 
 import anyio
 import pytest
 
-from taskflow._exceptions import TaskNotFound
-from taskflow._message import (
+from taskflow import TaskNotFound
+from taskflow.abc import (
+    LATEST,
+    Broker,
     Event,
     EventKind,
     Outcome,
@@ -14,16 +16,14 @@ from taskflow._message import (
     Progress,
     ProgressUpdate,
     TaskOutcome,
-    TaskRecord,
     TaskStatus,
     encode_value,
 )
-from taskflow.abc import LATEST, Broker
 from taskflow.testing import FakeClock
 
 from ._helpers import TTL_S, claim, done, enqueue_one, failed, message, release, retry
 
-# -- storage.wait ---------------------------------------------------------------------------
+# -- storage.wait (what AsyncResult.result reads) -------------------------------------------
 
 
 async def test_wait_returns_when_another_coroutine_completes(
@@ -31,19 +31,44 @@ async def test_wait_returns_when_another_coroutine_completes(
 ) -> None:
     task_id = await enqueue_one(backend, clock)
     [delivery] = await claim(backend, clock)
-    records: list[TaskRecord] = []
+    outcomes: list[TaskOutcome] = []
 
     async def waiter() -> None:
-        records.append(await backend.storage.wait(task_id, timeout=None, now=clock.time()))
+        outcomes.append(await backend.storage.wait(task_id, timeout=None, now=clock.time()))
 
     with anyio.fail_after(10):
         async with anyio.create_task_group() as tg:
             tg.start_soon(waiter)
             await anyio.wait_all_tasks_blocked()
-            assert records == []
+            assert outcomes == []
             await backend.complete([done(delivery, clock, 7)], now=clock.time())
-    [record] = records
-    assert record.status is TaskStatus.DONE and record.result == encode_value(7)
+    [outcome] = outcomes
+    assert isinstance(outcome, TaskOutcome)
+    assert (outcome.id, outcome.status) == (task_id, TaskStatus.DONE)
+    assert outcome.result == encode_value(7) and outcome.error is None
+
+
+@pytest.mark.parametrize("kind", ["done", "failed"])
+async def test_wait_gets_what_the_record_says(backend: Broker, clock: FakeClock, kind: str) -> None:
+    """The outcome a waiter is woken with (pushed, or read) is the outcome part of the task's
+    record, read afterwards."""
+    task_id = await enqueue_one(backend, clock)
+    [delivery] = await claim(backend, clock)
+    got: list[TaskOutcome] = []
+
+    async def waiter() -> None:
+        got.append(await backend.storage.wait(task_id, timeout=None, now=clock.time()))
+
+    ending = done(delivery, clock, 7) if kind == "done" else failed(delivery, clock)
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(waiter)
+            await anyio.wait_all_tasks_blocked()
+            await backend.complete([ending], now=clock.time())
+    record = await backend.storage.get(task_id, now=clock.time())
+    assert record is not None and got == [TaskOutcome.of(record)]
+    if kind == "failed":
+        assert got[0].error is not None and got[0].error.type == "ValueError"
 
 
 async def test_wait_wakes_on_cancel_of_a_queued_task(backend: Broker, clock: FakeClock) -> None:
@@ -56,8 +81,8 @@ async def test_wait_wakes_on_cancel_of_a_queued_task(backend: Broker, clock: Fak
                 await backend.cancel([task_id], now=clock.time())
 
             tg.start_soon(cancel_soon)
-            record = await backend.storage.wait(task_id, timeout=None, now=clock.time())
-    assert record.status is TaskStatus.CANCELLED
+            outcome = await backend.storage.wait(task_id, timeout=None, now=clock.time())
+    assert outcome.status is TaskStatus.CANCELLED
 
 
 async def test_wait_wakes_on_lease_expired_dead_letter(backend: Broker, clock: FakeClock) -> None:
@@ -72,145 +97,57 @@ async def test_wait_wakes_on_lease_expired_dead_letter(backend: Broker, clock: F
                 await claim(backend, clock, worker_id="w2")
 
             tg.start_soon(lapse)
-            record = await backend.storage.wait(task_id, timeout=None, now=clock.time())
-    assert record.status is TaskStatus.FAILED
-    assert record.error is not None and record.error.type == "LeaseExpired"
+            outcome = await backend.storage.wait(task_id, timeout=None, now=clock.time())
+    assert outcome.status is TaskStatus.FAILED
+    assert outcome.error is not None and outcome.error.type == "LeaseExpired"
 
 
 async def test_wait_times_out(backend: Broker, clock: FakeClock) -> None:
     task_id = await enqueue_one(backend, clock)
     with anyio.fail_after(10), pytest.raises(TimeoutError):
         await backend.storage.wait(task_id, timeout=0.05, now=clock.time())
-    assert not backend.storage._has_waiters(task_id)
+    assert task_id not in backend.storage.waiters
 
 
 async def test_wait_for_an_unknown_id(backend: Broker, clock: FakeClock) -> None:
     with anyio.fail_after(10), pytest.raises(TaskNotFound):
         await backend.storage.wait("never-enqueued", timeout=1, now=clock.time())
+    assert "never-enqueued" not in backend.storage.waiters
 
 
 async def test_wait_for_a_finished_task_returns_at_once(backend: Broker, clock: FakeClock) -> None:
     task_id = await enqueue_one(backend, clock)
     [delivery] = await claim(backend, clock)
-    await backend.complete([failed(delivery, clock)], now=clock.time())
-    with anyio.fail_after(10):
-        record = await backend.storage.wait(task_id, timeout=None, now=clock.time())
-    assert record.status is TaskStatus.FAILED
-
-
-@pytest.mark.parametrize("which_read", ["first", "last"])
-async def test_wait_does_not_miss_a_completion_right_after_its_read(
-    backend: Broker, clock: FakeClock, monkeypatch: pytest.MonkeyPatch, which_read: str
-) -> None:
-    """The task completes right after one of wait's stored-state reads: still woken.
-
-    "last" is the read after the waiter is registered, just before wait sleeps; backends with
-    `cheap_reads` read once more before registering ("first").
-    """
-    task_id = await enqueue_one(backend, clock)
-    [delivery] = await claim(backend, clock)
-    storage = backend.storage
-    original_get_many = storage._get_many
-    complete_after = 2 if which_read == "last" and storage.cheap_reads else 1
-    reads = 0
-
-    async def read_then_complete(task_ids: list[str], now: float) -> list[TaskRecord | None]:
-        nonlocal reads
-        records = await original_get_many(task_ids, now)
-        reads += 1
-        if reads == complete_after:
-            await backend.complete([done(delivery, clock)], now=clock.time())
-        return records
-
-    monkeypatch.setattr(storage, "_get_many", read_then_complete)
-    with anyio.fail_after(10):
-        record = await storage.wait(task_id, timeout=None, now=clock.time())
-    assert reads >= complete_after and record.status is TaskStatus.DONE
-
-
-# -- storage.wait_outcome (what AsyncResult.result reads) --------------------------------------
-
-
-@pytest.mark.parametrize("kind", ["done", "failed"])
-async def test_wait_outcome_and_wait_on_one_task_both_get_its_end(
-    backend: Broker, clock: FakeClock, kind: str
-) -> None:
-    """A whole-record waiter and an outcome waiter of one task, woken by the same completion:
-    each gets its own shape with the same status, result and error."""
-    task_id = await enqueue_one(backend, clock)
-    [delivery] = await claim(backend, clock)
-    got: dict[str, TaskRecord | TaskOutcome] = {}
-
-    async def record_waiter() -> None:
-        got["record"] = await backend.storage.wait(task_id, timeout=None, now=clock.time())
-
-    async def outcome_waiter() -> None:
-        got["outcome"] = await backend.storage.wait_outcome(task_id, timeout=None, now=clock.time())
-
-    ending = done(delivery, clock, 7) if kind == "done" else failed(delivery, clock)
-    with anyio.fail_after(10):
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(record_waiter)
-            tg.start_soon(outcome_waiter)
-            await anyio.wait_all_tasks_blocked()
-            assert got == {}
-            await backend.complete([ending], now=clock.time())
-    record, outcome = got["record"], got["outcome"]
-    assert isinstance(record, TaskRecord) and isinstance(outcome, TaskOutcome)
-    assert outcome == TaskOutcome.of(record)
-    assert (outcome.id, outcome.status) == (task_id, TaskStatus(kind))
-    if kind == "done":
-        assert outcome.result == encode_value(7) and outcome.error is None
-    else:
-        assert outcome.error is not None and outcome.error.type == "ValueError"
-
-
-async def test_wait_outcome_of_finished_unknown_and_slow_tasks(
-    backend: Broker, clock: FakeClock
-) -> None:
-    """Finished: at once, with its result expiry. Unknown: TaskNotFound. Still running after
-    `timeout`: TimeoutError, and no waiter is left behind."""
-    task_id = await enqueue_one(backend, clock)
-    [delivery] = await claim(backend, clock)
     await backend.complete([done(delivery, clock, "x")], now=clock.time())
-    slow_id = await enqueue_one(backend, clock)
-    storage = backend.storage
     with anyio.fail_after(10):
-        outcome = await storage.wait_outcome(task_id, timeout=None, now=clock.time())
-        assert outcome.status is TaskStatus.DONE and outcome.result == encode_value("x")
-        assert outcome.result_expires_at == clock.time() + TTL_S and not outcome.result_expired
-        with pytest.raises(TaskNotFound):
-            await storage.wait_outcome("never-enqueued", timeout=1, now=clock.time())
-        with pytest.raises(TimeoutError):
-            await storage.wait_outcome(slow_id, timeout=0.05, now=clock.time())
-    assert not storage._has_waiters(slow_id)
+        outcome = await backend.storage.wait(task_id, timeout=None, now=clock.time())
+    assert outcome.status is TaskStatus.DONE and outcome.result == encode_value("x")
+    assert outcome.result_expires_at == clock.time() + TTL_S and not outcome.result_expired
 
 
-async def test_wait_outcome_does_not_miss_a_completion_right_after_its_read(
+async def test_wait_does_not_miss_a_completion_right_after_its_read(
     backend: Broker, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The task completes right after the outcome waiter's last read: still woken."""
+    """The task completes right after the waiter's read (the waiter is registered before it
+    reads, through `Storage._get_outcomes`): still woken."""
     task_id = await enqueue_one(backend, clock)
     [delivery] = await claim(backend, clock)
     storage = backend.storage
-    # Where this backend's outcome reads go (see Storage._read_outcome).
-    name = "_get_outcomes" if storage.cheap_reads or storage.coalesces_reads else "_get_many"
-    original = getattr(storage, name)
-    complete_after = 2 if storage.cheap_reads else 1
+    original = storage._get_outcomes
     reads = 0
 
-    async def read_then_complete(task_ids: list[str], now: float) -> list[object]:
+    async def read_then_complete(task_ids: list[str], now: float) -> list[TaskOutcome | None]:
         nonlocal reads
-        got: list[object] = await original(task_ids, now)
+        got = await original(task_ids, now)
         reads += 1
-        if reads == complete_after:
+        if reads == 1:
             await backend.complete([done(delivery, clock)], now=clock.time())
         return got
 
-    monkeypatch.setattr(storage, name, read_then_complete)
+    monkeypatch.setattr(storage, "_get_outcomes", read_then_complete)
     with anyio.fail_after(10):
-        outcome = await storage.wait_outcome(task_id, timeout=None, now=clock.time())
-    assert reads >= complete_after and outcome.status is TaskStatus.DONE
+        outcome = await storage.wait(task_id, timeout=None, now=clock.time())
+    assert reads >= 1 and outcome.status is TaskStatus.DONE
 
 
 async def test_many_waiters_of_one_task(backend: Broker, clock: FakeClock) -> None:
@@ -219,8 +156,8 @@ async def test_many_waiters_of_one_task(backend: Broker, clock: FakeClock) -> No
     statuses: list[TaskStatus] = []
 
     async def waiter() -> None:
-        record = await backend.storage.wait(task_id, timeout=None, now=clock.time())
-        statuses.append(record.status)
+        outcome = await backend.storage.wait(task_id, timeout=None, now=clock.time())
+        statuses.append(outcome.status)
 
     with anyio.fail_after(10):
         async with anyio.create_task_group() as tg:
@@ -506,89 +443,6 @@ async def test_a_cursor_older_than_the_cap_resumes_at_the_oldest_kept(
     assert resumed == kept and resumed[-1].task_id == ids[-1]
 
 
-# -- wait_for_work --------------------------------------------------------------------------
-
-
-async def test_wait_for_work_wakes_on_enqueue(backend: Broker, clock: FakeClock) -> None:
-    assert await claim(backend, clock, worker_id="w1") == []
-    woke = anyio.Event()
-
-    async def idle_worker() -> None:
-        await backend.wait_for_work(["default"], worker_id="w1")
-        woke.set()
-
-    with anyio.fail_after(10):
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(idle_worker)
-            await anyio.wait_all_tasks_blocked()
-            assert not woke.is_set()
-            await enqueue_one(backend, clock, "unrelated")
-            await anyio.wait_all_tasks_blocked()
-            assert not woke.is_set()
-            await enqueue_one(backend, clock)
-            await woke.wait()
-
-
-async def test_wait_for_work_does_not_lose_a_wakeup(backend: Broker, clock: FakeClock) -> None:
-    assert await claim(backend, clock, worker_id="w1") == []
-    # Enqueued after the claim began, before the worker waits: the wait returns at once.
-    await enqueue_one(backend, clock)
-    with anyio.fail_after(10):
-        await backend.wait_for_work(["default"], worker_id="w1")
-    assert len(await claim(backend, clock, worker_id="w1")) == 1
-
-
-async def test_wait_for_work_wakes_on_release_and_retry(backend: Broker, clock: FakeClock) -> None:
-    await enqueue_one(backend, clock, retries=1)
-    [delivery] = await claim(backend, clock, worker_id="w1")
-    assert await claim(backend, clock, worker_id="w1") == []
-    await backend.complete([retry(delivery, None)], now=clock.time())
-    with anyio.fail_after(10):
-        await backend.wait_for_work(["default"], worker_id="w1")
-    [again] = await claim(backend, clock, worker_id="w1")
-    await backend.complete([release(again)], now=clock.time())
-    with anyio.fail_after(10):
-        await backend.wait_for_work(["default"], worker_id="w1")
-
-
-async def test_wait_for_work_wakes_on_a_retry_or_release_due_later(
-    backend: Broker, clock: FakeClock
-) -> None:
-    # An idle worker sleeps until the earliest due time it read; a retry due sooner than that
-    # must wake it to read them again, or it runs only when the worker's idle sweep comes.
-    await enqueue_one(backend, clock, retries=1)
-    [delivery] = await claim(backend, clock, worker_id="w1")
-    assert await claim(backend, clock, worker_id="w1") == []
-    await backend.complete([retry(delivery, clock.time() + 0.1)], now=clock.time())
-    with anyio.fail_after(10):
-        await backend.wait_for_work(["default"], worker_id="w1")
-    assert await backend.next_due(["default"], now=clock.time()) == clock.time() + 0.1
-    await clock.advance(0.1)
-    [again] = await claim(backend, clock, worker_id="w1")
-    assert await claim(backend, clock, worker_id="w1") == []
-    await backend.complete([release(again, clock.time() + 0.1)], now=clock.time())
-    with anyio.fail_after(10):
-        await backend.wait_for_work(["default"], worker_id="w1")
-
-
-async def test_wait_for_work_of_several_workers(backend: Broker, clock: FakeClock) -> None:
-    for worker_id in ("w1", "w2"):
-        assert await claim(backend, clock, ("a", "b"), worker_id=worker_id) == []
-    woken: set[str] = set()
-
-    async def idle(worker_id: str) -> None:
-        await backend.wait_for_work(["a", "b"], worker_id=worker_id)
-        woken.add(worker_id)
-
-    with anyio.fail_after(10):
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(idle, "w1")
-            tg.start_soon(idle, "w2")
-            await anyio.wait_all_tasks_blocked()
-            await backend.enqueue([message(backend, "b")], now=clock.time())
-    assert woken == {"w1", "w2"}
-
-
 # -- cleanup --------------------------------------------------------------------------------
 
 
@@ -635,7 +489,7 @@ async def test_wait_is_cancellable(backend: Broker, clock: FakeClock) -> None:
             tg.start_soon(waiter)
             await anyio.wait_all_tasks_blocked()
             tg.cancel_scope.cancel()
-    assert not backend.storage._has_waiters(task_id)
+    assert task_id not in backend.storage.waiters
 
 
 async def test_endings_decided_by_the_backend_are_events(backend: Broker, clock: FakeClock) -> None:
@@ -655,28 +509,6 @@ async def test_endings_decided_by_the_backend_are_events(backend: Broker, clock:
     assert kinds(events, lapsed) == [EventKind.QUEUED, EventKind.RUNNING, EventKind.FAILED]
     [dead_event] = [e for e in events if e.task_id == lapsed and e.kind is EventKind.FAILED]
     assert dead_event.detail == "LeaseExpired" and dead_event.at == clock.time()
-
-
-async def test_wait_for_work_wakes_on_requeue_of_a_dead_letter(
-    backend: Broker, clock: FakeClock
-) -> None:
-    task_id = await enqueue_one(backend, clock)
-    [delivery] = await claim(backend, clock, worker_id="w1")
-    await backend.complete([failed(delivery, clock)], now=clock.time())
-    assert await claim(backend, clock, worker_id="w1") == []
-    woke = anyio.Event()
-
-    async def idle_worker() -> None:
-        await backend.wait_for_work(["default"], worker_id="w1")
-        woke.set()
-
-    with anyio.fail_after(10):
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(idle_worker)
-            await anyio.wait_all_tasks_blocked()
-            assert not woke.is_set()
-            await backend.requeue_dead([task_id], now=clock.time(), new_ids=["requeued-2"])
-            await woke.wait()
 
 
 async def test_report_is_accepted_while_a_cancel_is_pending(

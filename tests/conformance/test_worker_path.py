@@ -15,8 +15,7 @@ import anyio.lowlevel
 import pytest
 
 from taskflow import GlobalConfig, Progress, QueueTasks, TaskContext
-from taskflow._message import Outcome, ProgressUpdate
-from taskflow.abc import Broker
+from taskflow.abc import Broker, Outcome, ProgressUpdate
 from taskflow.testing import FakeClock
 
 

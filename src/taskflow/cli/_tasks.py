@@ -75,8 +75,9 @@ async def _watch(app: QueueTasks, record: TaskRecord, as_json: bool) -> TaskReco
 
     A terminal gets one line redrawn in place (status and progress bar); other outputs get a
     line per change (JSON: the whole record). Both waits are pushed: the task's end by
-    `Storage.wait`, which cannot miss it, and its changes on the way by the queue's event
-    stream, followed from now (`LATEST`, no replay); an event of the task re-reads its record.
+    `Storage.wait`, which cannot miss it (its final record is read then), and its changes on
+    the way by the queue's event stream, followed from now (`LATEST`, no replay); an event of
+    the task re-reads its record.
     """
     live = sys.stdout.isatty() and not as_json
     show = _watch_printer(live, as_json)
@@ -86,7 +87,8 @@ async def _watch(app: QueueTasks, record: TaskRecord, as_json: bool) -> TaskReco
 
         async def until_the_end() -> None:
             nonlocal final
-            final = await app.storage.wait(record.id, timeout=None, now=app.clock.time())
+            await app.storage.wait(record.id, timeout=None, now=app.clock.time())
+            final = await app.get(record.id)
             tg.cancel_scope.cancel()
 
         tg.start_soon(until_the_end)

@@ -12,8 +12,9 @@ order_id = await supervisor.submit(
 )
 ```
 
-Planning is pure (`_plan.py`), records are msgspec structs (`_model.py`) stored in the storage's
-key-value records (`_store.py`); `_manager.py` runs one job, `_supervisor.py` the rest.
+Planning is pure (`_plan.py`), records are msgspec structs (`_model.py`) stored in the
+coordination's key-value records (`_store.py`); `_manager.py` runs one job, `_supervisor.py`
+the rest.
 See ``docs/orders.md``.
 """
 

@@ -201,10 +201,13 @@ class TaskManager:
 
     async def _follow_unit(self, index: int, task_id: str) -> None:
         storage = self.app.storage
+        record: TaskRecord | None = None
         try:
-            record = await storage.wait(task_id, timeout=None, now=self.app.clock.time())
+            await storage.wait(task_id, timeout=None, now=self.app.clock.time())
         except TaskNotFound:
-            record = None
+            pass
+        else:  # ended: its whole record (attempts, error) says how
+            record = await storage.get(task_id, now=self.app.clock.time())
         self._pending.append((index, record))
         await self._flush()
 

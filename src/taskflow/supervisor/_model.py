@@ -2,7 +2,7 @@
 (`OrderRecord`, `JobRecord`, `UnitRecord`, `OrderEvent`), and what is reported back
 (`OrderStatus`, `JobStatus`, `Counts`, `UnitFailure`, `OrderReport`).
 
-All of them are `msgspec.Struct`s stored as msgpack in the storage's durable key-value records;
+All of them are `msgspec.Struct`s stored as msgpack in the coordination's durable key-value records;
 new fields get defaults, per the project's schema-evolution rule. No I/O lives here.
 """
 

@@ -142,10 +142,10 @@ class Supervisor:
         """
         await self._here()
         clock = self.app.clock
-        storage = self.app.storage
+        coordination = self.app.coordination
         while True:
             try:
-                token = await storage.acquire_lease(
+                token = await coordination.acquire_lease(
                     LEASE_NAME, self.owner, ttl_s=self.lease_ttl_s, now=clock.time()
                 )
                 if token is not None:
@@ -169,7 +169,7 @@ class Supervisor:
             if self.release_on_exit:
                 with anyio.CancelScope(shield=True), anyio.move_on_after(5):
                     try:
-                        await self.app.storage.release_lease(LEASE_NAME, self.owner, token)
+                        await self.app.coordination.release_lease(LEASE_NAME, self.owner, token)
                     except Exception:
                         logger.warning("could not release the supervisor lease", exc_info=True)
 
@@ -178,7 +178,7 @@ class Supervisor:
         while True:
             await clock.sleep(self.lease_ttl_s / 3)
             try:
-                ok = await self.app.storage.renew_lease(
+                ok = await self.app.coordination.renew_lease(
                     LEASE_NAME, self.owner, token, ttl_s=self.lease_ttl_s, now=clock.time()
                 )
             except Exception:
@@ -418,9 +418,9 @@ class Supervisor:
 
     @property
     def store(self) -> OrderStore:
-        """The orders' records (on the app's storage)."""
+        """The orders' records (in the app's coordination key-value space)."""
         if self._store is None:
-            self._store = OrderStore(self.app.storage)
+            self._store = OrderStore(self.app.coordination)
         return self._store
 
     # -- public: the client side -----------------------------------------------------------

@@ -1,0 +1,104 @@
+"""`MemoryCoordination`: named leases and key-value records in this process's memory.
+
+Like the memory storage, its data outlives a `close` (a closed memory backend opens again with
+everything it held) and no other process can see it. What does not live here: tasks
+(`MemoryStorage`) and messages (`MemoryBroker`).
+"""
+
+from __future__ import annotations
+
+from ..abc import Coordination, LeaseInfo, Versioned
+
+__all__ = ["MemoryCoordination"]
+
+
+class _NamedLease:
+    """A coordination lease; kept after release so the next token is still higher."""
+
+    __slots__ = ("expires_at", "owner", "token")
+
+    def __init__(self) -> None:
+        self.owner: str | None = None
+        self.token = 0
+        self.expires_at = 0.0
+
+
+class MemoryCoordination(Coordination):
+    """Leases with fencing tokens and a versioned key-value space, in dicts of this process.
+
+    Brokers that should share leases and records are given the same object
+    (``MemoryBroker(storage, coordination=...)``).
+    """
+
+    def __init__(self) -> None:
+        self._kv: dict[str, dict[str, Versioned]] = {}
+        self._leases: dict[str, _NamedLease] = {}
+
+    # -- leases ----------------------------------------------------------------------------
+
+    async def _acquire_lease(self, name: str, owner: str, ttl_s: float, now: float) -> int | None:
+        lease = self._leases.get(name)
+        if lease is None:
+            lease = self._leases[name] = _NamedLease()
+        held = lease.owner is not None and lease.expires_at > now
+        if held and lease.owner != owner:
+            return None
+        if not held:
+            # Ownership changes (or is re-taken after a lapse): a new, higher token.
+            lease.token += 1
+            lease.owner = owner
+        lease.expires_at = now + ttl_s
+        return lease.token
+
+    async def _renew_lease(
+        self, name: str, owner: str, token: int, ttl_s: float, now: float
+    ) -> bool:
+        lease = self._leases.get(name)
+        if lease is None or lease.owner != owner or lease.token != token:
+            return False
+        lease.expires_at = now + ttl_s
+        return True
+
+    async def _release_lease(self, name: str, owner: str, token: int) -> bool:
+        lease = self._leases.get(name)
+        if lease is None or lease.owner != owner or lease.token != token:
+            return False
+        lease.owner = None
+        lease.expires_at = 0.0
+        return True
+
+    async def _get_lease(self, name: str, now: float) -> LeaseInfo | None:
+        lease = self._leases.get(name)
+        if lease is None or lease.owner is None or lease.expires_at <= now:
+            return None
+        return LeaseInfo(
+            name=name, owner=lease.owner, token=lease.token, expires_at=lease.expires_at
+        )
+
+    # -- key-value records -----------------------------------------------------------------
+
+    async def _kv_get(self, namespace: str, key: str) -> Versioned | None:
+        return self._kv.get(namespace, {}).get(key)
+
+    async def _kv_set(
+        self, namespace: str, key: str, value: bytes, expect_version: int | None
+    ) -> int | None:
+        space = self._kv.setdefault(namespace, {})
+        current = space.get(key)
+        current_version = 0 if current is None else current.version
+        if expect_version is not None and expect_version != current_version:
+            return None
+        space[key] = Versioned(value=bytes(value), version=current_version + 1)
+        return current_version + 1
+
+    async def _kv_list(self, namespace: str) -> dict[str, Versioned]:
+        return dict(self._kv.get(namespace, {}))
+
+    async def _kv_delete(self, namespace: str, key: str) -> bool:
+        space = self._kv.get(namespace)
+        if space is None or key not in space:
+            return False
+        del space[key]
+        if not space:
+            del self._kv[namespace]
+        return True
