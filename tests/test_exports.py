@@ -1,6 +1,7 @@
 """`taskflow.__all__` is exactly the public surface: every public name of the package is listed,
 nothing listed is missing, every item is documented, and each comes from a private module (so
-the implementation can move without breaking imports)."""
+the implementation can move without breaking imports). The same holds for `taskflow.abc`, which
+exports every type a backend implementer needs."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import types
 import pytest
 
 import taskflow
+import taskflow.abc
 
 # Sub-packages and modules are reached as ``taskflow.memory`` etc.; they are not re-exported.
 SUBMODULES_ALLOWED = {"abc", "memory", "redis", "postgres", "testing", "cli", "supervisor"}
@@ -66,3 +68,47 @@ def test_every_exported_item_is_importable_from_its_private_home(name: str) -> N
 
 def test_version() -> None:
     assert isinstance(taskflow.__version__, str) and taskflow.__version__
+
+
+# -- taskflow.abc: every type an implementer needs, and nothing else --------------------------
+
+
+def abc_public_names() -> set[str]:
+    return {
+        name
+        for name, value in vars(taskflow.abc).items()
+        if not name.startswith("_") and not isinstance(value, types.ModuleType)
+    }
+
+
+def test_abc_all_lists_every_public_name_and_nothing_else() -> None:
+    assert sorted(taskflow.abc.__all__) == sorted(abc_public_names())
+    assert len(taskflow.abc.__all__) == len(set(taskflow.abc.__all__)), "duplicates in __all__"
+
+
+def test_abc_exports_the_contracts_components_and_the_types_they_speak() -> None:
+    contracts = {"Broker", "Storage", "Coordination", "ResultWaiters", "ReadCoalescer", "LATEST"}
+    structs = {
+        "TaskMessage", "Delivery", "Lease", "LeaseState", "Outcome", "OutcomeKind",
+        "ProgressUpdate", "EnqueueResult", "TaskRecord", "TaskOutcome", "Event", "EventKind",
+        "QueueStats", "LeaseInfo", "Versioned", "CancelResult", "ErrorInfo", "Progress",
+        "TaskStatus",
+    }  # fmt: skip
+    codecs = {"encode_message", "decode_message", "encode_value", "decode_value"}
+    assert set(taskflow.abc.__all__) == contracts | structs | codecs
+
+
+@pytest.mark.parametrize("name", sorted(taskflow.abc.__all__))
+def test_every_abc_item_is_documented_and_comes_from_a_private_module(name: str) -> None:
+    item = getattr(taskflow.abc, name)
+    target = item if inspect.isclass(item) or inspect.isfunction(item) else type(item)
+    assert (inspect.getdoc(target) or "").strip(), f"taskflow.abc.{name} has no docstring"
+    if inspect.isclass(item) or inspect.isfunction(item):
+        home = item.__module__
+        assert home.startswith(("taskflow._", "taskflow.abc._")), f"{name} is defined in {home}"
+        assert getattr(importlib.import_module(home), name) is item
+
+
+def test_the_abc_names_taskflow_also_exports_are_the_same_objects() -> None:
+    for name in set(taskflow.__all__) & set(taskflow.abc.__all__):
+        assert getattr(taskflow, name) is getattr(taskflow.abc, name), name
