@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 import taskflow
+import taskflow.abc
 from taskflow import GlobalConfig
 from taskflow import _exceptions as exceptions_module
 
@@ -137,6 +138,11 @@ def test_exceptions_tree_matches_the_class_hierarchy() -> None:
 @pytest.mark.parametrize("name", sorted(taskflow.__all__))
 def test_every_public_name_has_a_reference_entry(name: str) -> None:
     assert re.search(rf"^::: taskflow\.{name}$", page("reference/api.md"), re.MULTILINE)
+
+
+@pytest.mark.parametrize("name", sorted(taskflow.abc.__all__))
+def test_every_abc_name_has_a_reference_entry(name: str) -> None:
+    assert re.search(rf"^::: taskflow\.abc\.{name}$", page("reference/abc.md"), re.MULTILINE)
 
 
 # -- architecture ------------------------------------------------------------------------------
