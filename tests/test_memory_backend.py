@@ -18,6 +18,7 @@ from taskflow.abc import (
     OutcomeKind,
     Progress,
     ProgressUpdate,
+    ResultWaiters,
     TaskMessage,
     TaskRecord,
     TaskStatus,
@@ -354,3 +355,22 @@ async def test_watch_work_calls_back_on_enqueue_into_a_watched_queue(
     assert calls == []
     await broker.enqueue([make(broker, "q")], now=clock.time())
     assert calls == ["q"]
+
+
+async def test_a_wait_for_a_task_that_ended_needs_no_waiter(
+    broker: MemoryBroker, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Most results are awaited after their task ended: the memory storage answers those from
+    the task's state (`Storage._outcome_at_hand`) without registering a waiter."""
+    msg = make(broker)
+    await broker.enqueue([msg], now=clock.time())
+    [d] = await broker.claim(["q"], limit=1, lease_s=10, now=clock.time(), worker_id="w")
+    done = Outcome(d.task_id, d.token, OutcomeKind.DONE, result=encode_value(3))
+    await broker.complete([done], now=clock.time())
+
+    async def no_waiter(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a waiter was registered for a task that had ended")
+
+    monkeypatch.setattr(ResultWaiters, "wait", no_waiter)
+    outcome = await broker.storage.wait(msg.id, timeout=None, now=clock.time())
+    assert outcome.status is TaskStatus.DONE and outcome.result == encode_value(3)

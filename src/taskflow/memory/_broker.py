@@ -158,6 +158,7 @@ class MemoryBroker(Broker):
             queue.promote_due(now)
             self._recover_lapsed(queue, now)
             ready = queue.ready
+            leases = queue.leases
             events = queue.events
             while ready and len(out) < limit:
                 _, _, seq, task = heapq.heappop(ready)
@@ -179,7 +180,7 @@ class MemoryBroker(Broker):
                 task.started_at = now
                 task.worker_id = worker_id
                 task.lease_expires_at = lease_expires_at
-                queue.hold_lease(task, lease_expires_at)
+                heapq.heappush(leases, (lease_expires_at, seq, task, token))  # `hold_lease`
                 n_events = queue.event_seq + 1
                 queue.event_seq = n_events
                 msg = task.msg
@@ -188,6 +189,7 @@ class MemoryBroker(Broker):
                 )
                 out.append(Delivery(task.id, token, attempt, task.data, lease_expires_at))
             queue.wake_followers()
+            queue.trim_leases()
         return out
 
     def _recover_lapsed(self, queue: QueueState, now: float) -> None:

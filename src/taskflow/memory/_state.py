@@ -233,6 +233,10 @@ class QueueState:
     def hold_lease(self, task: TaskState, expires_at: float) -> None:
         """File the running `task`'s lease (by expiry) under its current token."""
         heapq.heappush(self.leases, (expires_at, next(self.seq), task, task.token))
+        self.trim_leases()
+
+    def trim_leases(self) -> None:
+        """Compact the lease heap if stale entries piled up (after pushing to it directly)."""
         if len(self.leases) > self.leases_limit:
             self._compact_leases()
 

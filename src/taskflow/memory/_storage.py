@@ -220,6 +220,10 @@ class MemoryStorage(Storage):
             out.append(None if task is None else task.outcome(now))
         return out
 
+    def _outcome_at_hand(self, task_id: str, now: float) -> TaskOutcome | None:
+        task = self._tasks.get(task_id)
+        return None if task is None or not task.ended else task.outcome(now)
+
     async def _report(self, updates: Sequence[ProgressUpdate], now: float) -> list[bool]:
         out: list[bool] = []
         for update in updates:
