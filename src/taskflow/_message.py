@@ -261,7 +261,7 @@ class TaskRecord(msgspec.Struct, kw_only=True):
 
 class TaskOutcome(msgspec.Struct, kw_only=True, gc=False):
     """The part of a `TaskRecord` that says how a task ended: what `AsyncResult.result` needs,
-    cheaper to read than the whole record (see `Storage.wait_outcome`)."""
+    cheaper to read than the whole record (see `Storage.wait`)."""
 
     id: str
     status: TaskStatus

@@ -1032,7 +1032,7 @@ class PostgresCoordination(Coordination):
     def __init__(self, storage: PostgresStorage) -> None:
         self._pg = storage
 
-    # -- leases --------------------------------------------------------------------
+    # -- leases -----------------------------------------------------------------------------------
 
     async def _acquire_lease(self, name: str, owner: str, ttl_s: float, now: float) -> int | None:
         token = await self._pg.run(

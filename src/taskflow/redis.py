@@ -683,7 +683,7 @@ class RedisCoordination(Coordination):
     def __init__(self, storage: RedisStorage) -> None:
         self._rs = storage
 
-    # -- leases ---------------------------------------------------------------
+    # -- leases ----------------------------------------------------------------------------
 
     def _lease_key(self, name: str) -> str:
         return f"{self._rs.prefix}lease:{name}"
