@@ -264,9 +264,14 @@ def adapter_command(python: Path, system: System, workload: str, settings: Setti
     return command
 
 
-def run_adapter(command: list[str], timeout_s: float) -> dict[str, Any]:
-    """Run one adapter and return its JSON line, or ``{"error": ...}`` saying what went wrong."""
-    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+def run_adapter(
+    command: list[str], timeout_s: float, env: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """Run one adapter and return its JSON line, or ``{"error": ...}`` saying what went wrong.
+
+    `env` replaces the process environment (default: this one's).
+    """
+    env = {**(os.environ if env is None else env), "PYTHONDONTWRITEBYTECODE": "1"}
     try:
         done = subprocess.run(
             command, capture_output=True, text=True, timeout=timeout_s, check=False, env=env

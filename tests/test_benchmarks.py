@@ -170,3 +170,53 @@ async def test_gather_bounded_runs_every_wait_at_most_limit_at_once(
     await servers.gather_bounded([wait_for(i) for i in range(500)], 7)
     assert sorted(done) == list(range(500))
     assert most == 7
+
+
+def test_before_after_table_says_whether_each_metric_held_within_ten_percent() -> None:
+    from benchmarks import before_after
+
+    settings = before_after.parse(["--baseline", "x", "--backend", "memory", "--workloads", "B,C"])[
+        1
+    ]
+
+    def run(tree: str, metrics: dict[str, float]) -> dict[str, object]:
+        return {
+            "system": "taskflow-memory",
+            "workload": "B" if "tasks_per_s" in metrics else "C",
+            "tree": tree,
+            "metrics": metrics,
+        }
+
+    runs = [
+        run("before", {"tasks_per_s": 100.0}),
+        run("after", {"tasks_per_s": 95.0}),
+        run("before", {"p50_ms": 1.0, "p99_ms": 2.0}),
+        run("after", {"p50_ms": 1.2, "p99_ms": 1.0}),
+    ]
+    rows = before_after.table(runs, settings).splitlines()[2:]
+    assert rows == [
+        "| memory | B tasks_per_s | 100.000 | 95.000 | 0.95 | yes |",
+        "| memory | C p50_ms | 1.000 | 1.200 | 1.20 | NO |",
+        "| memory | C p99_ms | 2.000 | 1.000 | 0.50 | yes |",
+    ]
+
+
+def test_before_after_refuses_a_baseline_that_is_not_a_checkout(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.before_after",
+            "--baseline",
+            str(tmp_path),
+            "--backend",
+            "memory",
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode != 0
+    assert f"not {tmp_path}/src" in done.stderr
