@@ -16,6 +16,7 @@ Stdlib only: it runs in each peer's own venv.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
@@ -73,99 +74,105 @@ def _lost(client: Client) -> Metrics:
     return {} if lost is None else {"lost_notifications": lost}
 
 
+async def _opened(make_client: MakeClient, params: Params) -> Client:
+    client = make_client()
+    await client.open(params)
+    return client
+
+
+async def _enqueue_one_by_one(make_client: MakeClient, params: Params) -> Metrics:
+    client = await _opened(make_client, params)
+    try:
+        start = time.perf_counter()
+        for _ in range(params.n):
+            await client.send("noop", [])
+        return {"tasks_per_s": _harness.per_second(params.n, time.perf_counter() - start)}
+    finally:
+        await client.close()
+
+
+async def _enqueue_batched(make_client: MakeClient, params: Params) -> Metrics:
+    client = await _opened(make_client, params)
+    try:
+        start = time.perf_counter()
+        for size in _harness.chunks(params.n, params.batch):
+            await client.send_many(size)
+        return {"tasks_per_s": _harness.per_second(params.n, time.perf_counter() - start)}
+    finally:
+        await client.close()
+
+
+async def _queue_all(client: Client, params: Params) -> list[Any]:
+    """Send `params.n` noops in batches, or one by one where batches are not applicable."""
+    handles: list[Any] = []
+    try:
+        for size in _harness.chunks(params.n, params.batch):
+            handles += await client.send_many(size)
+    except _harness.NotApplicable:
+        handles = [await client.send("noop", []) for _ in range(params.n - len(handles))]
+    return handles
+
+
+async def _process_queued(make_client: MakeClient, params: Params) -> Metrics:
+    client = await _opened(make_client, params)
+    try:
+        handles = await _queue_all(client, params)
+        async with _servers.worker_process(client.worker_command(params)) as worker:
+            metrics = await _servers.drain_rate(
+                worker,
+                _waiter(client, handles[0]),
+                [_waiter(client, h) for h in handles[1:]],
+                wait_limit=client.wait_limit,
+                timeout_s=RESULT_TIMEOUT_S,
+            )
+            return metrics | _lost(client)
+    finally:
+        await client.close()
+
+
+#: A timed workload body, run beside a warmed-up worker process.
+Body = Callable[[Client, _servers.WorkerProcess, Params], Awaitable[Metrics]]
+
+
+async def _with_worker(make_client: MakeClient, body: Body, params: Params) -> Metrics:
+    client = await _opened(make_client, params)
+    try:
+        async with _servers.worker_process(client.worker_command(params)) as worker:
+            warm = await client.send("noop", [])
+            await _servers.watched(worker, client.wait(warm), 120)
+            return await body(client, worker, params) | _lost(client)
+    finally:
+        await client.close()
+
+
+async def _end_to_end(client: Client, worker: _servers.WorkerProcess, params: Params) -> Metrics:
+    start = time.perf_counter()
+    handles = [await client.send("noop", []) for _ in range(params.n)]
+    await _wait_all(client, worker, handles)
+    return {"tasks_per_s": _harness.per_second(params.n, time.perf_counter() - start)}
+
+
+async def _latency(client: Client, worker: _servers.WorkerProcess, params: Params) -> Metrics:
+    async def send_and_wait() -> None:
+        await client.wait(await client.send("noop", []))
+
+    return await _harness.steady_latencies(params, send_and_wait)
+
+
+async def _sleepers(client: Client, worker: _servers.WorkerProcess, params: Params) -> Metrics:
+    start = time.perf_counter()
+    handles = [await client.send("nap", [params.sleep_s]) for _ in range(params.n)]
+    await _wait_all(client, worker, handles)
+    return {"seconds": round(time.perf_counter() - start, 4)}
+
+
 def workloads(make_client: MakeClient) -> dict[str, _harness.Workload]:
     """The six workloads for the library `make_client` speaks for."""
-
-    async def opened(params: Params) -> Client:
-        client = make_client()
-        await client.open(params)
-        return client
-
-    async def enqueue_one_by_one(params: Params) -> Metrics:
-        client = await opened(params)
-        try:
-            start = time.perf_counter()
-            for _ in range(params.n):
-                await client.send("noop", [])
-            return {"tasks_per_s": _harness.per_second(params.n, time.perf_counter() - start)}
-        finally:
-            await client.close()
-
-    async def enqueue_batched(params: Params) -> Metrics:
-        client = await opened(params)
-        try:
-            start = time.perf_counter()
-            for size in _harness.chunks(params.n, params.batch):
-                await client.send_many(size)
-            return {"tasks_per_s": _harness.per_second(params.n, time.perf_counter() - start)}
-        finally:
-            await client.close()
-
-    async def process_queued(params: Params) -> Metrics:
-        client = await opened(params)
-        try:
-            handles: list[Any] = []
-            try:
-                for size in _harness.chunks(params.n, params.batch):
-                    handles += await client.send_many(size)
-            except _harness.NotApplicable:
-                handles = [await client.send("noop", []) for _ in range(params.n - len(handles))]
-            async with _servers.worker_process(client.worker_command(params)) as worker:
-                metrics = await _servers.drain_rate(
-                    worker,
-                    _waiter(client, handles[0]),
-                    [_waiter(client, h) for h in handles[1:]],
-                    wait_limit=client.wait_limit,
-                    timeout_s=RESULT_TIMEOUT_S,
-                )
-                return metrics | _lost(client)
-        finally:
-            await client.close()
-
-    async def with_worker(
-        params: Params, body: Callable[[Client, _servers.WorkerProcess], Awaitable[Metrics]]
-    ) -> Metrics:
-        client = await opened(params)
-        try:
-            async with _servers.worker_process(client.worker_command(params)) as worker:
-                warm = await client.send("noop", [])
-                await _servers.watched(worker, client.wait(warm), 120)
-                return await body(client, worker) | _lost(client)
-        finally:
-            await client.close()
-
-    async def end_to_end(params: Params) -> Metrics:
-        async def body(client: Client, worker: _servers.WorkerProcess) -> Metrics:
-            start = time.perf_counter()
-            handles = [await client.send("noop", []) for _ in range(params.n)]
-            await _wait_all(client, worker, handles)
-            return {"tasks_per_s": _harness.per_second(params.n, time.perf_counter() - start)}
-
-        return await with_worker(params, body)
-
-    async def latency(params: Params) -> Metrics:
-        async def body(client: Client, worker: _servers.WorkerProcess) -> Metrics:
-            async def send_and_wait() -> None:
-                await client.wait(await client.send("noop", []))
-
-            return await _harness.steady_latencies(params, send_and_wait)
-
-        return await with_worker(params, body)
-
-    async def sleepers(params: Params) -> Metrics:
-        async def body(client: Client, worker: _servers.WorkerProcess) -> Metrics:
-            start = time.perf_counter()
-            handles = [await client.send("nap", [params.sleep_s]) for _ in range(params.n)]
-            await _wait_all(client, worker, handles)
-            return {"seconds": round(time.perf_counter() - start, 4)}
-
-        return await with_worker(params, body)
-
     return {
-        "A1": enqueue_one_by_one,
-        "A2": enqueue_batched,
-        "B": process_queued,
-        "E2E": end_to_end,
-        "C": latency,
-        "D": sleepers,
+        "A1": functools.partial(_enqueue_one_by_one, make_client),
+        "A2": functools.partial(_enqueue_batched, make_client),
+        "B": functools.partial(_process_queued, make_client),
+        "E2E": functools.partial(_with_worker, make_client, _end_to_end),
+        "C": functools.partial(_with_worker, make_client, _latency),
+        "D": functools.partial(_with_worker, make_client, _sleepers),
     }

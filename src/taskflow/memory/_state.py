@@ -116,6 +116,12 @@ class TaskState(msgspec.Struct, gc=False):
         )
         if expired:
             record.result_expired = True
+        self._add_run_extras(record)
+        _add_message_extras(record, msg)
+        return record
+
+    def _add_run_extras(self, record: TaskRecord) -> None:
+        """Set on `record` the run's fields that differ from their defaults."""
         if self.error is not None:
             record.error = self.error
         if self.progress is not None:
@@ -124,21 +130,24 @@ class TaskState(msgspec.Struct, gc=False):
             record.yields = list(self.yields)
         if self.cancel_requested:
             record.cancel_requested = True
-        if msg.priority:
-            record.priority = msg.priority
-        if msg.eta is not None:
-            record.eta = msg.eta
-        if msg.parent_id is not None:
-            record.parent_id = msg.parent_id
-        if msg.order_id is not None:
-            record.order_id = msg.order_id
-        if msg.requeued_from is not None:
-            record.requeued_from = msg.requeued_from
-        if msg.dedup_key is not None:
-            record.dedup_key = msg.dedup_key
-        if not msg.store_result:
-            record.store_result = False
-        return record
+
+
+def _add_message_extras(record: TaskRecord, msg: TaskMessage) -> None:
+    """Set on `record` the message's fields that differ from their defaults."""
+    if msg.priority:
+        record.priority = msg.priority
+    if msg.eta is not None:
+        record.eta = msg.eta
+    if msg.parent_id is not None:
+        record.parent_id = msg.parent_id
+    if msg.order_id is not None:
+        record.order_id = msg.order_id
+    if msg.requeued_from is not None:
+        record.requeued_from = msg.requeued_from
+    if msg.dedup_key is not None:
+        record.dedup_key = msg.dedup_key
+    if not msg.store_result:
+        record.store_result = False
 
 
 def wake_all(futures: list[asyncio.Future[None]]) -> None:
