@@ -306,7 +306,7 @@ def test_dead_letters_and_requeue_all(cli: Any, url: str, worker: subprocess.Pop
 
 
 def test_db_upgrade_migrates_the_named_apps_schema(tmp_path: Path) -> None:
-    from taskflow._pg.schema import LATEST_VERSION
+    from taskflow.postgres._schema import LATEST_VERSION
 
     url = shared_url("postgres")
     dsn, _, schema = url.rpartition("schema=")

@@ -19,10 +19,10 @@ import anyio
 import asyncpg
 import pytest
 
-import taskflow.postgres
 from taskflow import GlobalConfig, QueueTasks, TaskFailed, TaskOutcome, TaskStatus
-from taskflow._pg.sql import PUSHED_RESULT_MAX
-from taskflow.postgres import PostgresBroker, _PoolGrowth, from_url
+from taskflow.postgres import PostgresBroker, _listener, from_url
+from taskflow.postgres._growth import PoolGrowth
+from taskflow.postgres._sql_broker import PUSHED_RESULT_MAX
 from taskflow.testing import FakeClock
 from tests.conformance._helpers import claim, done, message
 from tests.plugins.backend_postgres import drop_schema, random_schema
@@ -115,7 +115,7 @@ async def test_a_pooled_call_is_not_followed_by_a_reset_statement(
 
 
 class _StubPool:
-    """What `_PoolGrowth` uses of an asyncpg pool. A connection is taken if one is idle, else
+    """What `PoolGrowth` uses of an asyncpg pool. A connection is taken if one is idle, else
     opened, which takes until the test lets it (`open_next`)."""
 
     def __init__(self) -> None:
@@ -150,7 +150,7 @@ async def test_the_pool_grows_beside_the_calls_not_on_their_path() -> None:
     async def warm(conn: object) -> None:
         warmed.append(conn)
 
-    growth = _PoolGrowth(warm)  # type: ignore[arg-type]
+    growth = PoolGrowth(warm)  # type: ignore[arg-type]
     done: list[str] = []
 
     async def call(name: str) -> None:
@@ -199,7 +199,7 @@ async def test_a_call_that_finds_the_pool_busy_does_not_wait_for_the_busy_call(
 def record_statements(broker: PostgresBroker, monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The names of the statements `broker` runs from now on, in order."""
     storage = broker.pg
-    names = {sql: name for name, sql in vars(storage.sql).items()}
+    names = {sql: name for name, sql in (vars(storage.sql) | vars(broker.sql)).items()}
     seen: list[str] = []
     run = storage.run
 
@@ -413,8 +413,8 @@ class _SilencingProxy:
 async def test_a_listener_that_stops_answering_without_a_word_is_replaced(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(taskflow.postgres, "_LISTENER_CHECK_S", 0.2)
-    monkeypatch.setattr(taskflow.postgres, "_LISTENER_ANSWER_S", 0.5, raising=False)
+    monkeypatch.setattr(_listener, "CHECK_EVERY_S", 0.2)
+    monkeypatch.setattr(_listener, "ANSWER_WITHIN_S", 0.5)
     dsn, schema, clock = postgres_dsn(), random_schema(), FakeClock()
     parts = urlsplit(dsn)
     proxy = _SilencingProxy(parts.hostname or "127.0.0.1", parts.port or 5432)

@@ -13,9 +13,9 @@ import asyncpg
 import pytest
 
 from taskflow import ConfigError, QueueTasks
-from taskflow._pg.schema import LATEST_VERSION, MIGRATIONS, migrate
 from taskflow.abc import TaskMessage, TaskStatus, encode_message
 from taskflow.postgres import PostgresBroker, from_url, upgrade
+from taskflow.postgres._schema import LATEST_VERSION, MIGRATIONS, migrate
 from taskflow.testing import FakeClock
 from tests.conformance._helpers import PAYLOAD, claim, done, enqueue_one
 from tests.plugins.backend_postgres import drop_schema, random_schema
@@ -230,7 +230,7 @@ import taskflow.postgres
 
 try:
     taskflow.postgres.from_url("postgresql://u:p@h/db")
-except taskflow.postgres.BackendUnavailable as exc:
+except taskflow.BackendUnavailable as exc:
     print(exc)
 """
 

@@ -102,7 +102,7 @@ async def test_an_idle_worker_hears_of_new_work_after_its_listener_was_terminate
     woke = anyio.Event()
 
     def on_work() -> None:
-        calls.append(ours.pg.gaps)
+        calls.append(ours.pg.wakeups.gaps)
         woke.set()
 
     ours.watch_work(["default"], worker_id="w1", callback=on_work)
@@ -114,7 +114,7 @@ async def test_an_idle_worker_hears_of_new_work_after_its_listener_was_terminate
         await woke.wait()
     assert len(await claim(ours, clock, worker_id="w1")) == 1
     with anyio.fail_after(20):
-        await ours.pg.wait_changed(lambda: ours.pg.gaps > 0)
+        await ours.pg.wakeups.wait_changed(lambda: ours.pg.wakeups.gaps > 0)
         woke = anyio.Event()
         await enqueue_one(other, clock)
         await woke.wait()
@@ -128,7 +128,7 @@ async def test_pushes_arrive_again_once_the_listener_is_back(
     """After the reconnect, a completion elsewhere wakes a new waiter by NOTIFY."""
     ours, other = pair
     await ours.pg.listen()
-    listener = ours.pg._listener
+    listener = ours.pg.listener
     assert listener is not None
     generation = listener.generation
     assert await terminate_connections_of(ours) >= 2
@@ -139,7 +139,7 @@ async def test_pushes_arrive_again_once_the_listener_is_back(
         got.append(await ours.storage.wait(task_id, timeout=None, now=clock.time()))
 
     with anyio.fail_after(20):
-        await ours.pg.wait_changed(lambda: listener.generation > generation)
+        await ours.pg.wakeups.wait_changed(lambda: listener.generation > generation)
         async with anyio.create_task_group() as tg:
             tg.start_soon(waiter)
             await anyio.wait_all_tasks_blocked()

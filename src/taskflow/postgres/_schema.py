@@ -1,16 +1,17 @@
-"""The PostgreSQL backend's schema: versioned migrations, applied under an advisory lock.
+"""The PostgreSQL backend's schema: names, tables, versioned migrations under an advisory lock.
 
 Every table of an app lives in its own schema, ``<schema>_<app name>`` (`app_schema`; the base
 is ``taskflow`` unless ``?schema=`` says otherwise; the tests use one base per run), so apps
-with different names on one database never see each other's tasks. `migrate` creates the schema
-if needed and applies the migrations it lacks, in order, in one transaction that holds a
-transaction-scoped advisory lock derived from the schema name, so any number of workers
-starting at once upgrade it exactly once. Each applied version is a row of
-``<schema>.schema_version``. Migrations are append-only: a released one is never edited; a change
-is a new migration.
+with different names on one database never see each other's tasks; its NOTIFY channel is named
+after it (`channel_name`). `migrate` creates the schema if needed and applies the migrations it
+lacks, in order, in one transaction that holds a transaction-scoped advisory lock derived from
+the schema name, so any number of workers starting at once upgrade it exactly once. Each
+applied version is a row of ``<schema>.schema_version``. Migrations are append-only: a released
+one is never edited; a change is a new migration.
 
-What lives here: the DDL and the upgrade procedure. The statements that move tasks live in
-`taskflow._pg.sql`; the connection handling in `taskflow.postgres`.
+What lives here: the names, the DDL, the task states as SQL lists, and the upgrade procedure.
+What does not live here: the statements that move tasks (``_sql_*.py``) and the connections
+(``_client.py``).
 """
 
 from __future__ import annotations
@@ -18,28 +19,26 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-from typing import TYPE_CHECKING, Final, TypeAlias
+from typing import TYPE_CHECKING, Final
 
 from .._backends import check_app_name
 from .._exceptions import ConfigError
 
-if TYPE_CHECKING:  # asyncpg is optional: imported at run time only by taskflow.postgres
-    import asyncpg
-    from asyncpg.pool import PoolConnectionProxy
+if TYPE_CHECKING:
+    from ._client import Conn
 
 __all__ = [
+    "DEFAULT_SCHEMA",
     "LATEST_VERSION",
     "LIVE_STATES_SQL",
     "MIGRATIONS",
-    "Conn",
+    "TERMINAL_STATES_SQL",
     "app_schema",
+    "channel_name",
     "current_version",
     "migrate",
     "quote_schema",
 ]
-
-#: A connection of our own or one lent by a pool (or by the caller, for transactional enqueue).
-Conn: TypeAlias = "asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]"
 
 logger = logging.getLogger("taskflow.postgres")
 
@@ -47,9 +46,14 @@ _SCHEMA_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,62}")
 #: PostgreSQL's longest identifier, in bytes (NAMEDATALEN - 1).
 _MAX_NAME: Final = 63
 
+#: The base of an app's schema name when neither the URL nor the options give one.
+DEFAULT_SCHEMA: Final = "taskflow"
+
 #: Live (not terminal) task states; the claim-path indexes cover only these rows, so millions of
 #: finished rows never slow a claim down.
 LIVE_STATES_SQL: Final = "('queued', 'scheduled', 'retrying', 'running')"
+#: Terminal task states.
+TERMINAL_STATES_SQL: Final = "('done', 'failed', 'cancelled', 'expired')"
 
 _V1_TABLES: Final = """
 CREATE TABLE {s}.tasks (
@@ -230,6 +234,14 @@ def app_schema(schema: str, app: str) -> str:
             f"{len(name)} characters; PostgreSQL names are at most {_MAX_NAME}: use a shorter "
             "?schema= or app name"
         )
+    return name
+
+
+def channel_name(schema: str) -> str:
+    """The LISTEN/NOTIFY channel of a schema (channels are database-wide, so it names it)."""
+    name = f"taskflow_{schema}"
+    if len(name) > _MAX_NAME:
+        name = "taskflow_" + hashlib.sha256(schema.encode()).hexdigest()[:40]
     return name
 
 

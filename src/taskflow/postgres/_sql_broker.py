@@ -1,23 +1,27 @@
-"""The SQL of the PostgreSQL backend: one statement per batched backend call.
+"""The broker's SQL: one statement per batched call of the message path.
 
-Each hot-path call (enqueue, claim, extend, complete, cancel, report) is a single statement
-built from data-modifying CTEs: it reads its batch from parallel arrays (``unnest ... WITH
-ORDINALITY``, so results come back in input order), changes the task rows, appends the event
-rows, and sends its notifications (``<schema>.notify``) in the same atomic step. A NOTIFY is
-delivered only on commit, so listeners never hear of a change that did not happen.
+Each hot-path call (enqueue, claim, extend, complete, cancel) is a single statement built from
+data-modifying CTEs: it reads its batch from parallel arrays (``unnest ... WITH ORDINALITY``,
+so results come back in input order), changes the task rows, appends the event rows, and sends
+its notifications (``<schema>.notify``; their payloads are described in ``_listener.py``) in
+the same atomic step. A NOTIFY is delivered only on commit, so listeners never hear of a change
+that did not happen.
 
-`Statements` formats the templates for one schema once; `taskflow.postgres` runs them.
+What lives here: the statements of `PostgresBroker` and `BrokerStatements`, which formats them
+for one schema once. What does not live here: the storage's statements (records, progress,
+events, cleanup: ``_sql_storage.py``), the coordination's (``_sql_coordination.py``), the
+tables (``_schema.py``).
 """
 
 from __future__ import annotations
 
 from typing import Final
 
-from .schema import LIVE_STATES_SQL
+from ._codec import TASK_RECORD_COLUMNS
+from ._schema import LIVE_STATES_SQL, TERMINAL_STATES_SQL
 
-__all__ = ["Statements"]
+__all__ = ["PUSHED_RESULT_MAX", "BrokerStatements"]
 
-_TERMINAL: Final = "('done', 'failed', 'cancelled', 'expired')"
 #: A done task's result of at most this many bytes travels in its end's notification.
 PUSHED_RESULT_MAX: Final = 192
 _PUSHED: Final = f"status = 'done' AND coalesce(octet_length(result), 0) <= {PUSHED_RESULT_MAX}"
@@ -203,7 +207,7 @@ SELECT i.ord, u.ord IS NOT NULL AS ok, u.status, u.queue,
             || coalesce(translate(encode(result, 'base64'), E'\\n', ''), '') || ';' || id))
         FROM upd WHERE {_PUSHED}) AS n0,
        (SELECT {{s}}.notify($10, 't:', array_agg(id)) FROM upd
-        WHERE status IN {_TERMINAL} AND NOT ({_PUSHED})) AS n1,
+        WHERE status IN {TERMINAL_STATES_SQL} AND NOT ({_PUSHED})) AS n1,
        (SELECT {{s}}.notify($10, 'w:', array_agg(DISTINCT queue)) FROM upd
         WHERE status IN {_WAITING}) AS n2,
        (SELECT {{s}}.notify($10, 'e:', array_agg(DISTINCT queue)) FROM upd) AS n3
@@ -265,55 +269,6 @@ SELECT (SELECT array_agg(id) FROM upd) AS ids,
        (SELECT {{s}}.notify($6, 'e:', ARRAY[$1]) WHERE EXISTS (SELECT 1 FROM upd)) AS n2
 """
 
-_REPORT: Final = """
-WITH input AS (
-    SELECT * FROM unnest($1::text[], $2::int8[], $3::bytea[], $4::text[])
-        WITH ORDINALITY AS i(id, token, progress, detail, ord)
-), ys AS (
-    SELECT y.owner, array_agg(y.value ORDER BY y.k) AS vals, count(*)::int AS n
-    FROM unnest($5::bytea[], $6::int8[]) WITH ORDINALITY AS y(value, owner, k)
-    GROUP BY y.owner
-), upd AS (
-    UPDATE {s}.tasks t SET
-        progress = coalesce(i.progress, t.progress),
-        yields = t.yields || coalesce(ys.vals, '{{}}'::bytea[])
-    FROM input i LEFT JOIN ys ON ys.owner = i.ord
-    WHERE t.id = i.id AND t.token = i.token AND t.status = 'running'
-    RETURNING i.ord, t.id, t.name, t.queue, t.attempts, t.order_id,
-              i.progress IS NOT NULL AS has_progress, i.detail, coalesce(ys.n, 0) AS n_yields,
-              cardinality(t.yields) AS n_total
-), ev AS (
-    INSERT INTO {s}.events (queue, task_id, kind, at, attempt, order_id, detail, name)
-    SELECT queue, id, 'progress', $7::float8, attempts, order_id, detail, name
-    FROM upd WHERE has_progress
-    UNION ALL
-    SELECT queue, id, 'yielded', $7::float8, attempts, order_id,
-           (upd.n_total - upd.n_yields + k - 1)::text, name
-    FROM upd, generate_series(1, upd.n_yields) AS k
-)
-SELECT i.ord, u.ord IS NOT NULL AS ok,
-       (SELECT {s}.notify($8, 'e:', array_agg(DISTINCT queue)) FROM upd) AS n
-FROM input i LEFT JOIN upd u ON u.ord = i.ord
-ORDER BY i.ord
-"""
-
-_TASK_COLUMNS: Final = (
-    "id, name, queue, status, priority, attempts, retries, created_at, eta, started_at, "
-    "finished_at, result, error, progress, yields, parent_id, order_id, requeued_from, "
-    "dedup_key, store_result, cancel_requested, result_expires_at, token, worker_id"
-)
-
-_GET_MANY: Final = f"SELECT {_TASK_COLUMNS} FROM {{s}}.tasks WHERE id = ANY($1::text[])"
-
-_READ_EVENTS: Final = """
-SELECT id, task_id, queue, kind, at, attempt, order_id, detail, name FROM {s}.events
-WHERE queue = $1 AND id > $2 ORDER BY id LIMIT $3
-"""
-
-_HAS_EVENTS_AFTER: Final = "SELECT EXISTS (SELECT 1 FROM {s}.events WHERE queue = $1 AND id > $2)"
-
-_LATEST_EVENT: Final = "SELECT max(id) FROM {s}.events WHERE queue = $1"
-
 _NEXT_DUE: Final = f"""
 SELECT min(due_at) FROM {{s}}.tasks
 WHERE queue = ANY($1::text[]) AND status IN {LIVE_STATES_SQL}
@@ -336,7 +291,7 @@ ORDER BY q.ord
 """
 
 _DEAD_LETTERS: Final = f"""
-SELECT {_TASK_COLUMNS} FROM {{s}}.tasks
+SELECT {TASK_RECORD_COLUMNS} FROM {{s}}.tasks
 WHERE queue = $1 AND {_DEAD}
 ORDER BY finished_at DESC, seq DESC
 LIMIT $2 OFFSET $3
@@ -363,81 +318,9 @@ INSERT INTO {s}.events (queue, task_id, kind, at, attempt, order_id, detail, nam
 SELECT queue, id, 'requeued', $3::float8, attempts, order_id, new_id, name FROM upd ORDER BY ord
 """
 
-_CLEANUP_TASKS: Final = f"""
-WITH doomed AS (
-    SELECT id FROM {{s}}.tasks
-    WHERE result_expires_at <= $1 AND status IN {_TERMINAL}
-    LIMIT $2
-    FOR UPDATE SKIP LOCKED
-)
-DELETE FROM {{s}}.tasks t USING doomed d WHERE t.id = d.id
-"""
 
-_EVENT_QUEUES: Final = """
-WITH RECURSIVE q AS (
-    (SELECT queue FROM {s}.events ORDER BY queue LIMIT 1)
-    UNION ALL
-    SELECT (SELECT e.queue FROM {s}.events e WHERE e.queue > q.queue ORDER BY e.queue LIMIT 1)
-    FROM q WHERE q.queue IS NOT NULL
-)
-SELECT queue FROM q WHERE queue IS NOT NULL
-"""
-
-_TRIM_EVENTS: Final = """
-DELETE FROM {s}.events
-WHERE queue = $1 AND id <= (
-    SELECT id FROM {s}.events WHERE queue = $1 ORDER BY id DESC OFFSET $2 LIMIT 1
-)
-"""
-
-_ACQUIRE_LEASE: Final = """
-INSERT INTO {s}.leases AS l (name, owner, token, expires_at)
-VALUES ($1, $2, 1, $3::float8 + $4::float8)
-ON CONFLICT (name) DO UPDATE SET
-    token = CASE WHEN l.owner = EXCLUDED.owner AND l.expires_at > $3 THEN l.token
-                 ELSE l.token + 1 END,
-    owner = EXCLUDED.owner,
-    expires_at = EXCLUDED.expires_at
-WHERE l.owner = EXCLUDED.owner OR l.expires_at <= $3
-RETURNING token
-"""
-
-_RENEW_LEASE: Final = """
-UPDATE {s}.leases SET expires_at = $4::float8 + $5::float8
-WHERE name = $1 AND owner = $2 AND token = $3 AND expires_at <> '-Infinity'::float8
-"""
-
-_RELEASE_LEASE: Final = """
-UPDATE {s}.leases SET expires_at = '-Infinity'::float8
-WHERE name = $1 AND owner = $2 AND token = $3 AND expires_at <> '-Infinity'::float8
-"""
-
-_GET_LEASE: Final = (
-    "SELECT owner, token, expires_at FROM {s}.leases WHERE name = $1 AND expires_at > $2"
-)
-
-_KV_GET: Final = "SELECT value, version FROM {s}.kv WHERE namespace = $1 AND key = $2"
-_KV_UPSERT: Final = """
-INSERT INTO {s}.kv AS k (namespace, key, value, version) VALUES ($1, $2, $3, 1)
-ON CONFLICT (namespace, key) DO UPDATE SET value = EXCLUDED.value, version = k.version + 1
-RETURNING version
-"""
-_KV_CREATE: Final = """
-INSERT INTO {s}.kv (namespace, key, value, version) VALUES ($1, $2, $3, 1)
-ON CONFLICT (namespace, key) DO NOTHING
-RETURNING version
-"""
-_KV_REPLACE: Final = """
-UPDATE {s}.kv SET value = $3, version = version + 1
-WHERE namespace = $1 AND key = $2 AND version = $4
-RETURNING version
-"""
-_KV_LIST: Final = "SELECT key, value, version FROM {s}.kv WHERE namespace = $1"
-_KV_DELETE: Final = "DELETE FROM {s}.kv WHERE namespace = $1 AND key = $2"
-
-
-class Statements:
-    """Every statement of the backend, formatted for one (quoted) schema."""
+class BrokerStatements:
+    """Every statement of the broker, formatted for one (quoted) schema."""
 
     def __init__(self, quoted_schema: str) -> None:
         s = quoted_schema
@@ -448,27 +331,9 @@ class Statements:
         self.complete = _COMPLETE.format(s=s)
         self.cancel = _CANCEL.format(s=s)
         self.purge = _PURGE.format(s=s)
-        self.report = _REPORT.format(s=s)
-        self.get_many = _GET_MANY.format(s=s)
-        self.read_events = _READ_EVENTS.format(s=s)
-        self.has_events_after = _HAS_EVENTS_AFTER.format(s=s)
-        self.latest_event = _LATEST_EVENT.format(s=s)
         self.next_due = _NEXT_DUE.format(s=s)
         self.stats = _STATS.format(s=s)
         self.dead_letters = _DEAD_LETTERS.format(s=s)
         self.lock_dead = _LOCK_DEAD.format(s=s)
         self.existing_ids = _EXISTING_IDS.format(s=s)
         self.mark_requeued = _MARK_REQUEUED.format(s=s)
-        self.cleanup_tasks = _CLEANUP_TASKS.format(s=s)
-        self.event_queues = _EVENT_QUEUES.format(s=s)
-        self.trim_events = _TRIM_EVENTS.format(s=s)
-        self.acquire_lease = _ACQUIRE_LEASE.format(s=s)
-        self.renew_lease = _RENEW_LEASE.format(s=s)
-        self.release_lease = _RELEASE_LEASE.format(s=s)
-        self.get_lease = _GET_LEASE.format(s=s)
-        self.kv_get = _KV_GET.format(s=s)
-        self.kv_upsert = _KV_UPSERT.format(s=s)
-        self.kv_create = _KV_CREATE.format(s=s)
-        self.kv_replace = _KV_REPLACE.format(s=s)
-        self.kv_list = _KV_LIST.format(s=s)
-        self.kv_delete = _KV_DELETE.format(s=s)

@@ -1,1 +1,0 @@
-"""Internals of the PostgreSQL backend (`taskflow.postgres`): schema migrations and SQL."""

@@ -1,0 +1,281 @@
+"""Rows to structs and structs to statement arguments, for the PostgreSQL backend.
+
+What lives here: reading a row into a `TaskRecord`, `Event`, `QueueStats`, `LeaseInfo` or
+`Versioned` (and the columns a record is read from, `TASK_RECORD_COLUMNS`); turning a batch
+(messages, outcomes, progress updates) into the parallel arrays its statement unnests; the
+encoded errors and progress the tables hold; event cursors.
+
+What does not live here: the statements (``_sql_*.py``), running them (the storage, broker and
+coordination), notification payloads (``_listener.py``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
+
+import msgspec
+
+from ..abc import (
+    ErrorInfo,
+    Event,
+    EventKind,
+    LeaseInfo,
+    Outcome,
+    OutcomeKind,
+    Progress,
+    ProgressUpdate,
+    QueueStats,
+    TaskMessage,
+    TaskRecord,
+    TaskStatus,
+    Versioned,
+    decode_message,
+    encode_message,
+)
+
+if TYPE_CHECKING:
+    import asyncpg
+
+__all__ = [
+    "LEASE_EXPIRED",
+    "TASK_RECORD_COLUMNS",
+    "Attempt",
+    "ReportBatch",
+    "complete_columns",
+    "encode_error",
+    "enqueue_columns",
+    "event",
+    "lease_info",
+    "message_or_none",
+    "parse_cursor",
+    "queue_stats",
+    "report_batch",
+    "task_record",
+    "versioned",
+]
+
+logger = logging.getLogger("taskflow.postgres")
+
+_encoder: Final = msgspec.msgpack.Encoder()
+_error_decoder: Final = msgspec.msgpack.Decoder(ErrorInfo)
+_progress_decoder: Final = msgspec.msgpack.Decoder(Progress)
+
+#: The error of a task dead-lettered by a claim because its lease lapsed with no attempt left.
+LEASE_EXPIRED: Final = _encoder.encode(
+    ErrorInfo(
+        "LeaseExpired",
+        "the lease lapsed with no attempt left: the worker stopped renewing it (it probably "
+        "died, or its event loop was blocked for longer than the lease)",
+    )
+)
+
+#: The columns `task_record` reads, in a statement's select list.
+TASK_RECORD_COLUMNS: Final = (
+    "id, name, queue, status, priority, attempts, retries, created_at, eta, started_at, "
+    "finished_at, result, error, progress, yields, parent_id, order_id, requeued_from, "
+    "dedup_key, store_result, cancel_requested, result_expires_at, token, worker_id"
+)
+
+
+def encode_error(error: ErrorInfo | None) -> bytes | None:
+    """An error as the ``error`` column holds it."""
+    return None if error is None else _encoder.encode(error)
+
+
+# --- rows to structs ----------------------------------------------------------------------------
+
+
+def task_record(row: asyncpg.Record, now: float) -> TaskRecord:
+    """A row of `TASK_RECORD_COLUMNS` as a `TaskRecord`, its result hidden once expired at
+    `now`."""
+    expires = row["result_expires_at"]
+    expired = expires is not None and expires <= now
+    error = row["error"]
+    progress = row["progress"]
+    return TaskRecord(
+        id=row["id"],
+        name=row["name"],
+        queue=row["queue"],
+        status=TaskStatus(row["status"]),
+        priority=row["priority"],
+        attempts=row["attempts"],
+        retries=row["retries"],
+        created_at=row["created_at"],
+        eta=row["eta"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        result=None if expired else row["result"],
+        error=None if error is None else _error_decoder.decode(error),
+        progress=None if progress is None else _progress_decoder.decode(progress),
+        yields=list(row["yields"]),
+        parent_id=row["parent_id"],
+        order_id=row["order_id"],
+        requeued_from=row["requeued_from"],
+        dedup_key=row["dedup_key"],
+        store_result=row["store_result"],
+        cancel_requested=row["cancel_requested"],
+        result_expires_at=expires,
+        result_expired=expired,
+        token=row["token"],
+        worker_id=row["worker_id"],
+    )
+
+
+def event(row: asyncpg.Record) -> Event:
+    """A row of the ``events`` table as an `Event` (its id is the cursor)."""
+    return Event(
+        cursor=str(row["id"]),
+        task_id=row["task_id"],
+        queue=row["queue"],
+        kind=EventKind(row["kind"]),
+        at=row["at"],
+        attempt=row["attempt"],
+        order_id=row["order_id"],
+        detail=row["detail"],
+        name=row["name"],
+    )
+
+
+def queue_stats(row: asyncpg.Record) -> QueueStats:
+    """A row of the stats statement as `QueueStats`."""
+    return QueueStats(
+        queue=row["queue"],
+        queued=row["queued"],
+        scheduled=row["scheduled"],
+        running=row["running"],
+        dead=row["dead"],
+        finished_last_minute=row["finished_last_minute"],
+    )
+
+
+def lease_info(name: str, row: asyncpg.Record) -> LeaseInfo:
+    """A row of the ``leases`` table as the `LeaseInfo` of lease `name`."""
+    return LeaseInfo(
+        name=name, owner=row["owner"], token=row["token"], expires_at=row["expires_at"]
+    )
+
+
+def versioned(row: asyncpg.Record) -> Versioned:
+    """A row of the ``kv`` table as a `Versioned` value."""
+    return Versioned(bytes(row["value"]), int(row["version"]))
+
+
+def message_or_none(data: bytes) -> TaskMessage | None:
+    """A stored message, or None (logged) if it does not decode."""
+    try:
+        return decode_message(data)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        logger.warning("cannot requeue a dead letter whose message does not decode")
+        return None
+
+
+def parse_cursor(after: str | None) -> int:
+    """An event cursor as the event id it stands for (0: before the first).
+
+    Raises:
+        ValueError: `after` is not a cursor of this backend.
+    """
+    if after is None:
+        return 0
+    try:
+        return int(after)
+    except ValueError:
+        raise ValueError(
+            f"event cursor {after!r} is not a PostgreSQL event cursor: pass the `cursor` of an "
+            "Event read from this backend, None to start at the oldest kept event, or "
+            "taskflow.abc.LATEST for only what comes next"
+        ) from None
+
+
+# --- batches to statement arguments -------------------------------------------------------------
+
+
+def enqueue_columns(messages: Sequence[TaskMessage]) -> list[list[Any]]:
+    """The parallel arrays of the enqueue statement ($1..$15), one item per message."""
+    return [
+        [m.id for m in messages],
+        [m.name for m in messages],
+        [m.queue for m in messages],
+        [encode_message(m) for m in messages],
+        [m.priority for m in messages],
+        [m.eta for m in messages],
+        [m.created_at for m in messages],
+        [m.retries for m in messages],
+        [m.expires_at for m in messages],
+        [m.dedup_key for m in messages],
+        [m.dedup_ttl_s for m in messages],
+        [m.store_result for m in messages],
+        [m.parent_id for m in messages],
+        [m.order_id for m in messages],
+        [m.requeued_from for m in messages],
+    ]
+
+
+def complete_columns(outcomes: Sequence[Outcome]) -> list[list[Any]]:
+    """The parallel arrays of the complete statement ($1..$8), one item per outcome."""
+    return [
+        [o.task_id for o in outcomes],
+        [o.token for o in outcomes],
+        [o.kind.value for o in outcomes],
+        [o.result for o in outcomes],
+        [encode_error(o.error) for o in outcomes],
+        [o.retry_at for o in outcomes],
+        [o.result_expires_at for o in outcomes],
+        [_event_detail(o) for o in outcomes],
+    ]
+
+
+def _event_detail(outcome: Outcome) -> str | None:
+    """An outcome's event detail: the error's type (none for a release)."""
+    if outcome.error is None or outcome.kind is OutcomeKind.RELEASE:
+        return None
+    return outcome.error.type
+
+
+class Attempt(NamedTuple):
+    """One attempt of a task: what a fencing token is checked against."""
+
+    task_id: str
+    token: int
+
+
+class ReportBatch(NamedTuple):
+    """Progress updates merged per attempt (an UPDATE touches a row once), as the report
+    statement's arguments."""
+
+    attempts: list[Attempt]
+    columns: list[list[Any]]  # $1..$6: id, token, progress, its detail, yields, their owner
+
+
+def report_batch(updates: Sequence[ProgressUpdate]) -> ReportBatch:
+    """Merge `updates` per attempt: the newest progress, every yield in order. A yield's owner
+    is the position (from 1) of its attempt in `ReportBatch.attempts`."""
+    progress: dict[Attempt, Progress | None] = {}
+    yields: dict[Attempt, list[bytes]] = {}
+    for u in updates:
+        attempt = Attempt(u.task_id, u.token)
+        progress[attempt] = u.progress or progress.get(attempt)
+        yields.setdefault(attempt, []).extend(u.yields)
+    attempts = list(progress)
+    yield_values: list[bytes] = []
+    yield_owners: list[int] = []
+    for ordinal, attempt in enumerate(attempts, start=1):
+        yield_values += yields[attempt]
+        yield_owners += [ordinal] * len(yields[attempt])
+    newest = [progress[a] for a in attempts]
+    columns: list[list[Any]] = [
+        [a.task_id for a in attempts],
+        [a.token for a in attempts],
+        [None if p is None else _encoder.encode(p) for p in newest],
+        [None if p is None else _progress_detail(p) for p in newest],
+        yield_values,
+        yield_owners,
+    ]
+    return ReportBatch(attempts, columns)
+
+
+def _progress_detail(progress: Progress) -> str:
+    total = "?" if progress.total is None else str(progress.total)
+    return f"{progress.done}/{total}"

@@ -1,0 +1,103 @@
+"""The storage's SQL: task records, progress reports, the event stream, cleanup.
+
+What lives here: the statements of `PostgresStorage` and `StorageStatements`, which formats
+them for one schema once. The report is one statement like the broker's batched calls: it
+updates the rows of the attempts whose token is current, appends their events and notifies
+``e:`` in one atomic step. What does not live here: the message path's statements
+(``_sql_broker.py``), the coordination's (``_sql_coordination.py``), the tables
+(``_schema.py``).
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from ._codec import TASK_RECORD_COLUMNS
+from ._schema import TERMINAL_STATES_SQL
+
+__all__ = ["StorageStatements"]
+
+_REPORT: Final = """
+WITH input AS (
+    SELECT * FROM unnest($1::text[], $2::int8[], $3::bytea[], $4::text[])
+        WITH ORDINALITY AS i(id, token, progress, detail, ord)
+), ys AS (
+    SELECT y.owner, array_agg(y.value ORDER BY y.k) AS vals, count(*)::int AS n
+    FROM unnest($5::bytea[], $6::int8[]) WITH ORDINALITY AS y(value, owner, k)
+    GROUP BY y.owner
+), upd AS (
+    UPDATE {s}.tasks t SET
+        progress = coalesce(i.progress, t.progress),
+        yields = t.yields || coalesce(ys.vals, '{{}}'::bytea[])
+    FROM input i LEFT JOIN ys ON ys.owner = i.ord
+    WHERE t.id = i.id AND t.token = i.token AND t.status = 'running'
+    RETURNING i.ord, t.id, t.name, t.queue, t.attempts, t.order_id,
+              i.progress IS NOT NULL AS has_progress, i.detail, coalesce(ys.n, 0) AS n_yields,
+              cardinality(t.yields) AS n_total
+), ev AS (
+    INSERT INTO {s}.events (queue, task_id, kind, at, attempt, order_id, detail, name)
+    SELECT queue, id, 'progress', $7::float8, attempts, order_id, detail, name
+    FROM upd WHERE has_progress
+    UNION ALL
+    SELECT queue, id, 'yielded', $7::float8, attempts, order_id,
+           (upd.n_total - upd.n_yields + k - 1)::text, name
+    FROM upd, generate_series(1, upd.n_yields) AS k
+)
+SELECT i.ord, u.ord IS NOT NULL AS ok,
+       (SELECT {s}.notify($8, 'e:', array_agg(DISTINCT queue)) FROM upd) AS n
+FROM input i LEFT JOIN upd u ON u.ord = i.ord
+ORDER BY i.ord
+"""
+
+_GET_MANY: Final = f"SELECT {TASK_RECORD_COLUMNS} FROM {{s}}.tasks WHERE id = ANY($1::text[])"
+
+_READ_EVENTS: Final = """
+SELECT id, task_id, queue, kind, at, attempt, order_id, detail, name FROM {s}.events
+WHERE queue = $1 AND id > $2 ORDER BY id LIMIT $3
+"""
+
+_HAS_EVENTS_AFTER: Final = "SELECT EXISTS (SELECT 1 FROM {s}.events WHERE queue = $1 AND id > $2)"
+
+_LATEST_EVENT: Final = "SELECT max(id) FROM {s}.events WHERE queue = $1"
+
+_CLEANUP_TASKS: Final = f"""
+WITH doomed AS (
+    SELECT id FROM {{s}}.tasks
+    WHERE result_expires_at <= $1 AND status IN {TERMINAL_STATES_SQL}
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED
+)
+DELETE FROM {{s}}.tasks t USING doomed d WHERE t.id = d.id
+"""
+
+_EVENT_QUEUES: Final = """
+WITH RECURSIVE q AS (
+    (SELECT queue FROM {s}.events ORDER BY queue LIMIT 1)
+    UNION ALL
+    SELECT (SELECT e.queue FROM {s}.events e WHERE e.queue > q.queue ORDER BY e.queue LIMIT 1)
+    FROM q WHERE q.queue IS NOT NULL
+)
+SELECT queue FROM q WHERE queue IS NOT NULL
+"""
+
+_TRIM_EVENTS: Final = """
+DELETE FROM {s}.events
+WHERE queue = $1 AND id <= (
+    SELECT id FROM {s}.events WHERE queue = $1 ORDER BY id DESC OFFSET $2 LIMIT 1
+)
+"""
+
+
+class StorageStatements:
+    """Every statement of the storage, formatted for one (quoted) schema."""
+
+    def __init__(self, quoted_schema: str) -> None:
+        s = quoted_schema
+        self.report = _REPORT.format(s=s)
+        self.get_many = _GET_MANY.format(s=s)
+        self.read_events = _READ_EVENTS.format(s=s)
+        self.has_events_after = _HAS_EVENTS_AFTER.format(s=s)
+        self.latest_event = _LATEST_EVENT.format(s=s)
+        self.cleanup_tasks = _CLEANUP_TASKS.format(s=s)
+        self.event_queues = _EVENT_QUEUES.format(s=s)
+        self.trim_events = _TRIM_EVENTS.format(s=s)
