@@ -21,12 +21,20 @@ TaskflowError
 │   └── TaskExpired                   the task was not started before its `expires`
 ├── TimeoutError (builtins.TimeoutError)  result(timeout=...) gave up waiting
 ├── TaskTimeout                       a task ran past its own `timeout` (the run's error)
-└── Retry                             raised *inside* a task to ask for a retry
+├── UnencodableResult (TypeError)     a task returned or yielded a value msgspec cannot encode
+│                                     (the run's error, never retried)
+├── Retry                             raised *inside* a task to ask for a retry
+├── OrderNotFound (KeyError)          no order has this id (taskflow.supervisor)
+└── OrderError (ValueError)           an order or amendment that cannot be carried out
+                                      (taskflow.supervisor)
 ```
 
-`TaskTimeout` is not raised to callers: a task that exceeds its own `timeout` fails with an
-error whose type is ``"TaskTimeout"``, visible through `TaskFailed.error_type`. It is public so
-that ``retry_on=(TaskTimeout, ...)`` and ``dont_retry_on=TaskTimeout`` can name it.
+`TaskTimeout` and `UnencodableResult` are not raised to callers: a run that ends with one fails
+with an error whose type is its name, visible through `TaskFailed.error_type`. `TaskTimeout` is
+public so that ``retry_on=(TaskTimeout, ...)`` and ``dont_retry_on=TaskTimeout`` can name it;
+`UnencodableResult` is never retried, so nothing needs to name it and it is not exported.
+`OrderNotFound` and `OrderError` are raised by the orders' `Supervisor` and exported from
+`taskflow.supervisor`.
 """
 
 from __future__ import annotations
@@ -40,6 +48,8 @@ __all__ = [
     "InvalidArguments",
     "InvalidOption",
     "LifecycleError",
+    "OrderError",
+    "OrderNotFound",
     "ResultExpired",
     "Retry",
     "TaskCancelled",
@@ -50,6 +60,7 @@ __all__ = [
     "TaskTimeout",
     "TaskflowError",
     "TimeoutError",
+    "UnencodableResult",
     "UnknownTaskError",
 ]
 
@@ -166,6 +177,11 @@ class TaskTimeout(TaskflowError):
     retries remain and the retry filters allow it)."""
 
 
+class UnencodableResult(TaskflowError, TypeError):
+    """A task returned or yielded a value msgspec cannot encode; its run fails with this error
+    (never retried: the same value would fail again). The message names the value's type."""
+
+
 class Retry(TaskflowError):
     """Raise inside a task to run it again later: ``raise Retry(delay=30)``.
 
@@ -177,3 +193,12 @@ class Retry(TaskflowError):
         super().__init__(reason)
         self.delay = delay
         self.reason = reason
+
+
+class OrderNotFound(TaskflowError, KeyError):
+    """No order has this id (raised by `Supervisor.status`, `cancel`, `amend`, `events`)."""
+
+
+class OrderError(TaskflowError, ValueError):
+    """An order or an amendment that cannot be carried out; the message says why (raised by
+    `Supervisor.submit` and `Supervisor.amend`)."""

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Final
 import anyio
 import anyio.to_thread
 
-from ._exceptions import InvalidArguments, Retry, TaskflowError, TaskTimeout
+from ._exceptions import InvalidArguments, Retry, TaskTimeout, UnencodableResult
 from ._message import ErrorInfo, Outcome, OutcomeKind, TaskMessage, encode_value
 
 if TYPE_CHECKING:
@@ -33,10 +33,6 @@ __all__ = [
 ]
 
 _DONE: Final = object()
-
-
-class UnencodableResult(TaskflowError, TypeError):
-    """A task returned or yielded a value msgspec cannot encode (never retried)."""
 
 
 def error_info(exc: BaseException, *, with_traceback: bool = True) -> ErrorInfo:

@@ -34,11 +34,9 @@ import anyio.abc
 
 from ._clock import SystemClock
 from ._context import TaskContext, WorkerState
-from ._exceptions import LifecycleError
+from ._exceptions import LifecycleError, TaskTimeout, UnencodableResult
 from ._executor import (
     TaskExecutor,
-    TaskTimeout,
-    UnencodableResult,
     encode_result,
     outcome_for_error,
     safe_str,

@@ -18,6 +18,8 @@ the rest.
 See ``docs/orders.md``.
 """
 
+from .._exceptions import OrderError as OrderError
+from .._exceptions import OrderNotFound as OrderNotFound
 from ._manager import TaskManager as TaskManager
 from ._manager import unit_idempotency_key as unit_idempotency_key
 from ._manager import unit_task_id as unit_task_id
@@ -33,8 +35,6 @@ from ._model import OrderStatus as OrderStatus
 from ._model import UnitFailure as UnitFailure
 from ._plan import Plan as Plan
 from ._plan import day_bounds as day_bounds
-from ._supervisor import OrderError as OrderError
-from ._supervisor import OrderNotFound as OrderNotFound
 from ._supervisor import Supervisor as Supervisor
 
 __all__ = [

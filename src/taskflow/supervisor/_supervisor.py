@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Final
 import anyio
 import msgspec
 
-from .._exceptions import InvalidArguments, TaskflowError, UnknownTaskError
+from .._exceptions import InvalidArguments, OrderError, OrderNotFound, UnknownTaskError
 from .._message import TaskStatus
 from ._manager import TaskManager, unit_task_id
 from ._model import (
@@ -54,19 +54,11 @@ if TYPE_CHECKING:
     from .._context import WorkerState
     from .._task import TaskFunc
 
-__all__ = ["OrderError", "OrderNotFound", "Supervisor"]
+__all__ = ["Supervisor"]
 
 logger = logging.getLogger("taskflow.supervisor")
 
 LEASE_NAME: Final = "taskflow:supervisor"
-
-
-class OrderNotFound(TaskflowError, KeyError):
-    """No order has this id (raised by `Supervisor.status`, `cancel`, `amend`, `events`)."""
-
-
-class OrderError(TaskflowError, ValueError):
-    """An order or an amendment that cannot be carried out; the message says why."""
 
 
 def _seconds(value: dt.timedelta | float) -> float:
