@@ -88,6 +88,7 @@ def test_abc_all_lists_every_public_name_and_nothing_else() -> None:
 
 def test_abc_exports_the_contracts_components_and_the_types_they_speak() -> None:
     contracts = {"Broker", "Storage", "Coordination", "ResultWaiters", "ReadCoalescer", "LATEST"}
+    constants = {"LEASE_EXPIRED"}
     structs = {
         "TaskMessage", "Delivery", "Lease", "LeaseState", "Outcome", "OutcomeKind",
         "ProgressUpdate", "EnqueueResult", "TaskRecord", "TaskOutcome", "Event", "EventKind",
@@ -95,7 +96,7 @@ def test_abc_exports_the_contracts_components_and_the_types_they_speak() -> None
         "TaskStatus",
     }  # fmt: skip
     codecs = {"encode_message", "decode_message", "encode_value", "decode_value"}
-    assert set(taskflow.abc.__all__) == contracts | structs | codecs
+    assert set(taskflow.abc.__all__) == contracts | constants | structs | codecs
 
 
 @pytest.mark.parametrize("name", sorted(taskflow.abc.__all__))

@@ -4,6 +4,8 @@ Only this module maps ``memory://``, ``redis://``, ``rediss://``, ``redis+cluste
 ``postgresql://`` and ``postgres://`` to backend modules; each backend module exposes
 ``from_url(url, app=name) -> Broker`` (the broker carries its storage). The app's name
 namespaces what the backend keeps on its server (`check_app_name` says which names can).
+A backend whose driver is missing says so in one way, `missing_driver`, whether the lookup here
+or the backend module itself finds it out.
 """
 
 from __future__ import annotations
@@ -17,7 +19,14 @@ from urllib.parse import urlsplit, urlunsplit
 from ._exceptions import BackendUnavailable, ConfigError
 from .abc import Broker, Storage
 
-__all__ = ["DEFAULT_APP", "broker_from_url", "check_app_name", "mask_password", "resolve_backend"]
+__all__ = [
+    "DEFAULT_APP",
+    "broker_from_url",
+    "check_app_name",
+    "mask_password",
+    "missing_driver",
+    "resolve_backend",
+]
 
 #: The name of an app that was not given one, and the namespace of a backend built without one.
 DEFAULT_APP: Final = "taskflow"
@@ -33,10 +42,24 @@ _SCHEMES: Final = {
     "postgres": "taskflow.postgres",
 }
 
+#: Backend module -> (its name in messages, the driver package it imports, the extra to install).
 _DRIVERS: Final = {
-    "taskflow.redis": ("redis", 'pip install "taskflow[redis]"'),
-    "taskflow.postgres": ("asyncpg", 'pip install "taskflow[postgres]"'),
+    "taskflow.redis": ("Redis", "redis", "taskflow[redis]"),
+    "taskflow.postgres": ("PostgreSQL", "asyncpg", "taskflow[postgres]"),
 }
+
+
+def missing_driver(module_name: str) -> BackendUnavailable:
+    """The error for a backend whose driver is not installed, naming the package and the
+    ``pip install`` that brings it (`module_name`: ``"taskflow.redis"``, ``"taskflow.postgres"``).
+
+    Raised by the URL lookup here, and by a backend module used without its driver.
+    """
+    backend, package, extra = _DRIVERS[module_name]
+    return BackendUnavailable(
+        f"the {backend} backend needs the {package!r} package, which is not installed: "
+        f'pip install "{extra}"'
+    )
 
 
 def check_app_name(name: object) -> None:
@@ -69,11 +92,8 @@ def broker_from_url(url: str, *, app: str = DEFAULT_APP) -> Broker:
         known = ", ".join(f"{s}://" for s in _SCHEMES)
         raise ConfigError(f"unknown backend URL {url!r}: expected one of {known}")
     driver = _DRIVERS.get(module_name)
-    if driver is not None and importlib.util.find_spec(driver[0]) is None:
-        raise BackendUnavailable(
-            f"{url.partition('://')[0]}:// needs the {driver[0]!r} package, which is not "
-            f"installed: {driver[1]}"
-        )
+    if driver is not None and importlib.util.find_spec(driver[1]) is None:
+        raise missing_driver(module_name)
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
@@ -100,9 +120,7 @@ def resolve_backend(
     _check_kind("broker", broker, Broker)
     _check_kind("storage", storage, Storage)
     if broker is None and storage is None:
-        from .memory import MemoryBroker
-
-        return MemoryBroker()
+        return broker_from_url("memory://", app=app)
     if isinstance(broker, str):
         if isinstance(storage, str) and storage != broker:
             raise ConfigError(

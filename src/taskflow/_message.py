@@ -14,6 +14,7 @@ from typing import Any, Final
 import msgspec
 
 __all__ = [
+    "LEASE_EXPIRED",
     "TERMINAL_STATUSES",
     "CancelResult",
     "Delivery",
@@ -78,6 +79,15 @@ class ErrorInfo(msgspec.Struct, frozen=True, array_like=True):
     type: str
     message: str
     traceback: str = ""
+
+
+LEASE_EXPIRED: Final = ErrorInfo(
+    "LeaseExpired",
+    "the lease lapsed with no attempt left: the worker stopped renewing it (it probably died, "
+    "or its event loop was blocked for longer than the lease)",
+)
+"""The error a backend stores on a task it dead-letters because the lease of its last attempt
+lapsed (every backend stores this one, so the message is the same everywhere)."""
 
 
 class Progress(msgspec.Struct, frozen=True, array_like=True):

@@ -30,10 +30,11 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 import msgspec
 
-from ._backends import DEFAULT_APP, check_app_name, mask_password
+from ._backends import DEFAULT_APP, check_app_name, mask_password, missing_driver
 from ._exceptions import BackendUnavailable, ConfigError
 from ._ids import CODE_LENGTH, TASK_ID_LENGTH, is_task_id, queue_code
 from ._message import (
+    LEASE_EXPIRED,
     CancelResult,
     Delivery,
     EnqueueResult,
@@ -67,9 +68,7 @@ try:
     from redis.exceptions import RedisClusterUnreachableError
     from redis.exceptions import TimeoutError as RedisTimeoutError
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
-    raise BackendUnavailable(
-        'the Redis backend needs the redis driver: pip install "taskflow[redis]"'
-    ) from exc
+    raise missing_driver("taskflow.redis") from exc
 
 from ._redis.lane import Lane
 from ._redis.listener import Listener
@@ -85,13 +84,7 @@ _SCHEMES: Final = {
     "redis+cluster": ("redis", True),
     "rediss+cluster": ("rediss", True),
 }
-_LEASE_EXPIRED: Final = msgspec.msgpack.encode(
-    ErrorInfo(
-        "LeaseExpired",
-        "the worker running this task stopped renewing its lease (it died or stalled) and no "
-        "attempt was left",
-    )
-)
+_LEASE_EXPIRED: Final = msgspec.msgpack.encode(LEASE_EXPIRED)
 _CANCEL_CODES: Final = {
     b"cancelled": CancelResult.CANCELLED,
     b"requested": CancelResult.REQUESTED,

@@ -31,7 +31,7 @@ Rules every backend follows (the conformance suite in ``tests/conformance`` chec
 * **At-least-once.** A claimed message is acked only by `Broker.complete`. A lease that lapses
   (its worker died) makes the message claimable again with a higher token; if that claim would
   exceed ``retries + 1`` attempts, the task is dead-lettered instead, with an error of type
-  ``"LeaseExpired"``.
+  ``"LeaseExpired"`` (store `LEASE_EXPIRED`, the one error every backend stores then).
 * **Events.** Every state change appends an `Event` to the task's queue stream, in the same
   atomic step as the change. Its cursor resumes reading right after it; `LATEST` starts after
   the newest event instead.
@@ -39,6 +39,7 @@ Rules every backend follows (the conformance suite in ``tests/conformance`` chec
   (`Storage.waiters`), idle workers by `Broker.watch_work`'s callback.
 """
 
+from .._message import LEASE_EXPIRED as LEASE_EXPIRED
 from .._message import CancelResult as CancelResult
 from .._message import Delivery as Delivery
 from .._message import EnqueueResult as EnqueueResult
@@ -71,6 +72,7 @@ from ._waiters import ResultWaiters as ResultWaiters
 
 __all__ = [
     "LATEST",
+    "LEASE_EXPIRED",
     "Broker",
     "CancelResult",
     "Coordination",

@@ -21,6 +21,7 @@ from typing import Final
 import msgspec
 
 from .._message import (
+    LEASE_EXPIRED,
     CancelResult,
     Delivery,
     EnqueueResult,
@@ -62,11 +63,6 @@ _OUTCOME_DONE: Final = OutcomeKind.DONE
 _EV_QUEUED: Final = EventKind.QUEUED
 _EV_RUNNING: Final = EventKind.RUNNING
 _EV_DONE: Final = EventKind.DONE
-
-_LEASE_EXPIRED_MESSAGE: Final = (
-    "the lease lapsed with no attempt left: the worker stopped renewing it (it probably died, "
-    "or its event loop was blocked for longer than the lease)"
-)
 
 
 class MemoryBroker(Broker):
@@ -218,7 +214,7 @@ class MemoryBroker(Broker):
                     task,
                     _FAILED,
                     now,
-                    error=ErrorInfo("LeaseExpired", _LEASE_EXPIRED_MESSAGE),
+                    error=LEASE_EXPIRED,
                     result_expires_at=now + self.result_ttl_s,
                 )
             else:

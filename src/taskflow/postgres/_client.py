@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Final, NamedTuple, TypeAlias, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from .._backends import mask_password
+from .._backends import mask_password, missing_driver
 from .._exceptions import BackendUnavailable
 from ._growth import PoolGrowth
 
@@ -49,7 +49,6 @@ Conn: TypeAlias = "asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyn
 
 T = TypeVar("T")
 
-_INSTALL_HINT: Final = 'the PostgreSQL backend needs asyncpg: pip install "taskflow[postgres]"'
 #: Waits between retries (seconds): the first, doubling up to the cap.
 _BACKOFF_FIRST_S: Final = 0.05
 _BACKOFF_CAP_S: Final = 2.0
@@ -64,7 +63,7 @@ _ARRAY_TYPES_SQL: Final = (
 def require_asyncpg() -> None:
     """Raise `BackendUnavailable` saying what to install unless asyncpg is installed."""
     if asyncpg is None:
-        raise BackendUnavailable(_INSTALL_HINT)
+        raise missing_driver("taskflow.postgres")
 
 
 class Dsn(NamedTuple):

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 import msgspec
 
+from ..abc import LEASE_EXPIRED as LEASE_EXPIRED_ERROR
 from ..abc import (
     ErrorInfo,
     Event,
@@ -62,14 +63,9 @@ _encoder: Final = msgspec.msgpack.Encoder()
 _error_decoder: Final = msgspec.msgpack.Decoder(ErrorInfo)
 _progress_decoder: Final = msgspec.msgpack.Decoder(Progress)
 
-#: The error of a task dead-lettered by a claim because its lease lapsed with no attempt left.
-LEASE_EXPIRED: Final = _encoder.encode(
-    ErrorInfo(
-        "LeaseExpired",
-        "the lease lapsed with no attempt left: the worker stopped renewing it (it probably "
-        "died, or its event loop was blocked for longer than the lease)",
-    )
-)
+#: The error of a task dead-lettered by a claim because its lease lapsed with no attempt left
+#: (`taskflow.abc.LEASE_EXPIRED`, encoded once).
+LEASE_EXPIRED: Final = _encoder.encode(LEASE_EXPIRED_ERROR)
 
 #: The columns `task_record` reads, in a statement's select list.
 TASK_RECORD_COLUMNS: Final = (
