@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import heapq
-import inspect
 import itertools
 import logging
 import os
@@ -32,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Final
 import anyio
 import anyio.abc
 
+from ._aio import first_of
 from ._clock import SystemClock
 from ._context import TaskContext, WorkerState
 from ._exceptions import LifecycleError, TaskTimeout, UnencodableResult
@@ -386,7 +386,7 @@ class Worker:
         self._wake_claimer()
 
     async def _sleep_or_stop(self, seconds: float) -> None:
-        await _first_of(self._clock.sleep(seconds), self._stop_event.wait())
+        await first_of(self._clock.sleep(seconds), self._stop_event.wait())
 
     # -- slots: the job path ---------------------------------------------------------------
 
@@ -855,7 +855,7 @@ class Worker:
                     logger.warning("task %s exceeded its timeout; interrupting it", run.task_id)
                     run.interrupt("timeout")
             if heap:
-                await _first_of(self._clock.sleep(heap[0][0] - now), self._deadline_event.wait())
+                await first_of(self._clock.sleep(heap[0][0] - now), self._deadline_event.wait())
             else:
                 await self._deadline_event.wait()
 
@@ -876,9 +876,7 @@ class Worker:
                 self._config.shutdown_grace_s,
                 self._busy,
             )
-            await _first_of(
-                self._all_slots_done(), self._clock.sleep(self._config.shutdown_grace_s)
-            )
+            await first_of(self._all_slots_done(), self._clock.sleep(self._config.shutdown_grace_s))
         for slot in self._slots:
             if slot.run is not None:
                 slot.run.interrupt("shutdown")
@@ -945,34 +943,3 @@ def _forget_interrupt_cancel(run: _Run) -> None:
     task = asyncio.current_task()
     if run.kind in ("async", "async_generator") and task is not None and task.cancelling():
         task.uncancel()
-
-
-async def _first_of(*awaitables: Any) -> None:
-    """Wait until the first of `awaitables` finishes; cancel the others.
-
-    The waiter that finishes wakes the caller from inside its own step (not through a done
-    callback one loop turn later), so `anyio.wait_all_tasks_blocked()` - and with it
-    `FakeClock.advance` - never sees this worker as idle while it is about to act.
-    """
-    loop = asyncio.get_running_loop()
-    first: asyncio.Future[None] = loop.create_future()
-
-    async def until_first(awaitable: Any) -> None:
-        try:
-            await awaitable
-        finally:
-            if inspect.iscoroutine(awaitable):
-                awaitable.close()  # no "never awaited" warning if cancelled before it began
-            if not first.done():
-                first.set_result(None)
-
-    tasks = [loop.create_task(until_first(a)) for a in awaitables]
-    try:
-        await first
-    finally:
-        for task in tasks:
-            if not task.done():
-                task.cancel()
-        for task in tasks:
-            if task.done() and not task.cancelled():
-                task.exception()  # retrieved: a failed waiter must not log "never retrieved"

@@ -13,6 +13,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
+from .._aio import BackgroundTasks
 from .._exceptions import LifecycleError
 
 __all__ = ["ReadCoalescer"]
@@ -39,7 +40,7 @@ class ReadCoalescer(Generic[K, V]):
     def __init__(self, read_batch: Callable[[list[K]], Awaitable[Sequence[V]]]) -> None:
         self._read_batch = read_batch
         self._pending: _Pending[K, V] = []
-        self._running: set[asyncio.Task[None]] = set()
+        self._running = BackgroundTasks()
 
     async def read(self, key: K) -> V:
         """One value, read together with every other read of this loop turn."""
@@ -64,9 +65,7 @@ class ReadCoalescer(Generic[K, V]):
         batch, self._pending = self._pending, []
         if not batch:  # forgotten or closed since it was scheduled
             return
-        task = asyncio.get_running_loop().create_task(self._run(batch))
-        self._running.add(task)  # a reference, so the task is not collected mid-way
-        task.add_done_callback(self._running.discard)
+        self._running.spawn(self._run(batch))
 
     async def _run(self, batch: _Pending[K, V]) -> None:
         keys = [key for keys, _ in batch for key in keys]
@@ -89,13 +88,12 @@ class ReadCoalescer(Generic[K, V]):
         `LifecycleError`): the storage is closing."""
         batch, self._pending = self._pending, []
         _fail(batch, _closed())
-        for task in list(self._running):
-            task.cancel()
+        self._running.cancel_all()
 
     def forget(self) -> None:
         """Drop every read without touching it: their event loop has ended."""
         self._pending = []
-        self._running = set()
+        self._running.forget()
 
 
 def _closed() -> LifecycleError:

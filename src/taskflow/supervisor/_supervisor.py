@@ -18,15 +18,15 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import functools
 import logging
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
 import anyio
 import msgspec
 
+from .._aio import first_of
 from .._exceptions import InvalidArguments, OrderError, OrderNotFound, UnknownTaskError
 from .._message import TaskStatus
 from ._manager import TaskManager, unit_task_id
@@ -191,10 +191,10 @@ class Supervisor:
             wake_at = clock.time() + self.tick_s
             if next_due is not None:
                 wake_at = min(wake_at, next_due)
-            await _first_of(
-                functools.partial(clock.sleep, wake_at - clock.time()),
-                self._wake_leader.wait,
-                self._watch_changes,
+            await first_of(
+                clock.sleep(wake_at - clock.time()),
+                self._wake_leader.wait(),
+                self._watch_changes(),
             )
 
     async def _watch_changes(self) -> None:
@@ -525,7 +525,7 @@ class Supervisor:
                 if event.kind == "finished":
                     return
             if not batch:
-                await _first_of(changed.wait, lambda: self.app.clock.sleep(self.poll_s))
+                await first_of(changed.wait(), self.app.clock.sleep(self.poll_s))
 
     async def wait(self, order_id: str) -> OrderStatus:
         """Wait until the order is final and its client notified; return its status.
@@ -538,7 +538,7 @@ class Supervisor:
             order = await self._order(order_id)
             if order.state.final and order.notified:
                 return await self.status(order_id)
-            await _first_of(changed.wait, lambda: self.app.clock.sleep(self.poll_s))
+            await first_of(changed.wait(), self.app.clock.sleep(self.poll_s))
 
     async def cancel(self, order_id: str) -> OrderStatus:
         """Cancel the order: queued and running tasks are cancelled now, future days never
@@ -778,15 +778,3 @@ def _report(order: OrderRecord, jobs: list[JobRecord]) -> OrderReport:
             if j.state is not JobState.DROPPED
         },
     )
-
-
-async def _first_of(*waits: Callable[[], Awaitable[Any]]) -> None:
-    """Run each of `waits`; when the first finishes, cancel the others."""
-    async with anyio.create_task_group() as tg:
-
-        async def run(wait: Callable[[], Awaitable[Any]]) -> None:
-            await wait()
-            tg.cancel_scope.cancel()
-
-        for wait in waits:
-            tg.start_soon(run, wait)
