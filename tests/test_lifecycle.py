@@ -210,7 +210,7 @@ async def test_the_private_loop_is_not_taken_over_while_a_blocking_call_runs_on_
         entered.set()
         await anyio.to_thread.run_sync(release.wait)
 
-    blocking = threading.Thread(target=app._call_sync, args=(held_on_the_private_loop,))
+    blocking = threading.Thread(target=app.lifecycle.call_sync, args=(held_on_the_private_loop,))
     blocking.start()
     try:
         assert await anyio.to_thread.run_sync(entered.wait, 10)

@@ -35,7 +35,8 @@ from taskflow import (
     TaskflowError,
     TaskFunc,
 )
-from taskflow._task import TaskOptions, argument_check
+from taskflow._options import TaskOptions
+from taskflow._task import argument_check
 from taskflow.testing import FakeClock
 
 

@@ -141,9 +141,9 @@ def test_run_in_thread_takes_the_app_over_from_the_private_loop(app: QueueTasks)
         return a + b
 
     first = SyncTask(app).add_task("add", args=(1, 2))  # opens the app on a private loop
-    private = app._life.loop
+    private = app.lifecycle.loop
     with app.run_in_thread():
-        assert app._life.loop is not private  # the worker's loop owns it now
+        assert app.lifecycle.loop is not private  # the worker's loop owns it now
         assert first.result(timeout=5) == 3
         assert SyncTask(app).add_task("add", args=(2, 3)).result(timeout=5) == 5
     assert not app.is_open

@@ -43,12 +43,12 @@ from ._message import Progress as Progress
 from ._message import TaskOutcome as TaskOutcome
 from ._message import TaskRecord as TaskRecord
 from ._message import TaskStatus as TaskStatus
+from ._options import NOT_GIVEN as NOT_GIVEN
+from ._options import CallOptions as CallOptions
+from ._options import TaskDefaults as TaskDefaults
 from ._starter import Starter as Starter
-from ._task import NOT_GIVEN as NOT_GIVEN
-from ._task import CallOptions as CallOptions
 from ._task import PreparedTask as PreparedTask
 from ._task import TaskCall as TaskCall
-from ._task import TaskDefaults as TaskDefaults
 from ._task import TaskFunc as TaskFunc
 from ._worker import Worker as Worker
 

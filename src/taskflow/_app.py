@@ -1,81 +1,65 @@
-"""`QueueTasks`: the app. Registry of tasks, config, backend, lifecycle, and the send path.
+"""`QueueTasks`: the app. Its registry of tasks, config, backend and lifecycle, and the entry
+points of everything an app does.
 
-What lives here: the `@app.task` decorator, building `TaskMessage`s from calls (`_enqueue_one`,
-`add_tasks`), the app's open/close entry points, the three ways to run workers (`running`,
-`run_forever`, `run_in_thread`, all through `Starter`). Which event loop owns the app, opening
-at first use, reopening, and the bridge from synchronous code live in `_lifecycle.py`; running
-tasks lives in `_worker.py`.
+What lives here: the `@app.task` decorator and the registry it fills, the worker hooks'
+decorators, open/close, the sending entry points (`add_task`, `add_tasks`), reading and managing
+tasks, and the three ways to run workers. The work itself is done by the app's parts, each in a
+module of its own:
+
+* ``app.sender`` (`_sending.Sender`): building and enqueueing messages;
+* ``app.lifecycle`` (`_lifecycle.AppLifecycle`): which event loop owns the app, opening at first
+  use, reopening, and the bridge from synchronous code;
+* ``app.hooks`` (`_starter.WorkerHooks`): the startup and shutdown hooks and worker services;
+* `_running.py`: `running`, `run_forever` and `run_in_thread`, each through a `Starter`.
+
+These three attributes are package-internal (the handles, the worker, the Starter and the
+Supervisor use them); they are not part of the documented API. The app is at the top of the
+import graph: no module it imports imports it back, the lower ones see it through protocols
+(`ClientApp`, `SendingApp`, `WorkerApp`, `StarterApp`).
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-import signal
-import time
 from collections.abc import (
     AsyncIterator,
     Awaitable,
     Callable,
     Coroutine,
-    Iterable,
     Iterator,
     Mapping,
     Sequence,
 )
-from datetime import datetime
-from types import TracebackType
-from typing import Any, Concatenate, Final, ParamSpec, Self, TypeVar, overload
+from contextlib import AbstractAsyncContextManager, AbstractContextManager
+from types import MappingProxyType, TracebackType
+from typing import Any, Concatenate, ParamSpec, Self, TypeVar, overload
 
-import anyio
-import anyio.from_thread
-import msgspec
 from typing_extensions import Unpack
 
+from . import _running
 from ._backends import check_app_name, resolve_backend
-from ._client import AsyncResult, SyncResult
+from ._client import AsyncResult
 from ._clock import Clock, SystemClock
 from ._config import GlobalConfig, app_config
 from ._context import TaskContext, WorkerState
-from ._exceptions import (
-    EncodeError,
-    InvalidArguments,
-    TaskRegistrationError,
-    UnknownTaskError,
-)
-from ._lifecycle import AppLifecycle, loop_options
-from ._message import CancelResult, TaskMessage, TaskRecord, encode_value
-from ._starter import Starter
-from ._task import (
-    NO_OPTIONS,
-    CallOptions,
-    PreparedTask,
-    TaskDefaults,
-    TaskDefinition,
-    TaskFunc,
-    TaskOptions,
-    given,
-    make_definition,
-)
+from ._exceptions import TaskRegistrationError
+from ._lifecycle import AppLifecycle, BackendLink
+from ._message import CancelResult, TaskRecord
+from ._options import CallOptions, TaskDefaults, TaskOptions
+from ._sending import Sender
+from ._starter import Hook, Starter, WorkerHooks
+from ._task import PreparedTask, TaskDefinition, TaskFunc, make_definition
 from .abc import Broker, Coordination, Storage
 
 __all__ = ["QueueTasks"]
 
-_NO_HEADERS: dict[str, str] = {}
-# Distinct from NO_OPTIONS (same values) so building a template takes the general path.
-_TEMPLATE_OPTIONS = TaskOptions(task_id="template")
-
 logger = logging.getLogger("taskflow.app")
-
-_running_loop = asyncio.get_running_loop
 
 P = ParamSpec("P")
 R = TypeVar("R")
 Y = TypeVar("Y")
 
 ExceptionTypes = Sequence[type[BaseException]] | type[BaseException]
-Hook = Callable[[WorkerState], Awaitable[None]]
 Service = Callable[["QueueTasks", WorkerState], Awaitable[None]]
 
 
@@ -184,12 +168,12 @@ class QueueTasks:
         #: The backend's `Coordination` (leases, key-value records): ``broker.coordination``.
         self.coordination: Coordination = self.broker.coordination
         self._tasks: dict[str, TaskDefinition] = {}
-        self._owns_broker = True
-        self._templates: dict[str, TaskMessage] = {}
-        self._services: list[Service] = []
-        self._startup: list[Hook] = []
-        self._shutdown: list[Hook] = []
-        self._life = AppLifecycle(self)
+        #: Package-internal: which event loop owns the app (`_lifecycle.py`).
+        self.lifecycle = AppLifecycle(name, BackendLink(self.broker, self.config))
+        #: Package-internal: the send path (`_sending.py`); the task handles send through it.
+        self.sender = Sender(self)
+        #: Package-internal: the worker hooks and services (`_starter.py`).
+        self.hooks: WorkerHooks[QueueTasks] = WorkerHooks()
 
     # -- registration ----------------------------------------------------------------------
 
@@ -275,23 +259,23 @@ class QueueTasks:
                 "give one of them another name with @app.task(name=...)"
             )
         self._tasks[definition.name] = definition
-        return TaskFunc(self, definition)
+        return TaskFunc(self.sender, definition)
 
     @property
     def tasks(self) -> Mapping[str, TaskDefinition]:
-        """Registered tasks by name (read-only view)."""
-        return dict(self._tasks)
+        """Registered tasks by name (a read-only view, kept up to date)."""
+        return MappingProxyType(self._tasks)
 
     def on_startup(self, fn: Hook) -> Hook:
         """Register ``async def hook(state: WorkerState)``, run when a worker process starts
         (before it claims), to create shared resources tasks reach as ``ctx.state``."""
-        self._startup.append(fn)
+        self.hooks.startup.append(fn)
         return fn
 
     def on_shutdown(self, fn: Hook) -> Hook:
         """Register ``async def hook(state: WorkerState)``, run when a worker stops (in reverse
         order of registration), to close what `on_startup` opened."""
-        self._shutdown.append(fn)
+        self.hooks.shutdown.append(fn)
         return fn
 
     def worker_service(self, fn: Service) -> Service:
@@ -300,26 +284,15 @@ class QueueTasks:
 
         Long-running coordinators use it (the orders Supervisor is one: every worker process
         hosts a candidate, and leader election picks the one that acts)."""
-        self._services.append(fn)
+        self.hooks.services.append(fn)
         return fn
-
-    async def _run_startup(self, state: WorkerState) -> None:
-        for hook in self._startup:
-            await hook(state)
-
-    async def _run_shutdown(self, state: WorkerState) -> None:
-        for hook in reversed(self._shutdown):
-            try:
-                await hook(state)
-            except Exception:
-                logger.exception("on_shutdown hook %r failed", hook)
 
     # -- lifecycle -------------------------------------------------------------------------
 
     @property
     def is_open(self) -> bool:
         """True while the app is open (connected to its backend) on a live event loop."""
-        return self._life.is_open
+        return self.lifecycle.is_open
 
     async def open(self) -> None:
         """Connect the backend on the running event loop. ``async with app:`` does this for you.
@@ -332,13 +305,23 @@ class QueueTasks:
             BackendUnavailable: the server cannot be reached.
             LifecycleError: the app is open on an event loop still running in another thread.
         """
-        await self._life.open()
+        await self.lifecycle.open()
 
     async def close(self) -> None:
         """Undo one `open()`; the outermost one disconnects the backend (so does closing an app
         opened by a call). Closing an app that is not open does nothing; it opens again when
         next used. An app also closes by itself when the event loop it is open on ends."""
-        await self._life.close()
+        await self.lifecycle.close()
+
+    def close_sync(self) -> None:
+        """`close` for synchronous code: close the app on whichever event loop it is open on
+        (the private one its blocking calls started when no loop owned it, for example).
+
+        Raises:
+            LifecycleError: called on a thread that runs an event loop (use ``await
+                app.close()``).
+        """
+        self.lifecycle.close_sync()
 
     async def __aenter__(self) -> Self:
         await self.open()
@@ -352,40 +335,11 @@ class QueueTasks:
     ) -> None:
         await self.close()
 
-    async def _ensure_open(self) -> None:
-        """Open the app on the running loop if it is not open there (a lazy open)."""
-        if self._life.loop is not asyncio.get_running_loop():
-            await self._life.ensure_open()
-
-    def _is_open_here(self) -> bool:
-        """True if the app is open on the running loop: the hot paths check this before
-        awaiting `_ensure_open`, which saves them a coroutine."""
-        return self._life.loop is asyncio.get_running_loop()
-
-    async def _connect(self) -> None:
-        """Open the backend (for `AppLifecycle`, on the loop that will own the app)."""
-        self.broker.result_ttl_s = self.config.result_ttl_s
-        self.storage.events_maxlen = self.config.events_maxlen
-        # A broker opened by its creator (tests, shared connections) stays theirs to close.
-        self._owns_broker = not self.broker.is_open
-        if self._owns_broker:
-            await self.broker.open()
-
-    async def _disconnect(self) -> None:
-        if self._owns_broker:
-            await self.broker.close()
-
-    def _abandon(self) -> None:
-        """Let go of the backend of an event loop that has ended (nothing can be awaited)."""
-        if self._owns_broker:
-            self.broker.abandon()
-
     # -- running workers -------------------------------------------------------------------
 
-    @contextlib.asynccontextmanager
-    async def running(
+    def running(
         self, concurrency: int | None = None, *, queues: Sequence[str] | None = None
-    ) -> AsyncIterator[Starter]:
+    ) -> AbstractAsyncContextManager[Starter]:
         """Run a worker inside the caller's event loop for the duration of the block.
 
         Opens the app for the block and closes it after (an app kept open around the block
@@ -393,19 +347,7 @@ class QueueTasks:
         Leaving the block stops the worker gracefully; cancellation propagates (running tasks
         are released for redelivery).
         """
-        starter = Starter(self, concurrency=concurrency, queues=queues)
-        try:
-            async with anyio.create_task_group() as tg:
-                await tg.start(starter.serve)
-                try:
-                    yield starter
-                finally:
-                    starter.stop()
-        except BaseExceptionGroup as group:
-            # The caller's own exception should reach the caller as itself, not wrapped.
-            if len(group.exceptions) == 1:
-                raise group.exceptions[0] from None
-            raise
+        return _running.running(self, concurrency, queues)
 
     def run_forever(
         self, concurrency: int | None = None, *, queues: Sequence[str] | None = None
@@ -422,33 +364,11 @@ class QueueTasks:
             Exception: what stopped the worker from starting or running (an `on_startup`
                 hook's error, `BackendUnavailable`), as itself, not in an exception group.
         """
-        starter = Starter(self, concurrency=concurrency, queues=queues)
-        anyio.run(self._serve_until_signal, starter, backend_options=loop_options())
+        _running.run_forever(self, concurrency, queues)
 
-    async def _serve_until_signal(self, starter: Starter) -> None:
-        try:
-            async with anyio.create_task_group() as tg:
-                # The signal watcher outlives a stop-now: its receiver keeps the default
-                # handlers away (a late copy of a signal would kill the process) until the
-                # worker has released what it held and the app is closed.
-                serving = anyio.CancelScope()
-                tg.start_soon(_watch_signals, lambda _: starter.stop(), lambda _: serving.cancel())
-                with serving:
-                    await starter.serve()
-                tg.cancel_scope.cancel()
-        except BaseExceptionGroup as group:
-            # As in running(): the error itself, not wrapped in (nested) one-error groups.
-            error: BaseException = group
-            while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
-                error = error.exceptions[0]
-            if error is group:
-                raise
-            raise error from None
-
-    @contextlib.contextmanager
     def run_in_thread(
         self, concurrency: int | None = None, *, queues: Sequence[str] | None = None
-    ) -> Iterator[Starter]:
+    ) -> AbstractContextManager[Starter]:
         """Run a worker on an event loop in a background thread, for synchronous programs.
 
         Inside the block, the blocking calls (`add_task_sync`, `SyncTask`, `SyncResult`) run on
@@ -458,42 +378,7 @@ class QueueTasks:
         Raises:
             LifecycleError: the app is open on an event loop running in another thread.
         """
-        starter = Starter(self, concurrency=concurrency, queues=queues)
-        with anyio.from_thread.start_blocking_portal(backend_options=loop_options()) as portal:
-            future, _ = portal.start_task(starter.serve)
-            try:
-                yield starter
-            finally:
-                portal.call(starter.stop)
-                future.result()
-
-    # -- the sync bridge -------------------------------------------------------------------
-
-    def _call_sync(self, fn: Callable[..., Awaitable[R]], *args: Any) -> R:
-        """Run ``await fn(*args)`` with the app open, from synchronous code (see
-        `AppLifecycle.call_sync`)."""
-        return self._life.call_sync(fn, *args)
-
-    def _send_sync(
-        self,
-        definition: TaskDefinition,
-        args: tuple[Any, ...],
-        kwargs: Mapping[str, Any],
-        options: TaskOptions,
-    ) -> SyncResult[Any]:
-        """`_enqueue_one` from synchronous code (`add_task_sync`)."""
-        handle = self._call_sync(self._enqueue_one, definition, args, kwargs, options)
-        return SyncResult(handle.task_id, self)
-
-    def close_sync(self) -> None:
-        """`close` for synchronous code: close the app on whichever event loop it is open on
-        (the private one its blocking calls started when no loop owned it, for example).
-
-        Raises:
-            LifecycleError: called on a thread that runs an event loop (use ``await
-                app.close()``).
-        """
-        self._life.close_sync()
+        return _running.run_in_thread(self, concurrency, queues)
 
     # -- sending ---------------------------------------------------------------------------
 
@@ -514,9 +399,10 @@ class QueueTasks:
             InvalidOption: an unknown option, or a value that breaks its option's rule.
             EncodeError: an argument cannot be encoded.
         """
-        return await self._enqueue_by_name(
-            task_name, args, kwargs, TaskOptions.of(options, task=task_name)
-        )
+        sender = self.sender
+        definition = sender.definition(task_name)
+        call_options = TaskOptions.of(options, task=task_name)
+        return await sender.send(definition, tuple(args), dict(kwargs or {}), call_options)
 
     async def add_tasks(
         self, calls: Sequence[PreparedTask[Any]], *, connection: Any = None
@@ -529,110 +415,13 @@ class QueueTasks:
             InvalidArguments: `calls` holds something other than prepared calls (what
                 ``task.prepare(...)`` returns).
         """
-        prepared = _prepared_calls(calls)
-        await self._ensure_open()
-        now = self.clock.time()
-        messages = [
-            self._build_message(call.definition, call.args, call.kwargs, call.options, now)
-            for call in prepared
-        ]
-        results = await self.broker.enqueue(messages, now=now, connection=connection)
-        return [AsyncResult(r.task_id, self) for r in results]
-
-    async def _enqueue_by_name(
-        self,
-        task_name: str,
-        args: Sequence[Any],
-        kwargs: Mapping[str, Any] | None,
-        options: TaskOptions,
-    ) -> AsyncResult[Any]:
-        definition = self._tasks.get(task_name)
-        if definition is None:
-            known = ", ".join(sorted(self._tasks)) or "none"
-            raise UnknownTaskError(
-                f"no task named {task_name!r} is registered on app {self.name!r} "
-                f"(registered: {known})"
-            )
-        return await self._enqueue_one(definition, tuple(args), dict(kwargs or {}), options)
-
-    async def _enqueue_one(
-        self,
-        definition: TaskDefinition,
-        args: tuple[Any, ...],
-        kwargs: Mapping[str, Any],
-        options: TaskOptions,
-    ) -> AsyncResult[Any]:
-        definition.check_arguments(args, kwargs)
-        if self._life.loop is not _running_loop():  # the hot path's check, inlined
-            await self._life.ensure_open()
-        now = self.clock.time()
-        message = self._build_message(definition, args, kwargs, options, now)
-        result = (await self.broker.enqueue((message,), now=now, connection=options.connection))[0]
-        return AsyncResult(result.task_id, self)
-
-    def _build_message(
-        self,
-        definition: TaskDefinition,
-        args: tuple[Any, ...],
-        kwargs: Mapping[str, Any],
-        options: TaskOptions,
-        now: float,
-    ) -> TaskMessage:
-        if options is NO_OPTIONS:
-            return self._build_default_message(definition, args, kwargs, now)
-        config = self.config
-        payload = _encode_payload(definition, args, kwargs)
-        queue = given(options.queue, definition.queue) or config.default_queue
-        retries = given(options.retries, definition.retries)
-        backoff = given(options.retry_backoff, definition.retry_backoff_s)
-        return TaskMessage(
-            id=given(options.task_id, None) or self.broker.new_task_id(queue),
-            name=definition.name,
-            queue=queue,
-            payload=payload,
-            priority=given(options.priority, definition.priority),
-            eta=_eta(options, now),
-            created_at=now,
-            retries=config.default_retries if retries is None else retries,
-            retry_backoff_s=config.default_retry_backoff_s if backoff is None else backoff,
-            timeout_s=given(options.timeout, definition.timeout_s),
-            expires_at=_expires_at(given(options.expires, definition.expires), now),
-            dedup_key=given(options.dedup_key, None),
-            dedup_ttl_s=given(options.dedup_ttl, None),
-            store_result=given(options.store_result, definition.store_result),
-            parent_id=given(options.parent_id, None),
-            order_id=given(options.order_id, None),
-            headers=_headers(options),
-        )
-
-    def _build_default_message(
-        self,
-        definition: TaskDefinition,
-        args: tuple[Any, ...],
-        kwargs: Mapping[str, Any],
-        now: float,
-    ) -> TaskMessage:
-        """The hot path: a call with no per-call options, from a template made once per task."""
-        template = self._templates.get(definition.name)
-        if template is None or template.name != definition.name:
-            template = self._build_message(definition, (), {}, _TEMPLATE_OPTIONS, now)
-            self._templates[definition.name] = template
-        queue = template.queue
-        return msgspec.structs.replace(
-            template,
-            id=self.broker.new_task_id(queue),
-            payload=_encode_payload(definition, args, kwargs),
-            created_at=now,
-            expires_at=(
-                None if definition.expires is None else _expires_at(definition.expires, now)
-            ),
-        )
+        return await self.sender.send_many(calls, connection=connection)
 
     # -- reading and managing tasks ---------------------------------------------------------
 
     async def get(self, task_id: str) -> TaskRecord | None:
         """The stored record of a task (the seed's ``QueueTasks.get()``), or None if unknown."""
-        await self._ensure_open()
+        await self.lifecycle.ensure_open()
         return await self.storage.get(task_id, now=self.clock.time())
 
     def result(self, task_id: str) -> AsyncResult[Any]:
@@ -641,12 +430,12 @@ class QueueTasks:
 
     async def cancel(self, task_id: str) -> CancelResult:
         """Cancel a task: at once if not started, by request if running."""
-        await self._ensure_open()
+        await self.lifecycle.ensure_open()
         return (await self.broker.cancel([task_id], now=self.clock.time()))[0]
 
     async def dead_letters(self, queue: str | None = None, *, limit: int = 100) -> list[TaskRecord]:
         """Dead-lettered tasks of a queue (default queue if None), newest first."""
-        await self._ensure_open()
+        await self.lifecycle.ensure_open()
         return await self.broker.dead_letters(queue or self.config.default_queue, limit=limit)
 
     async def requeue(self, task_ids: Sequence[str]) -> list[AsyncResult[Any] | None]:
@@ -654,7 +443,7 @@ class QueueTasks:
 
         Returns per id an `AsyncResult` for the new task, or None if it was not dead-lettered.
         """
-        await self._ensure_open()
+        await self.lifecycle.ensure_open()
         records = await self.storage.get_many(task_ids, now=self.clock.time())
         new_ids = [
             self.broker.new_task_id(r.queue if r is not None else self.config.default_queue)
@@ -668,127 +457,3 @@ class QueueTasks:
             f"QueueTasks(name={self.name!r}, broker={type(self.broker).__name__}, "
             f"tasks={len(self._tasks)})"
         )
-
-
-# -- helpers -------------------------------------------------------------------------------
-
-
-def _encode_payload(
-    definition: TaskDefinition, args: tuple[Any, ...], kwargs: Mapping[str, Any]
-) -> bytes:
-    try:
-        return encode_value((args, kwargs))
-    except (TypeError, ValueError, OverflowError) as exc:
-        raise EncodeError(_describe_unencodable(definition, args, kwargs, exc)) from None
-
-
-def _describe_unencodable(
-    definition: TaskDefinition,
-    args: tuple[Any, ...],
-    kwargs: Mapping[str, Any],
-    exc: Exception,
-) -> str:
-    names = list(definition.call_signature.parameters)
-    for index, value in enumerate(args):
-        try:
-            encode_value(value)
-        except (TypeError, ValueError, OverflowError) as err:
-            label = names[index] if index < len(names) else f"#{index}"
-            return (
-                f"argument {label!r} (position {index}) of task {definition.name!r} cannot be "
-                f"encoded: {err}. Pass plain data (str, numbers, dict, list, datetime; a "
-                "dataclass or msgspec.Struct arrives as a dict) or an id to look it up by"
-            )
-    for key, value in kwargs.items():
-        try:
-            encode_value(value)
-        except (TypeError, ValueError, OverflowError) as err:
-            return f"argument {key!r} of task {definition.name!r} cannot be encoded: {err}"
-    return f"the arguments of task {definition.name!r} cannot be encoded: {exc}"
-
-
-def _prepared_calls(calls: object) -> list[PreparedTask[Any]]:
-    """`calls` as a list, or `InvalidArguments` saying what `add_tasks` takes."""
-    example = "e.g. app.add_tasks([add.prepare(1, 2), add.options(priority=9).prepare(3, 4)])"
-    if isinstance(calls, PreparedTask):
-        raise InvalidArguments(f"app.add_tasks takes a list of prepared calls, not one: {example}")
-    if isinstance(calls, str | bytes | Mapping) or not isinstance(calls, Iterable):
-        raise InvalidArguments(
-            "app.add_tasks takes a list of prepared calls (what task.prepare(...) returns), "
-            f"got a {type(calls).__name__}: {example}"
-        )
-    checked = list(calls)
-    for index, call in enumerate(checked):
-        if not isinstance(call, PreparedTask):
-            raise InvalidArguments(
-                "app.add_tasks takes prepared calls (what task.prepare(...) returns), got a "
-                f"{type(call).__name__} at index {index} ({call!r:.60}): {example}"
-            )
-    return checked
-
-
-def _headers(options: TaskOptions) -> dict[str, str]:
-    headers = given(options.headers, _NO_HEADERS)
-    key = given(options.idempotency_key, None)
-    if key is not None:
-        headers = {**headers, "idempotency_key": key}
-    return headers
-
-
-def _eta(options: TaskOptions, now: float) -> float | None:
-    """When the task becomes due: its `eta`, or now plus its `delay` (never both: TaskOptions
-    refuses that), or None for now."""
-    eta = given(options.eta, None)
-    if eta is not None:
-        return eta
-    delay = given(options.delay, None)
-    return None if delay is None else now + delay
-
-
-def _expires_at(expires: float | datetime | None, now: float) -> float | None:
-    """The epoch time after which the task is not started: a duration counts from `now`."""
-    if expires is None:
-        return None
-    if isinstance(expires, datetime):
-        return expires.timestamp()
-    return now + expires
-
-
-#: Copies of one stop request arrive together: a terminal's Ctrl-C reaches every process of
-#: its process group, ``taskflow worker -p N`` forwards it to its children as well, and
-#: ``timeout`` and systemd (``KillMode=control-group``) signal every process too. A signal
-#: within this long of the first is the same request; a person's deliberate second Ctrl-C
-#: comes later.
-_REPEAT_WINDOW_S: Final = 1.0
-
-
-async def _watch_signals(on_stop: Callable[[int], None], on_second: Callable[[int], None]) -> None:
-    """Call `on_stop` at the first SIGINT/SIGTERM and `on_second` at a second stop request (a
-    signal `_REPEAT_WINDOW_S` or more after the first). Copies of the first signal that arrive
-    within the window are logged and ignored, and so is every signal after the second: the
-    watcher runs until cancelled, so that no signal meets the default handler (which would end
-    the process) while the stop it asked for is under way."""
-    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        first: float | None = None
-        stopping_now = False
-        async for signum in signals:
-            name = signal.Signals(signum).name
-            now = time.monotonic()
-            if stopping_now:
-                logger.debug("received %s while stopping now: nothing more to do", name)
-            elif first is None:
-                first = now
-                logger.info(
-                    "received %s: stopping gracefully (signal again a second or more later to "
-                    "stop at once)",
-                    name,
-                )
-                on_stop(signum)
-            elif now - first < _REPEAT_WINDOW_S:
-                logger.debug(
-                    "received %s again within %.1f s: the same stop request", name, _REPEAT_WINDOW_S
-                )
-            else:
-                logger.warning("second signal (%s): stopping now", name)
-                stopping_now = True
-                on_second(signum)

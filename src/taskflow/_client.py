@@ -2,19 +2,24 @@
 wait for them.
 
 The sync classes hold no logic of their own: each call runs the async twin on the event loop
-that owns the app, through `QueueTasks._call_sync` (see `_lifecycle.py`). Every call that needs
-the backend opens the app on the running loop if it is not open there. Waiting for a result is
-push-notified by the storage.
+that owns the app, through ``app.lifecycle.call_sync`` (see `_lifecycle.py`). Every call that
+needs the backend opens the app on the running loop if it is not open there. Waiting for a
+result is push-notified by the storage.
+
+The handles see their app as a `ClientApp` (the few things they use of a `QueueTasks`), so this
+module never imports the app.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from typing_extensions import Unpack
 
+from ._clock import Clock
 from ._exceptions import (
     ResultExpired,
     TaskCancelled,
@@ -25,6 +30,7 @@ from ._exceptions import (
 from ._exceptions import (
     TimeoutError as TaskflowTimeoutError,
 )
+from ._lifecycle import AppLifecycle
 from ._message import (
     CancelResult,
     ErrorInfo,
@@ -34,14 +40,45 @@ from ._message import (
     TaskStatus,
     decode_value,
 )
-from ._task import CallOptions
+from ._options import CallOptions
+from .abc import Broker, Storage
 
-if TYPE_CHECKING:
-    from ._app import QueueTasks
-
-__all__ = ["AsyncResult", "AsyncTask", "SyncResult", "SyncTask", "TaskInfo"]
+__all__ = [
+    "AsyncResult",
+    "AsyncTask",
+    "ClientApp",
+    "SyncResult",
+    "SyncTask",
+    "TaskInfo",
+    "value_of",
+]
 
 R = TypeVar("R")
+
+_running_loop = asyncio.get_running_loop
+
+
+class ClientApp(Protocol):
+    """What the handles use of their app (a `QueueTasks`)."""
+
+    broker: Broker
+    storage: Storage
+    clock: Clock
+    lifecycle: AppLifecycle
+
+    async def get(self, task_id: str) -> TaskRecord | None:
+        """The stored record of a task, or None."""
+        ...
+
+    async def add_task(
+        self,
+        task_name: str,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        **options: Unpack[CallOptions],
+    ) -> AsyncResult[Any]:
+        """Send a task by name."""
+        ...
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -120,7 +157,7 @@ class AsyncResult(Generic[R]):
 
     __slots__ = ("app", "task_id")
 
-    def __init__(self, task_id: str, app: QueueTasks) -> None:
+    def __init__(self, task_id: str, app: ClientApp) -> None:
         self.task_id = task_id
         self.app = app
 
@@ -139,8 +176,8 @@ class AsyncResult(Generic[R]):
             taskflow.TimeoutError: still not finished after `timeout` seconds.
         """
         app = self.app
-        if not app._is_open_here():
-            await app._ensure_open()
+        if app.lifecycle.loop is not _running_loop():  # the hot path's check, inlined
+            await app.lifecycle.ensure_open()
         try:
             record = await app.storage.wait(self.task_id, timeout=timeout, now=app.clock.time())
         except TimeoutError:
@@ -186,7 +223,7 @@ class AsyncResult(Generic[R]):
     async def cancel(self) -> CancelResult:
         """Cancel the task: at once if it has not started, by request if it is running."""
         app = self.app
-        await app._ensure_open()
+        await app.lifecycle.ensure_open()
         return (await app.broker.cancel([self.task_id], now=app.clock.time()))[0]
 
     async def _record(self) -> TaskRecord:
@@ -210,26 +247,26 @@ class SyncResult(Generic[R]):
 
     __slots__ = ("_async", "app", "task_id")
 
-    def __init__(self, task_id: str, app: QueueTasks) -> None:
+    def __init__(self, task_id: str, app: ClientApp) -> None:
         self.task_id = task_id
         self.app = app
         self._async: AsyncResult[R] = AsyncResult(task_id, app)
 
     def result(self, timeout: float | None = None) -> R:
         """Blocking `AsyncResult.result`."""
-        return self.app._call_sync(self._async.result, timeout)
+        return self.app.lifecycle.call_sync(self._async.result, timeout)
 
     def status(self) -> TaskStatus:
         """Blocking `AsyncResult.status`."""
-        return self.app._call_sync(self._async.status)
+        return self.app.lifecycle.call_sync(self._async.status)
 
     def info(self) -> TaskInfo:
         """Blocking `AsyncResult.info`."""
-        return self.app._call_sync(self._async.info)
+        return self.app.lifecycle.call_sync(self._async.info)
 
     def cancel(self) -> CancelResult:
         """Blocking `AsyncResult.cancel`."""
-        return self.app._call_sync(self._async.cancel)
+        return self.app.lifecycle.call_sync(self._async.cancel)
 
     def __repr__(self) -> str:
         return f"SyncResult({self.task_id!r})"
@@ -247,7 +284,7 @@ class AsyncTask:
 
     __slots__ = ("app",)
 
-    def __init__(self, app: QueueTasks) -> None:
+    def __init__(self, app: ClientApp) -> None:
         self.app = app
 
     async def add_task(
@@ -275,7 +312,7 @@ class SyncTask:
 
     __slots__ = ("_async", "app")
 
-    def __init__(self, app: QueueTasks) -> None:
+    def __init__(self, app: ClientApp) -> None:
         self.app = app
         self._async = AsyncTask(app)
 
@@ -291,5 +328,5 @@ class SyncTask:
         async def send() -> AsyncResult[Any]:
             return await self._async.add_task(task_name, args, kwargs, **options)
 
-        handle = self.app._call_sync(send)
+        handle = self.app.lifecycle.call_sync(send)
         return SyncResult(handle.task_id, self.app)

@@ -30,19 +30,18 @@ import contextlib
 import logging
 import threading
 from collections.abc import AsyncGenerator, Awaitable, Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import anyio
 import anyio.from_thread
 import anyio.lowlevel
 import anyio.to_thread
 
+from ._config import GlobalConfig
 from ._exceptions import LifecycleError
+from .abc import Broker
 
-if TYPE_CHECKING:
-    from ._app import QueueTasks
-
-__all__ = ["AppLifecycle", "loop_options"]
+__all__ = ["AppLifecycle", "BackendLink", "loop_options"]
 
 logger = logging.getLogger("taskflow.app")
 
@@ -60,16 +59,57 @@ _PrivateLoop = tuple[
 _CLOSE_TIMEOUT_S = 10.0
 
 
+class BackendLink:
+    """Connects an app's backend and lets go of it: what `AppLifecycle` opens and closes.
+
+    A broker its creator opened before the app did (tests, shared connections) stays theirs to
+    close: the link closes only what it opened.
+    """
+
+    def __init__(self, broker: Broker, config: GlobalConfig) -> None:
+        self._broker = broker
+        self._config = config
+        self._owns_broker = True
+
+    async def connect(self) -> None:
+        """Hand the app's settings to the backend and open it (unless already open)."""
+        broker = self._broker
+        broker.result_ttl_s = self._config.result_ttl_s
+        broker.storage.events_maxlen = self._config.events_maxlen
+        self._owns_broker = not broker.is_open
+        if self._owns_broker:
+            await broker.open()
+
+    async def disconnect(self) -> None:
+        """Close the backend if `connect` opened it."""
+        if self._owns_broker:
+            await self._broker.close()
+
+    def abandon(self) -> None:
+        """Let go of the backend of an event loop that has ended (nothing can be awaited)."""
+        if self._owns_broker:
+            self._broker.abandon()
+
+
 class AppLifecycle:
     """Which event loop owns an app's backend, and every way of changing that.
+
+    Package-internal: the app, its handles, its workers and the Supervisor reach it as
+    ``app.lifecycle`` (`ensure_open` before a call that needs the backend, `call_sync` from
+    synchronous code).
+
+    Args:
+        name: The app's name, for messages.
+        link: What opens and closes the app's backend.
 
     Attributes:
         loop: The loop the app is open on (its owner), or None while closed.
         token: anyio's token of `loop`, for calls from other threads.
     """
 
-    def __init__(self, app: QueueTasks) -> None:
-        self._app = app
+    def __init__(self, name: str, link: BackendLink) -> None:
+        self._name = name
+        self._link = link
         self.loop: asyncio.AbstractEventLoop | None = None
         self.token: anyio.lowlevel.EventLoopToken | None = None
         #: Explicit `open()`s not closed yet (a lazy open counts none).
@@ -150,7 +190,7 @@ class AppLifecycle:
 
     async def _open_on(self, here: asyncio.AbstractEventLoop) -> None:
         await self._leave_owner(here)
-        await self._app._connect()
+        await self._link.connect()
         session = object()
         self.loop, self.token, self._session = here, anyio.lowlevel.current_token(), session
         self._opens = 0
@@ -169,16 +209,16 @@ class AppLifecycle:
         elif owner.is_running():  # in another thread: this one runs `here`
             raise LifecycleError(self._owned_elsewhere("is open"))
         else:
-            logger.debug("app %r: its event loop has ended; reconnecting", self._app.name)
+            logger.debug("app %r: its event loop has ended; reconnecting", self._name)
             self._release()
-            self._app._abandon()
+            self._link.abandon()
 
     async def _disconnect(self) -> None:
         """Close the backend, on the owner loop, whatever the count of opens."""
         keeper = self._keeper
         self._release()
         try:
-            await self._app._disconnect()
+            await self._link.disconnect()
         finally:
             if keeper is not None:
                 await keeper.aclose()  # its session is over: it does nothing
@@ -199,12 +239,12 @@ class AppLifecycle:
                     await self._disconnect()
                 except Exception:
                     logger.warning(
-                        "closing app %r with its event loop failed", self._app.name, exc_info=True
+                        "closing app %r with its event loop failed", self._name, exc_info=True
                     )
 
     def _owned_elsewhere(self, what: str) -> str:
         return (
-            f"app {self._app.name!r} {what} on an event loop running in another thread, which "
+            f"app {self._name!r} {what} on an event loop running in another thread, which "
             "owns its backend connections; it cannot be used from this event loop at the same "
             "time. Use the blocking calls (add_task_sync, SyncTask, SyncResult) from other "
             "threads, which run on the app's loop, or give this loop a QueueTasks of its own"
@@ -244,7 +284,7 @@ class AppLifecycle:
             anyio.from_thread.run(self.close, token=token)
         else:
             self._release()
-            self._app._abandon()
+            self._link.abandon()
 
     async def _call_open(self, fn: Callable[..., Awaitable[R]], *args: Any) -> R:
         await self.ensure_open()
@@ -273,7 +313,7 @@ class AppLifecycle:
 
     def _start_private_loop(self) -> anyio.from_thread.BlockingPortal:
         cm = anyio.from_thread.start_blocking_portal(
-            backend_options=loop_options(), name=f"taskflow-{self._app.name}"
+            backend_options=loop_options(), name=f"taskflow-{self._name}"
         )
         portal = cm.__enter__()
         self._portal, self._portal_cm = portal, cm
@@ -299,7 +339,7 @@ class AppLifecycle:
             if self.loop is loop:
                 portal.call(self._disconnect_bounded)
         except Exception:
-            logger.warning("closing app %r failed", self._app.name, exc_info=True)
+            logger.warning("closing app %r failed", self._name, exc_info=True)
         finally:
             cm.__exit__(None, None, None)
 
@@ -313,7 +353,7 @@ class AppLifecycle:
         with self._lock:
             if self._portal_calls:
                 raise LifecycleError(
-                    f"app {self._app.name!r} is open on the private event loop of its blocking "
+                    f"app {self._name!r} is open on the private event loop of its blocking "
                     "calls (add_task_sync, SyncTask, SyncResult), and one of them is running in "
                     "another thread right now, so it cannot move to this event loop. Open the "
                     "app on your event loop before any blocking call (`async with app:` in the "

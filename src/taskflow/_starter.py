@@ -4,26 +4,77 @@
 so there is one start/stop sequence: open the app -> run `on_startup` hooks -> start the worker
 and report ready -> ... -> graceful stop -> `on_shutdown` hooks -> close the app (opens nest, so
 an app the caller keeps open around the Starter stays open).
+
+`WorkerHooks` holds what ``@app.on_startup``, ``@app.on_shutdown`` and ``@app.worker_service``
+registered (the app keeps one, ``app.hooks``) and runs them for the Starter. The Starter sees its
+app as a `StarterApp`, so this module never imports the app.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Generic, Protocol, TypeVar
 
 import anyio
 import anyio.abc
 
 from ._context import WorkerState
-from ._worker import Worker
+from ._worker import Worker, WorkerApp
 
-if TYPE_CHECKING:
-    from ._app import QueueTasks, Service
-
-__all__ = ["Starter"]
+__all__ = ["Hook", "Starter", "StarterApp", "WorkerHooks"]
 
 logger = logging.getLogger("taskflow.starter")
+
+A = TypeVar("A")
+
+Hook = Callable[[WorkerState], Awaitable[None]]
+"""``async def hook(state)``: an `on_startup` or `on_shutdown` hook."""
+
+
+class WorkerHooks(Generic[A]):
+    """The hooks and services of an app's worker processes, and how they are run.
+
+    `A` is the app type, which services are called with.
+
+    Attributes:
+        startup: ``@app.on_startup`` hooks, run in order before the worker claims.
+        shutdown: ``@app.on_shutdown`` hooks, run in reverse order after it stopped.
+        services: ``@app.worker_service`` coroutines, run beside the worker.
+    """
+
+    def __init__(self) -> None:
+        self.startup: list[Hook] = []
+        self.shutdown: list[Hook] = []
+        self.services: list[Callable[[A, WorkerState], Awaitable[None]]] = []
+
+    async def run_startup(self, state: WorkerState) -> None:
+        """Run the startup hooks in order; the first that raises stops the rest (and the
+        start)."""
+        for hook in self.startup:
+            await hook(state)
+
+    async def run_shutdown(self, state: WorkerState) -> None:
+        """Run the shutdown hooks in reverse order; one that raises is logged, the rest run."""
+        for hook in reversed(self.shutdown):
+            try:
+                await hook(state)
+            except Exception:
+                logger.exception("on_shutdown hook %r failed", hook)
+
+
+class StarterApp(WorkerApp, Protocol):
+    """What a Starter uses of its app (a `QueueTasks`), beyond what its worker uses."""
+
+    hooks: WorkerHooks[Any]
+
+    async def open(self) -> None:
+        """Open the app (counted)."""
+        ...
+
+    async def close(self) -> None:
+        """Undo one `open`."""
+        ...
 
 
 class Starter:
@@ -36,7 +87,7 @@ class Starter:
 
     def __init__(
         self,
-        app: QueueTasks,
+        app: StarterApp,
         *,
         concurrency: int | None = None,
         queues: Sequence[str] | None = None,
@@ -60,7 +111,7 @@ class Starter:
         finally:
             self._worker_done.set()
 
-    async def _run_service(self, service: Service) -> None:
+    async def _run_service(self, service: Callable[[Any, WorkerState], Awaitable[None]]) -> None:
         try:
             await service(self.app, self.state)
         except Exception:
@@ -82,7 +133,7 @@ class Starter:
             try:
                 # Inside the try: if a later startup hook fails, the shutdown hooks still close
                 # what the earlier ones opened (hooks must tolerate a missing resource).
-                await app._run_startup(self.state)
+                await app.hooks.run_startup(self.state)
                 worker = Worker(
                     app, concurrency=self.concurrency, queues=self.queues, state=self.state
                 )
@@ -90,7 +141,7 @@ class Starter:
                 async with anyio.create_task_group() as tg:
                     await tg.start(self._run_worker, worker)
                     async with anyio.create_task_group() as services:
-                        for service in app._services:
+                        for service in app.hooks.services:
                             services.start_soon(self._run_service, service)
                         if self._stop_requested:
                             worker.stop()
@@ -99,7 +150,7 @@ class Starter:
                         services.cancel_scope.cancel()
             finally:
                 with anyio.CancelScope(shield=True):
-                    await app._run_shutdown(self.state)
+                    await app.hooks.run_shutdown(self.state)
         finally:
             with anyio.CancelScope(shield=True):
                 await app.close()

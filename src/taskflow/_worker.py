@@ -25,14 +25,15 @@ import os
 import socket
 import time
 from collections import deque
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Final
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import anyio
 import anyio.abc
 
 from ._aio import first_of
-from ._clock import SystemClock
+from ._clock import Clock, SystemClock
+from ._config import GlobalConfig
 from ._context import TaskContext, WorkerState
 from ._exceptions import LifecycleError, TaskTimeout, UnencodableResult
 from ._executor import (
@@ -41,6 +42,7 @@ from ._executor import (
     outcome_for_error,
     safe_str,
 )
+from ._lifecycle import AppLifecycle
 from ._message import (
     Delivery,
     ErrorInfo,
@@ -54,18 +56,33 @@ from ._message import (
     decode_value,
     encode_value,
 )
+from ._task import TaskDefinition
+from .abc import Broker, Storage
 
 if TYPE_CHECKING:
-    from ._app import QueueTasks
     from ._message import Progress
-    from ._task import TaskDefinition
 
-__all__ = ["Worker"]
+__all__ = ["Worker", "WorkerApp"]
 
 logger = logging.getLogger("taskflow.worker")
 
 _RETRY_PAUSE_S: Final = 0.5
 _MAX_RETRY_PAUSE_S: Final = 10.0
+
+
+class WorkerApp(Protocol):
+    """What a worker uses of its app (a `QueueTasks`), so this module never imports the app."""
+
+    config: GlobalConfig
+    clock: Clock
+    broker: Broker
+    storage: Storage
+    lifecycle: AppLifecycle
+
+    @property
+    def tasks(self) -> Mapping[str, TaskDefinition]:
+        """Registered tasks by name."""
+        ...
 
 
 class _Slot:
@@ -152,7 +169,7 @@ class Worker:
 
     def __init__(
         self,
-        app: QueueTasks,
+        app: WorkerApp,
         *,
         concurrency: int | None = None,
         queues: Sequence[str] | None = None,
@@ -238,7 +255,7 @@ class Worker:
         """
         if self._started:
             raise LifecycleError("a Worker runs once; create a new Worker to run again")
-        await self.app._ensure_open()
+        await self.app.lifecycle.ensure_open()
         self._started = True
         self._executor = TaskExecutor(anyio.CapacityLimiter(self._config.thread_pool_size))
         loop = asyncio.get_running_loop()
@@ -252,7 +269,7 @@ class Worker:
             self.app.storage.describe(),
             ",".join(self.queues),
             self.concurrency,
-            ",".join(sorted(self.app._tasks)) or "(none registered)",
+            ",".join(sorted(self.app.tasks)) or "(none registered)",
         )
         try:
             async with anyio.create_task_group() as tg:
@@ -434,7 +451,7 @@ class Worker:
         if run.interrupt_reason is not None:  # cancelled or lost while waiting for a slot
             self._finish_interrupted(run, message, None)
             return
-        definition = self.app._tasks.get(message.name)
+        definition = self.app.tasks.get(message.name)
         if definition is None:
             self._finish(self._unknown_task(run, message, now))
             return
@@ -639,7 +656,7 @@ class Worker:
     def _unknown_task(self, run: _Run, message: TaskMessage, now: float) -> Outcome:
         config = self._config
         shared = self.app.storage.shared_across_processes
-        known = ", ".join(sorted(self.app._tasks)) or "none"
+        known = ", ".join(sorted(self.app.tasks)) or "none"
         if shared and now - message.created_at < config.unknown_task_window_s:
             logger.warning(
                 "task %s names %r, which this worker does not know; putting it back for %.0f s",

@@ -16,7 +16,7 @@ import anyio
 
 from .._app import QueueTasks
 from .._message import CancelResult, TaskRecord, TaskStatus
-from .._task import CallOptions
+from .._options import CallOptions
 from ..abc import LATEST
 from ._common import shared_app
 from ._errors import CliError, ExitCode

@@ -8,7 +8,7 @@ of one child it stops them all and exits with `ExitCode.WORKER_FAILED`.
 Stop signals: a terminal's Ctrl-C reaches the whole process group (the children too) and the
 supervisor forwards it as well, so a child gets two copies at once. Every process treats
 copies of one stop request that arrive within a second as one (a graceful drain); a second
-signal a second or more later stops at once (see ``taskflow._app._watch_signals``).
+signal a second or more later stops at once (see ``taskflow._running.watch_signals``).
 """
 
 from __future__ import annotations
@@ -24,9 +24,10 @@ from typing import Final
 import anyio
 import anyio.abc
 
-from .._app import QueueTasks, _watch_signals
+from .._app import QueueTasks
 from .._exceptions import BackendUnavailable
 from .._lifecycle import loop_options
+from .._running import serve_until_signal, watch_signals
 from .._starter import Starter
 from ._common import load_app, parse_queues
 from ._errors import CliError, ExitCode
@@ -71,7 +72,7 @@ def _run_here(app: QueueTasks, concurrency: int | None, queues: list[str] | None
     error before the worker was ready is a failed start)."""
     starter = Starter(app, concurrency=concurrency, queues=queues)
     try:
-        anyio.run(app._serve_until_signal, starter, backend_options=loop_options())
+        anyio.run(serve_until_signal, starter, backend_options=loop_options())
     except BackendUnavailable:
         raise
     except Exception as exc:
@@ -89,8 +90,8 @@ def _start_failure(exc: BaseException) -> str:
     frames = traceback.extract_tb(exc.__traceback__)
     names = [frame.name for frame in frames]
     what = f"{type(exc).__name__}: {exc}"
-    if "_run_startup" in names:
-        index = len(names) - 1 - names[::-1].index("_run_startup")
+    if "run_startup" in names:
+        index = len(names) - 1 - names[::-1].index("run_startup")
         if index + 1 < len(frames):
             return f"on_startup hook {frames[index + 1].name}() raised {what}"
     return what
@@ -152,7 +153,7 @@ class _Supervisor:
             ", ".join(str(proc.pid) for proc in first),
         )
         async with anyio.create_task_group() as tg:
-            tg.start_soon(_watch_signals, self._stop_all, self._forward)
+            tg.start_soon(watch_signals, self._stop_all, self._forward)
             async with anyio.create_task_group() as slots:
                 for slot, proc in enumerate(first):
                     slots.start_soon(self._keep_running, slot, proc)

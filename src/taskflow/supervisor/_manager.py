@@ -27,7 +27,8 @@ import anyio
 
 from .._exceptions import TaskNotFound, UnknownTaskError
 from .._message import TaskRecord, TaskStatus
-from .._task import PreparedTask, TaskOptions
+from .._options import TaskOptions
+from .._task import PreparedTask
 from ._model import JobRecord, JobState, OrderEvent, OrderRecord, UnitRecord, UnitState
 from ._store import OrderStore
 

@@ -392,7 +392,7 @@ class Supervisor:
         make this process's wake-up events the running loop's: an app closes with its loop and
         opens again on the next, and an event waited on under one loop cannot be waited on
         under another."""
-        await self.app._ensure_open()
+        await self.app.lifecycle.ensure_open()
         loop = asyncio.get_running_loop()
         if self._loop is not loop:
             self._loop = loop
