@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 import anyio
 import pytest
 
-import taskflow._executor
+import taskflow._outcome
 from taskflow import (
     AsyncResult,
     AsyncTask,
@@ -572,7 +572,7 @@ async def test_naive_eta_is_refused(app: QueueTasks) -> None:
 async def test_retries_back_off_exponentially_and_are_not_run_early(
     app: QueueTasks, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(taskflow._executor.random, "random", lambda: 0.0)  # jitter at its low end
+    monkeypatch.setattr(taskflow._outcome.random, "random", lambda: 0.0)  # jitter at its low end
     runs: list[float] = []
 
     @app.task(retries=3, retry_backoff=4)
@@ -602,10 +602,10 @@ async def test_retries_back_off_exponentially_and_are_not_run_early(
 
 
 def test_retry_delay_has_jitter_between_half_and_full_backoff_and_a_cap() -> None:
-    delays = {taskflow._executor.retry_delay(10, 2, 600) for _ in range(200)}
+    delays = {taskflow._outcome.retry_delay(10, 2, 600) for _ in range(200)}
     assert all(10 <= d <= 20 for d in delays)
     assert len(delays) > 1  # jittered, not constant
-    assert all(d <= 30 for d in (taskflow._executor.retry_delay(10, 20, 30) for _ in range(50)))
+    assert all(d <= 30 for d in (taskflow._outcome.retry_delay(10, 20, 30) for _ in range(50)))
 
 
 async def test_attempts_never_exceed_retries_plus_one_then_dead_letter_and_requeue(

@@ -15,7 +15,7 @@ from typing import Any
 import anyio
 import pytest
 
-import taskflow._worker
+import taskflow._outcome
 from taskflow import (
     CancelResult,
     GlobalConfig,
@@ -199,7 +199,7 @@ async def test_a_bug_in_the_job_path_fails_that_task_only(
     def broken_encoder(value: object) -> bytes:
         raise RuntimeError("a bug in the worker")
 
-    monkeypatch.setattr(taskflow._worker, "encode_result", broken_encoder)
+    monkeypatch.setattr(taskflow._outcome, "encode_result", broken_encoder)
     with anyio.fail_after(10):
         async with app.running(concurrency=1):
             with pytest.raises(TaskFailed) as info:

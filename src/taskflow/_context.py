@@ -14,12 +14,10 @@ import logging
 import threading
 from collections.abc import Mapping
 from types import MappingProxyType, SimpleNamespace
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 from ._message import Progress
-
-if TYPE_CHECKING:
-    from ._worker import _Run
+from ._run import Run
 
 __all__ = ["IDEMPOTENCY_HEADER", "TaskContext", "WorkerState"]
 
@@ -67,7 +65,7 @@ class TaskContext:
 
     def __init__(
         self,
-        run: _Run,
+        run: Run,
         *,
         task_id: str,
         name: str,

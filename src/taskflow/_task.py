@@ -271,27 +271,37 @@ def argument_check(
 
     if not all(p.kind is _POSITIONAL_OR_KEYWORD for p in params):
         return bind
+    return _fast_check(params, bind)
+
+
+def _fast_check(params: list[inspect.Parameter], bind: ArgumentCheck) -> ArgumentCheck:
+    """The check of a signature whose parameters are all positional-or-keyword: counting
+    positions and looking up keyword names, falling back to `bind` (which words the error) for
+    any call it does not accept."""
     total = len(params)
     # Python puts parameters without a default first, so positions < required are required.
     required = sum(1 for p in params if p.default is inspect.Parameter.empty)
     position = {p.name: index for index, p in enumerate(params)}
+
+    def keywords_complete(given_positionally: int, kwargs: Mapping[str, Any]) -> bool:
+        """Whether `kwargs` fill the required parameters after the positional ones, each
+        known and given once."""
+        missing = max(required - given_positionally, 0)
+        for key in kwargs:
+            index = position.get(key)
+            if index is None or index < given_positionally:
+                return False  # unknown, or given twice: let bind() word it
+            if index < required:
+                missing -= 1
+        return missing == 0
 
     def check(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> None:
         given_positionally = len(args)
         if not kwargs:
             if required <= given_positionally <= total:
                 return
-        elif given_positionally <= total:
-            missing = max(required - given_positionally, 0)
-            for key in kwargs:
-                index = position.get(key)
-                if index is None or index < given_positionally:
-                    break  # unknown, or given twice: let bind() word it
-                if index < required:
-                    missing -= 1
-            else:
-                if missing == 0:
-                    return
+        elif given_positionally <= total and keywords_complete(given_positionally, kwargs):
+            return
         bind(args, kwargs)
 
     return check
