@@ -13,7 +13,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import re
-from typing import Final
+from typing import Final, NamedTuple
 from urllib.parse import urlsplit, urlunsplit
 
 from ._exceptions import BackendUnavailable, ConfigError
@@ -42,10 +42,22 @@ _SCHEMES: Final = {
     "postgres": "taskflow.postgres",
 }
 
-#: Backend module -> (its name in messages, the driver package it imports, the extra to install).
+
+class _Driver(NamedTuple):
+    """What a server backend needs installed."""
+
+    backend: str
+    """The backend's name in messages."""
+    package: str
+    """The driver package it imports."""
+    extra: str
+    """What to ``pip install`` for it."""
+
+
+#: Backend module -> its driver.
 _DRIVERS: Final = {
-    "taskflow.redis": ("Redis", "redis", "taskflow[redis]"),
-    "taskflow.postgres": ("PostgreSQL", "asyncpg", "taskflow[postgres]"),
+    "taskflow.redis": _Driver("Redis", "redis", "taskflow[redis]"),
+    "taskflow.postgres": _Driver("PostgreSQL", "asyncpg", "taskflow[postgres]"),
 }
 
 
@@ -92,7 +104,7 @@ def broker_from_url(url: str, *, app: str = DEFAULT_APP) -> Broker:
         known = ", ".join(f"{s}://" for s in _SCHEMES)
         raise ConfigError(f"unknown backend URL {url!r}: expected one of {known}")
     driver = _DRIVERS.get(module_name)
-    if driver is not None and importlib.util.find_spec(driver[1]) is None:
+    if driver is not None and importlib.util.find_spec(driver.package) is None:
         raise missing_driver(module_name)
     try:
         module = importlib.import_module(module_name)

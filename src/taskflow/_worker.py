@@ -281,10 +281,11 @@ class Worker:
         if message.expires_at is not None and message.expires_at <= now:
             self._finish(self._decide.of_expiry(run, message))
             return
-        args = self._decode_arguments(run, message, definition)
-        if args is None:
+        arguments = self._decode_arguments(run, message, definition)
+        if arguments is None:
             return
-        await self._run_task(slot, run, message, definition, args[0], args[1])
+        args, kwargs = arguments
+        await self._run_task(slot, run, message, definition, args, kwargs)
 
     def _decode(self, run: Run) -> TaskMessage | None:
         try:
