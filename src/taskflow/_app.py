@@ -168,6 +168,7 @@ class QueueTasks:
         #: The backend's `Coordination` (leases, key-value records): ``broker.coordination``.
         self.coordination: Coordination = self.broker.coordination
         self._tasks: dict[str, TaskDefinition] = {}
+        self._tasks_view = MappingProxyType(self._tasks)
         #: Package-internal: which event loop owns the app (`_lifecycle.py`).
         self.lifecycle = AppLifecycle(name, BackendLink(self.broker, self.config))
         #: Package-internal: the send path (`_sending.py`); the task handles send through it.
@@ -264,7 +265,7 @@ class QueueTasks:
     @property
     def tasks(self) -> Mapping[str, TaskDefinition]:
         """Registered tasks by name (a read-only view, kept up to date)."""
-        return MappingProxyType(self._tasks)
+        return self._tasks_view
 
     def on_startup(self, fn: Hook) -> Hook:
         """Register ``async def hook(state: WorkerState)``, run when a worker process starts

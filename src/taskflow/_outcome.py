@@ -61,6 +61,24 @@ class OutcomeDecision:
         self._config = config
         self._clock = clock
 
+    def of_returned(
+        self, run: Run, message: TaskMessage, definition: TaskDefinition, value: Any
+    ) -> Outcome | None:
+        """The function returned `value`: its outcome, unless the run was interrupted meanwhile
+        (a cancel request that came too late to stop it does not undo a value)."""
+        if run.interrupt_reason is not None and run.interrupt_reason != "cancel":
+            return self.of_interruption(run, message, definition)
+        return self.of_value(run, message, definition, value)
+
+    def of_raised(
+        self, run: Run, message: TaskMessage, definition: TaskDefinition, exc: Exception
+    ) -> Outcome | None:
+        """The function raised `exc`: the interruption's outcome if the run was interrupted
+        (the error is how the interruption showed), else the error's."""
+        if run.interrupt_reason is not None:
+            return self.of_interruption(run, message, definition)
+        return self.of_error(run, message, definition, exc)
+
     def of_value(
         self, run: Run, message: TaskMessage, definition: TaskDefinition, value: Any
     ) -> Outcome:

@@ -137,6 +137,7 @@ class Worker:
         self._stopping = False
         self._started = False
         self._executor: TaskExecutor | None = None
+        self._tasks: Mapping[str, TaskDefinition] = app.tasks
         #: One line per task start and end, decided once at start: the job path pays nothing
         #: for it when DEBUG is off.
         self._debug = False
@@ -272,7 +273,7 @@ class Worker:
         if run.interrupt_reason is not None:  # cancelled or lost while waiting for a slot
             self._settle(run, self._decide.of_interruption(run, message, None))
             return
-        tasks = self.app.tasks
+        tasks = self._tasks
         definition = tasks.get(message.name)
         if definition is None:
             shared = self.app.storage.shared_across_processes
@@ -342,23 +343,6 @@ class Worker:
             self._deadlines.add(run, self._clock.time() + message.timeout_s)
         run.task = slot.task
         slot.run = run
-        try:
-            self._settle(run, await self._execute(run, message, definition, args, kwargs))
-        finally:
-            slot.run = None
-            run.task = None
-            if run.interrupt_reason is not None:
-                run.forget_interrupt_cancel()
-
-    async def _execute(
-        self,
-        run: Run,
-        message: TaskMessage,
-        definition: TaskDefinition,
-        args: list[Any],
-        kwargs: dict[str, Any],
-    ) -> Outcome | None:
-        """Run the function; the outcome of how it ended (None: the lease was lost)."""
         assert self._executor is not None
         decide = self._decide
         try:
@@ -369,14 +353,17 @@ class Worker:
             task = asyncio.current_task()
             if task is not None:
                 task.uncancel()
-            return decide.of_interruption(run, message, definition)
+            outcome = decide.of_interruption(run, message, definition)
         except Exception as exc:
+            outcome = decide.of_raised(run, message, definition, exc)
+        else:
+            outcome = decide.of_returned(run, message, definition, value)
+        finally:
+            slot.run = None
+            run.task = None
             if run.interrupt_reason is not None:
-                return decide.of_interruption(run, message, definition)
-            return decide.of_error(run, message, definition, exc)
-        if run.interrupt_reason is not None and run.interrupt_reason != "cancel":
-            return decide.of_interruption(run, message, definition)
-        return decide.of_value(run, message, definition, value)
+                run.forget_interrupt_cancel()
+        self._settle(run, outcome)
 
     def _log_end(self, run: Run, took: float) -> None:
         """DEBUG: how the run that just left its slot ended. `_process` hands its outcome to
