@@ -15,8 +15,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import asyncpg
-
-    from ._client import Conn
+    from asyncpg.pool import PoolConnectionProxy
 
 __all__ = ["PoolGrowth"]
 
@@ -38,7 +37,9 @@ class PoolGrowth:
     the call's path, as before.
     """
 
-    def __init__(self, warm: Callable[[Conn], Awaitable[object]]) -> None:
+    def __init__(
+        self, warm: Callable[[PoolConnectionProxy[asyncpg.Record]], Awaitable[object]]
+    ) -> None:
         #: Calls that passed `enter` and have not `leave`-d yet.
         self.in_flight = 0
         self._warm = warm
