@@ -1,0 +1,1 @@
+"""Tests of the backends beyond the conformance suite: shared components, one package per backend."""

@@ -1,0 +1,1 @@
+"""The PostgreSQL backend's own tests: migrations, reconnects, restarts, crashes, latency."""

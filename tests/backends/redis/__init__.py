@@ -1,0 +1,1 @@
+"""The Redis backend's own tests: races, reconnects, routing, crashes, the listener and the lane."""

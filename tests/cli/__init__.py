@@ -1,0 +1,1 @@
+"""Tests of the taskflow command line: parsing, commands against real workers, process groups."""

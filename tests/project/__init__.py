@@ -1,0 +1,1 @@
+"""Project-level tests: docs, examples, benchmarks' quick mode, the test services."""
