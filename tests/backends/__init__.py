@@ -1,1 +1,1 @@
-"""Tests of the backends beyond the conformance suite: shared components, one package per backend."""
+"""Tests of the backends beyond the conformance suite: shared components, a package per backend."""

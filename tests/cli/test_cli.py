@@ -33,7 +33,7 @@ from tests.services import free_port
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 SLOW_APP = """
 import anyio

@@ -3,7 +3,7 @@
 A closed backend opens again with everything it stored (the memory backend keeps its data for
 the life of the object, like a server), and `abandon()` lets go of a backend whose event loop
 ended without touching that loop; it then opens and works on another loop. Apps rely on both to
-reopen on each event loop they are used from (``tests/test_lifecycle.py``).
+reopen on each event loop they are used from (``tests/core/test_lifecycle.py``).
 """
 
 from __future__ import annotations

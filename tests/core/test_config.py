@@ -187,7 +187,7 @@ def test_a_misspelt_environment_variable_is_reported_with_the_setting_meant(
 
 
 def _taskflow_variables_used_in_the_repo() -> set[str]:
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     names: set[str] = set()
     for folder in ("src", "tests", "scripts", "benchmarks", "docs", "examples", ".ci"):
         for path in (root / folder).rglob("*"):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-CHECKER = Path(__file__).parent / "typing" / "check_typing.py"
+CHECKER = Path(__file__).parents[1] / "typing" / "check_typing.py"
 
 
 @pytest.mark.slow

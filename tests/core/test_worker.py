@@ -74,7 +74,7 @@ async def test_arguments_that_do_not_bind_fail_the_task_and_the_worker_goes_on(
     def gen(n: int) -> Iterator[int]:
         yield n
 
-    # The producer binds arguments before sending (tests/test_send_checks.py); a message from a
+    # The producer binds arguments before sending (tests/core/test_send_checks.py); a message from a
     # producer that does not know the task's signature still reaches the worker unchecked.
     with anyio.fail_after(10):
         async with app.running(concurrency=1):

@@ -3,11 +3,11 @@ another takes over.
 
 A fake clock cannot span processes, so every process here runs on a `ScaledClock`: real time
 sped up so that one plan day lasts two real seconds, all processes sharing one anchor. Two
-worker processes (this module run as ``python -m tests.test_orders_crash worker ...``) each host
-a worker and a Supervisor candidate; the test submits a six-day order from its own process,
-SIGKILLs the leader's process after day two, and checks that the survivor takes over and the
-order completes with every unit bought exactly once (each unit guards its side effect with
-``ctx.idempotency_key``), none skipped, and the client notified once.
+worker processes (this module run as ``python -m tests.orders.test_orders_crash worker ...``)
+each host a worker and a Supervisor candidate; the test submits a six-day order from its own
+process, SIGKILLs the leader's process after day two, and checks that the survivor takes over
+and the order completes with every unit bought exactly once (each unit guards its side effect
+with ``ctx.idempotency_key``), none skipped, and the client notified once.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ PLAN = Plan.spread(
     window=(dt.time(9), dt.time(21)),
     tz="Europe/Moscow",
 )
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 class ScaledClock:
@@ -126,7 +126,7 @@ def worker_main(
 def _spawn(args: list[str], workdir: Path, name: str) -> subprocess.Popen[bytes]:
     log = open(workdir / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
     return subprocess.Popen(
-        [sys.executable, "-m", "tests.test_orders_crash", "worker", *args],
+        [sys.executable, "-m", "tests.orders.test_orders_crash", "worker", *args],
         cwd=REPO,
         stdin=subprocess.DEVNULL,
         stdout=log,

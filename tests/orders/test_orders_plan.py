@@ -13,10 +13,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from taskflow.supervisor import Order, OrderError, Plan, Supervisor
+from taskflow.supervisor import Order, OrderError, Plan, Supervisor, day_bounds
 from taskflow.supervisor._plan import (
     amended_quotas,
-    day_bounds,
     even_split,
     local_date,
     plan_days,

@@ -35,10 +35,11 @@ from taskflow.supervisor import (
     OrderStatus,
     Plan,
     Supervisor,
+    day_bounds,
     unit_idempotency_key,
     unit_task_id,
 )
-from taskflow.supervisor._plan import day_bounds, day_start
+from taskflow.supervisor._plan import day_start
 from taskflow.testing import FakeClock
 
 MOSCOW = "Europe/Moscow"
@@ -50,7 +51,7 @@ START = dt.datetime(2026, 11, 30, 12, tzinfo=dt.UTC).timestamp()
 def _backend_kinds() -> list[str]:
     """Every kind the ``tests/plugins/backend_*.py`` plugins provide (as the conformance suite)."""
     kinds: list[str] = []
-    for path in sorted((Path(__file__).parent / "plugins").glob("backend_*.py")):
+    for path in sorted((Path(__file__).parents[1] / "plugins").glob("backend_*.py")):
         module = importlib.import_module(f"tests.plugins.{path.stem}")
         kinds.extend(getattr(module, "BACKEND_KINDS", ()))
     return kinds

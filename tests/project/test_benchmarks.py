@@ -20,7 +20,7 @@ from types import ModuleType
 import pytest
 from benchmarks import registry, runner
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 OURS_AND_FLOOR = "taskflow-memory,floor-asyncio"
 
 

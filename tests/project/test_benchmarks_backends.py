@@ -23,7 +23,7 @@ from benchmarks import runner
 
 from tests.services import postgres_dsn, redis_url
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 ADAPTERS_DIR = REPO_ROOT / "benchmarks" / "adapters"
 
 

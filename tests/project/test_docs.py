@@ -21,7 +21,7 @@ import taskflow.abc
 from taskflow import GlobalConfig
 from taskflow import _exceptions as exceptions_module
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
 SRC = ROOT / "src" / "taskflow"
 

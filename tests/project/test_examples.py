@@ -25,7 +25,7 @@ import pytest
 
 from tests.services import POSTGRES_ENV, REDIS_ENV
 
-EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
+EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "examples"
 TIMEOUT_S = 30
 
 SERVICE_ENV = {"redis": REDIS_ENV, "postgres": POSTGRES_ENV}

@@ -10,7 +10,7 @@ Convention:
 Run it from anywhere: ``python tests/typing/check_typing.py [FILE ...]`` (no FILE: every ok/bad
 file beside this script). It runs mypy once over all the files (in-process, with the repo's
 ``pyproject.toml``), prints each mismatch and exits 1 if there is one, 2 if mypy itself broke.
-``tests/test_typing.py`` runs it as part of the suite. These files are never imported or run:
+``tests/core/test_typing.py`` runs it as part of the suite. These files are never imported or run:
 they exist only to be type-checked.
 """
 
