@@ -147,8 +147,9 @@ def _lines(proc: subprocess.Popen[str]) -> queue.Queue[str | None]:
         lines = _readers[proc] = queue.Queue()
 
         def pump(out: queue.Queue[str | None] = lines) -> None:
-            for line in stream:
-                out.put(line)
+            with stream:  # closed at the end of the output, by the one thread reading it
+                for line in stream:
+                    out.put(line)
             out.put(None)
 
         threading.Thread(target=pump, name=f"output of {proc.pid}", daemon=True).start()
@@ -156,7 +157,10 @@ def _lines(proc: subprocess.Popen[str]) -> queue.Queue[str | None]:
 
 
 def kill_group(proc: subprocess.Popen[str]) -> None:
-    """SIGKILL a process started by `start_cli` (its whole group if it leads one), and reap it."""
+    """SIGKILL a process started by `start_cli` (its whole group if it leads one), and reap it.
+
+    Its output pipe is closed here unless a reader thread owns it (`_lines` closes it at the end).
+    """
     if proc.poll() is None:
         try:
             if os.getpgid(proc.pid) == proc.pid:
@@ -166,6 +170,8 @@ def kill_group(proc: subprocess.Popen[str]) -> None:
         except ProcessLookupError:
             pass
     proc.wait()
+    if proc not in _readers and proc.stdout is not None:
+        proc.stdout.close()
 
 
 # -- shared backends --------------------------------------------------------------------------

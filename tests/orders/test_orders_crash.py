@@ -124,14 +124,14 @@ def worker_main(
 
 
 def _spawn(args: list[str], workdir: Path, name: str) -> subprocess.Popen[bytes]:
-    log = open(workdir / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
-    return subprocess.Popen(
-        [sys.executable, "-m", "tests.orders.test_orders_crash", "worker", *args],
-        cwd=REPO,
-        stdin=subprocess.DEVNULL,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    with open(workdir / f"{name}.log", "wb") as log:  # the child keeps its own copy
+        return subprocess.Popen(
+            [sys.executable, "-m", "tests.orders.test_orders_crash", "worker", *args],
+            cwd=REPO,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
 
 
 async def _leader_pid(app: QueueTasks, clock: ScaledClock) -> int:
