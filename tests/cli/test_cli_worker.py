@@ -145,6 +145,7 @@ async def connect(state) -> None:
 """
 
 
+@pytest.mark.timeout(120)  # longer than the default: its process's deadline is 60 s
 def test_crashing_worker_processes_are_restarted_with_backoff_then_given_up(
     tmp_path: Path, redis_app_url: str
 ) -> None:

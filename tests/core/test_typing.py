@@ -12,6 +12,7 @@ import pytest
 CHECKER = Path(__file__).parents[1] / "typing" / "check_typing.py"
 
 
+@pytest.mark.timeout(360)  # longer than the default: mypy's deadline is 300 s
 @pytest.mark.slow
 def test_mypy_accepts_ok_files_and_rejects_exactly_the_marked_lines_of_bad_files() -> None:
     run = subprocess.run(

@@ -180,6 +180,7 @@ async def _server(kind: str) -> AsyncIterator[tuple[str, str]]:
         pytest.param("postgres", marks=pytest.mark.postgres),
     ],
 )
+@pytest.mark.timeout(120)  # longer than the default: its own deadlines add up to 80 s
 async def test_killing_the_supervisors_process_mid_order_loses_and_repeats_nothing(
     tmp_path: Path, kind: str
 ) -> None:

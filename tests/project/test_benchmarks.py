@@ -35,6 +35,7 @@ def load_harness() -> ModuleType:
     return module
 
 
+@pytest.mark.timeout(180)  # longer than the default: its process's deadline is 120 s
 @pytest.mark.slow
 def test_quick_run_measures_every_workload_and_prints_the_table(tmp_path: Path) -> None:
     out = tmp_path / "quick.json"

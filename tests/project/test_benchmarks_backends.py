@@ -76,6 +76,7 @@ def assert_every_workload_measured(measured: dict[str, dict[str, float]]) -> Non
     assert measured["D"]["seconds"] > 0
 
 
+@pytest.mark.timeout(360)  # longer than the default: its process's deadline is 300 s
 @pytest.mark.slow
 def test_redis_adapters_of_taskflow_and_the_floor_measure_every_workload(tmp_path: Path) -> None:
     url = redis_url()
@@ -91,6 +92,7 @@ def test_redis_adapters_of_taskflow_and_the_floor_measure_every_workload(tmp_pat
     assert "### redis backend" in str(document["table"])
 
 
+@pytest.mark.timeout(360)  # longer than the default: its process's deadline is 300 s
 @pytest.mark.slow
 def test_postgres_adapters_of_taskflow_the_big_table_and_the_floor(tmp_path: Path) -> None:
     dsn = postgres_dsn()

@@ -216,6 +216,7 @@ def test_there_are_whole_programs_in_the_docs() -> None:
     assert {name for name, _ in whole_programs()} == set(PAGES_WITH_PROGRAMS)
 
 
+@pytest.mark.timeout(120)  # longer than the default: its process's deadline is 60 s
 @pytest.mark.slow
 @pytest.mark.parametrize(("name", "program"), whole_programs(), ids=lambda v: str(v)[:20])
 def test_whole_program_snippets_run(name: str, program: str, tmp_path: Path) -> None:
@@ -258,6 +259,7 @@ def run_pytest_in(directory: Path, test_file: str) -> subprocess.CompletedProces
     )
 
 
+@pytest.mark.timeout(180)  # longer than the default: its pytest run's deadline is 120 s
 @pytest.mark.slow
 @pytest.mark.parametrize(("name", "count"), [("testing.md", 4), ("recipes/pytest.md", 4)])
 def test_a_pages_app_module_and_tests_pass(name: str, count: int, tmp_path: Path) -> None:
@@ -275,6 +277,7 @@ def test_a_pages_app_module_and_tests_pass(name: str, count: int, tmp_path: Path
     assert f"{count} passed" in run.stdout, run.stdout
 
 
+@pytest.mark.timeout(180)  # longer than the default: its pytest run's deadline is 120 s
 @pytest.mark.slow
 def test_the_fastapi_recipe_is_one_module_whose_tests_pass(tmp_path: Path) -> None:
     """The FastAPI recipe's blocks, in page order, make one module: the app, the lifespan, the
@@ -287,6 +290,7 @@ def test_the_fastapi_recipe_is_one_module_whose_tests_pass(tmp_path: Path) -> No
     assert "2 passed" in run.stdout, run.stdout
 
 
+@pytest.mark.timeout(120)  # longer than the default: its process's deadline is 60 s
 @pytest.mark.slow
 def test_the_sync_script_recipe_runs_in_one_process(tmp_path: Path) -> None:
     [program] = [b for b in python_blocks("recipes/sync-script.md") if "run_in_thread" in b]

@@ -110,6 +110,7 @@ async def wait_until(
         await anyio.sleep(0.02)
 
 
+@pytest.mark.timeout(240)  # longer than the default: its own deadline is 180 s
 async def test_sigkilled_workers_lose_nothing_and_end_each_task_once(
     app_module: tuple[str, dict[str, str]], schema: str
 ) -> None:

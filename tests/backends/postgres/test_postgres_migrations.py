@@ -67,6 +67,7 @@ async def _index_names(schema: str) -> set[str]:
         await conn.close()
 
 
+@pytest.mark.timeout(120)  # longer than the default: its processes' deadline is 60 s
 async def test_concurrent_upgrades_from_several_processes_apply_each_migration_once(
     schema: str,
 ) -> None:
@@ -235,6 +236,7 @@ except taskflow.BackendUnavailable as exc:
 """
 
 
+@pytest.mark.timeout(120)  # longer than the default: its process's deadline is 60 s
 def test_missing_asyncpg_says_what_to_install() -> None:
     """The module imports without asyncpg; using it says what to install."""
     out = subprocess.run(

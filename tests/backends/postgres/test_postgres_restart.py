@@ -124,6 +124,7 @@ def server() -> Iterator[PrivateServer]:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+@pytest.mark.timeout(180)  # longer than the default: a server stop, start and 60 s deadline
 async def test_everything_carries_on_after_a_server_restart(server: PrivateServer) -> None:
     clock = FakeClock()
     async with (

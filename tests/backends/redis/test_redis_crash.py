@@ -138,6 +138,7 @@ def _load_module(path: Path) -> ModuleType:
     return module
 
 
+@pytest.mark.timeout(180)  # longer than the default: its own deadline is 120 s
 async def test_sigkilled_workers_lose_nothing(
     private_redis: str,
     tmp_path: Path,
@@ -190,6 +191,7 @@ async def test_sigkilled_workers_lose_nothing(
         print(f"\ncrash test: {TASKS} tasks, {KILLS} SIGKILLs, {duplicates} duplicate runs")
 
 
+@pytest.mark.timeout(120)  # longer than the default: its own deadline is 60 s
 async def test_tasks_handed_to_a_worker_that_is_then_killed_are_not_lost(
     private_redis: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -243,6 +245,7 @@ async def test_tasks_handed_to_a_worker_that_is_then_killed_are_not_lost(
         assert terminal == Counter(ids)
 
 
+@pytest.mark.timeout(120)  # longer than the default: its own deadline is 60 s
 async def test_worker_carries_on_when_its_connections_are_killed(private_redis: str) -> None:
     app = QueueTasks(
         name="reconnect",

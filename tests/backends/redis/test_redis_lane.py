@@ -127,6 +127,7 @@ async def test_noscript_after_script_flush_is_reloaded_transparently(private_por
         await client.aclose(close_connection_pool=True)
 
 
+@pytest.mark.timeout(120)  # longer than the default: its own deadline is 60 s
 async def test_calls_succeed_through_client_kill_mid_run(private_port: int) -> None:
     """Connections killed while thousands of calls are in flight: each call fails over to a
     new connection and still gets its own answer."""
