@@ -120,6 +120,7 @@ def read_rest(proc: subprocess.Popen[str], seen: list[str], *, timeout: float = 
         proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         kill_group(proc)
+        _take_lines_read(proc, seen)
         raise AssertionError(
             f"still running after {timeout} s; output so far:\n" + "\n".join(seen)
         ) from None
@@ -128,6 +129,20 @@ def read_rest(proc: subprocess.Popen[str], seen: list[str], *, timeout: float = 
         seen.append(line.rstrip())
     lines.put(None)
     return proc.returncode
+
+
+def _take_lines_read(proc: subprocess.Popen[str], seen: list[str]) -> None:
+    """Append to `seen` the lines of `proc` read so far and not yet taken, without waiting."""
+    lines = _readers.get(proc)
+    while lines is not None:
+        try:
+            line = lines.get_nowait()
+        except queue.Empty:
+            return
+        if line is None:
+            lines.put(None)
+            return
+        seen.append(line.rstrip())
 
 
 _readers: weakref.WeakKeyDictionary[subprocess.Popen[str], queue.Queue[str | None]]
