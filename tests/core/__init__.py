@@ -1,1 +1,1 @@
-"""The core's tests: app, tasks, worker, client facades, context, config, ids, errors, typing."""
+"""The core's tests: app, tasks, worker, run, outcome, facades, context, config, errors, typing."""

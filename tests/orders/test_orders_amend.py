@@ -1,6 +1,6 @@
 """Planning an amendment (`taskflow.supervisor._amend`) on its own: pure functions, no I/O.
 
-`tests/test_orders_run.py` amends running orders end to end; these pin the rules.
+`tests/orders/test_orders_run.py` amends running orders end to end; these pin the rules.
 """
 
 from __future__ import annotations
