@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import queue
+import signal
 import subprocess
 import sys
 import textwrap
@@ -66,13 +67,20 @@ def run_cli(
 
 
 def start_cli(
-    tmp_path: Path, *args: str, new_session: bool = False, env: dict[str, str] | None = None
+    tmp_path: Path,
+    *args: str,
+    new_session: bool = False,
+    env: dict[str, str] | None = None,
+    stop_signals_blocked: bool = False,
 ) -> subprocess.Popen[str]:
     """Start ``python -m taskflow *args`` with stdout and stderr merged into one pipe.
 
     `new_session`: in a session (and process group) of its own, as a terminal runs a command,
-    so the test can signal the whole group with `os.killpg`.
+    so the test can signal the whole group with `os.killpg`. `stop_signals_blocked`: the
+    process starts with SIGINT and SIGTERM blocked, so that a signal sent at once stays
+    pending until the process unblocks them (a stop that comes "while it starts", on cue).
     """
+    preexec = _block_stop_signals if stop_signals_blocked else None
     return subprocess.Popen(
         [sys.executable, "-m", "taskflow", *args],
         stdin=subprocess.DEVNULL,
@@ -82,7 +90,12 @@ def start_cli(
         env=env if env is not None else env_for(tmp_path),
         cwd=tmp_path,
         start_new_session=new_session,
+        preexec_fn=preexec,
     )
+
+
+def _block_stop_signals() -> None:
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
 
 
 def wait_for_line(

@@ -20,12 +20,20 @@ from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Final
 
 import anyio
+import anyio.abc
 import anyio.from_thread
 
 from ._lifecycle import loop_options
 from ._starter import Starter, StarterApp
 
-__all__ = ["run_forever", "run_in_thread", "running", "serve_until_signal", "watch_signals"]
+__all__ = [
+    "hold_stop_signals",
+    "run_forever",
+    "run_in_thread",
+    "running",
+    "serve_until_signal",
+    "watch_signals",
+]
 
 logger = logging.getLogger("taskflow.app")
 
@@ -35,6 +43,7 @@ logger = logging.getLogger("taskflow.app")
 #: within this long of the first is the same request; a person's deliberate second Ctrl-C
 #: comes later.
 REPEAT_WINDOW_S: Final = 1.0
+STOP_SIGNALS: Final = frozenset({signal.SIGINT, signal.SIGTERM})
 
 
 @contextlib.asynccontextmanager
@@ -60,7 +69,30 @@ async def running(
 def run_forever(app: StarterApp, concurrency: int | None, queues: Sequence[str] | None) -> None:
     """`QueueTasks.run_forever`: a worker in this thread (its own event loop) until a signal."""
     starter = Starter(app, concurrency=concurrency, queues=queues)
-    anyio.run(serve_until_signal, starter, backend_options=loop_options())
+    with hold_stop_signals():
+        anyio.run(serve_until_signal, starter, backend_options=loop_options())
+
+
+@contextlib.contextmanager
+def hold_stop_signals() -> Iterator[None]:
+    """Keep SIGINT/SIGTERM pending in this thread until `watch_signals` listens for them.
+
+    Wrap ``anyio.run`` of a process's main coroutine in it. Without it a stop signal that
+    arrives while the loop starts, before the watcher listens, meets asyncio's own Ctrl-C
+    handler (which cancels the main task, a cancellation the start-up may swallow: the worker
+    then runs on as if never asked to stop) or SIGTERM's default (the process dies holding
+    nothing yet, but says nothing). Held, it is delivered to the watcher the moment it listens.
+    The thread's previous mask comes back at the end. No-op where POSIX signal masks do not
+    exist.
+    """
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 async def serve_until_signal(starter: Starter) -> None:
@@ -76,7 +108,7 @@ async def serve_until_signal(starter: Starter) -> None:
             # away (a late copy of a signal would kill the process) until the worker has
             # released what it held and the app is closed.
             serving = anyio.CancelScope()
-            tg.start_soon(watch_signals, lambda _: starter.stop(), lambda _: serving.cancel())
+            await tg.start(watch_signals, lambda _: starter.stop(), lambda _: serving.cancel())
             with serving:
                 await starter.serve()
             tg.cancel_scope.cancel()
@@ -105,13 +137,22 @@ def run_in_thread(
             future.result()
 
 
-async def watch_signals(on_stop: Callable[[int], None], on_second: Callable[[int], None]) -> None:
+async def watch_signals(
+    on_stop: Callable[[int], None],
+    on_second: Callable[[int], None],
+    *,
+    task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+) -> None:
     """Call `on_stop` at the first SIGINT/SIGTERM and `on_second` at a second stop request (a
     signal `REPEAT_WINDOW_S` or more after the first). Copies of the first signal that arrive
     within the window are logged and ignored, and so is every signal after the second: the
     watcher runs until cancelled, so that no signal meets the default handler (which would end
-    the process) while the stop it asked for is under way."""
-    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+    the process) while the stop it asked for is under way. Start it with ``tg.start``: it is
+    listening when that returns, and signals held by `hold_stop_signals` reach it then."""
+    with anyio.open_signal_receiver(*STOP_SIGNALS) as signals:
+        if hasattr(signal, "pthread_sigmask"):
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+        task_status.started()
         first: float | None = None
         stopping_now = False
         async for signum in signals:

@@ -106,6 +106,32 @@ def test_one_ctrl_c_to_the_process_group_drains_gracefully(
     assert record.attempts == 1, output
 
 
+MEMORY_APP = """
+from taskflow import QueueTasks
+
+app = QueueTasks(name="cli-test")
+"""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_stop_signal_that_comes_while_the_worker_starts_is_a_graceful_stop(
+    tmp_path: Path, signum: signal.Signals
+) -> None:
+    """The signal arrives before the worker listens for it (it stays pending: the process
+    starts with it blocked). It must neither be lost (a worker that runs on) nor kill the
+    process: it is held until the watcher listens, then stops the worker gracefully."""
+    target = write_app(tmp_path, "memory_app", MEMORY_APP)
+    proc = start_cli(tmp_path, "worker", target, stop_signals_blocked=True)
+    try:
+        proc.send_signal(signum)
+        status = read_rest(proc, seen := [])
+    finally:
+        kill_group(proc)
+    output = "\n".join(seen)
+    assert status == 0, output
+    assert f"received {signum.name}: stopping gracefully" in output, output
+
+
 def test_a_second_signal_a_second_later_stops_at_once(tmp_path: Path, redis_app_url: str) -> None:
     """A person pressing Ctrl-C again (a second or more later) means "stop now": the running
     task is released for another worker instead of being waited for."""

@@ -27,7 +27,7 @@ import anyio.abc
 from .._app import QueueTasks
 from .._exceptions import BackendUnavailable
 from .._lifecycle import loop_options
-from .._running import serve_until_signal, watch_signals
+from .._running import hold_stop_signals, serve_until_signal, watch_signals
 from .._starter import Starter
 from ._common import load_app, parse_queues
 from ._errors import CliError, ExitCode
@@ -64,7 +64,8 @@ def worker(args: argparse.Namespace) -> int:
             "(QueueTasks(broker='redis://...')), or run one process with more --concurrency",
         )
     anyio.run(_check_reachable, app)
-    return anyio.run(_Supervisor(_child_command(args), args.processes).run)
+    with hold_stop_signals():
+        return anyio.run(_Supervisor(_child_command(args), args.processes).run)
 
 
 def _run_here(app: QueueTasks, concurrency: int | None, queues: list[str] | None) -> int:
@@ -72,7 +73,8 @@ def _run_here(app: QueueTasks, concurrency: int | None, queues: list[str] | None
     error before the worker was ready is a failed start)."""
     starter = Starter(app, concurrency=concurrency, queues=queues)
     try:
-        anyio.run(serve_until_signal, starter, backend_options=loop_options())
+        with hold_stop_signals():
+            anyio.run(serve_until_signal, starter, backend_options=loop_options())
     except BackendUnavailable:
         raise
     except Exception as exc:
@@ -146,14 +148,16 @@ class _Supervisor:
         self._gave_up: str | None = None
 
     async def run(self) -> int:
-        first = [await self._start(slot) for slot in range(self.processes)]
-        logger.info(
-            "started %d worker processes: %s",
-            len(first),
-            ", ".join(str(proc.pid) for proc in first),
-        )
         async with anyio.create_task_group() as tg:
-            tg.start_soon(watch_signals, self._stop_all, self._forward)
+            # Listening before any child exists: a stop that comes while they start reaches
+            # each child started (and children inherit no held signals).
+            await tg.start(watch_signals, self._stop_all, self._forward)
+            first = [await self._start(slot) for slot in range(self.processes)]
+            logger.info(
+                "started %d worker processes: %s",
+                len(first),
+                ", ".join(str(proc.pid) for proc in first),
+            )
             async with anyio.create_task_group() as slots:
                 for slot, proc in enumerate(first):
                     slots.start_soon(self._keep_running, slot, proc)
@@ -165,6 +169,8 @@ class _Supervisor:
     async def _start(self, slot: int) -> anyio.abc.Process:
         proc = await anyio.open_process(self.command, stdin=None, stdout=None, stderr=None)
         self.children[slot] = proc
+        if self.stopping:  # the stop came while this child was being started
+            proc.send_signal(signal.SIGTERM)
         return proc
 
     async def _keep_running(self, slot: int, proc: anyio.abc.Process) -> None:
