@@ -221,7 +221,6 @@ class RedisStorage(Storage):
         subscriptions' bookkeeping, background tasks, and the loop-bound semaphore."""
         #: Per work channel: the workers' wake-up callbacks (`RedisBroker.watch_work`).
         self._work_callbacks: dict[str, list[Callable[[], None]]] = {}
-        self._work_counts: dict[str, int] = {}
         #: Per hand-off channel ``{Q}:hand:<worker>``: the parser of its messages.
         self._hand_handlers: dict[str, Callable[[bytes], None]] = {}
         self._background: set[asyncio.Task[None]] = set()
@@ -557,7 +556,6 @@ class RedisStorage(Storage):
                     # can end before its enqueue's reply is even processed (see enqueue_inbox).
                     self._early.put(task_id, [fields.get(k) for k in _OUTCOME_KEYS])
         elif channel.endswith(":work"):
-            self._work_counts[channel] = self._work_counts.get(channel, 0) + 1
             for callback in self._work_callbacks.get(channel, ()):
                 callback()
 
@@ -622,14 +620,6 @@ class RedisStorage(Storage):
             status = None if raw is None else raw[0][_ST]
             if status is not None and TaskStatus(status.decode()).terminal:
                 self.waiters.wake(task_id)
-
-    def work_count(self, queue: str) -> int | None:
-        """Wake-ups received on `queue`'s work channel so far, or None if this process is not
-        subscribed to it (then nothing can be concluded from the count)."""
-        channel = self.qkey(queue, "work")
-        if self._listener is None or not self._listener.is_subscribed(channel):
-            return None
-        return self._work_counts.get(channel, 0)
 
     # -- events ----------------------------------------------------------------------------
 
@@ -765,12 +755,6 @@ class RedisBroker(Broker):
     def _reset_session(self) -> None:
         """Start afresh what one open knew of the queues and of its workers: a new open (on any
         loop) may have missed wake-ups, and its workers watch anew."""
-        #: Per queue: the next due time the last claim reported, and the wake-up count then.
-        #: Valid while no wake-up arrived since (enqueue, retry, release and requeue publish
-        #: one) and this broker changed nothing there; saves idle workers a round trip. Stale
-        #: values are mostly too early (a spurious wake); the one way to be late, a lease taken
-        #: by another process that then dies, is bounded by the worker's idle_poll_s sweep.
-        self._due_cache: dict[str, tuple[int, bytes]] = {}
         #: The workers watching for work (`watch_work`), by worker id.
         self._watchers: dict[str, _Watch] = {}
 
@@ -809,7 +793,6 @@ class RedisBroker(Broker):
         rs = self._redis
         by_index = [i for i, m in enumerate(messages) if not self._check_routing(m)]
         queues = {m.queue for m in messages}
-        self._forget_due(queues)
         if not queues <= rs._known_queues:
             await rs.register_queues(queues)
         results: list[EnqueueResult | None] = [None] * len(messages)
@@ -901,16 +884,8 @@ class RedisBroker(Broker):
             if want <= 0:
                 break
             nonce = os.urandom(8).hex()
-            # Snapshot the wake-ups seen so far *before* the claim runs: the due time it reads
-            # is valid until the next one (see _next_due). reply[0], the queue's work
-            # generation, is not used.
-            seen = rs.work_count(queue)
             reply = await rs.run_queue_script("claim", queue, now, [str(want), *fixed, nonce, park])
-            if seen is not None and reply[1] != b"?":
-                self._due_cache[queue] = (seen, reply[1])
-            else:
-                self._due_cache.pop(queue, None)
-            for j in range(2, len(reply), 4):
+            for j in range(0, len(reply), 4):
                 deliveries.append(
                     Delivery(
                         task_id=reply[j].decode(),
@@ -927,7 +902,6 @@ class RedisBroker(Broker):
     ) -> list[LeaseState]:
         rs = self._redis
         queues = await rs.resolve_queues([lease.task_id for lease in leases])
-        # The due cache stays: a later lease expiry only makes a cached next due time early.
         out = [LeaseState.LOST] * len(leases)
         groups = _group(queues)
         replies = await asyncio.gather(
@@ -950,8 +924,6 @@ class RedisBroker(Broker):
     async def _complete(self, outcomes: Sequence[Outcome], now: float) -> list[bool]:
         rs = self._redis
         queues = await rs.resolve_queues([o.task_id for o in outcomes])
-        # The due cache stays: an ended lease only makes a cached next due time early, and a
-        # retry or release publishes a wake-up, which invalidates it (see _next_due).
         out = [False] * len(outcomes)
         groups = _group(queues)
         calls = [
@@ -974,7 +946,6 @@ class RedisBroker(Broker):
     async def _cancel(self, task_ids: Sequence[str], now: float) -> list[CancelResult]:
         rs = self._redis
         queues = await rs.resolve_queues(task_ids)
-        self._forget_due(queues)
         out = [CancelResult.NOT_FOUND] * len(task_ids)
         for queue, idx in _group(queues).items():
             args = [_t(now + self.result_ttl_s)] + [task_ids[i] for i in idx]
@@ -1065,24 +1036,11 @@ class RedisBroker(Broker):
                 self._redis.qkey(q, "work") for q in queues
             )
         times: list[float] = []
-        missing: list[str] = []
-        for queue in queues:
-            cached = self._due_cache.get(queue)
-            if cached is not None and cached[0] == self._redis.work_count(queue):
-                if cached[1]:
-                    times.append(float(cached[1]))
-            else:
-                missing.append(queue)
-        for facts in await self._inspect(missing, now) if missing else []:
-            if int(facts[7]) > 0 or int(facts[1]) > 0:  # claimable already
+        for facts in await self._inspect(queues, now):
+            if int(facts[6]) > 0 or int(facts[0]) > 0:  # claimable already
                 return now
-            times += [float(t) for t in facts[5:7] if t]
+            times += [float(t) for t in facts[4:6] if t]
         return min(times, default=None)
-
-    def _forget_due(self, queues: Iterable[str | None]) -> None:
-        for queue in queues:
-            if queue is not None:
-                self._due_cache.pop(queue, None)
 
     # -- dead letters and inspection -------------------------------------------------------
 
@@ -1122,7 +1080,6 @@ class RedisBroker(Broker):
         if plans:
             await rs.register_queues(new.queue for _, new in plans)
         groups = _group([new.queue for _, new in plans])
-        self._forget_due(groups)
         for queue, idx in groups.items():
             args: list[Any] = [str(len(idx))]
             for j in idx:
@@ -1146,18 +1103,17 @@ class RedisBroker(Broker):
         return [
             QueueStats(
                 queue=q,
-                queued=int(f[1]),
-                scheduled=int(f[2]),
-                running=int(f[3]),
-                dead=int(f[4]),
-                finished_last_minute=int(f[8]),
+                queued=int(f[0]),
+                scheduled=int(f[1]),
+                running=int(f[2]),
+                dead=int(f[3]),
+                finished_last_minute=int(f[7]),
             )
             for q, f in zip(queues, facts, strict=True)
         ]
 
     async def _purge(self, queue: str, error: ErrorInfo, now: float) -> int:
         rs = self._redis
-        self._forget_due([queue])
         args = [_t(now + self.result_ttl_s), _msgpack_encode(error), _PURGE_CHUNK, error.type]
         purged = 0
         while True:  # in chunks: one script call must not hold the server for long

@@ -13,13 +13,11 @@
 -- A claim that leaves demand unmet (the queue ran dry) records the unmet count as the
 -- worker's free capacity in the queue's 'park' hash; one that is met removes the entry. The
 -- enqueue script hands new tasks to parked workers (see hand_off in enqueue.lua).
--- Returns {generation at start, next due, id, token, attempt, message, id, token, ...}; "next
--- due" is what `inspect` would say right after the claim: NOW if claimable work is left, else
--- the earliest scheduled time or lease expiry, '' if nothing is pending ('?' on a replay).
+-- Returns per delivery 4 values: {id, token, attempt, message, id, token, ...}.
 local limit = tonumber(ARGV[6])
 local LX, WID, RX, LEASE_ERR, NONCE = ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11]
 local PARK = ARGV[12]
-local out = {redis.call('GET', K .. 'gen') or '0', '?'}
+local out = {}
 local last_key = K .. 'lk:' .. WID
 local last = redis.call('GET', last_key)
 last = last and cmsgpack.unpack(last)
@@ -131,23 +129,9 @@ end
 
 -- Remember this call's deliveries for a repeated call (expiry only collects the garbage of
 -- workers that went away; correctness never depends on it).
-if #out > 2 then
+if #out > 0 then
   local mine = {NONCE}
-  for j = 3, #out, 4 do mine[#mine + 1] = out[j] end
+  for j = 1, #out, 4 do mine[#mine + 1] = out[j] end
   redis.call('SET', last_key, cmsgpack.pack(mine), 'PX', 86400000)
-end
-
--- Unmet demand means every level was drained (and unlisted): nothing claimable is left.
-if need == 0 and #redis.call('ZRANGE', K .. 'prios', 0, 0) > 0 then
-  out[2] = NOW
-else
-  local s = redis.call('ZRANGE', K .. 'sched', 0, 0, 'WITHSCORES')[2]
-  local r = redis.call('ZRANGE', K .. 'run', 0, 0, 'WITHSCORES')[2]
-  if s and r then
-    if tonumber(r) < tonumber(s) then s = r end
-  elseif r then
-    s = r
-  end
-  out[2] = s or ''
 end
 return out

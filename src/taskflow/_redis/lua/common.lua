@@ -159,9 +159,8 @@ local function ready_remove(pr, m)
   if redis.call('EXISTS', rk) == 0 then redis.call('ZREM', K .. 'prios', pr) end
 end
 
--- Wake idle workers of this queue (one generation bump and one message per script call).
+-- Wake idle workers of this queue (one message per script call).
 local function wake_workers()
-  redis.call('INCR', K .. 'gen')
   redis.call(PUB, K .. 'work', '1')
 end
 

@@ -1,7 +1,7 @@
--- Read-only queue facts: {generation, queued (due), scheduled (not yet due), running, dead,
+-- Read-only queue facts: {queued (due), scheduled (not yet due), running, dead,
 -- earliest scheduled due time or '', earliest lease expiry or '', entries in the ready sets}.
 -- Lapsed tasks waiting in a ready set for re-delivery count as running. With ARGV[6] = '1'
--- (stats, not next_due) a ninth value: tasks ended in the minute before NOW (see
+-- (stats, not next_due) an eighth value: tasks ended in the minute before NOW (see
 -- count_finished in common.lua), by whole seconds.
 local ready = 0
 for _, pr in ipairs(redis.call('ZRANGE', K .. 'prios', 0, -1)) do
@@ -12,7 +12,7 @@ local queued = ready - lapsed + redis.call('ZCOUNT', K .. 'sched', '-inf', NOW)
 local scheduled = redis.call('ZCOUNT', K .. 'sched', '(' .. NOW, '+inf')
 local first_sched = redis.call('ZRANGE', K .. 'sched', 0, 0, 'WITHSCORES')
 local first_run = redis.call('ZRANGE', K .. 'run', 0, 0, 'WITHSCORES')
-local out = {redis.call('GET', K .. 'gen') or '0', queued, scheduled,
+local out = {queued, scheduled,
   redis.call('ZCARD', K .. 'run') + lapsed, redis.call('ZCARD', K .. 'dead'), first_sched[2] or '',
   first_run[2] or '', ready}
 if ARGV[6] == '1' then
@@ -24,6 +24,6 @@ if ARGV[6] == '1' then
     s = tonumber(s)
     if s and s > now_s - 60 and s <= now_s then finished = finished + tonumber(c) end
   end
-  out[9] = finished
+  out[8] = finished
 end
 return out
