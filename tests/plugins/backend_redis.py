@@ -43,8 +43,8 @@ def random_prefix() -> str:
 
 async def delete_prefix(broker: RedisBroker) -> None:
     """Delete every key under the broker's prefix (on each node of a cluster)."""
-    storage = broker._redis
-    client = storage._client
+    storage = broker.storage
+    client = storage.client
     pattern = f"{storage.prefix}*"
     if storage.cluster:
         for node in client.get_primaries():
@@ -60,7 +60,7 @@ async def delete_prefix(broker: RedisBroker) -> None:
 def twin(broker: RedisBroker) -> RedisBroker:
     """A new broker on `broker`'s server and namespace (prefix and app), as another process
     of the same app would build it: it shares no cache with `broker`."""
-    storage = broker._redis
+    storage = broker.storage
     prefix = storage.prefix.removesuffix(f":{storage.app}:")
     return from_url(storage.url, prefix=prefix, app=storage.app, cluster=storage.cluster)
 
@@ -84,8 +84,8 @@ def redis_factory(url: str) -> BrokerFactory:
 async def delete_keys(url: str, pattern: str) -> None:
     """Delete every key matching `pattern` on the server of `url` (each node of a cluster)."""
     async with from_url(url) as broker:
-        client = broker._redis._client
-        nodes = client.get_primaries() if broker._redis.cluster else [None]
+        client = broker.storage.client
+        nodes = client.get_primaries() if broker.storage.cluster else [None]
         for node in nodes:
             options = {} if node is None else {"target_nodes": node}
             keys = [k async for k in client.scan_iter(match=pattern, count=1000, **options)]

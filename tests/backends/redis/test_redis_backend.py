@@ -36,14 +36,9 @@ from taskflow.abc import (
     decode_message,
     encode_value,
 )
-from taskflow.redis import (
-    RedisBroker,
-    RedisStorage,
-    _complete_args,
-    _EarlyOutcomes,
-    _raw_str,
-    from_url,
-)
+from taskflow.redis import RedisBroker, RedisStorage, from_url
+from taskflow.redis._codec import complete_args, raw_str
+from taskflow.redis._early import EarlyOutcomes
 from taskflow.testing import FakeClock
 from tests.conformance._helpers import LEASE_S, claim, done, enqueue_one, failed, message
 from tests.plugins.backend_redis import delete_prefix, random_prefix, twin
@@ -95,7 +90,7 @@ async def test_completion_right_after_the_waiter_read_the_state_still_wakes_it(
     """The waiter reads "running"; the task completes (from another process's broker) before
     the waiter starts waiting. The pub/sub subscription made before the read delivers it."""
     task_id = await enqueue_one(broker, clock)
-    waiter_storage = broker._redis
+    waiter_storage = broker.storage
     async with twin(broker) as other:
         [delivery] = await claim(other, clock)
         read_original = waiter_storage._get_outcomes
@@ -126,7 +121,7 @@ async def test_many_waiters_share_one_listener(broker: RedisBroker, clock: FakeC
     while batch := await claim(broker, clock):
         deliveries += batch
     results: list[TaskOutcome] = []
-    storage = broker._redis
+    storage = broker.storage
     pushes: list[str] = []
     on_message = storage._on_message
 
@@ -200,7 +195,7 @@ async def test_an_outcome_waiter_takes_the_pushed_outcome_without_reading_again(
     takes the pushed outcome, equal to the stored record's outcome."""
     task_id = await enqueue_one(broker, clock)
     (delivery,) = await claim(broker, clock)
-    storage = broker._redis
+    storage = broker.storage
     reads = _count_reads(broker, monkeypatch)
     ending = done(delivery, clock, 5) if kind == "done" else failed(delivery, clock)
     async with twin(broker) as other:
@@ -303,7 +298,7 @@ async def test_a_task_id_routes_to_its_queue_slot_from_any_process(
     """A generated id carries no hash tag, yet a process that never saw the task (no cache)
     finds its record on a cluster: the id's code names the queue, whose keys share a slot."""
     async with from_url(redis_cluster_url, prefix=random_prefix()) as b:
-        storage = b._redis
+        storage = b.storage
         queues = ("default", "emails", "q-ü")
         ids = []
         for queue in queues:
@@ -326,7 +321,7 @@ async def test_a_process_reads_a_queue_code_once(
     claims, heartbeats and completions of that queue's tasks cost no extra round trip."""
     ids = [await enqueue_one(broker, clock) for _ in range(3)]
     async with twin(broker) as worker:
-        client = worker._redis._client
+        client = worker.storage.client
         lookups: list[object] = []
         hmget = client.hmget
 
@@ -351,8 +346,8 @@ async def test_the_owner_of_a_queue_code_is_checked_once_per_queue(
 ) -> None:
     """Two queue names with one code could not be told apart by their ids: the second to be
     used is refused with a message naming both (forced here; 40-bit codes rarely collide)."""
-    storage = broker._redis
-    await storage._client.hset(f"{storage.prefix}codes", queue_code("emails"), "newsletters")
+    storage = broker.storage
+    await storage.client.hset(f"{storage.prefix}codes", queue_code("emails"), "newsletters")
     with pytest.raises(ConfigError, match=r"'emails' cannot be used .* 'newsletters'"):
         await enqueue_one(broker, clock, queue="emails")
     await enqueue_one(broker, clock, queue="default")  # other queues are not affected
@@ -403,24 +398,24 @@ async def test_ids_chosen_by_users_may_hold_braces(broker: RedisBroker, clock: F
 
 
 def test_from_url_reads_the_prefix_the_app_and_the_cluster_scheme() -> None:
-    storage = from_url("redis://h:6379/2?prefix=shop&socket_timeout=5")._redis
+    storage = from_url("redis://h:6379/2?prefix=shop&socket_timeout=5").storage
     assert (storage.prefix, storage.url, storage.cluster) == (
         "shop:taskflow:",
         "redis://h:6379/2?socket_timeout=5",
         False,
     )
-    storage = from_url("rediss+cluster://h:7000", prefix="x", app="billing")._redis
+    storage = from_url("rediss+cluster://h:7000", prefix="x", app="billing").storage
     assert (storage.prefix, storage.url, storage.cluster) == ("x:billing:", "rediss://h:7000", True)
 
 
 def test_an_app_built_from_a_url_namespaces_its_keys_and_a_broker_object_keeps_its_own() -> None:
     app = QueueTasks("billing", broker="redis://h:6379/0?prefix=staging")
     assert isinstance(app.broker, RedisBroker)
-    assert app.broker._redis.prefix == "staging:billing:"
-    assert app.broker._redis.qkey("default", "work") == "staging:billing:{default}:work"
+    assert app.broker.storage.prefix == "staging:billing:"
+    assert app.broker.storage.qkey("default", "work") == "staging:billing:{default}:work"
     kept = QueueTasks("billing", broker=from_url("redis://h:6379/0", prefix="staging"))
     assert isinstance(kept.broker, RedisBroker)
-    assert kept.broker._redis.prefix == "staging:taskflow:"
+    assert kept.broker.storage.prefix == "staging:taskflow:"
 
 
 async def test_outcome_of_a_running_task_is_fenced_across_processes(
@@ -487,7 +482,7 @@ async def test_a_claim_repeated_after_a_lost_reply_returns_the_same_deliveries(
     """A client that resends a claim (same nonce) gets the first call's deliveries back,
     not a second batch that nobody would run until its leases lapse."""
     ids = [await enqueue_one(broker, clock) for _ in range(5)]
-    monkeypatch.setattr("taskflow.redis.os.urandom", lambda n: b"\x01" * n)
+    monkeypatch.setattr("taskflow.redis._broker.os.urandom", lambda n: b"\x01" * n)
     first = await claim(broker, clock, limit=2)
     again = await claim(broker, clock, limit=2)
     assert [d.task_id for d in first] == ids[:2]
@@ -502,9 +497,9 @@ async def test_a_claim_repeated_after_a_lost_reply_returns_the_same_deliveries(
 
 async def _forms(broker: RedisBroker, task_id: str) -> tuple[bool, bool]:
     """Whether the task has its queued form (string) and its hash record."""
-    storage = broker._redis
-    queued = await storage._client.exists(storage.qkey("default", f"q:{task_id}"))
-    hashed = await storage._client.exists(storage.qkey("default", f"t:{task_id}"))
+    storage = broker.storage
+    queued = await storage.client.exists(storage.qkey("default", f"q:{task_id}"))
+    hashed = await storage.client.exists(storage.qkey("default", f"t:{task_id}"))
     return bool(queued), bool(hashed)
 
 
@@ -537,7 +532,7 @@ async def test_a_task_is_one_string_until_the_claim_that_starts_it_writes_its_ha
 async def _queued_fields(broker: RedisBroker, task_id: str) -> tuple[bytes, list[bytes]]:
     """A queued task's stored string: its 12 sequence digits, and its fields (QF in
     lua/common.lua) as bytes."""
-    stored = await broker._redis._client.get(broker._redis.qkey("default", f"q:{task_id}"))
+    stored = await broker.storage.client.get(broker.storage.qkey("default", f"q:{task_id}"))
     # Each entry is a msgpack "str" holding any bytes: drop its header (1, 2, 3 or 5 bytes).
     header = {0xD9: 2, 0xDA: 3, 0xDB: 5}
     fields = [
@@ -550,7 +545,7 @@ async def _queued_fields(broker: RedisBroker, task_id: str) -> tuple[bytes, list
 async def _as_hash(broker: RedisBroker, task_id: str) -> None:
     """Rewrite a queued task's string as the hash a queued task had before the queued form (its
     fields and values as `materialize` in lua/common.lua writes them; no task name then)."""
-    client, key = broker._redis._client, broker._redis.qkey("default", f"q:{task_id}")
+    client, key = broker.storage.client, broker.storage.qkey("default", f"q:{task_id}")
     digits, fields = await _queued_fields(broker, task_id)
     names = ("msg", "st", "pr", "rt", "dk", "dt", "oid", "nr", "w")
     record = dict(zip(names, fields[: len(names)], strict=True))
@@ -558,7 +553,7 @@ async def _as_hash(broker: RedisBroker, task_id: str) -> None:
         del record["w"]
     record.update(att=b"0", tok=b"0", m=digits + task_id.encode())
     await client.delete(key)
-    await client.hset(broker._redis.qkey("default", f"t:{task_id}"), mapping=record)
+    await client.hset(broker.storage.qkey("default", f"t:{task_id}"), mapping=record)
 
 
 async def test_a_task_queued_before_the_queued_form_is_still_read_and_run(
@@ -582,12 +577,12 @@ async def _without_name(broker: RedisBroker, task_id: str) -> None:
     digits, fields = await _queued_fields(broker, task_id)
     assert fields[9] == b"tests.task"
     packed = msgspec.msgpack.encode([msgspec.Raw(_str(f)) for f in fields[:9]])
-    await broker._redis._client.set(broker._redis.qkey("default", f"q:{task_id}"), digits + packed)
+    await broker.storage.client.set(broker.storage.qkey("default", f"q:{task_id}"), digits + packed)
 
 
 def _str(data: bytes) -> bytes:
-    """`data` as a msgpack "str" (the Lua msgpack has no "bin"; see `_raw_str`)."""
-    return bytes(_raw_str(data))
+    """`data` as a msgpack "str" (the Lua msgpack has no "bin"; see `raw_str`)."""
+    return bytes(raw_str(data))
 
 
 async def test_tasks_stored_before_events_named_them_still_run_and_their_events_have_no_name(
@@ -635,10 +630,10 @@ async def test_a_large_batch_goes_in_ordered_chunks_that_resolve_as_one_call(
     """A batch larger than the first chunk is sent as several script calls (2, then 3 each
     here); ids and dedup keys repeated across chunks resolve as in one call, and the tasks are
     claimed in the batch's order."""
-    monkeypatch.setattr("taskflow.redis._ENQUEUE_FIRST", 2)
-    monkeypatch.setattr("taskflow.redis._ENQUEUE_CHUNK", 3)
+    monkeypatch.setattr("taskflow.redis._broker._ENQUEUE_FIRST", 2)
+    monkeypatch.setattr("taskflow.redis._broker._ENQUEUE_CHUNK", 3)
     sizes: list[int] = []
-    run = broker._redis.run_queue_script
+    run = broker.storage.run_queue_script
 
     async def counted(name: str, queue: str, now: float, args: list[Any]) -> Any:
         reply = await run(name, queue, now, args)
@@ -646,7 +641,7 @@ async def test_a_large_batch_goes_in_ordered_chunks_that_resolve_as_one_call(
             sizes.append(len(reply) // 2)
         return reply
 
-    monkeypatch.setattr(broker._redis, "run_queue_script", counted)
+    monkeypatch.setattr(broker.storage, "run_queue_script", counted)
     batch = [message(broker) for _ in range(8)]
     batch[6] = message(broker, dedup_key="k")  # in the third chunk: owned by batch[1]
     batch[1] = message(broker, dedup_key="k")
@@ -670,8 +665,8 @@ async def _watch(broker: RedisBroker, worker_id: str = "w1") -> anyio.Event:
     event is set on a wake-up."""
     woke = anyio.Event()
     broker.watch_work(["default"], worker_id=worker_id, callback=woke.set)
-    storage = broker._redis
-    await storage._require_listener().subscribe([storage.qkey("default", f"hand:{worker_id}")])
+    storage = broker.storage
+    await storage.subscribe([storage.qkey("default", f"hand:{worker_id}")])
     return woke
 
 
@@ -730,9 +725,9 @@ async def test_no_hand_off_jumps_ahead_of_claimable_work(
 ) -> None:
     """While another task is claimable, a new one is queued behind it, not handed off."""
     first = await enqueue_one(broker, clock)
-    storage = broker._redis
+    storage = broker.storage
     await _watch(broker)
-    await storage._client.hset(storage.qkey("default", "park"), "w1", f"5 {LEASE_S}")
+    await storage.client.hset(storage.qkey("default", "park"), "w1", f"5 {LEASE_S}")
     second = await enqueue_one(broker, clock)
     assert (await _record(broker, clock, second)).status is TaskStatus.QUEUED
     got = await claim(broker, clock, worker_id="w1")
@@ -744,11 +739,11 @@ async def test_a_parked_worker_that_went_away_gets_nothing(
 ) -> None:
     """A park entry nobody listens for (a killed worker's) is dropped by the next enqueue,
     whose task is queued for everyone instead."""
-    storage = broker._redis
-    await storage._client.hset(storage.qkey("default", "park"), "ghost", f"5 {LEASE_S}")
+    storage = broker.storage
+    await storage.client.hset(storage.qkey("default", "park"), "ghost", f"5 {LEASE_S}")
     task_id = await enqueue_one(broker, clock)
     assert (await _record(broker, clock, task_id)).status is TaskStatus.QUEUED
-    assert await storage._client.hgetall(storage.qkey("default", "park")) == {}
+    assert await storage.client.hgetall(storage.qkey("default", "park")) == {}
     (delivery,) = await claim(broker, clock, worker_id="w2")
     assert (delivery.task_id, delivery.token) == (task_id, 1)
 
@@ -785,9 +780,9 @@ async def test_a_hand_off_arriving_after_the_worker_stopped_is_given_back(
         given_back.set()
 
     monkeypatch.setattr(broker, "_give_back", give_back_and_tell)
-    storage = broker._redis
+    storage = broker.storage
     # As if an enqueue had read the park entry just before unwatch_work removed it.
-    await storage._client.hset(storage.qkey("default", "park"), "w1", f"5 {LEASE_S}")
+    await storage.client.hset(storage.qkey("default", "park"), "w1", f"5 {LEASE_S}")
     task_id = await enqueue_one(broker, clock)
     with anyio.fail_after(5):
         await given_back.wait()
@@ -836,9 +831,9 @@ async def _waiters(storage: RedisStorage, task_id: str) -> bytes | None:
     """The inboxes registered on a task (its ``w``), from its hash record or its queued form
     (12 sequence digits, then a msgpack array whose 9th entry is ``w``, empty for none)."""
     key = storage.qkey("default", f"t:{task_id}")
-    if await storage._client.exists(key):
-        return await storage._client.hget(key, "w")  # type: ignore[no-any-return]
-    queued = await storage._client.get(storage.qkey("default", f"q:{task_id}"))
+    if await storage.client.exists(key):
+        return await storage.client.hget(key, "w")  # type: ignore[no-any-return]
+    queued = await storage.client.get(storage.qkey("default", f"q:{task_id}"))
     assert queued is not None, f"task {task_id} has neither form"
     fields = msgspec.msgpack.decode(queued[12:], type=list[msgspec.Raw])  # binary message
     w = msgspec.msgpack.decode(fields[8], type=str)
@@ -847,7 +842,7 @@ async def _waiters(storage: RedisStorage, task_id: str) -> bytes | None:
 
 def _count_reads(broker: RedisBroker, monkeypatch: pytest.MonkeyPatch) -> list[bool]:
     """Record every `fetch_raw` of `broker`'s storage (its `outcome` flag), from now on."""
-    storage = broker._redis
+    storage = broker.storage
     fetch_raw = storage.fetch_raw
     reads: list[bool] = []
 
@@ -867,7 +862,7 @@ async def test_the_result_of_a_task_sent_after_a_wait_needs_no_read(
     start: their outcome is pushed here, and result() reads nothing, however soon it ends."""
     await _subscribed(broker, clock)
     task_id = await enqueue_one(broker, clock)
-    storage = broker._redis
+    storage = broker.storage
     assert await _waiters(storage, task_id) == storage.inbox("default").encode()
     reads = _count_reads(broker, monkeypatch)
     async with twin(broker) as other:
@@ -881,7 +876,7 @@ async def test_the_result_of_a_task_sent_after_a_wait_needs_no_read(
         with anyio.fail_after(10):
             if ends == "before result()":
                 await finish()
-                while task_id not in storage._early:  # the push travels on its own connection
+                while task_id not in storage.early:  # the push travels on its own connection
                     await anyio.sleep(0.001)
             async with anyio.create_task_group() as tg:
                 if ends == "while waiting":
@@ -897,13 +892,13 @@ async def test_an_outcome_pushed_before_the_enqueue_reply_is_handled_is_kept(
     """A task can end (and its push arrive) before the producer has handled the reply of the
     enqueue that created it: the outcome is kept for the result() that follows."""
     await _subscribed(broker, clock)
-    storage = broker._redis
-    registered = storage.registered
+    storage = broker.storage
+    registered = storage.early.registered
     other_broker = twin(broker)
 
     def end_first(task_ids: Sequence[str], inbox: str) -> None:
         # Called as the enqueue's reply is handled: by then the task has already ended.
-        assert all(task_id in storage._early for task_id in task_ids)
+        assert all(task_id in storage.early for task_id in task_ids)
         registered(task_ids, inbox)
 
     async with other_broker:
@@ -916,12 +911,12 @@ async def test_an_outcome_pushed_before_the_enqueue_reply_is_handled_is_kept(
                 claimed.extend(await claim(other_broker, clock, worker_id="elsewhere"))
                 await other_broker.complete([done(claimed[0], clock)], now=clock.time())
                 with anyio.fail_after(5):
-                    while claimed[0].task_id not in storage._early:
+                    while claimed[0].task_id not in storage.early:
                         await anyio.sleep(0.001)  # the push travels on its own connection
             return reply
 
         monkeypatch.setattr(storage, "run_queue_script", enqueue_then_end)
-        monkeypatch.setattr(storage, "registered", end_first)
+        monkeypatch.setattr(storage.early, "registered", end_first)
         task_id = await enqueue_one(broker, clock)
         monkeypatch.undo()
     with anyio.fail_after(5):
@@ -936,13 +931,13 @@ async def test_registrations_are_not_trusted_across_a_resubscribe(
     inbox, result() of a task registered before it reads the stored state."""
     await _subscribed(broker, clock)
     task_id = await enqueue_one(broker, clock)
-    storage = broker._redis
+    storage = broker.storage
     (delivery,) = await claim(broker, clock)
     storage._on_resubscribed(storage.inbox("default"))  # as after a reconnect
     # A completion whose push was lost: no inbox left to push to, no local notification.
-    await storage._client.hdel(storage.qkey("default", f"t:{task_id}"), "w")
+    await storage.client.hdel(storage.qkey("default", f"t:{task_id}"), "w")
     await storage.run_queue_script(
-        "complete", "default", clock.time(), _complete_args([done(delivery, clock, 9)])
+        "complete", "default", clock.time(), complete_args([done(delivery, clock, 9)])
     )
     reads = _count_reads(broker, monkeypatch)
     with anyio.fail_after(5):
@@ -955,18 +950,18 @@ async def test_nothing_is_registered_by_a_producer_that_never_waited(
 ) -> None:
     """A producer that never waits subscribes to nothing: its tasks push nothing to it."""
     task_id = await enqueue_one(broker, clock)
-    storage = broker._redis
+    storage = broker.storage
     assert await _waiters(storage, task_id) is None
-    assert storage._registered == {}
+    assert not storage.early
 
 
 def test_early_outcomes_are_bounded_in_count_and_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
     """Outcomes nobody waited for yet are dropped oldest first beyond the entry limit or the
     byte limit (results can be large), so a producer that never asks for most results keeps
     a bounded amount of them."""
-    monkeypatch.setattr("taskflow.redis._REGISTERED_MAX", 3)
-    monkeypatch.setattr("taskflow.redis._EARLY_BYTES_MAX", 100)
-    early = _EarlyOutcomes()
+    monkeypatch.setattr("taskflow.redis._early._REGISTERED_MAX", 3)
+    monkeypatch.setattr("taskflow.redis._early._EARLY_BYTES_MAX", 100)
+    early = EarlyOutcomes()
     for i in range(5):
         early.put(f"t{i}", [b"done", b"r", None, None])
     assert len(early) == 3 and "t1" not in early and "t2" in early

@@ -206,7 +206,7 @@ async def test_tasks_handed_to_a_worker_that_is_then_killed_are_not_lost(
     crashapp = _load_module(tmp_path / "crashapp.py")
     app: QueueTasks = crashapp.app
     assert isinstance(app.broker, RedisBroker)
-    park = app.broker._redis.qkey("default", "park")
+    park = app.broker.storage.qkey("default", "park")
     workers: list[subprocess.Popen[bytes]] = []
     async with app, aioredis.Redis.from_url(private_redis) as client:
         try:

@@ -21,10 +21,11 @@ from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from taskflow._redis.lane import Lane, LaneClosed, pack_command
-from taskflow._redis.scripts import Script
 from taskflow.abc import TaskStatus
-from taskflow.redis import _make_client, from_url
+from taskflow.redis import from_url
+from taskflow.redis._client import make_client
+from taskflow.redis._lane import Lane, LaneClosed, pack_command
+from taskflow.redis._scripts import Script
 from taskflow.testing import FakeClock
 from tests.conformance._helpers import claim, done, enqueue_one
 from tests.plugins.backend_redis import random_prefix
@@ -35,7 +36,7 @@ pytestmark = pytest.mark.redis
 
 async def _open_lane(url: str) -> tuple[Any, Lane]:
     """A client made as the backend makes it, and a lane on its pool."""
-    client = _make_client(url, False, {})
+    client = make_client(url, False, {})
     lane = Lane.for_pool(client.connection_pool)
     assert lane is not None
     await lane.connect()
@@ -162,7 +163,7 @@ async def test_calls_succeed_through_client_kill_mid_run(private_port: int) -> N
 async def test_the_lane_speaks_the_clients_resp_version_and_database(
     private_port: int, protocol: int
 ) -> None:
-    client = _make_client(f"redis://127.0.0.1:{private_port}/5", False, {"protocol": protocol})
+    client = make_client(f"redis://127.0.0.1:{private_port}/5", False, {"protocol": protocol})
     lane = Lane.for_pool(client.connection_pool)
     assert lane is not None
     try:
@@ -182,7 +183,7 @@ async def test_socket_timeout_bounds_a_call_and_the_lane_carries_on(private_port
     """With ``socket_timeout`` a call whose reply is that late fails with redis-py's
     TimeoutError (after the client's retries, on a new connection each time); the lane
     then serves the next call."""
-    client = _make_client(
+    client = make_client(
         f"redis://127.0.0.1:{private_port}/0",
         False,
         {"socket_timeout": 0.3, "retry": Retry(NoBackoff(), 1)},
@@ -227,10 +228,10 @@ async def test_single_node_storage_runs_scripts_on_a_lane_cluster_does_not(
     redis_cluster_url: str,
 ) -> None:
     async with from_url(redis_url(), prefix=random_prefix()) as b:
-        assert b._redis._lane is not None
-    assert b._redis._lane is None
+        assert b.storage.pipelined
+    assert b.storage.pipelined is False
     async with from_url(redis_cluster_url, prefix=random_prefix()) as b:
-        assert b._redis._lane is None
+        assert b.storage.pipelined is False
 
 
 def test_a_unix_socket_pool_gets_no_lane() -> None:
@@ -291,7 +292,7 @@ async def test_the_lane_takes_over_a_tls_connection_with_auth(tls_url: str) -> N
     are, and it reconnects (and authenticates again) after being killed."""
     clock = FakeClock()
     async with from_url(tls_url, prefix=random_prefix()) as b:
-        lane = b._redis._lane
+        lane = b.storage._lane
         assert lane is not None
         with anyio.fail_after(20):
             info = await lane.execute("CLIENT", "INFO")

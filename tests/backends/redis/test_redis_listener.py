@@ -17,8 +17,9 @@ import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
-from taskflow._redis.listener import Listener, _DirectNode, _NodeSubscription, _PushLink
-from taskflow.redis import _close_client, _make_client, from_url
+from taskflow.redis import from_url
+from taskflow.redis._client import close_client, make_client
+from taskflow.redis._listener import Listener, _DirectNode, _NodeSubscription, _PushLink
 from tests.plugins.backend_redis import random_prefix
 from tests.services import redis_url
 
@@ -49,7 +50,7 @@ class Received:
 
 
 async def _open(url: str, received: Received, **options: Any) -> tuple[Any, Listener]:
-    client = _make_client(url, False, options)
+    client = make_client(url, False, options)
     listener = Listener(
         client,
         sharded=False,
@@ -68,7 +69,7 @@ async def opened(private_port: int) -> AsyncIterator[tuple[Any, Listener, Receiv
         yield client, listener, received
     finally:
         await listener.close()
-        await _close_client(client)
+        await close_client(client)
 
 
 def _direct(listener: Listener) -> _DirectNode:
@@ -104,7 +105,7 @@ async def test_messages_arrive_through_the_taken_over_connection_in_resp2_and_re
         assert received.resubscribed == []
     finally:
         await listener.close()
-        await _close_client(client)
+        await close_client(client)
 
 
 async def test_a_burst_of_messages_is_delivered_whole_and_in_order(
@@ -207,19 +208,19 @@ async def test_a_pool_that_cannot_be_taken_over_keeps_redis_pys_pubsub(
         assert received.messages == [("slow", "via redis-py")]
     finally:
         await listener.close()
-        await _close_client(client)
+        await close_client(client)
 
 
 async def test_single_node_storage_listens_on_the_fast_path_cluster_does_not(
     redis_cluster_url: str,
 ) -> None:
     async with from_url(redis_url(), prefix=random_prefix()) as b:
-        listener = b._redis._require_listener()
-        await listener.subscribe([b._redis.inbox("default")])
+        listener = b.storage._require_listener()
+        await listener.subscribe([b.storage.inbox("default")])
         assert isinstance(listener._nodes["single"], _DirectNode)
     async with from_url(redis_cluster_url, prefix=random_prefix()) as b:
-        listener = b._redis._require_listener()
-        await listener.subscribe([b._redis.inbox("default")])
+        listener = b.storage._require_listener()
+        await listener.subscribe([b.storage.inbox("default")])
         assert all(isinstance(n, _NodeSubscription) for n in listener._nodes.values())
 
 
@@ -243,5 +244,5 @@ async def test_a_refused_subscription_fails_at_once_with_a_clear_error(private_p
         assert received.messages == [("ok:1", b"hello")]
     finally:
         await listener.close()
-        await _close_client(client)
+        await close_client(client)
         await admin.aclose()

@@ -3,9 +3,9 @@
 -- A waited task that is not terminal yet gets the inbox added to its `w` field in this same
 -- step, so its terminal write pushes to it (see push_later).
 -- 'record' returns per id {the fields named below, in that order (false where unset),
--- yields}, {} for an unknown id; the field list is RECORD_FIELDS in taskflow/redis.py.
+-- yields}, {} for an unknown id; the field list is RECORD_FIELDS in taskflow/redis/_codec.py.
 -- 'outcome' returns a flat list, per id: status (false: unknown id), result, error, result
--- expiry (OUTCOME_FIELDS in taskflow/redis.py).
+-- expiry (OUTCOME_FIELDS in taskflow/redis/_codec.py).
 local inbox = ARGV[6]
 local watched = 8 + tonumber(ARGV[7])
 local light = ARGV[8] == 'outcome'

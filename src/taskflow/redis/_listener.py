@@ -7,7 +7,7 @@ Cluster shards channels by hash slot, so there is one connection per node that o
 slot, subscribed with SSUBSCRIBE).
 
 On a single node the connection is opened by redis-py (TLS, AUTH or HELLO, SELECT as the client's
-options say) and then taken over by a protocol of ours (``takeover.py``, as the lane's): its
+options say) and then taken over by a protocol of ours (``_takeover.py``, as the lane's): its
 ``data_received`` parses with hiredis and hands each message to `on_message` at once, with no
 reader task and no redis-py machinery per message (RESP2 replies or RESP3 pushes alike). A pool
 whose connections cannot be taken over, and a cluster, read through redis-py's ``PubSub``.
@@ -34,8 +34,8 @@ from redis.crc import key_slot
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import InvalidResponse, RedisError
 
-from .lane import pack_command
-from .takeover import NOT_ENOUGH_DATA, can_take_over, new_reader, take_over
+from ._lane import pack_command
+from ._takeover import NOT_ENOUGH_DATA, can_take_over, new_reader, take_over
 
 __all__ = ["Listener"]
 

@@ -33,7 +33,7 @@ STANDALONE_SCRIPTS: Final = ("lease", "kv_set")
 
 
 def _read(name: str) -> str:
-    return (resources.files("taskflow._redis") / "lua" / f"{name}.lua").read_text("utf-8")
+    return (resources.files("taskflow.redis") / "lua" / f"{name}.lua").read_text("utf-8")
 
 
 class Script:

@@ -3,7 +3,7 @@
 redis-py opens the connection (`Connection.connect`: TLS, AUTH or HELLO, SELECT, client name as
 the client's options say); then its transport is handed to an ``asyncio.Protocol`` of ours that
 parses with hiredis, and redis-py's connection object forgets the socket. Used by the lane
-(script calls, ``lane.py``) and by the pub/sub listener on a single node (``listener.py``).
+(script calls, ``_lane.py``) and by the pub/sub listener on a single node (``_listener.py``).
 
 A pool whose connections cannot be taken over (a unix socket or another custom connection
 class, ``decode_responses``, a connect callback) makes `can_take_over` False: the caller then

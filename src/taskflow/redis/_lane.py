@@ -9,7 +9,7 @@ hiredis) as they arrive. No pool, no lock, no reader task.
 
 The connection is opened and handed over by redis-py itself (`Connection.connect`: TLS, AUTH
 or HELLO, SELECT, client name as the client's options say), then its transport is taken over
-by the lane's protocol (``takeover.py``, shared with the pub/sub listener). A pool whose
+by the lane's protocol (``_takeover.py``, shared with the pub/sub listener). A pool whose
 connections the lane cannot take over (a unix socket, a custom connection class,
 ``decode_responses``, a connect callback) gets no lane (`Lane.for_pool` returns None) and the
 caller keeps using the client.
@@ -35,12 +35,12 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import DataError, InvalidResponse
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from .takeover import NOT_ENOUGH_DATA, can_take_over, new_reader, take_over
+from ._takeover import NOT_ENOUGH_DATA, can_take_over, new_reader, take_over
 
 __all__ = ["Lane", "LaneClosed", "pack_command"]
 
 #: Errors after which a call is retried on a new connection (as ``retry_on_error`` in
-#: ``taskflow.redis._make_client``).
+#: ``taskflow.redis._client.make_client``).
 RETRY_ERRORS: Final = (RedisConnectionError, RedisTimeoutError)
 _PUSH: Final = getattr(hiredis, "PushNotification", None)
 _CLOSE_WAIT_S: Final = 5.0

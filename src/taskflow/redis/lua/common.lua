@@ -1,4 +1,4 @@
--- Shared prelude of every taskflow script (prepended by taskflow._redis.scripts).
+-- Shared prelude of every taskflow script (prepended by taskflow/redis/_scripts.py).
 --
 -- ARGV[1] key prefix, ARGV[2] queue, ARGV[3] now (seconds, as the caller's exact float text),
 -- ARGV[4] approximate event stream length, ARGV[5] publish command (PUBLISH or SPUBLISH).
