@@ -14,7 +14,7 @@ the queue of each task id), ``_codec.py`` (script arguments and replies), ``_sto
 before anyone waited), ``_broker.py`` (`RedisBroker`: the message path), ``_coordination.py``
 (`RedisCoordination`: leases and key-value records), ``_scripts.py`` and ``lua/`` (the Lua
 scripts), ``_lane.py`` (the pipelined connection of script calls), ``_listener.py`` (the shared
-pub/sub listener), ``_takeover.py`` (taking a socket over from redis-py).
+pub/sub listener), ``_redispy.py`` (every use of redis-py's private parts).
 """
 
 from __future__ import annotations

@@ -20,11 +20,19 @@ from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisClusterUnreachableError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .._exceptions import ConfigError
 
-__all__ = ["close_client", "make_client", "node_options", "parse_url", "ping_once"]
+__all__ = [
+    "CONNECT_ERRORS",
+    "close_client",
+    "make_client",
+    "node_options",
+    "parse_url",
+    "ping_once",
+]
 
 _SCHEMES: Final = {
     "redis": ("redis", False),
@@ -36,6 +44,15 @@ _SCHEMES: Final = {
 _MAX_CONNECTIONS: Final = 100
 
 _POOL_WAIT_S: Final = 30.0
+
+
+#: What opening a client raises when the server cannot be reached.
+CONNECT_ERRORS: Final = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    RedisClusterUnreachableError,
+    OSError,
+)
 
 
 def parse_url(url: str, options: dict[str, Any]) -> tuple[str, str, bool]:

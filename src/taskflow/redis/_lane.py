@@ -9,7 +9,7 @@ hiredis) as they arrive. No pool, no lock, no reader task.
 
 The connection is opened and handed over by redis-py itself (`Connection.connect`: TLS, AUTH
 or HELLO, SELECT, client name as the client's options say), then its transport is taken over
-by the lane's protocol (``_takeover.py``, shared with the pub/sub listener). A pool whose
+by the lane's protocol (``_redispy.py``, shared with the pub/sub listener). A pool whose
 connections the lane cannot take over (a unix socket, a custom connection class,
 ``decode_responses``, a connect callback) gets no lane (`Lane.for_pool` returns None) and the
 caller keeps using the client.
@@ -35,7 +35,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import DataError, InvalidResponse
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from ._takeover import NOT_ENOUGH_DATA, can_take_over, new_reader, take_over
+from ._redispy import NOT_ENOUGH_DATA, can_take_over, new_reader, retry_backoff, take_over
 
 __all__ = ["Lane", "LaneClosed", "pack_command"]
 
@@ -231,8 +231,7 @@ class Lane:
         backoff: AbstractBackoff
         retries: int
         if isinstance(retry, Retry):
-            # redis-py's Retry has no public getter for its backoff.
-            backoff = getattr(retry, "_backoff", None) or ExponentialWithJitterBackoff(0.05, 2.0)
+            backoff = retry_backoff(retry) or ExponentialWithJitterBackoff(0.05, 2.0)
             retries = retry.get_retries()
         else:
             backoff, retries = NoBackoff(), 0

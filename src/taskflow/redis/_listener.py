@@ -1,13 +1,16 @@
 """One shared pub/sub listener per storage (so per process), for result waiters and idle workers.
 
-Scripts publish a task id on its queue's ``done`` channel when the task reaches a terminal state,
-and ``1`` on the queue's ``work`` channel when new work becomes claimable. This listener keeps one
-subscription per channel, whatever the number of waiters, on one connection per server (a Redis
-Cluster shards channels by hash slot, so there is one connection per node that owns a queue's
-slot, subscribed with SSUBSCRIBE).
+What the storage subscribes to: its inbox on each queue it waits on (``{Q}:inbox:<token>``,
+where terminal writes push the outcomes of the tasks it waits for, see ``push_later`` in
+``lua/common.lua``), each queue's ``work`` channel (``1`` when new work becomes claimable), and
+a parked worker's hand-off channel (``{Q}:hand:<worker>``, tasks enqueue claimed for it). This
+listener keeps one subscription per channel, whatever the number of waiters, on one connection
+per server (a Redis Cluster shards channels by hash slot, so there is one connection per node
+that owns a queue's slot, subscribed with SSUBSCRIBE), and hands every message to `on_message`;
+what a message means is the storage's business (``_storage.py``).
 
 On a single node the connection is opened by redis-py (TLS, AUTH or HELLO, SELECT as the client's
-options say) and then taken over by a protocol of ours (``_takeover.py``, as the lane's): its
+options say) and then taken over by a protocol of ours (``_redispy.py``, as the lane's): its
 ``data_received`` parses with hiredis and hands each message to `on_message` at once, with no
 reader task and no redis-py machinery per message (RESP2 replies or RESP3 pushes alike). A pool
 whose connections cannot be taken over, and a cluster, read through redis-py's ``PubSub``.
@@ -17,6 +20,9 @@ and then reads the stored state cannot miss a notification sent in between. When
 drops, it is opened again (with jittered exponential backoff) and every channel is subscribed
 again; the server then confirms each channel again, and the listener reports that through
 `on_resubscribed` so the storage can re-read what it may have missed while disconnected.
+
+What does not live here: redis-py's private parts (``_redispy.py``), what messages mean
+(``_storage.py``).
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import InvalidResponse, RedisError
 
 from ._lane import pack_command
-from ._takeover import NOT_ENOUGH_DATA, can_take_over, new_reader, take_over
+from ._redispy import NOT_ENOUGH_DATA, can_take_over, new_reader, take_over
 
 __all__ = ["Listener"]
 

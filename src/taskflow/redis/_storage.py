@@ -22,16 +22,12 @@ import os
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from typing import Any, Final
 
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisClusterUnreachableError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-
 from .._backends import DEFAULT_APP, check_app_name, mask_password
 from .._exceptions import BackendUnavailable, ConfigError
 from .._ids import is_task_id
 from .._message import Event, ProgressUpdate, TaskOutcome, TaskRecord, TaskStatus
 from ..abc import ReadCoalescer, Storage
-from ._client import close_client, make_client, node_options, ping_once
+from ._client import CONNECT_ERRORS, close_client, make_client, node_options, ping_once
 from ._codec import (
     NO_YIELDS,
     OUTCOME_KEYS,
@@ -159,12 +155,7 @@ class RedisStorage(Storage):
             await self._load_scripts()
             if lane is not None:
                 await lane.connect()
-        except (
-            RedisConnectionError,
-            RedisTimeoutError,
-            RedisClusterUnreachableError,
-            OSError,
-        ) as exc:
+        except CONNECT_ERRORS as exc:
             if lane is not None:
                 await lane.aclose()
             await close_client(self._client)
