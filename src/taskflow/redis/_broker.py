@@ -43,8 +43,11 @@ from ._codec import (
     CANCEL_CODES,
     LEASE_CODES,
     LEASE_EXPIRED,
+    QueueFacts,
     complete_args,
+    deliveries_from,
     enqueue_args,
+    enqueued_from,
     handed_off,
     message_of,
     msgpack_encode,
@@ -148,8 +151,7 @@ class RedisBroker(Broker):
             args = enqueue_args([messages[i] for i in picked], now, inboxes[queue])
             reply = await rs.run_queue_script("enqueue", queue, now, args)
             created = []
-            for n, i in enumerate(picked):
-                result = EnqueueResult(reply[2 * n].decode(), bool(reply[2 * n + 1]))
+            for i, result in zip(picked, enqueued_from(reply), strict=True):
                 results[i] = result
                 if result.created:
                     created.append(result.task_id)
@@ -222,16 +224,7 @@ class RedisBroker(Broker):
                 break
             nonce = os.urandom(8).hex()
             reply = await rs.run_queue_script("claim", queue, now, [str(want), *fixed, nonce, park])
-            for j in range(0, len(reply), 4):
-                deliveries.append(
-                    Delivery(
-                        task_id=reply[j].decode(),
-                        token=int(reply[j + 1]),
-                        attempt=int(reply[j + 2]),
-                        data=reply[j + 3],
-                        lease_expires_at=lease_until,
-                    )
-                )
+            deliveries += deliveries_from(reply, lease_until)
         return deliveries
 
     async def _extend(
@@ -295,13 +288,12 @@ class RedisBroker(Broker):
 
     async def _inspect(
         self, queues: Sequence[str], now: float, *, finished: bool = False
-    ) -> list[list[Any]]:
+    ) -> list[QueueFacts]:
         args = ["1"] if finished else []
-        return list(
-            await asyncio.gather(
-                *(self._redis.run_queue_script("inspect", q, now, args) for q in queues)
-            )
+        replies = await asyncio.gather(
+            *(self._redis.run_queue_script("inspect", q, now, args) for q in queues)
         )
+        return [QueueFacts.from_reply(reply) for reply in replies]
 
     def _watch_work(self, queues: list[str], worker_id: str, callback: Callable[[], None]) -> None:
         """Call `callback` from the listener on every wake-up published on `queues`' work
@@ -373,9 +365,9 @@ class RedisBroker(Broker):
             await self._redis.subscribe(self._redis.qkey(q, "work") for q in queues)
         times: list[float] = []
         for facts in await self._inspect(queues, now):
-            if int(facts[6]) > 0 or int(facts[0]) > 0:  # claimable already
+            if facts.ready > 0 or facts.queued > 0:  # claimable already
                 return now
-            times += [float(t) for t in facts[4:6] if t]
+            times += [t for t in (facts.first_scheduled, facts.first_expiry) if t is not None]
         return min(times, default=None)
 
     # -- dead letters and inspection -------------------------------------------------------
@@ -439,11 +431,11 @@ class RedisBroker(Broker):
         return [
             QueueStats(
                 queue=q,
-                queued=int(f[0]),
-                scheduled=int(f[1]),
-                running=int(f[2]),
-                dead=int(f[3]),
-                finished_last_minute=int(f[7]),
+                queued=f.queued,
+                scheduled=f.scheduled,
+                running=f.running,
+                dead=f.dead,
+                finished_last_minute=f.finished_last_minute,
             )
             for q, f in zip(queues, facts, strict=True)
         ]

@@ -1,11 +1,12 @@
 """How the Redis backend's values travel: script arguments packed here, replies decoded here.
 
-Times go to the scripts as exact text (`time_arg`); batches as one msgpack array (`frame`), binary
-strings with msgpack "str" headers (`raw_str`: the msgpack library of Redis's Lua has no "bin"
-type); a new task's queued form (`queued_form`, ``QF`` in ``lua/common.lua``); the hash fields
-the ``get`` script reads (`RECORD_FIELDS`, `OUTCOME_FIELDS`) become `TaskRecord` / `TaskOutcome`;
-outcome pushes and hand-off messages (``<len>:<bytes>`` strings) are unpacked; stream entries
-become `Event`.
+Times go to the scripts as exact text (`time_arg`); everything else that is packed, both
+ways, is one framing, msgpack (`pack`, `unpack`): the enqueue and complete batches, a new task's
+queued form (`queued_form`, ``QF`` in ``lua/common.lua``), outcome pushes (`outcomes_pushed`)
+and hand-offs (`handed_off`). Replies become named values: the hash fields the ``get`` script
+reads (`RECORD_FIELDS`, `OUTCOME_FIELDS`) a `TaskRecord` / `TaskOutcome`, a claim's reply its
+deliveries (`deliveries_from`), an enqueue's its results (`enqueued_from`), ``inspect``'s a
+`QueueFacts`; stream entries become `Event`.
 
 What does not live here: anything that talks to the server (``_storage.py``, ``_broker.py``)
 or knows where keys are (``_routing.py``).
@@ -13,14 +14,16 @@ or knows where keys are (``_routing.py``).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, Final
+from collections.abc import Iterator, Sequence
+from typing import Any, Final, NamedTuple, cast
 
+import msgpack  # type: ignore[import-untyped]
 import msgspec
 
 from .._message import (
     CancelResult,
     Delivery,
+    EnqueueResult,
     ErrorInfo,
     Event,
     EventKind,
@@ -37,18 +40,18 @@ from .._message import (
 
 __all__ = [
     "CANCEL_CODES",
-    "EMPTY_STR",
     "LEASE_CODES",
     "LEASE_EXPIRED",
     "NO_YIELDS",
     "OUTCOME_FIELDS",
-    "OUTCOME_KEYS",
     "RECORD_FIELDS",
+    "QueueFacts",
     "RawRecord",
     "complete_args",
+    "deliveries_from",
     "enqueue_args",
+    "enqueued_from",
     "event_from",
-    "frame",
     "handed_off",
     "message_of",
     "msgpack_encode",
@@ -56,15 +59,15 @@ __all__ = [
     "opt_text",
     "opt_time_arg",
     "outcome_from",
+    "outcomes_pushed",
+    "pack",
     "progress_text",
     "queued_form",
-    "raw_str",
     "record_from",
     "status_of",
     "stream_cursor",
-    "take_string",
     "time_arg",
-    "unpack_push",
+    "unpack",
 ]
 
 LEASE_EXPIRED: Final = msgspec.msgpack.encode(
@@ -94,7 +97,6 @@ RECORD_FIELDS: Final = (
 #: What the ``get`` script reads for `Storage.wait`, in this order.
 OUTCOME_FIELDS: Final = ("st", "res", "err", "rx")
 
-OUTCOME_KEYS: Final = tuple(name.encode() for name in OUTCOME_FIELDS)
 
 NO_YIELDS: Final[list[bytes]] = []
 
@@ -142,60 +144,47 @@ def progress_text(progress: Progress | None) -> str:
     return f"{progress.done}/{total}"
 
 
-def frame(items: list[str | msgspec.Raw]) -> bytes:
-    """Pack a batch as one argument, a msgpack array of strings (``unframe`` in
-    lua/common.lua). Binary strings go in as `raw_str`: the msgpack library of Redis's Lua has
-    no "bin" type, and "str" is just bytes to Lua."""
-    return msgpack_encode(items)
+def pack(items: list[Any]) -> bytes:
+    """`items` as one msgpack array, bytes with "str" headers: how everything the scripts unpack
+    travels (``unframe`` in lua/common.lua). The msgpack library of Redis's Lua has no "bin"
+    type, and "str" is just bytes to Lua."""
+    return cast(bytes, msgpack.packb(items, use_bin_type=False))
 
 
-_FIXSTR: Final = tuple(bytes((0xA0 | size,)) for size in range(32))
-
-EMPTY_STR: Final = msgspec.Raw(_FIXSTR[0])
-
-
-def raw_str(data: bytes) -> msgspec.Raw:
-    """`data` as a msgpack "str" (any bytes; Lua strings are byte strings)."""
-    size = len(data)
-    if size < 32:
-        return msgspec.Raw(_FIXSTR[size] + data)
-    if size < 0x100:
-        header = bytes((0xD9, size))
-    elif size < 0x10000:
-        header = b"\xda" + size.to_bytes(2, "big")
-    else:
-        header = b"\xdb" + size.to_bytes(4, "big")
-    return msgspec.Raw(header + data)
+def unpack(data: bytes) -> Any:
+    """What a script packed with ``cmsgpack.pack``, its strings as bytes."""
+    return msgpack.unpackb(data, raw=True)
 
 
 def queued_form(m: TaskMessage, state: str, inbox: str) -> bytes:
     """The fields of a new task's queued form (``QF`` in lua/common.lua), packed here rather
-    than by the server: a msgpack array."""
-    fields = [
-        raw_str(encode_message(m)),
-        state,
-        str(m.priority),
-        str(m.retries),
-        m.dedup_key or "",
-        opt_time_arg(m.dedup_ttl_s),
-        m.order_id or "",
-        "" if m.store_result else "1",
-        inbox,
-        m.name,
-    ]
-    return msgpack_encode(fields)
+    than by the server."""
+    return pack(
+        [
+            encode_message(m),
+            state,
+            str(m.priority),
+            str(m.retries),
+            m.dedup_key or "",
+            opt_time_arg(m.dedup_ttl_s),
+            m.order_id or "",
+            "" if m.store_result else "1",
+            inbox,
+            m.name,
+        ]
+    )
 
 
 def enqueue_args(messages: Sequence[TaskMessage], now: float, inbox: str) -> list[Any]:
     """The enqueue script's batch: per message its id, queued form, priority, due time,
     scheduled flag, dedup key, order id and name; `inbox` ('' for none) is registered on each."""
-    args: list[str | msgspec.Raw] = []
+    args: list[str | bytes] = []
     for m in messages:
         eta = m.eta
         scheduled = eta is not None and eta > now
         args += (
             m.id,
-            raw_str(queued_form(m, "scheduled" if scheduled else "queued", inbox)),
+            queued_form(m, "scheduled" if scheduled else "queued", inbox),
             str(m.priority),
             time_arg(now if eta is None else eta),
             "1" if scheduled else "0",
@@ -203,11 +192,20 @@ def enqueue_args(messages: Sequence[TaskMessage], now: float, inbox: str) -> lis
             m.order_id or "",
             m.name,
         )
-    return [frame(args)]
+    return [pack(args)]
+
+
+def enqueued_from(reply: list[Any]) -> list[EnqueueResult]:
+    """The enqueue script's reply: per message the id standing for it and 1 if created."""
+    return [
+        EnqueueResult(task_id.decode(), bool(created)) for task_id, created in _in_groups(reply, 2)
+    ]
 
 
 def complete_args(outcomes: Sequence[Outcome]) -> list[Any]:
-    args: list[str | msgspec.Raw] = []
+    """The complete script's batch: per outcome its id, token, kind, result, error, error type,
+    retry time and result expiry ('' for none)."""
+    args: list[str | bytes] = []
     for o in outcomes:
         error = o.error
         result = o.result
@@ -215,13 +213,13 @@ def complete_args(outcomes: Sequence[Outcome]) -> list[Any]:
             o.task_id,
             str(o.token),
             o.kind.value,
-            EMPTY_STR if result is None else raw_str(result),
-            EMPTY_STR if error is None else raw_str(msgpack_encode(error)),
+            b"" if result is None else result,
+            b"" if error is None else msgpack_encode(error),
             "" if error is None else error.type,
             opt_time_arg(o.retry_at),
             opt_time_arg(o.result_expires_at),
         )
-    return [frame(args)]
+    return [pack(args)]
 
 
 def record_from(fields: list[bytes | None], yields: list[bytes], now: float) -> TaskRecord:
@@ -293,47 +291,74 @@ def message_of(fields: list[bytes | None]) -> TaskMessage:
     return decode_message(fields[_MSG] or b"")
 
 
+def _in_groups(values: list[Any], size: int) -> Iterator[tuple[Any, ...]]:
+    """`values` in consecutive tuples of `size` (a flat reply of fixed-size entries)."""
+    it = iter(values)
+    return zip(*[it] * size, strict=True)
+
+
 def handed_off(data: bytes) -> list[Delivery]:
-    """The deliveries of a hand-off message (enqueue.lua): ``<len>:<lease expiry>``, then per
-    task ``<len>:<id>`` and ``<len>:<message>``; each is a first attempt under token 1."""
-    raw_lx, pos = take_string(data, 0)
+    """The deliveries of a hand-off message (lua/enqueue.lua): {lease expiry, id, message, id,
+    message, ...}; each is a first attempt under token 1."""
+    raw_lx, *pairs = unpack(data)
     lease_until = float(raw_lx)
-    deliveries = []
-    end = len(data)
-    while pos < end:
-        raw_id, pos = take_string(data, pos)
-        message, pos = take_string(data, pos)
-        deliveries.append(Delivery(raw_id.decode(), 1, 1, message, lease_until))
-    return deliveries
+    return [
+        Delivery(raw_id.decode(), 1, 1, message, lease_until)
+        for raw_id, message in _in_groups(pairs, 2)
+    ]
 
 
-def take_string(data: bytes, pos: int) -> tuple[bytes, int]:
-    """One ``<len>:<bytes>`` string at `pos`; returns it and the position after it."""
-    colon = data.index(b":", pos)
-    start = colon + 1
-    end = start + int(data[pos:colon])
-    return data[start:end], end
+def outcomes_pushed(data: bytes) -> list[tuple[str, list[bytes | None]]]:
+    """The outcomes of a push to an inbox (``push_later`` in lua/common.lua): per task its id
+    and its `OUTCOME_FIELDS` values (None where there is none)."""
+    return [
+        (raw_id.decode(), [status, result or None, error or None, expires or None])
+        for raw_id, status, result, error, expires in unpack(data)
+    ]
 
 
-def take_count(data: bytes, pos: int) -> tuple[int, int]:
-    semi = data.index(b";", pos)
-    return int(data[pos:semi]), semi + 1
+def deliveries_from(reply: list[Any], lease_until: float) -> list[Delivery]:
+    """The claim script's reply: per delivery its id, token, attempt and message."""
+    return [
+        Delivery(
+            task_id=task_id.decode(),
+            token=int(token),
+            attempt=int(attempt),
+            data=message,
+            lease_expires_at=lease_until,
+        )
+        for task_id, token, attempt, message in _in_groups(reply, 4)
+    ]
 
 
-def unpack_push(data: bytes, pos: int) -> tuple[dict[bytes, bytes], list[bytes], int]:
-    """The hash fields and yields of an outcome pushed by ``push_later`` (lua/common.lua), and
-    the position after them."""
-    n, pos = take_count(data, pos)
-    flat: list[bytes] = []
-    for _ in range(n):
-        item, pos = take_string(data, pos)
-        flat.append(item)
-    n, pos = take_count(data, pos)
-    yields: list[bytes] = []
-    for _ in range(n):
-        item, pos = take_string(data, pos)
-        yields.append(item)
-    return dict(zip(flat[::2], flat[1::2], strict=True)), yields, pos
+class QueueFacts(NamedTuple):
+    """What the ``inspect`` script says of a queue, in the order of its reply."""
+
+    queued: int
+    scheduled: int
+    running: int
+    dead: int
+    #: The earliest due time of a scheduled task, and lease expiry of a running one.
+    first_scheduled: float | None
+    first_expiry: float | None
+    #: Entries in the ready sets (lapsed leases waiting for re-delivery included).
+    ready: int
+    #: Tasks ended in the minute before now (0 unless asked for).
+    finished_last_minute: int
+
+    @classmethod
+    def from_reply(cls, reply: list[Any]) -> QueueFacts:
+        queued, scheduled, running, dead, first_sched, first_run, ready, finished = reply
+        return cls(
+            int(queued),
+            int(scheduled),
+            int(running),
+            int(dead),
+            opt_float(first_sched),
+            opt_float(first_run),
+            int(ready),
+            int(finished),
+        )
 
 
 def event_from(queue: str, entry_id: bytes, fields: dict[bytes, bytes]) -> Event:

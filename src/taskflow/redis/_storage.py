@@ -30,18 +30,16 @@ from ..abc import ReadCoalescer, Storage
 from ._client import CONNECT_ERRORS, close_client, make_client, node_options, ping_once
 from ._codec import (
     NO_YIELDS,
-    OUTCOME_KEYS,
     RawRecord,
     event_from,
     msgpack_encode,
     outcome_from,
+    outcomes_pushed,
     progress_text,
     record_from,
     status_of,
     stream_cursor,
-    take_string,
     time_arg,
-    unpack_push,
 )
 from ._early import EarlyOutcomes
 from ._lane import Lane
@@ -353,19 +351,14 @@ class RedisStorage(Storage):
         if handler is not None:
             handler.on_message(data)
         elif ":inbox:" in channel:
-            pos, end = 0, len(data)
-            while pos < end:
-                raw_id, pos = take_string(data, pos)
-                fields, _, pos = unpack_push(data, pos)
-                task_id = raw_id.decode()
+            for task_id, values in outcomes_pushed(data):
                 if task_id in self.waiters:
-                    values = [fields.get(k) for k in OUTCOME_KEYS]
                     # It just ended, so its result has not expired (now=-inf).
                     self.waiters.wake(task_id, outcome_from(task_id, values, float("-inf")))
                 else:
                     # Kept for a later result(): a task created with this inbox registered
                     # can end before its enqueue's reply is even processed (see enqueue_inbox).
-                    self.early.put(task_id, [fields.get(k) for k in OUTCOME_KEYS])
+                    self.early.put(task_id, values)
 
     def _on_resubscribed(self, channel: str) -> None:
         handler = self._handlers.get(channel)

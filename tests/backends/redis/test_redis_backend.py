@@ -37,7 +37,7 @@ from taskflow.abc import (
     encode_value,
 )
 from taskflow.redis import RedisBroker, RedisStorage, from_url
-from taskflow.redis._codec import complete_args, raw_str
+from taskflow.redis._codec import complete_args, pack, unpack
 from taskflow.redis._early import EarlyOutcomes
 from taskflow.testing import FakeClock
 from tests.conformance._helpers import LEASE_S, claim, done, enqueue_one, failed, message
@@ -529,22 +529,32 @@ async def test_a_task_is_one_string_until_the_claim_that_starts_it_writes_its_ha
     )
 
 
+async def test_a_released_task_queued_again_keeps_its_hash(
+    broker: RedisBroker, clock: FakeClock
+) -> None:
+    """Once claimed, a task is its hash for good: given back, it is queued as a hash (with its
+    attempt refunded), and claimed from there."""
+    task_id = await enqueue_one(broker, clock)
+    (delivery,) = await claim(broker, clock)
+    release = Outcome(task_id, delivery.token, OutcomeKind.RELEASE)
+    assert await broker.complete([release], now=clock.time()) == [True]
+    assert await _forms(broker, task_id) == (False, True)
+    record = await _record(broker, clock, task_id)
+    assert (record.status, record.attempts) == (TaskStatus.QUEUED, 0)
+    (again,) = await claim(broker, clock)
+    assert (again.task_id, again.token, again.attempt) == (task_id, 2, 1)
+
+
 async def _queued_fields(broker: RedisBroker, task_id: str) -> tuple[bytes, list[bytes]]:
     """A queued task's stored string: its 12 sequence digits, and its fields (QF in
     lua/common.lua) as bytes."""
     stored = await broker.storage.client.get(broker.storage.qkey("default", f"q:{task_id}"))
-    # Each entry is a msgpack "str" holding any bytes: drop its header (1, 2, 3 or 5 bytes).
-    header = {0xD9: 2, 0xDA: 3, 0xDB: 5}
-    fields = [
-        bytes(raw)[header.get(bytes(raw)[0], 1) :]
-        for raw in msgspec.msgpack.decode(stored[12:], type=list[msgspec.Raw])
-    ]
-    return stored[:12], fields
+    return stored[:12], unpack(stored[12:])
 
 
 async def _as_hash(broker: RedisBroker, task_id: str) -> None:
     """Rewrite a queued task's string as the hash a queued task had before the queued form (its
-    fields and values as `materialize` in lua/common.lua writes them; no task name then)."""
+    fields and values as `hash_before_end` in lua/common.lua writes them; no task name then)."""
     client, key = broker.storage.client, broker.storage.qkey("default", f"q:{task_id}")
     digits, fields = await _queued_fields(broker, task_id)
     names = ("msg", "st", "pr", "rt", "dk", "dt", "oid", "nr", "w")
@@ -576,13 +586,8 @@ async def _without_name(broker: RedisBroker, task_id: str) -> None:
     """Rewrite a queued task's string as it was stored before it kept the task's name."""
     digits, fields = await _queued_fields(broker, task_id)
     assert fields[9] == b"tests.task"
-    packed = msgspec.msgpack.encode([msgspec.Raw(_str(f)) for f in fields[:9]])
+    packed = pack(fields[:9])
     await broker.storage.client.set(broker.storage.qkey("default", f"q:{task_id}"), digits + packed)
-
-
-def _str(data: bytes) -> bytes:
-    """`data` as a msgpack "str" (the Lua msgpack has no "bin"; see `raw_str`)."""
-    return bytes(raw_str(data))
 
 
 async def test_tasks_stored_before_events_named_them_still_run_and_their_events_have_no_name(
@@ -738,11 +743,12 @@ async def test_a_parked_worker_that_went_away_gets_nothing(
     broker: RedisBroker, clock: FakeClock
 ) -> None:
     """A park entry nobody listens for (a killed worker's) is dropped by the next enqueue,
-    whose task is queued for everyone instead."""
+    whose task is queued for everyone instead, in its queued form like any new task."""
     storage = broker.storage
     await storage.client.hset(storage.qkey("default", "park"), "ghost", f"5 {LEASE_S}")
     task_id = await enqueue_one(broker, clock)
     assert (await _record(broker, clock, task_id)).status is TaskStatus.QUEUED
+    assert await _forms(broker, task_id) == (True, False)
     assert await storage.client.hgetall(storage.qkey("default", "park")) == {}
     (delivery,) = await claim(broker, clock, worker_id="w2")
     assert (delivery.task_id, delivery.token) == (task_id, 1)

@@ -6,23 +6,23 @@ local out = {}
 for j = 7, #ARGV do
   local id = ARGV[j]
   local r = rkey(id)
-  materialize(id)
-  local f = redis.call('HMGET', r, 'st', 'att', 'pr', 'm', 'oid', 'n')
-  local st = f[1]
+  hash_before_end(id)
+  local t = hmget_named(r, {'st', 'att', 'pr', 'm', 'oid', 'n'})
+  local st = t.st
   if not st then
     out[#out + 1] = 'not_found'
   elseif TERMINAL[st] then
     out[#out + 1] = 'already_terminal'
   elseif st == 'running' then
     if redis.call('HSETNX', r, 'cr', '1') == 1 then
-      event(id, 'cancel_requested', f[2], f[5], '', f[6])
+      event(id, 'cancel_requested', t.att, t.oid, '', t.n)
     end
     out[#out + 1] = 'requested'
   else
     -- A scheduled task may already sit in a ready set (promoted when it became due).
-    ready_remove(f[3], f[4])
+    ready_remove(t.pr, t.m)
     redis.call('ZREM', K .. 'sched', id)
-    finish(id, 'cancelled', '', '', RX, f[2], f[5], '', '', nil, f[6])
+    finish(id, 'cancelled', '', '', RX, t.att, t.oid, '', '', nil, t.n)
     out[#out + 1] = 'cancelled'
   end
 end

@@ -22,16 +22,19 @@ local last_key = K .. 'lk:' .. WID
 local last = redis.call('GET', last_key)
 last = last and cmsgpack.unpack(last)
 
-if last and last[1] == NONCE then
+-- One delivery in the reply: 4 values (`deliveries_from` in taskflow/redis/_codec.py).
+local function deliver(id, tok, att, msg)
+  out[#out + 1] = id
+  out[#out + 1] = tok
+  out[#out + 1] = att
+  out[#out + 1] = msg
+end
+
+if last and last[1] == NONCE then -- {nonce, id, id, ...}
   for j = 2, #last do
     local id = last[j]
-    local f = redis.call('HMGET', rkey(id), 'st', 'tok', 'att', 'msg', 'wid')
-    if f[1] == 'running' and f[5] == WID then
-      out[#out + 1] = id
-      out[#out + 1] = f[2]
-      out[#out + 1] = f[3]
-      out[#out + 1] = f[4]
-    end
+    local t = hmget_named(rkey(id), {'st', 'tok', 'att', 'msg', 'wid'})
+    if t.st == 'running' and t.wid == WID then deliver(id, t.tok, t.att, t.msg) end
   end
   return out
 end
@@ -40,9 +43,9 @@ local due = redis.call('ZRANGEBYSCORE', K .. 'sched', '-inf', NOW, 'WITHSCORES')
 if #due > 0 then redis.call('ZREMRANGEBYSCORE', K .. 'sched', '-inf', NOW) end
 for j = 1, #due, 2 do
   local id, at = due[j], due[j + 1]
-  local f = read(id, 'st', 'pr', 'm')
-  if f[1] == 'scheduled' or f[1] == 'retrying' then
-    ready_add(f[2], at, f[3])
+  local t = load(id, {'st', 'pr', 'm'})
+  if t.st == 'scheduled' or t.st == 'retrying' then
+    ready_add(t.pr, at, t.m)
   end
 end
 
@@ -50,15 +53,15 @@ local lapsed = redis.call('ZRANGEBYSCORE', K .. 'run', '-inf', NOW, 'WITHSCORES'
 if #lapsed > 0 then redis.call('ZREMRANGEBYSCORE', K .. 'run', '-inf', NOW) end
 for j = 1, #lapsed, 2 do
   local id, at = lapsed[j], lapsed[j + 1]
-  local f = redis.call('HMGET', rkey(id), 'st', 'att', 'rt', 'cr', 'pr', 'm', 'oid', 'n')
-  if f[1] == 'running' then
-    if f[4] == '1' then
-      finish(id, 'cancelled', '', '', RX, f[2], f[7], '', '', nil, f[8])
-    elseif tonumber(f[2]) >= tonumber(f[3]) + 1 then
-      finish(id, 'failed', '', LEASE_ERR, RX, f[2], f[7], 'LeaseExpired', '', nil, f[8])
+  local t = hmget_named(rkey(id), {'st', 'att', 'rt', 'cr', 'pr', 'm', 'oid', 'n'})
+  if t.st == 'running' then
+    if t.cr == '1' then
+      finish(id, 'cancelled', '', '', RX, t.att, t.oid, '', '', nil, t.n)
+    elseif tonumber(t.att) >= tonumber(t.rt) + 1 then
+      finish(id, 'failed', '', LEASE_ERR, RX, t.att, t.oid, 'LeaseExpired', '', nil, t.n)
     else
       redis.call('SADD', K .. 'lap', id)
-      ready_add(f[5], at, f[6])
+      ready_add(t.pr, at, t.m)
     end
   end
 end
@@ -80,20 +83,20 @@ for _, pr in ipairs(prios) do
       local id = string.sub(m, 13)
       local r = rkey(id)
       local x = take_queued(id)
-      local f
-      if x then -- its first run (see QF): read as the hash of a queued task would be
-        f = {x[QF.st], '0', '0', x[QF.msg], x[QF.oid], false, x[QF.n]}
+      local t -- a first claim's queued form has no attempt, token or cancel request yet
+      if x then
+        t = {st = x[QF.st], msg = x[QF.msg], oid = x[QF.oid], n = x[QF.n]}
       else
-        f = redis.call('HMGET', r, 'st', 'att', 'tok', 'msg', 'oid', 'cr', 'n')
+        t = hmget_named(r, {'st', 'att', 'tok', 'msg', 'oid', 'cr', 'n'})
       end
-      local st = f[1]
+      local st = t.st
       local ok = st == 'queued' or st == 'scheduled' or st == 'retrying'
       if st == 'running' then ok = redis.call('SREM', K .. 'lap', id) == 1 end
-      if ok and f[6] == '1' then
-        finish(id, 'cancelled', '', '', RX, f[2], f[5], '', '', nil, f[7])
+      if ok and t.cr == '1' then
+        finish(id, 'cancelled', '', '', RX, t.att, t.oid, '', '', nil, t.n)
       elseif ok then
-        local att = tonumber(f[2]) + 1
-        local tok = tonumber(f[3]) + 1
+        local att = tonumber(t.att or 0) + 1
+        local tok = tonumber(t.tok or 0) + 1
         if x then -- its hash record starts here, running
           hash_from(id, x, m, 'running', att, tok, 'sa', NOW, 'wid', WID, 'lx', LX)
         else
@@ -105,11 +108,8 @@ for _, pr in ipairs(prios) do
           end
         end
         zadd_later(K .. 'run', LX, id)
-        event(id, 'running', att, f[5], '', f[7])
-        out[#out + 1] = id
-        out[#out + 1] = tok
-        out[#out + 1] = att
-        out[#out + 1] = f[4]
+        event(id, 'running', att, t.oid, '', t.n)
+        deliver(id, tok, att, t.msg)
         need = need - 1
       end
     end

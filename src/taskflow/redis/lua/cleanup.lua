@@ -14,10 +14,10 @@ local scan = redis.call('HSCAN', K .. 'dedup', redis.call('GET', K .. 'dcur') or
 redis.call('SET', K .. 'dcur', scan[1])
 local dedup = scan[2]
 for j = 1, #dedup, 2 do
-  local f = read(dedup[j + 1], 'st', 'fa', 'dt')
-  local drop = not f[1]
-  if f[1] and TERMINAL[f[1]] then
-    drop = not f[3] or f[3] == '' or tonumber(f[2]) + tonumber(f[3]) <= NOWN
+  local t = load(dedup[j + 1], {'st', 'fa', 'dt'})
+  local drop = not t.st
+  if t.st and TERMINAL[t.st] then
+    drop = not t.dt or t.dt == '' or tonumber(t.fa) + tonumber(t.dt) <= NOWN
   end
   if drop then redis.call('HDEL', K .. 'dedup', dedup[j]) end
 end

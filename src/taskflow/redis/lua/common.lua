@@ -20,11 +20,22 @@ local PUB = ARGV[5]
 local K = P .. '{' .. Q .. '}:'
 local TERMINAL = {done = true, failed = true, cancelled = true, expired = true}
 
--- A batch arrives as one argument (one instead of hundreds, much cheaper for the client to
--- send): a msgpack array of strings, decoded by the server's C msgpack library. (Its msgpack
--- has no "bin" type: the client sends binary strings with "str" headers; see _frame.)
+-- One framing for everything packed: msgpack. A batch arrives as one argument (one instead
+-- of hundreds, much cheaper for the client to send): a msgpack array of strings, decoded by the
+-- server's C msgpack library (its msgpack has no "bin" type: the client packs binary strings
+-- with "str" headers, see `pack` in _codec.py); pushes and hand-offs go out packed the same way.
 local function unframe(s)
   return cmsgpack.unpack(s)
+end
+
+-- HMGET of `names` (a list) on `key`, as a table by field name; unset fields are nil.
+local function hmget_named(key, names)
+  local values = redis.call('HMGET', key, unpack(names))
+  local t = {}
+  for i = 1, #names do
+    if values[i] then t[names[i]] = values[i] end
+  end
+  return t
 end
 
 local function rkey(id) return K .. 't:' .. id end
@@ -34,7 +45,7 @@ local function qkey(id) return K .. 'q:' .. id end
 -- Deferred sorted-set writes: key -> {score, member, score, member, ...} or {member, ...}.
 local ZADDS = {}
 local ZREMS = {}
-local PUSHES = {} -- inbox -> packed outcomes (see push_later)
+local PUSHES = {} -- inbox -> list of outcomes to push (see push_later)
 -- Queued forms this call made (see create): id -> packed, and the key, value list for MSET.
 local NEWQ = {}
 local NEWQ_SETS = {}
@@ -94,7 +105,7 @@ local function flush()
   end
   ZADDS, ZREMS = {}, {}
   for inbox, t in pairs(PUSHES) do
-    redis.call(PUB, inbox, table.concat(t))
+    redis.call(PUB, inbox, cmsgpack.pack(t))
   end
   PUSHES = {}
 end
@@ -176,36 +187,24 @@ end
 -- record's `w` field in the same atomic step that reads the state, so a completion after the
 -- read cannot be missed. A terminal write pushes the outcome to each registered inbox; all of a
 -- script call's pushes to one inbox go out as one message (`flush`), and tasks nobody waits for
--- push nothing. A push carries what the terminal write changed, not the whole record: per task
--- "<len>:<id>", "<n>;" and n hash fields and values, then "<n>;" and the yields, each string
--- "<len>:<bytes>" (RedisStorage._on_message merges it into the waiter's last read).
-local function push_later(w, id, fields, has_yields)
-  local ys = {}
-  if has_yields then ys = redis.call('LRANGE', ykey(id), 0, -1) end
-  local parts = {#id, ':', id, #fields, ';'}
-  for _, s in ipairs(fields) do
-    parts[#parts + 1] = #s .. ':'
-    parts[#parts + 1] = s
-  end
-  parts[#parts + 1] = #ys .. ';'
-  for _, s in ipairs(ys) do
-    parts[#parts + 1] = #s .. ':'
-    parts[#parts + 1] = s
-  end
-  local packed = table.concat(parts)
+-- push nothing. A message is a msgpack array with, per task, the array
+-- {id, status, result, error, result expiry} ('' where there is none): the `OUTCOME_FIELDS`
+-- of taskflow/redis/_codec.py, decoded by `outcomes_pushed` there.
+local function push_later(w, id, status, res, err, rx)
+  local outcome = {id, status, res, err, rx}
   for inbox in string.gmatch(w, '[^,]+') do
     local t = list_of(PUSHES, inbox)
-    t[#t + 1] = packed
+    t[#t + 1] = outcome
   end
 end
 
 -- Write a terminal state once: status, outcome, indexes, event, and the waiters' notification.
--- `nr` is the task's no-result flag ('1': the task does not store results); `x` the record's
--- fields named in XF if the caller read them already (nil: read here); `name` the task's name.
-local XF = {'w', 'sa', 'wid', 'tok', 'prog', 'cr', 'y'}
-local function finish(id, status, res, err, rx, attempt, oid, detail, nr, x, name)
+-- `nr` is the task's no-result flag ('1': the task does not store results); `w` its waiters'
+-- inboxes if the caller read them already (nil: read here); `name` the task's name.
+local function finish(id, status, res, err, rx, attempt, oid, detail, nr, w, name)
   local fields = {'st', status, 'fa', NOW}
-  if res ~= '' and nr ~= '1' then
+  if nr == '1' then res = '' end
+  if res ~= '' then
     fields[#fields + 1] = 'res'
     fields[#fields + 1] = res
   end
@@ -223,29 +222,20 @@ local function finish(id, status, res, err, rx, attempt, oid, detail, nr, x, nam
   FINISHED = FINISHED + 1
   if status == 'failed' then zadd_later(K .. 'dead', NOW, id) end
   event(id, status, attempt, oid, detail, name)
-  if x == nil then x = redis.call('HMGET', rkey(id), unpack(XF)) end
-  if x[1] then
-    for j = 2, 6 do
-      if x[j] then
-        fields[#fields + 1] = XF[j]
-        fields[#fields + 1] = x[j]
-      end
-    end
-    fields[#fields + 1] = 'att'
-    fields[#fields + 1] = tostring(attempt or 0)
-    push_later(x[1], id, fields, x[7])
-  end
+  if w == nil then w = redis.call('HGET', rkey(id), 'w') end
+  if w then push_later(w, id, status, res, err, rx) end
 end
 
--- A task that has not run yet is kept in a queued form: one string at `qkey(id)` instead of a
--- hash at `rkey(id)`: the 12 hex digits of its enqueue sequence (as in its ready-set member
--- `m`), then a msgpack array of the fields named in QF, packed by the client. Writing one
--- string (all of a call's in one MSET) costs the server a fraction of a new hash with a dozen
--- fields, and most tasks are read again only by the claim that starts them, which writes their
--- hash record (running) in its place. A task has one form at a time: `materialize` turns the
--- queued form into the hash, as a queued task stood before, wherever a script changes a queued
--- task other than by claiming it; `read` reads either. `n`, the task's name (for its events),
--- is missing from forms stored before it was added.
+-- One stored form per stage of a task's life. From enqueue until it is first claimed (or ends
+-- unclaimed) a task is one string at `qkey(id)`, its queued form: the 12 hex digits of its
+-- enqueue sequence (as in its ready-set member `m`), then a msgpack array of the fields named
+-- in QF, packed by the client. From its first claim (or its end) on, it is a hash at
+-- `rkey(id)`, never a string again: a released or retried task, queued once more, stays a
+-- hash (it has attempts, a token, maybe progress). Writing one string (all of a call's in one
+-- MSET) costs the server a fraction of a new hash with a dozen fields, and most tasks are read
+-- again only by the claim that starts them. `load` reads a task in either form by field name;
+-- the queued form has no attempt, token, start or outcome fields, so those are nil there. `n`,
+-- the task's name (for its events), is missing from forms stored before it was added.
 local QF = {msg = 1, st = 2, pr = 3, rt = 4, dk = 5, dt = 6, oid = 7, nr = 8, w = 9, n = 10}
 
 -- A stored queued form `q` as its fields (indexed by QF) and its sequence digits.
@@ -268,45 +258,34 @@ local function take_queued(id)
   return unpack_queued(q)
 end
 
--- HMGET of the task's record, whichever form it is in; the first name must be 'st' or 'msg'
--- (set in every hash record). A queued form answers 'att' and 'tok' with '0', 'w' with false
--- when empty, as its hash would, and false for fields a queued task does not have. Returns
--- the queued form's fields and sequence digits too (nil if the record is a hash, or unknown).
-local function read(id, ...)
-  local f = redis.call('HMGET', rkey(id), ...)
-  if f[1] then return f, nil, nil end
+-- The fields `names` (a list that includes 'st') of task `id` as a table by name, from its hash
+-- record, or from its queued form: there every QF field, and `m`, its ready-set member (an
+-- empty `w` is nil, as in a hash). Empty for an unknown task. Also returns the queued form's
+-- fields and sequence digits (nil for a hash record or an unknown task).
+local function load(id, names)
+  local t = hmget_named(rkey(id), names)
+  if t.st then return t, nil, nil end
   local x, seq = queued_form(id)
-  if not x then return f, nil, nil end
-  local names = {...}
-  for i = 1, #names do
-    local name = names[i]
-    local k = QF[name]
-    if k then
-      f[i] = x[k] or false
-      if name == 'w' and f[i] == '' then f[i] = false end
-    elseif name == 'm' then
-      f[i] = seq .. id
-    elseif name == 'att' or name == 'tok' then
-      f[i] = '0'
-    else
-      f[i] = false
-    end
-  end
-  return f, x, seq
+  if not x then return t, nil, nil end
+  for name, k in pairs(QF) do t[name] = x[k] end
+  if t.w == '' then t.w = nil end
+  t.m = seq .. id
+  return t, x, seq
 end
 
 -- Write the hash record of a task from its queued form's fields `x` and ready-set member `m`,
 -- with state `st`, attempt `att`, token `tok`, and further field, value pairs.
 local function hash_from(id, x, m, st, att, tok, ...)
-  local args = {'HSET', rkey(id), 'msg', x[1], 'st', st, 'att', att, 'tok', tok, 'pr', x[3],
-    'm', m, 'rt', x[4], 'dk', x[5], 'dt', x[6], 'oid', x[7], 'nr', x[8], ...}
-  if x[9] ~= '' then
+  local args = {'HSET', rkey(id), 'msg', x[QF.msg], 'st', st, 'att', att, 'tok', tok,
+    'pr', x[QF.pr], 'm', m, 'rt', x[QF.rt], 'dk', x[QF.dk], 'dt', x[QF.dt], 'oid', x[QF.oid],
+    'nr', x[QF.nr], ...}
+  if x[QF.w] ~= '' then
     args[#args + 1] = 'w'
-    args[#args + 1] = x[9]
+    args[#args + 1] = x[QF.w]
   end
-  if x[10] then
+  if x[QF.n] then
     args[#args + 1] = 'n'
-    args[#args + 1] = x[10]
+    args[#args + 1] = x[QF.n]
   end
   redis.call(unpack(args))
 end
@@ -316,32 +295,33 @@ local function exists(id)
   return NEWQ[id] ~= nil or redis.call('EXISTS', rkey(id), qkey(id)) > 0
 end
 
--- Turn the queued form of `id` (stored by an earlier call) into its hash record; false if it
+-- For a task about to end unclaimed (cancel, purge), in this same call: turn its queued form
+-- (stored by an earlier call) into its hash record, where `finish` writes the end. False if it
 -- has none (its record is a hash already, or it does not exist).
-local function materialize(id)
+local function hash_before_end(id)
   local x, seq = take_queued(id)
   if not x then return false end
   hash_from(id, x, seq .. id, x[QF.st], 0, 0)
   return true
 end
 
+-- Store the queued form `q` (sequence digits first) of task `id`, written by `flush`.
+local function store_queued(id, q)
+  NEWQ_SETS[#NEWQ_SETS + 1] = qkey(id)
+  NEWQ_SETS[#NEWQ_SETS + 1] = q
+end
+
 -- Store a new task and make it claimable (or scheduled). `q` is its queued form's fields as
 -- the client packed them (QF; its state 'scheduled' if `sched` is '1', else 'queued'); `seq`
 -- orders equal due times; `name` is the task's name (also in `q`, which is not unpacked here).
--- `handed`: for a task enqueue hands off, its fields (`q` unpacked), else false; it is stored
--- queued but left out of the ready set, and its record is a hash at once, as the hand-off makes
--- it running in this same call.
+-- A task enqueue hands off (`handed`) is neither stored nor listed ready here: enqueue gives it
+-- its hash record (running) once the hand-off is delivered, or stores and lists it if not.
+-- Returns its ready-set member.
 local function create(id, q, pr, due, sched, dk, oid, seq, handed, name)
   local digits = string.format('%012x', seq)
   local m = digits .. id
-  if handed then
-    hash_from(id, handed, m, handed[QF.st], 0, 0)
-  else
-    q = digits .. q
-    NEWQ[id] = q
-    NEWQ_SETS[#NEWQ_SETS + 1] = qkey(id)
-    NEWQ_SETS[#NEWQ_SETS + 1] = q
-  end
+  NEWQ[id] = digits .. q
+  if not handed then store_queued(id, NEWQ[id]) end
   if sched == '1' then
     zadd_later(K .. 'sched', due, id)
     event(id, 'scheduled', 0, oid, '', name)
@@ -350,4 +330,5 @@ local function create(id, q, pr, due, sched, dk, oid, seq, handed, name)
     event(id, 'queued', 0, oid, '', name)
   end
   if dk ~= '' then redis.call('HSET', K .. 'dedup', dk, id) end
+  return m
 end

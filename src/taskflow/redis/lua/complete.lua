@@ -10,16 +10,14 @@ for i = 0, n - 1 do
   local id, tok, kind = A[b], A[b + 1], A[b + 2]
   local res, err, etype, at, rx = A[b + 3], A[b + 4], A[b + 5], A[b + 6], A[b + 7]
   local r = rkey(id)
-  local f = redis.call('HMGET', r, 'st', 'tok', 'att', 'pr', 'm', 'oid', 'nr', 'w', 'sa', 'wid',
-    'prog', 'cr', 'y', 'n')
-  if f[1] ~= 'running' or f[2] ~= tok then
+  local t = hmget_named(r, {'st', 'tok', 'att', 'pr', 'm', 'oid', 'nr', 'w', 'prog', 'y', 'n'})
+  if t.st ~= 'running' or t.tok ~= tok then
     out[#out + 1] = 0
   else
     -- A lapsed lease not yet re-claimed: its old worker still owns the outcome.
-    if take_lapsed(id) then ready_remove(f[4], f[5]) end
+    if take_lapsed(id) then ready_remove(t.pr, t.m) end
     if TERMINAL[kind] then
-      finish(id, kind, res, err, rx, f[3], f[6], etype, f[7],
-        {f[8], f[9], f[10], f[2], f[11], f[12], f[13]}, f[14])
+      finish(id, kind, res, err, rx, t.att, t.oid, etype, t.nr, t.w or false, t.n)
     elseif kind == 'retry' then
       zrem_later(K .. 'run', id)
       if err ~= '' then
@@ -30,24 +28,24 @@ for i = 0, n - 1 do
       local due = at
       if due == '' then due = NOW end
       zadd_later(K .. 'sched', due, id)
-      event(id, 'retrying', f[3], f[6], etype, f[14])
+      event(id, 'retrying', t.att, t.oid, etype, t.n)
       woke = true -- idle workers shorten their sleep to the retry's due time
     else -- release: give it back and refund the attempt, with its progress and yields
       zrem_later(K .. 'run', id)
-      if f[11] or f[13] then redis.call('HDEL', r, 'prog', 'y') end
-      if f[13] then redis.call('DEL', ykey(id)) end
+      if t.prog or t.y then redis.call('HDEL', r, 'prog', 'y') end
+      if t.y then redis.call('DEL', ykey(id)) end
       if at ~= '' and tonumber(at) > NOWN then
-        redis.call('HSET', r, 'st', 'scheduled', 'att', tonumber(f[3]) - 1)
+        redis.call('HSET', r, 'st', 'scheduled', 'att', tonumber(t.att) - 1)
         zadd_later(K .. 'sched', at, id)
         woke = true
       else
-        redis.call('HSET', r, 'st', 'queued', 'att', tonumber(f[3]) - 1)
+        redis.call('HSET', r, 'st', 'queued', 'att', tonumber(t.att) - 1)
         local due = at
         if due == '' then due = NOW end
-        ready_add(f[4], due, f[5])
+        ready_add(t.pr, due, t.m)
         woke = true
       end
-      event(id, 'released', tonumber(f[3]) - 1, f[6], '', f[14])
+      event(id, 'released', tonumber(t.att) - 1, t.oid, '', t.n)
     end
     out[#out + 1] = 1
   end

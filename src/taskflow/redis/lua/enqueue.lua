@@ -18,7 +18,10 @@ local seq = redis.call('INCRBY', K .. 'seq', n) - n -- reserve n sequence number
 local out = {}
 local woke = false
 
-local parked = nil -- lazily: {{worker, free capacity, lease seconds, tasks}, ...}
+-- The workers parked on this queue, read once per call when first needed: a list of
+-- {wid = worker id, free = capacity left, lease = lease seconds, tasks = tasks handed to it}
+-- (empty unless nothing else is claimable).
+local parked = nil
 local function parked_worker()
   if parked == nil then
     parked = {}
@@ -28,14 +31,14 @@ local function parked_worker()
       if not s or tonumber(s) > NOWN then
         for j = 1, #park, 2 do
           local free, lease = string.match(park[j + 1], '^(%d+) (.+)$')
-          parked[#parked + 1] = {park[j], tonumber(free), lease, {}}
+          parked[#parked + 1] = {wid = park[j], free = tonumber(free), lease = lease, tasks = {}}
         end
       end
     end
   end
   local best = nil
   for _, w in ipairs(parked) do
-    if w[2] > 0 and (best == nil or w[2] > best[2]) then best = w end
+    if w.free > 0 and (best == nil or w.free > best.free) then best = w end
   end
   return best
 end
@@ -51,11 +54,11 @@ for i = 0, n - 1 do
   elseif dk ~= '' then
     local other = redis.call('HGET', K .. 'dedup', dk)
     if other then
-      local f = read(other, 'st', 'fa', 'dt')
-      if f[1] then
-        if not TERMINAL[f[1]] then
+      local t = load(other, {'st', 'fa', 'dt'})
+      if t.st then
+        if not TERMINAL[t.st] then
           existing = other
-        elseif f[3] and f[3] ~= '' and f[2] and tonumber(f[2]) + tonumber(f[3]) > NOWN then
+        elseif t.dt and t.dt ~= '' and t.fa and tonumber(t.fa) + tonumber(t.dt) > NOWN then
           existing = other
         end
       end
@@ -68,15 +71,11 @@ for i = 0, n - 1 do
     seq = seq + 1
     local w = nil
     if sched ~= '1' then w = parked_worker() end
-    if w then
-      -- Stored as queued (its 'queued' event too) but not listed ready: claimed below.
-      local x = cmsgpack.unpack(q)
-      create(id, q, pr, due, sched, dk, oid, seq, x, name)
-      w[2] = w[2] - 1
-      local t = w[4]
-      t[#t + 1] = {id, x[QF.msg], pr, due, string.format('%012x', seq) .. id, oid, name}
+    local m = create(id, q, pr, due, sched, dk, oid, seq, w ~= nil, name)
+    if w then -- its 'queued' event is written; stored below, once the hand-off is known
+      w.free = w.free - 1
+      w.tasks[#w.tasks + 1] = {id = id, pr = pr, due = due, m = m, oid = oid, name = name}
     else
-      create(id, q, pr, due, sched, dk, oid, seq, false, name)
       woke = true -- a scheduled task too: idle workers shorten their sleep to its due time
     end
     out[#out + 1] = id
@@ -84,34 +83,39 @@ for i = 0, n - 1 do
   end
 end
 
+-- Hand each parked worker its tasks: one message on its channel, a msgpack array
+-- {lease expiry, id, message, id, message, ...} (`handed_off` in taskflow/redis/_codec.py).
 for _, w in ipairs(parked or {}) do
-  local wid, tasks = w[1], w[4]
-  if #tasks > 0 then
-    local lx = string.format('%.17g', NOWN + tonumber(w[3]))
-    local parts = {}
-    for _, t in ipairs(tasks) do
-      local id, msg = t[1], t[2]
-      parts[#parts + 1] = #id .. ':' .. id .. #msg .. ':' .. msg
+  if #w.tasks > 0 then
+    local lx = string.format('%.17g', NOWN + tonumber(w.lease))
+    local forms = {} -- id -> queued form's fields
+    local message = {lx}
+    for _, t in ipairs(w.tasks) do
+      local x = unpack_queued(NEWQ[t.id])
+      forms[t.id] = x
+      message[#message + 1] = t.id
+      message[#message + 1] = x[QF.msg]
     end
-    local got = redis.call(PUB, K .. 'hand:' .. wid, #lx .. ':' .. lx .. table.concat(parts))
-    if got > 0 then
-      for _, t in ipairs(tasks) do
-        local id = t[1]
-        redis.call('HSET', rkey(id), 'st', 'running', 'att', 1, 'tok', 1, 'sa', NOW, 'wid', wid,
-          'lx', lx)
-        zadd_later(K .. 'run', lx, id)
-        event(id, 'running', 1, t[6], '', t[7])
+    local got = redis.call(PUB, K .. 'hand:' .. w.wid, cmsgpack.pack(message))
+    if got > 0 then -- claimed: its hash record starts here, running
+      for _, t in ipairs(w.tasks) do
+        hash_from(t.id, forms[t.id], t.m, 'running', 1, 1, 'sa', NOW, 'wid', w.wid, 'lx', lx)
+        zadd_later(K .. 'run', lx, t.id)
+        event(t.id, 'running', 1, t.oid, '', t.name)
       end
-    else
-      w[2] = 0
-      for _, t in ipairs(tasks) do ready_add(t[3], t[4], t[5]) end
+    else -- nobody heard it: unpark the worker, store and list its tasks as usual
+      w.free = 0
+      for _, t in ipairs(w.tasks) do
+        store_queued(t.id, NEWQ[t.id])
+        ready_add(t.pr, t.due, t.m)
+      end
       woke = true
     end
   end
-  if w[2] > 0 then
-    redis.call('HSET', K .. 'park', wid, w[2] .. ' ' .. w[3])
+  if w.free > 0 then
+    redis.call('HSET', K .. 'park', w.wid, w.free .. ' ' .. w.lease)
   else
-    redis.call('HDEL', K .. 'park', wid)
+    redis.call('HDEL', K .. 'park', w.wid)
   end
 end
 flush()

@@ -6,12 +6,12 @@ local out = {}
 for j = 7, #ARGV, 2 do
   local id, tok = ARGV[j], ARGV[j + 1]
   local r = rkey(id)
-  local f = redis.call('HMGET', r, 'st', 'tok', 'cr', 'pr', 'm')
-  if f[1] == 'running' and f[2] == tok then
+  local t = hmget_named(r, {'st', 'tok', 'cr', 'pr', 'm'})
+  if t.st == 'running' and t.tok == tok then
     redis.call('HSET', r, 'lx', LX)
-    if take_lapsed(id) then ready_remove(f[4], f[5]) end
+    if take_lapsed(id) then ready_remove(t.pr, t.m) end
     zadd_later(K .. 'run', LX, id)
-    if f[3] == '1' then out[#out + 1] = 2 else out[#out + 1] = 1 end
+    if t.cr == '1' then out[#out + 1] = 2 else out[#out + 1] = 1 end
   else
     out[#out + 1] = 0
   end

@@ -24,30 +24,37 @@ local function register(id, w, x, seq)
   end
 end
 
+-- The fields read, in the order of the reply (as OUTCOME_FIELDS / RECORD_FIELDS); `w` is read
+-- for `register`, not returned.
+local OUTCOME = {'st', 'res', 'err', 'rx'}
+local RECORD = {'msg', 'st', 'att', 'sa', 'fa', 'res', 'err', 'prog', 'cr', 'rx', 'tok', 'wid',
+  'w', 'y'}
+local READ_OUTCOME = {'st', 'res', 'err', 'rx', 'w'}
+
 if light then
   local n = 0
   for j = 9, #ARGV do
     local id = ARGV[j]
-    local v, x, seq = read(id, 'st', 'res', 'err', 'rx', 'w')
-    out[n + 1], out[n + 2], out[n + 3], out[n + 4] = v[1], v[2], v[3], v[4]
-    n = n + 4
-    if j <= watched and v[1] and not TERMINAL[v[1]] then register(id, v[5], x, seq) end
+    local t, x, seq = load(id, READ_OUTCOME)
+    for k, name in ipairs(OUTCOME) do out[n + k] = t[name] or false end
+    n = n + #OUTCOME
+    if j <= watched and t.st and not TERMINAL[t.st] then register(id, t.w, x, seq) end
   end
   return out
 end
 
 for j = 9, #ARGV do
   local id = ARGV[j]
-  local v, x, seq = read(id, 'msg', 'st', 'att', 'sa', 'fa', 'res', 'err', 'prog', 'cr', 'rx',
-    'tok', 'wid', 'w', 'y')
-  local st = v[2]
-  if not st then
+  local t, x, seq = load(id, RECORD)
+  if not t.st then
     out[#out + 1] = {}
   else
+    local values = {}
+    for k, name in ipairs(RECORD) do values[k] = t[name] or false end
     local ys = {}
-    if v[14] then ys = redis.call('LRANGE', ykey(id), 0, -1) end
-    out[#out + 1] = {v, ys}
-    if j <= watched and not TERMINAL[st] then register(id, v[13], x, seq) end
+    if t.y then ys = redis.call('LRANGE', ykey(id), 0, -1) end
+    out[#out + 1] = {values, ys}
+    if j <= watched and not TERMINAL[t.st] then register(id, t.w, x, seq) end
   end
 end
 return out

@@ -1,8 +1,9 @@
 -- Read-only queue facts: {queued (due), scheduled (not yet due), running, dead,
 -- earliest scheduled due time or '', earliest lease expiry or '', entries in the ready sets}.
 -- Lapsed tasks waiting in a ready set for re-delivery count as running. With ARGV[6] = '1'
--- (stats, not next_due) an eighth value: tasks ended in the minute before NOW (see
--- count_finished in common.lua), by whole seconds.
+-- (stats, not next_due) the eighth value counts the tasks ended in the minute before NOW (see
+-- count_finished in common.lua), by whole seconds; else it is 0. Named by `QueueFacts` in
+-- taskflow/redis/_codec.py.
 local ready = 0
 for _, pr in ipairs(redis.call('ZRANGE', K .. 'prios', 0, -1)) do
   ready = ready + redis.call('ZCARD', K .. 'r:' .. pr)
@@ -14,7 +15,7 @@ local first_sched = redis.call('ZRANGE', K .. 'sched', 0, 0, 'WITHSCORES')
 local first_run = redis.call('ZRANGE', K .. 'run', 0, 0, 'WITHSCORES')
 local out = {queued, scheduled,
   redis.call('ZCARD', K .. 'run') + lapsed, redis.call('ZCARD', K .. 'dead'), first_sched[2] or '',
-  first_run[2] or '', ready}
+  first_run[2] or '', ready, 0}
 if ARGV[6] == '1' then
   local now_s = math.floor(NOWN)
   local finished = 0

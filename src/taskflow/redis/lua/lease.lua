@@ -3,22 +3,23 @@
 -- acquire returns the token or false; renew/release return 1 or 0.
 local key = KEYS[1]
 local op, owner, token, exp, now = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
-local f = redis.call('HMGET', key, 'owner', 'tok', 'exp')
-local held = f[1] and f[1] ~= '' and tonumber(f[3]) > now
+local stored = redis.call('HMGET', key, 'owner', 'tok', 'exp')
+local holder, held_tok, held_exp = stored[1], stored[2], stored[3]
+local held = holder and holder ~= '' and tonumber(held_exp) > now
 if op == 'acquire' then
-  if held and f[1] ~= owner then return false end
-  local tok = tonumber(f[2] or '0')
+  if held and holder ~= owner then return false end
+  local tok = tonumber(held_tok or '0')
   if not held then tok = tok + 1 end
   redis.call('HSET', key, 'owner', owner, 'tok', tok, 'exp', exp)
   return tok
 elseif op == 'renew' then
-  if f[1] == owner and f[2] == token then
+  if holder == owner and held_tok == token then
     redis.call('HSET', key, 'exp', exp)
     return 1
   end
   return 0
 else
-  if f[1] == owner and f[2] == token and owner ~= '' then
+  if holder == owner and held_tok == token and owner ~= '' then
     redis.call('HSET', key, 'owner', '', 'exp', '0')
     return 1
   end

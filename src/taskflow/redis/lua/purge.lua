@@ -7,14 +7,14 @@ local out = {}
 
 -- End one waiting task; false if it is not waiting (running, or gone).
 local function drop(id)
-  materialize(id)
-  local f = redis.call('HMGET', rkey(id), 'st', 'att', 'pr', 'm', 'oid', 'n')
-  local st = f[1]
+  hash_before_end(id)
+  local t = hmget_named(rkey(id), {'st', 'att', 'pr', 'm', 'oid', 'n'})
+  local st = t.st
   if st ~= 'queued' and st ~= 'scheduled' and st ~= 'retrying' then return false end
   -- A scheduled task may already sit in a ready set (promoted when it became due).
-  ready_remove(f[3], f[4])
+  ready_remove(t.pr, t.m)
   redis.call('ZREM', K .. 'sched', id)
-  finish(id, 'cancelled', '', ERR, RX, f[2], f[5], ETYPE, '', nil, f[6])
+  finish(id, 'cancelled', '', ERR, RX, t.att, t.oid, ETYPE, '', nil, t.n)
   out[#out + 1] = id
   return true
 end

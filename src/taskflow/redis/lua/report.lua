@@ -8,16 +8,16 @@ for _ = 1, n do
   local id, tok, prog, ptext = ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3]
   local ny = tonumber(ARGV[b + 4])
   local r = rkey(id)
-  local f = redis.call('HMGET', r, 'st', 'tok', 'att', 'oid', 'n')
-  if f[1] == 'running' and f[2] == tok then
+  local t = hmget_named(r, {'st', 'tok', 'att', 'oid', 'n'})
+  if t.st == 'running' and t.tok == tok then
     if prog ~= '' then
       redis.call('HSET', r, 'prog', prog)
-      event(id, 'progress', f[3], f[4], ptext, f[5])
+      event(id, 'progress', t.att, t.oid, ptext, t.n)
     end
     if ny > 0 then redis.call('HSET', r, 'y', '1') end -- readers skip LRANGE without it
     for y = 1, ny do
       local len = redis.call('RPUSH', ykey(id), ARGV[b + 4 + y])
-      event(id, 'yielded', f[3], f[4], tostring(len - 1), f[5])
+      event(id, 'yielded', t.att, t.oid, tostring(len - 1), t.n)
     end
     out[#out + 1] = 1
   else

@@ -10,13 +10,13 @@ for i = 0, n - 1 do
   local old, new, q, pr, dk, oid = ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4],
     ARGV[b + 5]
   local name = ARGV[b + 6]
-  local f = redis.call('HMGET', rkey(old), 'st', 'att', 'oid')
-  if f[1] == 'failed' and redis.call('ZSCORE', K .. 'dead', old)
+  local t = hmget_named(rkey(old), {'st', 'att', 'oid'})
+  if t.st == 'failed' and redis.call('ZSCORE', K .. 'dead', old)
       and not exists(new) then
     redis.call('ZREM', K .. 'dead', old)
     redis.call('HSET', rkey(old), 'rqd', new)
     create(new, q, pr, NOW, '0', dk, oid, redis.call('INCR', K .. 'seq'), false, name)
-    event(old, 'requeued', f[2], f[3], new, name)
+    event(old, 'requeued', t.att, t.oid, new, name)
     out[#out + 1] = new
     woke = true
   else

@@ -1,0 +1,57 @@
+"""The Redis backend's one framing (msgpack, bytes as "str") and the named readings of replies."""
+
+from __future__ import annotations
+
+import msgpack  # type: ignore[import-untyped]
+import pytest
+
+from taskflow.abc import Delivery, EnqueueResult
+from taskflow.redis._codec import (
+    QueueFacts,
+    deliveries_from,
+    enqueued_from,
+    handed_off,
+    outcomes_pushed,
+    pack,
+    unpack,
+)
+
+
+def test_bytes_are_packed_as_msgpack_str_and_come_back_as_bytes() -> None:
+    """Redis's Lua msgpack has no "bin" type: any bytes travel with a "str" header."""
+    packed = pack([b"\xff\x00", "id", b""])
+    assert packed[1] == 0xA2  # fixstr of 2 bytes, not bin 8 (0xc4)
+    assert unpack(packed) == [b"\xff\x00", b"id", b""]
+
+
+def test_a_push_reads_as_outcomes_with_none_where_there_is_none() -> None:
+    data = msgpack.packb(
+        [[b"t1", b"done", b"\x01", b"", b"12.5"], [b"t2", b"failed", b"", b"e", b""]]
+    )
+    assert outcomes_pushed(data) == [
+        ("t1", [b"done", b"\x01", None, b"12.5"]),
+        ("t2", [b"failed", None, b"e", None]),
+    ]
+
+
+def test_a_hand_off_reads_as_first_deliveries_under_its_lease() -> None:
+    data = msgpack.packb([b"100.5", b"a", b"m1", b"b", b"m2"])
+    assert handed_off(data) == [
+        Delivery("a", 1, 1, b"m1", 100.5),
+        Delivery("b", 1, 1, b"m2", 100.5),
+    ]
+
+
+def test_replies_of_fixed_size_entries_read_by_name() -> None:
+    assert deliveries_from([b"a", 3, 2, b"m"], 9.0) == [Delivery("a", 3, 2, b"m", 9.0)]
+    assert enqueued_from([b"a", 1, b"b", 0]) == [
+        EnqueueResult("a", True),
+        EnqueueResult("b", False),
+    ]
+    facts = QueueFacts.from_reply([1, 2, 3, 4, b"", b"7.5", 5, 6])
+    assert (facts.first_scheduled, facts.first_expiry, facts.finished_last_minute) == (None, 7.5, 6)
+
+
+def test_a_reply_cut_short_is_an_error_not_a_shorter_list() -> None:
+    with pytest.raises(ValueError):
+        deliveries_from([b"a", 3, 2], 9.0)
