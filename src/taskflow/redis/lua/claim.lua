@@ -83,20 +83,20 @@ for _, pr in ipairs(prios) do
       local id = string.sub(m, 13)
       local r = rkey(id)
       local x = take_queued(id)
-      local t -- a first claim's queued form has no attempt, token or cancel request yet
-      if x then
-        t = {st = x[QF.st], msg = x[QF.msg], oid = x[QF.oid], n = x[QF.n]}
+      local st, att, tok, msg, oid, cr, name
+      if x then -- a first claim: the queued form has no attempt, token or cancel request yet
+        st, msg, oid, name = x[QF.st], x[QF.msg], x[QF.oid], x[QF.n]
       else
-        t = hmget_named(r, {'st', 'att', 'tok', 'msg', 'oid', 'cr', 'n'})
+        st, att, tok, msg, oid, cr, name = unpack(redis.call('HMGET', r,
+          'st', 'att', 'tok', 'msg', 'oid', 'cr', 'n'))
       end
-      local st = t.st
       local ok = st == 'queued' or st == 'scheduled' or st == 'retrying'
       if st == 'running' then ok = redis.call('SREM', K .. 'lap', id) == 1 end
-      if ok and t.cr == '1' then
-        finish(id, 'cancelled', '', '', RX, t.att, t.oid, '', '', nil, t.n)
+      if ok and cr == '1' then
+        finish(id, 'cancelled', '', '', RX, att, oid, '', '', nil, name)
       elseif ok then
-        local att = tonumber(t.att or 0) + 1
-        local tok = tonumber(t.tok or 0) + 1
+        att = tonumber(att or 0) + 1
+        tok = tonumber(tok or 0) + 1
         if x then -- its hash record starts here, running
           hash_from(id, x, m, 'running', att, tok, 'sa', NOW, 'wid', WID, 'lx', LX)
         else
@@ -108,8 +108,8 @@ for _, pr in ipairs(prios) do
           end
         end
         zadd_later(K .. 'run', LX, id)
-        event(id, 'running', att, t.oid, '', t.n)
-        deliver(id, tok, att, t.msg)
+        event(id, 'running', att, oid, '', name)
+        deliver(id, tok, att, msg)
         need = need - 1
       end
     end

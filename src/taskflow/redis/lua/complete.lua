@@ -10,14 +10,15 @@ for i = 0, n - 1 do
   local id, tok, kind = A[b], A[b + 1], A[b + 2]
   local res, err, etype, at, rx = A[b + 3], A[b + 4], A[b + 5], A[b + 6], A[b + 7]
   local r = rkey(id)
-  local t = hmget_named(r, {'st', 'tok', 'att', 'pr', 'm', 'oid', 'nr', 'w', 'prog', 'y', 'n'})
-  if t.st ~= 'running' or t.tok ~= tok then
+  local st, cur_tok, att, pr, m, oid, nr, w, prog, y, name = unpack(redis.call('HMGET', r,
+    'st', 'tok', 'att', 'pr', 'm', 'oid', 'nr', 'w', 'prog', 'y', 'n'))
+  if st ~= 'running' or cur_tok ~= tok then
     out[#out + 1] = 0
   else
     -- A lapsed lease not yet re-claimed: its old worker still owns the outcome.
-    if take_lapsed(id) then ready_remove(t.pr, t.m) end
+    if take_lapsed(id) then ready_remove(pr, m) end
     if TERMINAL[kind] then
-      finish(id, kind, res, err, rx, t.att, t.oid, etype, t.nr, t.w or false, t.n)
+      finish(id, kind, res, err, rx, att, oid, etype, nr, w or false, name)
     elseif kind == 'retry' then
       zrem_later(K .. 'run', id)
       if err ~= '' then
@@ -28,24 +29,24 @@ for i = 0, n - 1 do
       local due = at
       if due == '' then due = NOW end
       zadd_later(K .. 'sched', due, id)
-      event(id, 'retrying', t.att, t.oid, etype, t.n)
+      event(id, 'retrying', att, oid, etype, name)
       woke = true -- idle workers shorten their sleep to the retry's due time
     else -- release: give it back and refund the attempt, with its progress and yields
       zrem_later(K .. 'run', id)
-      if t.prog or t.y then redis.call('HDEL', r, 'prog', 'y') end
-      if t.y then redis.call('DEL', ykey(id)) end
+      if prog or y then redis.call('HDEL', r, 'prog', 'y') end
+      if y then redis.call('DEL', ykey(id)) end
       if at ~= '' and tonumber(at) > NOWN then
-        redis.call('HSET', r, 'st', 'scheduled', 'att', tonumber(t.att) - 1)
+        redis.call('HSET', r, 'st', 'scheduled', 'att', tonumber(att) - 1)
         zadd_later(K .. 'sched', at, id)
         woke = true
       else
-        redis.call('HSET', r, 'st', 'queued', 'att', tonumber(t.att) - 1)
+        redis.call('HSET', r, 'st', 'queued', 'att', tonumber(att) - 1)
         local due = at
         if due == '' then due = NOW end
-        ready_add(t.pr, due, t.m)
+        ready_add(pr, due, m)
         woke = true
       end
-      event(id, 'released', tonumber(t.att) - 1, t.oid, '', t.n)
+      event(id, 'released', tonumber(att) - 1, oid, '', name)
     end
     out[#out + 1] = 1
   end

@@ -6,12 +6,12 @@ local out = {}
 for j = 7, #ARGV, 2 do
   local id, tok = ARGV[j], ARGV[j + 1]
   local r = rkey(id)
-  local t = hmget_named(r, {'st', 'tok', 'cr', 'pr', 'm'})
-  if t.st == 'running' and t.tok == tok then
+  local st, cur_tok, cr, pr, m = unpack(redis.call('HMGET', r, 'st', 'tok', 'cr', 'pr', 'm'))
+  if st == 'running' and cur_tok == tok then
     redis.call('HSET', r, 'lx', LX)
-    if take_lapsed(id) then ready_remove(t.pr, t.m) end
+    if take_lapsed(id) then ready_remove(pr, m) end
     zadd_later(K .. 'run', LX, id)
-    if t.cr == '1' then out[#out + 1] = 2 else out[#out + 1] = 1 end
+    if cr == '1' then out[#out + 1] = 2 else out[#out + 1] = 1 end
   else
     out[#out + 1] = 0
   end
