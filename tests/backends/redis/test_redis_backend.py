@@ -881,15 +881,28 @@ async def test_the_result_of_a_task_sent_after_a_wait_needs_no_read(
 
         with anyio.fail_after(10):
             if ends == "before result()":
+                pushed = _when_kept(storage, monkeypatch)
                 await finish()
-                while task_id not in storage.early:  # the push travels on its own connection
-                    await anyio.sleep(0.001)
+                await pushed.wait()  # the push travels on its own connection
             async with anyio.create_task_group() as tg:
                 if ends == "while waiting":
                     tg.start_soon(finish)
                 outcome = await storage.wait(task_id, timeout=None, now=clock.time())
     assert (outcome.status, outcome.result) == (TaskStatus.DONE, encode_value(3))
     assert reads == []
+
+
+def _when_kept(storage: RedisStorage, monkeypatch: pytest.MonkeyPatch) -> anyio.Event:
+    """An event set once the storage keeps the next outcome pushed before anyone waited."""
+    kept = anyio.Event()
+    put = storage.early.put
+
+    def put_and_tell(task_id: str, values: list[bytes | None]) -> None:
+        put(task_id, values)
+        kept.set()
+
+    monkeypatch.setattr(storage.early, "put", put_and_tell)
+    return kept
 
 
 async def test_an_outcome_pushed_before_the_enqueue_reply_is_handled_is_kept(
@@ -915,10 +928,10 @@ async def test_an_outcome_pushed_before_the_enqueue_reply_is_handled_is_kept(
             reply = await original(name, queue, now, args)
             if name == "enqueue":
                 claimed.extend(await claim(other_broker, clock, worker_id="elsewhere"))
+                pushed = _when_kept(storage, monkeypatch)
                 await other_broker.complete([done(claimed[0], clock)], now=clock.time())
                 with anyio.fail_after(5):
-                    while claimed[0].task_id not in storage.early:
-                        await anyio.sleep(0.001)  # the push travels on its own connection
+                    await pushed.wait()  # the push travels on its own connection
             return reply
 
         monkeypatch.setattr(storage, "run_queue_script", enqueue_then_end)
