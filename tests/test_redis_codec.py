@@ -7,6 +7,7 @@ import pytest
 
 from taskflow.abc import Delivery, EnqueueResult
 from taskflow.redis._codec import (
+    NextDue,
     QueueFacts,
     deliveries_from,
     enqueued_from,
@@ -50,6 +51,7 @@ def test_replies_of_fixed_size_entries_read_by_name() -> None:
     ]
     facts = QueueFacts.from_reply([1, 2, 3, 4, b"", b"7.5", 5, 6])
     assert (facts.first_scheduled, facts.first_expiry, facts.finished_last_minute) == (None, 7.5, 6)
+    assert NextDue.from_reply([0, b"3.25", b""]) == NextDue(False, 3.25, None)
 
 
 def test_a_reply_cut_short_is_an_error_not_a_shorter_list() -> None:

@@ -14,7 +14,8 @@ the queue of each task id), ``_codec.py`` (script arguments and replies), ``_sto
 before anyone waited), ``_broker.py`` (`RedisBroker`: the message path), ``_coordination.py``
 (`RedisCoordination`: leases and key-value records), ``_scripts.py`` and ``lua/`` (the Lua
 scripts), ``_lane.py`` (the pipelined connection of script calls), ``_listener.py`` (the shared
-pub/sub listener), ``_redispy.py`` (every use of redis-py's private parts).
+pub/sub listener), ``_redispy.py`` (every use of redis-py's private parts). This module is only
+the public front: the three classes and `from_url`.
 """
 
 from __future__ import annotations

@@ -43,6 +43,7 @@ from ._codec import (
     CANCEL_CODES,
     LEASE_CODES,
     LEASE_EXPIRED,
+    NextDue,
     QueueFacts,
     complete_args,
     deliveries_from,
@@ -286,14 +287,13 @@ class RedisBroker(Broker):
                     rs.waiters.wake(task_ids[i])
         return out
 
-    async def _inspect(
-        self, queues: Sequence[str], now: float, *, finished: bool = False
-    ) -> list[QueueFacts]:
-        args = ["1"] if finished else []
-        replies = await asyncio.gather(
-            *(self._redis.run_queue_script("inspect", q, now, args) for q in queues)
+    async def _inspect(self, queues: Sequence[str], now: float, mode: str) -> list[Any]:
+        """The ``inspect`` script's reply for each of `queues`, in `mode` ('due' or 'stats')."""
+        return list(
+            await asyncio.gather(
+                *(self._redis.run_queue_script("inspect", q, now, [mode]) for q in queues)
+            )
         )
-        return [QueueFacts.from_reply(reply) for reply in replies]
 
     def _watch_work(self, queues: list[str], worker_id: str, callback: Callable[[], None]) -> None:
         """Call `callback` from the listener on every wake-up published on `queues`' work
@@ -364,10 +364,11 @@ class RedisBroker(Broker):
             # Workers woken by callback: be subscribed before reading (free once subscribed).
             await self._redis.subscribe(self._redis.qkey(q, "work") for q in queues)
         times: list[float] = []
-        for facts in await self._inspect(queues, now):
-            if facts.ready > 0 or facts.queued > 0:  # claimable already
+        for reply in await self._inspect(queues, now, "due"):
+            due = NextDue.from_reply(reply)
+            if due.claimable:
                 return now
-            times += [t for t in (facts.first_scheduled, facts.first_expiry) if t is not None]
+            times += [t for t in (due.first_scheduled, due.first_expiry) if t is not None]
         return min(times, default=None)
 
     # -- dead letters and inspection -------------------------------------------------------
@@ -427,7 +428,7 @@ class RedisBroker(Broker):
         return out
 
     async def _stats(self, queues: Sequence[str], now: float) -> list[QueueStats]:
-        facts = await self._inspect(queues, now, finished=True)
+        facts = [QueueFacts.from_reply(r) for r in await self._inspect(queues, now, "stats")]
         return [
             QueueStats(
                 queue=q,

@@ -6,7 +6,7 @@ queued form (`queued_form`, ``QF`` in ``lua/common.lua``), outcome pushes (`outc
 and hand-offs (`handed_off`). Replies become named values: the hash fields the ``get`` script
 reads (`RECORD_FIELDS`, `OUTCOME_FIELDS`) a `TaskRecord` / `TaskOutcome`, a claim's reply its
 deliveries (`deliveries_from`), an enqueue's its results (`enqueued_from`), ``inspect``'s a
-`QueueFacts`; stream entries become `Event`.
+`QueueFacts` or `NextDue`; stream entries become `Event`.
 
 What does not live here: anything that talks to the server (``_storage.py``, ``_broker.py``)
 or knows where keys are (``_routing.py``).
@@ -45,6 +45,7 @@ __all__ = [
     "NO_YIELDS",
     "OUTCOME_FIELDS",
     "RECORD_FIELDS",
+    "NextDue",
     "QueueFacts",
     "RawRecord",
     "complete_args",
@@ -331,6 +332,21 @@ def deliveries_from(reply: list[Any], lease_until: float) -> list[Delivery]:
     ]
 
 
+class NextDue(NamedTuple):
+    """What the ``inspect`` script says of a queue for an idle worker (its ``due`` mode)."""
+
+    #: A ready level is listed: claimable work (or a level a claim has yet to find empty).
+    claimable: bool
+    #: The earliest due time of a scheduled task, and lease expiry of a running one.
+    first_scheduled: float | None
+    first_expiry: float | None
+
+    @classmethod
+    def from_reply(cls, reply: list[Any]) -> NextDue:
+        listed, first_sched, first_run = reply
+        return cls(bool(listed), opt_float(first_sched), opt_float(first_run))
+
+
 class QueueFacts(NamedTuple):
     """What the ``inspect`` script says of a queue, in the order of its reply."""
 
@@ -343,7 +359,7 @@ class QueueFacts(NamedTuple):
     first_expiry: float | None
     #: Entries in the ready sets (lapsed leases waiting for re-delivery included).
     ready: int
-    #: Tasks ended in the minute before now (0 unless asked for).
+    #: Tasks ended in the minute before now.
     finished_last_minute: int
 
     @classmethod

@@ -19,6 +19,9 @@ Error replies fail only their own call, as the redis-py exception the parser map
 in flight with `redis.exceptions.ConnectionError`; each call is then retried whole, on a new
 connection, with the client's retry policy (its backoff and number of retries): the backend's
 scripts are safe to repeat after a lost reply.
+
+What does not live here: taking the socket over from redis-py (``_redispy.py``), which scripts
+run and how (``_scripts.py``, ``_storage.py``).
 """
 
 from __future__ import annotations

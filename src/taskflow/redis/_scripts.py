@@ -4,6 +4,9 @@ Queue scripts (``enqueue``, ``claim``, ...) get the shared prelude ``lua/common.
 and follow its argument convention; ``lease`` and ``kv_set`` stand alone. A server that lost its
 script cache (restart, failover) answers NOSCRIPT; the script is then loaded and the call
 repeated once.
+
+What does not live here: the scripts themselves (``lua/``), the arguments they take
+(``_codec.py``), the connection they run on (``_lane.py`` or the client).
 """
 
 from __future__ import annotations
