@@ -22,15 +22,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from .._backends import DEFAULT_APP
-from .._exceptions import BackendUnavailable
+from .._backends import DEFAULT_APP, missing_driver
 
 try:
     import redis.asyncio  # noqa: F401
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
-    raise BackendUnavailable(
-        'the Redis backend needs the redis driver: pip install "taskflow[redis]"'
-    ) from exc
+    raise missing_driver("taskflow.redis") from exc
 
 from ._broker import RedisBroker as RedisBroker
 from ._client import parse_url

@@ -20,6 +20,7 @@ from typing import Any, Final, NamedTuple, cast
 import msgpack  # type: ignore[import-untyped]
 import msgspec
 
+from .._message import LEASE_EXPIRED as _LEASE_EXPIRED_ERROR
 from .._message import (
     CancelResult,
     Delivery,
@@ -71,13 +72,8 @@ __all__ = [
     "unpack",
 ]
 
-LEASE_EXPIRED: Final = msgspec.msgpack.encode(
-    ErrorInfo(
-        "LeaseExpired",
-        "the worker running this task stopped renewing its lease (it died or stalled) and no "
-        "attempt was left",
-    )
-)
+#: The error stored on a task dead-lettered because its last lease lapsed, encoded.
+LEASE_EXPIRED: Final = msgspec.msgpack.encode(_LEASE_EXPIRED_ERROR)
 
 CANCEL_CODES: Final = {
     b"cancelled": CancelResult.CANCELLED,
