@@ -282,33 +282,8 @@ class Listener:
         wanted = list(dict.fromkeys(channels))
         new = [c for c in wanted if c not in self._confirmed]
         if new:
-            for channel in new:
-                self._confirmed[channel] = asyncio.Event()
-                self._refused.pop(channel, None)  # asked again: the new answer counts
-            try:
-                async with self._lock:
-                    for group in self._by_slot(new):
-                        await self._send_subscribe(group)
-            except BaseException:
-                for channel in new:
-                    event = self._confirmed.get(channel)
-                    if event is not None and not event.is_set():
-                        del self._confirmed[channel]
-                raise
-        events = [self._confirmed.get(c) for c in wanted]
-        pending = [e.wait() for e in events if e is not None and not e.is_set()]
-        if pending:
-            try:
-                await asyncio.wait_for(asyncio.gather(*pending), _CONFIRM_TIMEOUT_S)
-            except TimeoutError:
-                logger.warning(
-                    "Redis did not confirm subscriptions to %s within %.0f s; carrying on "
-                    "(waiters fall back to their own timeouts)",
-                    wanted,
-                    _CONFIRM_TIMEOUT_S,
-                )
-            if self._closed:
-                raise RedisConnectionError("the Redis pub/sub listener was closed")
+            await self._subscribe_new(new)
+        await self._await_confirmations(wanted)
         refused = {c: self._refused[c] for c in wanted if c in self._refused}
         if refused:
             channel, error = next(iter(refused.items()))
@@ -317,6 +292,40 @@ class Listener:
                 "an ACL needs the channel pattern of taskflow's keys, e.g. "
                 "'ACL SETUSER <user> &<prefix>:*'"
             ) from error
+
+    async def _subscribe_new(self, new: list[str]) -> None:
+        """Mark `new` pending and send their subscriptions; unmark them if that fails."""
+        for channel in new:
+            self._confirmed[channel] = asyncio.Event()
+            self._refused.pop(channel, None)  # asked again: the new answer counts
+        try:
+            async with self._lock:
+                for group in self._by_slot(new):
+                    await self._send_subscribe(group)
+        except BaseException:
+            for channel in new:
+                event = self._confirmed.get(channel)
+                if event is not None and not event.is_set():
+                    del self._confirmed[channel]
+            raise
+
+    async def _await_confirmations(self, wanted: list[str]) -> None:
+        """Wait (bounded) for the server to confirm each of `wanted` not yet confirmed."""
+        events = [self._confirmed.get(c) for c in wanted]
+        pending = [e.wait() for e in events if e is not None and not e.is_set()]
+        if not pending:
+            return
+        try:
+            await asyncio.wait_for(asyncio.gather(*pending), _CONFIRM_TIMEOUT_S)
+        except TimeoutError:
+            logger.warning(
+                "Redis did not confirm subscriptions to %s within %.0f s; carrying on "
+                "(waiters fall back to their own timeouts)",
+                wanted,
+                _CONFIRM_TIMEOUT_S,
+            )
+        if self._closed:
+            raise RedisConnectionError("the Redis pub/sub listener was closed")
 
     def _by_slot(self, channels: list[str]) -> list[list[str]]:
         if not self._sharded:
