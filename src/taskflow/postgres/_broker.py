@@ -13,6 +13,8 @@ leases and key-value records (``_coordination.py``).
 
 from __future__ import annotations
 
+import logging
+import os
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -33,6 +35,7 @@ from ..abc import (
     TaskRecord,
     TaskStatus,
 )
+from ._client import is_transient
 from ._codec import (
     LEASE_EXPIRED,
     complete_columns,
@@ -49,9 +52,13 @@ from ._storage import PostgresStorage
 from ._wakeups import Mark
 
 if TYPE_CHECKING:
+    import asyncpg
+
     from ._client import Conn
 
 __all__ = ["PostgresBroker"]
+
+logger = logging.getLogger("taskflow.postgres")
 
 
 class _DueAfterClaim(NamedTuple):
@@ -60,6 +67,15 @@ class _DueAfterClaim(NamedTuple):
 
     mark: Mark
     due: float | None
+
+
+class _LostClaim(NamedTuple):
+    """A claim statement that raised instead of replying (a dropped connection, a cancelled
+    call): the server may have committed it, handing its tasks to nobody. Its rows carry
+    `claim_id`; the broker gives them back before its next claim."""
+
+    queue: str
+    claim_id: str
 
 
 class PostgresBroker(Broker):
@@ -83,6 +99,8 @@ class PostgresBroker(Broker):
         #: leases (the answer is early: one idle claim), or claim tasks that were pending when
         #: it was read (so already counted in it) or announced since (so it is read again).
         self._due_after_claim: dict[str, _DueAfterClaim] = {}
+        #: Claims of this broker that raised instead of replying, until given back.
+        self._lost_claims: set[_LostClaim] = set()
 
     async def _open(self) -> None:
         # A new open may have missed notifications: its workers start from a fresh look.
@@ -182,19 +200,31 @@ class PostgresBroker(Broker):
 
         Returns the deliveries and the queue's next due time after the claim."""
         pg = self.pg
-        rows = await pg.run(
-            lambda conn: conn.fetch(
-                self.sql.claim,
-                queue,
-                now,
-                limit,
-                lease_until,
-                worker_id,
-                LEASE_EXPIRED,
-                self.result_ttl_s,
-                pg.channel,
-            )
-        )
+
+        async def claim_once(conn: Conn) -> list[asyncpg.Record]:
+            await self._give_back_lost_claims(conn, now)
+            claim_id = os.urandom(8).hex()
+            try:
+                return await conn.fetch(
+                    self.sql.claim,
+                    queue,
+                    now,
+                    limit,
+                    lease_until,
+                    worker_id,
+                    LEASE_EXPIRED,
+                    self.result_ttl_s,
+                    pg.channel,
+                    claim_id,
+                )
+            except BaseException as exc:
+                if _may_have_committed(exc):
+                    # Its rows are given back before the next claim of this broker (`pg.run`
+                    # makes that one at once after a lost connection).
+                    self._lost_claims.add(_LostClaim(queue, claim_id))
+                raise
+
+        rows = await pg.run(claim_once)
         deliveries: list[Delivery] = []
         taken = 0
         for row in rows:
@@ -210,6 +240,37 @@ class PostgresBroker(Broker):
         await pg.count_events([queue] * taken)
         due = rows[0]["next_due"]
         return deliveries, None if due is None else float(due)
+
+    async def _give_back_lost_claims(self, conn: Conn, now: float) -> None:
+        """Give back the tasks of the claims whose reply never arrived (see `_LostClaim`)."""
+        lost = list(self._lost_claims)
+        if not lost:
+            return
+        pg = self.pg
+        try:
+            row = await conn.fetchrow(
+                self.sql.give_back,
+                [claim.queue for claim in lost],
+                [claim.claim_id for claim in lost],
+                now,
+                pg.channel,
+            )
+        except Exception as exc:
+            if not is_transient(exc):  # it would fail again: never let it block every claim
+                self._lost_claims.difference_update(lost)
+            raise
+        self._lost_claims.difference_update(lost)
+        self._due_after_claim.clear()
+        released: list[str] = [] if row is None or row["released"] is None else row["released"]
+        if released:
+            logger.warning(
+                "gave back %d task(s) whose claim reply was lost (queues %s); they are queued "
+                "again with their attempt refunded",
+                len(released),
+                ", ".join(sorted(set(released))),
+            )
+            pg.wakeups.announce(sorted(set(released)), work=True)
+            await pg.count_events(released)
 
     async def _extend(
         self, leases: Sequence[Lease], lease_s: float, now: float
@@ -360,6 +421,13 @@ class PostgresBroker(Broker):
         if ids:
             await pg.count_events([queue] * len(ids))
         return len(ids)
+
+
+def _may_have_committed(exc: BaseException) -> bool:
+    """Whether a statement that raised `exc` may still have been committed by the server: its
+    connection was lost or it was cancelled, rather than refused by the server (which rolls
+    the statement back)."""
+    return not isinstance(exc, Exception) or is_transient(exc)
 
 
 def _lease_state(renewed: bool, cancel_requested: bool) -> LeaseState:

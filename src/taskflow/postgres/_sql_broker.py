@@ -85,7 +85,8 @@ FROM unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY AS i(id, queue, 
 ORDER BY i.ord
 """
 
-# Claim from one queue: due waiting rows, and running rows whose lease lapsed. A lapsed row with
+# Claim from one queue: due waiting rows, and running rows whose lease lapsed, each marked with
+# this claim's id ($9: see _GIVE_BACK). A lapsed row with
 # no attempt left is dead-lettered (LeaseExpired), one whose cancel was requested is cancelled.
 # Every row returned also carries `next_due`, the queue's next due time after this claim (what
 # `next_due` would read next; an empty claim returns one row with only that): the earliest due
@@ -113,6 +114,7 @@ WITH cand AS (
         progress = CASE WHEN c.verdict = 'running' THEN NULL ELSE t.progress END,
         yields = CASE WHEN c.verdict = 'running' THEN ARRAY[]::bytea[] ELSE t.yields END,
         worker_id = CASE WHEN c.verdict = 'running' THEN $5 ELSE t.worker_id END,
+        claim_id = CASE WHEN c.verdict = 'running' THEN $9 ELSE t.claim_id END,
         finished_at = CASE WHEN c.verdict = 'running' THEN NULL ELSE $2 END,
         error = CASE WHEN c.verdict = 'failed' THEN $6 ELSE t.error END,
         result_expires_at = CASE WHEN c.verdict = 'running' THEN NULL
@@ -141,6 +143,38 @@ SELECT u.id, u.status, u.token, u.attempts, u.data, l.next_due,
        (SELECT {{s}}.notify($8, 'e:', array_agg(DISTINCT queue)) FROM upd) AS n2
 FROM later l LEFT JOIN upd u ON true
 ORDER BY u.priority DESC, u.old_due, u.seq
+"""
+
+# Give back what claims whose reply never arrived took ($1 queues, $2 claim ids, pairwise): the
+# worker never saw those rows, so each goes back to wait as a release would (due now, its
+# attempt refunded, a `released` event), unless its cancel was requested: then only its lease
+# lapses now, and the next claim cancels it. Rows a later claim or outcome moved on are left
+# alone (they are no longer running under that claim id), so giving back twice is harmless.
+_GIVE_BACK: Final = """
+WITH lost AS (
+    SELECT * FROM unnest($1::text[], $2::text[]) AS l(queue, claim_id)
+), upd AS (
+    UPDATE {s}.tasks t SET
+        status = CASE WHEN t.cancel_requested THEN t.status ELSE 'queued' END,
+        attempts = CASE WHEN t.cancel_requested THEN t.attempts
+                        ELSE greatest(t.attempts - 1, 0) END,
+        due_at = $3,
+        progress = NULL,
+        yields = ARRAY[]::bytea[],
+        worker_id = CASE WHEN t.cancel_requested THEN t.worker_id END,
+        claim_id = NULL
+    FROM lost l
+    WHERE t.queue = l.queue AND t.claim_id = l.claim_id AND t.status = 'running'
+    RETURNING t.id, t.name, t.queue, t.status, t.attempts, t.order_id
+), ev AS (
+    INSERT INTO {s}.events (queue, task_id, kind, at, attempt, order_id, detail, name)
+    SELECT queue, id, 'released', $3, attempts, order_id, 'claim reply lost', name
+    FROM upd WHERE status = 'queued'
+)
+SELECT (SELECT array_agg(queue) FROM upd WHERE status = 'queued') AS released,
+       (SELECT {s}.notify($4, 'w:', array_agg(DISTINCT queue)) FROM upd) AS n1,
+       (SELECT {s}.notify($4, 'e:', array_agg(DISTINCT queue)) FROM upd
+        WHERE status = 'queued') AS n2
 """
 
 _EXTEND: Final = """
@@ -327,6 +361,7 @@ class BrokerStatements:
         self.enqueue = _ENQUEUE.format(s=s)
         self.enqueue_conflicts = _ENQUEUE_CONFLICTS.format(s=s)
         self.claim = _CLAIM.format(s=s)
+        self.give_back = _GIVE_BACK.format(s=s)
         self.extend = _EXTEND.format(s=s)
         self.complete = _COMPLETE.format(s=s)
         self.cancel = _CANCEL.format(s=s)
