@@ -35,7 +35,7 @@ from ..abc import (
     TaskRecord,
     TaskStatus,
 )
-from ._client import is_transient
+from ._client import is_transient, reaching
 from ._codec import (
     LEASE_EXPIRED,
     complete_columns,
@@ -133,7 +133,8 @@ class PostgresBroker(Broker):
                 f"not {type(connection).__name__}: `async with conn.transaction(): "
                 "await task.options(connection=conn).add_task(...)`"
             )
-        return await self._insert(connection, messages, now)
+        async with reaching(self.pg.dsn):  # the caller's connection: its driver's errors too
+            return await self._insert(connection, messages, now)
 
     async def _insert(
         self, conn: Conn, messages: Sequence[TaskMessage], now: float
