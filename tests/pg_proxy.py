@@ -5,7 +5,8 @@
 of a statement's text, which travels in the statement's Parse message): the server's messages
 on it are forwarded until the statement's first row or completion (``D`` or ``C``); from then on
 they are held back, and at the following ReadyForQuery (``Z``: the server has committed the
-statement) the connection is cut both ways. The client sees a connection closed in the middle of
+statement) the connection is cut both ways (or, asked not to, it stays open and silent until
+`cut_held`). The client sees a connection closed in the middle of
 its call, after the server did the work: a reply lost in transit, at a point no timing can miss.
 
 Clients must connect without TLS (``sslmode=disable``, see `ReplyLosingProxy.dsn`): the proxy
@@ -26,11 +27,15 @@ _CHUNK = 65536
 
 
 class _Watch:
-    """One armed loss: the marker to look for, and the event set once a reply was lost."""
+    """One armed loss: the marker to look for, whether to cut the connection, and the event
+    set once a reply was lost."""
 
-    def __init__(self, marker: bytes) -> None:
+    def __init__(self, marker: bytes, cut: bool) -> None:
         self.marker = marker
+        self.cut = cut
         self.lost = asyncio.Event()
+        #: Cuts the picked connection (set once one is picked).
+        self.cut_now: Callable[[], None] | None = None
 
 
 class ReplyLosingProxy:
@@ -47,6 +52,7 @@ class ReplyLosingProxy:
         self._port = parts.port or 5432
         self._server: asyncio.Server | None = None
         self._armed: _Watch | None = None
+        self._last: _Watch | None = None
         self._pumps: set[asyncio.Task[None]] = set()
         #: Connections cut so far (each lost one reply).
         self.cuts = 0
@@ -78,12 +84,20 @@ class ReplyLosingProxy:
             pump.cancel()
         await asyncio.gather(*self._pumps, return_exceptions=True)
 
-    def lose_reply_of(self, marker: bytes) -> asyncio.Event:
+    def lose_reply_of(self, marker: bytes, *, cut: bool = True) -> asyncio.Event:
         """Lose the reply of the next statement whose text contains `marker` (on any
-        connection); returns an event set once the server committed it and the connection was
-        cut."""
-        self._armed = _Watch(marker)
+        connection); returns an event set once the server committed it. With `cut` the
+        connection is then cut; without, it stays open and silent (the client waits until it
+        gives up on its own, or `cut_held` is called)."""
+        self._armed = self._last = _Watch(marker, cut)
         return self._armed.lost
+
+    def cut_held(self) -> None:
+        """Cut the connection whose reply the last `lose_reply_of` holds."""
+        watch = self._last
+        if watch is not None and watch.cut_now is not None:
+            self.cuts += 1
+            watch.cut_now()
 
     async def _serve(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
         try:
@@ -97,7 +111,7 @@ class ReplyLosingProxy:
             client_w.close()
             server_w.close()
 
-        up = asyncio.ensure_future(self._upstream(client_r, server_w, watch))
+        up = asyncio.ensure_future(self._upstream(client_r, server_w, watch, cut))
         down = asyncio.ensure_future(self._downstream(server_r, client_w, watch, cut))
         self._pumps |= {up, down}
         try:
@@ -109,7 +123,11 @@ class ReplyLosingProxy:
             self._pumps -= {up, down}
 
     async def _upstream(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, watch: list[_Watch]
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        watch: list[_Watch],
+        cut: Callable[[], None],
     ) -> None:
         """Client to server, picking this connection for the armed loss when its marker
         passes (before it is forwarded, so the reply cannot pass first)."""
@@ -117,6 +135,7 @@ class ReplyLosingProxy:
             armed = self._armed
             if armed is not None and not watch and armed.marker in data:
                 self._armed = None
+                armed.cut_now = cut
                 watch.append(armed)
             writer.write(data)
             await writer.drain()
@@ -148,12 +167,13 @@ class ReplyLosingProxy:
                     holding = True
                 if not holding:
                     forward += message
-                elif kind == b"Z":  # committed: the client never hears of it
-                    writer.write(forward)
-                    self.cuts += 1
-                    cut()
+                elif kind == b"Z" and not watch[0].lost.is_set():  # committed, unheard
                     watch[0].lost.set()
-                    return
+                    if watch[0].cut:
+                        writer.write(forward)
+                        self.cuts += 1
+                        cut()
+                        return
             writer.write(forward)
             await writer.drain()
 

@@ -90,6 +90,32 @@ async def test_a_claim_whose_reply_is_lost_is_given_back_and_claimed_again_at_on
         assert released.attempt == 0 and released.detail == "claim reply lost"
 
 
+async def test_a_claim_cancelled_after_the_server_committed_it_is_given_back_on_close(
+    schema: str, proxy: ReplyLosingProxy
+) -> None:
+    """A stop can cancel a claim in flight; the server may have committed it. The broker gives
+    it back when it closes, rather than leave its tasks to their lease."""
+    clock = FakeClock()
+    async with from_url(postgres_dsn(), schema=schema) as producer:
+        task_id = await enqueue_one(producer, clock)
+        ours = from_url(proxy.dsn(), schema=schema)
+        await ours.open()
+        await ours.pg.listen()
+        committed = proxy.lose_reply_of(_CLAIM_MARKER, cut=False)
+        claiming = asyncio.ensure_future(claim(ours, clock, lease_s=_LONG_LEASE_S))
+        with anyio.fail_after(10):
+            await committed.wait()
+        claiming.cancel()
+        proxy.cut_held()  # asyncpg waits for the cancelled statement's end, held back here
+        with anyio.fail_after(10), pytest.raises(asyncio.CancelledError):
+            await claiming
+        with anyio.fail_after(20):
+            await ours.close()
+        record = await producer.storage.get(task_id, now=clock.time())
+        assert record is not None
+        assert (record.status, record.attempts) == (TaskStatus.QUEUED, 0)
+
+
 async def test_giving_back_a_claim_twice_changes_nothing_the_second_time(schema: str) -> None:
     """The give-back touches only rows still running under the claim's id, so a give-back
     repeated (a retried call) leaves what the first one did, and what came after it, alone."""

@@ -13,6 +13,7 @@ leases and key-value records (``_coordination.py``).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -60,6 +61,9 @@ __all__ = ["PostgresBroker"]
 
 logger = logging.getLogger("taskflow.postgres")
 
+#: How long a closing broker tries to give back claims whose reply was lost.
+_GIVE_BACK_ON_CLOSE_S = 2.0
+
 
 class _DueAfterClaim(NamedTuple):
     """A queue's next due time as its last claim read it, and what had been heard of the queue
@@ -72,10 +76,12 @@ class _DueAfterClaim(NamedTuple):
 class _LostClaim(NamedTuple):
     """A claim statement that raised instead of replying (a dropped connection, a cancelled
     call): the server may have committed it, handing its tasks to nobody. Its rows carry
-    `claim_id`; the broker gives them back before its next claim."""
+    `claim_id`; the broker gives them back before its next claim, or when it closes."""
 
     queue: str
     claim_id: str
+    #: The claim's `now`.
+    at: float
 
 
 class PostgresBroker(Broker):
@@ -105,6 +111,27 @@ class PostgresBroker(Broker):
     async def _open(self) -> None:
         # A new open may have missed notifications: its workers start from a fresh look.
         self._due_after_claim = {}
+
+    async def _close(self) -> None:
+        # A claim cut short by its own worker's stop is given back now, not after its lease;
+        # briefly (a close must not wait out a server that is away), before the pool closes.
+        lost = self._lost_claims
+        if not lost:
+            return
+        at = max(claim.at for claim in lost)
+        try:
+            await asyncio.wait_for(
+                self.pg.run(lambda conn: self._give_back_lost_claims(conn, at)),
+                _GIVE_BACK_ON_CLOSE_S,
+            )
+        except Exception as exc:
+            logger.warning(
+                "could not give back %d lost claim(s) on close (%s: %s); their tasks run again "
+                "when their lease lapses",
+                len(lost),
+                type(exc).__name__,
+                exc,
+            )
 
     # -- enqueue --------------------------------------------------------------------------------
 
@@ -222,7 +249,7 @@ class PostgresBroker(Broker):
                 if _may_have_committed(exc):
                     # Its rows are given back before the next claim of this broker (`pg.run`
                     # makes that one at once after a lost connection).
-                    self._lost_claims.add(_LostClaim(queue, claim_id))
+                    self._lost_claims.add(_LostClaim(queue, claim_id, now))
                 raise
 
         rows = await pg.run(claim_once)
