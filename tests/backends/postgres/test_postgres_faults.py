@@ -5,10 +5,10 @@ tasks it took are handed to nobody. They must not wait out a lease, nor lose an 
 ``retries=0``, nor be dead-lettered as ``LeaseExpired`` without ever running): the broker gives
 back the tasks of a claim that raised (they carry its claim id) before it claims again.
 
-The loss is made two ways: deterministically, by `tests.pg_proxy.ReplyLosingProxy`, which lets
-the server finish the claim statement and then cuts the connection before the client reads a
-byte of its reply; and statistically, by ``pg_terminate_backend`` of the worker's sessions in a
-loop while it runs a few hundred tasks.
+The loss is made two ways: deterministically, by `ReplyLosingProxy` (``pg_proxy.py`` beside
+this file), which lets the server finish the claim statement and then cuts the connection
+before the client reads a byte of its reply; and statistically, by ``pg_terminate_backend`` of
+the worker's sessions in a loop while it runs a few hundred tasks.
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ from taskflow import GlobalConfig, QueueTasks, TaskFailed, TaskFunc, Worker
 from taskflow.abc import CancelResult, EventKind, TaskStatus
 from taskflow.postgres import PostgresBroker, from_url
 from taskflow.testing import FakeClock
+from tests.backends.postgres.pg_proxy import ReplyLosingProxy, reply_losing_proxy
 from tests.conformance._helpers import claim, done, enqueue_one
-from tests.pg_proxy import ReplyLosingProxy, reply_losing_proxy
 from tests.plugins.backend_postgres import drop_schema, random_schema
 from tests.services import postgres_dsn
 

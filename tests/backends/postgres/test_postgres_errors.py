@@ -22,9 +22,9 @@ from taskflow import AuthenticationFailed, BackendUnavailable, QueueTasks
 from taskflow.cli import ExitCode
 from taskflow.postgres import from_url, upgrade
 from taskflow.testing import FakeClock
+from tests.backends.postgres.pg_proxy import reply_losing_proxy
 from tests.cli_support import run_cli, write_app
 from tests.conformance._helpers import message
-from tests.pg_proxy import reply_losing_proxy
 from tests.plugins.backend_postgres import drop_schema, random_schema
 from tests.services import free_port, postgres_dsn
 
