@@ -230,29 +230,27 @@ class PostgresBroker(Broker):
         pg = self.pg
 
         async def claim_once(conn: Conn) -> list[asyncpg.Record]:
-            await self._give_back_lost_claims(conn, now)
+            lost = list(self._lost_claims)  # given back by the same statement
             claim_id = os.urandom(8).hex()
+            args = [queue, now, limit, lease_until, worker_id, LEASE_EXPIRED, self.result_ttl_s]
+            args += [pg.channel, claim_id]
+            statement = self.sql.claim
+            if lost:
+                statement = self.sql.claim_giving_back
+                args += [[claim.queue for claim in lost], [claim.claim_id for claim in lost]]
             try:
-                return await conn.fetch(
-                    self.sql.claim,
-                    queue,
-                    now,
-                    limit,
-                    lease_until,
-                    worker_id,
-                    LEASE_EXPIRED,
-                    self.result_ttl_s,
-                    pg.channel,
-                    claim_id,
-                )
+                rows = await conn.fetch(statement, *args)
             except BaseException as exc:
                 if _may_have_committed(exc):
-                    # Its rows are given back before the next claim of this broker (`pg.run`
-                    # makes that one at once after a lost connection).
+                    # Given back by this broker's next claim (`pg.run` makes it at once after
+                    # a lost connection) or when it closes.
                     self._lost_claims.add(_LostClaim(queue, claim_id, now))
                 raise
+            self._lost_claims.difference_update(lost)
+            return rows
 
         rows = await pg.run(claim_once)
+        await self._settle_give_back(rows[0])
         deliveries: list[Delivery] = []
         taken = 0
         for row in rows:
@@ -270,35 +268,37 @@ class PostgresBroker(Broker):
         return deliveries, None if due is None else float(due)
 
     async def _give_back_lost_claims(self, conn: Conn, now: float) -> None:
-        """Give back the tasks of the claims whose reply never arrived (see `_LostClaim`)."""
+        """Give back the tasks of the claims whose reply never arrived (see `_LostClaim`), in a
+        statement of its own (a claim does it in its own statement)."""
         lost = list(self._lost_claims)
         if not lost:
             return
-        pg = self.pg
-        try:
-            row = await conn.fetchrow(
-                self.sql.give_back,
-                [claim.queue for claim in lost],
-                [claim.claim_id for claim in lost],
-                now,
-                pg.channel,
-            )
-        except Exception as exc:
-            if not is_transient(exc):  # it would fail again: never let it block every claim
-                self._lost_claims.difference_update(lost)
-            raise
+        row = await conn.fetchrow(
+            self.sql.give_back,
+            [claim.queue for claim in lost],
+            [claim.claim_id for claim in lost],
+            now,
+            self.pg.channel,
+        )
         self._lost_claims.difference_update(lost)
+        if row is not None:
+            await self._settle_give_back(row)
+
+    async def _settle_give_back(self, row: asyncpg.Record) -> None:
+        """Tell this process of the tasks a give-back queued again (`row["released"]`, one
+        queue per task): its workers and its event count."""
+        released: list[str] = row["released"] or []
+        if not released:
+            return
+        logger.warning(
+            "gave back %d task(s) whose claim reply was lost (queues %s); they are queued "
+            "again with their attempt refunded",
+            len(released),
+            ", ".join(sorted(set(released))),
+        )
         self._due_after_claim.clear()
-        released: list[str] = [] if row is None or row["released"] is None else row["released"]
-        if released:
-            logger.warning(
-                "gave back %d task(s) whose claim reply was lost (queues %s); they are queued "
-                "again with their attempt refunded",
-                len(released),
-                ", ".join(sorted(set(released))),
-            )
-            pg.wakeups.announce(sorted(set(released)), work=True)
-            await pg.count_events(released)
+        self.pg.wakeups.announce(sorted(set(released)), work=True)
+        await self.pg.count_events(released)
 
     async def _extend(
         self, leases: Sequence[Lease], lease_s: float, now: float
