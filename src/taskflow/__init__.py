@@ -18,6 +18,7 @@ from ._clock import SystemClock as SystemClock
 from ._config import GlobalConfig as GlobalConfig
 from ._context import TaskContext as TaskContext
 from ._context import WorkerState as WorkerState
+from ._exceptions import AuthenticationFailed as AuthenticationFailed
 from ._exceptions import BackendUnavailable as BackendUnavailable
 from ._exceptions import ConfigError as ConfigError
 from ._exceptions import EncodeError as EncodeError
@@ -61,6 +62,7 @@ __all__ = [
     "NOT_GIVEN",
     "AsyncResult",
     "AsyncTask",
+    "AuthenticationFailed",
     "BackendUnavailable",
     "CallOptions",
     "CancelResult",

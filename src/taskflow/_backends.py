@@ -172,10 +172,17 @@ def _check_kind(what: str, value: object, kind: type) -> None:
 _PASSWORD_PARAM: Final = re.compile(r"(?i)(password=)[^&]*")
 
 
+#: ``scheme://user:password@``, for a URL `urlsplit` cannot take apart.
+_USERINFO_PASSWORD: Final = re.compile(r"^([^:/?#]*://[^:/?#@]*:)[^/?#]*@")
+
+
 def mask_password(url: str) -> str:
     """`url` with its password (``user:password@`` or ``?password=``) shown as ``***``, for
-    logs and error messages."""
-    parts = urlsplit(url)
+    logs and error messages. Never raises: a URL that does not parse is masked as text."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # an unbalanced IPv6 bracket, say: mask by pattern
+        return _PASSWORD_PARAM.sub(r"\1***", _USERINFO_PASSWORD.sub(r"\1***@", url))
     netloc = parts.netloc
     if parts.password is not None:
         userinfo, _, hostinfo = netloc.rpartition("@")

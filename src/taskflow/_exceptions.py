@@ -5,7 +5,8 @@ TaskflowError
 ├── ConfigError (ValueError, TypeError)  a bad GlobalConfig value, or a QueueTasks argument of the
 │                                     wrong kind; raised by GlobalConfig / QueueTasks
 ├── BackendUnavailable                a URL scheme whose driver is not installed; a server that
-│                                     cannot be reached; a backend that cannot do what was asked
+│   │                                 cannot be reached; a backend that cannot do what was asked
+│   └── AuthenticationFailed          the server refused the login (user, password): not retried
 ├── LifecycleError (RuntimeError)     an app used from a loop while another owns it; blocking on one
 ├── TaskRegistrationError (ValueError) bad @app.task usage, duplicate task name
 ├── UnknownTaskError (LookupError)    a name-based add_task for a task this app does not know
@@ -42,6 +43,7 @@ from __future__ import annotations
 import builtins
 
 __all__ = [
+    "AuthenticationFailed",
     "BackendUnavailable",
     "ConfigError",
     "EncodeError",
@@ -77,6 +79,13 @@ class ConfigError(TaskflowError, ValueError, TypeError):
 class BackendUnavailable(TaskflowError):
     """A backend cannot be used as asked: its driver is missing, its server cannot be reached
     (or refuses the login), or it cannot do the operation."""
+
+
+class AuthenticationFailed(BackendUnavailable):
+    """The server refused the login: a wrong user or password (or one the server does not let
+    in). Raised at once, never retried, by whatever opened the connection (``async with app``,
+    `postgres.upgrade`, a call that had to reconnect); the message names the server with its
+    password masked."""
 
 
 class LifecycleError(TaskflowError, RuntimeError):

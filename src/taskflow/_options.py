@@ -327,7 +327,8 @@ def _expiry(value: Any) -> Any:
 
 
 def _text(value: Any) -> Any:
-    return value if isinstance(value, str) and value else _BAD
+    # No NUL: PostgreSQL's text cannot hold it, so no backend accepts it (the same everywhere).
+    return value if isinstance(value, str) and value and "\x00" not in value else _BAD
 
 
 def _flag(value: Any) -> Any:
@@ -353,7 +354,7 @@ _INT32_MAX: Final = 2**31 - 1  # the widest integer column a backend stores (Pos
 _DURATION: Final = "seconds >= 0 (a number or a timedelta)"
 
 _RULES: Final[dict[str, tuple[Normalizer, str]]] = {
-    "queue": (_text, "a non-empty string (e.g. queue='emails')"),
+    "queue": (_text, "a non-empty string without NUL (e.g. queue='emails')"),
     "priority": (
         _integer(-_INT32_MAX - 1, _INT32_MAX),
         "an integer from -2**31 to 2**31 - 1 (higher runs first; e.g. priority=9)",
@@ -376,16 +377,16 @@ _RULES: Final[dict[str, tuple[Normalizer, str]]] = {
         "an aware datetime (not a naive datetime: add tzinfo=timezone.utc) or epoch seconds, "
         "or None",
     ),
-    "task_id": (_or_none(_text), "a non-empty string, or None for a generated id"),
-    "dedup_key": (_or_none(_text), "a non-empty string, or None"),
+    "task_id": (_or_none(_text), "a non-empty string without NUL, or None for a generated id"),
+    "dedup_key": (_or_none(_text), "a non-empty string without NUL, or None"),
     "dedup_ttl": (_or_none(_seconds), f"{_DURATION}, or None"),
-    "parent_id": (_or_none(_text), "a task id (a non-empty string), or None"),
-    "order_id": (_or_none(_text), "an order id (a non-empty string), or None"),
+    "parent_id": (_or_none(_text), "a task id (a non-empty string without NUL), or None"),
+    "order_id": (_or_none(_text), "an order id (a non-empty string without NUL), or None"),
     "headers": (
         _headers,
         "a dict of str to str (header values travel as strings: convert them, e.g. str(42))",
     ),
-    "idempotency_key": (_or_none(_text), "a non-empty string, or None for the task id"),
+    "idempotency_key": (_or_none(_text), "a non-empty string without NUL, or None for the task id"),
 }
 """Option name -> (normalizer, rule). `connection` has none: the backend checks it."""
 

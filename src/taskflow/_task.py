@@ -185,6 +185,10 @@ def make_definition(
             "task a name with @app.task(name=...)"
         )
     task_name = name or str(qualname).replace(".<locals>", "")
+    if not task_name or "\x00" in task_name:
+        raise TaskRegistrationError(
+            f"task name {task_name!r} cannot be stored: give a non-empty name without NUL"
+        )
     check_option_names(defaults, DEFAULT_OPTION_NAMES, task_name)
     options = TaskOptions.of(defaults, task=task_name)
     signature = inspect.signature(fn)

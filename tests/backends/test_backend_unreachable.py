@@ -73,6 +73,9 @@ def test_describe_names_the_server_with_its_password_masked() -> None:
             "postgresql://u@h/db?sslmode=require&password=***",
         ),
         ("redis://h:6379/0", "redis://h:6379/0"),
+        ("postgresql://u:p@ss:w@h/db", "postgresql://u:***@h/db"),
+        ("postgresql://u:pw@[bad/db?password=x", "postgresql://u:***@[bad/db?password=***"),
+        ("postgresql://u:pw@h1:5432,h2:5433/db", "postgresql://u:***@h1:5432,h2:5433/db"),
         ("memory://", "memory://"),
     ],
 )

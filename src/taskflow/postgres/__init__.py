@@ -43,7 +43,7 @@ from urllib.parse import urlsplit
 
 from .._backends import DEFAULT_APP
 from ._broker import PostgresBroker as PostgresBroker
-from ._client import connect, require_asyncpg, split_dsn
+from ._client import connect, reaching, require_asyncpg, split_dsn
 from ._coordination import PostgresCoordination as PostgresCoordination
 from ._schema import DEFAULT_SCHEMA, migrate
 from ._schema import app_schema as app_schema
@@ -112,8 +112,9 @@ async def upgrade(
     the schema is at afterwards.
 
     Raises:
-        BackendUnavailable: asyncpg is not installed, or the server cannot be reached or
-            refuses the login.
+        BackendUnavailable: asyncpg is not installed, the server cannot be reached, or it
+            refused a statement of the upgrade (a missing privilege, say).
+        AuthenticationFailed: the server refused the login.
         ConfigError: `app` cannot name an app, or the schema name would be too long.
     """
     require_asyncpg()
@@ -121,6 +122,7 @@ async def upgrade(
     name = app_schema(schema_in_url or schema, app)
     conn = await connect(dsn)
     try:
-        return await migrate(conn, name, target=target)
+        async with reaching(dsn):
+            return await migrate(conn, name, target=target)
     finally:
         await conn.close()

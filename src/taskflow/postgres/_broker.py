@@ -13,6 +13,9 @@ leases and key-value records (``_coordination.py``).
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import os
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -33,6 +36,7 @@ from ..abc import (
     TaskRecord,
     TaskStatus,
 )
+from ._client import is_transient, reaching
 from ._codec import (
     LEASE_EXPIRED,
     complete_columns,
@@ -49,9 +53,16 @@ from ._storage import PostgresStorage
 from ._wakeups import Mark
 
 if TYPE_CHECKING:
+    import asyncpg
+
     from ._client import Conn
 
 __all__ = ["PostgresBroker"]
+
+logger = logging.getLogger("taskflow.postgres")
+
+#: How long a closing broker tries to give back claims whose reply was lost.
+_GIVE_BACK_ON_CLOSE_S = 2.0
 
 
 class _DueAfterClaim(NamedTuple):
@@ -60,6 +71,17 @@ class _DueAfterClaim(NamedTuple):
 
     mark: Mark
     due: float | None
+
+
+class _LostClaim(NamedTuple):
+    """A claim statement that raised instead of replying (a dropped connection, a cancelled
+    call): the server may have committed it, handing its tasks to nobody. Its rows carry
+    `claim_id`; the broker gives them back before its next claim, or when it closes."""
+
+    queue: str
+    claim_id: str
+    #: The claim's `now`.
+    at: float
 
 
 class PostgresBroker(Broker):
@@ -83,10 +105,33 @@ class PostgresBroker(Broker):
         #: leases (the answer is early: one idle claim), or claim tasks that were pending when
         #: it was read (so already counted in it) or announced since (so it is read again).
         self._due_after_claim: dict[str, _DueAfterClaim] = {}
+        #: Claims of this broker that raised instead of replying, until given back.
+        self._lost_claims: set[_LostClaim] = set()
 
     async def _open(self) -> None:
         # A new open may have missed notifications: its workers start from a fresh look.
         self._due_after_claim = {}
+
+    async def _close(self) -> None:
+        # A claim cut short by its own worker's stop is given back now, not after its lease;
+        # briefly (a close must not wait out a server that is away), before the pool closes.
+        lost = self._lost_claims
+        if not lost:
+            return
+        at = max(claim.at for claim in lost)
+        try:
+            await asyncio.wait_for(
+                self.pg.run(lambda conn: self._give_back_lost_claims(conn, at)),
+                _GIVE_BACK_ON_CLOSE_S,
+            )
+        except Exception as exc:
+            logger.warning(
+                "could not give back %d lost claim(s) on close (%s: %s); their tasks run again "
+                "when their lease lapses",
+                len(lost),
+                type(exc).__name__,
+                exc,
+            )
 
     # -- enqueue --------------------------------------------------------------------------------
 
@@ -115,7 +160,8 @@ class PostgresBroker(Broker):
                 f"not {type(connection).__name__}: `async with conn.transaction(): "
                 "await task.options(connection=conn).add_task(...)`"
             )
-        return await self._insert(connection, messages, now)
+        async with reaching(self.pg.dsn):  # the caller's connection: its driver's errors too
+            return await self._insert(connection, messages, now)
 
     async def _insert(
         self, conn: Conn, messages: Sequence[TaskMessage], now: float
@@ -182,19 +228,29 @@ class PostgresBroker(Broker):
 
         Returns the deliveries and the queue's next due time after the claim."""
         pg = self.pg
-        rows = await pg.run(
-            lambda conn: conn.fetch(
-                self.sql.claim,
-                queue,
-                now,
-                limit,
-                lease_until,
-                worker_id,
-                LEASE_EXPIRED,
-                self.result_ttl_s,
-                pg.channel,
-            )
-        )
+
+        async def claim_once(conn: Conn) -> list[asyncpg.Record]:
+            lost = list(self._lost_claims)  # given back by the same statement
+            claim_id = os.urandom(8).hex()
+            args = [queue, now, limit, lease_until, worker_id, LEASE_EXPIRED, self.result_ttl_s]
+            args += [pg.channel, claim_id]
+            statement = self.sql.claim
+            if lost:
+                statement = self.sql.claim_giving_back
+                args += [[claim.queue for claim in lost], [claim.claim_id for claim in lost]]
+            try:
+                rows = await conn.fetch(statement, *args)
+            except BaseException as exc:
+                if _may_have_committed(exc):
+                    # Given back by this broker's next claim (`pg.run` makes it at once after
+                    # a lost connection) or when it closes.
+                    self._lost_claims.add(_LostClaim(queue, claim_id, now))
+                raise
+            self._lost_claims.difference_update(lost)
+            return rows
+
+        rows = await pg.run(claim_once)
+        await self._settle_give_back(rows[0])
         deliveries: list[Delivery] = []
         taken = 0
         for row in rows:
@@ -210,6 +266,39 @@ class PostgresBroker(Broker):
         await pg.count_events([queue] * taken)
         due = rows[0]["next_due"]
         return deliveries, None if due is None else float(due)
+
+    async def _give_back_lost_claims(self, conn: Conn, now: float) -> None:
+        """Give back the tasks of the claims whose reply never arrived (see `_LostClaim`), in a
+        statement of its own (a claim does it in its own statement)."""
+        lost = list(self._lost_claims)
+        if not lost:
+            return
+        row = await conn.fetchrow(
+            self.sql.give_back,
+            [claim.queue for claim in lost],
+            [claim.claim_id for claim in lost],
+            now,
+            self.pg.channel,
+        )
+        self._lost_claims.difference_update(lost)
+        if row is not None:
+            await self._settle_give_back(row)
+
+    async def _settle_give_back(self, row: asyncpg.Record) -> None:
+        """Tell this process of the tasks a give-back queued again (`row["released"]`, one
+        queue per task): its workers and its event count."""
+        released: list[str] = row["released"] or []
+        if not released:
+            return
+        logger.warning(
+            "gave back %d task(s) whose claim reply was lost (queues %s); they are queued "
+            "again with their attempt refunded",
+            len(released),
+            ", ".join(sorted(set(released))),
+        )
+        self._due_after_claim.clear()
+        self.pg.wakeups.announce(sorted(set(released)), work=True)
+        await self.pg.count_events(released)
 
     async def _extend(
         self, leases: Sequence[Lease], lease_s: float, now: float
@@ -360,6 +449,13 @@ class PostgresBroker(Broker):
         if ids:
             await pg.count_events([queue] * len(ids))
         return len(ids)
+
+
+def _may_have_committed(exc: BaseException) -> bool:
+    """Whether a statement that raised `exc` may still have been committed by the server: its
+    connection was lost or it was cancelled, rather than refused by the server (which rolls
+    the statement back)."""
+    return not isinstance(exc, Exception) or is_transient(exc)
 
 
 def _lease_state(renewed: bool, cancel_requested: bool) -> LeaseState:

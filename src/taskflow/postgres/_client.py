@@ -1,8 +1,9 @@
 """How the PostgreSQL backend reaches its server: the driver, the DSN, the pool, its errors.
 
 What lives here: the optional import of asyncpg (`require_asyncpg`), the ``?schema=`` parameter
-taken out of a URL (`split_dsn`), what a driver error means (`reaching` turns a failure to
-connect into `BackendUnavailable`; `is_transient` and `breaks_connection` decide retries), the
+taken out of a URL (`split_dsn`), what a driver error means (`driver_error` and `reaching` turn
+it into `AuthenticationFailed` or `BackendUnavailable`, so none reaches the caller unwrapped;
+`is_transient` and `breaks_connection` decide retries), the
 waits between retries (`Backoff`), and `Connections`: the pool the calls run on and the fresh
 connections the listener and migrations use.
 
@@ -20,7 +21,7 @@ from typing import TYPE_CHECKING, Final, NamedTuple, TypeAlias, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from .._backends import mask_password, missing_driver
-from .._exceptions import BackendUnavailable
+from .._exceptions import AuthenticationFailed, BackendUnavailable, TaskflowError
 from ._growth import PoolGrowth
 
 try:
@@ -38,6 +39,7 @@ __all__ = [
     "Dsn",
     "breaks_connection",
     "connect",
+    "driver_error",
     "is_transient",
     "reaching",
     "require_asyncpg",
@@ -102,19 +104,69 @@ def _cannot_connect(exc: BaseException) -> bool:
     )
 
 
+def _refused_login(exc: BaseException) -> bool:
+    """True when the server refused the login itself (a wrong user or password): waiting does
+    not help, so it is never retried."""
+    return isinstance(exc, asyncpg.exceptions.InvalidAuthorizationSpecificationError)
+
+
+def _is_driver_error(exc: BaseException) -> bool:
+    """True for what asyncpg or the network raises (taskflow's own errors are not)."""
+    return not isinstance(exc, TaskflowError) and isinstance(
+        exc,
+        (
+            asyncpg.exceptions.PostgresError,
+            asyncpg.exceptions.InterfaceError,
+            asyncpg.exceptions.InternalClientError,
+            OSError,
+            TimeoutError,
+        ),
+    )
+
+
+def driver_error(exc: BaseException, dsn: str) -> TaskflowError | None:
+    """The taskflow error a driver error of a call to `dsn` is raised as (its ``__cause__``
+    stays the driver's); None for an error that is not the driver's (raised as it is).
+
+    A refused login is `AuthenticationFailed`; a server that cannot be reached, a connection
+    lost for good, or a statement the server refused is `BackendUnavailable`. Every message
+    names the server with its password masked.
+    """
+    if not _is_driver_error(exc):
+        return None
+    where = mask_password(dsn)
+    what = f"{type(exc).__name__}: {exc}"
+    if _refused_login(exc):
+        return AuthenticationFailed(
+            f"PostgreSQL at {where} refused the login ({what}); check the user and password "
+            "in the URL (postgresql://user:password@host:port/database). Not retried: a "
+            "wrong password does not heal by waiting"
+        )
+    if _cannot_connect(exc):
+        return BackendUnavailable(
+            f"cannot reach PostgreSQL at {where} ({what}); is the server running, and are the "
+            "URL's host, port, user, password and database right "
+            "(postgresql://user:password@host:port/database)?"
+        )
+    if is_transient(exc):
+        return BackendUnavailable(
+            f"lost the connection to PostgreSQL at {where} and could not get it back in time "
+            f"({what}); is the server up?"
+        )
+    return BackendUnavailable(f"PostgreSQL at {where} refused the call ({what})")
+
+
 @contextlib.asynccontextmanager
 async def reaching(dsn: str) -> AsyncIterator[None]:
-    """Turn a failure to connect to `dsn` into `BackendUnavailable`, saying where and why."""
+    """Raise a driver error of the block (a failure to connect to `dsn`, a refused login or
+    statement) as `driver_error` says, naming where and why."""
     try:
         yield
     except Exception as exc:
-        if not _cannot_connect(exc):
+        error = driver_error(exc, dsn)
+        if error is None:
             raise
-        raise BackendUnavailable(
-            f"cannot reach PostgreSQL at {mask_password(dsn)} ({type(exc).__name__}: {exc}); "
-            "is the server running, and are the URL's host, port, user, password and database "
-            "right (postgresql://user:password@host:port/database)?"
-        ) from exc
+        raise error from exc
 
 
 def is_transient(exc: BaseException) -> bool:

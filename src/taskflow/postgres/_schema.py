@@ -186,6 +186,13 @@ _V5_FINISHED: Final = """
 CREATE INDEX tasks_finished ON {s}.tasks (queue, finished_at) WHERE finished_at IS NOT NULL;
 """
 
+# Each claim statement names its rows with an id of its own, so a claim whose reply was lost
+# (the connection dropped after the server committed it) can be given back by that id. No
+# default: a catalog-only change, and no index (the give-back reads a queue's live rows only).
+_V6_CLAIM_IDS: Final = """
+ALTER TABLE {s}.tasks ADD COLUMN claim_id text;
+"""
+
 #: (version, description, DDL with ``{s}`` for the quoted schema), in order. Append only.
 MIGRATIONS: Final[tuple[tuple[int, str, str], ...]] = (
     (1, "tables: tasks, events, leases, kv; the notify helper", _V1_TABLES),
@@ -197,6 +204,7 @@ MIGRATIONS: Final[tuple[tuple[int, str, str], ...]] = (
     (3, "requeued copies stay out of the unique live dedup index", _V3_DEDUP_REQUEUED),
     (4, "events carry their task's name", _V4_EVENT_NAMES),
     (5, "index of finished tasks by queue and finish time (stats)", _V5_FINISHED),
+    (6, "running tasks name the claim that took them (a lost claim is given back)", _V6_CLAIM_IDS),
 )
 LATEST_VERSION: Final = MIGRATIONS[-1][0]
 

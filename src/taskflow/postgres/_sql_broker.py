@@ -85,14 +85,55 @@ FROM unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY AS i(id, queue, 
 ORDER BY i.ord
 """
 
-# Claim from one queue: due waiting rows, and running rows whose lease lapsed. A lapsed row with
+
+# Give back what claims whose reply never arrived took (queues and claim ids, pairwise): the
+# worker never saw those rows, so each goes back to wait as a release would (due now, its
+# attempt refunded, a `released` event), unless its cancel was requested: then only its lease
+# lapses now, and the next claim cancels it. Rows a later claim or outcome moved on are left
+# alone (they are no longer running under that claim id), so giving back twice is harmless.
+# `_give_back_ctes(now, queues, ids)` is the part both statements below share: CTEs `back`
+# (the rows given back) and `back_ev` (their events).
+def _give_back_ctes(now: str, queues: str, ids: str) -> str:
+    return f"""back AS (
+    UPDATE {{s}}.tasks t SET
+        status = CASE WHEN t.cancel_requested THEN t.status ELSE 'queued' END,
+        attempts = CASE WHEN t.cancel_requested THEN t.attempts
+                        ELSE greatest(t.attempts - 1, 0) END,
+        due_at = {now},
+        progress = NULL,
+        yields = ARRAY[]::bytea[],
+        worker_id = CASE WHEN t.cancel_requested THEN t.worker_id END,
+        claim_id = NULL
+    FROM unnest({queues}::text[], {ids}::text[]) AS l(queue, claim_id)
+    WHERE t.queue = l.queue AND t.claim_id = l.claim_id AND t.status = 'running'
+    RETURNING t.id, t.name, t.queue, t.status, t.attempts, t.order_id
+), back_ev AS (
+    INSERT INTO {{s}}.events (queue, task_id, kind, at, attempt, order_id, detail, name)
+    SELECT queue, id, 'released', {now}, attempts, order_id, 'claim reply lost', name
+    FROM back WHERE status = 'queued'
+)"""
+
+
+# What a give-back reports: the queues of the rows it requeued (one item per row), and the
+# work it announces (``w:``, every queue it touched) and the events (``e:``).
+def _give_back_report(channel: str) -> str:
+    return f"""(SELECT array_agg(queue) FROM back WHERE status = 'queued') AS released,
+       (SELECT {{s}}.notify({channel}, 'w:', array_agg(DISTINCT queue)) FROM back) AS b1,
+       (SELECT {{s}}.notify({channel}, 'e:', array_agg(DISTINCT queue)) FROM back
+        WHERE status = 'queued') AS b2"""
+
+
+# Claim from one queue: due waiting rows, and running rows whose lease lapsed, each marked with
+# this claim's id ($9). After a lost claim, its variant `_CLAIM_GIVING_BACK` first gives back
+# the rows of lost claims ($10 queues, $11 claim ids: see `_give_back_ctes`; the next claim
+# takes them); the usual claim does without that part (it costs ~0.1 ms a claim). A lapsed row with
 # no attempt left is dead-lettered (LeaseExpired), one whose cancel was requested is cancelled.
 # Every row returned also carries `next_due`, the queue's next due time after this claim (what
 # `next_due` would read next; an empty claim returns one row with only that): the earliest due
 # time of the live rows it did not take, as they were before it, and the leases it handed out;
 # after a full claim, now (the worker claims again at once, so it is not worth the scan).
-_CLAIM: Final = f"""
-WITH cand AS (
+_CLAIM_PARTS: Final = f"""
+WITH {{give_back}}cand AS (
     SELECT id, priority, due_at AS old_due, seq,
            CASE WHEN status <> 'running' THEN 'running'
                 WHEN cancel_requested THEN 'cancelled'
@@ -100,6 +141,7 @@ WITH cand AS (
                 ELSE 'running' END AS verdict
     FROM {{s}}.tasks
     WHERE queue = $1 AND status IN {LIVE_STATES_SQL} AND due_at <= $2
+      {{not_given_back}}
     ORDER BY priority DESC, due_at, seq
     LIMIT $3
     FOR UPDATE SKIP LOCKED
@@ -113,6 +155,7 @@ WITH cand AS (
         progress = CASE WHEN c.verdict = 'running' THEN NULL ELSE t.progress END,
         yields = CASE WHEN c.verdict = 'running' THEN ARRAY[]::bytea[] ELSE t.yields END,
         worker_id = CASE WHEN c.verdict = 'running' THEN $5 ELSE t.worker_id END,
+        claim_id = CASE WHEN c.verdict = 'running' THEN $9 ELSE t.claim_id END,
         finished_at = CASE WHEN c.verdict = 'running' THEN NULL ELSE $2 END,
         error = CASE WHEN c.verdict = 'failed' THEN $6 ELSE t.error END,
         result_expires_at = CASE WHEN c.verdict = 'running' THEN NULL
@@ -138,9 +181,24 @@ WITH cand AS (
 )
 SELECT u.id, u.status, u.token, u.attempts, u.data, l.next_due,
        (SELECT {{s}}.notify($8, 't:', array_agg(id)) FROM upd WHERE status <> 'running') AS n1,
-       (SELECT {{s}}.notify($8, 'e:', array_agg(DISTINCT queue)) FROM upd) AS n2
+       (SELECT {{s}}.notify($8, 'e:', array_agg(DISTINCT queue)) FROM upd) AS n2,
+       {{give_back_report}}
 FROM later l LEFT JOIN upd u ON true
 ORDER BY u.priority DESC, u.old_due, u.seq
+"""
+_CLAIM: Final = _CLAIM_PARTS.format(
+    s="{s}", give_back="", not_given_back="", give_back_report="NULL::text[] AS released"
+)
+_CLAIM_GIVING_BACK: Final = _CLAIM_PARTS.format(
+    s="{s}",
+    give_back=_give_back_ctes("$2", "$10", "$11") + ", ",
+    not_given_back="AND id NOT IN (SELECT id FROM back)  -- one update per row and statement",
+    give_back_report=_give_back_report("$8"),
+)
+
+_GIVE_BACK: Final = f"""
+WITH {_give_back_ctes("$3", "$1", "$2")}
+SELECT {_give_back_report("$4")}
 """
 
 _EXTEND: Final = """
@@ -327,6 +385,8 @@ class BrokerStatements:
         self.enqueue = _ENQUEUE.format(s=s)
         self.enqueue_conflicts = _ENQUEUE_CONFLICTS.format(s=s)
         self.claim = _CLAIM.format(s=s)
+        self.claim_giving_back = _CLAIM_GIVING_BACK.format(s=s)
+        self.give_back = _GIVE_BACK.format(s=s)
         self.extend = _EXTEND.format(s=s)
         self.complete = _COMPLETE.format(s=s)
         self.cancel = _CANCEL.format(s=s)

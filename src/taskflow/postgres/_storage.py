@@ -22,7 +22,14 @@ from typing import TYPE_CHECKING, Final, TypeVar
 
 from .._backends import DEFAULT_APP, mask_password
 from ..abc import Event, ProgressUpdate, ReadCoalescer, Storage, TaskOutcome, TaskRecord, TaskStatus
-from ._client import Backoff, Connections, is_transient, reaching, require_asyncpg
+from ._client import (
+    Backoff,
+    Connections,
+    driver_error,
+    is_transient,
+    reaching,
+    require_asyncpg,
+)
 from ._codec import Attempt, event, parse_cursor, report_batch, task_record
 from ._listener import DONE, ENDED, EVENTS, WORK, Listener, Notification, PushedDone
 from ._schema import DEFAULT_SCHEMA, app_schema, channel_name, migrate, quote_schema
@@ -131,10 +138,10 @@ class PostgresStorage(Storage):
         self._reset_session()
         async with reaching(self.dsn):
             conn = await self.connections.connect()
-        try:
-            await migrate(conn, self.schema)
-        finally:
-            await conn.close()
+            try:
+                await migrate(conn, self.schema)
+            finally:
+                await conn.close()
         await self.connections.open()
         self._listener = Listener(
             self.connections.connect,
@@ -168,7 +175,10 @@ class PostgresStorage(Storage):
 
         Raises:
             LifecycleError: the storage is not open.
-            Exception: what `op` raised, if it is not transient or the retries are spent.
+            AuthenticationFailed: a new connection's login was refused (never retried).
+            BackendUnavailable: the connection could not be got back within the retries, or
+                the server refused the statement (the driver's error is its ``__cause__``).
+            Exception: what `op` raised, if it is not the driver's.
         """
         backoff: Backoff | None = None
         while True:
@@ -179,7 +189,10 @@ class PostgresStorage(Storage):
             except Exception as exc:
                 backoff = backoff or Backoff()
                 if not is_transient(exc) or backoff.attempts >= _CALL_RETRIES or not self.is_open:
-                    raise
+                    error = driver_error(exc, self.dsn)
+                    if error is None:
+                        raise
+                    raise error from exc
                 logger.warning(
                     "PostgreSQL call failed (%s: %s); retry %d in %.2fs",
                     type(exc).__name__,
@@ -193,9 +206,15 @@ class PostgresStorage(Storage):
 
     async def listen(self) -> None:
         """Start this storage's LISTEN connection if it does not run yet (notifications sent
-        before it listens are not heard: start it before reading what they would announce)."""
+        before it listens are not heard: start it before reading what they would announce).
+
+        Raises:
+            BackendUnavailable: it could not connect (`AuthenticationFailed`: the login was
+                refused).
+        """
         if self._listener is not None:
-            await self._listener.ensure_started()
+            async with reaching(self.dsn):
+                await self._listener.ensure_started()
 
     async def _ensure_listening(self) -> None:
         await self.listen()
