@@ -13,13 +13,17 @@ This module holds no fixtures: backend fixtures live in ``tests/plugins/``.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import NoReturn
 from urllib.parse import urlsplit
 
@@ -119,8 +123,13 @@ def redis_ping(host: str, port: int, *, timeout: float = _CONNECT_TIMEOUT_S) -> 
         return False
 
 
-def start_redis_server(port: int, *, ready_timeout: float = 10.0) -> subprocess.Popen[bytes]:
+def start_redis_server(
+    port: int, *, ready_timeout: float = 10.0, args: Sequence[str] = ()
+) -> subprocess.Popen[bytes]:
     """Start a private, non-persistent ``redis-server`` on 127.0.0.1:`port` and wait for PING.
+
+    `args` are more command-line settings, after (so overriding) the defaults: e.g.
+    ``("--appendonly", "yes", "--dir", path)`` for a server that keeps an append-only file.
 
     Stop it with `stop_process`. Skips (or fails, under ``TASKFLOW_REQUIRE_SERVICES=1``) if
     ``redis-server`` is not installed.
@@ -138,6 +147,7 @@ def start_redis_server(port: int, *, ready_timeout: float = 10.0) -> subprocess.
             binary,
             *("--port", str(port), "--bind", "127.0.0.1"),
             *("--save", "", "--appendonly", "no", "--logfile", logfile),
+            *args,
         ],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
@@ -174,3 +184,104 @@ def stop_process(proc: subprocess.Popen[bytes], *, timeout: float = 5.0) -> None
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout)
+
+
+# -- a private PostgreSQL cluster ------------------------------------------------------------
+
+_PG_READY_TIMEOUT_S = 30.0
+
+
+def _bindir() -> Path | None:
+    """The directory of initdb/postgres/pg_isready (Debian keeps them off PATH)."""
+    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), reverse=True)
+    if candidates:
+        return candidates[0].parent
+    found = shutil.which("initdb")
+    if found and (Path(found).parent / "postgres").exists():
+        return Path(found).parent
+    return None
+
+
+class PrivatePostgres:
+    """A throwaway PostgreSQL cluster this test owns: start, stop (fast shutdown), start again."""
+
+    def __init__(self, bindir: Path, datadir: Path, port: int, user: str | None) -> None:
+        self.bindir, self.datadir, self.port, self.user = bindir, datadir, port, user
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def dsn(self) -> str:
+        return f"postgresql://taskflow@127.0.0.1:{self.port}/postgres"
+
+    def init(self) -> None:
+        subprocess.run(
+            [self.bindir / "initdb", "-D", self.datadir, "-U", "taskflow", "--auth=trust"],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            user=self.user,
+            timeout=60,
+        )
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [
+                self.bindir / "postgres",
+                *("-D", str(self.datadir), "-p", str(self.port), "-k", str(self.datadir)),
+                *("-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            user=self.user,
+        )
+        deadline = time.monotonic() + _PG_READY_TIMEOUT_S
+        while not self._answers():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"private PostgreSQL on port {self.port} did not start")
+            time.sleep(0.05)  # polling a child's readiness: there is no event to wait on
+
+    def _answers(self) -> bool:
+        result = subprocess.run(
+            [self.bindir / "pg_isready", "-h", "127.0.0.1", "-p", str(self.port), "-q"],
+            check=False,
+        )
+        return result.returncode == 0
+
+    def stop(self) -> None:
+        """Fast shutdown (SIGINT): clients are disconnected, the server exits cleanly."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self.proc = None
+
+
+@contextlib.contextmanager
+def private_postgres() -> Iterator[PrivatePostgres]:
+    """A PostgreSQL cluster of the caller's own (``initdb`` into a temporary directory, a free
+    loopback port, trust authentication), started, and stopped by its pid at the end. As root
+    it runs as the ``postgres`` user (PostgreSQL refuses root). Skips (or fails under
+    ``TASKFLOW_REQUIRE_SERVICES=1``) where PostgreSQL is not set up."""
+    postgres_dsn()  # skip (or fail) with the usual reason when PostgreSQL is not set up at all
+    bindir = _bindir()
+    if bindir is None:
+        _unavailable("PostgreSQL server binaries (initdb, postgres) are not installed")
+    user = "postgres" if os.geteuid() == 0 else None
+    workdir = Path(tempfile.mkdtemp(prefix="taskflow-pg-"))
+    datadir = workdir / "data"
+    datadir.mkdir()
+    if user is not None:
+        shutil.chown(workdir, user)
+        shutil.chown(datadir, user)
+    srv = PrivatePostgres(bindir, datadir, free_port(), user)
+    try:
+        srv.init()
+        srv.start()
+        yield srv
+    finally:
+        srv.stop()
+        shutil.rmtree(workdir, ignore_errors=True)

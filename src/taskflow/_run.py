@@ -58,6 +58,7 @@ class Run:
         "dirty",
         "interrupt_reason",
         "kind",
+        "lease_until",
         "on_report",
         "pending_yields",
         "progress",
@@ -73,6 +74,9 @@ class Run:
         self.task_id = delivery.task_id
         self.token = delivery.token
         self.attempt = delivery.attempt
+        #: When the lease lapses unless renewed, by this worker's clock (the claim's, then each
+        #: renewal's). A run still waiting for a slot past it must not start.
+        self.lease_until = delivery.lease_expires_at
         self.task: asyncio.Task[None] | None = None
         self.kind = ""
         self.cancel_requested = False

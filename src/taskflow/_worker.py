@@ -270,6 +270,14 @@ class Worker:
         message = self._decode(run)
         if message is None:
             return
+        if run.interrupt_reason is None and run.lease_until <= now:
+            # It waited for a slot past its lease (this process was paused, or its heartbeat
+            # could not reach the backend): another worker may run it, or have run it, by now.
+            logger.warning(
+                "task %s: its lease lapsed before it could start; leaving it to the next claim",
+                run.task_id,
+            )
+            run.interrupt("lost")
         if run.interrupt_reason is not None:  # cancelled or lost while waiting for a slot
             self._settle(run, self._decide.of_interruption(run, message, None))
             return
@@ -418,14 +426,16 @@ class Worker:
         if not runs:
             return
         leases = [Lease(run.task_id, run.token) for run in runs]
+        lease_s = self._config.lease_s
+        sent_at = self._clock.time()
         try:
-            states = await self.app.broker.extend(
-                leases, lease_s=self._config.lease_s, now=self._clock.time()
-            )
+            states = await self.app.broker.extend(leases, lease_s=lease_s, now=sent_at)
         except Exception:
             logger.exception("renewing %d lease(s) failed; will retry next heartbeat", len(leases))
             return
         for run, state in zip(runs, states, strict=True):
+            if state is not LeaseState.LOST:
+                run.lease_until = sent_at + lease_s
             if state is LeaseState.CANCEL:
                 run.cancel_requested = True
                 run.interrupt("cancel")
