@@ -102,7 +102,7 @@ def broker_from_url(url: str, *, app: str = DEFAULT_APP) -> Broker:
     module_name = _SCHEMES.get(scheme.lower()) if sep else None
     if module_name is None:
         known = ", ".join(f"{s}://" for s in _SCHEMES)
-        raise ConfigError(f"unknown backend URL {url!r}: expected one of {known}")
+        raise ConfigError(f"unknown backend URL {mask_password(url)!r}: expected one of {known}")
     driver = _DRIVERS.get(module_name)
     if driver is not None and importlib.util.find_spec(driver.package) is None:
         raise missing_driver(module_name)
@@ -110,7 +110,10 @@ def broker_from_url(url: str, *, app: str = DEFAULT_APP) -> Broker:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
         raise BackendUnavailable(f"backend {module_name} is not available: {exc}") from exc
-    broker = module.from_url(url, app=app)
+    try:
+        broker = module.from_url(url, app=app)
+    except ValueError as exc:  # what urllib says of a URL it cannot take apart
+        raise ConfigError(f"backend URL {mask_password(url)!r} is malformed: {exc}") from None
     if not isinstance(broker, Broker):  # pragma: no cover - a broken backend module
         raise BackendUnavailable(f"{module_name}.from_url returned {broker!r}, not a Broker")
     return broker

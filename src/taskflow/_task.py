@@ -184,6 +184,8 @@ def make_definition(
             f"{fn!r} has no __qualname__ (a functools.partial or a callable object): give the "
             "task a name with @app.task(name=...)"
         )
+    if name is not None and not isinstance(name, str):
+        raise TaskRegistrationError(f"a task name is a string, got {name!r}")
     task_name = name or str(qualname).replace(".<locals>", "")
     if not task_name or "\x00" in task_name:
         raise TaskRegistrationError(
