@@ -176,7 +176,7 @@ _PASSWORD_PARAM: Final = re.compile(r"(?i)(password=)[^&]*")
 
 
 #: ``scheme://user:password@``, for a URL `urlsplit` cannot take apart.
-_USERINFO_PASSWORD: Final = re.compile(r"^([^:/?#]*://[^:/?#@]*:)[^/?#]*@")
+_USERINFO_PASSWORD: Final = re.compile(r"^([^/]*//[^:/?#@]*:)[^/?#]*@")
 
 
 def mask_password(url: str) -> str:
@@ -185,7 +185,7 @@ def mask_password(url: str) -> str:
     try:
         parts = urlsplit(url)
     except ValueError:  # an unbalanced IPv6 bracket, say: mask by pattern
-        return _PASSWORD_PARAM.sub(r"\1***", _USERINFO_PASSWORD.sub(r"\1***@", url))
+        return _mask_as_text(url)
     netloc = parts.netloc
     if parts.password is not None:
         userinfo, _, hostinfo = netloc.rpartition("@")
@@ -193,5 +193,9 @@ def mask_password(url: str) -> str:
         netloc = f"{user}:***@{hostinfo}"
     query = _PASSWORD_PARAM.sub(r"\1***", parts.query)
     if netloc == parts.netloc and query == parts.query:
-        return url
+        return _mask_as_text(url)  # nothing urllib saw (no scheme, say): mask by pattern
     return urlunsplit(parts._replace(netloc=netloc, query=query))
+
+
+def _mask_as_text(url: str) -> str:
+    return _PASSWORD_PARAM.sub(r"\1***", _USERINFO_PASSWORD.sub(r"\1***@", url))

@@ -145,11 +145,14 @@ def test_any_task_name_is_registered_or_refused_with_a_taskflow_error(name: Any)
 
 @SETTINGS
 @given(
-    url=st.text(max_size=40) | st.from_regex(r"(redis|rediss|postgresql|memory|x)://[^\s]{0,30}")
+    url=st.text(max_size=40)
+    | st.from_regex(r"(redis|rediss|postgresql|memory|x)://(u:secret@)?[^\s]{0,30}", fullmatch=True)
 )
 @example(url="redis://[")  # found by this test: urllib's ValueError before
 @example(url="postgresql://u:secret@[")
 @example(url="foo://u:secret@host")
+@example(url="://:secret@")  # found by this test: no scheme, so urllib saw no password
+@example(url="#://:secret@")
 def test_any_broker_url_is_taken_or_refused_with_a_taskflow_error(url: str) -> None:
     try:
         QueueTasks(name="fuzz-urls", broker=url)
