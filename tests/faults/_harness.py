@@ -30,6 +30,7 @@ import sys
 import textwrap
 import time
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType, TracebackType
 from typing import Any
@@ -159,15 +160,20 @@ class FaultRun:
                 else:
                     os.environ[key] = value
 
-    def start_worker(self) -> subprocess.Popen[bytes]:
-        """Start one more `taskflow worker` process (20 slots) on the app."""
+    def start_worker(
+        self, *, wrap: Sequence[str] = (), url: str | None = None
+    ) -> subprocess.Popen[bytes]:
+        """Start one more `taskflow worker` process (20 slots) on the app; `wrap` goes before
+        the command (``ip netns exec <ns>``), `url` replaces the server's URL for it."""
+        env = self.env if url is None else {**self.env, "FAULT_URL": url}
         return subprocess.Popen(
             [
+                *wrap,
                 *(sys.executable, "-m", "taskflow", "--log-level", "WARNING"),
                 *("worker", "faultapp:app", "--concurrency", "20"),
             ],
             cwd=self.dir,
-            env=self.env,
+            env=env,
             stdin=subprocess.DEVNULL,
         )
 
@@ -195,6 +201,11 @@ class FaultRun:
             await self.app.__aexit__(exc_type, exc, tb)
 
     # -- the workload ---------------------------------------------------------------------
+
+    async def send(self, count: int) -> None:
+        """Send `count` more tasks at once (accepted: they join the invariants)."""
+        calls = [self.module.work.prepare(-1 - i, self.step_s) for i in range(count)]
+        self.task_ids += [h.task_id for h in await self.app.add_tasks(calls)]
 
     async def produce(self, batch: int = 50, every_s: float = 0.15) -> None:
         """Send `tasks` tasks in batches, one batch every `every_s`; a batch whose send raises
