@@ -30,7 +30,7 @@ import sys
 import textwrap
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from types import ModuleType, TracebackType
 from typing import Any
@@ -322,3 +322,20 @@ class FaultRun:
         if table:
             with open(table, "a", encoding="utf-8") as out:
                 out.write(line + "\n")
+
+
+async def run_with_fault(
+    run: FaultRun, fault: Callable[[FaultRun], Awaitable[None]], *, burst: bool = False
+) -> None:
+    """The workload with `fault` injected once a quarter of it has run; then every invariant.
+
+    `burst`: batches of 100 every 0.1 s, more than the slots take, so that workers hold claimed
+    tasks waiting for a slot when the fault lands; else 50 every 0.15 s, a workload that
+    outlasts the fault."""
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(run.produce, 100 if burst else 50, 0.1 if burst else 0.15)
+        await run.until_runs(run.tasks // 4)
+        await fault(run)
+        await run.recovered(after=time.time())
+    row = await run.finish()
+    assert row.problems() == [], row

@@ -12,8 +12,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +21,7 @@ import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
-from tests.faults._harness import LEASE_S, FaultRun
+from tests.faults._harness import LEASE_S, FaultRun, run_with_fault
 from tests.services import (
     PrivatePostgres,
     free_port,
@@ -83,24 +82,6 @@ def private_pg() -> Iterator[PrivatePostgres]:
         yield server
 
 
-Fault = Callable[[FaultRun], Awaitable[None]]
-
-
-async def _run_with(run: FaultRun, fault: Fault, *, burst: bool = False) -> None:
-    """The workload with `fault` injected once a quarter of it has run; then every invariant.
-
-    `burst`: batches of 100 every 0.1 s, more than the slots take, so that workers hold claimed
-    tasks waiting for a slot when the fault lands; else 50 every 0.15 s, a workload that
-    outlasts the fault."""
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(run.produce, 100 if burst else 50, 0.1 if burst else 0.15)
-        await run.until_runs(run.tasks // 4)
-        await fault(run)
-        await run.recovered(after=time.time())
-    row = await run.finish()
-    assert row.problems() == [], row
-
-
 async def _sigkill_a_worker(run: FaultRun) -> None:
     victim = run.workers[0]
     await run.until_busy(victim.pid)
@@ -128,7 +109,7 @@ WORKER_FAULTS = {
 @pytest.mark.parametrize("fault", sorted(WORKER_FAULTS))
 async def test_redis_worker_faults(fault: str, private_redis: PrivateRedis, tmp_path: Path) -> None:
     async with FaultRun(tmp_path, private_redis.url, fault=fault, backend="redis") as run:
-        await _run_with(run, WORKER_FAULTS[fault], burst=True)
+        await run_with_fault(run, WORKER_FAULTS[fault], burst=True)
 
 
 @pytest.mark.postgres
@@ -137,7 +118,7 @@ async def test_postgres_worker_faults(
     fault: str, private_pg: PrivatePostgres, tmp_path: Path
 ) -> None:
     async with FaultRun(tmp_path, private_pg.dsn, fault=fault, backend="postgres") as run:
-        await _run_with(run, WORKER_FAULTS[fault], burst=True)
+        await run_with_fault(run, WORKER_FAULTS[fault], burst=True)
 
 
 @pytest.mark.redis
@@ -150,7 +131,7 @@ async def test_redis_restart(private_redis: PrivateRedis, tmp_path: Path) -> Non
         private_redis.start()
 
     async with FaultRun(tmp_path, private_redis.url, fault="redis-restart", backend="redis") as run:
-        await _run_with(run, restart)
+        await run_with_fault(run, restart)
 
 
 @pytest.mark.redis
@@ -167,7 +148,7 @@ async def test_redis_sigkill_with_fsync_always(private_redis: PrivateRedis, tmp_
     async with FaultRun(
         tmp_path, private_redis.url, fault="redis-sigkill (fsync always)", backend="redis"
     ) as run:
-        await _run_with(run, kill)
+        await run_with_fault(run, kill)
 
 
 @pytest.mark.redis
@@ -184,7 +165,7 @@ async def test_redis_client_kill_loop(private_redis: PrivateRedis, tmp_path: Pat
     async with FaultRun(
         tmp_path, private_redis.url, fault="client-kill x20", backend="redis"
     ) as run:
-        await _run_with(run, client_kills)
+        await run_with_fault(run, client_kills)
 
 
 @pytest.mark.postgres
@@ -198,7 +179,7 @@ async def test_postgres_restart(private_pg: PrivatePostgres, tmp_path: Path) -> 
     async with FaultRun(
         tmp_path, private_pg.dsn, fault="postgres-restart", backend="postgres"
     ) as run:
-        await _run_with(run, restart)
+        await run_with_fault(run, restart)
 
 
 @pytest.mark.postgres
@@ -220,4 +201,4 @@ async def test_postgres_terminate_backend_loop(private_pg: PrivatePostgres, tmp_
     async with FaultRun(
         tmp_path, private_pg.dsn, fault="pg_terminate_backend x10", backend="postgres"
     ) as run:
-        await _run_with(run, terminations)
+        await run_with_fault(run, terminations)

@@ -145,6 +145,14 @@ def backend_factory_redis_cluster(redis_cluster_url: str) -> BrokerFactory:
 @pytest.fixture(scope="session")
 def redis_cluster_url() -> Iterator[str]:
     """Start a 3-master Redis Cluster on free loopback ports; yield ``redis+cluster://...``."""
+    with redis_cluster(replicas=0) as ports:
+        yield f"redis+cluster://127.0.0.1:{ports[0]}"
+
+
+@contextlib.contextmanager
+def redis_cluster(*, replicas: int) -> Iterator[list[int]]:
+    """A Redis Cluster of 3 masters with `replicas` replicas each on free loopback ports, ready
+    (``cluster_state:ok`` on every node); yields the ports and stops every node by its pid."""
     binary, cli = shutil.which("redis-server"), shutil.which("redis-cli")
     if binary is None or cli is None:
         redis_url()  # skips (or fails under TASKFLOW_REQUIRE_SERVICES=1) with the fix
@@ -152,12 +160,12 @@ def redis_cluster_url() -> Iterator[str]:
     workdir = tempfile.mkdtemp(prefix="taskflow-cluster-")
     procs: list[subprocess.Popen[bytes]] = []
     try:
-        ports = [free_port() for _ in range(_CLUSTER_MASTERS)]
+        ports = [free_port() for _ in range(_CLUSTER_MASTERS * (1 + replicas))]
         procs = [_start_cluster_node(binary, port, workdir) for port in ports]
         subprocess.run(
             [
                 *(cli, "--cluster", "create", *(f"127.0.0.1:{p}" for p in ports)),
-                *("--cluster-replicas", "0", "--cluster-yes"),
+                *("--cluster-replicas", str(replicas), "--cluster-yes"),
             ],
             check=True,
             stdin=subprocess.DEVNULL,
@@ -166,7 +174,7 @@ def redis_cluster_url() -> Iterator[str]:
             timeout=_CLUSTER_READY_TIMEOUT_S,
         )
         _wait_cluster_ok(cli, ports)
-        yield f"redis+cluster://127.0.0.1:{ports[0]}"
+        yield ports
     finally:
         for proc in procs:
             stop_process(proc)
@@ -224,6 +232,7 @@ __all__ = [
     "backend_url_redis_cluster",
     "delete_prefix",
     "random_prefix",
+    "redis_cluster",
     "redis_cluster_url",
     "redis_factory",
     "twin",
