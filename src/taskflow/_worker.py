@@ -422,6 +422,10 @@ class Worker:
             await self._heartbeat()
 
     async def _heartbeat(self) -> None:
+        """Renew every held lease in one call. The leases of runs whose outcome is on its way
+        are renewed too (they keep the task while a failed store is retried), but what the
+        renewal says of them is ignored: the outcome may land before the renewal does, which
+        then finds the task ended and answers "lost" for a run that ended normally."""
         runs = list(self._runs.values())
         if not runs:
             return
@@ -434,6 +438,8 @@ class Worker:
             logger.exception("renewing %d lease(s) failed; will retry next heartbeat", len(leases))
             return
         for run, state in zip(runs, states, strict=True):
+            if run.ending:
+                continue
             if state is not LeaseState.LOST:
                 run.lease_until = sent_at + lease_s
             if state is LeaseState.CANCEL:

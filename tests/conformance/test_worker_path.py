@@ -8,14 +8,15 @@ that depends on another before that one returned.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 import anyio
 import anyio.lowlevel
 import pytest
 
-from taskflow import GlobalConfig, Progress, QueueTasks, TaskContext
-from taskflow.abc import Broker, Outcome, ProgressUpdate
+from taskflow import GlobalConfig, Progress, QueueTasks, TaskContext, TaskStatus
+from taskflow.abc import Broker, Lease, LeaseState, Outcome, ProgressUpdate
 from taskflow.testing import FakeClock
 
 
@@ -75,3 +76,62 @@ async def test_the_last_progress_of_a_task_that_returns_at_once_is_kept(
 
     assert info.progress == Progress(4, 4)
     assert outcomes_during_their_report == []
+
+
+async def test_a_renewal_that_reaches_the_backend_after_the_outcome_is_no_lost_lease(
+    backend: Broker,
+    clock: FakeClock,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The heartbeat renews every lease the worker holds, those of runs whose outcome is on its
+    way included. When that outcome lands first, the renewal finds the task ended and answers
+    "lost": that is a run that ended normally, not a lost lease to warn about and abandon."""
+    config = GlobalConfig(idle_poll_s=1000, lease_s=10, heartbeat_s=3)
+    app = QueueTasks("conformance", broker=backend, clock=clock, config=config)
+
+    @app.task(name="quick")
+    async def quick() -> str:
+        return "ok"
+
+    # The race, made deterministic: the outcome's store waits until the renewal has begun, and
+    # the renewal reaches the backend only once the outcome is stored.
+    complete, extend = backend.complete, backend.extend
+    storing, renewing, stored, renewed = (anyio.Event() for _ in range(4))
+    heard: list[LeaseState] = []
+
+    async def held_complete(outcomes: Sequence[Outcome], *, now: float) -> list[bool]:
+        storing.set()
+        await renewing.wait()
+        try:
+            return await complete(outcomes, now=now)
+        finally:
+            stored.set()
+
+    async def late_extend(
+        leases: Sequence[Lease], *, lease_s: float, now: float
+    ) -> list[LeaseState]:
+        renewing.set()
+        await stored.wait()
+        states = await extend(leases, lease_s=lease_s, now=now)
+        heard.extend(states)
+        renewed.set()  # the heartbeat reads the states in this same step, before anyone else
+        return states
+
+    monkeypatch.setattr(backend, "complete", held_complete)
+    monkeypatch.setattr(backend, "extend", late_extend)
+
+    with anyio.fail_after(30), caplog.at_level(logging.WARNING, logger="taskflow.worker"):
+        async with app, app.running(concurrency=1):
+            handle = await quick.add_task()
+            await storing.wait()
+            await anyio.wait_all_tasks_blocked()
+            await clock.advance(3)  # the heartbeat, while the outcome is on its way
+            await renewed.wait()
+            assert await handle.result(timeout=10) == "ok"
+            info = await handle.info()
+
+    assert heard == [LeaseState.LOST]  # the race happened: the outcome landed first
+    assert not [r for r in caplog.records if "was lost" in r.getMessage()]
+    assert info.status is TaskStatus.DONE
+    assert info.attempts == 1
