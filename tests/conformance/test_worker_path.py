@@ -9,13 +9,22 @@ that depends on another before that one returned.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
 import anyio
 import anyio.lowlevel
 import pytest
 
-from taskflow import GlobalConfig, Progress, QueueTasks, TaskContext, TaskStatus
+from taskflow import (
+    EncodeError,
+    GlobalConfig,
+    Progress,
+    QueueTasks,
+    TaskContext,
+    TaskFailed,
+    TaskStatus,
+)
 from taskflow.abc import Broker, Lease, LeaseState, Outcome, ProgressUpdate
 from taskflow.testing import FakeClock
 
@@ -135,3 +144,49 @@ async def test_a_renewal_that_reaches_the_backend_after_the_outcome_is_no_lost_l
     assert not [r for r in caplog.records if "was lost" in r.getMessage()]
     assert info.status is TaskStatus.DONE
     assert info.attempts == 1
+
+
+def nested(depth: int) -> list[Any]:
+    """``[[[...]]]``, `depth` lists deep."""
+    value: list[Any] = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+async def test_a_value_nested_too_deeply_is_an_encode_error_not_a_recursion_error(
+    backend: Broker, clock: FakeClock
+) -> None:
+    """msgspec follows nesting only to Python's recursion limit. Past it, an argument is refused
+    with `EncodeError` before anything is stored, and a returned or yielded value fails its task
+    as `UnencodableResult` (never retried); the worker goes on."""
+    app = worker_app(backend, clock)
+    too_deep = nested(10_000)
+
+    @app.task(name="echo")
+    async def echo(value: Any) -> Any:
+        return value
+
+    @app.task(name="returns_deep", retries=3)
+    async def returns_deep() -> Any:
+        return too_deep
+
+    @app.task(name="yields_deep", retries=3)
+    async def yields_deep() -> AsyncIterator[Any]:
+        yield too_deep
+
+    with anyio.fail_after(30):
+        async with app, app.running(concurrency=2):
+            with pytest.raises(EncodeError, match=r"'value'.*nested too deeply"):
+                await echo.add_task(too_deep)
+            with pytest.raises(EncodeError, match="nested too deeply"):
+                await app.add_tasks([echo.prepare(too_deep)])
+            assert (await backend.stats(["default"], now=clock.time()))[0].queued == 0
+            for task in (returns_deep, yields_deep):
+                handle = await task.add_task()
+                with pytest.raises(TaskFailed) as failed:
+                    await handle.result(timeout=10)
+                assert failed.value.error_type == "UnencodableResult"
+                assert "nested too deeply" in failed.value.error_message
+                assert (await handle.info()).attempts == 1
+            assert await (await echo.add_task(nested(50))).result(timeout=10) == nested(50)
