@@ -24,8 +24,9 @@ from taskflow import (
     TaskContext,
     TaskFailed,
     TaskStatus,
+    Worker,
 )
-from taskflow.abc import Broker, Lease, LeaseState, Outcome, ProgressUpdate
+from taskflow.abc import Broker, Delivery, Lease, LeaseState, Outcome, ProgressUpdate
 from taskflow.testing import FakeClock
 
 
@@ -190,3 +191,87 @@ async def test_a_value_nested_too_deeply_is_an_encode_error_not_a_recursion_erro
                 assert "nested too deeply" in failed.value.error_message
                 assert (await handle.info()).attempts == 1
             assert await (await echo.add_task(nested(50))).result(timeout=10) == nested(50)
+
+
+async def test_a_stop_while_every_slot_is_busy_releases_them_when_the_grace_period_ends(
+    backend: Broker, clock: FakeClock
+) -> None:
+    """Two long tasks on two slots: the claimer waits for a free slot. The grace period starts
+    at the stop (not when a task ends, nor when the claimer and the drain get round to it), and
+    what outlives it is released for redelivery with its attempt refunded."""
+    config = GlobalConfig(idle_poll_s=1000, shutdown_grace_s=0.5)
+    app = QueueTasks("conformance", broker=backend, clock=clock, config=config)
+    starts: list[str] = []
+    both_started = anyio.Event()
+
+    @app.task(name="long")
+    async def long(ctx: TaskContext) -> None:
+        starts.append(ctx.task_id)
+        if len(starts) == 2:
+            both_started.set()
+        await anyio.sleep_forever()
+
+    with anyio.fail_after(30):
+        async with app:
+            handles = [await long.add_task() for _ in range(2)]
+            worker = Worker(app, concurrency=2)
+            async with anyio.create_task_group() as tg:
+                await tg.start(worker.run)
+                await both_started.wait()
+                await anyio.wait_all_tasks_blocked()
+                worker.stop()
+                await clock.advance(0.5)  # the whole grace period: the worker run ends
+            infos = [await handle.info() for handle in handles]
+
+    assert sorted(starts) == sorted(h.task_id for h in handles)
+    assert [(i.status, i.attempts) for i in infos] == [(TaskStatus.QUEUED, 0)] * 2
+
+
+async def test_the_grace_period_starts_at_the_stop_even_with_a_claim_in_flight(
+    backend: Broker, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A claim in flight when the stop comes (a slow server) does not push the grace period
+    back: once it returns, the running task is released at once if the grace period is over,
+    and what the claim brought is released without being started."""
+    config = GlobalConfig(idle_poll_s=1000, shutdown_grace_s=0.5)
+    app = QueueTasks("conformance", broker=backend, clock=clock, config=config)
+    starts: list[str] = []
+    first_started = anyio.Event()
+
+    @app.task(name="long")
+    async def long(ctx: TaskContext) -> None:
+        starts.append(ctx.task_id)
+        first_started.set()
+        await anyio.sleep_forever()
+
+    claim = backend.claim
+    hold_claims = False
+    claiming, let_claim = anyio.Event(), anyio.Event()
+
+    async def slow_claim(
+        queues: Sequence[str], *, limit: int, lease_s: float, now: float, worker_id: str
+    ) -> list[Delivery]:
+        if hold_claims:
+            claiming.set()
+            await let_claim.wait()
+        return await claim(queues, limit=limit, lease_s=lease_s, now=now, worker_id=worker_id)
+
+    monkeypatch.setattr(backend, "claim", slow_claim)
+
+    with anyio.fail_after(30):
+        async with app:
+            first = await long.add_task()
+            worker = Worker(app, concurrency=2)
+            async with anyio.create_task_group() as tg:
+                await tg.start(worker.run)
+                await first_started.wait()
+                hold_claims = True
+                second = await long.add_task()  # wakes the claimer for the free slot
+                await claiming.wait()
+                worker.stop()
+                await clock.advance(0.5)  # the grace period passes while the claim is out
+                let_claim.set()  # the worker run ends with no more time passing
+            infos = [await first.info(), await second.info()]
+
+    assert starts == [first.task_id]
+    assert [(i.status, i.attempts) for i in infos] == [(TaskStatus.QUEUED, 0)] * 2
