@@ -9,6 +9,7 @@ knows about a task; `Outcome`, `Delivery` and the rest are the vocabulary of `ta
 from __future__ import annotations
 
 import enum
+import sys
 from typing import Any, Final
 
 import msgspec
@@ -396,10 +397,35 @@ def decode_message(data: bytes) -> TaskMessage:
 
 
 def encode_value(value: Any) -> bytes:
-    """Encode a payload, result or yielded value (msgpack); raises `TypeError` if unsupported."""
-    return _value_encoder.encode(value)
+    """Encode a payload, result or yielded value (msgpack).
+
+    Raises:
+        TypeError: `value` holds a type msgspec cannot encode.
+        ValueError: `value` cannot be encoded as it is: an integer out of msgpack's range, or
+            nesting deeper than msgspec follows (it stops at Python's recursion limit).
+    """
+    try:
+        return _value_encoder.encode(value)
+    except RecursionError:
+        raise ValueError(_too_deep("encode")) from None
 
 
 def decode_value(data: bytes) -> Any:
-    """Decode what `encode_value` produced."""
-    return _value_decoder.decode(data)
+    """Decode what `encode_value` produced.
+
+    Raises:
+        msgspec.DecodeError: `data` is not msgpack, or nests deeper than msgspec follows.
+    """
+    try:
+        return _value_decoder.decode(data)
+    except RecursionError:
+        raise msgspec.DecodeError(_too_deep("decode")) from None
+
+
+def _too_deep(what: str) -> str:
+    # msgspec counts its nesting against the interpreter's recursion limit (RecursionError),
+    # which is no error of the caller's code: say what it means for the value instead.
+    return (
+        f"nested too deeply to {what} (msgspec follows nesting only to about "
+        f"{sys.getrecursionlimit()} levels, Python's recursion limit)"
+    )

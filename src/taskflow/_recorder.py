@@ -66,7 +66,10 @@ class Recorder:
     # -- outcomes ------------------------------------------------------------------------------
 
     def finish(self, outcome: Outcome) -> None:
-        """Queue `outcome` for the next flush."""
+        """Queue `outcome` for the next flush; its run is ending (`Run.ending`) from now on."""
+        run = self._runs.get(outcome.task_id)
+        if run is not None:
+            run.ending = True
         self.pending.append(outcome)
         if not self._flush_event.is_set():
             self._flush_event.set()

@@ -49,6 +49,9 @@ class Run:
         yielded: Every value the task yielded (a generator task's result).
         pending_yields: Encoded yields not reported yet.
         dirty: Progress or yields wait to be reported.
+        ending: Its outcome is decided and on its way to the backend: the run is over, and
+            what a lease renewal says of it no longer concerns it (a "lost" then is most often
+            that outcome stored first).
     """
 
     __slots__ = (
@@ -56,6 +59,7 @@ class Run:
         "cancel_requested",
         "delivery",
         "dirty",
+        "ending",
         "interrupt_reason",
         "kind",
         "lease_until",
@@ -85,6 +89,7 @@ class Run:
         self.yielded: list[Any] = []
         self.pending_yields: list[bytes] = []
         self.dirty = False
+        self.ending = False
 
     @property
     def started(self) -> bool:

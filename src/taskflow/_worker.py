@@ -135,6 +135,8 @@ class Worker:
             hand_out=self._hand_out,
         )
         self._stopping = False
+        #: When the grace period of a stop ends (`stop` sets it).
+        self._grace_ends_at = 0.0
         self._started = False
         self._executor: TaskExecutor | None = None
         self._tasks: Mapping[str, TaskDefinition] = app.tasks
@@ -151,8 +153,14 @@ class Worker:
 
     def stop(self) -> None:
         """Ask for a graceful stop: claim no more, let running tasks finish within
-        `GlobalConfig.shutdown_grace_s`, then cancel and release the rest."""
-        self._stopping = True
+        `GlobalConfig.shutdown_grace_s`, then cancel and release the rest.
+
+        The grace period starts now, whatever the claimer is in the middle of (waiting for a
+        free slot, a claim in flight) and however long it takes to return; no task starts
+        after this call."""
+        if not self._stopping:
+            self._stopping = True
+            self._grace_ends_at = self._clock.time() + self._config.shutdown_grace_s
         # The claimer may be waiting for a free slot (all busy): the drain must not wait too.
         self._claimer.stop()
 
@@ -234,9 +242,9 @@ class Worker:
         loop = asyncio.get_running_loop()
         debug = self._debug
         while True:
+            if self._stopping:
+                return  # what waits in `ready` is released by the drain, not started
             if not ready:
-                if self._stopping:
-                    return
                 fut: asyncio.Future[None] = loop.create_future()
                 self._idle_slots.append(fut)
                 await fut
@@ -422,6 +430,10 @@ class Worker:
             await self._heartbeat()
 
     async def _heartbeat(self) -> None:
+        """Renew every held lease in one call. The leases of runs whose outcome is on its way
+        are renewed too (they keep the task while a failed store is retried), but what the
+        renewal says of them is ignored: the outcome may land before the renewal does, which
+        then finds the task ended and answers "lost" for a run that ended normally."""
         runs = list(self._runs.values())
         if not runs:
             return
@@ -434,6 +446,8 @@ class Worker:
             logger.exception("renewing %d lease(s) failed; will retry next heartbeat", len(leases))
             return
         for run, state in zip(runs, states, strict=True):
+            if run.ending:
+                continue
             if state is not LeaseState.LOST:
                 run.lease_until = sent_at + lease_s
             if state is LeaseState.CANCEL:
@@ -469,8 +483,9 @@ class Worker:
     # -- shutdown --------------------------------------------------------------------------
 
     async def _drain(self) -> None:
-        """Graceful part of a stop: release unstarted work, give running tasks the grace
-        period, then interrupt the rest (released for immediate redelivery)."""
+        """Graceful part of a stop: release unstarted work, give running tasks what is left of
+        the grace period (it began at `stop`), then interrupt the rest (released for immediate
+        redelivery)."""
         while self._ready:
             run = self._ready.popleft()
             self._finish(release(run))
@@ -478,12 +493,9 @@ class Worker:
             if not fut.done():
                 fut.set_result(None)
         if self._busy:
-            logger.info(
-                "waiting up to %.1f s for %d running task(s)",
-                self._config.shutdown_grace_s,
-                self._busy,
-            )
-            await first_of(self._all_slots_done(), self._clock.sleep(self._config.shutdown_grace_s))
+            grace_left = max(0.0, self._grace_ends_at - self._clock.time())
+            logger.info("waiting up to %.1f s for %d running task(s)", grace_left, self._busy)
+            await first_of(self._all_slots_done(), self._clock.sleep(grace_left))
         for slot in self._slots:
             if slot.run is not None:
                 slot.run.interrupt("shutdown")

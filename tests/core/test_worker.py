@@ -130,6 +130,29 @@ async def test_an_undecodable_message_fails_the_task_and_the_worker_goes_on(
                 assert await (await add.add_task(2, 3)).result(timeout=5) == 5
 
 
+async def test_a_payload_nested_too_deeply_to_decode_fails_the_task_and_the_worker_goes_on(
+    app: QueueTasks,
+) -> None:
+    """A foreign producer may send arguments nested deeper than msgspec follows (its limit is
+    Python's recursion limit): the task fails as undecodable, saying why."""
+
+    @app.task(name="echo")
+    async def echo(value: object) -> object:
+        return value
+
+    # [[[[...]]], {}] as msgpack: 0x92 an array of two, 0x91 an array of one, 0x80 an empty map.
+    deep = b"\x92" + b"\x91" * 10_000 + b"\x90\x80"
+    with anyio.fail_after(10):
+        async with app.running(concurrency=1):
+            message = raw_message(app, "echo", deep)
+            await app.broker.enqueue([message], now=app.clock.time())
+            with pytest.raises(TaskFailed) as info:
+                await app.result(message.id).result(timeout=5)
+            assert info.value.error_type == "UndecodablePayload"
+            assert "nested too deeply to decode" in info.value.error_message
+            assert await (await echo.add_task([1])).result(timeout=5) == [1]
+
+
 async def test_an_unknown_task_name_fails_at_once_on_memory(app: QueueTasks) -> None:
     @app.task(name="add")
     async def add(a: int, b: int) -> int:
