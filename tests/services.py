@@ -205,9 +205,17 @@ def _bindir() -> Path | None:
 class PrivatePostgres:
     """A throwaway PostgreSQL cluster this test owns: start, stop (fast shutdown), start again."""
 
-    def __init__(self, bindir: Path, datadir: Path, port: int, user: str | None) -> None:
+    def __init__(
+        self, bindir: Path, datadir: Path, port: int, user: str | None, also_on: str | None
+    ) -> None:
         self.bindir, self.datadir, self.port, self.user = bindir, datadir, port, user
+        #: One more address to listen on (and trust clients of its /16), besides loopback.
+        self.also_on = also_on
         self.proc: subprocess.Popen[bytes] | None = None
+
+    def dsn_on(self, host: str) -> str:
+        """The DSN through `host` (loopback, or `also_on`)."""
+        return f"postgresql://taskflow@{host}:{self.port}/postgres"
 
     @property
     def dsn(self) -> str:
@@ -222,13 +230,17 @@ class PrivatePostgres:
             user=self.user,
             timeout=60,
         )
+        if self.also_on is not None:
+            network = ".".join(self.also_on.split(".")[:2]) + ".0.0/16"
+            with (self.datadir / "pg_hba.conf").open("a") as hba:
+                hba.write(f"host all all {network} trust\n")
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
             [
                 self.bindir / "postgres",
                 *("-D", str(self.datadir), "-p", str(self.port), "-k", str(self.datadir)),
-                *("-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"),
+                *("-c", f"listen_addresses={self._addresses}", "-c", "fsync=off"),
             ],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
@@ -240,6 +252,10 @@ class PrivatePostgres:
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"private PostgreSQL on port {self.port} did not start")
             time.sleep(0.05)  # polling a child's readiness: there is no event to wait on
+
+    @property
+    def _addresses(self) -> str:
+        return "127.0.0.1" if self.also_on is None else f"127.0.0.1,{self.also_on}"
 
     def _answers(self) -> bool:
         result = subprocess.run(
@@ -261,7 +277,7 @@ class PrivatePostgres:
 
 
 @contextlib.contextmanager
-def private_postgres() -> Iterator[PrivatePostgres]:
+def private_postgres(*, also_on: str | None = None) -> Iterator[PrivatePostgres]:
     """A PostgreSQL cluster of the caller's own (``initdb`` into a temporary directory, a free
     loopback port, trust authentication), started, and stopped by its pid at the end. As root
     it runs as the ``postgres`` user (PostgreSQL refuses root). Skips (or fails under
@@ -277,7 +293,7 @@ def private_postgres() -> Iterator[PrivatePostgres]:
     if user is not None:
         shutil.chown(workdir, user)
         shutil.chown(datadir, user)
-    srv = PrivatePostgres(bindir, datadir, free_port(), user)
+    srv = PrivatePostgres(bindir, datadir, free_port(), user, also_on)
     try:
         srv.init()
         srv.start()

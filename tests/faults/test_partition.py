@@ -27,9 +27,15 @@ import pytest
 
 from taskflow import QueueTasks
 from tests.faults._harness import LEASE_S, FaultRun
-from tests.services import free_port, redis_url, start_redis_server, stop_process
+from tests.services import (
+    free_port,
+    private_postgres,
+    redis_url,
+    start_redis_server,
+    stop_process,
+)
 
-pytestmark = [pytest.mark.slow, pytest.mark.faults, pytest.mark.redis, pytest.mark.timeout(180)]
+pytestmark = [pytest.mark.slow, pytest.mark.faults, pytest.mark.timeout(180)]
 
 
 def _ip(*args: str) -> None:
@@ -78,6 +84,34 @@ def link() -> Iterator[Link]:
         subprocess.run(["ip", "netns", "del", namespace], capture_output=True, timeout=10)
 
 
+async def _cut_off_worker(
+    tmp_path: Path, link: Link, *, url: str, cut_off_url: str, backend: str
+) -> None:
+    """One worker on the host and one in the namespace; the namespace's link goes down for
+    twice the lease mid-run, then up: every invariant holds, and the cut-off worker rejoins."""
+    async with FaultRun(
+        tmp_path, url, fault="partition (worker)", backend=backend, workers=1
+    ) as run:
+        cut_off = run.start_worker(wrap=link.wrap, url=cut_off_url)
+        run.workers.append(cut_off)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(run.produce, 25, 0.1)  # 4 s of work: it outlasts the partition
+            await run.until_busy(cut_off.pid)
+            link.down()
+            await anyio.sleep(2 * LEASE_S)  # the fault itself: cut off past the lease
+            link.up()
+            back = time.time()
+            await run.recovered(after=back)
+        # It rejoins: with fresh work after the link is back, it runs bodies again.
+        await run.send(200)
+        with anyio.fail_after(60):
+            while not any(r.pid == cut_off.pid and r.at > back for r in run.runs()):
+                await anyio.sleep(0.05)  # a real process: its log is polled
+        row = await run.finish()
+        assert row.problems() == [], row
+
+
+@pytest.mark.redis
 async def test_a_worker_cut_off_from_redis_past_its_lease_loses_nothing_and_rejoins(
     link: Link, tmp_path: Path
 ) -> None:
@@ -87,29 +121,29 @@ async def test_a_worker_cut_off_from_redis_past_its_lease_loses_nothing_and_rejo
         port, args=("--bind", f"127.0.0.1 {link.host_ip}", "--protected-mode", "no")
     )
     try:
-        url = f"redis://127.0.0.1:{port}/0"
-        async with FaultRun(
-            tmp_path, url, fault="partition (worker)", backend="redis", workers=1
-        ) as run:
-            cut_off = run.start_worker(wrap=link.wrap, url=f"redis://{link.host_ip}:{port}/0")
-            run.workers.append(cut_off)
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(run.produce, 25, 0.1)  # 4 s of work: it outlasts the partition
-                await run.until_busy(cut_off.pid)
-                link.down()
-                await anyio.sleep(2 * LEASE_S)  # the fault itself: cut off past the lease
-                link.up()
-                back = time.time()
-                await run.recovered(after=back)
-            # It rejoins: with fresh work after the link is back, it runs bodies again.
-            await run.send(200)
-            with anyio.fail_after(60):
-                while not any(r.pid == cut_off.pid and r.at > back for r in run.runs()):
-                    await anyio.sleep(0.05)  # a real process: its log is polled
-            row = await run.finish()
-            assert row.problems() == [], row
+        await _cut_off_worker(
+            tmp_path,
+            link,
+            url=f"redis://127.0.0.1:{port}/0",
+            cut_off_url=f"redis://{link.host_ip}:{port}/0",
+            backend="redis",
+        )
     finally:
         stop_process(server)
+
+
+@pytest.mark.postgres
+async def test_a_worker_cut_off_from_postgres_past_its_lease_loses_nothing_and_rejoins(
+    link: Link, tmp_path: Path
+) -> None:
+    with private_postgres(also_on=link.host_ip) as server:
+        await _cut_off_worker(
+            tmp_path,
+            link,
+            url=server.dsn,
+            cut_off_url=server.dsn_on(link.host_ip),
+            backend="postgres",
+        )
 
 
 PRODUCER = textwrap.dedent(
@@ -147,6 +181,7 @@ PRODUCER = textwrap.dedent(
 )
 
 
+@pytest.mark.redis
 async def test_a_producer_cut_off_in_the_middle_of_batch_sends_creates_no_half_batch(
     link: Link, tmp_path: Path
 ) -> None:
