@@ -98,6 +98,8 @@ class TaskInfo:
         progress: The latest `ctx.progress(...)` report, if any.
         yields: Values a generator task has yielded so far (decoded).
         result_expired: True once the result TTL has passed.
+        undecodable: True if the backend could not decode the task's stored message (see
+            `TaskRecord.undecodable`): the fields above are what could be read.
     """
 
     task_id: str
@@ -112,6 +114,7 @@ class TaskInfo:
     progress: Progress | None
     yields: list[Any]
     result_expired: bool
+    undecodable: bool = False
 
     @classmethod
     def from_record(cls, record: TaskRecord) -> TaskInfo:
@@ -128,6 +131,7 @@ class TaskInfo:
             progress=record.progress,
             yields=[decode_value(item) for item in record.yields],
             result_expired=record.result_expired,
+            undecodable=record.undecodable,
         )
 
 

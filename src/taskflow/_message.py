@@ -240,7 +240,10 @@ class TaskRecord(msgspec.Struct, kw_only=True):
 
     `result` is encoded (use `AsyncResult` for the decoded value); `yields` holds each value a
     generator task yielded, encoded, in order. `result_expired` is True once the result TTL has
-    passed: the status stays readable, the result does not.
+    passed: the status stays readable, the result does not. `undecodable` is True when the
+    backend could not decode the task's stored message (corrupt data on the server): the fields
+    stored beside it (status, attempts, times, result, error, progress) are shown, the others
+    (name, priority, created_at, eta, ...) are what could be recovered, else their defaults.
     """
 
     id: str
@@ -268,6 +271,7 @@ class TaskRecord(msgspec.Struct, kw_only=True):
     result_expired: bool = False
     token: int = 0
     worker_id: str | None = None
+    undecodable: bool = False
 
 
 class TaskOutcome(msgspec.Struct, kw_only=True, gc=False):

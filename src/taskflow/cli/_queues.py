@@ -12,7 +12,7 @@ import anyio.to_thread
 from .._app import QueueTasks
 from ._common import app_queues, parse_queues, shared_app
 from ._errors import CliError, ExitCode
-from ._show import emit_json, record_data, stats_data, stats_table
+from ._show import display_name, emit_json, record_data, stats_data, stats_table
 
 __all__ = ["db_upgrade", "dead_letters", "purge", "requeue", "stats"]
 
@@ -96,7 +96,8 @@ async def _dead_letters(app: QueueTasks, queue: str | None, limit: int, as_json:
             emit_json(record_data(record))
         else:
             error = f"{record.error.type}: {record.error.message}" if record.error else "-"
-            print(f"{record.id}  {record.name}  attempts={record.attempts}  {error}")
+            name = display_name(record)
+            print(f"{record.id}  {name}  attempts={record.attempts}  {error}")
     if not as_json:
         print(f"{len(records)} dead-lettered task(s)")
     return ExitCode.OK

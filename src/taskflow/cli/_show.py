@@ -17,6 +17,7 @@ import msgspec
 from .._message import Progress, QueueStats, TaskRecord, decode_value
 
 __all__ = [
+    "display_name",
     "emit_json",
     "progress_line",
     "record_data",
@@ -74,6 +75,7 @@ def record_data(record: TaskRecord) -> dict[str, Any]:
         "order_id": record.order_id,
         "requeued_from": record.requeued_from,
         "worker_id": record.worker_id,
+        "undecodable": record.undecodable,
     }
 
 
@@ -112,6 +114,13 @@ def _value_text(value: Any) -> str:
         return repr(value)
 
 
+def display_name(record: TaskRecord) -> str:
+    """A record's task name for people; says so when its stored message could not be decoded."""
+    if record.undecodable:
+        return f"{record.name or '?'}  (stored message undecodable)"
+    return record.name
+
+
 def record_text(record: TaskRecord) -> str:
     """A task record for people: what it is, where it is, and how it ended."""
     rows = _identity_rows(record) + _time_rows(record) + _outcome_rows(record)
@@ -124,7 +133,7 @@ Rows = list[tuple[str, str]]
 def _identity_rows(record: TaskRecord) -> Rows:
     attempts = f"attempt {record.attempts} of {record.retries + 1}"
     rows = [
-        ("task", f"{record.id}  {record.name}"),
+        ("task", f"{record.id}  {display_name(record)}"),
         ("queue", f"{record.queue}" + (f"  priority {record.priority}" if record.priority else "")),
         ("status", f"{record.status.value}  ({attempts})"),
     ]

@@ -225,7 +225,10 @@ class RedisBroker(Broker):
                 break
             nonce = os.urandom(8).hex()
             reply = await rs.run_queue_script("claim", queue, now, [str(want), *fixed, nonce, park])
-            deliveries += deliveries_from(reply, lease_until)
+            unreadable, *flat = reply
+            if unreadable:
+                _log_unreadable(queue, unreadable)
+            deliveries += deliveries_from(flat, lease_until)
         return deliveries
 
     async def _extend(
@@ -398,6 +401,11 @@ class RedisBroker(Broker):
             if raw is None or status_of(raw[0]) != b"failed":
                 continue
             old = message_of(raw[0])
+            if old is None:
+                logger.warning(
+                    "cannot requeue dead letter %s: its stored message does not decode", task_ids[i]
+                )
+                continue
             new = msgspec.structs.replace(
                 old, id=new_id, requeued_from=old.id, eta=None, created_at=now
             )
@@ -470,6 +478,17 @@ class _Watch:
         """A hand-off message for this worker: keep it for its next claim, and wake it."""
         self.handed.extend(handed_off(data))
         self.callback()
+
+
+def _log_unreadable(queue: str, task_ids: list[bytes]) -> None:
+    """Say which tasks a claim failed because their stored form could not be read."""
+    logger.error(
+        "queue %r: %d task(s) could not be read from Redis and were failed as "
+        "UndecodableMessage without running (see their error): %s",
+        queue,
+        len(task_ids),
+        ", ".join(i.decode(errors="replace") for i in task_ids),
+    )
 
 
 def _call_each(callbacks: list[Callable[[], None]], message: bytes = b"") -> None:

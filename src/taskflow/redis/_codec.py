@@ -14,7 +14,7 @@ or knows where keys are (``_routing.py``).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Final, NamedTuple, cast
 
 import msgpack  # type: ignore[import-untyped]
@@ -69,6 +69,7 @@ __all__ = [
     "status_of",
     "stream_cursor",
     "time_arg",
+    "undecodable_record",
     "unpack",
 ]
 
@@ -86,9 +87,12 @@ LEASE_CODES: Final = {0: LeaseState.LOST, 1: LeaseState.OK, 2: LeaseState.CANCEL
 #: A stored task as read: its hash fields and its yielded values.
 RawRecord = tuple[list[bytes | None], list[bytes]]
 
-#: The hash fields the ``get`` script reads, in the order of a `RawRecord`'s first element.
+#: The hash fields the ``get`` script reads, in the order of a `RawRecord`'s first element:
+#: the state, then copies of message fields a record can be shown with if its message does not
+#: decode (name, priority, retries, order id, dedup key, no-result flag).
 RECORD_FIELDS: Final = (
-    "msg", "st", "att", "sa", "fa", "res", "err", "prog", "cr", "rx", "tok", "wid", "w", "y"
+    "msg", "st", "att", "sa", "fa", "res", "err", "prog", "cr", "rx", "tok", "wid", "w", "y",
+    "n", "pr", "rt", "oid", "dk", "nr",
 )  # fmt: skip
 
 #: What the ``get`` script reads for `Storage.wait`, in this order.
@@ -97,7 +101,8 @@ OUTCOME_FIELDS: Final = ("st", "res", "err", "rx")
 
 NO_YIELDS: Final[list[bytes]] = []
 
-_MSG, _ST, _ATT, _SA, _FA, _RES, _ERR, _PROG, _CR, _RX, _TOK, _WID = range(12)
+_MSG, _ST, _ATT, _SA, _FA, _RES, _ERR, _PROG, _CR, _RX, _TOK, _WID, _W, _Y = range(14)
+_NAME, _PR, _RT, _OID, _DK, _NR = range(14, 20)
 _error_decoder: Final = msgspec.msgpack.Decoder(ErrorInfo)
 
 msgpack_encode: Final = msgspec.msgpack.Encoder().encode
@@ -219,9 +224,17 @@ def complete_args(outcomes: Sequence[Outcome]) -> list[Any]:
     return [pack(args)]
 
 
-def record_from(fields: list[bytes | None], yields: list[bytes], now: float) -> TaskRecord:
-    """A `TaskRecord` from the `RECORD_FIELDS` values the ``get`` script read."""
-    msg = decode_message(fields[_MSG] or b"")
+def record_from(
+    task_id: str, queue: str, fields: list[bytes | None], yields: list[bytes], now: float
+) -> TaskRecord:
+    """A `TaskRecord` from the `RECORD_FIELDS` values the ``get`` script read for task `task_id`
+    of `queue`; one whose stored message (or state) does not decode is shown as far as it can be,
+    marked `undecodable` (`undecodable_record`), never an error."""
+    try:
+        msg = decode_message(fields[_MSG] or b"")
+        state = _state(fields, now)
+    except (ValueError, TypeError):  # msgspec's errors are ValueErrors
+        return undecodable_record(task_id, queue, fields, yields, now)
     return TaskRecord(
         id=msg.id,
         name=msg.name,
@@ -236,8 +249,62 @@ def record_from(fields: list[bytes | None], yields: list[bytes], now: float) -> 
         requeued_from=msg.requeued_from,
         dedup_key=msg.dedup_key,
         store_result=msg.store_result,
-        **_state(fields, now),
+        **state,
     )
+
+
+def undecodable_record(
+    task_id: str, queue: str, fields: list[bytes | None], yields: list[bytes], now: float
+) -> TaskRecord:
+    """The record of a task whose stored message (or another field) does not decode: every
+    field that does, from the hash (its state, and the copies of name, priority, retries, order
+    id and dedup key kept beside the message), the others at their defaults; `undecodable`."""
+    state = {
+        name: _decoded_or(read, fields, now, _STATE_DEFAULTS[name]) for name, read in _STATE.items()
+    }
+    return TaskRecord(
+        id=task_id,
+        name=_decoded_or(lambda f, now: (f[_NAME] or b"").decode(), fields, now, ""),
+        queue=queue,
+        priority=_decoded_or(lambda f, now: int(f[_PR] or 0), fields, now, 0),
+        retries=_decoded_or(lambda f, now: int(f[_RT] or 0), fields, now, 0),
+        yields=yields,
+        order_id=_decoded_or(lambda f, now: opt_text(f[_OID]), fields, now, None),
+        dedup_key=_decoded_or(lambda f, now: opt_text(f[_DK]), fields, now, None),
+        store_result=fields[_NR] != b"1",
+        undecodable=True,
+        **state,
+    )
+
+
+#: The `TaskRecord` fields `_state` reads, with the value shown when one does not decode.
+_STATE_DEFAULTS: Final[dict[str, Any]] = {
+    "status": TaskStatus.QUEUED,
+    "attempts": 0,
+    "started_at": None,
+    "finished_at": None,
+    "result": None,
+    "error": None,
+    "progress": None,
+    "cancel_requested": False,
+    "result_expires_at": None,
+    "result_expired": False,
+    "token": 0,
+    "worker_id": None,
+}
+
+
+def _decoded_or(
+    read: Callable[[list[bytes | None], float], Any],
+    fields: list[bytes | None],
+    now: float,
+    default: Any,
+) -> Any:
+    """`read(fields, now)`, or `default` if what it reads does not decode."""
+    try:
+        return read(fields, now)
+    except (ValueError, TypeError):
+        return default
 
 
 def outcome_from(task_id: str, values: list[bytes | None], now: float) -> TaskOutcome:
@@ -255,27 +322,47 @@ def outcome_from(task_id: str, values: list[bytes | None], now: float) -> TaskOu
     )
 
 
+def _expired(fields: list[bytes | None], now: float) -> bool:
+    expires_at = opt_float(fields[_RX])
+    return expires_at is not None and expires_at <= now
+
+
+def _status(fields: list[bytes | None], now: float) -> TaskStatus:
+    status = fields[_ST]
+    return TaskStatus(status.decode() if status else "queued")
+
+
+def _error(fields: list[bytes | None], now: float) -> ErrorInfo | None:
+    err = fields[_ERR]
+    return None if not err else _error_decoder.decode(err)
+
+
+def _progress(fields: list[bytes | None], now: float) -> Progress | None:
+    prog = fields[_PROG]
+    return None if not prog else _progress_decoder.decode(prog)
+
+
+#: How each `TaskRecord` field that changes while a task lives is read from `RECORD_FIELDS`
+#: values (at time `now`), one by one, so a record can show the ones that decode.
+_STATE: Final[dict[str, Callable[[list[bytes | None], float], Any]]] = {
+    "status": _status,
+    "attempts": lambda f, now: int(f[_ATT] or 0),
+    "started_at": lambda f, now: opt_float(f[_SA]),
+    "finished_at": lambda f, now: opt_float(f[_FA]),
+    "result": lambda f, now: None if _expired(f, now) else f[_RES],
+    "error": _error,
+    "progress": _progress,
+    "cancel_requested": lambda f, now: f[_CR] == b"1",
+    "result_expires_at": lambda f, now: opt_float(f[_RX]),
+    "result_expired": _expired,
+    "token": lambda f, now: int(f[_TOK] or 0),
+    "worker_id": lambda f, now: opt_text(f[_WID]),
+}
+
+
 def _state(fields: list[bytes | None], now: float) -> dict[str, Any]:
     """The `TaskRecord` fields that change while a task lives, from `RECORD_FIELDS` values."""
-    expires_at = opt_float(fields[_RX])
-    expired = expires_at is not None and expires_at <= now
-    err = fields[_ERR]
-    prog = fields[_PROG]
-    status = fields[_ST]
-    return {
-        "status": TaskStatus(status.decode() if status else "queued"),
-        "attempts": int(fields[_ATT] or 0),
-        "started_at": opt_float(fields[_SA]),
-        "finished_at": opt_float(fields[_FA]),
-        "result": None if expired else fields[_RES],
-        "error": None if not err else _error_decoder.decode(err),
-        "progress": None if not prog else _progress_decoder.decode(prog),
-        "cancel_requested": fields[_CR] == b"1",
-        "result_expires_at": expires_at,
-        "result_expired": expired,
-        "token": int(fields[_TOK] or 0),
-        "worker_id": opt_text(fields[_WID]),
-    }
+    return {name: read(fields, now) for name, read in _STATE.items()}
 
 
 def status_of(fields: list[bytes | None]) -> bytes | None:
@@ -283,9 +370,12 @@ def status_of(fields: list[bytes | None]) -> bytes | None:
     return fields[_ST]
 
 
-def message_of(fields: list[bytes | None]) -> TaskMessage:
-    """The task's message, from `RECORD_FIELDS` values."""
-    return decode_message(fields[_MSG] or b"")
+def message_of(fields: list[bytes | None]) -> TaskMessage | None:
+    """The task's message, from `RECORD_FIELDS` values; None if it does not decode."""
+    try:
+        return decode_message(fields[_MSG] or b"")
+    except msgspec.DecodeError:
+        return None
 
 
 def _in_groups(values: list[Any], size: int) -> Iterator[tuple[Any, ...]]:

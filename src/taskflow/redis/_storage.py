@@ -295,7 +295,11 @@ class RedisStorage(Storage):
 
     async def _get_many(self, task_ids: Sequence[str], now: float) -> list[TaskRecord | None]:
         raws = await self.fetch_raw(task_ids)
-        return [None if raw is None else record_from(raw[0], raw[1], now) for raw in raws]
+        local_queue = self.routes.local_queue
+        return [
+            None if raw is None else record_from(tid, local_queue(tid) or "", *raw, now)
+            for tid, raw in zip(task_ids, raws, strict=True)
+        ]
 
     async def _get_outcomes(self, task_ids: Sequence[str], now: float) -> list[TaskOutcome | None]:
         if self.early:

@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import msgpack  # type: ignore[import-untyped]
+import msgspec
 import pytest
 
-from taskflow.abc import Delivery, EnqueueResult
+from taskflow.abc import (
+    Delivery,
+    EnqueueResult,
+    ErrorInfo,
+    TaskMessage,
+    encode_message,
+)
 from taskflow.redis._codec import (
+    RECORD_FIELDS,
     NextDue,
     QueueFacts,
     deliveries_from,
@@ -14,6 +22,7 @@ from taskflow.redis._codec import (
     handed_off,
     outcomes_pushed,
     pack,
+    record_from,
     unpack,
 )
 
@@ -33,6 +42,37 @@ def test_a_push_reads_as_outcomes_with_none_where_there_is_none() -> None:
         ("t1", [b"done", b"\x01", None, b"12.5"]),
         ("t2", [b"failed", None, b"e", None]),
     ]
+
+
+def _fields(**values: bytes) -> list[bytes | None]:
+    """`RECORD_FIELDS` values, None but for `values`."""
+    return [values.get(name) for name in RECORD_FIELDS]
+
+
+def test_a_record_whose_message_does_not_decode_shows_what_does() -> None:
+    error = msgspec.msgpack.encode(ErrorInfo("UndecodableMessage", "bad"))
+    fields = _fields(
+        msg=b"\xc1", st=b"failed", att=b"2", err=error, n=b"send", pr=b"3", rt=b"4", nr=b"1"
+    )
+    record = record_from("t1", "q", fields, [], now=0.0)
+    assert record.undecodable
+    assert (record.id, record.queue, record.name, record.status) == ("t1", "q", "send", "failed")
+    assert (record.attempts, record.priority, record.retries) == (2, 3, 4)
+    assert record.error == ErrorInfo("UndecodableMessage", "bad")
+    assert record.store_result is False
+
+
+def test_a_record_shows_each_field_that_decodes_and_defaults_the_others() -> None:
+    message = encode_message(TaskMessage(id="t1", name="send", queue="q", payload=b""))
+    fields = _fields(msg=message, st=b"running", att=b"x", prog=b"\xc1", wid=b"w")
+    record = record_from("t1", "q", fields, [], now=0.0)
+    assert record.undecodable
+    assert (record.status, record.attempts, record.progress, record.worker_id) == (
+        "running",
+        0,
+        None,
+        "w",
+    )
 
 
 def test_a_hand_off_reads_as_first_deliveries_under_its_lease() -> None:

@@ -6,7 +6,7 @@ local out = {}
 for j = 7, #ARGV do
   local id = ARGV[j]
   local r = rkey(id)
-  hash_before_end(id)
+  hash_before_end(id, RX) -- one that cannot be read is failed there: 'already_terminal'
   local t = hmget_named(r, {'st', 'att', 'pr', 'm', 'oid', 'n'})
   local st = t.st
   if not st then

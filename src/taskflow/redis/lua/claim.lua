@@ -13,14 +13,20 @@
 -- A claim that leaves demand unmet (the queue ran dry) records the unmet count as the
 -- worker's free capacity in the queue's 'park' hash; one that is met removes the entry. The
 -- enqueue script hands new tasks to parked workers (see hand_off in enqueue.lua).
--- Returns per delivery 4 values: {id, token, attempt, message, id, token, ...}.
+-- A task whose stored form cannot be read (see fail_unreadable in common.lua) is failed on its
+-- own as it is met; the others are claimed as usual.
+-- Returns the ids of the tasks failed so, then per delivery 4 values:
+-- {{id, ...}, id, token, attempt, message, id, token, ...}.
 local limit = tonumber(ARGV[6])
 local LX, WID, RX, LEASE_ERR, NONCE = ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11]
 local PARK = ARGV[12]
-local out = {}
+local out = {UNREADABLE}
 local last_key = K .. 'lk:' .. WID
 local last = redis.call('GET', last_key)
-last = last and cmsgpack.unpack(last)
+if last then -- unreadable: as if there were none (the nonce cannot match)
+  local ok, value = pcall(cmsgpack.unpack, last)
+  last = ok and type(value) == 'table' and value or nil
+end
 
 -- One delivery in the reply: 4 values (`deliveries_from` in taskflow/redis/_codec.py).
 local function deliver(id, tok, att, msg)
@@ -44,7 +50,9 @@ if #due > 0 then redis.call('ZREMRANGEBYSCORE', K .. 'sched', '-inf', NOW) end
 for j = 1, #due, 2 do
   local id, at = due[j], due[j + 1]
   local t = load(id, {'st', 'pr', 'm'})
-  if t.st == 'scheduled' or t.st == 'retrying' then
+  if t.bad then
+    fail_unreadable(id, t.bad, nil, RX)
+  elseif t.st == 'scheduled' or t.st == 'retrying' then
     ready_add(t.pr, at, t.m)
   end
 end
@@ -57,7 +65,7 @@ for j = 1, #lapsed, 2 do
   if t.st == 'running' then
     if t.cr == '1' then
       finish(id, 'cancelled', '', '', RX, t.att, t.oid, '', '', nil, t.n)
-    elseif tonumber(t.att) >= tonumber(t.rt) + 1 then
+    elseif (tonumber(t.att) or 0) >= (tonumber(t.rt) or 0) + 1 then -- unreadable: none left
       finish(id, 'failed', '', LEASE_ERR, RX, t.att, t.oid, 'LeaseExpired', '', nil, t.n)
     else
       redis.call('SADD', K .. 'lap', id)
@@ -82,21 +90,28 @@ for _, pr in ipairs(prios) do
       local m = ms[k]
       local id = string.sub(m, 13)
       local r = rkey(id)
-      local x = take_queued(id)
+      local x, _, why, raw = take_queued(id)
       local st, att, tok, msg, oid, cr, name
       if x then -- a first claim: the queued form has no attempt, token or cancel request yet
         st, msg, oid, name = x[QF.st], x[QF.msg], x[QF.oid], x[QF.n]
-      else
-        st, att, tok, msg, oid, cr, name = unpack(redis.call('HMGET', r,
-          'st', 'att', 'tok', 'msg', 'oid', 'cr', 'n'))
+      elseif not why then
+        local h = redis.pcall('HMGET', r, 'st', 'att', 'tok', 'msg', 'oid', 'cr', 'n')
+        if h.err then
+          why = 'its record is a key of another type (' .. h.err .. ')'
+        elseif not h[1] then -- listed ready, but neither form is stored
+          why = 'its record is missing'
+        else
+          st, att, tok, msg, oid, cr, name = unpack(h)
+        end
       end
+      if why then fail_unreadable(id, why, raw, RX) end
       local ok = st == 'queued' or st == 'scheduled' or st == 'retrying'
       if st == 'running' then ok = redis.call('SREM', K .. 'lap', id) == 1 end
       if ok and cr == '1' then
         finish(id, 'cancelled', '', '', RX, att, oid, '', '', nil, name)
       elseif ok then
-        att = tonumber(att or 0) + 1
-        tok = tonumber(tok or 0) + 1
+        att = (tonumber(att) or 0) + 1
+        tok = (tonumber(tok) or 0) + 1
         if x then -- its hash record starts here, running
           hash_from(id, x, m, 'running', att, tok, 'sa', NOW, 'wid', WID, 'lx', LX)
         else
@@ -129,9 +144,9 @@ end
 
 -- Remember this call's deliveries for a repeated call (expiry only collects the garbage of
 -- workers that went away; correctness never depends on it).
-if #out > 0 then
+if #out > 1 then
   local mine = {NONCE}
-  for j = 1, #out, 4 do mine[#mine + 1] = out[j] end
+  for j = 2, #out, 4 do mine[#mine + 1] = out[j] end
   redis.call('SET', last_key, cmsgpack.pack(mine), 'PX', 86400000)
 end
 return out

@@ -237,35 +237,115 @@ end
 -- the queued form has no attempt, token, start or outcome fields, so those are nil there. `n`,
 -- the task's name (for its events), is missing from forms stored before it was added.
 local QF = {msg = 1, st = 2, pr = 3, rt = 4, dk = 5, dt = 6, oid = 7, nr = 8, w = 9, n = 10}
+local QF_NAMES = {'msg', 'st', 'pr', 'rt', 'dk', 'dt', 'oid', 'nr', 'w', 'n'} -- QF in order
 
--- A stored queued form `q` as its fields (indexed by QF) and its sequence digits.
-local function unpack_queued(q)
-  return cmsgpack.unpack(string.sub(q, 13)), string.sub(q, 1, 12)
+-- Stored data can be unreadable: a queued form overwritten, truncated, of another key type,
+-- short of fields, or gone while its task is still listed. A script must not stop half-way on
+-- it (Redis keeps what a failed script wrote before the error), so every read of a stored
+-- queued form is checked before anything is changed on its account, and a task that cannot be
+-- read is failed on its own (`fail_unreadable`) while the rest of the call goes on.
+
+-- Why the fields `x` of an unpacked queued form are not what the client packs (nil if they are).
+local function queued_problem(x)
+  if type(x) ~= 'table' then return 'its queued form is not an array of fields' end
+  for _, name in ipairs(QF_NAMES) do
+    local v = x[QF[name]]
+    if type(v) ~= 'string' and not (name == 'n' and v == nil) then
+      return 'field ' .. name .. ' of its queued form is missing or not a string'
+    end
+  end
+  if x[QF.st] ~= 'queued' and x[QF.st] ~= 'scheduled' then
+    return 'its queued form has no waiting state'
+  end
+  if not tonumber(x[QF.pr]) or not tonumber(x[QF.rt])
+      or (x[QF.dt] ~= '' and not tonumber(x[QF.dt])) then
+    return 'its queued form has a priority, retries or dedup TTL that is not a number'
+  end
+  return nil
 end
 
--- The queued form of `id` (fields, sequence digits), or nil if it has none.
-local function queued_form(id)
-  local q = NEWQ[id] or redis.call('GET', qkey(id))
+-- A stored queued form `q` as its fields (indexed by QF) and its sequence digits; or nil, nil
+-- and why it cannot be read.
+local function unpack_queued(q)
+  if #q < 13 or not string.match(string.sub(q, 1, 12), '^%x+$') then
+    return nil, nil, 'its queued form is too short or does not start with its sequence'
+  end
+  local ok, x = pcall(cmsgpack.unpack, string.sub(q, 13))
+  if not ok then return nil, nil, 'its queued form is not msgpack (' .. tostring(x) .. ')' end
+  local why = queued_problem(x)
+  if why then return nil, nil, why end
+  return x, string.sub(q, 1, 12)
+end
+
+-- The stored queued form of `id`, read with `cmd` (GET, or GETDEL to take it): its fields and
+-- sequence digits; nil if it has none; or nil, nil, why it cannot be read, and the stored
+-- string if it was one. Never raises: a key of another type is an unreadable form (taken
+-- with DEL by GETDEL).
+local function read_queued(id, cmd)
+  local q = redis.pcall(cmd, qkey(id))
+  if type(q) == 'table' then -- an error reply: the key holds another type
+    if cmd == 'GETDEL' then redis.call('DEL', qkey(id)) end
+    return nil, nil, 'its queued form is a key of another type (' .. tostring(q.err) .. ')'
+  end
   if not q then return nil end
-  return unpack_queued(q)
+  local x, seq, why = unpack_queued(q)
+  return x, seq, why, why and q
+end
+
+-- The queued form of `id` (fields, sequence digits), nil if it has none, or nil, nil, why not.
+local function queued_form(id)
+  if NEWQ[id] then return unpack_queued(NEWQ[id]) end
+  return read_queued(id, 'GET')
 end
 
 -- As `queued_form` for a form stored by an earlier call, deleting it (its task is about to get
--- its hash record).
+-- its hash record); a fourth value is the unreadable string, if one was taken.
 local function take_queued(id)
-  local q = redis.call('GETDEL', qkey(id))
-  if not q then return nil end
-  return unpack_queued(q)
+  return read_queued(id, 'GETDEL')
+end
+
+-- Task ids this call failed as unreadable (see fail_unreadable), for the caller's log.
+local UNREADABLE = {}
+
+-- Fail task `id`, whose stored form cannot be read (`why`), on its own, as a worker fails a
+-- message it cannot decode: a hash record 'failed' with an UndecodableMessage error (result
+-- expiry `rx`), in the dead letters, with its event. Called only for a task without a readable
+-- hash record; its queued form is deleted, the unreadable string (`raw` if it was taken
+-- already) kept in `msg` for whoever looks into it. Its entries in the ready sets (found by
+-- the sequence digits that start that string) and in `sched` go. Result waiters registered on
+-- it (in `w` of its hash, where `get` registers them on a task it cannot read) are pushed the
+-- failure.
+local function fail_unreadable(id, why, raw, rx)
+  local w = redis.pcall('HGET', rkey(id), 'w') -- waiters a read registered (see get.lua)
+  if type(w) ~= 'string' then w = false end
+  if raw == nil then raw = redis.pcall('GET', qkey(id)) end
+  if type(raw) ~= 'string' then raw = '' end
+  redis.call('DEL', rkey(id), qkey(id))
+  if string.match(string.sub(raw, 1, 12), '^%x%x%x%x%x%x%x%x%x%x%x%x$') then
+    local m = string.sub(raw, 1, 12) .. id
+    for _, pr in ipairs(redis.call('ZRANGE', K .. 'prios', 0, -1)) do
+      redis.call('ZREM', K .. 'r:' .. pr, m)
+    end
+  end
+  redis.call('ZREM', K .. 'sched', id)
+  redis.call('HSET', rkey(id), 'msg', raw, 'st', 'failed', 'att', 0, 'tok', 0)
+  local err = cmsgpack.pack({'UndecodableMessage', 'task ' .. id .. ' cannot be read from '
+    .. 'Redis: ' .. why .. '; it was failed without running'})
+  if w then redis.call('HSET', rkey(id), 'w', w) end
+  finish(id, 'failed', '', err, rx, 0, '', 'UndecodableMessage', '', w, nil)
+  UNREADABLE[#UNREADABLE + 1] = id
 end
 
 -- The fields `names` (a list that includes 'st') of task `id` as a table by name, from its hash
 -- record, or from its queued form: there every QF field, and `m`, its ready-set member (an
--- empty `w` is nil, as in a hash). Empty for an unknown task. Also returns the queued form's
--- fields and sequence digits (nil for a hash record or an unknown task).
+-- empty `w` is nil, as in a hash). Empty for an unknown task; for a task whose queued form
+-- cannot be read, only `bad` (why not) and `w` (waiters registered in its hash). Also returns
+-- the queued form's fields and sequence digits (nil for a hash record or an unknown task).
 local function load(id, names)
   local t = hmget_named(rkey(id), names)
   if t.st then return t, nil, nil end
-  local x, seq = queued_form(id)
+  local x, seq, why = queued_form(id)
+  if why then return {bad = why, w = t.w}, nil, nil end
   if not x then return t, nil, nil end
   for name, k in pairs(QF) do t[name] = x[k] end
   if t.w == '' then t.w = nil end
@@ -297,9 +377,14 @@ end
 
 -- For a task about to end unclaimed (cancel, purge), in this same call: turn its queued form
 -- (stored by an earlier call) into its hash record, where `finish` writes the end. False if it
--- has none (its record is a hash already, or it does not exist).
-local function hash_before_end(id)
-  local x, seq = take_queued(id)
+-- has none (its record is a hash already, or it does not exist); nil if it could not be read
+-- and was failed instead (see fail_unreadable; `rx` its result expiry).
+local function hash_before_end(id, rx)
+  local x, seq, why, raw = take_queued(id)
+  if why then
+    fail_unreadable(id, why, raw, rx)
+    return nil
+  end
   if not x then return false end
   hash_from(id, x, seq .. id, x[QF.st], 0, 0)
   return true

@@ -6,6 +6,10 @@
 -- yields}, {} for an unknown id; the field list is RECORD_FIELDS in taskflow/redis/_codec.py.
 -- 'outcome' returns a flat list, per id: status (false: unknown id), result, error, result
 -- expiry (OUTCOME_FIELDS in taskflow/redis/_codec.py).
+-- A task whose queued form cannot be read (see fail_unreadable in common.lua) is read as
+-- 'queued' with no message (its record shows it undecodable); a waiter registers in the `w`
+-- field of its hash (the form is left as it is), and the claim that meets it fails it and
+-- pushes the failure there.
 local inbox = ARGV[6]
 local watched = 8 + tonumber(ARGV[7])
 local light = ARGV[8] == 'outcome'
@@ -28,7 +32,7 @@ end
 -- for `register`, not returned.
 local OUTCOME = {'st', 'res', 'err', 'rx'}
 local RECORD = {'msg', 'st', 'att', 'sa', 'fa', 'res', 'err', 'prog', 'cr', 'rx', 'tok', 'wid',
-  'w', 'y'}
+  'w', 'y', 'n', 'pr', 'rt', 'oid', 'dk', 'nr'}
 local READ_OUTCOME = {'st', 'res', 'err', 'rx', 'w'}
 
 if light then
@@ -36,6 +40,7 @@ if light then
   for j = 9, #ARGV do
     local id = ARGV[j]
     local t, x, seq = load(id, READ_OUTCOME)
+    if t.bad then t = {st = 'queued', w = t.w} end
     for k, name in ipairs(OUTCOME) do out[n + k] = t[name] or false end
     n = n + #OUTCOME
     if j <= watched and t.st and not TERMINAL[t.st] then register(id, t.w, x, seq) end
@@ -46,7 +51,12 @@ end
 for j = 9, #ARGV do
   local id = ARGV[j]
   local t, x, seq = load(id, RECORD)
-  if not t.st then
+  if t.bad then
+    local values = {}
+    for k, name in ipairs(RECORD) do values[k] = name == 'st' and 'queued' or false end
+    out[#out + 1] = {values, {}}
+    if j <= watched then register(id, t.w, nil, nil) end
+  elseif not t.st then
     out[#out + 1] = {}
   else
     local values = {}

@@ -5,9 +5,14 @@
 local RX, ERR, LIMIT, ETYPE = ARGV[6], ARGV[7], tonumber(ARGV[8]), ARGV[9]
 local out = {}
 
--- End one waiting task; false if it is not waiting (running, or gone).
-local function drop(id)
-  hash_before_end(id)
+-- End one waiting task; false if it is not waiting (running, or gone). One whose queued form
+-- cannot be read is failed instead, and taken out of the ready set `rk` (member `m`) if given:
+-- true, but not counted as purged.
+local function drop(id, rk, m)
+  if hash_before_end(id, RX) == nil then
+    if rk then redis.call('ZREM', rk, m) end
+    return true
+  end
   local t = hmget_named(rkey(id), {'st', 'att', 'pr', 'm', 'oid', 'n'})
   local st = t.st
   if st ~= 'queued' and st ~= 'scheduled' and st ~= 'retrying' then return false end
@@ -27,7 +32,7 @@ for _, pr in ipairs(redis.call('ZRANGE', K .. 'prios', 0, -1)) do
     if #members == 0 then break end
     for _, m in ipairs(members) do
       -- A member is 12 hex digits of its enqueue sequence, then the id (see create).
-      if not drop(string.sub(m, 13)) then kept = kept + 1 end
+      if not drop(string.sub(m, 13), rk, m) then kept = kept + 1 end
     end
   end
 end
