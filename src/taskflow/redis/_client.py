@@ -4,7 +4,8 @@
 ``rediss+cluster://``) and the ``?prefix=`` option; `make_client` builds the client (a blocking
 pool on a single node, a cluster client on a cluster) with the backend's retry policy;
 `ping_once` checks the server without the retries; `close_client` closes it with its pool;
-`node_options` gives the listener's own connections the URL's credentials and TLS.
+`node_options` gives the listener's own connections the URL's credentials and TLS;
+`mask_secret` keeps the URL's password out of a message.
 
 What does not live here: redis-py's private parts (``_redispy.py``), the connections the
 backend takes over (``_lane.py``, ``_listener.py``).
@@ -19,16 +20,19 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
+from redis.exceptions import AuthenticationError, RedisClusterUnreachableError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisClusterUnreachableError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from .._backends import mask_password
 from .._exceptions import ConfigError
 
 __all__ = [
+    "AUTH_ERRORS",
     "CONNECT_ERRORS",
     "close_client",
     "make_client",
+    "mask_secret",
     "node_options",
     "parse_url",
     "ping_once",
@@ -45,6 +49,10 @@ _MAX_CONNECTIONS: Final = 100
 
 _POOL_WAIT_S: Final = 30.0
 
+
+#: What opening a client raises when the server refuses the login (a wrong password or user):
+#: redis-py's AuthenticationError is a ConnectionError, so check for it first.
+AUTH_ERRORS: Final = (AuthenticationError,)
 
 #: What opening a client raises when the server cannot be reached.
 CONNECT_ERRORS: Final = (
@@ -65,8 +73,8 @@ def parse_url(url: str, options: dict[str, Any]) -> tuple[str, str, bool]:
     scheme, sep, rest = url.partition("://")
     if not sep or scheme not in _SCHEMES:
         raise ConfigError(
-            f"{url!r} is not a Redis URL: use redis://host:port/db, rediss://host:port/db, or "
-            "redis+cluster://host:port for a Redis Cluster"
+            f"{mask_password(url)!r} is not a Redis URL: use redis://host:port/db, "
+            "rediss://host:port/db, or redis+cluster://host:port for a Redis Cluster"
         )
     real_scheme, is_cluster = _SCHEMES[scheme]
     cluster = bool(options.pop("cluster", False)) or is_cluster
@@ -79,13 +87,16 @@ def parse_url(url: str, options: dict[str, Any]) -> tuple[str, str, bool]:
 
 
 def make_client(url: str, cluster: bool, options: dict[str, Any]) -> Any:
-    """A client that retries with jittered exponential backoff on connection loss.
+    """A client that retries with jittered exponential backoff on connection loss (not on a
+    refused login).
 
     On a single node the pool *waits* for a free connection when all are busy (redis-py's
     default pool raises instead), so a burst of result waiters cannot fail.
     """
     settings: dict[str, Any] = {
-        "retry": Retry(ExponentialWithJitterBackoff(base=0.05, cap=2.0), retries=8),
+        "retry": Retry(
+            ExponentialWithJitterBackoff(base=0.05, cap=2.0), retries=8, is_retryable=_retryable
+        ),
         "retry_on_error": [RedisConnectionError, RedisTimeoutError],
         "socket_keepalive": True,
         "socket_connect_timeout": 5.0,
@@ -97,6 +108,12 @@ def make_client(url: str, cluster: bool, options: dict[str, Any]) -> Any:
     settings.setdefault("timeout", _POOL_WAIT_S)
     pool = aioredis.BlockingConnectionPool.from_url(url, **settings)
     return aioredis.Redis(connection_pool=pool)
+
+
+def _retryable(error: Exception) -> bool:
+    """Whether a failed call is worth repeating on a new connection: not if the server refused
+    the login (redis-py's AuthenticationError is a ConnectionError), which a retry repeats."""
+    return not isinstance(error, AUTH_ERRORS)
 
 
 async def ping_once(client: Any) -> None:
@@ -132,3 +149,16 @@ def node_options(url: str) -> dict[str, Any]:
     if parts.password:
         options["password"] = unquote(parts.password)
     return options
+
+
+def mask_secret(text: str, url: str) -> str:
+    """`text` with the password of `url` (if it has one) shown as ``***`` wherever it occurs
+    (one under 4 characters is left alone: blotting out every "ab" would garble the text)."""
+    try:
+        password = urlsplit(url).password
+    except ValueError:
+        return text
+    for secret in {password or "", unquote(password or "")}:
+        if len(secret) >= 4:
+            text = text.replace(secret, "***")
+    return text

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+from collections.abc import Callable
 from typing import Any, Final
 
 import hiredis
@@ -208,6 +209,7 @@ class Lane:
         *,
         backoff: AbstractBackoff,
         retries: int,
+        is_retryable: Callable[[Exception], bool] | None = None,
         socket_timeout: float | None,
         encoding: str,
         encoding_errors: str,
@@ -215,6 +217,7 @@ class Lane:
         self._pool = pool
         self._backoff = backoff
         self._retries = retries
+        self._is_retryable = is_retryable
         self._timeout = socket_timeout
         self._encoding = encoding
         self._errors = encoding_errors
@@ -233,9 +236,11 @@ class Lane:
         retry = kwargs.get("retry")
         backoff: AbstractBackoff
         retries: int
+        is_retryable = None
         if isinstance(retry, Retry):
             backoff = retry_backoff(retry) or ExponentialWithJitterBackoff(0.05, 2.0)
             retries = retry.get_retries()
+            is_retryable = retry.is_retryable
         else:
             backoff, retries = NoBackoff(), 0
         timeout = kwargs.get("socket_timeout")
@@ -243,6 +248,7 @@ class Lane:
             pool,
             backoff=backoff,
             retries=retries,
+            is_retryable=is_retryable,
             socket_timeout=float(timeout) if timeout else None,
             encoding=str(kwargs.get("encoding", "utf-8")),
             encoding_errors=str(kwargs.get("encoding_errors", "strict")),
@@ -287,7 +293,7 @@ class Lane:
     async def _retry(self, packed: bytes, error: Exception) -> Any:
         failures = 1
         while True:
-            if self._closed:
+            if self._closed or (self._is_retryable is not None and not self._is_retryable(error)):
                 raise error
             if self._retries >= 0 and failures > self._retries:
                 raise error

@@ -27,7 +27,15 @@ from .._exceptions import BackendUnavailable, ConfigError
 from .._ids import is_task_id
 from .._message import Event, ProgressUpdate, TaskOutcome, TaskRecord, TaskStatus
 from ..abc import ReadCoalescer, Storage
-from ._client import CONNECT_ERRORS, close_client, make_client, node_options, ping_once
+from ._client import (
+    AUTH_ERRORS,
+    CONNECT_ERRORS,
+    close_client,
+    make_client,
+    mask_secret,
+    node_options,
+    ping_once,
+)
 from ._codec import (
     NO_YIELDS,
     RawRecord,
@@ -157,10 +165,7 @@ class RedisStorage(Storage):
             if lane is not None:
                 await lane.aclose()
             await close_client(self._client)
-            raise BackendUnavailable(
-                f"cannot reach Redis at {self.describe()} ({type(exc).__name__}: {exc}); is "
-                "the server running and the URL right (redis://host:port/db)?"
-            ) from exc
+            raise self._open_failure(exc) from exc
         self._lane = lane
         self._listener = Listener(
             self._client,
@@ -168,6 +173,22 @@ class RedisStorage(Storage):
             node_options=node_options(self.url),
             on_message=self._on_message,
             on_resubscribed=self._on_resubscribed,
+        )
+
+    def _open_failure(self, exc: BaseException) -> BackendUnavailable:
+        """The error for an open that `exc` stopped: a refused login says so (it was not
+        retried: the server is there), anything else that the server cannot be reached. The URL
+        is shown with its password masked, and the password is blotted out of the driver's text
+        too, should it ever carry it."""
+        what = mask_secret(f"{type(exc).__name__}: {exc}", self.url)
+        if isinstance(exc, AUTH_ERRORS):
+            return BackendUnavailable(
+                f"Redis at {self.describe()} refused the login ({what}): check the user name "
+                "and password (redis://user:password@host:port/db)"
+            )
+        return BackendUnavailable(
+            f"cannot reach Redis at {self.describe()} ({what}); is the server running and the "
+            "URL right (redis://host:port/db)?"
         )
 
     def describe(self) -> str:
