@@ -395,13 +395,18 @@ def handed_off(data: bytes) -> list[Delivery]:
     ]
 
 
-def outcomes_pushed(data: bytes) -> list[tuple[str, list[bytes | None]]]:
+def outcomes_pushed(data: bytes) -> list[tuple[str, list[bytes | None] | None]]:
     """The outcomes of a push to an inbox (``push_later`` in lua/common.lua): per task its id
-    and its `OUTCOME_FIELDS` values (None where there is none)."""
-    return [
-        (raw_id.decode(), [status, result or None, error or None, expires or None])
-        for raw_id, status, result, error, expires in unpack(data)
-    ]
+    and its `OUTCOME_FIELDS` values (None where there is none), or None for an outcome too
+    large to push (the task ended: read it)."""
+    return [_pushed(entry) for entry in unpack(data)]
+
+
+def _pushed(entry: list[bytes]) -> tuple[str, list[bytes | None] | None]:
+    if len(entry) == 2:  # {id, status}: ended, too large to push
+        return entry[0].decode(), None
+    raw_id, status, result, error, expires = entry
+    return raw_id.decode(), [status, result or None, error or None, expires or None]
 
 
 def deliveries_from(reply: list[Any], lease_until: float) -> list[Delivery]:

@@ -77,6 +77,12 @@ class EarlyOutcomes:
         while len(registered) > _REGISTERED_MAX:  # the oldest go first
             del registered[next(iter(registered))]
 
+    def forget(self, task_id: str) -> None:
+        """`task_id` ended but its outcome was not pushed (too large): a later result() must
+        read it, not wait for a push."""
+        self.pop(task_id)
+        self._registered.pop(task_id, None)
+
     def resubscribed(self, inbox: str) -> None:
         """`inbox` was subscribed again: registrations made before cannot count on a push."""
         self._epochs[inbox] = self._epochs.get(inbox, 0) + 1

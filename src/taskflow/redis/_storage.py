@@ -377,7 +377,10 @@ class RedisStorage(Storage):
             handler.on_message(data)
         elif ":inbox:" in channel:
             for task_id, values in outcomes_pushed(data):
-                if task_id in self.waiters:
+                if values is None:  # ended, but too large to push: waiters read it
+                    self.early.forget(task_id)
+                    self.waiters.wake(task_id)
+                elif task_id in self.waiters:
                     # It just ended, so its result has not expired (now=-inf).
                     self.waiters.wake(task_id, outcome_from(task_id, values, float("-inf")))
                 else:

@@ -44,6 +44,12 @@ def test_a_push_reads_as_outcomes_with_none_where_there_is_none() -> None:
     ]
 
 
+def test_an_outcome_too_large_to_push_reads_as_none() -> None:
+    """{id, status} only: the task ended, its waiters read the outcome."""
+    data = msgpack.packb([[b"t1", b"done"], [b"t2", b"done", b"\x01", b"", b""]])
+    assert outcomes_pushed(data) == [("t1", None), ("t2", [b"done", b"\x01", None, None])]
+
+
 def _fields(**values: bytes) -> list[bytes | None]:
     """`RECORD_FIELDS` values, None but for `values`."""
     return [values.get(name) for name in RECORD_FIELDS]

@@ -46,6 +46,13 @@ local function qkey(id) return K .. 'q:' .. id end
 local ZADDS = {}
 local ZREMS = {}
 local PUSHES = {} -- inbox -> list of outcomes to push (see push_later)
+local PUSHED_BYTES = {} -- inbox -> bytes of results and errors in its message so far
+-- Most bytes of task data one pub/sub message carries (results and errors of a push, messages
+-- of a hand-off). A subscriber whose unread messages pass the server's
+-- `client-output-buffer-limit pubsub` (32 MB hard by default) is disconnected, losing them all,
+-- so nothing unbounded goes over pub/sub: a larger outcome is pushed as "ended, read it", and a
+-- larger task is not handed off but stored and claimed as usual.
+local PUSH_MAX_BYTES = 262144
 -- Queued forms this call made (see create): id -> packed, and the key, value list for MSET.
 local NEWQ = {}
 local NEWQ_SETS = {}
@@ -107,7 +114,7 @@ local function flush()
   for inbox, t in pairs(PUSHES) do
     redis.call(PUB, inbox, cmsgpack.pack(t))
   end
-  PUSHES = {}
+  PUSHES, PUSHED_BYTES = {}, {}
 end
 
 -- Append one event to the queue's capped stream (same script = same atomic step). One XADD
@@ -189,12 +196,20 @@ end
 -- script call's pushes to one inbox go out as one message (`flush`), and tasks nobody waits for
 -- push nothing. A message is a msgpack array with, per task, the array
 -- {id, status, result, error, result expiry} ('' where there is none): the `OUTCOME_FIELDS`
--- of taskflow/redis/_codec.py, decoded by `outcomes_pushed` there.
+-- of taskflow/redis/_codec.py, decoded by `outcomes_pushed` there; or only {id, status} once
+-- the message holds PUSH_MAX_BYTES of results and errors (the waiters read that outcome).
 local function push_later(w, id, status, res, err, rx)
   local outcome = {id, status, res, err, rx}
+  local size = #res + #err
   for inbox in string.gmatch(w, '[^,]+') do
     local t = list_of(PUSHES, inbox)
-    t[#t + 1] = outcome
+    local bytes = (PUSHED_BYTES[inbox] or 0) + size
+    if bytes > PUSH_MAX_BYTES then
+      t[#t + 1] = {id, status} -- too large for this message: "ended, read it"
+    else
+      PUSHED_BYTES[inbox] = bytes
+      t[#t + 1] = outcome
+    end
   end
 end
 

@@ -12,6 +12,9 @@
 -- PUBLISH says how many received it; none (the worker is gone or its connection dropped)
 -- unparks the worker and queues its tasks as usual. A hand-off lost after the server sent it
 -- is re-delivered when its lease lapses, like any claimed task whose worker vanished.
+-- A hand-off message carries at most PUSH_MAX_BYTES of task messages (see common.lua): the
+-- first task that would pass it, and every task after it in this call, is stored and claimed
+-- as usual (the worker is woken), so no hand-off jumps ahead of it.
 local A = unframe(ARGV[6])
 local n = #A / 8
 local seq = redis.call('INCRBY', K .. 'seq', n) - n -- reserve n sequence numbers at once
@@ -19,9 +22,11 @@ local out = {}
 local woke = false
 
 -- The workers parked on this queue, read once per call when first needed: a list of
--- {wid = worker id, free = capacity left, lease = lease seconds, tasks = tasks handed to it}
+-- {wid = worker id, free = capacity left, lease = lease seconds, tasks = tasks handed to it,
+-- bytes = their queued forms' size}
 -- (empty unless nothing else is claimable).
 local parked = nil
+local handing = true -- false once a task was too large to hand off
 local function parked_worker()
   if parked == nil then
     parked = {}
@@ -31,7 +36,8 @@ local function parked_worker()
       if not s or tonumber(s) > NOWN then
         for j = 1, #park, 2 do
           local free, lease = string.match(park[j + 1], '^(%d+) (.+)$')
-          parked[#parked + 1] = {wid = park[j], free = tonumber(free), lease = lease, tasks = {}}
+          parked[#parked + 1] = {wid = park[j], free = tonumber(free), lease = lease, tasks = {},
+            bytes = 0}
         end
       end
     end
@@ -70,7 +76,12 @@ for i = 0, n - 1 do
   else
     seq = seq + 1
     local w = nil
-    if sched ~= '1' then w = parked_worker() end
+    if sched ~= '1' and handing then w = parked_worker() end
+    if w and w.bytes + #q > PUSH_MAX_BYTES then
+      handing, w = false, nil
+    elseif w then
+      w.bytes = w.bytes + #q
+    end
     local m = create(id, q, pr, due, sched, dk, oid, seq, w ~= nil, name)
     if w then -- its 'queued' event is written; stored below, once the hand-off is known
       w.free = w.free - 1
