@@ -23,7 +23,7 @@ from collections.abc import Callable, Coroutine, Iterable, Sequence
 from typing import Any, Final
 
 from .._backends import DEFAULT_APP, check_app_name, mask_password
-from .._exceptions import BackendUnavailable, ConfigError
+from .._exceptions import AuthenticationFailed, BackendUnavailable, ConfigError
 from .._ids import is_task_id
 from .._message import Event, ProgressUpdate, TaskOutcome, TaskRecord, TaskStatus
 from ..abc import ReadCoalescer, Storage
@@ -165,7 +165,7 @@ class RedisStorage(Storage):
             if lane is not None:
                 await lane.aclose()
             await close_client(self._client)
-            raise self._open_failure(exc) from exc
+            raise self._connect_failure(exc) from exc
         self._lane = lane
         self._listener = Listener(
             self._client,
@@ -175,14 +175,15 @@ class RedisStorage(Storage):
             on_resubscribed=self._on_resubscribed,
         )
 
-    def _open_failure(self, exc: BaseException) -> BackendUnavailable:
-        """The error for an open that `exc` stopped: a refused login says so (it was not
-        retried: the server is there), anything else that the server cannot be reached. The URL
+    def _connect_failure(self, exc: BaseException) -> BackendUnavailable:
+        """The error for a connection that `exc` stopped: a refused login is
+        `AuthenticationFailed` (not retried: the server is there), anything else that the server
+        cannot be reached. The URL
         is shown with its password masked, and the password is blotted out of the driver's text
         too, should it ever carry it."""
         what = mask_secret(f"{type(exc).__name__}: {exc}", self.url)
         if isinstance(exc, AUTH_ERRORS):
-            return BackendUnavailable(
+            return AuthenticationFailed(
                 f"Redis at {self.describe()} refused the login ({what}): check the user name "
                 "and password (redis://user:password@host:port/db)"
             )
@@ -229,7 +230,10 @@ class RedisStorage(Storage):
         """Run the standalone script `name` (``lua/<name>.lua``): on the lane on a single node,
         else on the client."""
         target = self._client if self._lane is None else self._lane
-        return await self._scripts[name].run(target, keys, args)
+        try:
+            return await self._scripts[name].run(target, keys, args)
+        except AUTH_ERRORS as exc:  # a reconnect's login refused (the password changed)
+            raise self._connect_failure(exc) from exc
 
     # -- keys and routing ------------------------------------------------------------------
 
@@ -243,10 +247,14 @@ class RedisStorage(Storage):
     async def run_queue_script(self, name: str, queue: str, now: float, args: list[Any]) -> Any:
         """Run queue script `name` on `queue`'s slot with the prelude's arguments first."""
         keys = [self.qkey(queue, "ev")]
-        if self._lane is not None:  # one shared pipelined connection: nothing to bound
-            return await self._scripts[name].run(self._lane, keys, self._qargs(queue, now) + args)
-        async with self._in_flight:
-            return await self._scripts[name].run(self._client, keys, self._qargs(queue, now) + args)
+        script, qargs = self._scripts[name], self._qargs(queue, now)
+        try:
+            if self._lane is not None:  # one shared pipelined connection: nothing to bound
+                return await script.run(self._lane, keys, qargs + args)
+            async with self._in_flight:
+                return await script.run(self._client, keys, qargs + args)
+        except AUTH_ERRORS as exc:  # a reconnect's login refused (the password changed)
+            raise self._connect_failure(exc) from exc
 
     # -- records ---------------------------------------------------------------------------
 
