@@ -17,6 +17,7 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any, Generic, Protocol, TypeVar
 
+import msgspec
 from typing_extensions import Unpack
 
 from ._clock import Clock
@@ -147,7 +148,14 @@ def value_of(record: TaskRecord | TaskOutcome) -> Any:
     if status is TaskStatus.DONE:
         if record.result_expired:
             raise ResultExpired(record.id)
-        return None if record.result is None else decode_value(record.result)
+        if record.result is None:
+            return None
+        try:
+            return decode_value(record.result)
+        except (msgspec.DecodeError, RecursionError) as exc:
+            raise TaskFailed(
+                record.id, "UndecodableResult", f"the stored result could not be decoded: {exc}"
+            ) from None
     error = record.error or _DEFAULT_ERRORS.get(status) or ErrorInfo(status.value, "ended")
     if status is TaskStatus.CANCELLED:
         raise TaskCancelled(record.id, error.type, error.message, error.traceback)
@@ -172,7 +180,8 @@ class AsyncResult(Generic[R]):
             timeout: Seconds to wait; None waits as long as it takes.
 
         Raises:
-            TaskFailed: it failed for good (`error_type`, `error_message`, `remote_traceback`).
+            TaskFailed: it failed for good (`error_type`, `error_message`, `remote_traceback`),
+                or its stored result cannot be decoded (`error_type` ``UndecodableResult``).
             TaskCancelled: it was cancelled.
             TaskExpired: it was not started before its `expires` time.
             ResultExpired: it finished, but its result outlived the result TTL.

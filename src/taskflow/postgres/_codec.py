@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Final, NamedTuple
+from typing import TYPE_CHECKING, Any, Final, NamedTuple, TypeVar
 
 import msgspec
 
@@ -88,8 +88,9 @@ def task_record(row: asyncpg.Record, now: float) -> TaskRecord:
     `now`."""
     expires = row["result_expires_at"]
     expired = expires is not None and expires <= now
-    error = row["error"]
-    progress = row["progress"]
+    damaged: list[str] = []
+    error = _decoded(_error_decoder, row, "error", damaged)
+    progress = _decoded(_progress_decoder, row, "progress", damaged)
     return TaskRecord(
         id=row["id"],
         name=row["name"],
@@ -103,8 +104,8 @@ def task_record(row: asyncpg.Record, now: float) -> TaskRecord:
         started_at=row["started_at"],
         finished_at=row["finished_at"],
         result=None if expired else row["result"],
-        error=None if error is None else _error_decoder.decode(error),
-        progress=None if progress is None else _progress_decoder.decode(progress),
+        error=error,
+        progress=progress,
         yields=list(row["yields"]),
         parent_id=row["parent_id"],
         order_id=row["order_id"],
@@ -116,7 +117,27 @@ def task_record(row: asyncpg.Record, now: float) -> TaskRecord:
         result_expired=expired,
         token=row["token"],
         worker_id=row["worker_id"],
+        undecodable=bool(damaged),
     )
+
+
+T = TypeVar("T")
+
+
+def _decoded(
+    decoder: msgspec.msgpack.Decoder[T], row: asyncpg.Record, column: str, damaged: list[str]
+) -> T | None:
+    """`row[column]` decoded (NULL is None). Damaged bytes in the store give None and add
+    `column` to `damaged` (the record is then marked `undecodable`), never an error for the
+    reader."""
+    raw = row[column]
+    if raw is None:
+        return None
+    try:
+        return decoder.decode(raw)
+    except (msgspec.DecodeError, RecursionError):
+        damaged.append(column)
+        return None
 
 
 def event(row: asyncpg.Record) -> Event:
