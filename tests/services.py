@@ -22,11 +22,12 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import NoReturn
 from urllib.parse import urlsplit
 
+import anyio
 import pytest
 
 __all__ = [
@@ -153,18 +154,52 @@ def start_redis_server(
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    deadline = time.monotonic() + ready_timeout
-    while not redis_ping("127.0.0.1", port, timeout=0.2):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            stop_process(proc)
+
+    def ready() -> bool:
+        if proc.poll() is not None:
             raise RuntimeError(
-                f"redis-server on port {port} did not start (exit code {proc.returncode}); "
-                f"is the port taken? Its log:\n{_tail(logfile)}"
+                f"redis-server on port {port} exited (code {proc.returncode}); is the port taken?"
             )
-        time.sleep(0.05)  # polling a child process's readiness: there is no event to wait on
+        return redis_ping("127.0.0.1", port, timeout=0.2)
+
+    try:
+        wait_until(
+            ready, deadline_s=ready_timeout, failure=f"redis-server on port {port} did not start"
+        )
+    except RuntimeError as exc:
+        stop_process(proc)
+        raise RuntimeError(f"{exc}; its log:\n{_tail(logfile)}") from None
     if proc.poll() is not None:  # someone else's server answered on that port
         raise RuntimeError(f"port {port} is taken by another server; use free_port()")
     return proc
+
+
+def wait_until(
+    check: Callable[[], object], *, deadline_s: float, failure: str, every_s: float = 0.05
+) -> None:
+    """Ask `check` every `every_s` until it is true; `RuntimeError(failure)` after `deadline_s`.
+
+    For the state of real processes and servers (a child's readiness, a cluster converging),
+    which offer no event to wait on; asynchronous code uses `poll_until`.
+    """
+    deadline = time.monotonic() + deadline_s
+    while not check():
+        if time.monotonic() > deadline:
+            raise RuntimeError(failure)
+        time.sleep(every_s)  # the one synchronous poll: see the docstring
+
+
+async def poll_until(
+    check: Callable[[], object], *, deadline_s: float, every_s: float = 0.02
+) -> None:
+    """Ask `check` every `every_s` until it is true; `TimeoutError` after `deadline_s`.
+
+    For the state of real processes and servers (a log another process writes, counters in a
+    server), which offer no event to wait on; in-process state waits on an event instead.
+    """
+    with anyio.fail_after(deadline_s):
+        while not check():
+            await anyio.sleep(every_s)  # the one asynchronous poll: see the docstring
 
 
 def _tail(path: str, lines: int = 20) -> str:
@@ -247,11 +282,18 @@ class PrivatePostgres:
             stderr=subprocess.DEVNULL,
             user=self.user,
         )
-        deadline = time.monotonic() + _PG_READY_TIMEOUT_S
-        while not self._answers():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"private PostgreSQL on port {self.port} did not start")
-            time.sleep(0.05)  # polling a child's readiness: there is no event to wait on
+        proc = self.proc
+
+        def ready() -> bool:
+            if proc.poll() is not None:
+                raise RuntimeError(f"private PostgreSQL on port {self.port} exited")
+            return self._answers()
+
+        wait_until(
+            ready,
+            deadline_s=_PG_READY_TIMEOUT_S,
+            failure=f"private PostgreSQL on port {self.port} did not start",
+        )
 
     @property
     def _addresses(self) -> str:

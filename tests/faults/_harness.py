@@ -39,6 +39,7 @@ import anyio
 
 from taskflow import BackendUnavailable, QueueTasks
 from taskflow.abc import EventKind, TaskRecord, TaskStatus
+from tests.services import poll_until
 
 RETRIES = 5
 LEASE_S = 2.0
@@ -235,34 +236,32 @@ class FaultRun:
         ]
 
     async def until_runs(self, count: int, deadline_s: float = 60.0) -> None:
-        """Wait until `count` body starts are logged (real processes: the log is polled)."""
-        with anyio.fail_after(deadline_s):
-            while len(self.runs()) < count:
-                await anyio.sleep(0.02)
+        """Wait until `count` body starts are logged."""
+        await poll_until(lambda: len(self.runs()) >= count, deadline_s=deadline_s)
 
     async def until_busy(self, pid: int, deadline_s: float = 30.0) -> None:
         """Wait until process `pid` has just started a body (within half a body's time), so a
         fault aimed at it lands while it runs tasks."""
-        with anyio.fail_after(deadline_s):
-            while not any(
-                r.pid == pid and r.at > time.time() - self.step_s / 2 for r in self.runs()
-            ):
-                await anyio.sleep(0.005)  # real processes: the log is polled
+        await poll_until(
+            lambda: self.ran_since(time.time() - self.step_s / 2, pid),
+            deadline_s=deadline_s,
+            every_s=0.005,
+        )
+
+    def ran_since(self, after: float, pid: int | None = None) -> bool:
+        """True once a body started after `after` (a wall time), in process `pid` if given."""
+        return any(r.at > after and pid in (None, r.pid) for r in self.runs())
 
     async def recovered(self, after: float, deadline_s: float = 60.0) -> None:
         """Record how long after `after` (the fault's end, a wall time) a body started again;
         0 if nothing was left to start (every task sent had run by then)."""
-        with anyio.fail_after(deadline_s):
-            while True:
-                runs = self.runs()
-                later = [run.at for run in runs if run.at > after]
-                if later:
-                    self.row.recovery_s = round(min(later) - after, 3)
-                    return
-                if self.produced.is_set() and set(self.task_ids) <= {r.task_id for r in runs}:
-                    self.row.recovery_s = 0.0
-                    return
-                await anyio.sleep(0.02)  # real processes: the log is polled
+
+        def all_ran() -> bool:
+            return self.produced.is_set() and set(self.task_ids) <= {r.task_id for r in self.runs()}
+
+        await poll_until(lambda: self.ran_since(after) or all_ran(), deadline_s=deadline_s)
+        later = [run.at for run in self.runs() if run.at > after]
+        self.row.recovery_s = round(min(later) - after, 3) if later else 0.0
 
     # -- the invariants -------------------------------------------------------------------
 

@@ -8,7 +8,6 @@ them all, so nothing acknowledged is lost), one after the other. Every invariant
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import anyio
@@ -17,6 +16,7 @@ import redis
 
 from tests.faults._harness import FaultRun, run_with_fault
 from tests.plugins.backend_redis import redis_cluster
+from tests.services import wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.faults, pytest.mark.redis, pytest.mark.timeout(180)]
 
@@ -31,28 +31,32 @@ def _replicas(ports: list[int]) -> list[int]:
     return found
 
 
-def _wait_linked(ports: list[int], deadline_s: float = 30.0) -> None:
+def _wait_linked(ports: list[int]) -> None:
     """Wait until every replica's link to its master is up (synced): a failover needs it."""
-    deadline = time.monotonic() + deadline_s
     for port in _replicas(ports):
         with redis.Redis(port=port) as node:
-            while node.info("replication").get("master_link_status") != "up":
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"replica {port} not linked to its master in time")
-                time.sleep(0.05)  # replication has no event to wait on from here
+            wait_until(
+                lambda: node.info("replication").get("master_link_status") == "up",
+                deadline_s=30,
+                failure=f"replica {port} not linked to its master in time",
+            )
 
 
-def _promote(port: int, tries: int = 5, each_s: float = 6.0) -> None:
+def _promote(port: int, tries: int = 5) -> None:
     """CLUSTER FAILOVER on the replica at `port` until it is a master. A manual failover that
     does not complete in time (Redis gives it 5 s) is simply not done, so it is asked again."""
     with redis.Redis(port=port) as node:
         for _ in range(tries):
             node.execute_command("CLUSTER FAILOVER")
-            deadline = time.monotonic() + each_s
-            while time.monotonic() < deadline:
-                if node.info("replication")["role"] == "master":
-                    return
-                time.sleep(0.05)  # the failover has no event to wait on from here
+            try:
+                wait_until(
+                    lambda: node.info("replication")["role"] == "master",
+                    deadline_s=6,
+                    failure="not yet",
+                )
+                return
+            except RuntimeError:
+                continue
     raise RuntimeError(f"replica {port} did not become master after {tries} failovers")
 
 

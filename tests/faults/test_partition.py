@@ -29,6 +29,7 @@ from taskflow import QueueTasks
 from tests.faults._harness import LEASE_S, FaultRun
 from tests.services import (
     free_port,
+    poll_until,
     private_postgres,
     redis_url,
     start_redis_server,
@@ -104,9 +105,7 @@ async def _cut_off_worker(
             await run.recovered(after=back)
         # It rejoins: with fresh work after the link is back, it runs bodies again.
         await run.send(200)
-        with anyio.fail_after(60):
-            while not any(r.pid == cut_off.pid and r.at > back for r in run.runs()):
-                await anyio.sleep(0.05)  # a real process: its log is polled
+        await poll_until(lambda: run.ran_since(back, cut_off.pid), deadline_s=60)
         row = await run.finish()
         assert row.problems() == [], row
 

@@ -18,7 +18,6 @@ import os
 import shutil
 import subprocess
 import tempfile
-import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager as AsyncContextManager
 
@@ -26,7 +25,14 @@ import pytest
 
 from taskflow.abc import Broker
 from taskflow.redis import RedisBroker, from_url
-from tests.services import free_port, redis_ping, redis_url, start_redis_server, stop_process
+from tests.services import (
+    free_port,
+    redis_ping,
+    redis_url,
+    start_redis_server,
+    stop_process,
+    wait_until,
+)
 
 BACKEND_KINDS: tuple[str, ...] = ("redis", "redis_cluster")
 
@@ -197,19 +203,28 @@ def _start_cluster_node(binary: str, port: int, workdir: str) -> subprocess.Pope
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    deadline = time.monotonic() + _CLUSTER_READY_TIMEOUT_S
-    while not redis_ping("127.0.0.1", port, timeout=0.2):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            stop_process(proc)
-            raise RuntimeError(f"cluster node on port {port} did not start; see {node_dir}/log")
-        time.sleep(0.05)  # a child process's readiness has no event to wait on
+
+    def ready() -> bool:
+        if proc.poll() is not None:
+            raise RuntimeError(f"cluster node on port {port} exited; see {node_dir}/log")
+        return redis_ping("127.0.0.1", port, timeout=0.2)
+
+    try:
+        wait_until(
+            ready,
+            deadline_s=_CLUSTER_READY_TIMEOUT_S,
+            failure=f"cluster node on port {port} did not start; see {node_dir}/log",
+        )
+    except RuntimeError:
+        stop_process(proc)
+        raise
     return proc
 
 
 def _wait_cluster_ok(cli: str, ports: list[int]) -> None:
-    deadline = time.monotonic() + _CLUSTER_READY_TIMEOUT_S
     for port in ports:
-        while True:
+
+        def ok(port: int = port) -> bool:
             info = subprocess.run(
                 [cli, "-p", str(port), "cluster", "info"],
                 capture_output=True,
@@ -217,11 +232,14 @@ def _wait_cluster_ok(cli: str, ports: list[int]) -> None:
                 check=False,
                 stdin=subprocess.DEVNULL,
             ).stdout
-            if "cluster_state:ok" in info:
-                break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"Redis Cluster node {port} not ok in time:\n{info}")
-            time.sleep(0.1)  # cluster convergence has no event to wait on
+            return "cluster_state:ok" in info
+
+        wait_until(
+            ok,
+            deadline_s=_CLUSTER_READY_TIMEOUT_S,
+            every_s=0.1,
+            failure=f"Redis Cluster node {port} not ok in time",
+        )
 
 
 __all__ = [
