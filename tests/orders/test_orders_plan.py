@@ -183,3 +183,24 @@ def test_the_public_surface_of_taskflow_supervisor_is_its_all() -> None:
         if not name.startswith("_") and not isinstance(value, types.ModuleType)
     }
     assert public == set(supervisor.__all__)
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [((object(),), "cannot be stored"), ((2**70,), "cannot be stored")],
+)
+async def test_an_order_whose_arguments_cannot_be_stored_is_refused_at_submit(
+    args: tuple[object, ...], says: str
+) -> None:
+    from taskflow import QueueTasks
+
+    app = QueueTasks("args-check")
+
+    @app.task
+    async def unit(value: object) -> None:
+        return None
+
+    async with app:
+        order = Order(task=unit.name, total=1, plan=Plan.at_once(), args=args)
+        with pytest.raises(OrderError, match=says):
+            await Supervisor(app).submit(order)

@@ -22,7 +22,7 @@ import msgspec
 
 from .._aio import first_of
 from .._exceptions import InvalidArguments, OrderError, UnknownTaskError
-from .._message import TaskStatus
+from .._message import TaskStatus, encode_value
 from .._options import duration_s
 from ._amend import StoredJobs, build_jobs, plan_amendment
 from ._book import OrderBook
@@ -147,7 +147,7 @@ class Supervisor:
         Raises:
             UnknownTaskError: the order's task is not registered on this app.
             OrderError: the plan cannot carry the total, or the order's arguments do not fit
-                its task's signature (the message says why).
+                its task's signature or cannot be stored (the message says why).
         """
         await self._book.here()
         self._check_task(order.task)
@@ -188,10 +188,18 @@ class Supervisor:
         never run is refused at submit, not failed unit by unit weeks later."""
         check = self.app.tasks[order.task].check_arguments
         for index in {0, *order.per_unit_kwargs}:
+            args, kwargs = tuple(order.args), order.unit_kwargs(index)
             try:
-                check(tuple(order.args), order.unit_kwargs(index))
+                check(args, kwargs)
             except InvalidArguments as exc:
                 raise OrderError(f"order's unit {index} cannot call its task: {exc}") from None
+            try:
+                encode_value([args, kwargs])
+            except (TypeError, ValueError, OverflowError, msgspec.EncodeError) as exc:
+                raise OrderError(
+                    f"order's unit {index} has arguments that cannot be stored ({exc}): use "
+                    "values msgpack can carry (str, int, float, bool, None, bytes, lists, dicts)"
+                ) from None
 
     async def status(self, order_id: str) -> OrderStatus:
         """The order's state, counts, per-job status and failure reasons.
