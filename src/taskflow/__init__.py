@@ -18,6 +18,7 @@ from ._clock import SystemClock as SystemClock
 from ._config import GlobalConfig as GlobalConfig
 from ._context import TaskContext as TaskContext
 from ._context import WorkerState as WorkerState
+from ._exceptions import ArtifactNotFound as ArtifactNotFound
 from ._exceptions import AuthenticationFailed as AuthenticationFailed
 from ._exceptions import BackendUnavailable as BackendUnavailable
 from ._exceptions import ConfigError as ConfigError
@@ -60,6 +61,7 @@ _logging.getLogger("taskflow").addHandler(_logging.NullHandler())
 
 __all__ = [
     "NOT_GIVEN",
+    "ArtifactNotFound",
     "AsyncResult",
     "AsyncTask",
     "AuthenticationFailed",

@@ -25,6 +25,8 @@ TaskflowError
 ├── UnencodableResult (TypeError)     a task returned or yielded a value msgspec cannot encode
 │                                     (the run's error, never retried)
 ├── Retry                             raised *inside* a task to ask for a retry
+├── ArtifactNotFound (LookupError)    no artifact of that name is stored for the task (never put,
+│                                     still being written, or already deleted or expired)
 ├── OrderNotFound (KeyError)          no order has this id (taskflow.supervisor)
 └── OrderError (ValueError)           an order or amendment that cannot be carried out
                                       (taskflow.supervisor)
@@ -43,6 +45,7 @@ from __future__ import annotations
 import builtins
 
 __all__ = [
+    "ArtifactNotFound",
     "AuthenticationFailed",
     "BackendUnavailable",
     "ConfigError",
@@ -136,6 +139,18 @@ class TaskNotFound(TaskflowError, LookupError):
             "producer and this handle use the same backend"
         )
         self.task_id = task_id
+
+
+class ArtifactNotFound(TaskflowError, LookupError):
+    """No artifact of this name is stored for the task."""
+
+    def __init__(self, task_id: str, name: str, why: str = "") -> None:
+        super().__init__(
+            f"task {task_id!r} has no artifact {name!r}"
+            + (f": {why}" if why else ": check the name against the task's artifacts")
+        )
+        self.task_id = task_id
+        self.name = name
 
 
 class ResultExpired(TaskflowError):

@@ -26,6 +26,12 @@ __all__ = [
     "Lease",
     "LeaseInfo",
     "LeaseState",
+    "LockHold",
+    "LockHolder",
+    "LockMode",
+    "LockRequest",
+    "LockState",
+    "LockWaiter",
     "Outcome",
     "OutcomeKind",
     "Progress",
@@ -373,6 +379,62 @@ class LeaseInfo(msgspec.Struct, frozen=True, kw_only=True):
     owner: str
     token: int
     expires_at: float
+
+
+class LockMode(str, enum.Enum):
+    """How a reader/writer lock is held."""
+
+    SHARED = "shared"
+    """Many holders at once, none exclusive (exports reading a table)."""
+    EXCLUSIVE = "exclusive"
+    """One holder and no shared ones (the job that swaps the table)."""
+
+
+class LockRequest(msgspec.Struct, frozen=True, array_like=True):
+    """One request of `Coordination.acquire_locks`: `owner` wants lock `name` in `mode`.
+
+    With `wait`, a request that is not granted joins the lock's queue of waiters (or keeps its
+    place there and refreshes it), so that it is granted in its turn by a later release.
+    """
+
+    name: str
+    owner: str
+    mode: LockMode
+    wait: bool = True
+
+
+class LockHold(msgspec.Struct, frozen=True, array_like=True):
+    """A granted lock, as renewed and released: who holds it and with which fencing token."""
+
+    name: str
+    owner: str
+    token: int
+
+
+class LockHolder(msgspec.Struct, frozen=True, kw_only=True):
+    """One holder of a lock, as `Coordination.lock_states` shows it."""
+
+    owner: str
+    mode: LockMode
+    token: int
+    expires_at: float
+
+
+class LockWaiter(msgspec.Struct, frozen=True, kw_only=True):
+    """One queued request of a lock, in its turn, as `Coordination.lock_states` shows it."""
+
+    owner: str
+    mode: LockMode
+    since: float
+    expires_at: float
+
+
+class LockState(msgspec.Struct, frozen=True, kw_only=True):
+    """A lock's live holders and waiters (lapsed entries left out), waiters in queue order."""
+
+    name: str
+    holders: list[LockHolder]
+    waiters: list[LockWaiter]
 
 
 class Versioned(msgspec.Struct, frozen=True, array_like=True):

@@ -87,13 +87,17 @@ def test_abc_all_lists_every_public_name_and_nothing_else() -> None:
 
 
 def test_abc_exports_the_contracts_components_and_the_types_they_speak() -> None:
-    contracts = {"Broker", "Storage", "Coordination", "ResultWaiters", "ReadCoalescer", "LATEST"}
+    contracts = {
+        "Broker", "Storage", "Coordination", "ArtifactStore", "ResultWaiters", "ReadCoalescer",
+        "LATEST",
+    }  # fmt: skip
     constants = {"LEASE_EXPIRED"}
     structs = {
         "TaskMessage", "Delivery", "Lease", "LeaseState", "Outcome", "OutcomeKind",
         "ProgressUpdate", "EnqueueResult", "TaskRecord", "TaskOutcome", "Event", "EventKind",
         "QueueStats", "LeaseInfo", "Versioned", "CancelResult", "ErrorInfo", "Progress",
-        "TaskStatus",
+        "TaskStatus", "ArtifactBlob", "LockMode", "LockRequest", "LockHold", "LockState",
+        "LockHolder", "LockWaiter",
     }  # fmt: skip
     codecs = {"encode_message", "decode_message", "encode_value", "decode_value"}
     assert set(taskflow.abc.__all__) == contracts | constants | structs | codecs

@@ -6,7 +6,11 @@ A backend implements three small contracts on one server:
   and the push that wakes idle workers (`Broker.watch_work`);
 * `Storage` keeps what is known about tasks: records, results, progress, the event stream, and
   the result waiters of this process (`Storage.wait`);
-* `Coordination` keeps named leases with fencing tokens and a versioned key-value space.
+* `Coordination` keeps named leases with fencing tokens, reader/writer locks, and a versioned
+  key-value space.
+
+Beside them, an `ArtifactStore` keeps the bytes of the files tasks produce (a directory, or the
+task backend's own server).
 
 The broker carries the other two (``broker.storage``, ``broker.coordination``) and opens and
 closes them with itself: storing an outcome, checking its fencing token and acking its message
@@ -49,6 +53,12 @@ from .._message import EventKind as EventKind
 from .._message import Lease as Lease
 from .._message import LeaseInfo as LeaseInfo
 from .._message import LeaseState as LeaseState
+from .._message import LockHold as LockHold
+from .._message import LockHolder as LockHolder
+from .._message import LockMode as LockMode
+from .._message import LockRequest as LockRequest
+from .._message import LockState as LockState
+from .._message import LockWaiter as LockWaiter
 from .._message import Outcome as Outcome
 from .._message import OutcomeKind as OutcomeKind
 from .._message import Progress as Progress
@@ -63,6 +73,8 @@ from .._message import decode_message as decode_message
 from .._message import decode_value as decode_value
 from .._message import encode_message as encode_message
 from .._message import encode_value as encode_value
+from ._artifacts import ArtifactBlob as ArtifactBlob
+from ._artifacts import ArtifactStore as ArtifactStore
 from ._broker import Broker as Broker
 from ._coordination import Coordination as Coordination
 from ._reads import ReadCoalescer as ReadCoalescer
@@ -73,6 +85,8 @@ from ._waiters import ResultWaiters as ResultWaiters
 __all__ = [
     "LATEST",
     "LEASE_EXPIRED",
+    "ArtifactBlob",
+    "ArtifactStore",
     "Broker",
     "CancelResult",
     "Coordination",
@@ -84,6 +98,12 @@ __all__ = [
     "Lease",
     "LeaseInfo",
     "LeaseState",
+    "LockHold",
+    "LockHolder",
+    "LockMode",
+    "LockRequest",
+    "LockState",
+    "LockWaiter",
     "Outcome",
     "OutcomeKind",
     "Progress",

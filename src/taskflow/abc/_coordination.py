@@ -10,8 +10,9 @@ issues grow here, so they never widen `Storage`. What does not live here: task r
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 
-from .._message import LeaseInfo, Versioned
+from .._message import LeaseInfo, LockHold, LockRequest, LockState, Versioned
 from ._lifecycle import Lifecycle
 
 __all__ = ["Coordination"]
@@ -69,6 +70,98 @@ class Coordination(Lifecycle, ABC):
     @abstractmethod
     async def _get_lease(self, name: str, now: float) -> LeaseInfo | None:
         """See `get_lease`."""
+
+    # -- reader/writer locks (resource locks declared by tasks, `app.lock`) -----------------
+    #
+    # Rules (the conformance suite checks each one):
+    # * A lock has holders (one EXCLUSIVE, or any number of SHARED) and a FIFO queue of waiters.
+    #   Entries lapse at their `expires_at` (``now + ttl_s`` when granted, renewed or queued)
+    #   and lapsed entries count for nothing.
+    # * A SHARED request is granted iff there is no exclusive holder and no EXCLUSIVE waiter
+    #   ahead of it in the queue (for a new request: anywhere in the queue). So once a writer
+    #   waits, new readers queue behind it: a stream of readers cannot starve a writer.
+    # * An EXCLUSIVE request is granted iff there are no holders (but its own owner) and no
+    #   waiter ahead of it.
+    # * A request by an owner that already holds the lock returns its token and renews it; one
+    #   by a queued owner keeps its place and refreshes its expiry.
+    # * Every grant gets a fencing token greater than any earlier token of that lock name, kept
+    #   across releases (as leases do), so writes guarded by it can refuse an older holder.
+    # * A release (or a lapse noticed by any call touching the lock) grants the lock to the
+    #   waiters now at the head of the queue, in the same atomic step: the head EXCLUSIVE
+    #   waiter alone, or the run of SHARED waiters up to the next EXCLUSIVE one. They become
+    #   holders (expiring ``now + ttl_s``) and `release_locks` returns their owners, so the
+    #   caller can wake them (`Broker.wake` for parked tasks); their next request finds the
+    #   lock theirs.
+
+    async def acquire_locks(
+        self, requests: Sequence[LockRequest], *, ttl_s: float, now: float
+    ) -> list[int | None]:
+        """Request locks, in one round trip. Per request: its fencing token if granted (held
+        until ``now + ttl_s``), else None (and, with ``wait``, it is queued)."""
+        self._check_open()
+        if not requests:
+            return []
+        return await self._acquire_locks(requests, ttl_s, now)
+
+    async def renew_locks(
+        self, holds: Sequence[LockHold], *, ttl_s: float, now: float
+    ) -> list[bool]:
+        """Extend held locks until ``now + ttl_s``; False per hold that lapsed, was granted to
+        someone else since, or whose token is stale (its holder must stop writing under it)."""
+        self._check_open()
+        if not holds:
+            return []
+        return await self._renew_locks(holds, ttl_s, now)
+
+    async def release_locks(
+        self, holds: Sequence[LockHold], *, ttl_s: float, now: float
+    ) -> list[str]:
+        """Give held locks up (stale holds are ignored) and grant each freed lock to the
+        waiters at the head of its queue, until ``now + ttl_s``. Returns the owners granted a
+        lock by this call, for the caller to wake."""
+        self._check_open()
+        if not holds:
+            return []
+        return await self._release_locks(holds, ttl_s, now)
+
+    async def withdraw_lock_requests(self, requests: Sequence[LockRequest], *, now: float) -> None:
+        """Take queued requests out of their queues (a parked task was cancelled), granting what
+        that frees to the next waiters as a release does."""
+        self._check_open()
+        if requests:
+            await self._withdraw_lock_requests(requests, now)
+
+    async def lock_states(
+        self, names: Sequence[str] | None = None, *, now: float
+    ) -> list[LockState]:
+        """The live holders and waiters of the named locks (None: of every lock that has any),
+        sorted by name."""
+        self._check_open()
+        return await self._lock_states(None if names is None else list(names), now)
+
+    async def _acquire_locks(
+        self, requests: Sequence[LockRequest], ttl_s: float, now: float
+    ) -> list[int | None]:
+        """See `acquire_locks`."""
+        raise NotImplementedError(f"{type(self).__name__} has no reader/writer locks yet")
+
+    async def _renew_locks(self, holds: Sequence[LockHold], ttl_s: float, now: float) -> list[bool]:
+        """See `renew_locks`."""
+        raise NotImplementedError(f"{type(self).__name__} has no reader/writer locks yet")
+
+    async def _release_locks(
+        self, holds: Sequence[LockHold], ttl_s: float, now: float
+    ) -> list[str]:
+        """See `release_locks`."""
+        raise NotImplementedError(f"{type(self).__name__} has no reader/writer locks yet")
+
+    async def _withdraw_lock_requests(self, requests: Sequence[LockRequest], now: float) -> None:
+        """See `withdraw_lock_requests`."""
+        raise NotImplementedError(f"{type(self).__name__} has no reader/writer locks yet")
+
+    async def _lock_states(self, names: list[str] | None, now: float) -> list[LockState]:
+        """See `lock_states`."""
+        raise NotImplementedError(f"{type(self).__name__} has no reader/writer locks yet")
 
     # -- durable key-value records (orders and their plans) --------------------------------
 
