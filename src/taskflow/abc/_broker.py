@@ -29,6 +29,7 @@ from .._message import (
     TaskMessage,
     TaskRecord,
 )
+from ._artifacts import ArtifactStore
 from ._coordination import Coordination
 from ._lifecycle import Lifecycle
 from ._storage import Storage
@@ -256,6 +257,13 @@ class Broker(Lifecycle, ABC):
         if purged:
             logger.info("purged %d waiting task(s) from queue %r", purged, queue)
         return purged
+
+    def default_artifact_store(self) -> ArtifactStore | None:
+        """The `ArtifactStore` an app uses when it is given none: one kept on this backend's own
+        server (sharing its connections), so workers on several hosts need no other service.
+        None (the default) means the backend keeps no artifacts itself; the app then uses a
+        directory."""
+        return None
 
     def new_task_id(self, queue: str) -> str:
         """A fresh, globally unique task id for a message of `queue`.
