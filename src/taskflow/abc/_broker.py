@@ -176,6 +176,23 @@ class Broker(Lifecycle, ABC):
             return []
         return await self._cancel(task_ids, now)
 
+    async def wake(self, task_ids: Sequence[str], *, now: float) -> None:
+        """Make waiting tasks claimable now, in one round trip per batch.
+
+        Each given task that waits to be claimed later (released, retrying or scheduled: not
+        running, not terminal) becomes claimable at `now`, in the place of the ready order it
+        would have had if it had never been put off: by priority, then by its first due time
+        (its eta, else the time it was made), then enqueue order. Tasks that are claimable
+        already, running, terminal or unknown are left as they are. Idle workers watching its
+        queue hear of it as of an enqueue (`watch_work`).
+
+        The worker wakes with it the tasks it parked because their declared locks were taken,
+        once a release grants the locks to them (`Coordination.release_locks`).
+        """
+        self._check_open()
+        if task_ids:
+            await self._wake(list(dict.fromkeys(task_ids)), now)
+
     async def next_due(self, queues: Sequence[str], *, now: float) -> float | None:
         """The earliest time at which something in `queues` becomes claimable (a scheduled or
         retrying message, or a lease lapsing), or None if nothing is pending. A value at or
@@ -321,6 +338,10 @@ class Broker(Lifecycle, ABC):
     @abstractmethod
     async def _cancel(self, task_ids: Sequence[str], now: float) -> list[CancelResult]:
         """See `cancel`. Tasks cancelled at once wake their result waiters."""
+
+    @abstractmethod
+    async def _wake(self, task_ids: list[str], now: float) -> None:
+        """See `wake`. `task_ids` holds no duplicates."""
 
     @abstractmethod
     async def _next_due(self, queues: Sequence[str], now: float) -> float | None:

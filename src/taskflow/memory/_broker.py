@@ -116,7 +116,7 @@ class MemoryBroker(Broker):
             eta = msg.eta
             if eta is None or eta <= now:
                 # The common case, inlined: queued and due now (see `_add_new`).
-                task.qseq = seq = next(queue.seq)
+                task.qseq = task.first_seq = seq = next(queue.seq)
                 heapq.heappush(queue.ready, (-msg.priority, now if eta is None else eta, seq, task))
                 queue.event_seq = n = queue.event_seq + 1
                 queue.events.append((n, task_id, _EV_QUEUED, now, 0, msg.order_id, None, msg.name))
@@ -343,6 +343,19 @@ class MemoryBroker(Broker):
                 )
                 out.append(CancelResult.CANCELLED)
         return out
+
+    async def _wake(self, task_ids: list[str], now: float) -> None:
+        storage = self.storage
+        woken: list[QueueState] = []
+        for task_id in task_ids:
+            task = storage.tasks.get(task_id)
+            if task is None:
+                continue
+            queue = storage.queue(task.msg.queue)
+            if queue.wake(task, now) and queue not in woken:
+                woken.append(queue)
+        for queue in woken:
+            queue.wake_watchers()
 
     # -- waiting for work ----------------------------------------------------------------------
 

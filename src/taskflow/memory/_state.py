@@ -68,6 +68,11 @@ class TaskState(msgspec.Struct, gc=False):
     token: int = 0
     #: Sequence number of the task's valid ready/scheduled heap entry; 0: none.
     qseq: int = 0
+    #: Its sequence number when it was first made pending: its place in enqueue order, which
+    #: `QueueState.wake` gives back to it.
+    first_seq: int = 0
+    #: When its pending entry (`qseq`) becomes due; at or before now: it is claimable.
+    due_at: float = 0.0
     cancel_requested: bool = False
     started_at: float | None = None
     finished_at: float | None = None
@@ -232,6 +237,9 @@ class QueueState:
         """Put `task` in the ready heap (due) or the scheduled heap (not yet due)."""
         seq = next(self.seq)
         task.qseq = seq
+        task.due_at = due
+        if not task.first_seq:
+            task.first_seq = seq
         if due > now:
             heapq.heappush(self.scheduled, (due, seq, task))
             if len(self.scheduled) > self.scheduled_limit:
@@ -254,6 +262,24 @@ class QueueState:
         seq = next(self.seq)
         task.qseq = seq
         heapq.heappush(self.ready, (-task.msg.priority, due, seq, task))
+
+    def wake(self, task: TaskState, now: float) -> bool:
+        """Make the pending, not yet due `task` claimable now, in its first place of the ready
+        order (priority, first due time, enqueue order); False if it is not such a task."""
+        if task.ended or task.status is _RUNNING or not task.qseq or task.due_at <= now:
+            return False  # claimable already, running, or ended
+        msg = task.msg
+        first_due = msg.created_at if msg.eta is None else msg.eta
+        # Once claimed, its first entry has left the heaps, so its first sequence number is free
+        # to mark its valid entry again (the scheduled entry goes stale). One never claimed (an
+        # eta not reached) still has that entry scheduled: it takes a new number.
+        seq = task.first_seq if task.qseq != task.first_seq else next(self.seq)
+        task.qseq = seq
+        task.due_at = now
+        if task.status is TaskStatus.SCHEDULED:
+            task.status = TaskStatus.QUEUED
+        heapq.heappush(self.ready, (-msg.priority, min(first_due, now), seq, task))
+        return True
 
     def promote_due(self, now: float) -> None:
         """Move scheduled and retrying messages whose time has come to the ready heap."""

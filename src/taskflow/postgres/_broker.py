@@ -328,6 +328,13 @@ class PostgresBroker(Broker):
 
     # -- cancel ---------------------------------------------------------------------------------
 
+    async def _wake(self, task_ids: list[str], now: float) -> None:
+        pg = self.pg
+        row = await pg.run(lambda conn: conn.fetchrow(self.sql.wake, task_ids, now, pg.channel))
+        if row is not None and row["queues"]:
+            self._due_after_claim.clear()
+            pg.wakeups.announce(sorted(row["queues"]), work=True)  # this process's workers now
+
     async def _cancel(self, task_ids: Sequence[str], now: float) -> list[CancelResult]:
         pg = self.pg
         ids = list(task_ids)

@@ -273,6 +273,21 @@ FROM input i LEFT JOIN upd u ON u.ord = i.ord
 ORDER BY i.ord
 """
 
+# Wake: waiting rows not due yet become due now, at their first due time (their eta, else when
+# they were made; never later than now) so that they sort where they first did; a released row
+# reads 'queued' again. Announced as work, as a release is.
+_WAKE: Final = f"""
+WITH upd AS (
+    UPDATE {{s}}.tasks t SET
+        due_at = least(coalesce(t.eta, t.created_at), $2),
+        status = CASE WHEN t.status = 'scheduled' THEN 'queued' ELSE t.status END
+    WHERE t.id = ANY($1::text[]) AND t.status IN {_WAITING} AND t.due_at > $2
+    RETURNING t.queue
+)
+SELECT {{s}}.notify($3, 'w:', array_agg(DISTINCT queue)) AS n, array_agg(DISTINCT queue) AS queues
+FROM upd
+"""
+
 _CANCEL: Final = f"""
 WITH input AS (
     SELECT * FROM unnest($1::text[]) WITH ORDINALITY AS i(id, ord)
@@ -390,6 +405,7 @@ class BrokerStatements:
         self.extend = _EXTEND.format(s=s)
         self.complete = _COMPLETE.format(s=s)
         self.cancel = _CANCEL.format(s=s)
+        self.wake = _WAKE.format(s=s)
         self.purge = _PURGE.format(s=s)
         self.next_due = _NEXT_DUE.format(s=s)
         self.stats = _STATS.format(s=s)

@@ -290,6 +290,16 @@ class RedisBroker(Broker):
                     rs.waiters.wake(task_ids[i])
         return out
 
+    async def _wake(self, task_ids: list[str], now: float) -> None:
+        rs = self._redis
+        queues = await self._routes.resolve_queues(task_ids)
+        await asyncio.gather(
+            *(
+                rs.run_queue_script("wake", queue, now, [task_ids[i] for i in idx])
+                for queue, idx in group_by_queue(queues).items()
+            )
+        )
+
     async def _inspect(self, queues: Sequence[str], now: float, mode: str) -> list[Any]:
         """The ``inspect`` script's reply for each of `queues`, in `mode` ('due' or 'stats')."""
         return list(

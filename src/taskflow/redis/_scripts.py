@@ -25,6 +25,7 @@ QUEUE_SCRIPTS: Final = (
     "extend",
     "complete",
     "cancel",
+    "wake",
     "report",
     "get",
     "requeue",

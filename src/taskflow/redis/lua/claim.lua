@@ -112,8 +112,9 @@ for _, pr in ipairs(prios) do
       elseif ok then
         att = (tonumber(att) or 0) + 1
         tok = (tonumber(tok) or 0) + 1
-        if x then -- its hash record starts here, running
-          hash_from(id, x, m, 'running', att, tok, 'sa', NOW, 'wid', WID, 'lx', LX)
+        if x then -- its hash record starts here, running; 'od': its first due time (wake.lua)
+          hash_from(id, x, m, 'running', att, tok, 'sa', NOW, 'wid', WID, 'lx', LX, 'od',
+            ms[k + 1])
         else
           redis.call('HSET', r, 'st', 'running', 'att', att, 'tok', tok, 'sa', NOW, 'wid', WID,
             'lx', LX)

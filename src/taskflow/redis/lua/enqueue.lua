@@ -110,7 +110,8 @@ for _, w in ipairs(parked or {}) do
     local got = redis.call(PUB, K .. 'hand:' .. w.wid, cmsgpack.pack(message))
     if got > 0 then -- claimed: its hash record starts here, running
       for _, t in ipairs(w.tasks) do
-        hash_from(t.id, forms[t.id], t.m, 'running', 1, 1, 'sa', NOW, 'wid', w.wid, 'lx', lx)
+        hash_from(t.id, forms[t.id], t.m, 'running', 1, 1, 'sa', NOW, 'wid', w.wid, 'lx', lx,
+          'od', NOW)
         zadd_later(K .. 'run', lx, t.id)
         event(t.id, 'running', 1, t.oid, '', t.name)
       end
