@@ -37,6 +37,8 @@ from ._exceptions import TaskRegistrationError as TaskRegistrationError
 from ._exceptions import TaskTimeout as TaskTimeout
 from ._exceptions import TimeoutError as TimeoutError  # noqa: A004 - deliberate builtin twin
 from ._exceptions import UnknownTaskError as UnknownTaskError
+from ._lock_types import Exclusive as Exclusive
+from ._lock_types import Shared as Shared
 from ._message import CancelResult as CancelResult
 from ._message import ErrorInfo as ErrorInfo
 from ._message import Event as Event
@@ -74,6 +76,7 @@ __all__ = [
     "ErrorInfo",
     "Event",
     "EventKind",
+    "Exclusive",
     "GlobalConfig",
     "InvalidArguments",
     "InvalidOption",
@@ -83,6 +86,7 @@ __all__ = [
     "QueueTasks",
     "ResultExpired",
     "Retry",
+    "Shared",
     "Starter",
     "SyncResult",
     "SyncTask",

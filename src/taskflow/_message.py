@@ -131,6 +131,8 @@ class TaskMessage(msgspec.Struct, frozen=True, array_like=True, gc=False):
     order_id: str | None = None
     requeued_from: str | None = None
     headers: dict[str, str] = {}
+    #: The reader/writer locks the run takes before it starts: (lock name, mode) pairs.
+    locks: list[tuple[str, LockMode]] = []
 
 
 class EnqueueResult(msgspec.Struct, frozen=True, array_like=True):

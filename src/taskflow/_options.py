@@ -16,11 +16,12 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Final, TypedDict, TypeVar
 
 from ._exceptions import InvalidOption
+from ._lock_types import DeclaredLock, Exclusive, Shared
 
 __all__ = [
     "CALL_OPTION_NAMES",
@@ -93,6 +94,9 @@ class TaskDefaults(TypedDict, total=False):
             >= 0, or a `timedelta`) or a point in time (an aware `datetime`); None: never
             (the default). A number is always a duration.
         store_result: False for fire-and-forget: the result is not stored (default True).
+        locks: Reader/writer locks the run takes before it starts (`Shared` / `Exclusive`,
+            each lock named once); while one is taken the task waits queued, holding no worker
+            slot (default: none).
     """
 
     queue: str
@@ -102,6 +106,7 @@ class TaskDefaults(TypedDict, total=False):
     timeout: Seconds | None
     expires: Seconds | datetime | None
     store_result: bool
+    locks: Sequence[DeclaredLock]
 
 
 class CallOptions(TaskDefaults, total=False):
@@ -166,6 +171,7 @@ class TaskOptions:
     timeout: float | _NotGiven | None = NOT_GIVEN
     expires: float | datetime | _NotGiven | None = NOT_GIVEN
     store_result: bool | _NotGiven = NOT_GIVEN
+    locks: tuple[DeclaredLock, ...] | _NotGiven = NOT_GIVEN
     parent_id: str | _NotGiven | None = NOT_GIVEN
     order_id: str | _NotGiven | None = NOT_GIVEN
     headers: dict[str, str] | _NotGiven = NOT_GIVEN
@@ -343,6 +349,18 @@ def _headers(value: Any) -> Any:
     return _BAD
 
 
+def _locks(value: Any) -> Any:
+    """A sequence of `Shared` / `Exclusive` naming each lock once, as a tuple."""
+    if isinstance(value, str | bytes) or not isinstance(value, Sequence):
+        return _BAD
+    locks = tuple(value)
+    if not all(isinstance(lock, Shared | Exclusive) for lock in locks):
+        return _BAD
+    if len({lock.name for lock in locks}) != len(locks):
+        return _BAD
+    return locks
+
+
 def _or_none(normalize: Normalizer) -> Normalizer:
     def normalize_or_none(value: Any) -> Any:
         return None if value is None else normalize(value)
@@ -387,6 +405,11 @@ _RULES: Final[dict[str, tuple[Normalizer, str]]] = {
         "a dict of str to str (header values travel as strings: convert them, e.g. str(42))",
     ),
     "idempotency_key": (_or_none(_text), "a non-empty string without NUL, or None for the task id"),
+    "locks": (
+        _locks,
+        "a list of taskflow.Shared(name) / taskflow.Exclusive(name) naming each lock once "
+        "(e.g. locks=[Shared('dwh.sales')]; [] for none)",
+    ),
 }
 """Option name -> (normalizer, rule). `connection` has none: the backend checks it."""
 

@@ -170,6 +170,7 @@ class Sender:
             parent_id=given(options.parent_id, None),
             order_id=given(options.order_id, None),
             headers=_headers(options),
+            locks=[(lock.name, lock.mode) for lock in given(options.locks, definition.locks)],
         )
 
     def _from_template(

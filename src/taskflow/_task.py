@@ -34,6 +34,7 @@ from typing import (
 from typing_extensions import Unpack
 
 from ._exceptions import InvalidArguments, InvalidOption, TaskRegistrationError
+from ._lock_types import DeclaredLock
 from ._options import (
     DEFAULT_OPTION_NAMES,
     NO_OPTIONS,
@@ -109,6 +110,8 @@ class TaskDefinition:
     store_result: bool
     expires: float | datetime | None
     """A duration in seconds, or an aware datetime; None: never."""
+    locks: tuple[DeclaredLock, ...]
+    """The reader/writer locks its runs take before they start (the ``locks`` option)."""
     context_param: str | None
     signature: inspect.Signature
     call_signature: inspect.Signature
@@ -209,6 +212,7 @@ def make_definition(
         dont_retry_on=_exception_tuple(task_name, dont_retry_on, "dont_retry_on") or (),
         store_result=given(options.store_result, True),
         expires=given(options.expires, None),
+        locks=given(options.locks, ()),
         context_param=context_param,
         signature=signature,
         call_signature=call_signature,
