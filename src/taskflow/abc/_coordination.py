@@ -10,8 +10,9 @@ issues grow here, so they never widen `Storage`. What does not live here: task r
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
+from .._locknames import check_lock_name
 from .._message import LeaseInfo, LockHold, LockRequest, LockState, Versioned
 from ._lifecycle import Lifecycle
 
@@ -101,6 +102,7 @@ class Coordination(Lifecycle, ABC):
         self._check_open()
         if not requests:
             return []
+        _check_names(r.name for r in requests)
         return await self._acquire_locks(requests, ttl_s, now)
 
     async def renew_locks(
@@ -111,6 +113,7 @@ class Coordination(Lifecycle, ABC):
         self._check_open()
         if not holds:
             return []
+        _check_names(h.name for h in holds)
         return await self._renew_locks(holds, ttl_s, now)
 
     async def release_locks(
@@ -122,22 +125,34 @@ class Coordination(Lifecycle, ABC):
         self._check_open()
         if not holds:
             return []
+        _check_names(h.name for h in holds)
         return await self._release_locks(holds, ttl_s, now)
 
-    async def withdraw_lock_requests(self, requests: Sequence[LockRequest], *, now: float) -> None:
-        """Take queued requests out of their queues (a parked task was cancelled), granting what
-        that frees to the next waiters as a release does."""
+    async def withdraw_lock_requests(
+        self, requests: Sequence[LockRequest], *, ttl_s: float, now: float
+    ) -> list[str]:
+        """Take requests out of their queues (a parked task was cancelled, an `app.lock` gave
+        up waiting); a request granted since it was queued is given back as well, since its
+        owner no longer wants it. What that frees is granted to the next waiters as a release
+        does, until ``now + ttl_s``; returns the owners granted, for the caller to wake."""
         self._check_open()
-        if requests:
-            await self._withdraw_lock_requests(requests, now)
+        if not requests:
+            return []
+        _check_names(r.name for r in requests)
+        return await self._withdraw_lock_requests(requests, ttl_s, now)
 
     async def lock_states(
         self, names: Sequence[str] | None = None, *, now: float
     ) -> list[LockState]:
-        """The live holders and waiters of the named locks (None: of every lock that has any),
-        sorted by name."""
+        """The live holders and waiters of the named locks (None: of every lock), sorted by
+        name; a lock with no live holder or waiter is left out. It grants nothing: a lapse it
+        sees is granted by the next call that changes the lock."""
         self._check_open()
-        return await self._lock_states(None if names is None else list(names), now)
+        if names is None:
+            return await self._lock_states(None, now)
+        chosen = sorted(set(names))
+        _check_names(chosen)
+        return await self._lock_states(chosen, now) if chosen else []
 
     async def _acquire_locks(
         self, requests: Sequence[LockRequest], ttl_s: float, now: float
@@ -155,7 +170,9 @@ class Coordination(Lifecycle, ABC):
         """See `release_locks`."""
         raise NotImplementedError(f"{type(self).__name__} has no reader/writer locks yet")
 
-    async def _withdraw_lock_requests(self, requests: Sequence[LockRequest], now: float) -> None:
+    async def _withdraw_lock_requests(
+        self, requests: Sequence[LockRequest], ttl_s: float, now: float
+    ) -> list[str]:
         """See `withdraw_lock_requests`."""
         raise NotImplementedError(f"{type(self).__name__} has no reader/writer locks yet")
 
@@ -205,3 +222,8 @@ class Coordination(Lifecycle, ABC):
     @abstractmethod
     async def _kv_delete(self, namespace: str, key: str) -> bool:
         """See `kv_delete`."""
+
+
+def _check_names(names: Iterable[str]) -> None:
+    for name in names:
+        check_lock_name(name)

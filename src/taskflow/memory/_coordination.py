@@ -1,13 +1,17 @@
-"""`MemoryCoordination`: named leases and key-value records in this process's memory.
+"""`MemoryCoordination`: named leases, reader/writer locks and key-value records in this
+process's memory.
 
 Like the memory storage, its data outlives a `close` (a closed memory backend opens again with
 everything it held) and no other process can see it. What does not live here: tasks
-(`MemoryStorage`) and messages (`MemoryBroker`).
+(`MemoryStorage`), messages (`MemoryBroker`), the locks' rules (``_locks.py``).
 """
 
 from __future__ import annotations
 
-from ..abc import Coordination, LeaseInfo, Versioned
+from collections.abc import Sequence
+
+from ..abc import Coordination, LeaseInfo, LockHold, LockRequest, LockState, Versioned
+from ._locks import LockTable
 
 __all__ = ["MemoryCoordination"]
 
@@ -33,6 +37,7 @@ class MemoryCoordination(Coordination):
     def __init__(self) -> None:
         self._kv: dict[str, dict[str, Versioned]] = {}
         self._leases: dict[str, _NamedLease] = {}
+        self._locks = LockTable()
 
     # -- leases ----------------------------------------------------------------------------
 
@@ -74,6 +79,29 @@ class MemoryCoordination(Coordination):
         return LeaseInfo(
             name=name, owner=lease.owner, token=lease.token, expires_at=lease.expires_at
         )
+
+    # -- reader/writer locks ---------------------------------------------------------------
+
+    async def _acquire_locks(
+        self, requests: Sequence[LockRequest], ttl_s: float, now: float
+    ) -> list[int | None]:
+        return self._locks.acquire(requests, ttl_s, now)
+
+    async def _renew_locks(self, holds: Sequence[LockHold], ttl_s: float, now: float) -> list[bool]:
+        return self._locks.renew(holds, ttl_s, now)
+
+    async def _release_locks(
+        self, holds: Sequence[LockHold], ttl_s: float, now: float
+    ) -> list[str]:
+        return self._locks.release(holds, ttl_s, now)
+
+    async def _withdraw_lock_requests(
+        self, requests: Sequence[LockRequest], ttl_s: float, now: float
+    ) -> list[str]:
+        return self._locks.withdraw(requests, ttl_s, now)
+
+    async def _lock_states(self, names: list[str] | None, now: float) -> list[LockState]:
+        return self._locks.states(names, now)
 
     # -- key-value records -----------------------------------------------------------------
 
