@@ -1,5 +1,5 @@
 """The locks a task declares: `Shared` and `Exclusive`, small frozen values naming one
-reader/writer lock each, and the one check of a lock's name.
+reader/writer lock each (its name checked by `taskflow._locknames`).
 
 A task lists them in its ``locks=[...]`` option (``@app.task(locks=...)`` or per call); the
 worker takes them before the run starts (`taskflow._locking`). What does not live here: the
@@ -10,31 +10,11 @@ the locks themselves (`Coordination`).
 from __future__ import annotations
 
 import dataclasses
-from typing import Final
 
-from ._exceptions import InvalidOption
+from ._locknames import check_lock_name
 from ._message import LockMode
 
-__all__ = ["MAX_LOCK_NAME", "DeclaredLock", "Exclusive", "Shared", "check_lock_name"]
-
-#: Longest lock name, in characters (names travel in every message that declares them).
-MAX_LOCK_NAME: Final = 200
-
-
-def check_lock_name(name: object) -> str:
-    """`name` if it can name a lock: a non-empty string without NUL, at most `MAX_LOCK_NAME`
-    characters.
-
-    Raises:
-        InvalidOption: it cannot.
-    """
-    if not isinstance(name, str) or not name or "\x00" in name or len(name) > MAX_LOCK_NAME:
-        raise InvalidOption(
-            f"a lock name must be a non-empty string without NUL of at most {MAX_LOCK_NAME} "
-            f"characters (e.g. 'dwh.sales'), got {name!r}"
-        )
-    return name
-
+__all__ = ["DeclaredLock", "Exclusive", "Shared"]
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Shared:
@@ -44,7 +24,7 @@ class Shared:
     ``@app.task(locks=[Shared("dwh.sales")])``
 
     Raises:
-        InvalidOption: `name` is not a non-empty string without NUL of at most 200 characters.
+        InvalidOption: `name` is not a non-empty `str` of at most 200 characters without NUL.
     """
 
     name: str
@@ -66,7 +46,7 @@ class Exclusive:
     ``@app.task(locks=[Exclusive("dwh.sales")])``
 
     Raises:
-        InvalidOption: `name` is not a non-empty string without NUL of at most 200 characters.
+        InvalidOption: `name` is not a non-empty `str` of at most 200 characters without NUL.
     """
 
     name: str
