@@ -26,6 +26,7 @@ from ._exceptions import EncodeError as EncodeError
 from ._exceptions import InvalidArguments as InvalidArguments
 from ._exceptions import InvalidOption as InvalidOption
 from ._exceptions import LifecycleError as LifecycleError
+from ._exceptions import LockLost as LockLost
 from ._exceptions import ResultExpired as ResultExpired
 from ._exceptions import Retry as Retry
 from ._exceptions import TaskCancelled as TaskCancelled
@@ -81,6 +82,7 @@ __all__ = [
     "InvalidArguments",
     "InvalidOption",
     "LifecycleError",
+    "LockLost",
     "PreparedTask",
     "Progress",
     "QueueTasks",

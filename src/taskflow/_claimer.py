@@ -87,6 +87,10 @@ class Claimer:
         self._run_s = took if pace is None else pace + 0.1 * (took - pace)
         self._capacity_freed()
 
+    def capacity_freed(self) -> None:
+        """A claimed run left without taking a slot (parked for its locks): claim again."""
+        self._capacity_freed()
+
     async def loop(self) -> None:
         """Claim until `stop()`; a failed claim is retried after a growing pause."""
         config = self._config

@@ -53,6 +53,7 @@ __all__ = [
     "InvalidArguments",
     "InvalidOption",
     "LifecycleError",
+    "LockLost",
     "OrderError",
     "OrderNotFound",
     "ResultExpired",
@@ -199,6 +200,13 @@ class TimeoutError(TaskflowError, builtins.TimeoutError):  # noqa: A001 - delibe
 class TaskTimeout(TaskflowError):
     """A task ran longer than its `timeout`; its run fails with this error (then is retried if
     retries remain and the retry filters allow it)."""
+
+
+class LockLost(TaskflowError):
+    """A task lost a lock it declared (``locks=[...]``) while it ran: the lock was not renewed
+    in time (the worker was paused or cut off from the backend past `lease_s`), lapsed, and may
+    be another's now. The run is stopped and fails with this error, naming the lock (then is
+    retried if retries remain and the retry filters allow it)."""
 
 
 class UnencodableResult(TaskflowError, TypeError):

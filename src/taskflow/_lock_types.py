@@ -16,6 +16,7 @@ from ._message import LockMode
 
 __all__ = ["DeclaredLock", "Exclusive", "Shared"]
 
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class Shared:
     """A shared (reader) lock a task declares: any number of tasks hold it together, but not

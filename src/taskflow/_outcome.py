@@ -6,7 +6,8 @@ and nowhere else.
 * an error: RETRY (exponential backoff with jitter, or the delay of a `Retry`) while it is
   retryable (`Retry`; `retry_on` / `dont_retry_on`; never `InvalidArguments` or
   `UnencodableResult`) and attempts remain (`retries`), else FAILED (a dead letter);
-* an interruption: CANCELLED (on request), a `TaskTimeout` error (decided as above), RELEASE
+* an interruption: CANCELLED (on request), a `TaskTimeout` or `LockLost` error (decided as
+  above), RELEASE
   (shutdown: redelivered at once, its attempt refunded), or nothing (the lease is lost:
   someone else holds the task, and anything written would be refused);
 * a message the worker cannot run: FAILED (undecodable), RELEASE for a while then FAILED (an
@@ -26,7 +27,7 @@ from typing import Any, Final
 
 from ._clock import Clock
 from ._config import GlobalConfig
-from ._exceptions import InvalidArguments, Retry, TaskTimeout, UnencodableResult
+from ._exceptions import InvalidArguments, LockLost, Retry, TaskTimeout, UnencodableResult
 from ._message import ErrorInfo, Outcome, OutcomeKind, TaskMessage, encode_value
 from ._run import Run
 from ._task import TaskDefinition
@@ -124,6 +125,13 @@ class OutcomeDecision:
         if reason == "cancel":
             cancelled = ErrorInfo("Cancelled", "cancelled on request")
             return self._ended(run, OutcomeKind.CANCELLED, error=cancelled)
+        if reason == "lock":
+            lost = LockLost(
+                f"the task lost its lock {run.lost_lock!r}: it was not renewed in time (the "
+                "worker was paused or cut off from the backend past lease_s) and lapsed; the "
+                "run was stopped, as its writes under the lock would be refused"
+            )
+            return self.of_error(run, message, definition, lost)
         if reason == "timeout":
             exc = TaskTimeout(f"task ran longer than its timeout of {message.timeout_s} s")
             return self.of_error(run, message, definition, exc)

@@ -20,13 +20,14 @@ from collections.abc import Callable
 from typing import Any, Final, Literal
 
 from ._exceptions import UnencodableResult
-from ._message import Delivery, Progress, encode_value
+from ._message import Delivery, Progress, TaskMessage, encode_value
 
 __all__ = ["ASYNC_KINDS", "InterruptReason", "Run"]
 
-InterruptReason = Literal["timeout", "cancel", "lost", "shutdown"]
+InterruptReason = Literal["timeout", "cancel", "lost", "lock", "shutdown"]
 """Why a run was stopped before it ended by itself: its timeout passed, someone cancelled the
-task, the worker lost its lease, or the worker is shutting down."""
+task, the worker lost its lease, it lost a lock it declared (`Run.lost_lock`), or the worker is
+shutting down."""
 
 ASYNC_KINDS: Final = frozenset({"async", "async_generator"})
 """Task kinds that run on the event loop, so cancelling their asyncio task interrupts them (a
@@ -49,6 +50,9 @@ class Run:
         yielded: Every value the task yielded (a generator task's result).
         pending_yields: Encoded yields not reported yet.
         dirty: Progress or yields wait to be reported.
+        message: Its decoded message, once the worker decoded it (None before, or if it
+            cannot be decoded).
+        lost_lock: The name of the declared lock it lost (its interrupt reason is "lock").
         ending: Its outcome is decided and on its way to the backend: the run is over, and
             what a lease renewal says of it no longer concerns it (a "lost" then is most often
             that outcome stored first).
@@ -63,6 +67,8 @@ class Run:
         "interrupt_reason",
         "kind",
         "lease_until",
+        "lost_lock",
+        "message",
         "on_report",
         "pending_yields",
         "progress",
@@ -90,6 +96,8 @@ class Run:
         self.pending_yields: list[bytes] = []
         self.dirty = False
         self.ending = False
+        self.message: TaskMessage | None = None
+        self.lost_lock: str | None = None
 
     @property
     def started(self) -> bool:

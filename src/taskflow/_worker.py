@@ -9,7 +9,10 @@ One worker is a handful of loops around shared state:
   cancellation and lost leases;
 * the **recorder** (`_recorder.py`) batches progress and yields into `Storage.report` and
   stores and acks outcomes in one `Broker.complete` call per batch;
-* the **deadline sweep** (`_deadlines.py`) interrupts tasks that ran past their timeout.
+* the **deadline sweep** (`_deadlines.py`) interrupts tasks that ran past their timeout;
+* the **lock gate** (`_locking.py`) takes the locks a task declares before its run takes a
+  slot (parking the task in the broker while they are taken), renews them with the leases and
+  releases them when the run ends.
 
 The job path of one task is `_process`: decode -> check -> run (`_executor.py`) -> outcome
 (decided in `_outcome.py`) -> recorded. The state of one claimed task is a `Run` (`_run.py`).
@@ -39,6 +42,7 @@ from ._deadlines import DeadlineSweep
 from ._exceptions import LifecycleError
 from ._executor import TaskExecutor
 from ._lifecycle import AppLifecycle
+from ._locking import LockGate
 from ._message import (
     Delivery,
     Lease,
@@ -124,6 +128,15 @@ class Worker:
         self._decide = OutcomeDecision(config, app.clock)
         self._deadlines = DeadlineSweep(app.clock)
         self._unwatched = False
+        self._gate = LockGate(
+            app.broker,
+            app.clock,
+            config,
+            admit=self._admit,
+            parked=self._parked,
+            settle=self._recorder.finish,
+            on_lost=self._lock_lost,
+        )
         self._claimer = Claimer(
             app.broker,
             self.queues,
@@ -207,6 +220,7 @@ class Worker:
                 tg.start_soon(self._heartbeat_loop)
                 tg.start_soon(self._recorder.report_loop)
                 tg.start_soon(self._deadlines.loop)
+                tg.start_soon(self._gate.loop)
                 task_status.started(self)
                 await self._claimer.loop()
                 await self._unwatch()
@@ -219,21 +233,53 @@ class Worker:
     # -- claiming: the claimer (`_claimer.py`) hands deliveries out here -----------------------
 
     def _occupied(self) -> int:
-        return self._busy + len(self._ready)
+        return self._busy + len(self._ready) + self._gate.occupied
 
     def _hand_out(self, deliveries: list[Delivery]) -> None:
         runs = self._runs
         ready = self._ready
+        gate = self._gate
         on_report = self._recorder.mark_dirty
         for delivery in deliveries:
             run = Run(delivery, on_report)
             runs[delivery.task_id] = run
-            ready.append(run)
+            message = _decoded(run)
+            if message is not None and message.locks:
+                gate.submit(run, message)  # to a slot once its locks are held (`_admit`)
+            else:
+                ready.append(run)
+        self._wake_slots(len(deliveries))
+
+    def _wake_slots(self, n: int) -> None:
+        """Wake up to `n` idle slots: that many runs were added to `ready`."""
         idle = self._idle_slots
-        for _ in range(min(len(deliveries), len(idle))):
+        for _ in range(min(n, len(idle))):
             fut = idle.popleft()
             if not fut.done():
                 fut.set_result(None)
+
+    # -- declared locks: the lock gate (`_locking.py`) calls back here -------------------------
+
+    def _admit(self, run: Run) -> None:
+        """`run` holds its declared locks: on to a slot (or given back, if stopping)."""
+        if self._stopping:
+            self._finish(release(run))
+            return
+        self._ready.append(run)
+        self._wake_slots(1)
+
+    def _parked(self, run: Run) -> None:
+        """`run` waits in the broker for its locks (its RELEASE is stored): let go of it."""
+        self._runs.pop(run.task_id, None)
+        self._recorder.forget(run)
+        self._claimer.capacity_freed()
+
+    def _lock_lost(self, task_id: str, lock: str) -> None:
+        """A renewal found `lock` lost: stop the run, which fails with `LockLost`."""
+        run = self._runs.get(task_id)
+        if run is not None and not run.ending:
+            run.lost_lock = lock
+            run.interrupt("lock")
 
     # -- slots: the job path ---------------------------------------------------------------
 
@@ -305,6 +351,8 @@ class Worker:
         await self._run_task(slot, run, message, definition, args, kwargs)
 
     def _decode(self, run: Run) -> TaskMessage | None:
+        if run.message is not None:
+            return run.message
         try:
             return decode_message(run.delivery.data)
         except Exception as exc:
@@ -403,6 +451,7 @@ class Worker:
     # -- outcomes: decided in `_outcome.py`, stored by the recorder --------------------------
 
     def _finish(self, outcome: Outcome) -> None:
+        self._gate.ended(outcome.task_id)
         kind = outcome.kind
         if kind is OutcomeKind.DONE:
             self.processed += 1
@@ -419,6 +468,7 @@ class Worker:
             self._finish(outcome)
 
     def _drop(self, run: Run) -> None:
+        self._gate.ended(run.task_id)
         self._runs.pop(run.task_id, None)
         self._recorder.forget(run)
 
@@ -441,7 +491,9 @@ class Worker:
         lease_s = self._config.lease_s
         sent_at = self._clock.time()
         try:
-            states = await self.app.broker.extend(leases, lease_s=lease_s, now=sent_at)
+            states, _ = await asyncio.gather(
+                self.app.broker.extend(leases, lease_s=lease_s, now=sent_at), self._gate.renew()
+            )
         except Exception:
             logger.exception("renewing %d lease(s) failed; will retry next heartbeat", len(leases))
             return
@@ -489,6 +541,8 @@ class Worker:
         while self._ready:
             run = self._ready.popleft()
             self._finish(release(run))
+        for run in self._gate.take_waiting():
+            self._finish(release(run))
         for fut in self._idle_slots:
             if not fut.done():
                 fut.set_result(None)
@@ -504,6 +558,17 @@ class Worker:
                     self._finish(release(slot.run))
         await self._all_slots_done(skip_threads=True)
         await self._recorder.flush()
+        await self._release_locks()
+
+    async def _release_locks(self) -> None:
+        """Release every declared lock still held, waking who it is granted to (a stop)."""
+        if not self.app.broker.is_open:
+            return
+        with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+            try:
+                await self._gate.release_all()
+            except Exception:
+                logger.exception("could not release the locks held on exit; they will lapse")
 
     async def _all_slots_done(self, skip_threads: bool = False) -> None:
         tasks = [
@@ -538,6 +603,7 @@ class Worker:
             if slot.task is not None and not slot.task.done():
                 slot.task.cancel()
         held = [release(run) for run in self._runs.values()]
+        await self._release_locks()
         if not held or not self.app.broker.is_open:
             return
         pending = self._recorder.take_pending()
@@ -551,3 +617,13 @@ class Worker:
                     "could not release %d task(s) on exit; their leases will lapse", len(outcomes)
                 )
         self._runs.clear()
+
+
+def _decoded(run: Run) -> TaskMessage | None:
+    """The run's message, decoded once and kept on it; None if it cannot be decoded (the
+    slot then fails it, see `Worker._decode`)."""
+    try:
+        run.message = decode_message(run.delivery.data)
+    except Exception:
+        return None
+    return run.message
