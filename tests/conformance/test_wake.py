@@ -3,6 +3,8 @@ the ready order it would have had, and idle workers hear of it."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from taskflow.abc import Broker, Lease, LeaseState, TaskStatus
 from taskflow.testing import FakeClock
 
@@ -12,7 +14,7 @@ from .test_work_wakeups import Woken, go_idle
 LATER = 1_000.0  # a release's safety-net time, far past every claim of these tests
 
 
-async def _enqueue(backend: Broker, clock: FakeClock, **options: object) -> str:
+async def _enqueue(backend: Broker, clock: FakeClock, **options: Any) -> str:
     """Enqueue one message made now (its `created_at` is the clock's time, as a client's is)."""
     return await enqueue_one(backend, clock, created_at=clock.time(), **options)
 
