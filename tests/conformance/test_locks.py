@@ -72,13 +72,6 @@ class Locks:
         return holders, [(w.owner, w.mode) for w in state.waiters]
 
 
-@pytest.fixture(autouse=True)
-def _implemented(backend_kind: str) -> None:
-    # Until every backend has its locks (the memory one comes first, for issue 15's helpers).
-    if backend_kind not in {"memory", "redis", "redis_cluster"}:
-        pytest.skip(f"{backend_kind} has no reader/writer locks yet")
-
-
 @pytest.fixture
 def locks(backend: Broker, clock: FakeClock) -> Locks:
     return Locks(backend.coordination, clock)
