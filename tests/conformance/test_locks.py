@@ -4,6 +4,10 @@ rules written in ``taskflow/abc/_coordination.py``, one test (or a few) per rule
 
 from __future__ import annotations
 
+import asyncio
+import time
+
+import anyio
 import pytest
 
 from taskflow import InvalidOption
@@ -66,13 +70,6 @@ class Locks:
         [state] = states
         holders = sorted((h.owner, h.mode) for h in state.holders)
         return holders, [(w.owner, w.mode) for w in state.waiters]
-
-
-@pytest.fixture(autouse=True)
-def _implemented(backend_kind: str) -> None:
-    # Until every backend has its locks (the memory one comes first, for issue 15's helpers).
-    if backend_kind not in {"memory"}:
-        pytest.skip(f"{backend_kind} has no reader/writer locks yet")
 
 
 @pytest.fixture
@@ -437,3 +434,45 @@ async def test_names_are_checked(backend: Broker, clock: FakeClock) -> None:
     assert all(t is not None for t in tokens)
     states = await coordination.lock_states(now=clock.time())
     assert [s.name for s in states] == sorted(odd)
+
+
+# -- concurrency ----------------------------------------------------------------------------
+
+
+async def test_concurrent_acquirers_never_see_two_writers(backend: Broker) -> None:
+    """Many owners at once (on a server: over several connections), each taking the lock in
+    turn, shared or exclusive, woken by the release that grants it: the lock's holders are
+    never an exclusive one beside any other, as they see it and as the server says."""
+    coordination = backend.coordination
+    woken: dict[str, asyncio.Event] = {}
+    inside: dict[LockMode, int] = {S: 0, X: 0}
+    clock = time.time
+
+    async def turn(owner: str, mode: LockMode) -> None:
+        woken[owner] = asyncio.Event()
+        request = LockRequest("hot", owner, mode)
+        while (
+            token := (await coordination.acquire_locks([request], ttl_s=60, now=clock()))[0]
+        ) is None:
+            await woken[owner].wait()
+            woken[owner].clear()
+        inside[mode] += 1
+        assert inside[X] <= 1 and not (inside[X] and inside[S])
+        [state] = await coordination.lock_states(["hot"], now=clock())
+        modes = [h.mode for h in state.holders]
+        assert modes.count(X) <= 1 and (X not in modes or len(modes) == 1), modes
+        await asyncio.sleep(0)
+        inside[mode] -= 1
+        granted = await coordination.release_locks(
+            [LockHold("hot", owner, token)], ttl_s=60, now=clock()
+        )
+        for other in granted:
+            woken[other].set()
+
+    async def worker(n: int) -> None:
+        for round_ in range(6):
+            await turn(f"w{n}.{round_}", X if (n + round_) % 3 == 0 else S)
+
+    with anyio.fail_after(60):
+        await asyncio.gather(*(worker(n) for n in range(12)))
+    assert await coordination.lock_states(["hot"], now=clock()) == []

@@ -154,31 +154,31 @@ class Coordination(Lifecycle, ABC):
         _check_names(chosen)
         return await self._lock_states(chosen, now) if chosen else []
 
+    @abstractmethod
     async def _acquire_locks(
         self, requests: Sequence[LockRequest], ttl_s: float, now: float
     ) -> list[int | None]:
         """See `acquire_locks`."""
-        raise NotImplementedError(f"{type(self).__name__} has no reader/writer locks yet")
 
+    @abstractmethod
     async def _renew_locks(self, holds: Sequence[LockHold], ttl_s: float, now: float) -> list[bool]:
         """See `renew_locks`."""
-        raise NotImplementedError(f"{type(self).__name__} has no reader/writer locks yet")
 
+    @abstractmethod
     async def _release_locks(
         self, holds: Sequence[LockHold], ttl_s: float, now: float
     ) -> list[str]:
         """See `release_locks`."""
-        raise NotImplementedError(f"{type(self).__name__} has no reader/writer locks yet")
 
+    @abstractmethod
     async def _withdraw_lock_requests(
         self, requests: Sequence[LockRequest], ttl_s: float, now: float
     ) -> list[str]:
         """See `withdraw_lock_requests`."""
-        raise NotImplementedError(f"{type(self).__name__} has no reader/writer locks yet")
 
+    @abstractmethod
     async def _lock_states(self, names: list[str] | None, now: float) -> list[LockState]:
-        """See `lock_states`."""
-        raise NotImplementedError(f"{type(self).__name__} has no reader/writer locks yet")
+        """See `lock_states`. `names` (None: every lock) are distinct, sorted and never empty."""
 
     # -- durable key-value records (orders and their plans) --------------------------------
 

@@ -23,6 +23,10 @@ from ..abc import (
     Event,
     EventKind,
     LeaseInfo,
+    LockHolder,
+    LockMode,
+    LockState,
+    LockWaiter,
     Outcome,
     OutcomeKind,
     Progress,
@@ -49,6 +53,7 @@ __all__ = [
     "enqueue_columns",
     "event",
     "lease_info",
+    "lock_states",
     "message_or_none",
     "parse_cursor",
     "queue_stats",
@@ -172,6 +177,32 @@ def lease_info(name: str, row: asyncpg.Record) -> LeaseInfo:
     return LeaseInfo(
         name=name, owner=row["owner"], token=row["token"], expires_at=row["expires_at"]
     )
+
+
+_LOCK_MODES: Final = {"S": LockMode.SHARED, "X": LockMode.EXCLUSIVE}
+
+
+def lock_states(rows: Sequence[asyncpg.Record]) -> list[LockState]:
+    """Rows of the ``lock_entries`` table, sorted by name, holders first, waiters in queue order,
+    as one `LockState` per name."""
+    states: list[LockState] = []
+    for row in rows:
+        if not states or states[-1].name != row["name"]:
+            states.append(LockState(name=row["name"], holders=[], waiters=[]))
+        mode = _LOCK_MODES[row["mode"]]
+        if row["held"]:
+            states[-1].holders.append(
+                LockHolder(
+                    owner=row["owner"], mode=mode, token=row["token"], expires_at=row["expires_at"]
+                )
+            )
+        else:
+            states[-1].waiters.append(
+                LockWaiter(
+                    owner=row["owner"], mode=mode, since=row["since"], expires_at=row["expires_at"]
+                )
+            )
+    return states
 
 
 def versioned(row: asyncpg.Record) -> Versioned:

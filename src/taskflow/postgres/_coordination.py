@@ -1,6 +1,8 @@
-"""`PostgresCoordination`: leases with fencing tokens and versioned key-value records.
+"""`PostgresCoordination`: leases with fencing tokens, reader/writer locks and versioned
+key-value records.
 
-They live in the app schema's ``leases`` and ``kv`` tables and go through the storage's pool
+They live in the app schema's ``leases``, ``locks``, ``lock_entries`` and ``kv`` tables (a
+batch of lock calls is one call of its ``lock_batch`` function) and go through the storage's pool
 (`PostgresStorage.run`): the broker opens the coordination after the storage and closes it
 before. What does not live here: the SQL (``_sql_coordination.py``), task records
 (``_storage.py``).
@@ -8,15 +10,26 @@ before. What does not live here: the SQL (``_sql_coordination.py``), task record
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Final
 
-from ..abc import Coordination, LeaseInfo, Versioned
-from ._codec import lease_info, versioned
+from ..abc import (
+    Coordination,
+    LeaseInfo,
+    LockHold,
+    LockMode,
+    LockRequest,
+    LockState,
+    Versioned,
+)
+from ._codec import lease_info, lock_states, versioned
 from ._schema import quote_schema
 from ._sql_coordination import CoordinationStatements
 from ._storage import PostgresStorage
 
 __all__ = ["PostgresCoordination"]
+
+_MODE_CODE: Final = {LockMode.SHARED: "S", LockMode.EXCLUSIVE: "X"}
 
 
 class PostgresCoordination(Coordination):
@@ -57,6 +70,54 @@ class PostgresCoordination(Coordination):
         row = await self._pg.run(lambda conn: conn.fetchrow(self.sql.get_lease, name, now))
         return None if row is None else lease_info(name, row)
 
+    # -- reader/writer locks -------------------------------------------------------------------
+
+    async def _lock_batch(
+        self,
+        op: str,
+        entries: Sequence[LockRequest] | Sequence[LockHold],
+        ttl_s: float,
+        now: float,
+    ) -> list[Any]:
+        names = [e.name for e in entries]
+        owners = [e.owner for e in entries]
+        modes = [_MODE_CODE[e.mode] if isinstance(e, LockRequest) else None for e in entries]
+        waits = [e.wait if isinstance(e, LockRequest) else None for e in entries]
+        tokens = [e.token if isinstance(e, LockHold) else None for e in entries]
+        args = (op, names, owners, modes, waits, tokens, now, now + ttl_s)
+        rows: list[Any] = await self._pg.run(lambda conn: conn.fetch(self.sql.lock_batch, *args))
+        return rows
+
+    async def _acquire_locks(
+        self, requests: Sequence[LockRequest], ttl_s: float, now: float
+    ) -> list[int | None]:
+        out: list[int | None] = [None] * len(requests)
+        for row in await self._lock_batch("acquire", requests, ttl_s, now):
+            if row["i"] is not None and row["result"] is not None:
+                out[row["i"] - 1] = int(row["result"])
+        return out
+
+    async def _renew_locks(self, holds: Sequence[LockHold], ttl_s: float, now: float) -> list[bool]:
+        out = [False] * len(holds)
+        for row in await self._lock_batch("renew", holds, ttl_s, now):
+            if row["i"] is not None:
+                out[row["i"] - 1] = bool(row["result"])
+        return out
+
+    async def _release_locks(
+        self, holds: Sequence[LockHold], ttl_s: float, now: float
+    ) -> list[str]:
+        return _granted(await self._lock_batch("release", holds, ttl_s, now))
+
+    async def _withdraw_lock_requests(
+        self, requests: Sequence[LockRequest], ttl_s: float, now: float
+    ) -> list[str]:
+        return _granted(await self._lock_batch("withdraw", requests, ttl_s, now))
+
+    async def _lock_states(self, names: list[str] | None, now: float) -> list[LockState]:
+        rows = await self._pg.run(lambda conn: conn.fetch(self.sql.lock_states, now, names))
+        return lock_states(rows)
+
     # -- key-value records ----------------------------------------------------------------------
 
     async def _kv_get(self, namespace: str, key: str) -> Versioned | None:
@@ -83,6 +144,11 @@ class PostgresCoordination(Coordination):
     async def _kv_delete(self, namespace: str, key: str) -> bool:
         status = await self._pg.run(lambda conn: conn.execute(self.sql.kv_delete, namespace, key))
         return _changed_one(status)
+
+
+def _granted(rows: list[Any]) -> list[str]:
+    """The owners a lock batch granted, each once, in order."""
+    return list(dict.fromkeys(row["granted"] for row in rows if row["granted"] is not None))
 
 
 def _changed_one(status: str) -> bool:

@@ -193,6 +193,144 @@ _V6_CLAIM_IDS: Final = """
 ALTER TABLE {s}.tasks ADD COLUMN claim_id text;
 """
 
+# Reader/writer locks: a row per lock name (its last fencing token and queue counter, kept after
+# it empties, so tokens only grow) and a row per holder or waiter. Every call is one statement,
+# `lock_batch`: it locks the rows of the batch's names in name order (no deadlock between
+# batches), drops lapsed entries and grants what that frees (`lock_settle`), then does its op
+# per entry. The rules are those of taskflow/abc/_coordination.py.
+_V7_LOCKS: Final = """
+CREATE TABLE {s}.locks (
+    name   text PRIMARY KEY,
+    token  bigint NOT NULL DEFAULT 0,
+    seq    bigint NOT NULL DEFAULT 0
+);
+
+CREATE TABLE {s}.lock_entries (
+    name        text NOT NULL,
+    owner       text NOT NULL,
+    mode        text NOT NULL,             -- 'S' shared, 'X' exclusive
+    held        boolean NOT NULL,          -- a holder, else a waiter
+    token       bigint,                    -- holders: their fencing token
+    seq         bigint,                    -- waiters: their place in the queue
+    since       double precision,          -- waiters: when they queued
+    expires_at  double precision NOT NULL,
+    PRIMARY KEY (name, owner)
+);
+CREATE INDEX lock_entries_queue ON {s}.lock_entries (name, seq) WHERE NOT held;
+
+-- Drop the lock's lapsed entries, then grant the head of its queue what is free: the head
+-- exclusive waiter alone, or the run of shared waiters. Returns the owners granted.
+CREATE FUNCTION {s}.lock_settle(p_name text, p_now float8, p_exp float8) RETURNS SETOF text
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    w       record;
+    holders integer;
+    x_held  boolean;
+    tok     bigint;
+BEGIN
+    DELETE FROM {s}.lock_entries WHERE name = p_name AND expires_at <= p_now;
+    FOR w IN SELECT owner, mode FROM {s}.lock_entries
+             WHERE name = p_name AND NOT held ORDER BY seq LOOP
+        SELECT count(*), coalesce(bool_or(mode = 'X'), false) INTO holders, x_held
+        FROM {s}.lock_entries WHERE name = p_name AND held;
+        EXIT WHEN w.mode = 'X' AND holders > 0;
+        EXIT WHEN w.mode = 'S' AND x_held;
+        UPDATE {s}.locks SET token = token + 1 WHERE name = p_name RETURNING token INTO tok;
+        UPDATE {s}.lock_entries
+        SET held = true, token = tok, seq = NULL, since = NULL, expires_at = p_exp
+        WHERE name = p_name AND owner = w.owner;
+        RETURN NEXT w.owner;
+        EXIT WHEN w.mode = 'X';
+    END LOOP;
+END
+$$;
+
+-- One request on a settled lock: the token if granted (or already held), else NULL (queued
+-- with p_wait; a queued owner keeps its place and refreshes its expiry).
+CREATE FUNCTION {s}.lock_request(
+    p_name text, p_owner text, p_mode text, p_wait boolean, p_now float8, p_exp float8
+) RETURNS bigint
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    e    record;
+    free boolean;
+    tok  bigint;
+BEGIN
+    SELECT held, token INTO e FROM {s}.lock_entries WHERE name = p_name AND owner = p_owner;
+    IF FOUND THEN
+        UPDATE {s}.lock_entries SET expires_at = p_exp WHERE name = p_name AND owner = p_owner;
+        RETURN CASE WHEN e.held THEN e.token END;
+    END IF;
+    IF p_mode = 'S' THEN  -- no exclusive holder, and no exclusive waiter anywhere in the queue
+        free := NOT EXISTS (SELECT 1 FROM {s}.lock_entries WHERE name = p_name AND mode = 'X');
+    ELSE  -- no holder and no waiter
+        free := NOT EXISTS (SELECT 1 FROM {s}.lock_entries WHERE name = p_name);
+    END IF;
+    IF free THEN
+        UPDATE {s}.locks SET token = token + 1 WHERE name = p_name RETURNING token INTO tok;
+        INSERT INTO {s}.lock_entries (name, owner, mode, held, token, expires_at)
+        VALUES (p_name, p_owner, p_mode, true, tok, p_exp);
+        RETURN tok;
+    END IF;
+    IF p_wait THEN
+        UPDATE {s}.locks SET seq = seq + 1 WHERE name = p_name RETURNING seq INTO tok;
+        INSERT INTO {s}.lock_entries (name, owner, mode, held, seq, since, expires_at)
+        VALUES (p_name, p_owner, p_mode, false, tok, p_now, p_exp);
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+-- A batch of one op ('acquire', 'renew', 'release', 'withdraw'), entries in order. Rows:
+-- (i, result) per entry for acquire (token or NULL) and renew (1 or 0); (NULL, NULL, owner)
+-- per owner granted by the call.
+CREATE FUNCTION {s}.lock_batch(
+    p_op text, p_names text[], p_owners text[], p_modes text[], p_waits boolean[],
+    p_tokens bigint[], p_now float8, p_exp float8
+) RETURNS TABLE (i integer, result bigint, granted text)
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    n text;
+    k integer;
+BEGIN
+    IF p_op = 'acquire' THEN
+        INSERT INTO {s}.locks (name)
+        SELECT DISTINCT u FROM unnest(p_names) AS u ORDER BY 1
+        ON CONFLICT (name) DO NOTHING;
+    END IF;
+    PERFORM 1 FROM {s}.locks WHERE name = ANY (p_names) ORDER BY name FOR UPDATE;
+    FOR n IN SELECT DISTINCT u FROM unnest(p_names) AS u ORDER BY 1 LOOP
+        RETURN QUERY SELECT NULL::integer, NULL::bigint, g
+        FROM {s}.lock_settle(n, p_now, p_exp) AS g;
+    END LOOP;
+    FOR k IN 1 .. coalesce(array_length(p_names, 1), 0) LOOP
+        IF p_op = 'acquire' THEN
+            RETURN QUERY SELECT k, {s}.lock_request(
+                p_names[k], p_owners[k], p_modes[k], p_waits[k], p_now, p_exp), NULL::text;
+        ELSIF p_op = 'renew' THEN
+            UPDATE {s}.lock_entries SET expires_at = p_exp
+            WHERE name = p_names[k] AND owner = p_owners[k] AND held AND token = p_tokens[k];
+            RETURN QUERY SELECT k, CASE WHEN FOUND THEN 1::bigint ELSE 0::bigint END, NULL::text;
+        ELSE
+            IF p_op = 'release' THEN
+                DELETE FROM {s}.lock_entries
+                WHERE name = p_names[k] AND owner = p_owners[k] AND held AND token = p_tokens[k];
+            ELSE  -- withdraw: a request granted since it queued is given back too
+                DELETE FROM {s}.lock_entries WHERE name = p_names[k] AND owner = p_owners[k];
+            END IF;
+            IF FOUND THEN
+                RETURN QUERY SELECT NULL::integer, NULL::bigint, g
+                FROM {s}.lock_settle(p_names[k], p_now, p_exp) AS g;
+            END IF;
+        END IF;
+    END LOOP;
+END
+$$;
+"""
+
 #: (version, description, DDL with ``{s}`` for the quoted schema), in order. Append only.
 MIGRATIONS: Final[tuple[tuple[int, str, str], ...]] = (
     (1, "tables: tasks, events, leases, kv; the notify helper", _V1_TABLES),
@@ -205,6 +343,7 @@ MIGRATIONS: Final[tuple[tuple[int, str, str], ...]] = (
     (4, "events carry their task's name", _V4_EVENT_NAMES),
     (5, "index of finished tasks by queue and finish time (stats)", _V5_FINISHED),
     (6, "running tasks name the claim that took them (a lost claim is given back)", _V6_CLAIM_IDS),
+    (7, "reader/writer locks: locks, lock_entries; lock_batch and its helpers", _V7_LOCKS),
 )
 LATEST_VERSION: Final = MIGRATIONS[-1][0]
 

@@ -1,9 +1,11 @@
-"""The coordination's SQL: named leases with fencing tokens, versioned key-value records.
+"""The coordination's SQL: named leases with fencing tokens, reader/writer locks, versioned
+key-value records.
 
 What lives here: the statements of `PostgresCoordination` and `CoordinationStatements`, which
 formats them for one schema once. A released lease keeps its token (its expiry is set to
-minus infinity), so the next owner's token is higher. What does not live here: the tables
-(``_schema.py``), the task statements (``_sql_broker.py``, ``_sql_storage.py``).
+minus infinity), so the next owner's token is higher. The locks' rules are the ``lock_batch``
+function of the schema. What does not live here: the tables and functions (``_schema.py``), the
+task statements (``_sql_broker.py``, ``_sql_storage.py``).
 """
 
 from __future__ import annotations
@@ -38,6 +40,13 @@ _GET_LEASE: Final = (
     "SELECT owner, token, expires_at FROM {s}.leases WHERE name = $1 AND expires_at > $2"
 )
 
+_LOCK_BATCH: Final = "SELECT i, result, granted FROM {s}.lock_batch($1, $2, $3, $4, $5, $6, $7, $8)"
+_LOCK_STATES: Final = """
+SELECT name, owner, mode, held, token, since, expires_at FROM {s}.lock_entries
+WHERE expires_at > $1 AND ($2::text[] IS NULL OR name = ANY ($2::text[]))
+ORDER BY name, held DESC, token, seq
+"""
+
 _KV_GET: Final = "SELECT value, version FROM {s}.kv WHERE namespace = $1 AND key = $2"
 _KV_UPSERT: Final = """
 INSERT INTO {s}.kv AS k (namespace, key, value, version) VALUES ($1, $2, $3, 1)
@@ -67,6 +76,8 @@ class CoordinationStatements:
         self.renew_lease = _RENEW_LEASE.format(s=s)
         self.release_lease = _RELEASE_LEASE.format(s=s)
         self.get_lease = _GET_LEASE.format(s=s)
+        self.lock_batch = _LOCK_BATCH.format(s=s)
+        self.lock_states = _LOCK_STATES.format(s=s)
         self.kv_get = _KV_GET.format(s=s)
         self.kv_upsert = _KV_UPSERT.format(s=s)
         self.kv_create = _KV_CREATE.format(s=s)

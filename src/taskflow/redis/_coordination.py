@@ -1,19 +1,22 @@
-"""`RedisCoordination`: leases and key-value records on Redis.
+"""`RedisCoordination`: leases, reader/writer locks and key-value records on Redis.
 
 A lease is one hash (``<prefix>lease:<name>``: owner, fencing token, expiry) changed by
 ``lua/lease.lua``; a key-value namespace is two hashes (values, versions) written by
-``lua/kv_set.lua``. Both run through the storage's connections.
+``lua/kv_set.lua``. Both run through the storage's connections. The reader/writer locks are
+`RedisLocks` (``_locks.py``).
 
 What does not live here: task records (``_storage.py``), the message path (``_broker.py``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
-from .._message import LeaseInfo, Versioned
+from .._message import LeaseInfo, LockHold, LockRequest, LockState, Versioned
 from ..abc import Coordination
 from ._codec import time_arg
+from ._locks import RedisLocks
 from ._storage import RedisStorage
 
 __all__ = ["RedisCoordination"]
@@ -30,6 +33,7 @@ class RedisCoordination(Coordination):
 
     def __init__(self, storage: RedisStorage) -> None:
         self._rs = storage
+        self._locks = RedisLocks(storage)
 
     # -- leases ----------------------------------------------------------------------------
 
@@ -61,6 +65,29 @@ class RedisCoordination(Coordination):
         if not owner or exp is None or float(exp) <= now:
             return None
         return LeaseInfo(name=name, owner=owner.decode(), token=int(token), expires_at=float(exp))
+
+    # -- reader/writer locks ---------------------------------------------------------------
+
+    async def _acquire_locks(
+        self, requests: Sequence[LockRequest], ttl_s: float, now: float
+    ) -> list[int | None]:
+        return await self._locks.acquire(requests, ttl_s, now)
+
+    async def _renew_locks(self, holds: Sequence[LockHold], ttl_s: float, now: float) -> list[bool]:
+        return await self._locks.renew(holds, ttl_s, now)
+
+    async def _release_locks(
+        self, holds: Sequence[LockHold], ttl_s: float, now: float
+    ) -> list[str]:
+        return await self._locks.release(holds, ttl_s, now)
+
+    async def _withdraw_lock_requests(
+        self, requests: Sequence[LockRequest], ttl_s: float, now: float
+    ) -> list[str]:
+        return await self._locks.withdraw(requests, ttl_s, now)
+
+    async def _lock_states(self, names: list[str] | None, now: float) -> list[LockState]:
+        return await self._locks.states(names, now)
 
     # -- key-value records -----------------------------------------------------------------
 

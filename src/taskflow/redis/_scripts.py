@@ -1,9 +1,9 @@
 """The Lua scripts of the Redis backend: loaded once per process, run with EVALSHA.
 
 Queue scripts (``enqueue``, ``claim``, ...) get the shared prelude ``lua/common.lua`` prepended
-and follow its argument convention; ``lease`` and ``kv_set`` stand alone. A server that lost its
-script cache (restart, failover) answers NOSCRIPT; the script is then loaded and the call
-repeated once.
+and follow its argument convention; ``lease``, ``kv_set`` and ``lock`` stand alone. A server
+that lost its script cache (restart, failover) answers NOSCRIPT; the script is then loaded and
+the call repeated once.
 
 What does not live here: the scripts themselves (``lua/``), the arguments they take
 (``_codec.py``), the connection they run on (``_lane.py`` or the client).
@@ -33,7 +33,7 @@ QUEUE_SCRIPTS: Final = (
     "cleanup",
     "purge",
 )
-STANDALONE_SCRIPTS: Final = ("lease", "kv_set")
+STANDALONE_SCRIPTS: Final = ("lease", "kv_set", "lock")
 
 
 def _read(name: str) -> str:
