@@ -151,13 +151,15 @@ class LockGate:
             raise
         await self._wake(granted, {hold.name for hold in holds})
 
-    async def renew(self) -> None:
-        """Renew every held lock in one call (with the heartbeat); report the lost ones."""
+    async def renew(self, now: float) -> None:
+        """Renew every held lock in one call, with the heartbeat's `now`: a lock then lapses
+        with its task's lease, never after it, so a run re-delivered once the lease lapsed
+        never finds the lock of the run before it still held. Reports the lost ones."""
         held = [(task_id, hold) for task_id, holds in self._holds.items() for hold in holds]
         if not held:
             return
         renewed = await self._broker.coordination.renew_locks(
-            [hold for _, hold in held], ttl_s=self._lease_s, now=self._clock.time()
+            [hold for _, hold in held], ttl_s=self._lease_s, now=now
         )
         for (task_id, hold), ok in zip(held, renewed, strict=True):
             if not ok and task_id in self._holds:
@@ -183,8 +185,14 @@ class LockGate:
         if not batch:
             return
         self._asking = len(batch)
+        # Held no longer than the runs' leases (then renewed with them): a run re-delivered
+        # after its lease lapsed never finds the lock of the dead run before it still held.
+        now = self._clock.time()
+        ttl_s = max(0.001, min(run.lease_until for run, _ in batch) - now)
         try:
-            tokens = await self._acquire([r for _, requests in batch for r in requests])
+            tokens = await self._acquire(
+                [r for _, requests in batch for r in requests], ttl_s=ttl_s, now=now
+            )
         except BaseException:
             self._waiting[:0] = batch
             raise
@@ -207,9 +215,13 @@ class LockGate:
         if parked:
             await self._park(parked)
 
-    async def _acquire(self, requests: list[LockRequest]) -> list[int | None]:
+    async def _acquire(
+        self, requests: list[LockRequest], *, ttl_s: float | None = None, now: float | None = None
+    ) -> list[int | None]:
         return await self._broker.coordination.acquire_locks(
-            requests, ttl_s=self._lease_s, now=self._clock.time()
+            requests,
+            ttl_s=self._lease_s if ttl_s is None else ttl_s,
+            now=self._clock.time() if now is None else now,
         )
 
     async def _park(self, parked: list[tuple[Run, list[LockRequest], list[LockHold]]]) -> None:

@@ -492,7 +492,8 @@ class Worker:
         sent_at = self._clock.time()
         try:
             states, _ = await asyncio.gather(
-                self.app.broker.extend(leases, lease_s=lease_s, now=sent_at), self._gate.renew()
+                self.app.broker.extend(leases, lease_s=lease_s, now=sent_at),
+                self._gate.renew(sent_at),
             )
         except Exception:
             logger.exception("renewing %d lease(s) failed; will retry next heartbeat", len(leases))
