@@ -5,19 +5,50 @@ this directory, with ``TASKFLOW_BENCH_BROKER`` naming the Redis URL or PostgreSQ
 producer builds its own app with `make_app` (a fresh one per run: a closed app cannot be
 reopened), with the same task names ``noop`` and ``nap``. Defaults of `GlobalConfig` apply
 (``claim_batch`` 100): taskflow's recommended settings.
+
+The declared-lock benchmark (``taskflow_locks.py``) adds three tasks, registered on every app
+so its worker processes know them: ``shared_noop`` (a no-op declaring ``Shared(LOCK)``),
+``hold`` (sleeps under ``Shared(LOCK)``, returns when its body ended) and ``swap`` (declares
+``Exclusive(LOCK)``, returns when its body started); `lock_tasks` gives their handles.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import time
 from typing import Any
 
-from taskflow import QueueTasks
+from taskflow import Exclusive, QueueTasks, Shared
 
 BROKER_ENV = "TASKFLOW_BENCH_BROKER"
 APP_NAME = "bench"
 """The app's name: on PostgreSQL its tables are in the schema ``<schema>_bench``."""
+LOCK = "bench.table"
+"""The lock the declared-lock tasks take."""
+
+
+async def shared_noop() -> None:
+    return None
+
+
+async def hold(seconds: float) -> float:
+    await asyncio.sleep(seconds)
+    return time.time()
+
+
+async def swap() -> float:
+    return time.time()
+
+
+def lock_tasks(app: QueueTasks) -> tuple[Any, Any, Any]:
+    """The declared-lock tasks on `app`: ``(shared_noop, hold, swap)`` (registered once per
+    app; registering the same function again returns its handle)."""
+    return (
+        app.task(name="shared_noop", locks=[Shared(LOCK)])(shared_noop),
+        app.task(name="hold", locks=[Shared(LOCK)])(hold),
+        app.task(name="swap", locks=[Exclusive(LOCK)])(swap),
+    )
 
 
 def make_app(url: str) -> tuple[QueueTasks, Any, Any]:
@@ -32,6 +63,7 @@ def make_app(url: str) -> tuple[QueueTasks, Any, Any]:
     async def nap(seconds: float) -> None:
         await asyncio.sleep(seconds)
 
+    lock_tasks(made)
     return made, noop, nap
 
 
