@@ -26,6 +26,7 @@ from ._exceptions import EncodeError as EncodeError
 from ._exceptions import InvalidArguments as InvalidArguments
 from ._exceptions import InvalidOption as InvalidOption
 from ._exceptions import LifecycleError as LifecycleError
+from ._exceptions import LockLost as LockLost
 from ._exceptions import ResultExpired as ResultExpired
 from ._exceptions import Retry as Retry
 from ._exceptions import TaskCancelled as TaskCancelled
@@ -37,6 +38,7 @@ from ._exceptions import TaskRegistrationError as TaskRegistrationError
 from ._exceptions import TaskTimeout as TaskTimeout
 from ._exceptions import TimeoutError as TimeoutError  # noqa: A004 - deliberate builtin twin
 from ._exceptions import UnknownTaskError as UnknownTaskError
+from ._locking import AppLock as AppLock
 from ._message import CancelResult as CancelResult
 from ._message import ErrorInfo as ErrorInfo
 from ._message import Event as Event
@@ -61,6 +63,7 @@ _logging.getLogger("taskflow").addHandler(_logging.NullHandler())
 
 __all__ = [
     "NOT_GIVEN",
+    "AppLock",
     "ArtifactNotFound",
     "AsyncResult",
     "AsyncTask",
@@ -78,6 +81,7 @@ __all__ = [
     "InvalidArguments",
     "InvalidOption",
     "LifecycleError",
+    "LockLost",
     "PreparedTask",
     "Progress",
     "QueueTasks",
