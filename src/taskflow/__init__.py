@@ -40,6 +40,7 @@ from ._exceptions import TimeoutError as TimeoutError  # noqa: A004 - deliberate
 from ._exceptions import UnknownTaskError as UnknownTaskError
 from ._lock_types import Exclusive as Exclusive
 from ._lock_types import Shared as Shared
+from ._locking import AppLock as AppLock
 from ._message import CancelResult as CancelResult
 from ._message import ErrorInfo as ErrorInfo
 from ._message import Event as Event
@@ -64,6 +65,7 @@ _logging.getLogger("taskflow").addHandler(_logging.NullHandler())
 
 __all__ = [
     "NOT_GIVEN",
+    "AppLock",
     "ArtifactNotFound",
     "AsyncResult",
     "AsyncTask",

@@ -44,6 +44,7 @@ from ._config import GlobalConfig, app_config
 from ._context import TaskContext, WorkerState
 from ._exceptions import TaskRegistrationError
 from ._lifecycle import AppLifecycle, BackendLink
+from ._locking import AppLock, LockWaiters, check_lock_ttl
 from ._message import CancelResult, TaskRecord
 from ._options import CallOptions, TaskDefaults, TaskOptions
 from ._sending import Sender
@@ -165,8 +166,12 @@ class QueueTasks:
         self.broker: Broker = resolve_backend(broker, storage, app=name)
         #: The backend's `Storage` (task records, results, events): ``broker.storage``.
         self.storage: Storage = self.broker.storage
-        #: The backend's `Coordination` (leases, key-value records): ``broker.coordination``.
+        #: The backend's `Coordination` (leases, reader/writer locks, key-value records):
+        #: ``broker.coordination``.
         self.coordination: Coordination = self.broker.coordination
+        #: Package-internal: the owners of this process waiting for a lock (`_locking.py`); a
+        #: release made here wakes the ones it granted through it.
+        self.lock_waiters = LockWaiters()
         self._tasks: dict[str, TaskDefinition] = {}
         self._tasks_view = MappingProxyType(self._tasks)
         #: Package-internal: which event loop owns the app (`_lifecycle.py`).
@@ -417,6 +422,42 @@ class QueueTasks:
                 ``task.prepare(...)`` returns).
         """
         return await self.sender.send_many(calls, connection=connection)
+
+    # -- locks -----------------------------------------------------------------------------
+
+    def lock(self, name: str, *, shared: bool = False, ttl: float | None = None) -> AppLock:
+        """A reader/writer lock of this app's backend, held for an ``async with`` block:
+
+        ```python
+        async with app.lock("dwh.sales", shared=True) as lock:
+            await export(table="dwh.sales", fencing_token=lock.token)
+        ```
+
+        Shared holders (``shared=True``) hold the lock together; an exclusive holder (the
+        default) holds it alone. The block waits its turn in the lock's queue, the lock is
+        renewed while the block runs and released when it ends; see `AppLock` for how waiting
+        is woken and what happens when a lock is lost, and the docs' Locks page for the rules.
+
+        Args:
+            name: The lock's name (any non-empty text up to 200 characters, without NUL); the
+                same name is the same lock for every app of the backend, in every process.
+            shared: Hold it shared (readers) rather than exclusive (writers).
+            ttl: The lease of the hold in seconds: if this process stops renewing it (killed,
+                paused), the lock frees itself after at most this long. Default: the app's
+                ``lease_s``, renewed every ``heartbeat_s``.
+
+        Raises:
+            InvalidOption: a name that breaks the rule above, or a ttl that is not a number
+                of seconds > 0.
+            LockLost: from the ``async with``, if the lock was lost while the block ran.
+        """
+        config = self.config
+        if ttl is None:
+            ttl_s, renew_s = config.lease_s, config.heartbeat_s
+        else:
+            ttl_s = check_lock_ttl(ttl)
+            renew_s = ttl_s / 3
+        return AppLock(self, name, shared=shared, ttl_s=ttl_s, renew_s=renew_s)
 
     # -- reading and managing tasks ---------------------------------------------------------
 

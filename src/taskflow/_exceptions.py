@@ -27,6 +27,8 @@ TaskflowError
 ├── Retry                             raised *inside* a task to ask for a retry
 ├── ArtifactNotFound (LookupError)    no artifact of that name is stored for the task (never put,
 │                                     still being written, or already deleted or expired)
+├── LockLost                          a held lock lapsed before it was renewed (its holder was
+│                                     paused past its lease); raised by `async with app.lock()`
 ├── OrderNotFound (KeyError)          no order has this id (taskflow.supervisor)
 └── OrderError (ValueError)           an order or amendment that cannot be carried out
                                       (taskflow.supervisor)
@@ -43,6 +45,10 @@ public so that ``retry_on=(TaskTimeout, ...)`` and ``dont_retry_on=TaskTimeout``
 from __future__ import annotations
 
 import builtins
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ._message import LockMode
 
 __all__ = [
     "ArtifactNotFound",
@@ -154,6 +160,32 @@ class ArtifactNotFound(TaskflowError, LookupError):
         self.name = name
 
 
+class LockLost(TaskflowError):
+    """A held lock was lost: a renewal found that it had lapsed (its holder was paused or cut
+    off from the backend for longer than the lock's lease), so another holder may have it now.
+
+    Raised from ``async with app.lock(...)``, whose block is cancelled when the loss is found.
+    Writes made under the lock's fencing token must be refused from then on; take the lock
+    again to go on.
+
+    Attributes:
+        name: The lock's name.
+        mode: How it was held (`LockMode.SHARED` or `LockMode.EXCLUSIVE`).
+        token: The fencing token that is no longer valid.
+        reason: Why it counts as lost.
+    """
+
+    def __init__(self, name: str, mode: LockMode, token: int, reason: str) -> None:
+        super().__init__(
+            f"lock {name!r} ({mode.value}, fencing token {token}) was lost: {reason}. Writes "
+            "under this token must be refused from now on; take the lock again to go on"
+        )
+        self.name = name
+        self.mode = mode
+        self.token = token
+        self.reason = reason
+
+
 class ResultExpired(TaskflowError):
     """The task finished, but its result outlived the result TTL and was dropped."""
 
@@ -200,13 +232,6 @@ class TimeoutError(TaskflowError, builtins.TimeoutError):  # noqa: A001 - delibe
 class TaskTimeout(TaskflowError):
     """A task ran longer than its `timeout`; its run fails with this error (then is retried if
     retries remain and the retry filters allow it)."""
-
-
-class LockLost(TaskflowError):
-    """A task lost a lock it declared (``locks=[...]``) while it ran: the lock was not renewed
-    in time (the worker was paused or cut off from the backend past `lease_s`), lapsed, and may
-    be another's now. The run is stopped and fails with this error, naming the lock (then is
-    retried if retries remain and the retry filters allow it)."""
 
 
 class UnencodableResult(TaskflowError, TypeError):

@@ -2,8 +2,8 @@
 reader/writer lock each (its name checked by `taskflow._locknames`).
 
 A task lists them in its ``locks=[...]`` option (``@app.task(locks=...)`` or per call); the
-worker takes them before the run starts (`taskflow._locking`). What does not live here: the
-option's rule (`_options.py`), taking, renewing and releasing the locks (`_locking.py`), and
+worker takes them before the run starts (`taskflow._lock_gate`). What does not live here: the
+option's rule (`_options.py`), taking, renewing and releasing the locks (`_lock_gate.py`), and
 the locks themselves (`Coordination`).
 """
 

@@ -1,319 +1,314 @@
-"""`LockGate`: the reader/writer locks a task declares (``locks=[...]``), taken for each run
-before it takes a slot, renewed with its lease, and released when the run ends.
+"""In-code reader/writer locks: `AppLock` (what ``app.lock(...)`` returns) and `LockWaiters`.
 
-A claimed run whose message declares locks waits here, not in a slot. The gate asks for the
-locks of every such run in one `Coordination.acquire_locks` call (owner: the task id; waiting
-requests are queued; held until ``now + lease_s``):
+An `AppLock` takes a named lock of the app's `Coordination` for the duration of an
+``async with`` block: it queues and waits its turn, renews the lock in the background while the
+block runs, releases it on exit, and cancels the block with `LockLost` if a renewal finds the
+lock lost. `LockWaiters`, one per app, is the in-process registry of the owners waiting: a
+release or withdrawal made in this process wakes the owners it granted at once.
 
-* all granted: the run goes on to a slot (`admit`);
-* not all: the run is *parked*. What it was granted is released, and its message goes back to
-  the broker as a RELEASE (its attempt refunded) due at a safety-net time (``now + lease_s/2``),
-  so it holds no slot while its requests wait in the locks' queues. When a release grants it
-  the locks, the releasing worker wakes it (`Broker.wake`) and the next claim runs it; the
-  safety-net time only matters if that wake was lost (the releasing worker died), and the
-  claim it brings refreshes the queued requests before they lapse.
-
-The locks of running tasks are renewed with their leases (`renew`, one call) and a run whose
-lock was lost is interrupted (`on_lost`). When a run ends (`ended`) its locks are released in
-the next batch and the owners that release granted are woken. What does not live here: the
-locks themselves (`Coordination`), the worker's loops (`_worker.py`), what a task declares
-(`_lock_types.py`).
+What does not live here: the lock rules (`taskflow.abc.Coordination` and the backends), the
+locks a task declares (the worker's side), the name rule (``_locknames.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 import logging
-from collections.abc import Callable, Iterable
+import math
+import os
+import secrets
+import socket
+from collections.abc import Coroutine, Iterable
+from types import TracebackType
+from typing import Any, Final, Protocol
 
+from ._aio import first_of
 from ._clock import Clock
-from ._config import GlobalConfig
-from ._message import (
-    LockHold,
-    LockMode,
-    LockRequest,
-    Outcome,
-    OutcomeKind,
-    TaskMessage,
-    TaskStatus,
-)
-from ._recorder import MAX_RETRY_PAUSE_S, RETRY_PAUSE_S
-from ._run import Run
-from .abc import Broker
+from ._exceptions import InvalidOption, LifecycleError, LockLost
+from ._lifecycle import AppLifecycle
+from ._locknames import check_lock_name
+from ._message import LockHold, LockMode, LockRequest
+from .abc import Coordination
 
-__all__ = ["LockGate"]
+__all__ = ["AppLock", "LockWaiters", "check_lock_ttl"]
 
-logger = logging.getLogger("taskflow.worker")
+logger = logging.getLogger("taskflow.locks")
 
-_TERMINAL = frozenset(s for s in TaskStatus if s.terminal)
-#: The mode of a withdrawal made for an ended owner: a withdrawal matches name and owner.
-_ANY_MODE = LockMode.SHARED
+#: The first wait between two requests of a waiting lock, and the longest (capped further to a
+#: third of the lock's ttl, so that a waiter's re-requests keep its place in the queue alive).
+FIRST_RETRY_S: Final = 0.01
+MAX_RETRY_S: Final = 1.0
 
 
-class LockGate:
-    """Takes, renews and releases the declared locks of one worker's runs.
+def check_lock_ttl(ttl: object) -> float:
+    """Return `ttl` as seconds if it can be a lock's lease: a number > 0.
 
-    Args:
-        broker: The worker's broker (its `coordination` keeps the locks).
-        clock: The app's clock.
-        config: `lease_s`: how long a lock is held unless renewed, and twice the safety net.
-        admit: Takes a run whose locks are all held: it goes on to a slot.
-        parked: Called with a run given back to wait for its locks (its RELEASE is stored):
-            the worker lets go of it.
-        settle: Takes an outcome the gate could not store itself (the recorder retries it).
-        on_lost: Called with the task id and the lock's name when a renewal finds a lock lost.
+    Raises:
+        InvalidOption: it cannot.
+    """
+    if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not 0 < ttl < math.inf:
+        raise InvalidOption(
+            f"a lock's ttl must be a number of seconds > 0, got {ttl!r}: "
+            'e.g. app.lock("dwh.sales", ttl=60)'
+        )
+    return float(ttl)
+
+
+class LockWaiters:
+    """The owners of this process waiting for a lock, each with the event that wakes it.
+
+    Owner ids are unique per holder: this process's id (host, pid, a random part) and a
+    counter, so two `AppLock`s never share an owner, here or on another host.
+    """
+
+    def __init__(self) -> None:
+        self._events: dict[str, asyncio.Event] = {}
+        self._process = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+        self._counter = itertools.count(1)
+
+    def new_owner(self) -> str:
+        """A fresh owner id, used by one holder only."""
+        return f"{self._process}:{next(self._counter)}"
+
+    def add(self, owner: str) -> asyncio.Event:
+        """Register `owner` as waiting; its event is set when a local call grants it."""
+        event = self._events[owner] = asyncio.Event()
+        return event
+
+    def discard(self, owner: str) -> None:
+        """`owner` stopped waiting."""
+        self._events.pop(owner, None)
+
+    def wake(self, owners: Iterable[str]) -> None:
+        """Wake the waiting owners among `owners` (those a release or withdrawal granted);
+        the others are not waiting here (a parked task, another process) and are ignored."""
+        for owner in owners:
+            event = self._events.get(owner)
+            if event is not None:
+                event.set()
+
+
+class LockApp(Protocol):
+    """What an `AppLock` uses of its app (a `QueueTasks`)."""
+
+    coordination: Coordination
+    clock: Clock
+    lifecycle: AppLifecycle
+    lock_waiters: LockWaiters
+
+
+class AppLock:
+    """A reader/writer lock held for the duration of an ``async with`` block.
+
+    Made by `QueueTasks.lock`:
+
+    ```python
+    async with app.lock("dwh.sales", shared=True) as lock:
+        rows = await read_table("dwh.sales", fencing_token=lock.token)
+    ```
+
+    **Waiting.** Entering requests the lock; if it is not free, the request joins the lock's
+    queue (writers are not starved: see the docs' Locks page) and the block waits its turn. It
+    does not spin: a release or withdrawal made by this process (another `AppLock` of the app
+    leaving its block) wakes the owners it granted at once, through the app's `LockWaiters`;
+    a grant made by another process is noticed by requesting again, after 10 ms, then twice as
+    long each time up to 1 s (or a third of `ttl_s`, if shorter). Each of those requests also
+    keeps the queued request alive (a queued request lapses after `ttl_s` unless refreshed, so
+    a waiter that died leaves the queue by itself).
+
+    **Holding.** While the block runs, the lock is renewed every third of `ttl_s` (every
+    `heartbeat_s` with the default ttl, the worker's lease settings). If a renewal finds the
+    lock lost - the process was paused past the lease and the lock lapsed, maybe to another
+    holder - the block is cancelled and `LockLost` is raised from the ``async with``. A
+    renewal that fails on a backend error is retried at the next beat; the lock counts as
+    lost once its lease has run out without one succeeding.
+
+    **Leaving.** The lock is released when the block ends, also on an error or cancellation
+    (the release is shielded from a second cancellation). Cancelled while waiting, the request
+    is withdrawn from the queue (and a grant that came meanwhile is given back).
+
+    An `AppLock` is entered once; call `QueueTasks.lock` again for another turn.
+
+    Attributes:
+        name: The lock's name.
+        mode: `LockMode.SHARED` or `LockMode.EXCLUSIVE`.
+        owner: This holder's owner id, unique to it (as `taskflow locks` shows it).
+        ttl_s: The lease of the hold and of the queued request, renewed while held.
     """
 
     def __init__(
-        self,
-        broker: Broker,
-        clock: Clock,
-        config: GlobalConfig,
-        *,
-        admit: Callable[[Run], None],
-        parked: Callable[[Run], None],
-        settle: Callable[[Outcome], None],
-        on_lost: Callable[[str, str], None],
+        self, app: LockApp, name: str, *, shared: bool, ttl_s: float, renew_s: float
     ) -> None:
-        self._broker = broker
-        self._clock = clock
-        self._lease_s = config.lease_s
-        self._admit = admit
-        self._parked = parked
-        self._settle = settle
-        self._on_lost = on_lost
-        #: Runs waiting for the next acquire call, with their requests.
-        self._waiting: list[tuple[Run, list[LockRequest]]] = []
-        #: How many runs the acquire call in flight asks for.
-        self._asking = 0
-        #: The locks held for each admitted run, by task id.
-        self._holds: dict[str, list[LockHold]] = {}
-        #: Locks of ended runs, for the next release call.
-        self._to_release: list[LockHold] = []
-        self._event = asyncio.Event()
-
-    # -- what the worker calls (synchronously) ---------------------------------------------
+        self.name = check_lock_name(name)
+        self.mode = LockMode.SHARED if shared else LockMode.EXCLUSIVE
+        self.ttl_s = ttl_s
+        self._renew_s = renew_s
+        self._app = app
+        self.owner = app.lock_waiters.new_owner()
+        self._token: int | None = None
+        self._entered = False
+        self._renewer: asyncio.Task[None] | None = None
+        self._host: asyncio.Task[object] | None = None
+        self._lost: str | None = None
 
     @property
-    def occupied(self) -> int:
-        """Runs the gate holds before a slot: waiting to ask, or being asked for."""
-        return len(self._waiting) + self._asking
+    def token(self) -> int:
+        """The fencing token of this hold: greater than any earlier holder's of this lock.
+        Pass it with writes guarded by the lock, so they can refuse an older holder's.
 
-    def submit(self, run: Run, message: TaskMessage) -> None:
-        """Take the locks `message` declares for `run` before it goes on to a slot."""
-        requests = [LockRequest(name, run.task_id, mode) for name, mode in message.locks]
-        self._waiting.append((run, requests))
-        self._event.set()
-
-    def ended(self, task_id: str) -> None:
-        """The run of `task_id` ended (any way): release its locks in the next batch."""
-        holds = self._holds.pop(task_id, None)
-        if holds:
-            self._to_release += holds
-            self._event.set()
-
-    def take_waiting(self) -> list[Run]:
-        """The runs that wait to ask for their locks, which the caller gives back (a stop)."""
-        waiting, self._waiting = self._waiting, []
-        return [run for run, _ in waiting]
-
-    # -- the loop --------------------------------------------------------------------------
-
-    async def loop(self) -> None:
-        """Release and acquire in batches whenever there is something to do, until cancelled."""
-        event = self._event
-        pause = RETRY_PAUSE_S
-        while True:
-            await event.wait()
-            event.clear()
-            try:
-                await self.flush()
-                await self._ask()
-            except Exception:
-                logger.exception("taking or releasing locks failed; retrying in %.1f s", pause)
-                event.set()
-                await self._clock.sleep(pause)
-                pause = min(pause * 2, MAX_RETRY_PAUSE_S)
-            else:
-                pause = RETRY_PAUSE_S
-
-    async def flush(self) -> None:
-        """Release the locks of ended runs now, and wake the owners that granted."""
-        holds, self._to_release = self._to_release, []
-        if not holds:
-            return
-        try:
-            granted = await self._broker.coordination.release_locks(
-                holds, ttl_s=self._lease_s, now=self._clock.time()
+        Raises:
+            LifecycleError: the lock has not been granted yet.
+        """
+        if self._token is None:
+            raise LifecycleError(
+                f"lock {self.name!r} is not held yet: read lock.token inside "
+                f"`async with app.lock({self.name!r}) as lock:`"
             )
-        except BaseException:
-            self._to_release[:0] = holds
-            raise
-        await self._wake(granted, {hold.name for hold in holds})
+        return self._token
 
-    async def renew(self, now: float) -> None:
-        """Renew every held lock in one call, with the heartbeat's `now`: a lock then lapses
-        with its task's lease, never after it, so a run re-delivered once the lease lapsed
-        never finds the lock of the run before it still held. Reports the lost ones."""
-        held = [(task_id, hold) for task_id, holds in self._holds.items() for hold in holds]
-        if not held:
-            return
-        renewed = await self._broker.coordination.renew_locks(
-            [hold for _, hold in held], ttl_s=self._lease_s, now=now
-        )
-        for (task_id, hold), ok in zip(held, renewed, strict=True):
-            if not ok and task_id in self._holds:
-                logger.warning(
-                    "task %s lost its lock %r (it lapsed and was granted to another owner)",
-                    task_id,
-                    hold.name,
-                )
-                self._holds[task_id] = [h for h in self._holds[task_id] if h != hold]
-                self._on_lost(task_id, hold.name)
+    @property
+    def held(self) -> bool:
+        """True while the block runs with the lock (False before, after, and once lost)."""
+        return self._token is not None and self._renewer is not None and self._lost is None
 
-    async def release_all(self) -> None:
-        """Release every lock still held (the worker is going away)."""
-        for task_id in list(self._holds):
-            self.ended(task_id)
-        await self.flush()
+    # -- entering --------------------------------------------------------------------------
 
-    # -- acquiring -------------------------------------------------------------------------
-
-    async def _ask(self) -> None:
-        """One acquire call for every waiting run; admit or park each."""
-        batch, self._waiting = self._waiting, []
-        if not batch:
-            return
-        self._asking = len(batch)
-        # Held no longer than the runs' leases (then renewed with them): a run re-delivered
-        # after its lease lapsed never finds the lock of the dead run before it still held.
-        now = self._clock.time()
-        ttl_s = max(0.001, min(run.lease_until for run, _ in batch) - now)
-        try:
-            tokens = await self._acquire(
-                [r for _, requests in batch for r in requests], ttl_s=ttl_s, now=now
+    async def __aenter__(self) -> AppLock:
+        if self._entered:
+            raise LifecycleError(
+                f"this app.lock({self.name!r}) was already entered; call app.lock() again"
             )
-        except BaseException:
-            self._waiting[:0] = batch
+        self._entered = True
+        await self._app.lifecycle.ensure_open()
+        waiters = self._app.lock_waiters
+        woken = waiters.add(self.owner)
+        try:
+            self._token = await self._wait_turn(woken)
+        except BaseException:  # cancelled (or the backend failed) while waiting
+            with contextlib.suppress(Exception):  # the wait's own error is the one to raise
+                await _shielded(self._withdraw())
             raise
         finally:
-            self._asking = 0
-        parked: list[tuple[Run, list[LockRequest], list[LockHold]]] = []
-        withdrawn: list[LockRequest] = []
-        answers = _per_run([requests for _, requests in batch], tokens)
-        for (run, requests), (holds, queued) in zip(batch, answers, strict=True):
-            if not queued or run.interrupt_reason is not None:
-                # Held, or interrupted meanwhile (its slot decides the outcome, and its end
-                # releases what it holds): no request of it stays queued.
-                withdrawn += queued
-                self._holds[run.task_id] = holds
-                self._admit(run)
-            else:
-                parked.append((run, requests, holds))
-        if withdrawn:
-            await self._withdraw(withdrawn)
-        if parked:
-            await self._park(parked)
-
-    async def _acquire(
-        self, requests: list[LockRequest], *, ttl_s: float | None = None, now: float | None = None
-    ) -> list[int | None]:
-        return await self._broker.coordination.acquire_locks(
-            requests,
-            ttl_s=self._lease_s if ttl_s is None else ttl_s,
-            now=self._clock.time() if now is None else now,
+            waiters.discard(self.owner)
+        self._host = asyncio.current_task()
+        self._renewer = asyncio.get_running_loop().create_task(
+            self._renew_while_held(), name=f"taskflow-lock-renew:{self.name}"
         )
+        return self
 
-    async def _park(self, parked: list[tuple[Run, list[LockRequest], list[LockHold]]]) -> None:
-        """Give the runs back to wait for their locks, releasing what they were granted."""
-        granted = [hold for _, _, holds in parked for hold in holds]
-        if granted:
-            woken = await self._broker.coordination.release_locks(
-                granted, ttl_s=self._lease_s, now=self._clock.time()
-            )
-            await self._wake(woken, {hold.name for hold in granted})
-        now = self._clock.time()
-        retry_at = now + self._lease_s / 2
-        outcomes = [
-            Outcome(run.task_id, run.token, OutcomeKind.RELEASE, retry_at=retry_at)
-            for run, _, _ in parked
-        ]
-        for run, _, _ in parked:
-            run.ending = True
-        try:
-            stored = await self._broker.complete(outcomes, now=now)
-        except Exception:
-            logger.exception("parking %d task(s) failed; the worker stores it", len(outcomes))
-            for outcome in outcomes:
-                self._settle(outcome)
-            return
-        for run, _, _ in parked:
-            self._parked(run)
-        # A release between our acquire and the RELEASE may have granted the locks and found
-        # the task still running (its wake did nothing): ask again, now that it is parked.
-        await self._recheck(
-            [requests for (_, requests, _), ok in zip(parked, stored, strict=True) if ok]
+    async def _request(self) -> int | None:
+        request = LockRequest(self.name, self.owner, self.mode)
+        app = self._app
+        [token] = await app.coordination.acquire_locks(
+            [request], ttl_s=self.ttl_s, now=app.clock.time()
         )
+        return token
 
-    async def _recheck(self, parked: list[list[LockRequest]]) -> None:
-        """Wake the parked tasks whose locks are all theirs now; release partial grants."""
-        if not parked:
-            return
-        tokens = await self._acquire([r for requests in parked for r in requests])
-        ready: list[str] = []
-        partial: list[LockHold] = []
-        for requests, (holds, queued) in zip(parked, _per_run(parked, tokens), strict=True):
-            if queued:
-                partial += holds
-            else:
-                ready.append(requests[0].owner)
-        if ready:
-            await self._broker.wake(ready, now=self._clock.time())
-        if partial:
-            woken = await self._broker.coordination.release_locks(
-                partial, ttl_s=self._lease_s, now=self._clock.time()
-            )
-            await self._wake(woken, {hold.name for hold in partial})
+    async def _wait_turn(self, woken: asyncio.Event) -> int:
+        retry_s = FIRST_RETRY_S
+        max_retry_s = min(MAX_RETRY_S, self.ttl_s / 3)
+        while True:
+            woken.clear()  # a wake-up from now on is seen by the wait below
+            token = await self._request()
+            if token is not None:
+                return token
+            await first_of(woken.wait(), self._app.clock.sleep(retry_s))
+            retry_s = min(retry_s * 2, max_retry_s)
 
-    async def _withdraw(self, requests: list[LockRequest]) -> None:
-        woken = await self._broker.coordination.withdraw_lock_requests(
-            requests, ttl_s=self._lease_s, now=self._clock.time()
+    async def _withdraw(self) -> None:
+        app = self._app
+        request = LockRequest(self.name, self.owner, self.mode)
+        granted = await app.coordination.withdraw_lock_requests(
+            [request], ttl_s=self.ttl_s, now=app.clock.time()
         )
-        await self._wake(woken, {r.name for r in requests})
+        app.lock_waiters.wake(granted)
 
-    # -- waking ----------------------------------------------------------------------------
+    # -- holding ---------------------------------------------------------------------------
 
-    async def _wake(self, owners: list[str], names: Iterable[str]) -> None:
-        """Wake the parked tasks a release granted locks `names` to. A granted owner that
-        ended meanwhile (cancelled or purged while parked) will never use its grant: its
-        requests of `names` are withdrawn, which grants the next waiters, woken in turn."""
-        names = sorted(set(names))
-        while owners:
-            now = self._clock.time()
-            await self._broker.wake(owners, now=now)
-            records = await self._broker.storage.get_many(owners, now=now)
-            gone = [r.id for r in records if r is not None and r.status in _TERMINAL]
-            if not gone:
+    async def _renew_while_held(self) -> None:
+        app = self._app
+        hold = LockHold(self.name, self.owner, self.token)
+        expires_at = app.clock.time() + self.ttl_s
+        while True:
+            await app.clock.sleep(self._renew_s)
+            now = app.clock.time()
+            try:
+                [ok] = await app.coordination.renew_locks([hold], ttl_s=self.ttl_s, now=now)
+            except Exception as exc:
+                if now < expires_at:
+                    logger.warning("renewing lock %r failed (retried): %r", self.name, exc)
+                    continue
+                self._lose(f"it could not be renewed before its lease ran out ({exc!r})")
                 return
-            logger.info("withdrawing the lock requests of %d ended task(s)", len(gone))
-            requests = [LockRequest(n, owner, _ANY_MODE) for owner in gone for n in names]
-            owners = await self._broker.coordination.withdraw_lock_requests(
-                requests, ttl_s=self._lease_s, now=self._clock.time()
-            )
+            if not ok:
+                self._lose(
+                    "a renewal found it no longer held: its lease lapsed (the holder was "
+                    f"paused or cut off for longer than ttl_s={self.ttl_s:g}) and it may have "
+                    "been granted to another holder since"
+                )
+                return
+            expires_at = now + self.ttl_s
+
+    def _lose(self, why: str) -> None:
+        self._lost = why
+        if self._host is not None:
+            self._host.cancel(f"taskflow: lock {self.name!r} was lost")
+
+    # -- leaving ---------------------------------------------------------------------------
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        try:
+            await _shielded(self._leave())
+        except asyncio.CancelledError:
+            if self._lost is None:
+                raise
+            # Our own cancellation, which arrived after the block had ended: LockLost below.
+        if self._lost is None:
+            return False
+        if self._host is not None and self._host.uncancel() > 0 and exc_type is not None:
+            # Cancelled from outside as well: that cancellation goes on.
+            logger.warning("lock %r was lost while its holder was being cancelled", self.name)
+            return False
+        raise LockLost(self.name, self.mode, self.token, self._lost) from exc
+
+    async def _leave(self) -> None:
+        renewer, self._renewer = self._renewer, None
+        if renewer is not None:
+            renewer.cancel()
+            await asyncio.wait([renewer])
+        if self._lost is None:
+            await self._release()
+
+    async def _release(self) -> None:
+        app = self._app
+        hold = LockHold(self.name, self.owner, self.token)
+        granted = await app.coordination.release_locks(
+            [hold], ttl_s=self.ttl_s, now=app.clock.time()
+        )
+        app.lock_waiters.wake(granted)
+
+    def __repr__(self) -> str:
+        state = "held" if self.held else "lost" if self._lost else "not held"
+        return f"<AppLock {self.name!r} {self.mode.value} owner={self.owner!r} {state}>"
 
 
-def _per_run(
-    groups: list[list[LockRequest]], tokens: list[int | None]
-) -> list[tuple[list[LockHold], list[LockRequest]]]:
-    """Split the answer of one acquire call for the concatenated `groups` (one per run): per
-    run, the holds granted and the requests left queued."""
-    out: list[tuple[list[LockHold], list[LockRequest]]] = []
-    start = 0
-    for requests in groups:
-        got = tokens[start : start + len(requests)]
-        start += len(requests)
-        pairs = list(zip(requests, got, strict=True))
-        holds = [LockHold(r.name, r.owner, t) for r, t in pairs if t is not None]
-        queued = [r for r, t in pairs if t is None]
-        out.append((holds, queued))
-    return out
+async def _shielded(work: Coroutine[Any, Any, None]) -> None:
+    """Run `work` to its end even if the caller is cancelled meanwhile; a cancellation that
+    came is raised once it is done."""
+    task = asyncio.ensure_future(work)
+    cancelled = False
+    while not task.done():
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            cancelled = cancelled or not task.done()
+    task.result()
+    if cancelled:
+        raise asyncio.CancelledError

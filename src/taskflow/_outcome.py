@@ -27,7 +27,7 @@ from typing import Any, Final
 
 from ._clock import Clock
 from ._config import GlobalConfig
-from ._exceptions import InvalidArguments, LockLost, Retry, TaskTimeout, UnencodableResult
+from ._exceptions import InvalidArguments, Retry, TaskTimeout, UnencodableResult
 from ._message import ErrorInfo, Outcome, OutcomeKind, TaskMessage, encode_value
 from ._run import Run
 from ._task import TaskDefinition
@@ -125,13 +125,8 @@ class OutcomeDecision:
         if reason == "cancel":
             cancelled = ErrorInfo("Cancelled", "cancelled on request")
             return self._ended(run, OutcomeKind.CANCELLED, error=cancelled)
-        if reason == "lock":
-            lost = LockLost(
-                f"the task lost its lock {run.lost_lock!r}: it was not renewed in time (the "
-                "worker was paused or cut off from the backend past lease_s) and lapsed; the "
-                "run was stopped, as its writes under the lock would be refused"
-            )
-            return self.of_error(run, message, definition, lost)
+        if reason == "lock" and run.lost_lock is not None:
+            return self.of_error(run, message, definition, run.lost_lock)
         if reason == "timeout":
             exc = TaskTimeout(f"task ran longer than its timeout of {message.timeout_s} s")
             return self.of_error(run, message, definition, exc)

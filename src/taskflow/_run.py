@@ -19,7 +19,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Any, Final, Literal
 
-from ._exceptions import UnencodableResult
+from ._exceptions import LockLost, UnencodableResult
 from ._message import Delivery, Progress, TaskMessage, encode_value
 
 __all__ = ["ASYNC_KINDS", "InterruptReason", "Run"]
@@ -52,7 +52,7 @@ class Run:
         dirty: Progress or yields wait to be reported.
         message: Its decoded message, once the worker decoded it (None before, or if it
             cannot be decoded).
-        lost_lock: The name of the declared lock it lost (its interrupt reason is "lock").
+        lost_lock: How it lost a declared lock (its interrupt reason is "lock").
         ending: Its outcome is decided and on its way to the backend: the run is over, and
             what a lease renewal says of it no longer concerns it (a "lost" then is most often
             that outcome stored first).
@@ -97,7 +97,7 @@ class Run:
         self.dirty = False
         self.ending = False
         self.message: TaskMessage | None = None
-        self.lost_lock: str | None = None
+        self.lost_lock: LockLost | None = None
 
     @property
     def started(self) -> bool:

@@ -10,7 +10,7 @@ One worker is a handful of loops around shared state:
 * the **recorder** (`_recorder.py`) batches progress and yields into `Storage.report` and
   stores and acks outcomes in one `Broker.complete` call per batch;
 * the **deadline sweep** (`_deadlines.py`) interrupts tasks that ran past their timeout;
-* the **lock gate** (`_locking.py`) takes the locks a task declares before its run takes a
+* the **lock gate** (`_lock_gate.py`) takes the locks a task declares before its run takes a
   slot (parking the task in the broker while they are taken), renews them with the leases and
   releases them when the run ends.
 
@@ -39,14 +39,16 @@ from ._clock import Clock
 from ._config import GlobalConfig
 from ._context import TaskContext, WorkerState
 from ._deadlines import DeadlineSweep
-from ._exceptions import LifecycleError
+from ._exceptions import LifecycleError, LockLost
 from ._executor import TaskExecutor
 from ._lifecycle import AppLifecycle
-from ._locking import LockGate
+from ._lock_gate import LockGate
 from ._message import (
     Delivery,
     Lease,
     LeaseState,
+    LockHold,
+    LockMode,
     Outcome,
     OutcomeKind,
     TaskMessage,
@@ -258,7 +260,7 @@ class Worker:
             if not fut.done():
                 fut.set_result(None)
 
-    # -- declared locks: the lock gate (`_locking.py`) calls back here -------------------------
+    # -- declared locks: the lock gate (`_lock_gate.py`) calls back here -----------------------
 
     def _admit(self, run: Run) -> None:
         """`run` holds its declared locks: on to a slot (or given back, if stopping)."""
@@ -274,11 +276,17 @@ class Worker:
         self._recorder.forget(run)
         self._claimer.capacity_freed()
 
-    def _lock_lost(self, task_id: str, lock: str) -> None:
-        """A renewal found `lock` lost: stop the run, which fails with `LockLost`."""
-        run = self._runs.get(task_id)
+    def _lock_lost(self, hold: LockHold, mode: LockMode) -> None:
+        """A renewal found `hold` lost: stop its run, which fails with `LockLost`."""
+        run = self._runs.get(hold.owner)
         if run is not None and not run.ending:
-            run.lost_lock = lock
+            run.lost_lock = LockLost(
+                hold.name,
+                mode,
+                hold.token,
+                "it was not renewed in time (the worker was paused or cut off from the backend "
+                "for longer than lease_s) and lapsed; the task's run was stopped",
+            )
             run.interrupt("lock")
 
     # -- slots: the job path ---------------------------------------------------------------

@@ -233,6 +233,7 @@ def test_a_bad_log_level_in_the_environment_is_a_usage_error(tmp_path: Path) -> 
         ["purge", "mem_app:app", "default", "--yes"],
         ["dead-letters", "mem_app:app"],
         ["requeue", "mem_app:app", "--all"],
+        ["locks", "mem_app:app"],
         ["worker", "mem_app:app", "--processes", "2"],
     ],
 )

@@ -12,7 +12,7 @@ from typing import NoReturn, TypeAlias
 
 from .. import __version__
 from .._backends import DEFAULT_APP
-from . import _queues, _tasks, _workers
+from . import _locks, _queues, _tasks, _workers
 from ._errors import ExitCode, classify, exit_codes_help, format_traceback
 
 __all__ = ["main"]
@@ -80,6 +80,7 @@ def _parser() -> _Parser:
     _add_worker(sub)
     _add_task_commands(sub)
     _add_queue_commands(sub)
+    _add_locks(sub)
     _add_db(sub)
     return parser
 
@@ -180,6 +181,15 @@ def _add_queue_commands(sub: Commands) -> None:
         "--queue", default=None, help="with --all: the queue (default: the default queue)"
     )
     _with_json(requeue)
+
+
+def _add_locks(sub: Commands) -> None:
+    locks = _command(sub, "locks", _locks.locks, "list locks, their holders and waiters")
+    _with_app(locks)
+    locks.add_argument(
+        "names", metavar="NAME", nargs="*", help="only these locks (default: every lock in use)"
+    )
+    _with_json(locks)
 
 
 def _add_db(sub: Commands) -> None:
