@@ -315,6 +315,14 @@ def _per_run(
     out: list[tuple[list[LockHold], list[LockRequest]]] = []
     start = 0
     for requests in groups:
+        if len(requests) == 1:  # the usual case: one lock
+            request, token = requests[0], tokens[start]
+            start += 1
+            if token is None:
+                out.append(([], [request]))
+            else:
+                out.append(([LockHold(request.name, request.owner, token)], []))
+            continue
         got = tokens[start : start + len(requests)]
         start += len(requests)
         pairs = list(zip(requests, got, strict=True))

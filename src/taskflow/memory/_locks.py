@@ -30,32 +30,46 @@ _EXCLUSIVE = LockMode.EXCLUSIVE
 class _Lock:
     """One named lock: holders, waiters in queue order, and its last fencing token."""
 
-    __slots__ = ("holders", "token", "waiters")
+    __slots__ = ("earliest", "holders", "token", "waiters")
 
     def __init__(self) -> None:
         self.token = 0
         self.holders: dict[str, LockHolder] = {}
         self.waiters: dict[str, LockWaiter] = {}
+        #: At or before the earliest expiry of an entry: until then, nothing lapsed (so a
+        #: settle need not look at a hundred shared holders on every request).
+        self.earliest = float("inf")
 
     def _exclusive_held(self) -> bool:
-        return any(h.mode is _EXCLUSIVE for h in self.holders.values())
+        # An exclusive holder holds the lock alone.
+        holders = self.holders
+        return len(holders) == 1 and next(iter(holders.values())).mode is _EXCLUSIVE
 
     def _exclusive_waits(self) -> bool:
         return any(w.mode is _EXCLUSIVE for w in self.waiters.values())
 
     def _grant(self, owner: str, mode: LockMode, ttl_s: float, now: float) -> int:
         self.token += 1
+        expires_at = now + ttl_s
         self.holders[owner] = LockHolder(
-            owner=owner, mode=mode, token=self.token, expires_at=now + ttl_s
+            owner=owner, mode=mode, token=self.token, expires_at=expires_at
         )
+        self.earliest = min(self.earliest, expires_at)
         return self.token
 
     def settle(self, ttl_s: float, now: float) -> list[str]:
         """Drop lapsed holders and waiters, then grant the head of the queue what is free: the
         head EXCLUSIVE waiter alone, or the run of SHARED waiters. Returns the owners granted."""
-        self.holders = {o: h for o, h in self.holders.items() if h.expires_at > now}
-        self.waiters = {o: w for o, w in self.waiters.items() if w.expires_at > now}
+        if self.earliest <= now:
+            self.holders = {o: h for o, h in self.holders.items() if h.expires_at > now}
+            self.waiters = {o: w for o, w in self.waiters.items() if w.expires_at > now}
+            self.earliest = min(
+                min((h.expires_at for h in self.holders.values()), default=float("inf")),
+                min((w.expires_at for w in self.waiters.values()), default=float("inf")),
+            )
         granted: list[str] = []
+        if not self.waiters:
+            return granted
         for owner, waiter in list(self.waiters.items()):
             if waiter.mode is _EXCLUSIVE and self.holders:
                 break
@@ -87,6 +101,7 @@ class _Lock:
             self.waiters[owner] = LockWaiter(
                 owner=owner, mode=request.mode, since=now, expires_at=now + ttl_s
             )
+            self.earliest = min(self.earliest, now + ttl_s)
         return None
 
     def _grantable(self, mode: LockMode) -> bool:
