@@ -217,6 +217,8 @@ CREATE TABLE {s}.lock_entries (
     PRIMARY KEY (name, owner)
 );
 CREATE INDEX lock_entries_queue ON {s}.lock_entries (name, seq) WHERE NOT held;
+-- Is an exclusive entry there? (asked by every shared request, beside many shared holders)
+CREATE INDEX lock_entries_exclusive ON {s}.lock_entries (name) WHERE mode = 'X';
 
 -- Drop the lock's lapsed entries, then grant the head of its queue what is free: the head
 -- exclusive waiter alone, or the run of shared waiters. Returns the owners granted.
@@ -307,26 +309,30 @@ BEGIN
         FROM {s}.lock_settle(n, p_now, p_exp) AS g;
     END LOOP;
     FOR k IN 1 .. coalesce(array_length(p_names, 1), 0) LOOP
-        IF p_op = 'acquire' THEN
-            RETURN QUERY SELECT k, {s}.lock_request(
-                p_names[k], p_owners[k], p_modes[k], p_waits[k], p_now, p_exp), NULL::text;
-        ELSIF p_op = 'renew' THEN
-            UPDATE {s}.lock_entries SET expires_at = p_exp
-            WHERE name = p_names[k] AND owner = p_owners[k] AND held AND token = p_tokens[k];
-            RETURN QUERY SELECT k, CASE WHEN FOUND THEN 1::bigint ELSE 0::bigint END, NULL::text;
-        ELSE
+        IF p_op IN ('release', 'withdraw') THEN
+            -- Delete them all first, then settle each lock once (below): a settle per entry
+            -- would look at every entry of the lock once per entry of the batch.
             IF p_op = 'release' THEN
                 DELETE FROM {s}.lock_entries
                 WHERE name = p_names[k] AND owner = p_owners[k] AND held AND token = p_tokens[k];
             ELSE  -- withdraw: a request granted since it queued is given back too
                 DELETE FROM {s}.lock_entries WHERE name = p_names[k] AND owner = p_owners[k];
             END IF;
-            IF FOUND THEN
-                RETURN QUERY SELECT NULL::integer, NULL::bigint, g
-                FROM {s}.lock_settle(p_names[k], p_now, p_exp) AS g;
-            END IF;
+        ELSIF p_op = 'acquire' THEN
+            RETURN QUERY SELECT k, {s}.lock_request(
+                p_names[k], p_owners[k], p_modes[k], p_waits[k], p_now, p_exp), NULL::text;
+        ELSIF p_op = 'renew' THEN
+            UPDATE {s}.lock_entries SET expires_at = p_exp
+            WHERE name = p_names[k] AND owner = p_owners[k] AND held AND token = p_tokens[k];
+            RETURN QUERY SELECT k, CASE WHEN FOUND THEN 1::bigint ELSE 0::bigint END, NULL::text;
         END IF;
     END LOOP;
+    IF p_op IN ('release', 'withdraw') THEN
+        FOR n IN SELECT DISTINCT u FROM unnest(p_names) AS u ORDER BY 1 LOOP
+            RETURN QUERY SELECT NULL::integer, NULL::bigint, g
+            FROM {s}.lock_settle(n, p_now, p_exp) AS g;
+        END LOOP;
+    END IF;
 END
 $$;
 """
