@@ -94,6 +94,8 @@ class LockGate:
         #: Locks of ended runs, for the next release call.
         self._to_release: list[LockHold] = []
         self._event = asyncio.Event()
+        #: Background checks of granted owners that may have ended (`_withdraw_ended`).
+        self._checks: set[asyncio.Task[None]] = set()
 
     # -- what the worker calls (synchronously) ---------------------------------------------
 
@@ -180,6 +182,12 @@ class LockGate:
         for task_id in list(self._holds):
             self.ended(task_id)
         await self.flush()
+
+    def stop_checks(self) -> None:
+        """Cancel the background checks of granted owners (the worker is gone; the grant of an
+        ended owner then lapses by itself)."""
+        for check in list(self._checks):
+            check.cancel()
 
     # -- acquiring -------------------------------------------------------------------------
 
@@ -289,13 +297,33 @@ class LockGate:
     # -- waking ----------------------------------------------------------------------------
 
     async def _wake(self, owners: list[str], names: Iterable[str]) -> None:
-        """Wake the parked tasks a release granted locks `names` to. A granted owner that
-        ended meanwhile (cancelled or purged while parked) will never use its grant: its
-        requests of `names` are withdrawn, which grants the next waiters, woken in turn."""
-        names = sorted(set(names))
+        """Wake the parked tasks a release granted locks `names` to, then (in the background,
+        off the path of the next acquire) see to the owners that ended while parked."""
+        if not owners:
+            return
+        await self._broker.wake(owners, now=self._clock.time())
+        check = asyncio.get_running_loop().create_task(
+            self._withdraw_ended(owners, sorted(set(names))), name="taskflow-lock-check"
+        )
+        self._checks.add(check)
+        check.add_done_callback(self._checks.discard)
+
+    async def _withdraw_ended(self, owners: list[str], names: list[str]) -> None:
+        """A granted owner that ended while parked (cancelled, purged) will never use its
+        grant: its requests of `names` are withdrawn, which grants the next waiters, woken in
+        turn (and checked the same way)."""
+        try:
+            await self._withdraw_ended_now(owners, names)
+        except Exception:
+            logger.exception(
+                "could not check the tasks granted locks %s; an ended one keeps its grant "
+                "until it lapses",
+                ", ".join(names),
+            )
+
+    async def _withdraw_ended_now(self, owners: list[str], names: list[str]) -> None:
         while owners:
             now = self._clock.time()
-            await self._broker.wake(owners, now=now)
             records = await self._broker.storage.get_many(owners, now=now)
             gone = [r.id for r in records if r is not None and r.status in _TERMINAL]
             if not gone:
@@ -305,6 +333,8 @@ class LockGate:
             owners = await self._broker.coordination.withdraw_lock_requests(
                 requests, ttl_s=self._lease_s, now=self._clock.time()
             )
+            if owners:
+                await self._broker.wake(owners, now=self._clock.time())
 
 
 def _per_run(

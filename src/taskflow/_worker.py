@@ -613,6 +613,7 @@ class Worker:
                 slot.task.cancel()
         held = [release(run) for run in self._runs.values()]
         await self._release_locks()
+        self._gate.stop_checks()
         if not held or not self.app.broker.is_open:
             return
         pending = self._recorder.take_pending()
