@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterable
 from ._clock import Clock
 from ._config import GlobalConfig
 from ._message import (
+    ErrorInfo,
     LockHold,
     LockMode,
     LockRequest,
@@ -41,9 +42,12 @@ from ._recorder import MAX_RETRY_PAUSE_S, RETRY_PAUSE_S
 from ._run import Run
 from .abc import Broker
 
-__all__ = ["LockGate"]
+__all__ = ["WAITING_FOR_LOCK", "LockGate"]
 
 logger = logging.getLogger("taskflow.worker")
+
+#: The detail of the ``released`` event of a task parked to wait for its declared locks.
+WAITING_FOR_LOCK = "WaitingForLock"
 
 _TERMINAL = frozenset(s for s in TaskStatus if s.terminal)
 #: The mode of a withdrawal made for an ended owner: a withdrawal matches name and owner.
@@ -248,8 +252,14 @@ class LockGate:
         now = self._clock.time()
         retry_at = now + self._lease_s / 2
         outcomes = [
-            Outcome(run.task_id, run.token, OutcomeKind.RELEASE, retry_at=retry_at)
-            for run, _, _ in parked
+            Outcome(
+                run.task_id,
+                run.token,
+                OutcomeKind.RELEASE,
+                error=_waiting_for(requests, holds),
+                retry_at=retry_at,
+            )
+            for run, requests, holds in parked
         ]
         for run, _, _ in parked:
             run.ending = True
@@ -360,3 +370,11 @@ def _per_run(
         queued = [r for r, t in pairs if t is None]
         out.append((holds, queued))
     return out
+
+
+def _waiting_for(requests: list[LockRequest], holds: list[LockHold]) -> ErrorInfo:
+    """Why a parked task was given back, for its ``released`` event (detail ``WaitingForLock``):
+    the locks it waits for."""
+    granted = {hold.name for hold in holds}
+    waiting = [f"{r.name!r} ({r.mode.value})" for r in requests if r.name not in granted]
+    return ErrorInfo(WAITING_FOR_LOCK, f"waiting for lock {', '.join(waiting)}")

@@ -5,7 +5,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from taskflow.abc import Broker, Lease, LeaseState, TaskStatus
+from taskflow.abc import (
+    Broker,
+    ErrorInfo,
+    EventKind,
+    Lease,
+    LeaseState,
+    Outcome,
+    OutcomeKind,
+    TaskStatus,
+)
 from taskflow.testing import FakeClock
 
 from ._helpers import LEASE_S, claim, done, enqueue_one, release, retry
@@ -135,3 +144,22 @@ async def test_wake_calls_idle_workers_back(backend: Broker, clock: FakeClock) -
     assert woken.calls > calls
     assert [d.task_id for d in await claim(backend, clock, worker_id="w1")] == [task_id]
     await backend.unwatch_work(["default"], worker_id="w1", now=clock.time())
+
+
+async def test_a_release_that_says_why_shows_it_in_its_event(
+    backend: Broker, clock: FakeClock
+) -> None:
+    """A worker parks a task that waits for a lock with a RELEASE whose error says so: the
+    `released` event carries its type as detail; the task's record shows no error."""
+    task_id = await _enqueue(backend, clock)
+    [delivery] = await claim(backend, clock)
+    why = ErrorInfo("WaitingForLock", "waiting for lock 'dwh.sales' (exclusive)")
+    parked = Outcome(
+        delivery.task_id, delivery.token, OutcomeKind.RELEASE, error=why, retry_at=clock.time() + 5
+    )
+    assert await backend.complete([parked], now=clock.time()) == [True]
+    events = await backend.storage.read_events("default")
+    released = [e for e in events if e.task_id == task_id and e.kind is EventKind.RELEASED]
+    assert [e.detail for e in released] == ["WaitingForLock"]
+    record = await backend.storage.get(task_id, now=clock.time())
+    assert record is not None and record.error is None and record.attempts == 0

@@ -14,6 +14,7 @@ import anyio
 import pytest
 
 from taskflow import (
+    EventKind,
     Exclusive,
     GlobalConfig,
     InvalidOption,
@@ -147,6 +148,11 @@ async def test_a_writer_waits_for_readers_then_runs_before_later_readers(
             assert await _waiters(app) == [swap.task_id, late.task_id]
             assert log == ["r1 start"]
             assert await swap.status() is TaskStatus.SCHEDULED
+            events = await app.storage.read_events("default")
+            [parked] = [
+                e for e in events if e.task_id == swap.task_id and e.kind is EventKind.RELEASED
+            ]
+            assert parked.detail == "WaitingForLock"  # what the event stream shows
             go.set()
             for handle in (first, swap, late):
                 await handle.result(timeout=5)

@@ -317,7 +317,8 @@ class MemoryBroker(Broker):
             task.yields = None
             task.status = _SCHEDULED if due > now else _QUEUED
             queue.make_pending(task, due, now)
-            queue.emit(task, EventKind.RELEASED, now)
+            detail = None if outcome.error is None else outcome.error.type  # why, if it says
+            queue.emit(task, EventKind.RELEASED, now, detail)
 
     async def _cancel(self, task_ids: Sequence[str], now: float) -> list[CancelResult]:
         storage = self.storage

@@ -28,7 +28,6 @@ from ..abc import (
     LockState,
     LockWaiter,
     Outcome,
-    OutcomeKind,
     Progress,
     ProgressUpdate,
     QueueStats,
@@ -276,8 +275,9 @@ def complete_columns(outcomes: Sequence[Outcome]) -> list[list[Any]]:
 
 
 def _event_detail(outcome: Outcome) -> str | None:
-    """An outcome's event detail: the error's type (none for a release)."""
-    if outcome.error is None or outcome.kind is OutcomeKind.RELEASE:
+    """An outcome's event detail: the error's type (for a release: why it was given back, if
+    it says, e.g. ``WaitingForLock``)."""
+    if outcome.error is None:
         return None
     return outcome.error.type
 

@@ -46,7 +46,7 @@ for i = 0, n - 1 do
         ready_add(pr, due, m)
         woke = true
       end
-      event(id, 'released', tonumber(att) - 1, oid, '', name)
+      event(id, 'released', tonumber(att) - 1, oid, etype, name) -- why, if it says
     end
     out[#out + 1] = 1
   end
