@@ -152,6 +152,7 @@ class AppLock:
         self._renewer: asyncio.Task[None] | None = None
         self._host: asyncio.Task[object] | None = None
         self._lost: str | None = None
+        self._expires_at = 0.0
 
     @property
     def token(self) -> int:
@@ -200,10 +201,9 @@ class AppLock:
 
     async def _request(self) -> int | None:
         request = LockRequest(self.name, self.owner, self.mode)
-        app = self._app
-        [token] = await app.coordination.acquire_locks(
-            [request], ttl_s=self.ttl_s, now=app.clock.time()
-        )
+        now = self._app.clock.time()
+        [token] = await self._app.coordination.acquire_locks([request], ttl_s=self.ttl_s, now=now)
+        self._expires_at = now + self.ttl_s  # of the hold if granted (a request renews it)
         return token
 
     async def _wait_turn(self, woken: asyncio.Event) -> int:
@@ -230,7 +230,7 @@ class AppLock:
     async def _renew_while_held(self) -> None:
         app = self._app
         hold = LockHold(self.name, self.owner, self.token)
-        expires_at = app.clock.time() + self.ttl_s
+        expires_at = self._expires_at
         while True:
             await app.clock.sleep(self._renew_s)
             now = app.clock.time()

@@ -282,3 +282,21 @@ def test_bad_ttls_are_refused(ttl: object) -> None:
     app = QueueTasks(name="t")
     with pytest.raises(InvalidOption, match="ttl must be a number of seconds > 0"):
         app.lock("r", ttl=ttl)  # type: ignore[arg-type]
+
+
+async def test_renewals_that_fail_are_retried_until_the_lease_runs_out(
+    app: QueueTasks, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    holder = Holder(app.lock("r", ttl=9))
+    await holder.entered.wait()
+    await app.coordination.close()  # every renewal now fails (the backend is unreachable)
+    try:
+        await clock.advance(3)
+        await clock.advance(3)
+        assert not holder.task.done()  # failed twice, but the lease has not run out yet
+        assert "renewing lock 'r' failed (retried)" in caplog.text
+        await clock.advance(3)
+        with pytest.raises(LockLost, match="could not be renewed before its lease ran out"):
+            await holder.task
+    finally:
+        await app.coordination.open()
