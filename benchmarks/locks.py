@@ -71,7 +71,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=200, help="rounds of LX per repetition")
     parser.add_argument("--redis-url", default=os.environ.get("TASKFLOW_TEST_REDIS_URL"))
     parser.add_argument("--postgres-url", default=os.environ.get("TASKFLOW_TEST_POSTGRES_DSN"))
-    parser.add_argument("--out", default="benchmarks/results/locks.jsonl")
+    parser.add_argument("--out", default="benchmarks/results/locks.json")
     args = parser.parse_args()
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
     table = []
