@@ -218,8 +218,9 @@ class Outcome(msgspec.Struct, frozen=True, array_like=True, gc=False):
     `result` is the encoded return value (DONE, and only if the task stores results). `error` is
     set for FAILED and RETRY (the error that caused it) and may be set for CANCELLED and EXPIRED;
     on a RELEASE it may say why the task was given back (its type becomes the ``released``
-    event's detail, e.g. ``WaitingForLock``; the record keeps no error). `retry_at` is when a RETRY or RELEASE becomes due (None: now). `result_expires_at` is when a
-    terminal result stops being readable (the result TTL).
+    event's detail, e.g. ``WaitingForLock``; the record keeps no error). `retry_at` is when a
+    RETRY or RELEASE becomes due (None: now). `result_expires_at` is when a terminal result
+    stops being readable (the result TTL).
     """
 
     task_id: str
