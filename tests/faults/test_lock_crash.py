@@ -10,18 +10,19 @@ own lease and, finding the writer ahead of it, waits its turn and runs after it.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from types import ModuleType
 
 import anyio
 import pytest
 
 from taskflow import QueueTasks, TaskStatus
-from tests.faults._harness import _load
 from tests.services import poll_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
@@ -69,6 +70,15 @@ APP = textwrap.dedent(
         return "swapped"
     """
 )
+
+
+def _load(path: Path) -> ModuleType:
+    """The app module at `path`, imported under a name of its own."""
+    spec = importlib.util.spec_from_file_location(f"lockcrashapp_{os.urandom(4).hex()}", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def _start_worker(app_dir: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
