@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
+
+import anyio
 
 from ._clock import Clock
 from ._config import GlobalConfig
@@ -97,7 +99,10 @@ class LockGate:
         self._modes: dict[str, dict[str, LockMode]] = {}
         #: Locks of ended runs, for the next release call.
         self._to_release: list[LockHold] = []
+        #: Set when runs wait to ask (`_waiting`), and when ended runs' locks wait to be
+        #: released (`_to_release`).
         self._event = asyncio.Event()
+        self._release_event = asyncio.Event()
         #: Background checks of granted owners that may have ended (`_withdraw_ended`).
         self._checks: set[asyncio.Task[None]] = set()
 
@@ -120,7 +125,7 @@ class LockGate:
         self._modes.pop(task_id, None)
         if holds:
             self._to_release += holds
-            self._event.set()
+            self._release_event.set()
 
     def take_waiting(self) -> list[Run]:
         """The runs that wait to ask for their locks, which the caller gives back (a stop)."""
@@ -130,17 +135,24 @@ class LockGate:
     # -- the loop --------------------------------------------------------------------------
 
     async def loop(self) -> None:
-        """Release and acquire in batches whenever there is something to do, until cancelled."""
-        event = self._event
+        """Release and acquire in batches whenever there is something to do, until cancelled:
+        two loops, so that a release never waits for an acquire call in flight, nor the other
+        way round."""
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._batches, self._release_event, self.flush, "releasing")
+            await self._batches(self._event, self._ask, "taking")
+
+    async def _batches(
+        self, event: asyncio.Event, step: Callable[[], Awaitable[None]], what: str
+    ) -> None:
         pause = RETRY_PAUSE_S
         while True:
             await event.wait()
             event.clear()
             try:
-                await self.flush()
-                await self._ask()
+                await step()
             except Exception:
-                logger.exception("taking or releasing locks failed; retrying in %.1f s", pause)
+                logger.exception("%s locks failed; retrying in %.1f s", what, pause)
                 event.set()
                 await self._clock.sleep(pause)
                 pause = min(pause * 2, MAX_RETRY_PAUSE_S)
