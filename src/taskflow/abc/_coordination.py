@@ -87,12 +87,16 @@ class Coordination(Lifecycle, ABC):
     #   by a queued owner keeps its place and refreshes its expiry.
     # * Every grant gets a fencing token greater than any earlier token of that lock name, kept
     #   across releases (as leases do), so writes guarded by it can refuse an older holder.
-    # * A release (or a lapse noticed by any call touching the lock) grants the lock to the
-    #   waiters now at the head of the queue, in the same atomic step: the head EXCLUSIVE
-    #   waiter alone, or the run of SHARED waiters up to the next EXCLUSIVE one. They become
-    #   holders (expiring ``now + ttl_s``) and `release_locks` returns their owners, so the
-    #   caller can wake them (`Broker.wake` for parked tasks); their next request finds the
-    #   lock theirs.
+    # * A release or a withdrawal (or a lapse noticed by any call touching the lock) grants the
+    #   lock to the waiters now at the head of the queue, in the same atomic step: the head
+    #   EXCLUSIVE waiter alone, or the run of SHARED waiters up to the next EXCLUSIVE one. They
+    #   become holders (expiring ``now + ttl_s``) and `release_locks` (`withdraw_lock_requests`)
+    #   returns their owners, so the caller can wake them (`Broker.wake` for parked tasks, the
+    #   app's `LockWaiters` for `app.lock`); their next request finds the lock theirs.
+    # * A withdrawal takes its owner's request out of the queue, or gives back the lock if it
+    #   was granted to that owner meanwhile.
+    # * Lock names are checked here (`check_lock_name`) before the hooks are called; the hooks
+    #   get `lock_states` names distinct and sorted.
 
     async def acquire_locks(
         self, requests: Sequence[LockRequest], *, ttl_s: float, now: float

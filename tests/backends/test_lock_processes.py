@@ -1,8 +1,11 @@
-"""A lock holder SIGKILLed mid-hold, on Redis and PostgreSQL: the process waiting for the lock
-gets it once the dead holder's lease lapses, with a higher fencing token, and not before.
+"""``app.lock`` across real processes, on Redis and PostgreSQL.
 
-The holder is a real process (``python -c``) that takes ``app.lock`` and never leaves its
-block; the waiter is an ``app.lock`` in the test process, queued behind it.
+* Many processes take one lock in turn, shared or exclusive, and log each hold to a file:
+  an exclusive hold never overlaps another, and each exclusive token is above every earlier one.
+* A holder SIGKILLed mid-hold: the process waiting for the lock gets it once the dead holder's
+  lease lapses, with a higher fencing token, and not before. The holder is a real process
+  (``python -c``) that takes ``app.lock`` and never leaves its block; the waiter is an
+  ``app.lock`` in the test process, queued behind it.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import sys
 import textwrap
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import anyio
 import pytest
@@ -101,3 +105,61 @@ async def test_the_waiter_gets_the_lock_after_the_killed_holders_lease(url: str)
             holder.wait()
         if holder.stdout is not None:
             holder.stdout.close()
+
+
+TURNS = textwrap.dedent(
+    """
+    import asyncio, os, sys
+
+    from taskflow import QueueTasks
+
+    async def main(n: int, log: str, turns: int) -> None:
+        app = QueueTasks(name="locks", broker=os.environ["TF_URL"])
+        async with app:
+            for turn in range(turns):
+                shared = (n + turn) % 3 != 0
+                async with app.lock("hot", shared=shared) as lock:
+                    mode = "S" if shared else "X"
+                    with open(log, "a") as f:
+                        f.write(f"+ {mode} {lock.token} {n}\\n")
+                    await asyncio.sleep(0.005)
+                    with open(log, "a") as f:
+                        f.write(f"- {mode} {lock.token} {n}\\n")
+
+    asyncio.run(main(int(sys.argv[1]), sys.argv[2], int(sys.argv[3])))
+    """
+)
+
+
+@pytest.mark.timeout(120)
+def test_processes_taking_turns_never_overlap_a_writer(url: str, tmp_path: Path) -> None:
+    log = tmp_path / "holds.log"
+    env = {**os.environ, "TF_URL": url}
+    procs = [
+        subprocess.Popen([sys.executable, "-c", TURNS, str(n), str(log), "8"], env=env)
+        for n in range(4)
+    ]
+    try:
+        assert [proc.wait(timeout=90) for proc in procs] == [0] * 4
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    inside: dict[str, set[int]] = {"S": set(), "X": set()}
+    newest = 0
+    lines = log.read_text().splitlines()
+    assert len(lines) == 2 * 4 * 8
+    for line in lines:
+        sign, mode, token_text, _ = line.split()
+        token = int(token_text)
+        if sign == "-":
+            inside[mode].remove(token)
+            continue
+        if mode == "X":
+            assert not inside["S"] and not inside["X"], line
+            assert token > newest, line
+        else:
+            assert not inside["X"], line
+        inside[mode].add(token)
+        newest = max(newest, token)
