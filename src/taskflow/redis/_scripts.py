@@ -32,7 +32,13 @@ QUEUE_SCRIPTS: Final = (
     "cleanup",
     "purge",
 )
-STANDALONE_SCRIPTS: Final = ("lease", "kv_set")
+STANDALONE_SCRIPTS: Final = (
+    "lease",
+    "kv_set",
+    "artifact_commit",
+    "artifact_delete",
+    "artifact_sweep",
+)
 
 
 def _read(name: str) -> str:
