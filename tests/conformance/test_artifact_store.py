@@ -54,7 +54,11 @@ def backend_store(kind: str) -> StoreOpener:
 #: Every store under test, by id.
 STORES: dict[str, StoreOpener] = {
     "directory": directory_store,
-    **{kind: backend_store(kind) for kind in ("redis", "redis_cluster") if kind in BACKEND_KINDS},
+    **{
+        kind: backend_store(kind)
+        for kind in ("redis", "redis_cluster", "postgres")
+        if kind in BACKEND_KINDS
+    },
 }
 
 
