@@ -18,6 +18,7 @@ What does not live here: the SQL (``_sql_artifacts.py``), cutting and hashing th
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from typing import Final
@@ -77,9 +78,10 @@ class PostgresArtifactStore(ArtifactStore):
                     "longest put",
                 )
         except Exception:
-            # A failed write cleans up now; a cancelled or killed one leaves its rows to
-            # sweep_partial.
-            await self._pg.run(lambda conn: conn.execute(sql.drop_upload, upload))
+            # A failed write cleans up now; a cancelled or killed one, or one whose cleanup
+            # fails too (the server is away), leaves its rows to sweep_partial.
+            with contextlib.suppress(Exception):
+                await self._pg.run(lambda conn: conn.execute(sql.drop_upload, upload))
             raise
         return blob
 

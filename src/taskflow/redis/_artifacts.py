@@ -23,6 +23,7 @@ connections (``_storage.py``), the contract (``abc/_artifacts.py``).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import secrets
@@ -105,10 +106,11 @@ class RedisArtifactStore(ArtifactStore):
             tally, count = await self._write_chunks(self._chunks(task_id, upload), pieces)
             await self._commit(task_id, name, upload, count, tally.blob())
         except Exception:
-            # A failed write cleans up now; a cancelled or killed one leaves its chunks to
-            # sweep_partial (or their TTL).
-            await self._client.unlink(self._chunks(task_id, upload))
-            await self._client.zrem(self._staging, member)
+            # A failed write cleans up now; a cancelled or killed one, or one whose cleanup
+            # fails too (the server is away), leaves its chunks to sweep_partial (or their TTL).
+            with contextlib.suppress(Exception):
+                await self._client.unlink(self._chunks(task_id, upload))
+                await self._client.zrem(self._staging, member)
             raise
         await self._client.zrem(self._staging, member)
         return tally.blob()
