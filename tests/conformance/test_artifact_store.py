@@ -280,3 +280,16 @@ async def test_sweep_spares_newer_writes_and_removes_older_ones(store: ArtifactS
     assert await store.sweep_partial(older_than=1e12) == 0
     assert await read_all(store, "t1", "done") == b"finished"
     assert await read_all(store, "t1", "a") == sample(MiB + 1)
+
+
+async def test_concurrent_writes_of_one_key_leave_one_whole(store: ArtifactStore) -> None:
+    versions = [sample(MiB + 100 * i, seed=i) for i in range(4)]
+    blobs = await asyncio.gather(
+        *(store.write("t1", "a", stream(data), now=1.0) for data in versions)
+    )
+    assert blobs == [blob_of(data) for data in versions]
+    assert await read_all(store, "t1", "a") in versions
+    assert await store.sweep_partial(older_than=1e12) == 0
+    assert await store.delete("t1", "a") is True
+    with pytest.raises(ArtifactNotFound):
+        await read_all(store, "t1", "a")
