@@ -8,6 +8,7 @@ are in ``taskflow.abc`` and test helpers in ``taskflow.testing``.
 import logging as _logging
 
 from ._app import QueueTasks as QueueTasks
+from ._artifact_dir import DirectoryArtifactStore as DirectoryArtifactStore
 from ._client import AsyncResult as AsyncResult
 from ._client import AsyncTask as AsyncTask
 from ._client import SyncResult as SyncResult
@@ -75,6 +76,7 @@ __all__ = [
     "CancelResult",
     "Clock",
     "ConfigError",
+    "DirectoryArtifactStore",
     "EncodeError",
     "ErrorInfo",
     "Event",

@@ -4,7 +4,7 @@ A store is a plain keyed blob store: it writes a stream of pieces atomically (vi
 whole), reads one back as a stream, and deletes. It knows nothing of retention, fetch counts or
 expiry: the core keeps each artifact's metadata (size, checksum, retention, state) in the
 backend's `Coordination` key-value space and asks the store only for bytes. So an object store
-(S3, GCS) plugs in by implementing the five hooks below: a multipart upload completed at the
+(S3, GCS) plugs in by implementing the four hooks below: a multipart upload completed at the
 end is the atomic write; an unfinished one is what `sweep_partial` aborts.
 
 Two implementations ship: a directory (the embedded backend's default, and any directory every

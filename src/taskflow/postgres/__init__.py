@@ -27,13 +27,14 @@ of things in the database (`app_schema`, `channel_name`). The package, by job:
   and what it wakes, shared with the other two);
 * ``_broker.py``: `PostgresBroker` (the message path);
 * ``_coordination.py``: `PostgresCoordination` (leases, key-value records);
+* ``_artifacts.py``: `PostgresArtifactStore` (artifact bytes in 1 MiB rows);
 * ``_client.py``: the driver, the DSN, the pool and its errors; ``_growth.py``: the pool's
   growth beside the calls;
 * ``_listener.py``: the LISTEN connection and its payloads; ``_wakeups.py``: the work watchers
   and what was heard per queue;
 * ``_codec.py``: rows to structs, batches to statement arguments;
 * ``_schema.py``: names, tables, migrations; ``_sql_broker.py``, ``_sql_storage.py``,
-  ``_sql_coordination.py``: the statements of each part.
+  ``_sql_coordination.py``, ``_sql_artifacts.py``: the statements of each part.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from typing import Any, Final
 from urllib.parse import urlsplit
 
 from .._backends import DEFAULT_APP
+from ._artifacts import PostgresArtifactStore as PostgresArtifactStore
 from ._broker import PostgresBroker as PostgresBroker
 from ._client import connect, reaching, require_asyncpg, split_dsn
 from ._coordination import PostgresCoordination as PostgresCoordination
@@ -51,6 +53,7 @@ from ._schema import channel_name as channel_name
 from ._storage import PostgresStorage as PostgresStorage
 
 __all__ = [
+    "PostgresArtifactStore",
     "PostgresBroker",
     "PostgresCoordination",
     "PostgresStorage",

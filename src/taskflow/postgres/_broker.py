@@ -36,6 +36,7 @@ from ..abc import (
     TaskRecord,
     TaskStatus,
 )
+from ._artifacts import PostgresArtifactStore
 from ._client import is_transient, reaching
 from ._codec import (
     LEASE_EXPIRED,
@@ -111,6 +112,11 @@ class PostgresBroker(Broker):
     async def _open(self) -> None:
         # A new open may have missed notifications: its workers start from a fresh look.
         self._due_after_claim = {}
+
+    def default_artifact_store(self) -> PostgresArtifactStore:
+        """A `PostgresArtifactStore` on this broker's pool: artifacts in 1 MiB rows of the app
+        schema's tables. Open it after the broker, close it before."""
+        return PostgresArtifactStore(self.pg)
 
     async def _close(self) -> None:
         # A claim cut short by its own worker's stop is given back now, not after its lease;

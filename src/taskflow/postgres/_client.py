@@ -345,6 +345,25 @@ class Connections:
         finally:
             growth.leave()
 
+    @contextlib.asynccontextmanager
+    async def lend(self) -> AsyncIterator[Conn]:
+        """A pooled connection for one caller to hold across awaits (a streamed read), handed
+        back when the block ends.
+
+        Raises:
+            BackendUnavailable: the pool is closed.
+        """
+        pool = self._pool
+        if pool is None:
+            raise BackendUnavailable("the PostgreSQL pool is closed")
+        growth = self._growth
+        await growth.enter(pool)
+        try:
+            async with pool.acquire() as conn:
+                yield conn
+        finally:
+            growth.leave()
+
     async def _warm(self, conn: Conn) -> None:
         """Have a new pooled connection learn the array types the hot statements take (asyncpg
         introspects a type on its first use on each connection, a query of its own)."""

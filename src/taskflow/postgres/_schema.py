@@ -337,6 +337,37 @@ END
 $$;
 """
 
+# Artifact bytes (`PostgresArtifactStore`): one row per upload (staged until committed), its
+# chunks of 1 MiB, and per artifact the head naming its visible upload. Chunks go with their
+# upload (ON DELETE CASCADE), so dropping a replaced or abandoned upload is one DELETE.
+_V8_ARTIFACTS: Final = """
+CREATE TABLE {s}.artifact_uploads (
+    id          text PRIMARY KEY,
+    task_id     text NOT NULL,
+    name        text NOT NULL,
+    started_at  double precision NOT NULL,
+    committed   boolean NOT NULL DEFAULT false
+);
+CREATE INDEX artifact_uploads_key ON {s}.artifact_uploads (task_id, name);
+CREATE INDEX artifact_uploads_staged ON {s}.artifact_uploads (started_at) WHERE NOT committed;
+
+CREATE TABLE {s}.artifact_chunks (
+    upload_id  text NOT NULL REFERENCES {s}.artifact_uploads (id) ON DELETE CASCADE,
+    seq        integer NOT NULL,
+    data       bytea NOT NULL,
+    PRIMARY KEY (upload_id, seq)
+);
+
+CREATE TABLE {s}.artifacts (
+    task_id    text NOT NULL,
+    name       text NOT NULL,
+    upload_id  text NOT NULL REFERENCES {s}.artifact_uploads (id),
+    size       bigint NOT NULL,
+    sha256     text NOT NULL,
+    PRIMARY KEY (task_id, name)
+);
+"""
+
 #: (version, description, DDL with ``{s}`` for the quoted schema), in order. Append only.
 MIGRATIONS: Final[tuple[tuple[int, str, str], ...]] = (
     (1, "tables: tasks, events, leases, kv; the notify helper", _V1_TABLES),
@@ -350,6 +381,7 @@ MIGRATIONS: Final[tuple[tuple[int, str, str], ...]] = (
     (5, "index of finished tasks by queue and finish time (stats)", _V5_FINISHED),
     (6, "running tasks name the claim that took them (a lost claim is given back)", _V6_CLAIM_IDS),
     (7, "reader/writer locks: locks, lock_entries; lock_batch and its helpers", _V7_LOCKS),
+    (8, "artifact bytes: uploads, their chunks, and the visible upload of each", _V8_ARTIFACTS),
 )
 LATEST_VERSION: Final = MIGRATIONS[-1][0]
 

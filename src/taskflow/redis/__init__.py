@@ -12,7 +12,8 @@ The package, by job: ``_client.py`` (URLs and the redis-py client), ``_routing.p
 the queue of each task id), ``_codec.py`` (script arguments and replies), ``_storage.py``
 (`RedisStorage`: records, events, the listener's messages), ``_early.py`` (outcomes pushed
 before anyone waited), ``_broker.py`` (`RedisBroker`: the message path), ``_coordination.py``
-(`RedisCoordination`: leases and key-value records), ``_scripts.py`` and ``lua/`` (the Lua
+(`RedisCoordination`: leases and key-value records), ``_artifacts.py``
+(`RedisArtifactStore`: artifact bytes in chunks), ``_scripts.py`` and ``lua/`` (the Lua
 scripts), ``_lane.py`` (the pipelined connection of script calls), ``_listener.py`` (the shared
 pub/sub listener), ``_redispy.py`` (every use of redis-py's private parts). This module is only
 the public front: the three classes and `from_url`.
@@ -29,12 +30,13 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise missing_driver("taskflow.redis") from exc
 
+from ._artifacts import RedisArtifactStore as RedisArtifactStore
 from ._broker import RedisBroker as RedisBroker
 from ._client import parse_url
 from ._coordination import RedisCoordination as RedisCoordination
 from ._storage import RedisStorage as RedisStorage
 
-__all__ = ["RedisBroker", "RedisCoordination", "RedisStorage", "from_url"]
+__all__ = ["RedisArtifactStore", "RedisBroker", "RedisCoordination", "RedisStorage", "from_url"]
 
 
 def from_url(url: str, *, app: str = DEFAULT_APP, **options: Any) -> RedisBroker:

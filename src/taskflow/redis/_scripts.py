@@ -33,7 +33,14 @@ QUEUE_SCRIPTS: Final = (
     "cleanup",
     "purge",
 )
-STANDALONE_SCRIPTS: Final = ("lease", "kv_set", "lock")
+STANDALONE_SCRIPTS: Final = (
+    "lease",
+    "kv_set",
+    "lock",
+    "artifact_commit",
+    "artifact_delete",
+    "artifact_sweep",
+)
 
 
 def _read(name: str) -> str:
