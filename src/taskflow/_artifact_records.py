@@ -30,8 +30,8 @@ from ._exceptions import InvalidArtifactName
 
 __all__ = [
     "BUCKET_S",
-    "ENDED",
     "CURSOR_KEY",
+    "ENDED",
     "INDEX_NAMESPACE",
     "NAME_MAX_BYTES",
     "STALE_WRITE_S",
@@ -224,10 +224,8 @@ class ArtifactInfo:
 def kept_for(record: ArtifactRecord) -> str:
     """Why an artifact expired, in words: ``"kept 72 h after it was ready"``."""
     keep_s = record.keep_s or 0.0
-    if keep_s >= 3600 and keep_s % 3600 == 0:
-        span = f"{keep_s / 3600:g} h"
-    else:
-        span = f"{keep_s:g} s"
+    hours = keep_s >= 3600 and keep_s % 3600 == 0
+    span = f"{keep_s / 3600:g} h" if hours else f"{keep_s:g} s"
     return f"kept {span} after it was ready"
 
 

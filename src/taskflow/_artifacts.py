@@ -23,10 +23,13 @@ into pieces (`_artifact_sources.py`), the housekeeping pass (`_artifact_sweep.py
 from __future__ import annotations
 
 import asyncio
+import atexit
 import hashlib
 import logging
 import os
 import secrets
+import shutil
+import tempfile
 import threading
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -36,6 +39,7 @@ from typing import Final
 import anyio
 import msgspec
 
+from ._artifact_dir import DirectoryArtifactStore
 from ._artifact_records import (
     CURSOR_KEY,
     INDEX_NAMESPACE,
@@ -56,11 +60,18 @@ from ._artifact_records import (
 )
 from ._artifact_sources import ArtifactData, pieces_of
 from ._clock import Clock
-from ._exceptions import ArtifactNotFound, InvalidOption, LifecycleError
+from ._exceptions import ArtifactNotFound, ConfigError, InvalidOption, LifecycleError
 from ._options import NOT_GIVEN, Seconds, duration_s, given
-from .abc import ArtifactBlob, ArtifactStore, Coordination
+from .abc import ArtifactBlob, ArtifactStore, Broker, Coordination
 
-__all__ = ["DEFAULT_KEEP_S", "ArtifactKeeper", "Retention", "TaskArtifacts"]
+__all__ = [
+    "DEFAULT_KEEP_S",
+    "DEFAULT_RETENTION",
+    "ArtifactKeeper",
+    "Retention",
+    "TaskArtifacts",
+    "resolve_artifact_store",
+]
 
 logger = logging.getLogger("taskflow.artifacts")
 
@@ -96,10 +107,14 @@ class Retention(msgspec.Struct, frozen=True):
                     f"keep must be seconds >= 0 (a number or a timedelta), or None to keep it "
                     f"until it is fetched or deleted, got {keep!r}"
                 )
-        flag = given(delete_after_fetch, self.delete_after_fetch)  # type: ignore[arg-type]
+        flag = given(delete_after_fetch, self.delete_after_fetch)
         if not isinstance(flag, bool):
             raise InvalidOption(f"delete_after_fetch must be True or False, got {flag!r}")
         return Retention(keep_s, flag)
+
+
+DEFAULT_RETENTION: Final = Retention()
+"""72 hours after it is ready, or until deleted, whichever comes first."""
 
 
 def _when(seconds: float | None) -> str:
@@ -465,7 +480,7 @@ class TaskArtifacts:
         name: str,
         data: ArtifactData,
         *,
-        keep: Seconds | None | object = NOT_GIVEN,
+        keep: Seconds | object | None = NOT_GIVEN,
         delete_after_fetch: bool | object = NOT_GIVEN,
     ) -> ArtifactInfo:
         """Store `data` as this task's artifact `name`, visible once whole (a put of a name
@@ -499,7 +514,7 @@ class TaskArtifacts:
         name: str,
         data: ArtifactData,
         *,
-        keep: Seconds | None | object = NOT_GIVEN,
+        keep: Seconds | object | None = NOT_GIVEN,
         delete_after_fetch: bool | object = NOT_GIVEN,
     ) -> ArtifactInfo:
         """`put` for a sync task (it runs in a thread): runs the put on the worker's event
@@ -523,3 +538,50 @@ class TaskArtifacts:
 
     def __repr__(self) -> str:
         return f"TaskArtifacts(task_id={self.task_id!r})"
+
+
+def resolve_artifact_store(
+    artifacts: ArtifactStore | str | os.PathLike[str] | None, broker: Broker, app: str
+) -> ArtifactStore:
+    """The app's `ArtifactStore`: the one given, a `DirectoryArtifactStore` on a path given,
+    else the backend's own (`Broker.default_artifact_store`), else a directory of this process
+    (`process_directory`).
+
+    Raises:
+        ConfigError: `artifacts` is none of these.
+    """
+    if isinstance(artifacts, ArtifactStore):
+        return artifacts
+    if isinstance(artifacts, str | os.PathLike):
+        return DirectoryArtifactStore(artifacts)
+    if artifacts is not None:
+        raise ConfigError(
+            f"artifacts must be an ArtifactStore or a directory path, got {artifacts!r}: for "
+            "example QueueTasks(..., artifacts='/srv/exports')"
+        )
+    store = broker.default_artifact_store()
+    if store is not None:
+        return store
+    if broker.storage.shared_across_processes:
+        logger.warning(
+            "app %r: the %s backend keeps no artifacts, so they go to a directory only this "
+            "process sees; give every process the same store: QueueTasks(..., "
+            "artifacts='/a/shared/directory')",
+            app,
+            broker.storage.scheme,
+        )
+    return DirectoryArtifactStore(process_directory(app))
+
+
+def process_directory(app: str) -> Path:
+    """A fresh directory path for the artifacts of this process (under the system's temporary
+    directory; created when the store opens, removed when the process exits), as the
+    in-memory backend's tasks live and die with the process."""
+    path = Path(tempfile.gettempdir()) / f"taskflow-{app}-artifacts-{secrets.token_hex(6)}"
+    atexit.register(_remove_at_exit, path, os.getpid())
+    return path
+
+
+def _remove_at_exit(path: Path, pid: int) -> None:
+    if os.getpid() == pid:  # not in a forked child, whose parent still uses it
+        shutil.rmtree(path, ignore_errors=True)

@@ -4,7 +4,8 @@ A task gets one by declaring a parameter annotated with `TaskContext` (put it fi
 typed handle's arguments are the rest). The context reports progress and yielded values to the
 worker, which batches them to the storage; it never does I/O itself, so it is safe to call from a
 sync task running in a thread. It also shows the headers the task was sent with (`headers`),
-less the one taskflow reserves for the idempotency key.
+less the one taskflow reserves for the idempotency key, and carries the task's side of its
+artifacts (`TaskArtifacts`, from `_artifacts.py`), which does I/O on the worker's loop.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections.abc import Mapping
 from types import MappingProxyType, SimpleNamespace
 from typing import Any, Final
 
+from ._artifacts import TaskArtifacts
 from ._message import Progress
 from ._run import Run
 
@@ -47,12 +49,16 @@ class TaskContext:
             among them: it is `idempotency_key`.
         state: The worker's shared `WorkerState` (filled by `@app.on_startup` hooks).
         logger: A logger that tags records with the task id.
+        artifacts: The files this task produces (`TaskArtifacts`): ``await
+            ctx.artifacts.put(name, data)`` in an async task, ``ctx.artifacts.put_sync(name,
+            data)`` in a sync one. None only for a context made outside a worker.
     """
 
     __slots__ = (
         "_loop",
         "_loop_thread",
         "_run",
+        "artifacts",
         "attempt",
         "headers",
         "idempotency_key",
@@ -73,6 +79,7 @@ class TaskContext:
         attempt: int,
         headers: Mapping[str, str],
         state: WorkerState,
+        artifacts: TaskArtifacts | None = None,
     ) -> None:
         self._run = run
         self._loop = asyncio.get_running_loop()
@@ -85,6 +92,7 @@ class TaskContext:
         self.idempotency_key = visible.pop(IDEMPOTENCY_HEADER, task_id)
         self.headers: Mapping[str, str] = MappingProxyType(visible)
         self.state = state
+        self.artifacts = artifacts
         self.logger = logging.LoggerAdapter(
             logging.getLogger(f"taskflow.task.{name}"), {"task_id": task_id}
         )
