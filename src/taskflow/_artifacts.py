@@ -135,7 +135,8 @@ def why_not_ready(record: ArtifactRecord, now: float) -> str | None:
         return f"it is still being written (its put began at {_when(record.created_at)})"
     if state is ArtifactState.ABANDONED:
         return f"its put did not finish ({record.ended_why}); put it again"
-    return f"it was {state.value} at {_when(record.ended_at)} ({record.ended_why})"
+    went = "expired" if state is ArtifactState.EXPIRED else "was deleted"
+    return f"it {went} at {_when(record.ended_at)} ({record.ended_why})"
 
 
 class ArtifactKeeper:
