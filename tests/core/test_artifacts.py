@@ -22,6 +22,8 @@ from taskflow import (
     ArtifactNotFound,
     ArtifactState,
     AsyncResult,
+    ConfigError,
+    DirectoryArtifactStore,
     GlobalConfig,
     InvalidArtifactName,
     InvalidOption,
@@ -29,6 +31,9 @@ from taskflow import (
     SyncResult,
     TaskContext,
 )
+from taskflow._artifact_records import BUCKET_S, encode_record
+from taskflow._artifact_sweep import ArtifactSweep
+from taskflow._artifacts import DEFAULT_RETENTION
 from taskflow.testing import FakeClock
 
 HOUR = 3600.0
@@ -198,7 +203,7 @@ async def test_a_missing_artifact_raises_saying_so(app: QueueTasks) -> None:
     with anyio.fail_after(10):
         async with app.running(concurrency=1):
             handle = await run_task(app, nothing)
-            with pytest.raises(ArtifactNotFound, match="has no artifact 'x.csv'"):
+            with pytest.raises(ArtifactNotFound, match=r"has no artifact 'x\.csv'"):
                 await fetch(handle, "x.csv")
             with pytest.raises(ArtifactNotFound):
                 await handle.fetch_artifact_to("x.csv", "/nonexistent/never-written")
@@ -232,7 +237,7 @@ async def test_delete_after_fetch_deletes_once_when_concurrent_fetchers_finish(
             [info] = await handle.artifacts()
             assert info.state is ArtifactState.DELETED
             assert info.ended_why == "deleted after its first complete fetch"
-            with pytest.raises(ArtifactNotFound, match="it was deleted at .*first complete fetch"):
+            with pytest.raises(ArtifactNotFound, match=r"it was deleted at .*first complete fetch"):
                 await fetch(handle, "big.bin")
     assert stored_files(app) == []
 
@@ -278,7 +283,7 @@ async def test_a_worker_expires_an_artifact_kept_for_a_duration_and_the_record_s
             assert stored_files(app) == [], "the worker's housekeeping deleted the bytes"
             got = await app.artifact_keeper.get(handle.task_id, "sales.csv")
             assert got is not None and got[0].state is ArtifactState.EXPIRED
-            with pytest.raises(ArtifactNotFound, match="it expired at .*kept 72 h"):
+            with pytest.raises(ArtifactNotFound, match=r"it expired at .*kept 72 h"):
                 await fetch(handle, "sales.csv")
 
 
@@ -344,9 +349,6 @@ async def test_ended_records_are_forgotten_a_result_ttl_later(
 async def test_a_pass_reads_only_the_buckets_from_its_cursor_to_now(
     app: QueueTasks, clock: FakeClock
 ) -> None:
-    from taskflow._artifact_records import BUCKET_S
-    from taskflow._artifact_sweep import ArtifactSweep
-
     @app.task
     async def export(ctx: TaskContext) -> None:
         for n in range(20):
@@ -403,8 +405,6 @@ async def test_a_put_that_fails_half_way_leaves_nothing_and_keeps_the_earlier_ar
 async def test_a_put_its_worker_never_finished_is_dropped_by_housekeeping(
     app: QueueTasks, clock: FakeClock
 ) -> None:
-    from taskflow._artifact_sweep import ArtifactSweep
-
     started = anyio.Event()
 
     async def never_ends() -> AsyncIterator[bytes]:
@@ -414,18 +414,17 @@ async def test_a_put_its_worker_never_finished_is_dropped_by_housekeeping(
 
     keeper = app.artifact_keeper
     sweep = ArtifactSweep(keeper, INTERVAL_S)
-    retention = keeper_retention()
     with anyio.fail_after(10):
         async with app:
             # A put whose worker dies leaves its "writing" record; cancelling the put would
             # clean up after itself, so its record is written as a killed put leaves it.
             async with anyio.create_task_group() as tg:
-                tg.start_soon(keeper.put, "t1", "a.bin", never_ends(), retention)
+                tg.start_soon(keeper.put, "t1", "a.bin", never_ends(), DEFAULT_RETENTION)
                 await started.wait()
                 got = await keeper.get("t1", "a.bin")
                 assert got is not None and got[0].state is ArtifactState.WRITING
                 tg.cancel_scope.cancel()
-            await keeper.coordination.kv_set("artifacts:t1", "a.bin", got_value(got))
+            await keeper.coordination.kv_set("artifacts:t1", "a.bin", encode_record(got[0]))
             assert await keeper.list("t1") == []
             with pytest.raises(ArtifactNotFound, match="still being written"):
                 await keeper.info("t1", "a.bin")
@@ -437,23 +436,12 @@ async def test_a_put_its_worker_never_finished_is_dropped_by_housekeeping(
             assert await keeper.get("t1", "a.bin") is None
 
 
-def keeper_retention() -> object:
-    from taskflow._artifacts import DEFAULT_RETENTION
-
-    return DEFAULT_RETENTION
-
-
-def got_value(got: object) -> bytes:
-    from taskflow._artifact_records import encode_record
-
-    record, _ = got  # type: ignore[misc]
-    return encode_record(record)
-
-
 # -- sync code -----------------------------------------------------------------------------------
 
 
-def test_a_sync_task_puts_with_put_sync_and_sync_code_fetches(clock: FakeClock, tmp_path: Path) -> None:
+def test_a_sync_task_puts_with_put_sync_and_sync_code_fetches(
+    clock: FakeClock, tmp_path: Path
+) -> None:
     app = QueueTasks(name="t", clock=clock, artifacts=tmp_path / "store")
 
     @app.task
@@ -476,15 +464,11 @@ def test_a_sync_task_puts_with_put_sync_and_sync_code_fetches(clock: FakeClock, 
 
 
 def test_the_memory_backend_keeps_artifacts_in_a_directory_of_the_process() -> None:
-    from taskflow import DirectoryArtifactStore
-
     app = QueueTasks(name="t")
     assert isinstance(app.artifact_store, DirectoryArtifactStore)
     assert "taskflow-t-artifacts-" in str(app.artifact_store.path)
 
 
 def test_artifacts_must_be_a_store_or_a_path() -> None:
-    from taskflow import ConfigError
-
     with pytest.raises(ConfigError, match="ArtifactStore or a directory path"):
         QueueTasks(name="t", artifacts=42)  # type: ignore[arg-type]
