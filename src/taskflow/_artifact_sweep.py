@@ -193,9 +193,10 @@ class ArtifactSweep:
         return True
 
     async def _refile(self, task_id: str, name: str, now: float) -> None:
-        """File the artifact again at its record's next due time, if it has one still ahead
-        (a put of the same name may have filed into the key just dropped)."""
+        """File the artifact again at its record's next due time, if it has one: the entry
+        just dropped may have held it (the entry of what was just done, filed into the same
+        bucket and key, or a put of the same name's)."""
         got = await self.keeper.get(task_id, name)
         due = None if got is None else next_due(got[0])
-        if due is not None and due > now:
-            await self.keeper.file_due(task_id, name, due, now)
+        if due is not None:
+            await self.keeper.file_due(task_id, name, max(due, now), now)

@@ -26,7 +26,8 @@ from taskflow import (
     QueueTasks,
     TaskContext,
 )
-from taskflow._artifact_sweep import ArtifactSweep
+from taskflow._artifact_sweep import ArtifactSweep, SweepReport
+from taskflow._artifacts import DEFAULT_RETENTION
 from taskflow.abc import Broker
 from taskflow.testing import FakeClock
 
@@ -120,3 +121,30 @@ async def _expire(
             pass
     again = await ArtifactSweep(app.artifact_keeper, INTERVAL_S).run_once()
     assert (again.expired, again.abandoned) == (0, 0), "a second pass finds nothing to do"
+
+
+async def test_passes_run_at_once_expire_each_artifact_once(
+    backend: Broker, clock: FakeClock, tmp_path: Path
+) -> None:
+    app = artifact_app(backend, clock, tmp_path)
+    keeper = app.artifact_keeper
+    retention = DEFAULT_RETENTION.overridden(HOUR, False)
+    names = [f"part-{n}.csv" for n in range(12)]
+    reports: list[SweepReport] = []
+
+    async def one_pass() -> None:
+        reports.append(await ArtifactSweep(keeper, INTERVAL_S).run_once())
+
+    with anyio.fail_after(30):
+        async with app:
+            for name in names:
+                await keeper.put("t1", name, b"x" * 100, retention)
+            await clock.advance(HOUR)
+            async with anyio.create_task_group() as tg:
+                for _ in range(3):  # three workers' housekeeping at the same moment
+                    tg.start_soon(one_pass)
+            assert sum(r.expired for r in reports) == len(names)
+            listed = await keeper.list("t1")
+            assert [a.name for a in listed] == sorted(names)
+            assert {a.state for a in listed} == {ArtifactState.EXPIRED}
+            assert (await ArtifactSweep(keeper, INTERVAL_S).run_once()).expired == 0
