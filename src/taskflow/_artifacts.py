@@ -31,13 +31,14 @@ import secrets
 import shutil
 import tempfile
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Final
+from typing import Final, TypedDict
 
 import anyio
 import msgspec
+from typing_extensions import Unpack
 
 from ._artifact_dir import DirectoryArtifactStore
 from ._artifact_records import (
@@ -68,8 +69,10 @@ __all__ = [
     "DEFAULT_KEEP_S",
     "DEFAULT_RETENTION",
     "ArtifactKeeper",
+    "PutRetention",
     "Retention",
     "TaskArtifacts",
+    "check_retention_names",
     "resolve_artifact_store",
 ]
 
@@ -453,6 +456,33 @@ class ArtifactKeeper:
         )
 
 
+class PutRetention(TypedDict, total=False):
+    """A put's own retention (``ctx.artifacts.put(name, data, keep=..., ...)``); what it
+    leaves out is the task's.
+
+    Attributes:
+        keep: Keep it this long after it is ready (seconds >= 0 or a `timedelta`); None: no
+            time limit.
+        delete_after_fetch: Delete it after its first complete fetch.
+    """
+
+    keep: Seconds | None
+    delete_after_fetch: bool
+
+
+def check_retention_names(retention: Mapping[str, object]) -> None:
+    """Refuse a keyword `put` does not take (a ``**dict`` is not checked by mypy).
+
+    Raises:
+        InvalidOption: an unknown keyword.
+    """
+    for name in retention:
+        if name not in PutRetention.__optional_keys__:
+            raise InvalidOption(
+                f"ctx.artifacts.put takes keep= and delete_after_fetch=, not {name}="
+            )
+
+
 class TaskArtifacts:
     """``ctx.artifacts``: the files a task produces, kept beside its result.
 
@@ -477,12 +507,7 @@ class TaskArtifacts:
         self.task_id = task_id
 
     async def put(
-        self,
-        name: str,
-        data: ArtifactData,
-        *,
-        keep: Seconds | object | None = NOT_GIVEN,
-        delete_after_fetch: bool | object = NOT_GIVEN,
+        self, name: str, data: ArtifactData, **retention: Unpack[PutRetention]
     ) -> ArtifactInfo:
         """Store `data` as this task's artifact `name`, visible once whole (a put of a name
         already used replaces that artifact then).
@@ -507,16 +532,14 @@ class TaskArtifacts:
             TypeError: `data` is not one of the kinds above.
             OSError: the file cannot be read.
         """
-        retention = self._retention.overridden(keep, delete_after_fetch)
-        return await self._keeper.put(self.task_id, name, data, retention)
+        check_retention_names(retention)
+        chosen = self._retention.overridden(
+            retention.get("keep", NOT_GIVEN), retention.get("delete_after_fetch", NOT_GIVEN)
+        )
+        return await self._keeper.put(self.task_id, name, data, chosen)
 
     def put_sync(
-        self,
-        name: str,
-        data: ArtifactData,
-        *,
-        keep: Seconds | object | None = NOT_GIVEN,
-        delete_after_fetch: bool | object = NOT_GIVEN,
+        self, name: str, data: ArtifactData, **retention: Unpack[PutRetention]
     ) -> ArtifactInfo:
         """`put` for a sync task (it runs in a thread): runs the put on the worker's event
         loop and waits for it. Same arguments and errors.
@@ -530,7 +553,7 @@ class TaskArtifacts:
                 "ctx.artifacts.put_sync blocks, and this is the worker's event loop: in an "
                 "async task use `await ctx.artifacts.put(...)`"
             )
-        put = self.put(name, data, keep=keep, delete_after_fetch=delete_after_fetch)
+        put = self.put(name, data, **retention)
         return asyncio.run_coroutine_threadsafe(put, self._loop).result()
 
     async def list(self) -> list[ArtifactInfo]:

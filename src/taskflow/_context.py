@@ -18,6 +18,7 @@ from types import MappingProxyType, SimpleNamespace
 from typing import Any, Final
 
 from ._artifacts import TaskArtifacts
+from ._exceptions import LifecycleError
 from ._message import Progress
 from ._run import Run
 
@@ -49,16 +50,13 @@ class TaskContext:
             among them: it is `idempotency_key`.
         state: The worker's shared `WorkerState` (filled by `@app.on_startup` hooks).
         logger: A logger that tags records with the task id.
-        artifacts: The files this task produces (`TaskArtifacts`): ``await
-            ctx.artifacts.put(name, data)`` in an async task, ``ctx.artifacts.put_sync(name,
-            data)`` in a sync one. None only for a context made outside a worker.
     """
 
     __slots__ = (
+        "_artifacts",
         "_loop",
         "_loop_thread",
         "_run",
-        "artifacts",
         "attempt",
         "headers",
         "idempotency_key",
@@ -92,10 +90,26 @@ class TaskContext:
         self.idempotency_key = visible.pop(IDEMPOTENCY_HEADER, task_id)
         self.headers: Mapping[str, str] = MappingProxyType(visible)
         self.state = state
-        self.artifacts = artifacts
+        self._artifacts = artifacts
         self.logger = logging.LoggerAdapter(
             logging.getLogger(f"taskflow.task.{name}"), {"task_id": task_id}
         )
+
+    @property
+    def artifacts(self) -> TaskArtifacts:
+        """The files this task produces (`TaskArtifacts`): ``await ctx.artifacts.put(name,
+        data)`` in an async task, ``ctx.artifacts.put_sync(name, data)`` in a sync one.
+
+        Raises:
+            LifecycleError: this context was not made by a worker (it has no app to keep
+                artifacts in).
+        """
+        if self._artifacts is None:
+            raise LifecycleError(
+                "this TaskContext was made outside a worker, so it has no artifacts: run the "
+                "task through a worker (`async with app.running():`)"
+            )
+        return self._artifacts
 
     @property
     def cancel_requested(self) -> bool:

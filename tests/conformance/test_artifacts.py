@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -48,7 +49,7 @@ def artifact_app(backend: Broker, clock: FakeClock, tmp_path: Path) -> QueueTask
     )
 
 
-async def fetch(handle: AsyncResult[object], name: str) -> bytes:
+async def fetch(handle: AsyncResult[Any], name: str) -> bytes:
     return b"".join([piece async for piece in handle.fetch_artifact(name)])
 
 

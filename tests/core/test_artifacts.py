@@ -13,6 +13,7 @@ import hashlib
 from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -58,7 +59,7 @@ def stored_files(app: QueueTasks) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.is_file() and ".partial" not in p.parts)
 
 
-async def fetch(handle: AsyncResult[object], name: str) -> bytes:
+async def fetch(handle: AsyncResult[Any], name: str) -> bytes:
     return b"".join([piece async for piece in handle.fetch_artifact(name)])
 
 
@@ -424,6 +425,7 @@ async def test_a_put_its_worker_never_finished_is_dropped_by_housekeeping(
                 got = await keeper.get("t1", "a.bin")
                 assert got is not None and got[0].state is ArtifactState.WRITING
                 tg.cancel_scope.cancel()
+            assert got is not None
             await keeper.coordination.kv_set("artifacts:t1", "a.bin", encode_record(got[0]))
             assert await keeper.list("t1") == []
             with pytest.raises(ArtifactNotFound, match="still being written"):
@@ -451,7 +453,7 @@ def test_a_sync_task_puts_with_put_sync_and_sync_code_fetches(
     with app.run_in_thread(concurrency=1):
         handle = export.add_task_sync()
         handle.result(timeout=10)
-        result = SyncResult(handle.task_id, app)
+        result: SyncResult[None] = SyncResult(handle.task_id, app)
         assert [a.name for a in result.artifacts()] == ["a.txt"]
         assert b"".join(result.fetch_artifact("a.txt")) == b"from a thread"
         target = result.fetch_artifact_to("a.txt", tmp_path / "a.txt")
