@@ -117,7 +117,7 @@ class Retention(msgspec.Struct, frozen=True):
 
 
 DEFAULT_RETENTION: Final = Retention()
-"""72 hours after it is ready, or until deleted, whichever comes first."""
+"""Kept 72 hours after it is ready; a fetch does not delete it."""
 
 
 def _when(seconds: float | None) -> str:
@@ -400,9 +400,9 @@ class ArtifactKeeper:
         """
         check_artifact_name(name)
         got = await self.get(task_id, name)
-        if got is None or got[0].state is not ArtifactState.READY:
-            return False
         now = self.clock.time()
+        if got is None or why_not_ready(got[0], now) is not None:
+            return False
         return await self.end(*got, ArtifactState.DELETED, "deleted by request", now)
 
     # -- shared with housekeeping ------------------------------------------------------------
