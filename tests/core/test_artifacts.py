@@ -3,14 +3,16 @@ fetching as a stream and into a file, delete-after-fetch decided once among conc
 expiry by a worker's housekeeping (the record says expired, when and why), a put that fails
 half-way leaving nothing, and a fetch of what is gone raising `ArtifactNotFound`.
 
-The bytes go to a `DirectoryArtifactStore` under the test's temporary directory; what the same
-calls do on every backend with its own store is in ``tests/conformance/test_artifacts.py``.
+The bytes go to a `DirectoryArtifactStore` under the test's temporary directory, or, where a
+worker's housekeeping runs on the fake clock, to a test-only store in memory (`BytesStore`);
+what the same calls do on every backend with its own store is in
+``tests/conformance/test_artifacts.py``.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -35,6 +37,7 @@ from taskflow import (
 from taskflow._artifact_records import BUCKET_S, encode_record
 from taskflow._artifact_sweep import ArtifactSweep
 from taskflow._artifacts import DEFAULT_RETENTION
+from taskflow.abc import ArtifactBlob, ArtifactStore
 from taskflow.testing import FakeClock
 
 HOUR = 3600.0
@@ -51,6 +54,45 @@ def clock() -> FakeClock:
 def app(clock: FakeClock, tmp_path: Path) -> QueueTasks:
     config = GlobalConfig(idle_poll_s=1000, cleanup_interval_s=INTERVAL_S)
     return QueueTasks(name="t", clock=clock, config=config, artifacts=tmp_path / "store")
+
+
+class BytesStore(ArtifactStore):
+    """A test-only store in memory, with no thread hops: `FakeClock.advance` then returns only
+    once a housekeeping pass it woke has finished (a directory store deletes in a thread)."""
+
+    def __init__(self) -> None:
+        self.blobs: dict[tuple[str, str], bytes] = {}
+
+    async def _write(
+        self, task_id: str, name: str, pieces: AsyncIterable[bytes], now: float
+    ) -> ArtifactBlob:
+        data = b"".join([piece async for piece in pieces])
+        self.blobs[task_id, name] = data
+        return ArtifactBlob(size=len(data), sha256=hashlib.sha256(data).hexdigest())
+
+    async def _read(self, task_id: str, name: str) -> AsyncIterator[bytes]:
+        if (task_id, name) not in self.blobs:
+            raise ArtifactNotFound(task_id, name)
+        yield self.blobs[task_id, name]
+
+    async def _delete(self, task_id: str, name: str) -> bool:
+        return self.blobs.pop((task_id, name), None) is not None
+
+    async def _sweep_partial(self, older_than: float) -> int:
+        return 0
+
+
+@pytest.fixture
+def bytes_app(clock: FakeClock) -> QueueTasks:
+    """An app whose worker's housekeeping a `FakeClock.advance` sees through to its end."""
+    config = GlobalConfig(idle_poll_s=1000, cleanup_interval_s=INTERVAL_S)
+    return QueueTasks(name="t", clock=clock, config=config, artifacts=BytesStore())
+
+
+def stored_blobs(app: QueueTasks) -> list[tuple[str, str]]:
+    store = app.artifact_store
+    assert isinstance(store, BytesStore)
+    return sorted(store.blobs)
 
 
 def stored_files(app: QueueTasks) -> list[Path]:
@@ -263,8 +305,10 @@ async def test_a_fetch_not_read_to_the_end_does_not_count(app: QueueTasks) -> No
 
 
 async def test_a_worker_expires_an_artifact_kept_for_a_duration_and_the_record_says_when(
-    app: QueueTasks, clock: FakeClock
+    bytes_app: QueueTasks, clock: FakeClock
 ) -> None:
+    app = bytes_app
+
     @app.task(artifacts_keep=timedelta(hours=72))
     async def export(ctx: TaskContext) -> None:
         await ctx.artifacts.put("sales.csv", b"1,2,3")
@@ -275,13 +319,13 @@ async def test_a_worker_expires_an_artifact_kept_for_a_duration_and_the_record_s
             ready_at = clock.time()
             await clock.advance(71 * HOUR)
             assert await fetch(handle, "sales.csv") == b"1,2,3"
-            assert len(stored_files(app)) == 1
+            assert len(stored_blobs(app)) == 1
             await clock.advance(HOUR + INTERVAL_S)  # past 72 h, and a housekeeping pass
             [info] = await handle.artifacts()
             assert info.state is ArtifactState.EXPIRED
             assert info.ended_at == ready_at + 72 * HOUR
             assert info.ended_why == "kept 72 h after it was ready"
-            assert stored_files(app) == [], "the worker's housekeeping deleted the bytes"
+            assert stored_blobs(app) == [], "the worker's housekeeping deleted the bytes"
             got = await app.artifact_keeper.get(handle.task_id, "sales.csv")
             assert got is not None and got[0].state is ArtifactState.EXPIRED
             with pytest.raises(ArtifactNotFound, match=r"it expired at .*kept 72 h"):
@@ -309,8 +353,10 @@ async def test_an_artifact_past_its_time_reads_as_expired_before_any_housekeepin
 
 @pytest.mark.parametrize("fetched", [True, False], ids=["fetched-first", "expired-first"])
 async def test_keep_and_delete_after_fetch_whichever_comes_first(
-    app: QueueTasks, clock: FakeClock, fetched: bool
+    bytes_app: QueueTasks, clock: FakeClock, fetched: bool
 ) -> None:
+    app = bytes_app
+
     @app.task
     async def export(ctx: TaskContext) -> None:
         await ctx.artifacts.put("a.txt", b"x", keep=HOUR, delete_after_fetch=True)
@@ -323,14 +369,12 @@ async def test_keep_and_delete_after_fetch_whichever_comes_first(
             await clock.advance(HOUR + INTERVAL_S)
             [info] = await handle.artifacts()
             assert info.state is (ArtifactState.DELETED if fetched else ArtifactState.EXPIRED)
-            assert stored_files(app) == []
+            assert stored_blobs(app) == []
 
 
-async def test_ended_records_are_forgotten_a_result_ttl_later(
-    clock: FakeClock, tmp_path: Path
-) -> None:
+async def test_ended_records_are_forgotten_a_result_ttl_later(clock: FakeClock) -> None:
     config = GlobalConfig(idle_poll_s=1000, cleanup_interval_s=INTERVAL_S, result_ttl_s=HOUR)
-    app = QueueTasks(name="t", clock=clock, config=config, artifacts=tmp_path)
+    app = QueueTasks(name="t", clock=clock, config=config, artifacts=BytesStore())
 
     @app.task
     async def export(ctx: TaskContext) -> None:
