@@ -7,8 +7,8 @@ never every artifact ever made, and for each entry due looks at the artifact's r
 * ``ready`` past its time to be kept: marked ``expired`` (when, and why) and its bytes deleted;
 * ``writing`` long past `STALE_WRITE_S` (its worker died mid-put): marked ``abandoned`` (never
   listed) and forgotten at the next pass;
-* ended (``deleted``, ``expired``, ``abandoned``) past its ``forget_at``: its bytes deleted if a
-  crash left them, and the record dropped;
+* ended (``deleted``, ``expired``, ``abandoned``): its bytes deleted again (a crash or a failed
+  delete may have left them), and past its ``forget_at`` the record dropped;
 * anything else: filed again at its own next due time (so two entries that met in one key lose
   nothing).
 
@@ -142,11 +142,17 @@ class ArtifactSweep:
                 left += 1
                 continue
             task_id, name = split_index_key(key)
-            if await self._look_at(task_id, name, now, report):
-                await coordination.kv_delete(namespace, key)
-                await self._refile(task_id, name, now)
-            else:
-                left += 1
+            try:
+                done = await self._look_at(task_id, name, now, report)
+                if done:
+                    await coordination.kv_delete(namespace, key)
+                    await self._refile(task_id, name, now)
+            except Exception:
+                # One artifact whose bytes cannot be deleted must not stop the others' expiry;
+                # its entry stays, and the next pass tries again.
+                logger.exception("artifact %r of task %s: housekeeping failed", name, task_id)
+                done = False
+            left += not done
         return left
 
     async def _look_at(self, task_id: str, name: str, now: float, report: SweepReport) -> bool:
@@ -161,6 +167,8 @@ class ArtifactSweep:
         if got is None:
             return True
         record, version = got
+        if record.state in ENDED:  # its bytes may be left from a crash or a failed delete
+            await keeper.store.delete(record.task_id, record.blob)
         due = next_due(record)
         if due is None or due > now:
             return True  # `_refile` files it at its own time
@@ -187,7 +195,6 @@ class ArtifactSweep:
     async def _forget(self, record: ArtifactRecord, now: float, report: SweepReport) -> bool:
         assert record.state in ENDED
         keeper = self.keeper
-        await keeper.store.delete(record.task_id, record.blob)  # a crash may have left them
         if await keeper.coordination.kv_delete(records_namespace(record.task_id), record.name):
             report.forgotten += 1
         return True

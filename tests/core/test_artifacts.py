@@ -518,3 +518,34 @@ def test_the_memory_backend_keeps_artifacts_in_a_directory_of_the_process() -> N
 def test_artifacts_must_be_a_store_or_a_path() -> None:
     with pytest.raises(ConfigError, match="ArtifactStore or a directory path"):
         QueueTasks(name="t", artifacts=42)  # type: ignore[arg-type]
+
+
+async def test_an_artifact_whose_bytes_cannot_be_deleted_does_not_stop_the_others(
+    clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    class Stuck(BytesStore):
+        broken = True
+
+        async def _delete(self, task_id: str, name: str) -> bool:
+            if self.broken and name.startswith("stuck"):
+                raise OSError("permission denied")
+            return await super()._delete(task_id, name)
+
+    store = Stuck()
+    app = QueueTasks(name="t", clock=clock, artifacts=store)
+    keeper = app.artifact_keeper
+    sweep = ArtifactSweep(keeper, INTERVAL_S)
+    one_hour = DEFAULT_RETENTION.overridden(HOUR, False)
+    async with app:
+        for name in ("a.txt", "stuck.txt", "b.txt"):
+            await keeper.put("t1", name, b"x", one_hour)
+        await clock.advance(HOUR)
+        report = await sweep.run_once()
+        assert "permission denied" in caplog.text
+        assert report.expired == 2  # the others are wholly done
+        assert [name.split("~")[0] for _, name in store.blobs] == ["stuck.txt"]
+        assert (await keeper.info("t1", "stuck.txt")).state is ArtifactState.EXPIRED
+        store.broken = False
+        await clock.advance(INTERVAL_S)
+        await sweep.run_once()
+        assert store.blobs == {}, "the next pass deleted the bytes left behind"
