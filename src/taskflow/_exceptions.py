@@ -188,6 +188,7 @@ class LockLost(TaskflowError):
         self.token = token
         self.reason = reason
 
+
 class InvalidArtifactName(TaskflowError, ValueError):
     """A name that cannot name an artifact: empty, longer than 200 bytes of UTF-8, or holding
     ``/``, ``\\``, ``..`` or NUL (a store may use the name as a file name).
