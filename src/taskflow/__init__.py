@@ -9,6 +9,9 @@ import logging as _logging
 
 from ._app import QueueTasks as QueueTasks
 from ._artifact_dir import DirectoryArtifactStore as DirectoryArtifactStore
+from ._artifact_records import ArtifactInfo as ArtifactInfo
+from ._artifact_records import ArtifactState as ArtifactState
+from ._artifacts import TaskArtifacts as TaskArtifacts
 from ._client import AsyncResult as AsyncResult
 from ._client import AsyncTask as AsyncTask
 from ._client import SyncResult as SyncResult
@@ -25,6 +28,7 @@ from ._exceptions import BackendUnavailable as BackendUnavailable
 from ._exceptions import ConfigError as ConfigError
 from ._exceptions import EncodeError as EncodeError
 from ._exceptions import InvalidArguments as InvalidArguments
+from ._exceptions import InvalidArtifactName as InvalidArtifactName
 from ._exceptions import InvalidOption as InvalidOption
 from ._exceptions import LifecycleError as LifecycleError
 from ._exceptions import LockLost as LockLost
@@ -67,7 +71,9 @@ _logging.getLogger("taskflow").addHandler(_logging.NullHandler())
 __all__ = [
     "NOT_GIVEN",
     "AppLock",
+    "ArtifactInfo",
     "ArtifactNotFound",
+    "ArtifactState",
     "AsyncResult",
     "AsyncTask",
     "AuthenticationFailed",
@@ -84,6 +90,7 @@ __all__ = [
     "Exclusive",
     "GlobalConfig",
     "InvalidArguments",
+    "InvalidArtifactName",
     "InvalidOption",
     "LifecycleError",
     "LockLost",
@@ -97,6 +104,7 @@ __all__ = [
     "SyncResult",
     "SyncTask",
     "SystemClock",
+    "TaskArtifacts",
     "TaskCall",
     "TaskCancelled",
     "TaskContext",

@@ -21,6 +21,7 @@ import graph: no module it imports imports it back, the lower ones see it throug
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import (
     AsyncIterator,
     Awaitable,
@@ -32,11 +33,12 @@ from collections.abc import (
 )
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from types import MappingProxyType, TracebackType
-from typing import Any, Concatenate, ParamSpec, Self, TypeVar, overload
+from typing import Any, Concatenate, ParamSpec, Self, TypedDict, TypeVar, overload
 
 from typing_extensions import Unpack
 
 from . import _running
+from ._artifacts import DEFAULT_KEEP_S, ArtifactKeeper, resolve_artifact_store
 from ._backends import check_app_name, resolve_backend
 from ._client import AsyncResult
 from ._clock import Clock, SystemClock
@@ -46,11 +48,11 @@ from ._exceptions import TaskRegistrationError
 from ._lifecycle import AppLifecycle, BackendLink
 from ._locking import AppLock, LockWaiters, check_lock_ttl
 from ._message import CancelResult, TaskRecord
-from ._options import CallOptions, TaskDefaults, TaskOptions
+from ._options import CallOptions, Seconds, TaskDefaults, TaskOptions
 from ._sending import Sender
 from ._starter import Hook, Starter, WorkerHooks
 from ._task import PreparedTask, TaskDefinition, TaskFunc, make_definition
-from .abc import Broker, Coordination, Storage
+from .abc import ArtifactStore, Broker, Coordination, Storage
 
 __all__ = ["QueueTasks"]
 
@@ -61,6 +63,15 @@ R = TypeVar("R")
 Y = TypeVar("Y")
 
 ExceptionTypes = Sequence[type[BaseException]] | type[BaseException]
+
+
+class _ArtifactOptions(TypedDict):
+    """The artifacts' retention of a task, as ``@app.task(...)`` takes it."""
+
+    artifacts_keep: Seconds | None
+    artifacts_delete_after_fetch: bool
+
+
 Service = Callable[["QueueTasks", WorkerState], Awaitable[None]]
 
 
@@ -74,12 +85,14 @@ class _TaskDecorator:
         retry_on: ExceptionTypes | None,
         dont_retry_on: ExceptionTypes | None,
         defaults: TaskDefaults,
+        artifacts: _ArtifactOptions,
     ) -> None:
         self._app = app
         self._name = name
         self._retry_on = retry_on
         self._dont_retry_on = dont_retry_on
         self._defaults = defaults
+        self._artifacts = artifacts
 
     @overload
     def __call__(
@@ -105,7 +118,7 @@ class _TaskDecorator:
     def __call__(self, fn: Callable[P, R]) -> TaskFunc[P, R]: ...
     def __call__(self, fn: Callable[..., Any]) -> TaskFunc[Any, Any]:
         return self._app._register(
-            fn, self._name, self._retry_on, self._dont_retry_on, self._defaults
+            fn, self._name, self._retry_on, self._dont_retry_on, self._defaults, self._artifacts
         )
 
 
@@ -141,11 +154,18 @@ class QueueTasks:
         storage: Optional; the broker's storage is used. Given, it must be the same backend.
         config: Settings; default ``GlobalConfig()`` (environment variables apply).
         clock: The time seam; `taskflow.testing.FakeClock` in tests.
+        artifacts: Where the bytes of the files tasks put (``ctx.artifacts.put``) are kept: an
+            `ArtifactStore`, or a directory path (a `DirectoryArtifactStore`; a directory every
+            host mounts, for workers on several hosts). Default: the backend's own store
+            (Redis and PostgreSQL keep them in chunks on their server), else (the in-memory
+            backend) a fresh directory under the system's temporary directory that lives and
+            dies with the process. The app opens and closes it with the backend.
 
     Raises:
         ConfigError: a name that cannot name an app, an unknown URL scheme, broker and storage
             on different backends, a broker or storage that is neither a URL nor a backend
-            object, or a config that is not a `GlobalConfig`.
+            object, a config that is not a `GlobalConfig`, or `artifacts` that is neither a
+            store nor a path.
         BackendUnavailable: the URL's driver is not installed (the message says what to install).
     """
 
@@ -157,6 +177,7 @@ class QueueTasks:
         storage: Storage | str | None = None,
         config: GlobalConfig | None = None,
         clock: Clock | None = None,
+        artifacts: ArtifactStore | str | os.PathLike[str] | None = None,
     ) -> None:
         check_app_name(name)
         self.name = name
@@ -175,7 +196,18 @@ class QueueTasks:
         self._tasks: dict[str, TaskDefinition] = {}
         self._tasks_view = MappingProxyType(self._tasks)
         #: Package-internal: which event loop owns the app (`_lifecycle.py`).
-        self.lifecycle = AppLifecycle(name, BackendLink(self.broker, self.config))
+        #: Where the bytes of the tasks' artifacts are kept (`ArtifactStore`).
+        self.artifact_store: ArtifactStore = resolve_artifact_store(artifacts, self.broker, name)
+        #: Package-internal: puts, lists, fetches and ends artifacts (`_artifacts.py`).
+        self.artifact_keeper = ArtifactKeeper(
+            self.artifact_store,
+            self.coordination,
+            self.clock,
+            forget_after_s=self.config.result_ttl_s,
+        )
+        self.lifecycle = AppLifecycle(
+            name, BackendLink(self.broker, self.config, self.artifact_store)
+        )
         #: Package-internal: the send path (`_sending.py`); the task handles send through it.
         self.sender = Sender(self)
         #: Package-internal: the worker hooks and services (`_starter.py`).
@@ -213,6 +245,8 @@ class QueueTasks:
         name: str | None = None,
         retry_on: ExceptionTypes | None = None,
         dont_retry_on: ExceptionTypes | None = None,
+        artifacts_keep: Seconds | None = DEFAULT_KEEP_S,
+        artifacts_delete_after_fetch: bool = False,
         **defaults: Unpack[TaskDefaults],
     ) -> _TaskDecorator: ...
     def task(
@@ -222,6 +256,8 @@ class QueueTasks:
         name: str | None = None,
         retry_on: ExceptionTypes | None = None,
         dont_retry_on: ExceptionTypes | None = None,
+        artifacts_keep: Seconds | None = DEFAULT_KEEP_S,
+        artifacts_delete_after_fetch: bool = False,
         **defaults: Unpack[TaskDefaults],
     ) -> TaskFunc[Any, Any] | _TaskDecorator:
         """Register a function as a task: ``@app.task`` or ``@app.task(retries=3, ...)``.
@@ -235,6 +271,11 @@ class QueueTasks:
             name: Registered name (default: the function's ``__qualname__``).
             retry_on: Retry only these exception types.
             dont_retry_on: Never retry these exception types.
+            artifacts_keep: Keep the task's artifacts (``ctx.artifacts.put``) this long after
+                each is ready (seconds or a `timedelta`; default 72 hours); None: no time
+                limit. A put can say otherwise.
+            artifacts_delete_after_fetch: Delete each of the task's artifacts after its first
+                complete fetch (default False); with `artifacts_keep`, whichever comes first.
             **defaults: The task's default options (`TaskDefaults`: `queue`, `priority`,
                 `retries`, `retry_backoff`, `timeout`, `expires`, `store_result`); each call
                 can override them with `TaskFunc.options`. Checked by the same rules as per
@@ -244,9 +285,13 @@ class QueueTasks:
             TaskRegistrationError: not a function, or a name already taken.
             InvalidOption: an unknown option, or a value that breaks its option's rule.
         """
+        artifacts: _ArtifactOptions = {
+            "artifacts_keep": artifacts_keep,
+            "artifacts_delete_after_fetch": artifacts_delete_after_fetch,
+        }
         if fn is None:
-            return _TaskDecorator(self, name, retry_on, dont_retry_on, defaults)
-        return self._register(fn, name, retry_on, dont_retry_on, defaults)
+            return _TaskDecorator(self, name, retry_on, dont_retry_on, defaults, artifacts)
+        return self._register(fn, name, retry_on, dont_retry_on, defaults, artifacts)
 
     def _register(
         self,
@@ -255,9 +300,15 @@ class QueueTasks:
         retry_on: ExceptionTypes | None,
         dont_retry_on: ExceptionTypes | None,
         defaults: TaskDefaults,
+        artifacts: _ArtifactOptions,
     ) -> TaskFunc[Any, Any]:
         definition = make_definition(
-            fn, name=name, retry_on=retry_on, dont_retry_on=dont_retry_on, defaults=defaults
+            fn,
+            name=name,
+            retry_on=retry_on,
+            dont_retry_on=dont_retry_on,
+            defaults=defaults,
+            **artifacts,
         )
         if definition.name in self._tasks and self._tasks[definition.name].fn is not fn:
             raise TaskRegistrationError(

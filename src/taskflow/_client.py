@@ -14,12 +14,16 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Mapping, Sequence
+import os
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
 
 import msgspec
 from typing_extensions import Unpack
 
+from ._artifact_records import ArtifactInfo
+from ._artifacts import ArtifactKeeper
 from ._clock import Clock
 from ._exceptions import (
     ResultExpired,
@@ -66,6 +70,7 @@ class ClientApp(Protocol):
     storage: Storage
     clock: Clock
     lifecycle: AppLifecycle
+    artifact_keeper: ArtifactKeeper
 
     async def get(self, task_id: str) -> TaskRecord | None:
         """The stored record of a task, or None."""
@@ -239,6 +244,68 @@ class AsyncResult(Generic[R]):
         await app.lifecycle.ensure_open()
         return (await app.broker.cancel([self.task_id], now=app.clock.time()))[0]
 
+    # -- artifacts (the files the task put: ``ctx.artifacts.put``) ------------------------
+
+    async def artifacts(self) -> list[ArtifactInfo]:
+        """The task's artifacts, by name: each with its size, SHA-256, when it was ready and
+        when it expires, and its state (``ready``, or ``deleted`` / ``expired`` with when and
+        why). Artifacts still being written are not listed."""
+        app = self.app
+        await app.lifecycle.ensure_open()
+        return await app.artifact_keeper.list(self.task_id)
+
+    async def artifact(self, name: str) -> ArtifactInfo:
+        """One of the task's artifacts, as `artifacts` lists it.
+
+        Raises:
+            InvalidArtifactName: `name` cannot name an artifact.
+            ArtifactNotFound: the task has no artifact of that name (never put, or still being
+                written).
+        """
+        app = self.app
+        await app.lifecycle.ensure_open()
+        return await app.artifact_keeper.info(self.task_id, name)
+
+    async def fetch_artifact(self, name: str) -> AsyncGenerator[bytes, None]:
+        """The artifact's bytes, piece by piece: ``async for piece in
+        handle.fetch_artifact("sales.csv"): ...``. The fetch counts as complete (for
+        ``delete_after_fetch``) only once the stream has been read to its end and its size
+        and SHA-256 were checked.
+
+        Raises (on the first iteration, or mid-way if it goes while being read):
+            InvalidArtifactName: `name` cannot name an artifact.
+            ArtifactNotFound: it is missing, still being written, expired or deleted (the
+                message says which, and when).
+        """
+        app = self.app
+        await app.lifecycle.ensure_open()
+        async for piece in app.artifact_keeper.stream(self.task_id, name):
+            yield piece
+
+    async def fetch_artifact_to(self, name: str, path: str | os.PathLike[str]) -> Path:
+        """Fetch the artifact into the file `path`, written under a temporary name in the same
+        directory and renamed when whole (a complete fetch). Returns the path.
+
+        Raises:
+            InvalidArtifactName: `name` cannot name an artifact.
+            ArtifactNotFound: it is missing, still being written, expired or deleted.
+            OSError: the file cannot be written.
+        """
+        app = self.app
+        await app.lifecycle.ensure_open()
+        return await app.artifact_keeper.fetch_to_file(self.task_id, name, path)
+
+    async def delete_artifact(self, name: str) -> bool:
+        """Delete a ready artifact now (it stays listed as ``deleted``); False if there was
+        no ready artifact of that name.
+
+        Raises:
+            InvalidArtifactName: `name` cannot name an artifact.
+        """
+        app = self.app
+        await app.lifecycle.ensure_open()
+        return await app.artifact_keeper.delete(self.task_id, name)
+
     async def _record(self) -> TaskRecord:
         record = await self.app.get(self.task_id)
         if record is None:
@@ -253,6 +320,14 @@ class AsyncResult(Generic[R]):
 
     def __hash__(self) -> int:
         return hash(self.task_id)
+
+
+async def _next_piece(stream: AsyncIterator[bytes]) -> bytes | None:
+    """The next piece of `stream`, or None at its end (a coroutine for ``call_sync``)."""
+    try:
+        return await anext(stream)
+    except StopAsyncIteration:
+        return None
 
 
 class SyncResult(Generic[R]):
@@ -280,6 +355,33 @@ class SyncResult(Generic[R]):
     def cancel(self) -> CancelResult:
         """Blocking `AsyncResult.cancel`."""
         return self.app.lifecycle.call_sync(self._async.cancel)
+
+    def artifacts(self) -> list[ArtifactInfo]:
+        """Blocking `AsyncResult.artifacts`."""
+        return self.app.lifecycle.call_sync(self._async.artifacts)
+
+    def artifact(self, name: str) -> ArtifactInfo:
+        """Blocking `AsyncResult.artifact`."""
+        return self.app.lifecycle.call_sync(self._async.artifact, name)
+
+    def fetch_artifact(self, name: str) -> Iterator[bytes]:
+        """`AsyncResult.fetch_artifact` for synchronous code: an iterator of the pieces, each
+        read on the app's event loop. Read it to the end for a complete fetch."""
+        call = self.app.lifecycle.call_sync
+        stream = self._async.fetch_artifact(name)
+        try:
+            while (piece := call(_next_piece, stream)) is not None:
+                yield piece
+        finally:
+            call(stream.aclose)
+
+    def fetch_artifact_to(self, name: str, path: str | os.PathLike[str]) -> Path:
+        """Blocking `AsyncResult.fetch_artifact_to`."""
+        return self.app.lifecycle.call_sync(self._async.fetch_artifact_to, name, path)
+
+    def delete_artifact(self, name: str) -> bool:
+        """Blocking `AsyncResult.delete_artifact`."""
+        return self.app.lifecycle.call_sync(self._async.delete_artifact, name)
 
     def __repr__(self) -> str:
         return f"SyncResult({self.task_id!r})"

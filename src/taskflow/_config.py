@@ -174,8 +174,9 @@ _SETTINGS: Final[dict[str, _Setting]] = {
         300.0,
         _positive,
         "a number of seconds > 0",
-        "How often each worker deletes records whose result expired more than result_ttl_s "
-        "ago (Storage.cleanup); idempotent, so many workers doing it is harmless.",
+        "How often each worker does its housekeeping: deletes records whose result expired "
+        "more than result_ttl_s ago (Storage.cleanup), and expires artifacts past their time "
+        "(docs/artifacts.md); idempotent, so many workers doing it is harmless.",
     ),
     "default_queue": _Setting(
         str,
@@ -227,7 +228,8 @@ class GlobalConfig:
             (default 300).
         unknown_task_retry_s: Delay between those retries (default 5).
         events_maxlen: Events kept per queue (default 100000).
-        cleanup_interval_s: How often a worker deletes long-expired records (default 300).
+        cleanup_interval_s: How often a worker deletes long-expired records and expires
+            artifacts (default 300).
         default_queue: Queue of tasks that name none (default ``"default"``).
 
     Raises:

@@ -4,7 +4,8 @@ A task gets one by declaring a parameter annotated with `TaskContext` (put it fi
 typed handle's arguments are the rest). The context reports progress and yielded values to the
 worker, which batches them to the storage; it never does I/O itself, so it is safe to call from a
 sync task running in a thread. It also shows the headers the task was sent with (`headers`),
-less the one taskflow reserves for the idempotency key.
+less the one taskflow reserves for the idempotency key, and carries the task's side of its
+artifacts (`TaskArtifacts`, from `_artifacts.py`), which does I/O on the worker's loop.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from collections.abc import Mapping
 from types import MappingProxyType, SimpleNamespace
 from typing import Any, Final
 
+from ._artifacts import TaskArtifacts
+from ._exceptions import LifecycleError
 from ._message import Progress
 from ._run import Run
 
@@ -50,6 +53,7 @@ class TaskContext:
     """
 
     __slots__ = (
+        "_artifacts",
         "_loop",
         "_loop_thread",
         "_run",
@@ -73,6 +77,7 @@ class TaskContext:
         attempt: int,
         headers: Mapping[str, str],
         state: WorkerState,
+        artifacts: TaskArtifacts | None = None,
     ) -> None:
         self._run = run
         self._loop = asyncio.get_running_loop()
@@ -85,9 +90,26 @@ class TaskContext:
         self.idempotency_key = visible.pop(IDEMPOTENCY_HEADER, task_id)
         self.headers: Mapping[str, str] = MappingProxyType(visible)
         self.state = state
+        self._artifacts = artifacts
         self.logger = logging.LoggerAdapter(
             logging.getLogger(f"taskflow.task.{name}"), {"task_id": task_id}
         )
+
+    @property
+    def artifacts(self) -> TaskArtifacts:
+        """The files this task produces (`TaskArtifacts`): ``await ctx.artifacts.put(name,
+        data)`` in an async task, ``ctx.artifacts.put_sync(name, data)`` in a sync one.
+
+        Raises:
+            LifecycleError: this context was not made by a worker (it has no app to keep
+                artifacts in).
+        """
+        if self._artifacts is None:
+            raise LifecycleError(
+                "this TaskContext was made outside a worker, so it has no artifacts: run the "
+                "task through a worker (`async with app.running():`)"
+            )
+        return self._artifacts
 
     @property
     def cancel_requested(self) -> bool:

@@ -29,6 +29,8 @@ TaskflowError
 │                                     still being written, or already deleted or expired)
 ├── LockLost                          a held lock lapsed before it was renewed (its holder was
 │                                     paused past its lease); raised by `async with app.lock()`
+├── InvalidArtifactName (ValueError)  a name that cannot name an artifact (``/``, ``..``, NUL,
+│                                     empty, too long); raised by ctx.artifacts.put and fetches
 ├── OrderNotFound (KeyError)          no order has this id (taskflow.supervisor)
 └── OrderError (ValueError)           an order or amendment that cannot be carried out
                                       (taskflow.supervisor)
@@ -57,6 +59,7 @@ __all__ = [
     "ConfigError",
     "EncodeError",
     "InvalidArguments",
+    "InvalidArtifactName",
     "InvalidOption",
     "LifecycleError",
     "LockLost",
@@ -184,6 +187,14 @@ class LockLost(TaskflowError):
         self.mode = mode
         self.token = token
         self.reason = reason
+
+
+class InvalidArtifactName(TaskflowError, ValueError):
+    """A name that cannot name an artifact: empty, longer than 200 bytes of UTF-8, or holding
+    ``/``, ``\\``, ``..`` or NUL (a store may use the name as a file name).
+
+    Raised by ``ctx.artifacts.put`` and by the result handle's artifact calls.
+    """
 
 
 class ResultExpired(TaskflowError):

@@ -39,7 +39,7 @@ import anyio.to_thread
 
 from ._config import GlobalConfig
 from ._exceptions import LifecycleError
-from .abc import Broker
+from .abc import ArtifactStore, Broker
 
 __all__ = ["AppLifecycle", "BackendLink", "loop_options"]
 
@@ -60,33 +60,55 @@ _CLOSE_TIMEOUT_S = 10.0
 
 
 class BackendLink:
-    """Connects an app's backend and lets go of it: what `AppLifecycle` opens and closes.
+    """Connects an app's backend and its artifact store, and lets go of them: what
+    `AppLifecycle` opens and closes.
 
-    A broker its creator opened before the app did (tests, shared connections) stays theirs to
-    close: the link closes only what it opened.
+    The store opens after the broker and closes before it (a backend's own store shares its
+    connections). A broker or store its creator opened before the app did (tests, shared
+    connections) stays theirs to close: the link closes only what it opened.
     """
 
-    def __init__(self, broker: Broker, config: GlobalConfig) -> None:
+    def __init__(
+        self, broker: Broker, config: GlobalConfig, store: ArtifactStore | None = None
+    ) -> None:
         self._broker = broker
         self._config = config
+        self._store = store
         self._owns_broker = True
+        self._owns_store = True
 
     async def connect(self) -> None:
-        """Hand the app's settings to the backend and open it (unless already open)."""
+        """Hand the app's settings to the backend and open it, then the store (each unless
+        already open)."""
         broker = self._broker
         broker.result_ttl_s = self._config.result_ttl_s
         broker.storage.events_maxlen = self._config.events_maxlen
         self._owns_broker = not broker.is_open
         if self._owns_broker:
             await broker.open()
+        store = self._store
+        self._owns_store = store is not None and not store.is_open
+        if store is not None and self._owns_store:
+            try:
+                await store.open()
+            except BaseException:
+                if self._owns_broker:
+                    await broker.close()
+                raise
 
     async def disconnect(self) -> None:
-        """Close the backend if `connect` opened it."""
-        if self._owns_broker:
-            await self._broker.close()
+        """Close the store and the backend if `connect` opened them."""
+        try:
+            if self._store is not None and self._owns_store:
+                await self._store.close()
+        finally:
+            if self._owns_broker:
+                await self._broker.close()
 
     def abandon(self) -> None:
         """Let go of the backend of an event loop that has ended (nothing can be awaited)."""
+        if self._store is not None and self._owns_store:
+            self._store.abandon()
         if self._owns_broker:
             self._broker.abandon()
 

@@ -33,12 +33,14 @@ from typing import (
 
 from typing_extensions import Unpack
 
+from ._artifacts import DEFAULT_KEEP_S, DEFAULT_RETENTION, Retention
 from ._exceptions import InvalidArguments, InvalidOption, TaskRegistrationError
 from ._lock_types import DeclaredLock
 from ._options import (
     DEFAULT_OPTION_NAMES,
     NO_OPTIONS,
     CallOptions,
+    Seconds,
     TaskOptions,
     check_option_names,
     given,
@@ -121,6 +123,9 @@ class TaskDefinition:
     `call_signature`; called on every send."""
     context_index: int | None = None
     """Position of the context parameter among positional parameters (None: pass by name)."""
+    artifacts: Retention = DEFAULT_RETENTION
+    """How long the task's artifacts are kept (``artifacts_keep``,
+    ``artifacts_delete_after_fetch``); each put can say otherwise."""
 
 
 def _task_kind(fn: Callable[..., Any]) -> TaskKind:
@@ -164,13 +169,15 @@ def make_definition(
     retry_on: Sequence[type[BaseException]] | type[BaseException] | None,
     dont_retry_on: Sequence[type[BaseException]] | type[BaseException] | None,
     defaults: Mapping[str, Any],
+    artifacts_keep: Seconds | None = DEFAULT_KEEP_S,
+    artifacts_delete_after_fetch: bool = False,
 ) -> TaskDefinition:
     """Check the decorator's options and build the definition the worker runs.
 
     Raises:
         TaskRegistrationError: `fn` is not a function taskflow can run, or has no name.
-        InvalidOption: an option (in `defaults`, or `retry_on` / `dont_retry_on`) breaks its
-            rule.
+        InvalidOption: an option (in `defaults`, `retry_on` / `dont_retry_on`, or the
+            artifacts' retention) breaks its rule.
     """
     if not callable(fn):
         raise TaskRegistrationError(f"@app.task needs a function, got {fn!r}")
@@ -196,6 +203,10 @@ def make_definition(
         )
     check_option_names(defaults, DEFAULT_OPTION_NAMES, task_name)
     options = TaskOptions.of(defaults, task=task_name)
+    try:
+        artifacts = DEFAULT_RETENTION.overridden(artifacts_keep, artifacts_delete_after_fetch)
+    except InvalidOption as exc:
+        raise InvalidOption(f"task {task_name!r}: artifacts_{exc}") from None
     signature = inspect.signature(fn)
     context_param = _context_param(fn, signature)
     call_signature = _without(signature, context_param)
@@ -218,6 +229,7 @@ def make_definition(
         call_signature=call_signature,
         check_arguments=argument_check(task_name, call_signature, context_param),
         context_index=_positional_index(signature, context_param),
+        artifacts=artifacts,
     )
 
 

@@ -10,6 +10,8 @@ One worker is a handful of loops around shared state:
 * the **recorder** (`_recorder.py`) batches progress and yields into `Storage.report` and
   stores and acks outcomes in one `Broker.complete` call per batch;
 * the **deadline sweep** (`_deadlines.py`) interrupts tasks that ran past their timeout;
+* **housekeeping** deletes long-expired task records (`_cleanup_loop`) and expires artifacts
+  (`_artifact_sweep.py`), now and then, in every worker;
 * the **lock gate** (`_lock_gate.py`) takes the locks a task declares before its run takes a
   slot (parking the task in the broker while they are taken), renews them with the leases and
   releases them when the run ends.
@@ -34,6 +36,8 @@ import anyio
 import anyio.abc
 
 from ._aio import first_of
+from ._artifact_sweep import ArtifactSweep
+from ._artifacts import ArtifactKeeper, TaskArtifacts
 from ._claimer import Claimer
 from ._clock import Clock
 from ._config import GlobalConfig
@@ -74,6 +78,7 @@ class WorkerApp(Protocol):
     broker: Broker
     storage: Storage
     lifecycle: AppLifecycle
+    artifact_keeper: ArtifactKeeper
 
     @property
     def tasks(self) -> Mapping[str, TaskDefinition]:
@@ -129,6 +134,7 @@ class Worker:
         self._recorder = Recorder(app.broker, app.storage, app.clock, self._runs)
         self._decide = OutcomeDecision(config, app.clock)
         self._deadlines = DeadlineSweep(app.clock)
+        self._artifact_sweep = ArtifactSweep(app.artifact_keeper, config.cleanup_interval_s)
         self._unwatched = False
         self._gate = LockGate(
             app.broker,
@@ -218,6 +224,7 @@ class Worker:
                     self.queues, worker_id=self.worker_id, callback=self._claimer.on_work
                 )
                 tg.start_soon(self._cleanup_loop)
+                tg.start_soon(self._artifact_sweep.loop)
                 tg.start_soon(self._recorder.flush_loop)
                 tg.start_soon(self._heartbeat_loop)
                 tg.start_soon(self._recorder.report_loop)
@@ -391,6 +398,9 @@ class Worker:
                 attempt=run.attempt,
                 headers=message.headers,
                 state=self.state,
+                artifacts=TaskArtifacts(
+                    self.app.artifact_keeper, run.task_id, definition.artifacts
+                ),
             )
             index = definition.context_index
             if index is not None and index <= len(args):

@@ -102,10 +102,17 @@ CORE_LAYERS = [
     ["taskflow._running", "taskflow._sending"],
     ["taskflow._starter"],
     ["taskflow._worker"],
-    ["taskflow._claimer", "taskflow._recorder", "taskflow._deadlines", "taskflow._outcome"],
+    [
+        "taskflow._claimer",
+        "taskflow._recorder",
+        "taskflow._deadlines",
+        "taskflow._outcome",
+        "taskflow._artifact_sweep",
+    ],
     ["taskflow._executor"],
     ["taskflow._task", "taskflow._client", "taskflow._context"],  # handles, TaskContext
-    ["taskflow._run", "taskflow._lifecycle", "taskflow._options"],
+    ["taskflow._run", "taskflow._lifecycle", "taskflow._artifacts"],
+    ["taskflow._options", "taskflow._artifact_records", "taskflow._artifact_sources"],
 ]
 
 

@@ -13,10 +13,12 @@ import traceback
 from typing import Final
 
 from .._exceptions import (
+    ArtifactNotFound,
     BackendUnavailable,
     ConfigError,
     EncodeError,
     InvalidArguments,
+    InvalidArtifactName,
     InvalidOption,
     TaskFailed,
     TaskflowError,
@@ -39,6 +41,7 @@ class ExitCode(enum.IntEnum):
     TASK_FAILED = 5
     WORKER_FAILED = 6
     NOT_SHARED = 7
+    ARTIFACT_NOT_FOUND = 8
     INTERRUPTED = 130
 
 
@@ -67,6 +70,10 @@ EXIT_CODE_MEANINGS: Final = {
     ExitCode.NOT_SHARED: (
         "the app's backend is in memory, inside one process, so another process cannot read "
         "or change its tasks (every command but worker and db needs Redis or PostgreSQL)"
+    ),
+    ExitCode.ARTIFACT_NOT_FOUND: (
+        "no artifact of that name to fetch: never put, still being written, deleted or "
+        "expired (artifacts --fetch; the message says which and when)"
     ),
     ExitCode.INTERRUPTED: "interrupted by Ctrl-C before it finished",
 }
@@ -111,8 +118,16 @@ def classify(exc: BaseException) -> tuple[ExitCode, str]:
         return ExitCode.NOT_FOUND, str(exc)
     if isinstance(exc, TaskFailed):
         return ExitCode.TASK_FAILED, str(exc)
+    if isinstance(exc, ArtifactNotFound):
+        return ExitCode.ARTIFACT_NOT_FOUND, str(exc)
     if isinstance(
-        exc, ConfigError | TaskRegistrationError | EncodeError | InvalidOption | InvalidArguments
+        exc,
+        ConfigError
+        | TaskRegistrationError
+        | EncodeError
+        | InvalidOption
+        | InvalidArguments
+        | InvalidArtifactName,
     ):
         return ExitCode.USAGE, str(exc)
     if isinstance(exc, TaskflowError):

@@ -12,7 +12,7 @@ from typing import NoReturn, TypeAlias
 
 from .. import __version__
 from .._backends import DEFAULT_APP
-from . import _locks, _queues, _tasks, _workers
+from . import _artifacts, _locks, _queues, _tasks, _workers
 from ._errors import ExitCode, classify, exit_codes_help, format_traceback
 
 __all__ = ["main"]
@@ -81,8 +81,28 @@ def _parser() -> _Parser:
     _add_task_commands(sub)
     _add_queue_commands(sub)
     _add_locks(sub)
+    _add_artifacts(sub)
     _add_db(sub)
     return parser
+
+
+def _add_artifacts(sub: Commands) -> None:
+    artifacts = _command(
+        sub, "artifacts", _artifacts.artifacts, "list a task's artifacts, or fetch one"
+    )
+    _with_app(artifacts)
+    artifacts.add_argument("task_id", metavar="TASK_ID", help="the id add_task returned")
+    artifacts.add_argument(
+        "--fetch", metavar="NAME", default=None, help="fetch the artifact NAME (needs -o)"
+    )
+    artifacts.add_argument(
+        "--output",
+        "-o",
+        metavar="PATH",
+        default=None,
+        help="with --fetch: the file to write (through a temporary name; - for stdout)",
+    )
+    _with_json(artifacts)
 
 
 def _add_worker(sub: Commands) -> None:
