@@ -362,6 +362,17 @@ CREATE TABLE {s}.artifacts (
 );
 """
 
+# Named checkpoint values of a task's runs (`Storage.save_checkpoints`): rows of their own, so a
+# claim (which rewrites the task's row) never touches them, deleted with the task's row.
+_V9_CHECKPOINTS: Final = """
+CREATE TABLE {s}.checkpoints (
+    task_id  text NOT NULL REFERENCES {s}.tasks (id) ON DELETE CASCADE,
+    name     text NOT NULL,
+    value    bytea NOT NULL,
+    PRIMARY KEY (task_id, name)
+);
+"""
+
 #: (version, description, DDL with ``{s}`` for the quoted schema), in order. Append only.
 MIGRATIONS: Final[tuple[tuple[int, str, str], ...]] = (
     (1, "tables: tasks, events, leases, kv; the notify helper", _V1_TABLES),
@@ -376,6 +387,7 @@ MIGRATIONS: Final[tuple[tuple[int, str, str], ...]] = (
     (6, "running tasks name the claim that took them (a lost claim is given back)", _V6_CLAIM_IDS),
     (7, "reader/writer locks: locks, lock_entries; lock_batch and its helpers", _V7_LOCKS),
     (8, "artifact bytes: uploads, their chunks, and the visible upload of each", _V8_ARTIFACTS),
+    (9, "checkpoints of tasks' runs, deleted with their task", _V9_CHECKPOINTS),
 )
 LATEST_VERSION: Final = MIGRATIONS[-1][0]
 

@@ -26,6 +26,7 @@ QUEUE_SCRIPTS: Final = (
     "complete",
     "cancel",
     "report",
+    "checkpoint",
     "get",
     "requeue",
     "inspect",
