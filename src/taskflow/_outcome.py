@@ -98,8 +98,11 @@ class OutcomeDecision:
         definition: TaskDefinition | None,
         exc: BaseException,
     ) -> Outcome:
-        """RETRY if the error is retryable and attempts remain, else FAILED (dead letter)."""
+        """RETRY if the error is retryable and attempts remain, else FAILED (dead letter). An
+        error raised inside a chunk of ``ctx.chunks`` says which chunk."""
         info = error_info(exc)
+        if run.chunk_at is not None:
+            info = ErrorInfo(info.type, f"{info.message} [in {run.chunk_at}]", info.traceback)
         if is_retryable(definition, exc) and run.attempt <= message.retries:
             if isinstance(exc, Retry) and exc.delay is not None:
                 delay = max(0.0, float(exc.delay))
