@@ -3,9 +3,11 @@
 A task gets one by declaring a parameter annotated with `TaskContext` (put it first, so the
 typed handle's arguments are the rest). The context reports progress and yielded values to the
 worker, which batches them to the storage; it never does I/O itself, so it is safe to call from a
-sync task running in a thread. It also shows the headers the task was sent with (`headers`),
-less the one taskflow reserves for the idempotency key, and carries the task's side of its
-artifacts (`TaskArtifacts`, from `_artifacts.py`), which does I/O on the worker's loop.
+sync task running in a thread. The one exception is `TaskContext.chunks`, whose iteration writes
+checkpoints (awaited; from a sync task's thread through the event loop). It also shows the
+headers the task was sent with (`headers`), less the one taskflow reserves for the idempotency
+key, and carries the task's side of its artifacts (`TaskArtifacts`, from `_artifacts.py`), which
+does I/O on the worker's loop.
 """
 
 from __future__ import annotations

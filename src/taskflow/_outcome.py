@@ -4,8 +4,8 @@ and nowhere else.
 * a value: DONE (its encoded result kept for `result_ttl_s`), or FAILED if it cannot be
   encoded;
 * an error: RETRY (exponential backoff with jitter, or the delay of a `Retry`) while it is
-  retryable (`Retry`; `retry_on` / `dont_retry_on`; never `InvalidArguments` or
-  `UnencodableResult`) and attempts remain (`retries`), else FAILED (a dead letter);
+  retryable (`Retry`; `retry_on` / `dont_retry_on`; never `InvalidArguments`,
+  `NotResumable` or `UnencodableResult`) and attempts remain (`retries`), else FAILED (a dead letter);
 * an interruption: CANCELLED (on request), a `TaskTimeout` error (decided as above), RELEASE
   (shutdown: redelivered at once, its attempt refunded), or nothing (the lease is lost:
   someone else holds the task, and anything written would be refused);
@@ -26,7 +26,7 @@ from typing import Any, Final
 
 from ._clock import Clock
 from ._config import GlobalConfig
-from ._exceptions import InvalidArguments, Retry, TaskTimeout, UnencodableResult
+from ._exceptions import InvalidArguments, NotResumable, Retry, TaskTimeout, UnencodableResult
 from ._message import ErrorInfo, Outcome, OutcomeKind, TaskMessage, encode_value
 from ._run import Run
 from ._task import TaskDefinition
@@ -43,7 +43,7 @@ __all__ = [
 
 logger = logging.getLogger("taskflow.worker")
 
-_NEVER_RETRIED: Final = (InvalidArguments, UnencodableResult)
+_NEVER_RETRIED: Final = (InvalidArguments, NotResumable, UnencodableResult)
 
 
 class OutcomeDecision:
