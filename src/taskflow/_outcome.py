@@ -5,7 +5,8 @@ and nowhere else.
   encoded;
 * an error: RETRY (exponential backoff with jitter, or the delay of a `Retry`) while it is
   retryable (`Retry`; `retry_on` / `dont_retry_on`; never `InvalidArguments`,
-  `NotResumable` or `UnencodableResult`) and attempts remain (`retries`), else FAILED (a dead letter);
+  `NotResumable` or `UnencodableResult`) and attempts remain (`retries`), else FAILED (a dead
+  letter);
 * an interruption: CANCELLED (on request), a `TaskTimeout` error (decided as above), RELEASE
   (shutdown: redelivered at once, its attempt refunded), or nothing (the lease is lost:
   someone else holds the task, and anything written would be refused);
