@@ -11,6 +11,8 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import anyio
+import anyio.from_thread
+import anyio.to_thread
 import pytest
 
 from taskflow import (
@@ -446,3 +448,42 @@ async def test_a_stale_run_whose_checkpoint_is_refused_stops_as_a_lost_lease_doe
     assert record.status is TaskStatus.RUNNING
     assert record.attempts == taken.attempt
     assert kept  # the first chunk's, written while the run still held the task
+
+
+async def test_a_stale_sync_run_gets_lease_lost_in_its_thread(
+    app: QueueTasks, clock: FakeClock
+) -> None:
+    in_second_chunk = threading.Event()
+    go_on = threading.Event()
+    processed: list[int] = []
+    stopped_by: list[BaseException] = []
+    stopped = anyio.Event()
+
+    @app.task(retries=3)
+    def walk(ctx: TaskContext) -> None:
+        try:
+            for chunk in ctx.chunks(range(6), size=2):
+                processed.append(chunk.start)
+                if chunk.start == 2:
+                    in_second_chunk.set()
+                    go_on.wait(10)
+        except BaseException as exc:
+            stopped_by.append(exc)
+            raise
+        finally:
+            anyio.from_thread.run_sync(stopped.set)
+
+    with anyio.fail_after(10):
+        async with app.running():
+            handle = await walk.add_task()
+            await anyio.to_thread.run_sync(in_second_chunk.wait, 10)
+            await app.broker.claim(
+                ["default"], limit=1, lease_s=60, now=clock.time() + 11, worker_id="other"
+            )
+            go_on.set()
+            await stopped.wait()
+            record = await handle.info()
+    assert processed == [0, 2]
+    assert [type(exc) for exc in stopped_by] == [LeaseLost]
+    assert "another run holds the task now" in str(stopped_by[0])
+    assert record.status is TaskStatus.RUNNING
