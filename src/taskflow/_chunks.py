@@ -64,7 +64,12 @@ class Chunks(Generic[C_co]):
     Iterate it once, with ``async for`` in an async task or ``for`` in a sync one. Each chunk
     is a `range` (for a range or a ``(start, stop)`` source) or a list of items. A chunk is
     recorded done when the loop asks for the next one or ends normally, that is after its body
-    returned; a `break` leaves the chunk it broke out of unrecorded.
+    returned; a `break` leaves the chunk it broke out of unrecorded. Made by
+    `TaskContext.chunks` (its arguments are documented there), never directly: the rest of the
+    constructor's arguments bind it to the run.
+
+    `done_rows` and `done_chunks` are read as the loop goes; before the first chunk they are 0
+    (the position of an earlier run is read when the first chunk is asked for).
 
     Attributes:
         name: The loop's name (``name=``); its position is kept under it.
