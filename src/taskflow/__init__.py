@@ -12,6 +12,7 @@ from ._artifact_dir import DirectoryArtifactStore as DirectoryArtifactStore
 from ._artifact_records import ArtifactInfo as ArtifactInfo
 from ._artifact_records import ArtifactState as ArtifactState
 from ._artifacts import TaskArtifacts as TaskArtifacts
+from ._chunks import Chunks as Chunks
 from ._client import AsyncResult as AsyncResult
 from ._client import AsyncTask as AsyncTask
 from ._client import SyncResult as SyncResult
@@ -30,8 +31,10 @@ from ._exceptions import EncodeError as EncodeError
 from ._exceptions import InvalidArguments as InvalidArguments
 from ._exceptions import InvalidArtifactName as InvalidArtifactName
 from ._exceptions import InvalidOption as InvalidOption
+from ._exceptions import LeaseLost as LeaseLost
 from ._exceptions import LifecycleError as LifecycleError
 from ._exceptions import LockLost as LockLost
+from ._exceptions import NotResumable as NotResumable
 from ._exceptions import ResultExpired as ResultExpired
 from ._exceptions import Retry as Retry
 from ._exceptions import TaskCancelled as TaskCancelled
@@ -80,6 +83,7 @@ __all__ = [
     "BackendUnavailable",
     "CallOptions",
     "CancelResult",
+    "Chunks",
     "Clock",
     "ConfigError",
     "DirectoryArtifactStore",
@@ -92,8 +96,10 @@ __all__ = [
     "InvalidArguments",
     "InvalidArtifactName",
     "InvalidOption",
+    "LeaseLost",
     "LifecycleError",
     "LockLost",
+    "NotResumable",
     "PreparedTask",
     "Progress",
     "QueueTasks",

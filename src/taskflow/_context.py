@@ -3,9 +3,11 @@
 A task gets one by declaring a parameter annotated with `TaskContext` (put it first, so the
 typed handle's arguments are the rest). The context reports progress and yielded values to the
 worker, which batches them to the storage; it never does I/O itself, so it is safe to call from a
-sync task running in a thread. It also shows the headers the task was sent with (`headers`),
-less the one taskflow reserves for the idempotency key, and carries the task's side of its
-artifacts (`TaskArtifacts`, from `_artifacts.py`), which does I/O on the worker's loop.
+sync task running in a thread. The one exception is `TaskContext.chunks`, whose iteration writes
+checkpoints (awaited; from a sync task's thread through the event loop). It also shows the
+headers the task was sent with (`headers`), less the one taskflow reserves for the idempotency
+key, and carries the task's side of its artifacts (`TaskArtifacts`, from `_artifacts.py`), which
+does I/O on the worker's loop.
 """
 
 from __future__ import annotations
@@ -13,14 +15,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import AsyncIterable, Iterable, Mapping
 from types import MappingProxyType, SimpleNamespace
-from typing import Any, Final
+from typing import Any, Final, TypeVar, overload
 
 from ._artifacts import TaskArtifacts
+from ._checkpoints import RunCheckpoints
+from ._chunks import ChunkCount, Chunks
 from ._exceptions import LifecycleError
 from ._message import Progress
 from ._run import Run
+
+T = TypeVar("T")
 
 __all__ = ["IDEMPOTENCY_HEADER", "TaskContext", "WorkerState"]
 
@@ -54,6 +60,7 @@ class TaskContext:
 
     __slots__ = (
         "_artifacts",
+        "_checkpoints",
         "_loop",
         "_loop_thread",
         "_run",
@@ -77,9 +84,11 @@ class TaskContext:
         attempt: int,
         headers: Mapping[str, str],
         state: WorkerState,
+        checkpoints: RunCheckpoints,
         artifacts: TaskArtifacts | None = None,
     ) -> None:
         self._run = run
+        self._checkpoints = checkpoints
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
         self.task_id = task_id
@@ -123,6 +132,84 @@ class TaskContext:
         """
         update = Progress(int(done), None if total is None else int(total), message)
         self._call_in_loop(self._run.set_progress, update)
+
+    @overload
+    def chunks(  # type: ignore[overload-overlap]  # a range is an iterable of ints too
+        self,
+        source: range | tuple[int, int],
+        *,
+        size: int,
+        name: str = "chunks",
+        total: int | None = None,
+        message: str | None = None,
+        count: ChunkCount = "rows",
+        resume: bool = True,
+    ) -> Chunks[range]: ...
+
+    @overload
+    def chunks(
+        self,
+        source: Iterable[T] | AsyncIterable[T],
+        *,
+        size: int,
+        name: str = "chunks",
+        total: int | None = None,
+        message: str | None = None,
+        count: ChunkCount = "rows",
+        resume: bool = True,
+    ) -> Chunks[list[T]]: ...
+
+    def chunks(
+        self,
+        source: Any,
+        *,
+        size: int,
+        name: str = "chunks",
+        total: int | None = None,
+        message: str | None = None,
+        count: ChunkCount = "rows",
+        resume: bool = True,
+    ) -> Chunks[Any]:
+        """Walk `source` in chunks of `size`, resuming after the chunks an earlier run of this
+        task recorded done; ``async for chunk in ctx.chunks(...)`` (``for`` in a sync task).
+
+        A chunk is recorded done (a checkpoint, awaited) when the loop asks for the next one or
+        ends, and progress is then reported: rows done of the total (or chunks, `count`), with
+        `message` formatted with ``{done}`` and ``{total}`` ("loaded {done} of {total}").
+
+        Args:
+            source: A `range` or a ``(start, stop)`` pair of ints (chunks are sub-ranges), a
+                sequence, any iterable that can be iterated again from its start, or an async
+                iterable (chunks are lists of its items).
+            size: Rows (items) per chunk, >= 1.
+            name: The loop's name: two loops in one task that should resume separately need
+                names of their own.
+            total: Rows in all, for progress, where `len(source)` does not say.
+            message: The progress message, formatted with ``{done}`` and ``{total}``.
+            count: Count progress in "rows" (default) or "chunks".
+            resume: False walks the source from the start on every run and records nothing
+                (the only way to walk a one-shot iterator).
+
+        Raises:
+            NotResumable: `source` is a one-shot iterator and `resume` is True.
+            ValueError: `size` is not an int >= 1; `name` is used by another loop of this run.
+            TypeError: `source` is not something to iterate.
+            LeaseLost: (while iterating) the backend refused the position: another run holds
+                the task now; let it propagate.
+        """
+        return Chunks(
+            source,
+            size=size,
+            name=name,
+            total=total,
+            message=message,
+            count=count,
+            resume=resume,
+            checkpoints=self._checkpoints,
+            run=self._run,
+            report=self.progress,
+            loop_thread=self._loop_thread,
+        )
 
     def _call_in_loop(self, fn: Any, arg: Any) -> None:
         if threading.get_ident() == self._loop_thread:

@@ -25,6 +25,9 @@ TaskflowError
 ├── UnencodableResult (TypeError)     a task returned or yielded a value msgspec cannot encode
 │                                     (the run's error, never retried)
 ├── Retry                             raised *inside* a task to ask for a retry
+├── LeaseLost                         raised *inside* a task whose checkpoint write was refused
+│                                     (another run holds the task now): the run stops, unstored
+├── NotResumable (TypeError)          ctx.chunks over a one-shot iterator without resume=False
 ├── ArtifactNotFound (LookupError)    no artifact of that name is stored for the task (never put,
 │                                     still being written, or already deleted or expired)
 ├── LockLost                          a held lock lapsed before it was renewed (its holder was
@@ -61,8 +64,10 @@ __all__ = [
     "InvalidArguments",
     "InvalidArtifactName",
     "InvalidOption",
+    "LeaseLost",
     "LifecycleError",
     "LockLost",
+    "NotResumable",
     "OrderError",
     "OrderNotFound",
     "ResultExpired",
@@ -261,6 +266,22 @@ class Retry(TaskflowError):
         super().__init__(reason)
         self.delay = delay
         self.reason = reason
+
+
+class LeaseLost(TaskflowError):
+    """Raised inside a task when the backend refused what its run wrote under its fencing token
+    (a checkpoint of ``ctx.chunks``): the lease was taken over, so another run holds the task
+    now (this worker was paused or cut off past its lease). The run stops as one whose lease
+    the heartbeat found lost: nothing of it is stored, and the other run carries on. Let it
+    propagate; an async task usually sees it as a cancellation instead."""
+
+
+class NotResumable(TaskflowError, TypeError):
+    """``ctx.chunks`` was given a source that cannot be read again from a position (a one-shot
+    iterator: a generator, an async generator, a file object, any iterator that is its own
+    iterable), so a re-run could not resume where the last one stopped. Pass a re-iterable
+    source (a range, a sequence, an object whose ``__iter__`` starts over), or
+    ``resume=False`` to walk it from the start on every run."""
 
 
 class OrderNotFound(TaskflowError, KeyError):

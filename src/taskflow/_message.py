@@ -18,6 +18,7 @@ __all__ = [
     "LEASE_EXPIRED",
     "TERMINAL_STATUSES",
     "CancelResult",
+    "Checkpoint",
     "Delivery",
     "EnqueueResult",
     "ErrorInfo",
@@ -315,6 +316,22 @@ class ProgressUpdate(msgspec.Struct, frozen=True, array_like=True, gc=False):
     token: int
     progress: Progress | None = None
     yields: list[bytes] = []
+
+
+class Checkpoint(msgspec.Struct, frozen=True, array_like=True, gc=False):
+    """A named value a running task records so that a later run of it can read it back
+    (`Storage.save_checkpoints`), fenced by the run's token.
+
+    Unlike progress, which each claim clears, checkpoints outlive the run that wrote them: a
+    re-claim after a crash, a retry and a release all keep them, and they go only with the
+    task's record. A value is opaque bytes to the backend; saving a name again replaces its
+    value. ``ctx.chunks`` keeps one per loop (its position); a named step is one too.
+    """
+
+    task_id: str
+    token: int
+    name: str
+    value: bytes
 
 
 class EventKind(str, enum.Enum):

@@ -4,8 +4,9 @@ and nowhere else.
 * a value: DONE (its encoded result kept for `result_ttl_s`), or FAILED if it cannot be
   encoded;
 * an error: RETRY (exponential backoff with jitter, or the delay of a `Retry`) while it is
-  retryable (`Retry`; `retry_on` / `dont_retry_on`; never `InvalidArguments` or
-  `UnencodableResult`) and attempts remain (`retries`), else FAILED (a dead letter);
+  retryable (`Retry`; `retry_on` / `dont_retry_on`; never `InvalidArguments`,
+  `NotResumable` or `UnencodableResult`) and attempts remain (`retries`), else FAILED (a dead
+  letter);
 * an interruption: CANCELLED (on request), a `TaskTimeout` or `LockLost` error (decided as
   above), RELEASE
   (shutdown: redelivered at once, its attempt refunded), or nothing (the lease is lost:
@@ -27,7 +28,7 @@ from typing import Any, Final
 
 from ._clock import Clock
 from ._config import GlobalConfig
-from ._exceptions import InvalidArguments, Retry, TaskTimeout, UnencodableResult
+from ._exceptions import InvalidArguments, NotResumable, Retry, TaskTimeout, UnencodableResult
 from ._message import ErrorInfo, Outcome, OutcomeKind, TaskMessage, encode_value
 from ._run import Run
 from ._task import TaskDefinition
@@ -44,7 +45,7 @@ __all__ = [
 
 logger = logging.getLogger("taskflow.worker")
 
-_NEVER_RETRIED: Final = (InvalidArguments, UnencodableResult)
+_NEVER_RETRIED: Final = (InvalidArguments, NotResumable, UnencodableResult)
 
 
 class OutcomeDecision:
@@ -99,8 +100,11 @@ class OutcomeDecision:
         definition: TaskDefinition | None,
         exc: BaseException,
     ) -> Outcome:
-        """RETRY if the error is retryable and attempts remain, else FAILED (dead letter)."""
+        """RETRY if the error is retryable and attempts remain, else FAILED (dead letter). An
+        error raised inside a chunk of ``ctx.chunks`` says which chunk."""
         info = error_info(exc)
+        if run.chunk_at is not None:
+            info = ErrorInfo(info.type, f"{info.message} [in {run.chunk_at}]", info.traceback)
         if is_retryable(definition, exc) and run.attempt <= message.retries:
             if isinstance(exc, Retry) and exc.delay is not None:
                 delay = max(0.0, float(exc.delay))

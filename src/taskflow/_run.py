@@ -56,11 +56,15 @@ class Run:
         ending: Its outcome is decided and on its way to the backend: the run is over, and
             what a lease renewal says of it no longer concerns it (a "lost" then is most often
             that outcome stored first).
+        chunk_at: The chunk of ``ctx.chunks`` the task is processing (a description, "chunk 3
+            of 10 of 'rows' (rows 200..299)"), named in the error of a run that fails in it;
+            None outside a chunk loop.
     """
 
     __slots__ = (
         "attempt",
         "cancel_requested",
+        "chunk_at",
         "delivery",
         "dirty",
         "ending",
@@ -98,6 +102,7 @@ class Run:
         self.ending = False
         self.message: TaskMessage | None = None
         self.lost_lock: LockLost | None = None
+        self.chunk_at: str | None = None
 
     @property
     def started(self) -> bool:

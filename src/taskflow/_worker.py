@@ -38,6 +38,7 @@ import anyio.abc
 from ._aio import first_of
 from ._artifact_sweep import ArtifactSweep
 from ._artifacts import ArtifactKeeper, TaskArtifacts
+from ._checkpoints import RunCheckpoints
 from ._claimer import Claimer
 from ._clock import Clock
 from ._config import GlobalConfig
@@ -401,6 +402,7 @@ class Worker:
                 artifacts=TaskArtifacts(
                     self.app.artifact_keeper, run.task_id, definition.artifacts
                 ),
+                checkpoints=RunCheckpoints(self.app.storage, self._clock, run),
             )
             index = definition.context_index
             if index is not None and index <= len(args):

@@ -1,8 +1,8 @@
 """Conformance: a Hypothesis state machine over the broker contract, under a fake clock.
 
 Random programs of enqueue (priority, retries, delay), claim, complete (DONE, RETRY, FAILED,
-RELEASE with current or stale tokens), extend, cancel, progress reports and clock moves (past
-leases too) run against one backend; after every step the invariants are checked:
+RELEASE with current or stale tokens), extend, cancel, progress reports, checkpoints and clock
+moves (past leases too) run against one backend; after every step the invariants are checked:
 
 * no message is lost: every enqueued id has a record, and at the end every task can be driven
   to a terminal state by claiming and completing what is left;
@@ -10,6 +10,7 @@ leases too) run against one backend; after every step the invariants are checked
 * ``attempts <= retries + 1``;
 * fencing: tokens only grow, a re-delivery carries a higher token, and a write with a stale
   token is refused and changes nothing;
+* checkpoints: every one accepted reads back, across every later claim, retry and release;
 * stats agree with the records, and at the end every task's events tell its story: enqueued
   first, one RUNNING per delivery, exactly one terminal event.
 
@@ -39,6 +40,7 @@ from hypothesis.stateful import (
 from taskflow.abc import (
     Broker,
     CancelResult,
+    Checkpoint,
     Delivery,
     ErrorInfo,
     EventKind,
@@ -98,6 +100,8 @@ class BrokerMachine(RuleBasedStateMachine):
         self.terminal: dict[str, tuple[Any, ...]] = {}
         self.held: list[Delivery] = []
         self.deliveries: Counter[str] = Counter()
+        #: Checkpoints accepted so far, per task: they must survive whatever happens next.
+        self.checkpoints: dict[str, dict[str, bytes]] = {}
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         return self.loop.run_until_complete(coro)
@@ -269,6 +273,23 @@ class BrokerMachine(RuleBasedStateMachine):
         assert applied == current
         after = self.record(delivery.task_id)
         assert after.progress == (Progress(done, 5) if current else before.progress)
+
+    @precondition(lambda self: bool(self.held))
+    @rule(pick=st.integers(0, _HELD_MAX), name=st.sampled_from(["a", "b"]), value=st.binary())
+    def checkpoint(self, pick: int, name: str, value: bytes) -> None:
+        """A checkpoint is accepted exactly when its token runs the task, and every one accepted
+        so far reads back, whatever claims, retries, releases and lapses came between."""
+        delivery = self.held[pick % len(self.held)]
+        task_id = delivery.task_id
+        before = self.record(task_id)
+        current = before.status is TaskStatus.RUNNING and before.token == delivery.token
+        entry = Checkpoint(task_id, delivery.token, name, value)
+        [accepted] = self.run(self.broker.storage.save_checkpoints([entry], now=self.now))
+        assert accepted == current
+        if accepted:
+            self.checkpoints.setdefault(task_id, {})[name] = value
+        stored = self.run(self.broker.storage.checkpoints(task_id))
+        assert stored == self.checkpoints.get(task_id, {})
 
     @precondition(lambda self: bool(self.retries))
     @rule(pick=st.integers(0, 1000))

@@ -97,7 +97,7 @@ def test_abc_exports_the_contracts_components_and_the_types_they_speak() -> None
         "ProgressUpdate", "EnqueueResult", "TaskRecord", "TaskOutcome", "Event", "EventKind",
         "QueueStats", "LeaseInfo", "Versioned", "CancelResult", "ErrorInfo", "Progress",
         "TaskStatus", "ArtifactBlob", "LockMode", "LockRequest", "LockHold", "LockState",
-        "LockHolder", "LockWaiter",
+        "LockHolder", "LockWaiter", "Checkpoint",
     }  # fmt: skip
     codecs = {"encode_message", "decode_message", "encode_value", "decode_value"}
     assert set(taskflow.abc.__all__) == contracts | constants | structs | codecs

@@ -196,7 +196,14 @@ def test_every_file_in_the_layout_exists() -> None:
 # -- snippets that are whole programs -----------------------------------------------------------
 
 # Pages whose complete programs (a block that ends by running `main`) are executed here.
-PAGES_WITH_PROGRAMS = ["index.md", "quickstart.md", "tasks.md", "locks.md", "artifacts.md"]
+PAGES_WITH_PROGRAMS = [
+    "index.md",
+    "quickstart.md",
+    "tasks.md",
+    "locks.md",
+    "artifacts.md",
+    "chunks.md",
+]
 
 
 def python_blocks(name: str) -> list[str]:

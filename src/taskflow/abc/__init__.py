@@ -27,8 +27,8 @@ Rules every backend follows (the conformance suite in ``tests/conformance`` chec
   TTLs, so the whole suite runs under a fake clock, real servers included.
 * **Batches.** Every call takes and returns a batch, in order: one round trip for many messages.
 * **Fencing.** Each claim hands out a token strictly greater than any earlier token of that task.
-  `Broker.complete`, `Broker.extend` and `Storage.report` with a stale token are refused and
-  change nothing.
+  `Broker.complete`, `Broker.extend`, `Storage.report` and `Storage.save_checkpoints` with a
+  stale token are refused and change nothing.
 * **One terminal outcome.** done, failed, cancelled and expired are terminal. The first terminal
   write wins, is never overwritten, and a cancel racing a completion is decided by who writes
   first. A message claimed again after its outcome was stored is acked without being delivered.
@@ -45,6 +45,7 @@ Rules every backend follows (the conformance suite in ``tests/conformance`` chec
 
 from .._message import LEASE_EXPIRED as LEASE_EXPIRED
 from .._message import CancelResult as CancelResult
+from .._message import Checkpoint as Checkpoint
 from .._message import Delivery as Delivery
 from .._message import EnqueueResult as EnqueueResult
 from .._message import ErrorInfo as ErrorInfo
@@ -89,6 +90,7 @@ __all__ = [
     "ArtifactStore",
     "Broker",
     "CancelResult",
+    "Checkpoint",
     "Coordination",
     "Delivery",
     "EnqueueResult",

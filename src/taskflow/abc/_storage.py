@@ -12,7 +12,7 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Sequence
 from typing import Final
 
-from .._message import Event, ProgressUpdate, TaskOutcome, TaskRecord
+from .._message import Checkpoint, Event, ProgressUpdate, TaskOutcome, TaskRecord
 from ._lifecycle import Lifecycle
 from ._waiters import ResultWaiters
 
@@ -90,6 +90,27 @@ class Storage(Lifecycle, ABC):
             return []
         return await self._report(updates, now)
 
+    async def save_checkpoints(self, entries: Sequence[Checkpoint], *, now: float) -> list[bool]:
+        """Record named checkpoint values of running tasks, in order, in one round trip; per
+        entry, False if its token is not the task's current one or the task is not running
+        (nothing is written then).
+
+        A name saved again replaces its value (later entries of one batch win). Checkpoints
+        survive every later claim, retry and release of the task (unlike progress) and are
+        deleted with its record; `checkpoints` reads them back. ``ctx.chunks`` keeps its
+        position in one, and a step recorded once its block exits would be one too.
+        """
+        self._check_open()
+        if not entries:
+            return []
+        return await self._save_checkpoints(entries, now)
+
+    async def checkpoints(self, task_id: str) -> dict[str, bytes]:
+        """The checkpoint values saved for `task_id` by any of its runs, by name; empty if it
+        has none or the task is unknown."""
+        self._check_open()
+        return await self._checkpoints(task_id)
+
     async def wait(self, task_id: str, *, timeout: float | None, now: float) -> TaskOutcome:
         """Wait until the task is terminal and return how it ended (what `AsyncResult.result`
         needs); push-notified, never polled. A caller that needs the whole record reads it
@@ -148,6 +169,16 @@ class Storage(Lifecycle, ABC):
     async def _report(self, updates: Sequence[ProgressUpdate], now: float) -> list[bool]:
         """Apply progress/yields of RUNNING tasks whose token matches; emit PROGRESS/YIELDED
         events. Return per update whether it was applied."""
+
+    @abstractmethod
+    async def _save_checkpoints(self, entries: Sequence[Checkpoint], now: float) -> list[bool]:
+        """See `save_checkpoints`: apply each entry (in order) whose task is RUNNING under its
+        token; keep the values where the task's record goes, so that deleting the record (cleanup,
+        expiry) deletes them too. No event is emitted."""
+
+    @abstractmethod
+    async def _checkpoints(self, task_id: str) -> dict[str, bytes]:
+        """See `checkpoints`."""
 
     # -- events ----------------------------------------------------------------------------
 

@@ -83,6 +83,9 @@ class TaskState(msgspec.Struct, gc=False):
     yields: list[bytes] | None = None
     result_expires_at: float | None = None
     worker_id: str | None = None
+    #: Named checkpoint values (`Storage.save_checkpoints`): kept across claims, gone with
+    #: the task.
+    checkpoints: dict[str, bytes] | None = None
 
     def outcome(self, now: float) -> TaskOutcome:
         """How the task ended so far, as seen at `now` (result hidden once expired)."""

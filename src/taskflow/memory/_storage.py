@@ -19,6 +19,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from .._message import (
+    Checkpoint,
     ErrorInfo,
     Event,
     EventKind,
@@ -245,6 +246,25 @@ class MemoryStorage(Storage):
                     queue.emit(task, EventKind.YIELDED, now, str(len(task.yields) - 1))
             out.append(True)
         return out
+
+    # -- checkpoints ---------------------------------------------------------------------------
+
+    async def _save_checkpoints(self, entries: Sequence[Checkpoint], now: float) -> list[bool]:
+        out: list[bool] = []
+        for entry in entries:
+            task = self._tasks.get(entry.task_id)
+            if task is None or task.status is not _RUNNING or task.token != entry.token:
+                out.append(False)
+                continue
+            if task.checkpoints is None:
+                task.checkpoints = {}
+            task.checkpoints[entry.name] = entry.value
+            out.append(True)
+        return out
+
+    async def _checkpoints(self, task_id: str) -> dict[str, bytes]:
+        task = self._tasks.get(task_id)
+        return {} if task is None or task.checkpoints is None else dict(task.checkpoints)
 
     # -- events --------------------------------------------------------------------------------
 

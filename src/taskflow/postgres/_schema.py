@@ -217,8 +217,6 @@ CREATE TABLE {s}.lock_entries (
     PRIMARY KEY (name, owner)
 );
 CREATE INDEX lock_entries_queue ON {s}.lock_entries (name, seq) WHERE NOT held;
--- Is an exclusive entry there? (asked by every shared request, beside many shared holders)
-CREATE INDEX lock_entries_exclusive ON {s}.lock_entries (name) WHERE mode = 'X';
 
 -- Drop the lock's lapsed entries, then grant the head of its queue what is free: the head
 -- exclusive waiter alone, or the run of shared waiters. Returns the owners granted.
@@ -309,30 +307,26 @@ BEGIN
         FROM {s}.lock_settle(n, p_now, p_exp) AS g;
     END LOOP;
     FOR k IN 1 .. coalesce(array_length(p_names, 1), 0) LOOP
-        IF p_op IN ('release', 'withdraw') THEN
-            -- Delete them all first, then settle each lock once (below): a settle per entry
-            -- would look at every entry of the lock once per entry of the batch.
-            IF p_op = 'release' THEN
-                DELETE FROM {s}.lock_entries
-                WHERE name = p_names[k] AND owner = p_owners[k] AND held AND token = p_tokens[k];
-            ELSE  -- withdraw: a request granted since it queued is given back too
-                DELETE FROM {s}.lock_entries WHERE name = p_names[k] AND owner = p_owners[k];
-            END IF;
-        ELSIF p_op = 'acquire' THEN
+        IF p_op = 'acquire' THEN
             RETURN QUERY SELECT k, {s}.lock_request(
                 p_names[k], p_owners[k], p_modes[k], p_waits[k], p_now, p_exp), NULL::text;
         ELSIF p_op = 'renew' THEN
             UPDATE {s}.lock_entries SET expires_at = p_exp
             WHERE name = p_names[k] AND owner = p_owners[k] AND held AND token = p_tokens[k];
             RETURN QUERY SELECT k, CASE WHEN FOUND THEN 1::bigint ELSE 0::bigint END, NULL::text;
+        ELSE
+            IF p_op = 'release' THEN
+                DELETE FROM {s}.lock_entries
+                WHERE name = p_names[k] AND owner = p_owners[k] AND held AND token = p_tokens[k];
+            ELSE  -- withdraw: a request granted since it queued is given back too
+                DELETE FROM {s}.lock_entries WHERE name = p_names[k] AND owner = p_owners[k];
+            END IF;
+            IF FOUND THEN
+                RETURN QUERY SELECT NULL::integer, NULL::bigint, g
+                FROM {s}.lock_settle(p_names[k], p_now, p_exp) AS g;
+            END IF;
         END IF;
     END LOOP;
-    IF p_op IN ('release', 'withdraw') THEN
-        FOR n IN SELECT DISTINCT u FROM unnest(p_names) AS u ORDER BY 1 LOOP
-            RETURN QUERY SELECT NULL::integer, NULL::bigint, g
-            FROM {s}.lock_settle(n, p_now, p_exp) AS g;
-        END LOOP;
-    END IF;
 END
 $$;
 """
@@ -368,6 +362,73 @@ CREATE TABLE {s}.artifacts (
 );
 """
 
+# Named checkpoint values of a task's runs (`Storage.save_checkpoints`): rows of their own, so a
+# claim (which rewrites the task's row) never touches them, deleted with the task's row.
+_V9_CHECKPOINTS: Final = """
+CREATE TABLE {s}.checkpoints (
+    task_id  text NOT NULL REFERENCES {s}.tasks (id) ON DELETE CASCADE,
+    name     text NOT NULL,
+    value    bytea NOT NULL,
+    PRIMARY KEY (task_id, name)
+);
+"""
+
+_V10_LOCK_BATCH: Final = """
+-- Is an exclusive entry there? (asked by every shared request, beside many shared holders)
+CREATE INDEX IF NOT EXISTS lock_entries_exclusive ON {s}.lock_entries (name) WHERE mode = 'X';
+
+-- A batch of one op ('acquire', 'renew', 'release', 'withdraw'), entries in order. Rows:
+-- (i, result) per entry for acquire (token or NULL) and renew (1 or 0); (NULL, NULL, owner)
+-- per owner granted by the call.
+CREATE OR REPLACE FUNCTION {s}.lock_batch(
+    p_op text, p_names text[], p_owners text[], p_modes text[], p_waits boolean[],
+    p_tokens bigint[], p_now float8, p_exp float8
+) RETURNS TABLE (i integer, result bigint, granted text)
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    n text;
+    k integer;
+BEGIN
+    IF p_op = 'acquire' THEN
+        INSERT INTO {s}.locks (name)
+        SELECT DISTINCT u FROM unnest(p_names) AS u ORDER BY 1
+        ON CONFLICT (name) DO NOTHING;
+    END IF;
+    PERFORM 1 FROM {s}.locks WHERE name = ANY (p_names) ORDER BY name FOR UPDATE;
+    FOR n IN SELECT DISTINCT u FROM unnest(p_names) AS u ORDER BY 1 LOOP
+        RETURN QUERY SELECT NULL::integer, NULL::bigint, g
+        FROM {s}.lock_settle(n, p_now, p_exp) AS g;
+    END LOOP;
+    FOR k IN 1 .. coalesce(array_length(p_names, 1), 0) LOOP
+        IF p_op IN ('release', 'withdraw') THEN
+            -- Delete them all first, then settle each lock once (below): a settle per entry
+            -- would look at every entry of the lock once per entry of the batch.
+            IF p_op = 'release' THEN
+                DELETE FROM {s}.lock_entries
+                WHERE name = p_names[k] AND owner = p_owners[k] AND held AND token = p_tokens[k];
+            ELSE  -- withdraw: a request granted since it queued is given back too
+                DELETE FROM {s}.lock_entries WHERE name = p_names[k] AND owner = p_owners[k];
+            END IF;
+        ELSIF p_op = 'acquire' THEN
+            RETURN QUERY SELECT k, {s}.lock_request(
+                p_names[k], p_owners[k], p_modes[k], p_waits[k], p_now, p_exp), NULL::text;
+        ELSIF p_op = 'renew' THEN
+            UPDATE {s}.lock_entries SET expires_at = p_exp
+            WHERE name = p_names[k] AND owner = p_owners[k] AND held AND token = p_tokens[k];
+            RETURN QUERY SELECT k, CASE WHEN FOUND THEN 1::bigint ELSE 0::bigint END, NULL::text;
+        END IF;
+    END LOOP;
+    IF p_op IN ('release', 'withdraw') THEN
+        FOR n IN SELECT DISTINCT u FROM unnest(p_names) AS u ORDER BY 1 LOOP
+            RETURN QUERY SELECT NULL::integer, NULL::bigint, g
+            FROM {s}.lock_settle(n, p_now, p_exp) AS g;
+        END LOOP;
+    END IF;
+END
+$$;
+"""
+
 #: (version, description, DDL with ``{s}`` for the quoted schema), in order. Append only.
 MIGRATIONS: Final[tuple[tuple[int, str, str], ...]] = (
     (1, "tables: tasks, events, leases, kv; the notify helper", _V1_TABLES),
@@ -382,6 +443,12 @@ MIGRATIONS: Final[tuple[tuple[int, str, str], ...]] = (
     (6, "running tasks name the claim that took them (a lost claim is given back)", _V6_CLAIM_IDS),
     (7, "reader/writer locks: locks, lock_entries; lock_batch and its helpers", _V7_LOCKS),
     (8, "artifact bytes: uploads, their chunks, and the visible upload of each", _V8_ARTIFACTS),
+    (9, "checkpoints of tasks' runs, deleted with their task", _V9_CHECKPOINTS),
+    (
+        10,
+        "locks: a release batch settles each lock once; an index of exclusive lock entries",
+        _V10_LOCK_BATCH,
+    ),
 )
 LATEST_VERSION: Final = MIGRATIONS[-1][0]
 

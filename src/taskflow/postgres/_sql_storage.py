@@ -1,4 +1,4 @@
-"""The storage's SQL: task records, progress reports, the event stream, cleanup.
+"""The storage's SQL: task records, progress reports, checkpoints, the event stream, cleanup.
 
 What lives here: the statements of `PostgresStorage` and `StorageStatements`, which formats
 them for one schema once. The report is one statement like the broker's batched calls: it
@@ -49,6 +49,27 @@ FROM input i LEFT JOIN upd u ON u.ord = i.ord
 ORDER BY i.ord
 """
 
+# Rows of attempts whose token is current are locked (FOR SHARE) while their checkpoints are
+# written, so a claim committing meanwhile makes the check read its new token and refuse. Of
+# several entries for one name the last is kept (one row may not be updated twice).
+_SAVE_CHECKPOINTS: Final = """
+WITH input AS (
+    SELECT * FROM unnest($1::text[], $2::int8[], $3::text[], $4::bytea[])
+        WITH ORDINALITY AS i(id, token, name, value, ord)
+), ok AS (
+    SELECT i.ord, i.id, i.name, i.value FROM input i JOIN {s}.tasks t ON t.id = i.id
+    WHERE t.token = i.token AND t.status = 'running'
+    FOR SHARE OF t
+), ins AS (
+    INSERT INTO {s}.checkpoints (task_id, name, value)
+    SELECT DISTINCT ON (id, name) id, name, value FROM ok ORDER BY id, name, ord DESC
+    ON CONFLICT (task_id, name) DO UPDATE SET value = excluded.value
+)
+SELECT i.ord, ok.ord IS NOT NULL AS ok FROM input i LEFT JOIN ok ON ok.ord = i.ord ORDER BY i.ord
+"""
+
+_CHECKPOINTS: Final = "SELECT name, value FROM {s}.checkpoints WHERE task_id = $1"
+
 _GET_MANY: Final = f"SELECT {TASK_RECORD_COLUMNS} FROM {{s}}.tasks WHERE id = ANY($1::text[])"
 
 _READ_EVENTS: Final = """
@@ -94,6 +115,8 @@ class StorageStatements:
     def __init__(self, quoted_schema: str) -> None:
         s = quoted_schema
         self.report = _REPORT.format(s=s)
+        self.save_checkpoints = _SAVE_CHECKPOINTS.format(s=s)
+        self.checkpoints = _CHECKPOINTS.format(s=s)
         self.get_many = _GET_MANY.format(s=s)
         self.read_events = _READ_EVENTS.format(s=s)
         self.has_events_after = _HAS_EVENTS_AFTER.format(s=s)

@@ -21,7 +21,16 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Final, TypeVar
 
 from .._backends import DEFAULT_APP, mask_password
-from ..abc import Event, ProgressUpdate, ReadCoalescer, Storage, TaskOutcome, TaskRecord, TaskStatus
+from ..abc import (
+    Checkpoint,
+    Event,
+    ProgressUpdate,
+    ReadCoalescer,
+    Storage,
+    TaskOutcome,
+    TaskRecord,
+    TaskStatus,
+)
 from ._client import (
     Backoff,
     Connections,
@@ -318,6 +327,20 @@ class PostgresStorage(Storage):
         return [applied[Attempt(u.task_id, u.token)] for u in updates]
 
     # -- events ---------------------------------------------------------------------------------
+
+    async def _save_checkpoints(self, entries: Sequence[Checkpoint], now: float) -> list[bool]:
+        columns = (
+            [e.task_id for e in entries],
+            [e.token for e in entries],
+            [e.name for e in entries],
+            [e.value for e in entries],
+        )
+        rows = await self.run(lambda conn: conn.fetch(self.sql.save_checkpoints, *columns))
+        return [bool(row["ok"]) for row in rows]
+
+    async def _checkpoints(self, task_id: str) -> dict[str, bytes]:
+        rows = await self.run(lambda conn: conn.fetch(self.sql.checkpoints, task_id))
+        return {row["name"]: bytes(row["value"]) for row in rows}
 
     async def _read_events(self, queue: str, after: str | None, limit: int) -> list[Event]:
         cursor = parse_cursor(after)

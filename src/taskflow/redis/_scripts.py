@@ -27,6 +27,7 @@ QUEUE_SCRIPTS: Final = (
     "cancel",
     "wake",
     "report",
+    "checkpoint",
     "get",
     "requeue",
     "inspect",

@@ -25,7 +25,7 @@ from typing import Any, Final
 from .._backends import DEFAULT_APP, check_app_name, mask_password
 from .._exceptions import AuthenticationFailed, BackendUnavailable, ConfigError
 from .._ids import is_task_id
-from .._message import Event, ProgressUpdate, TaskOutcome, TaskRecord, TaskStatus
+from .._message import Checkpoint, Event, ProgressUpdate, TaskOutcome, TaskRecord, TaskStatus
 from ..abc import ReadCoalescer, Storage
 from ._client import (
     AUTH_ERRORS,
@@ -361,6 +361,28 @@ class RedisStorage(Storage):
             for i, ok in zip(idx, reply, strict=True):
                 out[i] = bool(ok)
         return out
+
+    # -- checkpoints -----------------------------------------------------------------------
+
+    async def _save_checkpoints(self, entries: Sequence[Checkpoint], now: float) -> list[bool]:
+        queues = await self.routes.resolve_queues([e.task_id for e in entries])
+        out = [False] * len(entries)
+        for queue, idx in group_by_queue(queues).items():
+            args: list[Any] = [str(len(idx))]
+            for i in idx:
+                e = entries[i]
+                args += [e.task_id, str(e.token), e.name, e.value]
+            reply = await self.run_queue_script("checkpoint", queue, now, args)
+            for i, ok in zip(idx, reply, strict=True):
+                out[i] = bool(ok)
+        return out
+
+    async def _checkpoints(self, task_id: str) -> dict[str, bytes]:
+        (queue,) = await self.routes.resolve_queues([task_id])
+        if queue is None:
+            return {}
+        stored = await self._client.hgetall(self.qkey(queue, f"c:{task_id}"))
+        return {name.decode(): value for name, value in stored.items()}
 
     # -- notifications ---------------------------------------------------------------------
 

@@ -238,9 +238,10 @@ async def test_terminated_sessions_never_dead_letter_a_task_that_did_not_run(sch
     config = GlobalConfig(lease_s=_KILL_RUN_LEASE_S, claim_batch=4)
     url = f"{postgres_dsn()}?schema={schema}"
     producer = QueueTasks("kills", broker=url, config=config)
-    worker_app = QueueTasks(
-        "kills", broker=f"{url}&application_name=taskflow-victim", config=config
-    )
+    # One name per run, so that two runs on one server (helpers, parallel CI jobs) never
+    # terminate each other's sessions.
+    victim = f"taskflow-victim-{schema}"
+    worker_app = QueueTasks("kills", broker=f"{url}&application_name={victim}", config=config)
     work = _count_runs(producer, runs)
     _count_runs(worker_app, runs)
     killed = 0
@@ -252,7 +253,8 @@ async def test_terminated_sessions_never_dead_letter_a_task_that_did_not_run(sch
             while True:
                 killed += await admin.fetchval(
                     "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
-                    " WHERE application_name = 'taskflow-victim'"
+                    " WHERE application_name = $1",
+                    victim,
                 )
                 await asyncio.sleep(_KILL_EVERY_S)
         finally:

@@ -41,6 +41,7 @@ end
 local function rkey(id) return K .. 't:' .. id end
 local function ykey(id) return K .. 'y:' .. id end
 local function qkey(id) return K .. 'q:' .. id end
+local function ckey(id) return K .. 'c:' .. id end -- checkpoints (checkpoint.lua)
 
 -- Deferred sorted-set writes: key -> {score, member, score, member, ...} or {member, ...}.
 local ZADDS = {}
