@@ -101,6 +101,27 @@ def test_example_runs(path: Path) -> None:
         assert run.stdout.strip(), f"{path.name} printed nothing\n{report}"
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("service", ["redis", "postgres"])
+def test_the_exports_example_runs_against_a_url_given_on_its_command_line(service: str) -> None:
+    path = EXAMPLES_DIR / "exports.py"
+    url = os.environ.get(SERVICE_ENV[service])
+    if not url:
+        pytest.skip(f"set {SERVICE_ENV[service]} to run examples/exports.py on {service}")
+    run = subprocess.run(
+        [sys.executable, str(path), url],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+        cwd=path.parent,
+        check=False,
+    )
+    report = f"stdout:\n{run.stdout}\nstderr:\n{run.stderr}"
+    assert run.returncode == 0, report
+    for marker in expected_markers(path, path.read_text(encoding="utf-8")):
+        assert marker in run.stdout, f"{marker!r} not in its output\n{report}"
+
+
 # -- public names only ---------------------------------------------------------------------------
 
 DOCS = [
