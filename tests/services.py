@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 import os
 import shutil
 import signal
@@ -196,10 +197,16 @@ async def poll_until(
 
     For the state of real processes and servers (a log another process writes, counters in a
     server), which offer no event to wait on; in-process state waits on an event instead.
+    `check` may be a coroutine function (a read from the server).
     """
     with anyio.fail_after(deadline_s):
-        while not check():
+        while not await _checked(check):
             await anyio.sleep(every_s)  # the one asynchronous poll: see the docstring
+
+
+async def _checked(check: Callable[[], object]) -> object:
+    result = check()
+    return await result if inspect.isawaitable(result) else result
 
 
 def _tail(path: str, lines: int = 20) -> str:

@@ -19,7 +19,6 @@ import textwrap
 from pathlib import Path
 from types import ModuleType
 
-import anyio
 import pytest
 
 from taskflow import QueueTasks, TaskStatus
@@ -150,9 +149,7 @@ async def _kill_the_holder_and_check(
         queued = any(w.owner == swapping.task_id for s in states for w in s.waiters)
         return queued and await swapping.status() is TaskStatus.SCHEDULED
 
-    with anyio.fail_after(30):
-        while not await writer_parked():
-            await anyio.sleep(0.02)  # another process's state: nothing to wait on here
+    await poll_until(writer_parked, deadline_s=30)  # another process's state
 
     os.kill(holder_pid, signal.SIGKILL)
     [victim] = [proc for proc in workers if proc.pid == holder_pid]
