@@ -37,6 +37,7 @@ from ._exceptions import LockLost as LockLost
 from ._exceptions import NotResumable as NotResumable
 from ._exceptions import ResultExpired as ResultExpired
 from ._exceptions import Retry as Retry
+from ._exceptions import ScheduleNotFound as ScheduleNotFound
 from ._exceptions import TaskCancelled as TaskCancelled
 from ._exceptions import TaskExpired as TaskExpired
 from ._exceptions import TaskFailed as TaskFailed
@@ -60,6 +61,8 @@ from ._message import TaskStatus as TaskStatus
 from ._options import NOT_GIVEN as NOT_GIVEN
 from ._options import CallOptions as CallOptions
 from ._options import TaskDefaults as TaskDefaults
+from ._schedule import Schedule as Schedule
+from ._schedule_state import ScheduleInfo as ScheduleInfo
 from ._starter import Starter as Starter
 from ._task import PreparedTask as PreparedTask
 from ._task import TaskCall as TaskCall
@@ -105,6 +108,9 @@ __all__ = [
     "QueueTasks",
     "ResultExpired",
     "Retry",
+    "Schedule",
+    "ScheduleInfo",
+    "ScheduleNotFound",
     "Shared",
     "Starter",
     "SyncResult",

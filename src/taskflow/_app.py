@@ -32,6 +32,7 @@ from collections.abc import (
     Sequence,
 )
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
+from datetime import timedelta
 from types import MappingProxyType, TracebackType
 from typing import Any, Concatenate, ParamSpec, Self, TypedDict, TypeVar, overload
 
@@ -49,6 +50,9 @@ from ._lifecycle import AppLifecycle, BackendLink
 from ._locking import AppLock, LockWaiters, check_lock_ttl
 from ._message import CancelResult, TaskRecord
 from ._options import CallOptions, Seconds, TaskDefaults, TaskOptions
+from ._periodic import Periodic
+from ._schedule import Schedule
+from ._schedule_state import ScheduleInfo
 from ._sending import Sender
 from ._starter import Hook, Starter, WorkerHooks
 from ._task import PreparedTask, TaskDefinition, TaskFunc, make_definition
@@ -212,6 +216,8 @@ class QueueTasks:
         self.sender = Sender(self)
         #: Package-internal: the worker hooks and services (`_starter.py`).
         self.hooks: WorkerHooks[QueueTasks] = WorkerHooks()
+        #: Package-internal: the schedules `periodic` declares (`_periodic.py`).
+        self.schedule_book = Periodic()
 
     # -- registration ----------------------------------------------------------------------
 
@@ -343,6 +349,107 @@ class QueueTasks:
         hosts a candidate, and leader election picks the one that acts)."""
         self.hooks.services.append(fn)
         return fn
+
+    # -- periodic tasks --------------------------------------------------------------------
+
+    def periodic(
+        self,
+        *,
+        cron: str | None = None,
+        every: timedelta | float | None = None,
+        tz: str | None = None,
+        name: str | None = None,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        queue: str | None = None,
+        catch_up: int = 0,
+    ) -> Callable[[TaskFunc[P, R]], TaskFunc[P, R]]:
+        """Run a task on a schedule, each slot once however many workers run:
+
+        ```python
+        @app.periodic(cron="*/5 * * * *", tz="Europe/Moscow")
+        @app.task
+        async def report() -> None: ...
+
+
+        @app.periodic(every=timedelta(milliseconds=500), args=("tick",))
+        @app.task
+        async def generate(kind: str) -> None: ...
+        ```
+
+        Every worker process runs a small scheduler (a worker service, no beat process to keep
+        single) that enqueues each slot ahead of time as a scheduled task due at the slot, with
+        an id made of the schedule's name and the slot's time: the backend lets one enqueue of
+        a slot through, whichever worker is first. See the docs' Periodic tasks page.
+
+        Args:
+            cron: A five-field cron expression (read in `tz`, DST as Debian's cron does it).
+            every: An interval (a timedelta or seconds > 0, sub-second works); slots fall on
+                multiples of it since the Unix epoch.
+            tz: The IANA time zone of `cron` (default UTC); not allowed with `every`.
+            name: The schedule's name (default: the task's name); one task can have several
+                schedules under different names.
+            args: Positional arguments of every run.
+            kwargs: Keyword arguments of every run.
+            queue: The queue of the runs (default: the task's).
+            catch_up: After every worker was down, run this many of the missed slots (the
+                latest ones, oldest first, at most 1000); 0 (the default) skips them and runs
+                the next slot only.
+
+        Raises:
+            TaskRegistrationError: at decoration: neither or both of `cron` and `every`, an
+                invalid cron expression, an unknown time zone, an interval <= 0, a bad
+                `catch_up`, a name already declared, or not placed above ``@app.task``.
+            InvalidArguments: at decoration: `args` / `kwargs` do not fit the task.
+        """
+
+        def declare(task: TaskFunc[P, R]) -> TaskFunc[P, R]:
+            self.schedule_book.declare(
+                self,
+                task,
+                cron=cron,
+                every=every,
+                tz=tz,
+                name=name,
+                args=tuple(args),
+                kwargs=kwargs,
+                queue=queue,
+                catch_up=catch_up,
+            )
+            return task
+
+        return declare
+
+    @property
+    def periodic_schedules(self) -> Mapping[str, Schedule]:
+        """The schedules declared with `periodic`, by name (a read-only view)."""
+        return self.schedule_book.schedules
+
+    async def schedules(self) -> list[ScheduleInfo]:
+        """Every declared schedule with its state in the backend (shared by every worker):
+        next and last slot, paused or not; sorted by name."""
+        await self.lifecycle.ensure_open()
+        return await self.schedule_book.infos(self.coordination, self.clock.time())
+
+    async def pause_schedule(self, name: str) -> None:
+        """Stop enqueueing the named schedule's slots, on every worker (a slot already
+        enqueued, at most a second ahead, still runs).
+
+        Raises:
+            ScheduleNotFound: no schedule of that name is declared on this app.
+        """
+        await self.lifecycle.ensure_open()
+        await self.schedule_book.set_paused(self, name, True)
+
+    async def resume_schedule(self, name: str) -> None:
+        """Enqueue the named schedule's slots again, from the next one (the slots that fell
+        due while it was paused are skipped, whatever its ``catch_up``).
+
+        Raises:
+            ScheduleNotFound: no schedule of that name is declared on this app.
+        """
+        await self.lifecycle.ensure_open()
+        await self.schedule_book.set_paused(self, name, False)
 
     # -- lifecycle -------------------------------------------------------------------------
 

@@ -10,6 +10,8 @@ TaskflowError
 ├── LifecycleError (RuntimeError)     an app used from a loop while another owns it; blocking on one
 ├── TaskRegistrationError (ValueError) bad @app.task usage, duplicate task name
 ├── UnknownTaskError (LookupError)    a name-based add_task for a task this app does not know
+├── ScheduleNotFound (LookupError)    pause_schedule / resume_schedule of a name this app does
+│                                     not declare with @app.periodic
 ├── InvalidOption (ValueError, TypeError)  a task option of the wrong type or out of range, or an
 │                                     unknown option name (decorator or per call)
 ├── InvalidArguments (TypeError)      arguments that do not fit the task's signature (add_task,
@@ -72,6 +74,7 @@ __all__ = [
     "OrderNotFound",
     "ResultExpired",
     "Retry",
+    "ScheduleNotFound",
     "TaskCancelled",
     "TaskExpired",
     "TaskFailed",
@@ -119,6 +122,11 @@ class TaskRegistrationError(TaskflowError, ValueError):
 
 class UnknownTaskError(TaskflowError, LookupError):
     """A task name is not registered on this app (raised by name-based `add_task`)."""
+
+
+class ScheduleNotFound(TaskflowError, LookupError):
+    """No schedule of this name is declared on the app with `QueueTasks.periodic` (raised by
+    `QueueTasks.pause_schedule` and `QueueTasks.resume_schedule`)."""
 
 
 class InvalidOption(TaskflowError, ValueError, TypeError):
