@@ -63,7 +63,8 @@ class Schedule:
     def next_after(self, t: float) -> float:
         """The first slot strictly after `t` (epoch seconds)."""
         if self.every_s is not None:
-            return (math.floor(t / self.every_s) + 1) * self.every_s
+            every_us = _microseconds(self.every_s)
+            return (_index(t, every_us) + 1) * every_us / 1e6
         return next(self._cron_from(t))
 
     def slots_between(self, after: float, until: float, *, keep: int | None = None) -> list[float]:
@@ -71,11 +72,12 @@ class Schedule:
         if keep is not None and keep <= 0:
             return []
         if self.every_s is not None:
-            first = math.floor(after / self.every_s) + 1
-            last = math.floor(until / self.every_s)
+            every_us = _microseconds(self.every_s)
+            first = _index(after, every_us) + 1
+            last = _index(until, every_us)
             if keep is not None:
                 first = max(first, last - keep + 1)
-            return [k * self.every_s for k in range(first, last + 1)]
+            return [k * every_us / 1e6 for k in range(first, last + 1)]
         slots: deque[float] = deque(maxlen=keep)
         for n, slot in enumerate(self._cron_from(after)):
             if slot > until or n >= MAX_CRON_WALK:
@@ -86,16 +88,31 @@ class Schedule:
     def _cron_from(self, t: float) -> Iterator[float]:
         assert self.cron is not None
         zone = ZoneInfo(self.tz)
-        # cronsim works to the minute and yields slots strictly after its start.
+        # cronsim yields wall-clock matches after its start. Started inside the second pass of
+        # a repeated (fall-back) hour it can yield a match of the first pass, an instant before
+        # the start, which was decided already: only instants after `t` are slots.
         start = datetime.fromtimestamp(t, zone)
         for slot in CronSim(self.cron, start):
-            yield slot.timestamp()
+            instant = slot.timestamp()
+            if instant > t:
+                yield instant
 
     def describe(self) -> str:
         """``cron '*/5 * * * *' (Europe/Moscow)`` or ``every 0.5s``."""
         if self.cron is not None:
             return f"cron {self.cron!r} ({self.tz})"
         return f"every {self.every_s:g}s"
+
+
+def _microseconds(seconds: float) -> int:
+    # Slots are counted in whole microseconds, so that k * 0.1 s is the slot a person reads
+    # (1700000000.1, not 1700000000.1000001) and every host computes the same one.
+    return max(1, round(seconds * 1_000_000))
+
+
+def _index(t: float, every_us: int) -> int:
+    """The number of the last slot at or before `t`."""
+    return math.floor(round(t * 1_000_000) / every_us)
 
 
 def slot_id(schedule: str, slot: float) -> str:

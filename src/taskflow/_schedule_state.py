@@ -34,9 +34,16 @@ NAMESPACE: Final = "periodic"
 
 
 class ScheduleRecord(msgspec.Struct, frozen=True, array_like=True):
-    """What the backend keeps of one schedule: the last slot enqueued (epoch seconds; None
-    before the first) and whether it is paused."""
+    """What the backend keeps of one schedule (times in epoch seconds).
 
+    Attributes:
+        through: Every slot at or before this time is decided (enqueued, or skipped as
+            missed or paused); None for a schedule no worker has looked at yet.
+        last_slot: The last slot enqueued (None before the first).
+        paused: Whether the schedule is paused.
+    """
+
+    through: float | None = None
     last_slot: float | None = None
     paused: bool = False
 
@@ -62,14 +69,14 @@ async def write_record(
 
 
 async def set_paused(coordination: Coordination, name: str, paused: bool, now: float) -> None:
-    """Pause or resume a schedule. A resume moves the last slot to `now`, so the slots that fell
-    due while it was paused are skipped, not caught up (a pause is deliberate)."""
+    """Pause or resume a schedule. A resume decides every slot up to `now` (skipped), so the
+    slots that fell due while it was paused are not caught up (a pause is deliberate)."""
     while True:
         record, version = await read_record(coordination, name)
-        last = record.last_slot
+        through = record.through
         if not paused and record.paused:
-            last = now if last is None else max(last, now)
-        changed = ScheduleRecord(last_slot=last, paused=paused)
+            through = now if through is None else max(through, now)
+        changed = ScheduleRecord(through=through, last_slot=record.last_slot, paused=paused)
         if await write_record(coordination, name, changed, version):
             return
 
@@ -103,7 +110,7 @@ def schedule_info(schedule: Schedule, record: ScheduleRecord, now: float) -> Sch
     """What `QueueTasks.schedules` shows of `schedule` given its record."""
     zone = ZoneInfo(schedule.tz)
     last = record.last_slot
-    next_slot = None if record.paused else schedule.next_after(max(last or now, now))
+    next_slot = None if record.paused else schedule.next_after(max(record.through or now, now))
     return ScheduleInfo(
         name=schedule.name,
         task=schedule.task,

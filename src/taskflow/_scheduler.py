@@ -3,14 +3,15 @@
 There is no beat process to keep single. Every worker runs this loop (as a worker service, see
 `QueueTasks.periodic`), one task per schedule, and each slot still runs once:
 
-1. read the schedule's record (`_schedule_state.py`): the last slot enqueued, paused or not;
-2. pick the slots due for enqueueing: those up to ``now + LOOKAHEAD_S`` after the last slot,
+1. read the schedule's record (`_schedule_state.py`): up to when its slots are decided,
+   paused or not;
+2. pick the slots due for enqueueing: those up to ``now + LOOKAHEAD_S`` after that time,
    plus, after an outage, up to ``catch_up`` of the slots missed (older than ``GRACE_S``);
 3. enqueue them in one backend call, each with the task id `slot_id` (schedule name + slot
    time) and an eta of the slot time, so the claim path starts it when it is due, without
    polling; the backend's id dedup lets exactly one enqueue of a slot through, whichever
    workers race;
-4. move the record's last slot with a compare-and-set (a worker that loses re-reads), and
+4. move the record past them with a compare-and-set (a worker that loses re-reads), and
    sleep until the next slot is ``LOOKAHEAD_S`` away.
 
 Enqueue comes before the record moves: a worker killed between the two leaves a slot that the
@@ -104,13 +105,15 @@ class Scheduler:
         while True:
             now = self.app.clock.time()
             record, version = await read_record(coordination, schedule.name)
-            if record.paused:
-                return schedule.next_after(now) - LOOKAHEAD_S
-            slots = due_slots(schedule, record.last_slot, now)
+            if record.paused:  # look again when the next slot would be enqueued
+                return schedule.next_after(now + LOOKAHEAD_S) - LOOKAHEAD_S
+            slots = due_slots(schedule, record.through, now)
             if not slots:
-                return schedule.next_after(max(record.last_slot or now, now)) - LOOKAHEAD_S
+                if record.through is None:  # a fresh schedule: it starts after now
+                    await write_record(coordination, schedule.name, _started(now), version)
+                return schedule.next_after(max(record.through or now, now)) - LOOKAHEAD_S
             await self._enqueue(schedule, slots, now)
-            moved = ScheduleRecord(last_slot=slots[-1], paused=False)
+            moved = ScheduleRecord(through=slots[-1], last_slot=slots[-1])
             if await write_record(coordination, schedule.name, moved, version):
                 logger.debug("periodic %r: enqueued %d slot(s)", schedule.name, len(slots))
             # Moved or not (another worker moved it first), look again: more may be due.
@@ -131,6 +134,10 @@ class Scheduler:
         await app.broker.enqueue(messages, now=now)
 
 
+def _started(now: float) -> ScheduleRecord:
+    return ScheduleRecord(through=now)
+
+
 def _slot_options(schedule: Schedule, slot: float) -> dict[str, object]:
     options: dict[str, object] = {
         "task_id": slot_id(schedule.name, slot),
@@ -142,15 +149,16 @@ def _slot_options(schedule: Schedule, slot: float) -> dict[str, object]:
     return options
 
 
-def due_slots(schedule: Schedule, last_slot: float | None, now: float) -> list[float]:
-    """The slots to enqueue now, oldest first: every slot after `last_slot` up to
-    ``now + LOOKAHEAD_S``, less the missed ones (older than ``now - GRACE_S``) beyond the
-    schedule's ``catch_up``. A fresh schedule (no last slot) starts after `now`."""
+def due_slots(schedule: Schedule, through: float | None, now: float) -> list[float]:
+    """The slots to enqueue now, oldest first: every slot after `through` (the record's: all
+    slots up to it are decided) up to ``now + LOOKAHEAD_S``, less the missed ones (older than
+    ``now - GRACE_S``) beyond the schedule's ``catch_up``. A fresh schedule (`through` None)
+    starts after `now`."""
     horizon = now + LOOKAHEAD_S
     on_time = now - GRACE_S
-    if last_slot is None or last_slot >= on_time:
-        start = now if last_slot is None else last_slot
+    if through is None or through >= on_time:
+        start = now if through is None else through
         return schedule.slots_between(start, horizon)[:MAX_SLOTS_PER_PASS]
-    missed = schedule.slots_between(last_slot, on_time, keep=schedule.catch_up)
+    missed = schedule.slots_between(through, on_time, keep=schedule.catch_up)
     recent = schedule.slots_between(on_time, horizon)[:MAX_SLOTS_PER_PASS]
     return missed + recent
