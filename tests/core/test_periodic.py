@@ -240,7 +240,7 @@ async def test_schedules_lists_every_declared_schedule() -> None:
         False,
     )
     assert report.next_slot == datetime(2026, 6, 1, 12, 5, tzinfo=MOSCOW)
-    with pytest.raises(ScheduleNotFound, match="'nope'.*declared: beat, report"):
+    with pytest.raises(ScheduleNotFound, match=r"'nope'.*declared: beat, report"):
         await app.pause_schedule("nope")
 
 
@@ -305,7 +305,7 @@ def test_periodic_must_sit_above_app_task() -> None:
 
     async def plain() -> None: ...
 
-    with pytest.raises(TaskRegistrationError, match="above @app.task"):
+    with pytest.raises(TaskRegistrationError, match=r"above @app\.task"):
         app.periodic(every=1)(plain)  # type: ignore[arg-type]
     other, _ = make_app(0)
     foreign = other.task(plain)
