@@ -20,6 +20,7 @@ from .._exceptions import (
     InvalidArguments,
     InvalidArtifactName,
     InvalidOption,
+    ScheduleNotFound,
     TaskFailed,
     TaskflowError,
     TaskNotFound,
@@ -59,8 +60,9 @@ EXIT_CODE_MEANINGS: Final = {
         "installed"
     ),
     ExitCode.NOT_FOUND: (
-        "no task with that id (cancel, requeue: at least one of the ids), or no task of that "
-        "name registered (send)"
+        "no task with that id (cancel, requeue: at least one of the ids), no task of that "
+        "name registered (send), or no schedule of that name declared (schedules --pause, "
+        "--resume)"
     ),
     ExitCode.TASK_FAILED: "the task ended failed, cancelled or expired (status)",
     ExitCode.WORKER_FAILED: (
@@ -114,7 +116,7 @@ def classify(exc: BaseException) -> tuple[ExitCode, str]:
         return ExitCode.INTERRUPTED, "interrupted"
     if isinstance(exc, BackendUnavailable):
         return ExitCode.UNAVAILABLE, str(exc)
-    if isinstance(exc, TaskNotFound | UnknownTaskError):
+    if isinstance(exc, TaskNotFound | UnknownTaskError | ScheduleNotFound):
         return ExitCode.NOT_FOUND, str(exc)
     if isinstance(exc, TaskFailed):
         return ExitCode.TASK_FAILED, str(exc)

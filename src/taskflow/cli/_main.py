@@ -12,7 +12,7 @@ from typing import NoReturn, TypeAlias
 
 from .. import __version__
 from .._backends import DEFAULT_APP
-from . import _artifacts, _locks, _queues, _tasks, _workers
+from . import _artifacts, _locks, _queues, _schedules, _tasks, _workers
 from ._errors import ExitCode, classify, exit_codes_help, format_traceback
 
 __all__ = ["main"]
@@ -81,6 +81,7 @@ def _parser() -> _Parser:
     _add_task_commands(sub)
     _add_queue_commands(sub)
     _add_locks(sub)
+    _add_schedules(sub)
     _add_artifacts(sub)
     _add_db(sub)
     return parser
@@ -210,6 +211,24 @@ def _add_locks(sub: Commands) -> None:
         "names", metavar="NAME", nargs="*", help="only these locks (default: every lock in use)"
     )
     _with_json(locks)
+
+
+def _add_schedules(sub: Commands) -> None:
+    schedules = _command(
+        sub, "schedules", _schedules.schedules, "list periodic schedules; pause or resume one"
+    )
+    _with_app(schedules)
+    change = schedules.add_mutually_exclusive_group()
+    change.add_argument(
+        "--pause", metavar="NAME", default=None, help="pause schedule NAME on every worker"
+    )
+    change.add_argument(
+        "--resume",
+        metavar="NAME",
+        default=None,
+        help="resume schedule NAME from its next slot (slots missed while paused are skipped)",
+    )
+    _with_json(schedules)
 
 
 def _add_db(sub: Commands) -> None:
