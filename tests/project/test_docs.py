@@ -203,6 +203,7 @@ PAGES_WITH_PROGRAMS = [
     "locks.md",
     "artifacts.md",
     "chunks.md",
+    "periodic.md",
 ]
 
 
