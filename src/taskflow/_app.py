@@ -10,9 +10,11 @@ module of its own:
 * ``app.lifecycle`` (`_lifecycle.AppLifecycle`): which event loop owns the app, opening at first
   use, reopening, and the bridge from synchronous code;
 * ``app.hooks`` (`_starter.WorkerHooks`): the startup and shutdown hooks and worker services;
+* ``app.schedule_book`` (`_periodic.Periodic`): the schedules `periodic` declares, listed,
+  paused and resumed (the loop that enqueues their slots is `_scheduler.py`);
 * `_running.py`: `running`, `run_forever` and `run_in_thread`, each through a `Starter`.
 
-These three attributes are package-internal (the handles, the worker, the Starter and the
+These attributes are package-internal (the handles, the worker, the Starter and the
 Supervisor use them); they are not part of the documented API. The app is at the top of the
 import graph: no module it imports imports it back, the lower ones see it through protocols
 (`ClientApp`, `SendingApp`, `WorkerApp`, `StarterApp`).

@@ -97,12 +97,6 @@ class Schedule:
             if instant > t:
                 yield instant
 
-    def describe(self) -> str:
-        """``cron '*/5 * * * *' (Europe/Moscow)`` or ``every 0.5s``."""
-        if self.cron is not None:
-            return f"cron {self.cron!r} ({self.tz})"
-        return f"every {self.every_s:g}s"
-
 
 def _microseconds(seconds: float) -> int:
     # Slots are counted in whole microseconds, so that k * 0.1 s is the slot a person reads
