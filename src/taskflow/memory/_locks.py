@@ -94,6 +94,7 @@ class _Lock:
             self.waiters[owner] = LockWaiter(
                 owner=owner, mode=queued.mode, since=queued.since, expires_at=now + ttl_s
             )
+            self.earliest = min(self.earliest, now + ttl_s)  # a shorter ttl moves it closer
             return None
         if self._grantable(request.mode):
             return self._grant(owner, request.mode, ttl_s, now)
@@ -120,6 +121,7 @@ class _Lock:
         self.holders[hold.owner] = LockHolder(
             owner=held.owner, mode=held.mode, token=held.token, expires_at=now + ttl_s
         )
+        self.earliest = min(self.earliest, now + ttl_s)  # a shorter ttl moves it closer
         return True
 
     def state(self, name: str) -> LockState:
@@ -153,21 +155,37 @@ class LockTable:
 
     def release(self, holds: Sequence[LockHold], ttl_s: float, now: float) -> list[str]:
         granted: list[str] = []
+        locks = self._all_settled([h.name for h in holds], ttl_s, now, granted)
         for hold in holds:
-            lock = self._settled(hold.name, ttl_s, now, granted)
+            lock = locks[hold.name]
             if lock.holds(hold):
                 del lock.holders[hold.owner]
-                granted += lock.settle(ttl_s, now)
-        return _unique(granted)
+        return self._settle_again(locks, ttl_s, now, granted)
 
     def withdraw(self, requests: Sequence[LockRequest], ttl_s: float, now: float) -> list[str]:
         granted: list[str] = []
+        locks = self._all_settled([r.name for r in requests], ttl_s, now, granted)
         for request in requests:
-            lock = self._settled(request.name, ttl_s, now, granted)
+            lock = locks[request.name]
             # A request granted since it was queued is given back too: its owner gave up.
-            found = lock.waiters.pop(request.owner, None) or lock.holders.pop(request.owner, None)
-            if found is not None:
-                granted += lock.settle(ttl_s, now)
+            if lock.waiters.pop(request.owner, None) is None:
+                lock.holders.pop(request.owner, None)
+        return self._settle_again(locks, ttl_s, now, granted)
+
+    def _all_settled(
+        self, names: list[str], ttl_s: float, now: float, granted: list[str]
+    ) -> dict[str, _Lock]:
+        """The locks of a release or withdrawal batch, each settled once (lapses granted)."""
+        return {name: self._settled(name, ttl_s, now, granted) for name in dict.fromkeys(names)}
+
+    @staticmethod
+    def _settle_again(
+        locks: dict[str, _Lock], ttl_s: float, now: float, granted: list[str]
+    ) -> list[str]:
+        """After every entry of the batch is gone, grant each lock's head once: the same grants
+        as a settle per entry, and no owner granted and then withdrawn in one call."""
+        for lock in locks.values():
+            granted += lock.settle(ttl_s, now)
         return _unique(granted)
 
     def states(self, names: list[str] | None, now: float) -> list[LockState]:

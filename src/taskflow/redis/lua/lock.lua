@@ -152,16 +152,17 @@ elseif op == 'renew' then
   end
   return out
 elseif op == 'release' then
+  -- Every entry goes first, then the head is granted once: the same grants as a grant per
+  -- entry, and no owner granted and then withdrawn in one call (as PostgreSQL's lock_batch).
   for i = 4, #ARGV, 2 do
-    if held_token(ARGV[i]) == ARGV[i + 1] then
-      del_holder(ARGV[i])
-      grant_head(granted)
-    end
+    if held_token(ARGV[i]) == ARGV[i + 1] then del_holder(ARGV[i]) end
   end
+  grant_head(granted)
   return granted
 else  -- withdraw: a request granted since it queued is given back too
   for i = 4, #ARGV do
-    if del_waiter(ARGV[i]) or del_holder(ARGV[i]) then grant_head(granted) end
+    if not del_waiter(ARGV[i]) then del_holder(ARGV[i]) end
   end
+  grant_head(granted)
   return granted
 end
