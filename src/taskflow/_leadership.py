@@ -212,7 +212,7 @@ class Leadership:
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
-    ) -> bool:
+    ) -> None:
         block = self._block
         try:
             await shielded(self._leave())
@@ -221,7 +221,7 @@ class Leadership:
                 raise
             # Our own cancellation, which arrived after the block had ended: raised below.
         if not block.raise_loss(exc_type):
-            return False
+            return
         logger.warning("%s lost role %r: %s", self.owner, self.role, block.lost)
         raise LeadershipLost(self.role, self.owner, self.token, block.lost or "") from exc
 
