@@ -47,6 +47,7 @@ from ._exceptions import TaskRegistrationError as TaskRegistrationError
 from ._exceptions import TaskTimeout as TaskTimeout
 from ._exceptions import TimeoutError as TimeoutError  # noqa: A004 - deliberate builtin twin
 from ._exceptions import UnknownTaskError as UnknownTaskError
+from ._fencing import FencedValue as FencedValue
 from ._leadership import Leadership as Leadership
 from ._lock_types import Exclusive as Exclusive
 from ._lock_types import Shared as Shared
@@ -94,6 +95,7 @@ __all__ = [
     "Event",
     "EventKind",
     "Exclusive",
+    "FencedValue",
     "GlobalConfig",
     "InvalidArguments",
     "InvalidArtifactName",

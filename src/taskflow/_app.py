@@ -45,6 +45,7 @@ from ._clock import Clock, SystemClock
 from ._config import GlobalConfig, app_config
 from ._context import TaskContext, WorkerState
 from ._exceptions import TaskRegistrationError
+from ._fencing import FencedValue, fenced_get
 from ._leadership import Leadership, check_leadership_ttl, check_role
 from ._lifecycle import AppLifecycle, BackendLink
 from ._locking import AppLock, LockWaiters, check_lock_ttl
@@ -573,6 +574,12 @@ class QueueTasks:
         ``token``, ``expires_at`` by the holder's clock), or None if nobody does."""
         await self.lifecycle.ensure_open()
         return await self.coordination.get_lease(check_role(role), now=self.clock.time())
+
+    async def fenced_get(self, namespace: str, key: str) -> FencedValue | None:
+        """Read a fenced record (written by `Leadership.fenced_set`): its value and the
+        fencing token of its last writer, or None if there is none."""
+        await self.lifecycle.ensure_open()
+        return await fenced_get(self.coordination, namespace, key)
 
     # -- reading and managing tasks ---------------------------------------------------------
 

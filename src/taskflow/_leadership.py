@@ -22,6 +22,7 @@ from typing import Any, Final, Protocol
 from ._aio import shielded
 from ._clock import Clock
 from ._exceptions import InvalidOption, LeadershipLost, LifecycleError
+from ._fencing import fenced_set
 from ._lifecycle import AppLifecycle
 from ._locking import LockWaiters
 from ._renewal import RenewedBlock
@@ -153,6 +154,21 @@ class Leadership:
         if self._token is None or self._block.lost is not None or self._left:
             return False
         return self._app.clock.time() < self._expires_at
+
+    async def fenced_set(self, namespace: str, key: str, value: bytes) -> bool:
+        """Write a fenced record of the backend's key-value space, fenced by this term's
+        token: refused (False) once a later holder of any role or lock with a higher token
+        has written the record, so a leader resumed after losing its role cannot overwrite
+        its successor's state. Read it back with `QueueTasks.fenced_get`.
+
+        The store decides, not this process: a write made before the successor's first write
+        to the record passes (it came first). Records written this way hold the value with
+        the token; write them only through `fenced_set`.
+
+        Raises:
+            LifecycleError: the role is not held yet.
+        """
+        return await fenced_set(self._app.coordination, namespace, key, value, token=self.token)
 
     # -- campaigning -----------------------------------------------------------------------
 
