@@ -46,7 +46,7 @@ from ._config import GlobalConfig, app_config
 from ._context import TaskContext, WorkerState
 from ._exceptions import TaskRegistrationError
 from ._fencing import FencedValue, fenced_get
-from ._leadership import Leadership, check_leadership_ttl, check_role
+from ._leadership import HeldTerms, Leadership, check_leadership_ttl, check_role
 from ._lifecycle import AppLifecycle, BackendLink
 from ._locking import AppLock, LockWaiters, check_lock_ttl
 from ._message import CancelResult, LeaseInfo, TaskRecord
@@ -195,6 +195,8 @@ class QueueTasks:
         #: Package-internal: the owners of this process waiting for a lock (`_locking.py`); a
         #: release made here wakes the ones it granted through it.
         self.lock_waiters = LockWaiters()
+        #: Package-internal: this app's terms of leadership inside their block (`leading`).
+        self.held_terms = HeldTerms()
         self._tasks: dict[str, TaskDefinition] = {}
         self._tasks_view = MappingProxyType(self._tasks)
         #: Package-internal: which event loop owns the app (`_lifecycle.py`).
@@ -574,6 +576,12 @@ class QueueTasks:
         ``token``, ``expires_at`` by the holder's clock), or None if nobody does."""
         await self.lifecycle.ensure_open()
         return await self.coordination.get_lease(check_role(role), now=self.clock.time())
+
+    @property
+    def leading(self) -> frozenset[str]:
+        """The roles this app holds now (its `leadership` blocks whose term `is_held`), as a
+        worker registry or a status line shows them; no call to the store."""
+        return self.held_terms.roles()
 
     async def fenced_get(self, namespace: str, key: str) -> FencedValue | None:
         """Read a fenced record (written by `Leadership.fenced_set`): its value and the

@@ -1,4 +1,5 @@
-"""Leader election: `Leadership` (what ``app.leadership(role)`` returns) and `check_role`.
+"""Leader election: `Leadership` (what ``app.leadership(role)`` returns), `HeldTerms` (the
+terms of one app, for ``app.leading``) and `check_role`.
 
 A `Leadership` campaigns for a named role - a lease of the app's `Coordination`, the same on
 every backend - until it holds it, keeps it renewed while its ``async with`` block runs
@@ -28,7 +29,13 @@ from ._locking import LockWaiters
 from ._renewal import RenewedBlock
 from .abc import Coordination
 
-__all__ = ["MAX_CAMPAIGN_RETRY_S", "Leadership", "check_leadership_ttl", "check_role"]
+__all__ = [
+    "MAX_CAMPAIGN_RETRY_S",
+    "HeldTerms",
+    "Leadership",
+    "check_leadership_ttl",
+    "check_role",
+]
 
 logger = logging.getLogger("taskflow.leaders")
 
@@ -68,6 +75,23 @@ def check_leadership_ttl(ttl: object) -> float:
     return float(ttl)
 
 
+class HeldTerms:
+    """The terms of one app that are inside their ``async with`` block (held, or being lost)."""
+
+    def __init__(self) -> None:
+        self._terms: set[Leadership] = set()
+
+    def add(self, term: Leadership) -> None:
+        self._terms.add(term)
+
+    def discard(self, term: Leadership) -> None:
+        self._terms.discard(term)
+
+    def roles(self) -> frozenset[str]:
+        """The roles held now (`Leadership.is_held`)."""
+        return frozenset(term.role for term in self._terms if term.is_held)
+
+
 class LeaderApp(Protocol):
     """What a `Leadership` uses of its app (a `QueueTasks`)."""
 
@@ -75,6 +99,7 @@ class LeaderApp(Protocol):
     clock: Clock
     lifecycle: AppLifecycle
     lock_waiters: LockWaiters
+    held_terms: HeldTerms
 
 
 class Leadership:
@@ -211,6 +236,7 @@ class Leadership:
             await self._campaign()
         logger.info("%s leads role %r (token %d)", self.owner, self.role, self._token)
         self._block.start(self._renew, expires_at=self._expires_at)
+        self._app.held_terms.add(self)
         return self
 
     async def _renew(self, now: float) -> bool:
@@ -243,6 +269,7 @@ class Leadership:
 
     async def _leave(self) -> None:
         self._left = True
+        self._app.held_terms.discard(self)
         await self._block.stop()
         if self._block.lost is None and self.release_on_exit:
             try:

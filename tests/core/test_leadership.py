@@ -252,3 +252,23 @@ def test_bad_roles_are_refused(role: object) -> None:
 def test_bad_ttls_are_refused(ttl: object) -> None:
     with pytest.raises(InvalidOption, match="ttl must be a number of seconds > 0"):
         QueueTasks(name="t").leadership("gen", ttl=ttl)  # type: ignore[arg-type]
+
+
+async def test_leading_lists_the_roles_this_app_holds_now(
+    app: QueueTasks, clock: FakeClock
+) -> None:
+    assert app.leading == frozenset()
+    gen = Candidate(app.leadership("gen", ttl=TTL))
+    beat = Candidate(app.leadership("beat", ttl=TTL))
+    await gen.leads.wait()
+    await beat.leads.wait()
+    assert app.leading == {"gen", "beat"}
+    await gen.done()
+    assert app.leading == {"beat"}
+    # Paused past its lease while another took the role: no longer counted.
+    later = clock.time() + TTL + 1
+    await app.coordination.acquire_lease("beat", "other", ttl_s=100, now=later)
+    await clock.set(later)
+    assert app.leading == frozenset()
+    with pytest.raises(LeadershipLost):
+        await beat.task
