@@ -5,6 +5,8 @@
 * The leader is SIGSTOPped past its lease; a candidate in the test process takes the role and
   writes a fenced record; the leader is SIGCONTed: it learns it lost the role
   (`LeadershipLost`, its block cancelled) and its fenced write with the old token is refused.
+* A private Redis server is SIGSTOPped under a leader: its renewals hang, and the role counts
+  as lost once the lease runs out without an answer.
 """
 
 from __future__ import annotations
@@ -22,8 +24,9 @@ from collections.abc import Iterator
 import anyio
 import pytest
 
-from taskflow import QueueTasks
+from taskflow import LeadershipLost, QueueTasks
 from tests.cli_support import drop_shared, shared_url
+from tests.services import free_port, start_redis_server, stop_process
 
 pytestmark = pytest.mark.slow
 
@@ -149,3 +152,41 @@ async def test_a_leader_paused_past_its_lease_learns_it_lost_and_its_writes_are_
         assert paused.wait(timeout=10) == 0
     finally:
         candidates.stop()
+
+
+@pytest.mark.timeout(60)
+async def test_a_store_that_stops_answering_past_the_lease_loses_the_role() -> None:
+    """A private redis-server SIGSTOPped under a leader: its renewals hang, none answers before
+    the lease runs out, and the role counts as lost (the block cancelled, LeadershipLost)."""
+    port = free_port()
+    server = start_redis_server(port)
+    try:
+        app = QueueTasks(name="leaders", broker=f"redis://127.0.0.1:{port}/0")
+        async with app:
+            lost: list[LeadershipLost] = []
+            held, gone = anyio.Event(), anyio.Event()
+
+            async def lead() -> None:
+                try:
+                    async with app.leadership("gen", ttl=LEASE_S):
+                        held.set()
+                        await anyio.sleep_forever()
+                except LeadershipLost as exc:
+                    lost.append(exc)
+                    gone.set()
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(lead)
+                await held.wait()
+                server.send_signal(signal.SIGSTOP)
+                stopped_at = time.monotonic()
+                try:
+                    with anyio.fail_after(LEASE_S + 5):
+                        await gone.wait()
+                finally:
+                    server.send_signal(signal.SIGCONT)
+            took = time.monotonic() - stopped_at
+            assert "could not be renewed before its lease ran out" in lost[0].reason
+            assert took <= LEASE_S + 1, took
+    finally:
+        stop_process(server)
