@@ -31,6 +31,7 @@ from ._exceptions import EncodeError as EncodeError
 from ._exceptions import InvalidArguments as InvalidArguments
 from ._exceptions import InvalidArtifactName as InvalidArtifactName
 from ._exceptions import InvalidOption as InvalidOption
+from ._exceptions import LeadershipLost as LeadershipLost
 from ._exceptions import LeaseLost as LeaseLost
 from ._exceptions import LifecycleError as LifecycleError
 from ._exceptions import LockLost as LockLost
@@ -47,6 +48,8 @@ from ._exceptions import TaskRegistrationError as TaskRegistrationError
 from ._exceptions import TaskTimeout as TaskTimeout
 from ._exceptions import TimeoutError as TimeoutError  # noqa: A004 - deliberate builtin twin
 from ._exceptions import UnknownTaskError as UnknownTaskError
+from ._fencing import FencedValue as FencedValue
+from ._leadership import Leadership as Leadership
 from ._lock_types import Exclusive as Exclusive
 from ._lock_types import Shared as Shared
 from ._locking import AppLock as AppLock
@@ -95,10 +98,13 @@ __all__ = [
     "Event",
     "EventKind",
     "Exclusive",
+    "FencedValue",
     "GlobalConfig",
     "InvalidArguments",
     "InvalidArtifactName",
     "InvalidOption",
+    "Leadership",
+    "LeadershipLost",
     "LeaseLost",
     "LifecycleError",
     "LockLost",

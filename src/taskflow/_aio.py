@@ -1,7 +1,10 @@
-"""Two asyncio helpers the rest of taskflow shares: `first_of` and `BackgroundTasks`.
+"""Three asyncio helpers the rest of taskflow shares: `first_of`, `shielded` and
+`BackgroundTasks`.
 
 * `first_of` waits for the first of several awaitables and cancels the rest (the worker's idle
   and deadline waits, the drain's grace period, the Supervisor's leader and client waits).
+* `shielded` runs cleanup work to its end even if the caller is cancelled meanwhile (the
+  release of a lock or a leadership role when its block ends).
 * `BackgroundTasks` starts tasks that run on their own and keeps a reference to each until it
   ends (asyncio keeps only weak ones, so an unreferenced task can be collected mid-way).
 
@@ -15,7 +18,7 @@ import inspect
 from collections.abc import Awaitable, Coroutine
 from typing import Any, TypeVar
 
-__all__ = ["BackgroundTasks", "first_of"]
+__all__ = ["BackgroundTasks", "first_of", "shielded"]
 
 T = TypeVar("T")
 
@@ -55,6 +58,21 @@ async def first_of(*awaitables: Awaitable[Any]) -> None:
                 task.cancel()
         if first.done() and not first.cancelled():
             first.exception()  # retrieved: the caller may be leaving by cancellation
+
+
+async def shielded(work: Coroutine[Any, Any, None]) -> None:
+    """Run `work` to its end even if the caller is cancelled meanwhile; a cancellation that
+    came is raised once it is done."""
+    task = asyncio.ensure_future(work)
+    cancelled = False
+    while not task.done():
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            cancelled = cancelled or not task.done()
+    task.result()
+    if cancelled:
+        raise asyncio.CancelledError
 
 
 class BackgroundTasks:

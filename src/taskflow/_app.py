@@ -48,9 +48,11 @@ from ._clock import Clock, SystemClock
 from ._config import GlobalConfig, app_config
 from ._context import TaskContext, WorkerState
 from ._exceptions import TaskRegistrationError
+from ._fencing import FencedValue, fenced_get
+from ._leadership import HeldTerms, Leadership, check_leadership_ttl, check_role
 from ._lifecycle import AppLifecycle, BackendLink
 from ._locking import AppLock, LockWaiters, check_lock_ttl
-from ._message import CancelResult, TaskRecord
+from ._message import CancelResult, LeaseInfo, TaskRecord
 from ._options import CallOptions, Seconds, TaskDefaults, TaskOptions
 from ._periodic import Periodic
 from ._schedule import Schedule
@@ -199,6 +201,8 @@ class QueueTasks:
         #: Package-internal: the owners of this process waiting for a lock (`_locking.py`); a
         #: release made here wakes the ones it granted through it.
         self.lock_waiters = LockWaiters()
+        #: Package-internal: this app's terms of leadership inside their block (`leading`).
+        self.held_terms = HeldTerms()
         self._tasks: dict[str, TaskDefinition] = {}
         self._tasks_view = MappingProxyType(self._tasks)
         #: Package-internal: which event loop owns the app (`_lifecycle.py`).
@@ -618,6 +622,81 @@ class QueueTasks:
             ttl_s = check_lock_ttl(ttl)
             renew_s = ttl_s / 3
         return AppLock(self, name, shared=shared, ttl_s=ttl_s, renew_s=renew_s)
+
+    # -- leaders ---------------------------------------------------------------------------
+
+    def leadership(
+        self, role: str, *, ttl: float | None = None, owner: str | None = None
+    ) -> Leadership:
+        """Campaign for a named role, and hold it for an ``async with`` block:
+
+        ```python
+        async with app.leadership("generator", ttl=2) as term:
+            await produce(fencing_token=term.token)
+        ```
+
+        One candidate holds a role at a time, in every process of the backend. Entering waits
+        until this candidate holds the role (a free role is taken within a tenth of the ttl,
+        a dead holder's about a ttl after its last renewal); the role is renewed while the
+        block runs and given up when it ends. If the role is lost meanwhile (the process was
+        paused past the ttl and another took it, or the store stayed unreachable that long),
+        the block is cancelled and `LeadershipLost` is raised. See `Leadership` and the docs'
+        Leaders page.
+
+        Args:
+            role: The role's name (a non-empty str of at most 200 characters, without NUL);
+                the same name is the same role for every app of the backend. Names starting
+                with ``taskflow:`` are taskflow's own (the Supervisor's).
+            ttl: The role's lease in seconds: a holder that stops renewing (killed, paused)
+                loses the role after at most this long. Renewed every third of it. Default:
+                the app's ``lease_s``.
+            owner: This candidate's id, as `leader_of` shows it; it must be unique to the
+                candidate (two candidates with one owner id would both hold the role).
+                Default: a fresh id naming the host and pid.
+
+        Raises:
+            InvalidOption: a role or ttl that breaks the rules above.
+            LeadershipLost: from the ``async with``, if the role was lost while the block ran.
+        """
+        ttl_s = self.config.lease_s if ttl is None else check_leadership_ttl(ttl)
+        return Leadership(self, role, ttl_s=ttl_s, owner=owner)
+
+    async def try_leadership(
+        self, role: str, *, ttl: float | None = None, owner: str | None = None
+    ) -> Leadership | None:
+        """Try once, without waiting, to take a role: the held term, or None if another
+        candidate holds it. Enter the term at once - it is renewed only inside its
+        ``async with`` block (until then its lease runs out after `ttl`):
+
+        ```python
+        term = await app.try_leadership("generator")
+        if term is not None:
+            async with term:
+                await produce(fencing_token=term.token)
+        ```
+
+        Arguments as for `leadership`.
+        """
+        term = self.leadership(role, ttl=ttl, owner=owner)
+        return term if await term.try_take() else None
+
+    async def leader_of(self, role: str) -> LeaseInfo | None:
+        """Who holds a role now, as the store says: a `LeaseInfo` (``owner``, fencing
+        ``token``, ``expires_at`` by the holder's clock), or None if nobody does."""
+        await self.lifecycle.ensure_open()
+        return await self.coordination.get_lease(check_role(role), now=self.clock.time())
+
+    @property
+    def leading(self) -> frozenset[str]:
+        """The roles this app holds now (its `leadership` blocks whose term `is_held`), as a
+        worker registry or a status line shows them; no call to the store."""
+        return self.held_terms.roles()
+
+    async def fenced_get(self, namespace: str, key: str) -> FencedValue | None:
+        """Read a fenced record (written by `Leadership.fenced_set`): its value and the
+        fencing token of its last writer, or None if there is none."""
+        await self.lifecycle.ensure_open()
+        return await fenced_get(self.coordination, namespace, key)
 
     # -- reading and managing tasks ---------------------------------------------------------
 

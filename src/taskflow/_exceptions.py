@@ -34,6 +34,8 @@ TaskflowError
 │                                     still being written, or already deleted or expired)
 ├── LockLost                          a held lock lapsed before it was renewed (its holder was
 │                                     paused past its lease); raised by `async with app.lock()`
+├── LeadershipLost                    a held role lapsed and was taken, or the store stayed
+│                                     unreachable past its lease; `async with app.leadership()`
 ├── InvalidArtifactName (ValueError)  a name that cannot name an artifact (``/``, ``..``, NUL,
 │                                     empty, too long); raised by ctx.artifacts.put and fetches
 ├── OrderNotFound (KeyError)          no order has this id (taskflow.supervisor)
@@ -66,6 +68,7 @@ __all__ = [
     "InvalidArguments",
     "InvalidArtifactName",
     "InvalidOption",
+    "LeadershipLost",
     "LeaseLost",
     "LifecycleError",
     "LockLost",
@@ -198,6 +201,34 @@ class LockLost(TaskflowError):
         )
         self.name = name
         self.mode = mode
+        self.token = token
+        self.reason = reason
+
+
+class LeadershipLost(TaskflowError):
+    """A role held with ``app.leadership(...)`` was lost: a renewal found that its lease had
+    lapsed and been taken (the holder was paused or cut off for longer than the lease), or the
+    store stayed unreachable until the lease ran out.
+
+    Raised from ``async with app.leadership(...)``, whose block is cancelled when the loss is
+    found. Another candidate may lead now: writes fenced by the old token must be refused from
+    then on. Enter ``app.leadership(...)`` again to campaign anew.
+
+    Attributes:
+        role: The role's name.
+        owner: This candidate's owner id.
+        token: The fencing token that is no longer valid.
+        reason: Why it counts as lost.
+    """
+
+    def __init__(self, role: str, owner: str, token: int, reason: str) -> None:
+        super().__init__(
+            f"leadership of role {role!r} (owner {owner!r}, fencing token {token}) was lost: "
+            f"{reason}. Writes fenced by this token must be refused from now on; enter "
+            "app.leadership() again to campaign anew"
+        )
+        self.role = role
+        self.owner = owner
         self.token = token
         self.reason = reason
 

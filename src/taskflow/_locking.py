@@ -20,16 +20,17 @@ import math
 import os
 import secrets
 import socket
-from collections.abc import Coroutine, Iterable
+from collections.abc import Iterable
 from types import TracebackType
-from typing import Any, Final, Protocol
+from typing import Final, Protocol
 
-from ._aio import first_of
+from ._aio import first_of, shielded
 from ._clock import Clock
 from ._exceptions import InvalidOption, LifecycleError, LockLost
 from ._lifecycle import AppLifecycle
 from ._locknames import check_lock_name
 from ._message import LockHold, LockMode, LockRequest
+from ._renewal import RenewedBlock
 from .abc import Coordination
 
 __all__ = ["AppLock", "LockWaiters", "check_lock_ttl"]
@@ -144,14 +145,13 @@ class AppLock:
         self.name = check_lock_name(name)
         self.mode = LockMode.SHARED if shared else LockMode.EXCLUSIVE
         self.ttl_s = ttl_s
-        self._renew_s = renew_s
         self._app = app
         self.owner = app.lock_waiters.new_owner()
         self._token: int | None = None
         self._entered = False
-        self._renewer: asyncio.Task[None] | None = None
-        self._host: asyncio.Task[object] | None = None
-        self._lost: str | None = None
+        self._block = RenewedBlock(
+            f"lock {self.name!r}", clock=app.clock, ttl_s=ttl_s, renew_s=renew_s, logger=logger
+        )
         self._expires_at = 0.0
 
     @property
@@ -172,7 +172,7 @@ class AppLock:
     @property
     def held(self) -> bool:
         """True while the block runs with the lock (False before, after, and once lost)."""
-        return self._token is not None and self._renewer is not None and self._lost is None
+        return self._token is not None and self._block.running
 
     # -- entering --------------------------------------------------------------------------
 
@@ -189,14 +189,11 @@ class AppLock:
             self._token = await self._wait_turn(woken)
         except BaseException:  # cancelled (or the backend failed) while waiting
             with contextlib.suppress(Exception):  # the wait's own error is the one to raise
-                await _shielded(self._withdraw())
+                await shielded(self._withdraw())
             raise
         finally:
             waiters.discard(self.owner)
-        self._host = asyncio.current_task()
-        self._renewer = asyncio.get_running_loop().create_task(
-            self._renew_while_held(), name=f"taskflow-lock-renew:{self.name}"
-        )
+        self._block.start(self._renew, expires_at=self._expires_at)
         return self
 
     async def _request(self) -> int | None:
@@ -227,34 +224,10 @@ class AppLock:
 
     # -- holding ---------------------------------------------------------------------------
 
-    async def _renew_while_held(self) -> None:
-        app = self._app
+    async def _renew(self, now: float) -> bool:
         hold = LockHold(self.name, self.owner, self.token)
-        expires_at = self._expires_at
-        while True:
-            await app.clock.sleep(self._renew_s)
-            now = app.clock.time()
-            try:
-                [ok] = await app.coordination.renew_locks([hold], ttl_s=self.ttl_s, now=now)
-            except Exception as exc:
-                if now < expires_at:
-                    logger.warning("renewing lock %r failed (retried): %r", self.name, exc)
-                    continue
-                self._lose(f"it could not be renewed before its lease ran out ({exc!r})")
-                return
-            if not ok:
-                self._lose(
-                    "a renewal found it no longer held: its lease lapsed (the holder was "
-                    f"paused or cut off for longer than ttl_s={self.ttl_s:g}) and it may have "
-                    "been granted to another holder since"
-                )
-                return
-            expires_at = now + self.ttl_s
-
-    def _lose(self, why: str) -> None:
-        self._lost = why
-        if self._host is not None:
-            self._host.cancel(f"taskflow: lock {self.name!r} was lost")
+        [ok] = await self._app.coordination.renew_locks([hold], ttl_s=self.ttl_s, now=now)
+        return ok
 
     # -- leaving ---------------------------------------------------------------------------
 
@@ -264,26 +237,20 @@ class AppLock:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> bool:
+        block = self._block
         try:
-            await _shielded(self._leave())
+            await shielded(self._leave())
         except asyncio.CancelledError:
-            if self._lost is None:
+            if block.lost is None:
                 raise
             # Our own cancellation, which arrived after the block had ended: LockLost below.
-        if self._lost is None:
+        if not block.raise_loss(exc_type):
             return False
-        if self._host is not None and self._host.uncancel() > 0 and exc_type is not None:
-            # Cancelled from outside as well: that cancellation goes on.
-            logger.warning("lock %r was lost while its holder was being cancelled", self.name)
-            return False
-        raise LockLost(self.name, self.mode, self.token, self._lost) from exc
+        raise LockLost(self.name, self.mode, self.token, block.lost or "") from exc
 
     async def _leave(self) -> None:
-        renewer, self._renewer = self._renewer, None
-        if renewer is not None:
-            renewer.cancel()
-            await asyncio.wait([renewer])
-        if self._lost is None:
+        await self._block.stop()
+        if self._block.lost is None:
             await self._release()
 
     async def _release(self) -> None:
@@ -295,20 +262,5 @@ class AppLock:
         app.lock_waiters.wake(granted)
 
     def __repr__(self) -> str:
-        state = "held" if self.held else "lost" if self._lost else "not held"
+        state = "held" if self.held else "lost" if self._block.lost else "not held"
         return f"<AppLock {self.name!r} {self.mode.value} owner={self.owner!r} {state}>"
-
-
-async def _shielded(work: Coroutine[Any, Any, None]) -> None:
-    """Run `work` to its end even if the caller is cancelled meanwhile; a cancellation that
-    came is raised once it is done."""
-    task = asyncio.ensure_future(work)
-    cancelled = False
-    while not task.done():
-        try:
-            await asyncio.shield(task)
-        except asyncio.CancelledError:
-            cancelled = cancelled or not task.done()
-    task.result()
-    if cancelled:
-        raise asyncio.CancelledError

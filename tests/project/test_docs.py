@@ -201,6 +201,7 @@ PAGES_WITH_PROGRAMS = [
     "quickstart.md",
     "tasks.md",
     "locks.md",
+    "leaders.md",
     "artifacts.md",
     "chunks.md",
     "periodic.md",

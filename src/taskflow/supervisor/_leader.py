@@ -1,10 +1,11 @@
 """`Leader`: the leader side of a `Supervisor`: candidacy, scanning for due jobs, and rolling
 orders up (counts, failure policy, final state, the notifier sent once).
 
-A candidate takes the lease ``taskflow:supervisor`` and renews it on a timer of the app's clock;
-if renewing fails it steps down at once, and when its process dies the lease lapses and another
-candidate takes over. The leader scans at start-up, at every `tick`, when a planned job becomes
-due, and when the change counter moves; for each due or still-running job it runs a
+A candidate campaigns for the role ``taskflow:supervisor`` with ``app.leadership`` (the public
+leader election, ``_leadership.py``), which renews it on the app's clock; when the role is lost
+(`LeadershipLost`) it steps down and campaigns again, and when its process dies the role lapses
+and another candidate takes over. The leader scans at start-up, at every `tick`, when a planned
+job becomes due, and when the change counter moves; for each due or still-running job it runs a
 `TaskManager`, and after every job change it rolls the order up and, once final, sends the
 notifier task exactly once (a derived task id plus the order's ``notified`` flag).
 
@@ -22,6 +23,8 @@ import anyio.abc
 import msgspec
 
 from .._aio import first_of
+from .._exceptions import LeadershipLost
+from .._leadership import Leadership
 from ._book import OrderBook
 from ._manager import TaskManager
 from ._model import JobRecord, JobState, OrderRecord, OrderState, summarize
@@ -42,7 +45,7 @@ class Leader:
         owner: This candidate's name in the lease.
         notifier: The task sent once per finished order, or None.
         tick_s: How often the leader scans even when nothing woke it.
-        lease_ttl_s: The lease's time to live (renewed every third of it).
+        lease_ttl_s: The role's lease (renewed every third of it).
         poll_s: How often the leader checks the change counter.
 
     Attributes:
@@ -73,58 +76,31 @@ class Leader:
         self.release_on_exit = True
 
     async def run(self) -> None:
-        """Be a candidate forever: lead while holding the lease, stand by otherwise."""
+        """Be a candidate forever: lead while holding the role, stand by otherwise."""
         await self._book.here()
         app = self._book.app
-        clock = app.clock
         while True:
+            term = app.leadership(LEASE_NAME, ttl=self._lease_ttl_s, owner=self._owner)
             try:
-                token = await app.coordination.acquire_lease(
-                    LEASE_NAME, self._owner, ttl_s=self._lease_ttl_s, now=clock.time()
-                )
-                if token is not None:
-                    await self._lead_while_holding(token)
-                    continue
+                async with term:
+                    await self._lead_while_holding(term)
+            except LeadershipLost as exc:
+                logger.warning("supervisor %s stepped down: %s", self._owner, exc)
             except Exception:
                 # A backend outage must not end the candidacy: stand by and try again.
                 logger.exception("supervisor %s: error while leading or standing by", self._owner)
-            await clock.sleep(self._lease_ttl_s / 3)
+                await app.clock.sleep(self._lease_ttl_s / 3)
 
-    async def _lead_while_holding(self, token: int) -> None:
-        logger.info("supervisor %s leads (token %d)", self._owner, token)
-        self.token = token
+    async def _lead_while_holding(self, term: Leadership) -> None:
+        logger.info("supervisor %s leads (token %d)", self._owner, term.token)
+        self.token = term.token
         try:
             async with anyio.create_task_group() as tg:
-                tg.start_soon(self._keep_lease, token, tg.cancel_scope)
                 await self._lead(tg)
         finally:
             self.token = None
             self._running_jobs.clear()
-            if self.release_on_exit:
-                with anyio.CancelScope(shield=True), anyio.move_on_after(5):
-                    try:
-                        await self._book.app.coordination.release_lease(
-                            LEASE_NAME, self._owner, token
-                        )
-                    except Exception:
-                        logger.warning("could not release the supervisor lease", exc_info=True)
-
-    async def _keep_lease(self, token: int, scope: anyio.CancelScope) -> None:
-        app = self._book.app
-        clock = app.clock
-        while True:
-            await clock.sleep(self._lease_ttl_s / 3)
-            try:
-                ok = await app.coordination.renew_lease(
-                    LEASE_NAME, self._owner, token, ttl_s=self._lease_ttl_s, now=clock.time()
-                )
-            except Exception:
-                logger.exception("renewing the supervisor lease failed; stepping down")
-                ok = False
-            if not ok:
-                logger.warning("supervisor %s lost the lease; stepping down", self._owner)
-                scope.cancel()
-                return
+            term.release_on_exit = self.release_on_exit
 
     async def _lead(self, tg: anyio.abc.TaskGroup) -> None:
         book = self._book
