@@ -6,7 +6,7 @@ One worker is a handful of loops around shared state:
   to idle slots (waking on push when idle, bounded by the next due time);
 * **slots** (the sub-workers) run one task each: decode -> check -> run -> outcome;
 * the **heartbeat** renews every held lease in one `Broker.extend` call and learns about
-  cancellation and lost leases;
+  cancellation and lost leases; with it the worker rewrites its registry entry (`_registry.py`);
 * the **recorder** (`_recorder.py`) batches progress and yields into `Storage.report` and
   stores and acks outcomes in one `Broker.complete` call per batch;
 * the **deadline sweep** (`_deadlines.py`) interrupts tasks that ran past their timeout;
@@ -62,9 +62,10 @@ from ._message import (
 )
 from ._outcome import OutcomeDecision, release
 from ._recorder import Recorder
+from ._registry import RegistryEntry
 from ._run import ASYNC_KINDS, Run
 from ._task import TaskDefinition
-from .abc import Broker, Storage
+from .abc import Broker, Coordination, Storage
 
 __all__ = ["Worker", "WorkerApp"]
 
@@ -78,8 +79,11 @@ class WorkerApp(Protocol):
     clock: Clock
     broker: Broker
     storage: Storage
+    coordination: Coordination
     lifecycle: AppLifecycle
     artifact_keeper: ArtifactKeeper
+    #: The roles this process leads now, reported in the worker registry.
+    leading_roles: set[str]
 
     @property
     def tasks(self) -> Mapping[str, TaskDefinition]:
@@ -156,6 +160,16 @@ class Worker:
             occupied=self._occupied,
             hand_out=self._hand_out,
         )
+        self._registry = RegistryEntry(
+            app.coordination,
+            app.clock,
+            worker_id=self.worker_id,
+            queues=self.queues,
+            concurrency=self.concurrency,
+            lease_s=config.lease_s,
+            counters=self._counters,
+            roles=app.leading_roles,
+        )
         self._stopping = False
         #: When the grace period of a stop ends (`stop` sets it).
         self._grace_ends_at = 0.0
@@ -172,6 +186,10 @@ class Worker:
     def running_tasks(self) -> int:
         """Tasks being run right now."""
         return self._busy
+
+    def _counters(self) -> tuple[int, int, int]:
+        """(processed, failed, running), for the registry entry."""
+        return self.processed, self.failed, self._busy
 
     def stop(self) -> None:
         """Ask for a graceful stop: claim no more, let running tasks finish within
@@ -211,6 +229,7 @@ class Worker:
         for slot in self._slots:
             slot.task = loop.create_task(self._slot_loop(slot), name=f"taskflow-slot-{slot.index}")
         self._debug = logger.isEnabledFor(logging.DEBUG)
+        await self._registry.write()
         logger.info(
             "worker %s ready: backend=%s queues=%s concurrency=%d tasks=%s",
             self.worker_id,
@@ -497,7 +516,7 @@ class Worker:
     async def _heartbeat_loop(self) -> None:
         while True:
             await self._clock.sleep(self._config.heartbeat_s)
-            await self._heartbeat()
+            await asyncio.gather(self._heartbeat(), self._registry.write())
 
     async def _heartbeat(self) -> None:
         """Renew every held lease in one call. The leases of runs whose outcome is on its way
@@ -618,8 +637,11 @@ class Worker:
                 )
 
     async def _abort(self) -> None:
-        """Cleanup on any exit: cancel the slots; on cancellation, release what we hold."""
+        """Cleanup on any exit: cancel the slots; on cancellation, release what we hold;
+        leave the worker registry."""
         await self._unwatch()
+        with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+            await self._registry.remove()
         for slot in self._slots:
             if slot.task is not None and not slot.task.done():
                 slot.task.cancel()

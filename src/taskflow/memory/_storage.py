@@ -23,6 +23,7 @@ from .._message import (
     ErrorInfo,
     Event,
     EventKind,
+    FailedAttempt,
     ProgressUpdate,
     TaskMessage,
     TaskOutcome,
@@ -115,7 +116,7 @@ class MemoryStorage(Storage):
         """The state of queue `name`, made on first use."""
         queue = self._queues.get(name)
         if queue is None:
-            queue = self._queues[name] = QueueState(name, self._events_maxlen)
+            queue = self._queues[name] = QueueState(name, self._events_maxlen, self.errors_maxlen)
         return queue
 
     def dedup_owner(self, queue: str, key: str, now: float) -> TaskState | None:
@@ -303,6 +304,20 @@ class MemoryStorage(Storage):
                 events, start, start + limit
             )
         ]
+
+    async def _errors(
+        self, since: float | None, name: str | None, queues: list[str] | None, limit: int
+    ) -> list[FailedAttempt]:
+        names = self._queues if queues is None else queues
+        chosen = [
+            entry
+            for queue in (self._queues.get(n) for n in names)
+            if queue is not None
+            for entry in queue.errors
+            if (since is None or entry.at >= since) and (name is None or entry.name == name)
+        ]
+        chosen.sort(key=lambda e: e.at, reverse=True)
+        return chosen[:limit]
 
     async def _latest_cursor(self, queue: str) -> str | None:
         state = self._queues.get(queue)
