@@ -60,7 +60,7 @@ from ._message import (
     decode_message,
     decode_value,
 )
-from ._outcome import OutcomeDecision, release
+from ._outcome import OutcomeDecision, release, runs_logger
 from ._recorder import Recorder
 from ._registry import RegistryEntry
 from ._run import ASYNC_KINDS, Run
@@ -176,8 +176,9 @@ class Worker:
         self._started = False
         self._executor: TaskExecutor | None = None
         self._tasks: Mapping[str, TaskDefinition] = app.tasks
-        #: One line per task start and end, decided once at start: the job path pays nothing
-        #: for it when DEBUG is off.
+        #: One line per task start (INFO) and end (DEBUG) on ``taskflow.worker.runs``, decided
+        #: once at start: the job path pays nothing for a line that is off.
+        self._log_starts = False
         self._debug = False
 
     # -- public ----------------------------------------------------------------------------
@@ -228,7 +229,8 @@ class Worker:
         self._slots = [_Slot(i) for i in range(self.concurrency)]
         for slot in self._slots:
             slot.task = loop.create_task(self._slot_loop(slot), name=f"taskflow-slot-{slot.index}")
-        self._debug = logger.isEnabledFor(logging.DEBUG)
+        self._log_starts = runs_logger.isEnabledFor(logging.INFO)
+        self._debug = runs_logger.isEnabledFor(logging.DEBUG)
         await self._registry.write()
         logger.info(
             "worker %s ready: backend=%s queues=%s concurrency=%d tasks=%s",
@@ -439,8 +441,10 @@ class Worker:
         args: list[Any],
         kwargs: dict[str, Any],
     ) -> None:
-        if self._debug:
-            logger.debug("task %s (%s) attempt %d started", run.task_id, message.name, run.attempt)
+        if self._log_starts:
+            runs_logger.info(
+                "task %s (%s) attempt %d started", run.task_id, message.name, run.attempt
+            )
         run.kind = definition.kind
         if message.timeout_s is not None:
             self._deadlines.add(run, self._clock.time() + message.timeout_s)
@@ -478,7 +482,7 @@ class Worker:
             name = decode_message(run.delivery.data).name
         except Exception:
             name = "?"
-        logger.debug(
+        runs_logger.debug(
             "task %s (%s) attempt %d ended in %.3f s: %s",
             run.task_id,
             name,
@@ -516,7 +520,8 @@ class Worker:
     async def _heartbeat_loop(self) -> None:
         while True:
             await self._clock.sleep(self._config.heartbeat_s)
-            await asyncio.gather(self._heartbeat(), self._registry.write())
+            await self._heartbeat()
+            await self._registry.write()  # after the leases: they are what must not be late
 
     async def _heartbeat(self) -> None:
         """Renew every held lease in one call. The leases of runs whose outcome is on its way

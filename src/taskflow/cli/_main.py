@@ -12,7 +12,7 @@ from typing import NoReturn, TypeAlias
 
 from .. import __version__
 from .._backends import DEFAULT_APP
-from . import _artifacts, _locks, _queues, _tasks, _workers
+from . import _artifacts, _locks, _observe, _queues, _tasks, _workers
 from ._errors import ExitCode, classify, exit_codes_help, format_traceback
 
 __all__ = ["main"]
@@ -81,6 +81,7 @@ def _parser() -> _Parser:
     _add_task_commands(sub)
     _add_queue_commands(sub)
     _add_locks(sub)
+    _add_observe(sub)
     _add_artifacts(sub)
     _add_db(sub)
     return parser
@@ -210,6 +211,29 @@ def _add_locks(sub: Commands) -> None:
         "names", metavar="NAME", nargs="*", help="only these locks (default: every lock in use)"
     )
     _with_json(locks)
+
+
+def _add_observe(sub: Commands) -> None:
+    workers = _command(
+        sub, "workers", _observe.workers, "list the live workers, in every process and host"
+    )
+    _with_app(workers)
+    _with_json(workers)
+    errors = _command(
+        sub, "errors", _observe.errors, "list failed attempts, newest first (retried ones too)"
+    )
+    _with_app(errors)
+    errors.add_argument(
+        "--since", default=None, help="only since then: 90s, 30m, 1h, 2d or an ISO 8601 time"
+    )
+    errors.add_argument("--task", default=None, metavar="NAME", help="only the task NAME")
+    errors.add_argument(
+        "--limit", type=int, default=100, help="at most this many (default 100, newest first)"
+    )
+    errors.add_argument(
+        "--traceback", action="store_true", help="show each attempt's full traceback"
+    )
+    _with_json(errors)
 
 
 def _add_db(sub: Commands) -> None:
