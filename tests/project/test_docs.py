@@ -203,6 +203,8 @@ PAGES_WITH_PROGRAMS = [
     "locks.md",
     "artifacts.md",
     "chunks.md",
+    "registry.md",
+    "errors.md",
 ]
 
 
