@@ -226,8 +226,10 @@ WITH input AS (
         $7::float8[], $8::text[]
     ) WITH ORDINALITY AS i(id, token, kind, result, error, retry_at, result_expires_at, detail,
                            ord)
-), prev AS (  -- the claiming worker, before a retry forgets it (same snapshot as upd)
-    SELECT t.id, t.worker_id FROM {{s}}.tasks t WHERE t.id IN (SELECT id FROM input)
+), prev AS (  -- the claiming worker of a failed attempt, before a retry forgets it (the
+              -- same snapshot as upd); no read at all for a batch without one
+    SELECT t.id, t.worker_id FROM {{s}}.tasks t
+    WHERE t.id IN (SELECT id FROM input WHERE kind IN ('retry', 'failed') AND error IS NOT NULL)
 ), upd AS (
     UPDATE {{s}}.tasks t SET
         status = CASE i.kind
