@@ -67,6 +67,8 @@ class RegistryEntry:
             started_at=clock.time(),
         )
         self._written = False
+        #: True while a write is in flight (the heartbeat starts none beside it).
+        self.writing = False
 
     def snapshot(self) -> WorkerInfo:
         """The entry as it stands now (before the backend stamps its heartbeat and expiry)."""
@@ -88,13 +90,16 @@ class RegistryEntry:
     async def write(self) -> None:
         """Write the entry (at start and with each heartbeat); a failure is logged, and the
         next heartbeat tries again: the registry is for people, never in the job path."""
+        self.writing = True
         try:
             await self._coordination.register_workers(
                 [self.snapshot()], ttl_s=self._ttl_s, now=self._clock.time()
             )
-        except Exception:
-            logger.exception("could not update this worker's registry entry; will retry")
+        except Exception as exc:  # one line: a flapping server must not flood the log
+            logger.warning("could not update this worker's registry entry (%r); will retry", exc)
             return
+        finally:
+            self.writing = False
         self._written = True
 
     async def remove(self) -> None:
@@ -103,5 +108,5 @@ class RegistryEntry:
             return
         try:
             await self._coordination.unregister_workers([self._base.id])
-        except Exception:
-            logger.exception("could not remove this worker's registry entry; it will lapse")
+        except Exception as exc:
+            logger.warning("could not remove this worker's registry entry (%r); it will lapse", exc)

@@ -518,10 +518,14 @@ class Worker:
     # -- heartbeat: lease renewal, cancellation, lost leases --------------------------------
 
     async def _heartbeat_loop(self) -> None:
-        while True:
-            await self._clock.sleep(self._config.heartbeat_s)
-            await self._heartbeat()
-            await self._registry.write()  # after the leases: they are what must not be late
+        async with anyio.create_task_group() as tg:
+            while True:
+                await self._clock.sleep(self._config.heartbeat_s)
+                # Beside the renewal, never before it: a slow registry write (a server that
+                # retries) must not make a lease late. One write at a time.
+                if not self._registry.writing:
+                    tg.start_soon(self._registry.write)
+                await self._heartbeat()
 
     async def _heartbeat(self) -> None:
         """Renew every held lease in one call. The leases of runs whose outcome is on its way
