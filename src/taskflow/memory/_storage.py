@@ -54,6 +54,7 @@ class MemoryStorage(Storage):
     def __init__(self) -> None:
         self._queues: dict[str, QueueState] = {}
         self._events_maxlen = 100_000
+        self._errors_maxlen = 10_000
         super().__init__()
         self._tasks: dict[str, TaskState] = {}
         self._dedup: dict[tuple[str, str], TaskState] = {}
@@ -74,6 +75,19 @@ class MemoryStorage(Storage):
         self._events_maxlen = value
         for queue in self._queues.values():
             queue.events = deque(queue.events, maxlen=value)
+
+    @property
+    def errors_maxlen(self) -> int:
+        """Failed attempts kept per queue's error log; setting it re-caps the existing logs."""
+        return self._errors_maxlen
+
+    @errors_maxlen.setter
+    def errors_maxlen(self, value: int) -> None:
+        if value < 1:
+            raise ValueError(f"errors_maxlen={value!r} must be an integer >= 1")
+        self._errors_maxlen = value
+        for queue in self._queues.values():
+            queue.errors = deque(queue.errors, maxlen=value)
 
     # -- lifecycle: only what belongs to the event loop goes ---------------------------------
 
