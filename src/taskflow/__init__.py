@@ -57,10 +57,12 @@ from ._message import CancelResult as CancelResult
 from ._message import ErrorInfo as ErrorInfo
 from ._message import Event as Event
 from ._message import EventKind as EventKind
+from ._message import FailedAttempt as FailedAttempt
 from ._message import Progress as Progress
 from ._message import TaskOutcome as TaskOutcome
 from ._message import TaskRecord as TaskRecord
 from ._message import TaskStatus as TaskStatus
+from ._message import WorkerInfo as WorkerInfo
 from ._options import NOT_GIVEN as NOT_GIVEN
 from ._options import CallOptions as CallOptions
 from ._options import TaskDefaults as TaskDefaults
@@ -98,6 +100,7 @@ __all__ = [
     "Event",
     "EventKind",
     "Exclusive",
+    "FailedAttempt",
     "FencedValue",
     "GlobalConfig",
     "InvalidArguments",
@@ -141,5 +144,6 @@ __all__ = [
     "TimeoutError",
     "UnknownTaskError",
     "Worker",
+    "WorkerInfo",
     "WorkerState",
 ]

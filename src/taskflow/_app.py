@@ -34,7 +34,7 @@ from collections.abc import (
     Sequence,
 )
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
-from datetime import timedelta
+from datetime import datetime, timedelta
 from types import MappingProxyType, TracebackType
 from typing import Any, Concatenate, ParamSpec, Self, TypedDict, TypeVar, overload
 
@@ -52,7 +52,7 @@ from ._fencing import FencedValue, fenced_get
 from ._leadership import HeldTerms, Leadership, check_leadership_ttl, check_role
 from ._lifecycle import AppLifecycle, BackendLink
 from ._locking import AppLock, LockWaiters, check_lock_ttl
-from ._message import CancelResult, LeaseInfo, TaskRecord
+from ._message import CancelResult, FailedAttempt, LeaseInfo, TaskRecord, WorkerInfo
 from ._options import CallOptions, Seconds, TaskDefaults, TaskOptions
 from ._periodic import Periodic
 from ._schedule import Schedule
@@ -733,8 +733,55 @@ class QueueTasks:
         created = await self.broker.requeue_dead(task_ids, now=self.clock.time(), new_ids=new_ids)
         return [None if tid is None else AsyncResult(tid, self) for tid in created]
 
+    # -- the worker registry and the error log ---------------------------------------------
+
+    async def workers(self) -> list[WorkerInfo]:
+        """Every live worker of this app's backend, in every process and host, sorted by id:
+        what each one wrote into the registry with its last heartbeat. A worker whose
+        heartbeats stopped (killed, cut off) drops out once its entry lapses, two leases
+        (``2 * lease_s``) after its last one; a worker that stops gracefully at once."""
+        await self.lifecycle.ensure_open()
+        return await self.coordination.list_workers(now=self.clock.time())
+
+    async def errors(
+        self,
+        *,
+        since: float | timedelta | datetime | None = None,
+        task: str | None = None,
+        queues: Sequence[str] | None = None,
+        limit: int = 100,
+    ) -> list[FailedAttempt]:
+        """Failed attempts, newest first: every attempt that raised (or timed out), including
+        those that were retried and later succeeded, from the backend's capped error log
+        (``errors_maxlen`` per queue).
+
+        Args:
+            since: Only attempts at or after this moment: a `datetime`, seconds since the
+                epoch, or a `timedelta` back from now (``timedelta(hours=1)``).
+            task: Only attempts of the task with this name.
+            queues: Only these queues (default: every queue).
+            limit: At most this many (>= 1).
+
+        Raises:
+            ValueError: `limit` is below 1.
+        """
+        await self.lifecycle.ensure_open()
+        now = self.clock.time()
+        return await self.storage.errors(
+            since=_moment(since, now), name=task, queues=queues, limit=limit
+        )
+
     def __repr__(self) -> str:
         return (
             f"QueueTasks(name={self.name!r}, broker={type(self.broker).__name__}, "
             f"tasks={len(self._tasks)})"
         )
+
+
+def _moment(since: float | timedelta | datetime | None, now: float) -> float | None:
+    """Seconds since the epoch of a `since` given as a moment or a time back from `now`."""
+    if isinstance(since, timedelta):
+        return now - since.total_seconds()
+    if isinstance(since, datetime):
+        return since.timestamp()
+    return since

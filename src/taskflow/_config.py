@@ -169,6 +169,13 @@ _SETTINGS: Final[dict[str, _Setting]] = {
         "an integer >= 1",
         "Approximate number of events kept per queue in the event stream.",
     ),
+    "errors_maxlen": _Setting(
+        int,
+        10_000,
+        _at_least_one,
+        "an integer >= 1",
+        "Approximate number of failed attempts kept per queue in the error log (app.errors).",
+    ),
     "cleanup_interval_s": _Setting(
         float,
         300.0,
@@ -228,6 +235,7 @@ class GlobalConfig:
             (default 300).
         unknown_task_retry_s: Delay between those retries (default 5).
         events_maxlen: Events kept per queue (default 100000).
+        errors_maxlen: Failed attempts kept per queue in the error log (default 10000).
         cleanup_interval_s: How often a worker deletes long-expired records and expires
             artifacts (default 300).
         default_queue: Queue of tasks that name none (default ``"default"``).
@@ -258,6 +266,7 @@ class GlobalConfig:
     unknown_task_window_s: float
     unknown_task_retry_s: float
     events_maxlen: int
+    errors_maxlen: int
     cleanup_interval_s: float
     default_queue: str
 
@@ -279,6 +288,7 @@ class GlobalConfig:
         unknown_task_window_s: float | _Unset = _UNSET,
         unknown_task_retry_s: float | _Unset = _UNSET,
         events_maxlen: int | _Unset = _UNSET,
+        errors_maxlen: int | _Unset = _UNSET,
         cleanup_interval_s: float | _Unset = _UNSET,
         default_queue: str | _Unset = _UNSET,
         environ: Mapping[str, str] | None = None,

@@ -83,6 +83,7 @@ class BackendLink:
         broker = self._broker
         broker.result_ttl_s = self._config.result_ttl_s
         broker.storage.events_maxlen = self._config.events_maxlen
+        broker.storage.errors_maxlen = self._config.errors_maxlen
         self._owns_broker = not broker.is_open
         if self._owns_broker:
             await broker.open()

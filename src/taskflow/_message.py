@@ -24,6 +24,7 @@ __all__ = [
     "ErrorInfo",
     "Event",
     "EventKind",
+    "FailedAttempt",
     "Lease",
     "LeaseInfo",
     "LeaseState",
@@ -43,10 +44,15 @@ __all__ = [
     "TaskRecord",
     "TaskStatus",
     "Versioned",
+    "WorkerInfo",
+    "decode_failed",
     "decode_message",
     "decode_value",
+    "decode_worker",
+    "encode_failed",
     "encode_message",
     "encode_value",
+    "encode_worker",
 ]
 
 
@@ -402,6 +408,56 @@ class LeaseInfo(msgspec.Struct, frozen=True, kw_only=True):
     expires_at: float
 
 
+class FailedAttempt(msgspec.Struct, frozen=True, kw_only=True):
+    """One failed attempt of a task, as the error log keeps it (`QueueTasks.errors`,
+    ``taskflow errors``): written by `Broker.complete` in the same step as a RETRY or FAILED
+    outcome, so the errors of attempts that were retried and later succeeded stay listed.
+    The log is capped (`GlobalConfig.errors_maxlen` entries per queue, oldest dropped)."""
+
+    at: float
+    task_id: str
+    name: str
+    queue: str
+    attempt: int
+    worker_id: str | None
+    error: ErrorInfo
+    retried: bool
+    """True if this attempt was retried (a RETRY outcome), False if the task failed with it."""
+
+    @property
+    def last_frame(self) -> str:
+        """The innermost frame of the traceback (``File "...", line N, in f``), or ""."""
+        frames = [
+            line.strip()
+            for line in self.error.traceback.splitlines()
+            if line.lstrip().startswith('File "')
+        ]
+        return frames[-1] if frames else ""
+
+
+class WorkerInfo(msgspec.Struct, frozen=True, kw_only=True):
+    """One live worker as its registry entry says (`QueueTasks.workers`, ``taskflow workers``).
+
+    A worker writes its entry with each heartbeat (`Coordination.register_workers`), which
+    sets `heartbeat_at` and `expires_at`; an entry past `expires_at` (its heartbeats stopped)
+    is gone for every reader. `roles` names what its app leads (`QueueTasks.leading`: its
+    `leadership` blocks holding their role), leader election being the app's business.
+    """
+
+    id: str
+    host: str
+    pid: int
+    queues: tuple[str, ...]
+    concurrency: int
+    started_at: float
+    roles: tuple[str, ...] = ()
+    processed: int = 0
+    failed: int = 0
+    running: int = 0
+    heartbeat_at: float = 0.0
+    expires_at: float = 0.0
+
+
 class LockMode(str, enum.Enum):
     """How a reader/writer lock is held."""
 
@@ -481,6 +537,30 @@ def encode_message(message: TaskMessage) -> bytes:
 def decode_message(data: bytes) -> TaskMessage:
     """Decode a message; raises `msgspec.DecodeError` / `msgspec.ValidationError` if corrupt."""
     return _message_decoder.decode(data)
+
+
+_failed_decoder: Final = msgspec.msgpack.Decoder(FailedAttempt)
+_worker_decoder: Final = msgspec.msgpack.Decoder(WorkerInfo)
+
+
+def encode_failed(entry: FailedAttempt) -> bytes:
+    """Encode an error log entry for a backend to keep."""
+    return _message_encoder.encode(entry)
+
+
+def decode_failed(data: bytes) -> FailedAttempt:
+    """Decode what `encode_failed` produced."""
+    return _failed_decoder.decode(data)
+
+
+def encode_worker(entry: WorkerInfo) -> bytes:
+    """Encode a worker registry entry for a backend to keep."""
+    return _message_encoder.encode(entry)
+
+
+def decode_worker(data: bytes) -> WorkerInfo:
+    """Decode what `encode_worker` produced."""
+    return _worker_decoder.decode(data)
 
 
 def encode_value(value: Any) -> bytes:

@@ -40,10 +40,14 @@ __all__ = [
     "is_retryable",
     "release",
     "retry_delay",
+    "runs_logger",
     "safe_str",
 ]
 
 logger = logging.getLogger("taskflow.worker")
+#: One line per task start (INFO, `_worker.py`) and per failed attempt (WARNING: retried;
+#: ERROR: failed for good): the logger to route or silence on its own (docs/errors.md).
+runs_logger = logging.getLogger("taskflow.worker.runs")
 
 _NEVER_RETRIED: Final = (InvalidArguments, NotResumable, UnencodableResult)
 
@@ -112,10 +116,10 @@ class OutcomeDecision:
                 delay = retry_delay(
                     message.retry_backoff_s, run.attempt, self._config.max_retry_backoff_s
                 )
-            _log_error(logging.INFO, "attempt %d failed, retrying", run, message, exc)
+            _log_error(logging.WARNING, "attempt %d failed, retrying", run, message, exc)
             retry_at = self._clock.time() + delay
             return Outcome(run.task_id, run.token, OutcomeKind.RETRY, error=info, retry_at=retry_at)
-        _log_error(logging.WARNING, "failed for good on attempt %d", run, message, exc)
+        _log_error(logging.ERROR, "failed for good on attempt %d", run, message, exc)
         return self._ended(run, OutcomeKind.FAILED, error=info)
 
     def of_interruption(
@@ -172,7 +176,7 @@ class OutcomeDecision:
 
     def failure(self, run: Run, error_type: str, text: str) -> Outcome:
         """FAILED at once, not retried (an undecodable message, a bug in the worker)."""
-        logger.error("task %s: %s", run.task_id, text)
+        runs_logger.error("task %s: %s", run.task_id, text)
         return self._ended(run, OutcomeKind.FAILED, error=ErrorInfo(error_type, text))
 
     def _ended(
@@ -196,7 +200,7 @@ def release(run: Run) -> Outcome:
 
 
 def _log_error(level: int, what: str, run: Run, message: TaskMessage, exc: BaseException) -> None:
-    logger.log(
+    runs_logger.log(
         level,
         "task %s (%s) " + what + ": %s: %s",
         run.task_id,

@@ -6,7 +6,7 @@ One worker is a handful of loops around shared state:
   to idle slots (waking on push when idle, bounded by the next due time);
 * **slots** (the sub-workers) run one task each: decode -> check -> run -> outcome;
 * the **heartbeat** renews every held lease in one `Broker.extend` call and learns about
-  cancellation and lost leases;
+  cancellation and lost leases; with it the worker rewrites its registry entry (`_registry.py`);
 * the **recorder** (`_recorder.py`) batches progress and yields into `Storage.report` and
   stores and acks outcomes in one `Broker.complete` call per batch;
 * the **deadline sweep** (`_deadlines.py`) interrupts tasks that ran past their timeout;
@@ -60,11 +60,12 @@ from ._message import (
     decode_message,
     decode_value,
 )
-from ._outcome import OutcomeDecision, release
+from ._outcome import OutcomeDecision, release, runs_logger
 from ._recorder import Recorder
+from ._registry import RegistryEntry
 from ._run import ASYNC_KINDS, Run
 from ._task import TaskDefinition
-from .abc import Broker, Storage
+from .abc import Broker, Coordination, Storage
 
 __all__ = ["Worker", "WorkerApp"]
 
@@ -78,8 +79,14 @@ class WorkerApp(Protocol):
     clock: Clock
     broker: Broker
     storage: Storage
+    coordination: Coordination
     lifecycle: AppLifecycle
     artifact_keeper: ArtifactKeeper
+
+    @property
+    def leading(self) -> frozenset[str]:
+        """The roles this app leads now, reported in the worker registry."""
+        ...
 
     @property
     def tasks(self) -> Mapping[str, TaskDefinition]:
@@ -156,14 +163,25 @@ class Worker:
             occupied=self._occupied,
             hand_out=self._hand_out,
         )
+        self._registry = RegistryEntry(
+            app.coordination,
+            app.clock,
+            worker_id=self.worker_id,
+            queues=self.queues,
+            concurrency=self.concurrency,
+            lease_s=config.lease_s,
+            counters=self._counters,
+            roles=lambda: app.leading,
+        )
         self._stopping = False
         #: When the grace period of a stop ends (`stop` sets it).
         self._grace_ends_at = 0.0
         self._started = False
         self._executor: TaskExecutor | None = None
         self._tasks: Mapping[str, TaskDefinition] = app.tasks
-        #: One line per task start and end, decided once at start: the job path pays nothing
-        #: for it when DEBUG is off.
+        #: One line per task start (INFO) and end (DEBUG) on ``taskflow.worker.runs``, decided
+        #: once at start: the job path pays nothing for a line that is off.
+        self._log_starts = False
         self._debug = False
 
     # -- public ----------------------------------------------------------------------------
@@ -172,6 +190,10 @@ class Worker:
     def running_tasks(self) -> int:
         """Tasks being run right now."""
         return self._busy
+
+    def _counters(self) -> tuple[int, int, int]:
+        """(processed, failed, running), for the registry entry."""
+        return self.processed, self.failed, self._busy
 
     def stop(self) -> None:
         """Ask for a graceful stop: claim no more, let running tasks finish within
@@ -210,7 +232,9 @@ class Worker:
         self._slots = [_Slot(i) for i in range(self.concurrency)]
         for slot in self._slots:
             slot.task = loop.create_task(self._slot_loop(slot), name=f"taskflow-slot-{slot.index}")
-        self._debug = logger.isEnabledFor(logging.DEBUG)
+        self._log_starts = runs_logger.isEnabledFor(logging.INFO)
+        self._debug = runs_logger.isEnabledFor(logging.DEBUG)
+        await self._registry.write()
         logger.info(
             "worker %s ready: backend=%s queues=%s concurrency=%d tasks=%s",
             self.worker_id,
@@ -420,8 +444,10 @@ class Worker:
         args: list[Any],
         kwargs: dict[str, Any],
     ) -> None:
-        if self._debug:
-            logger.debug("task %s (%s) attempt %d started", run.task_id, message.name, run.attempt)
+        if self._log_starts:
+            runs_logger.info(
+                "task %s (%s) attempt %d started", run.task_id, message.name, run.attempt
+            )
         run.kind = definition.kind
         if message.timeout_s is not None:
             self._deadlines.add(run, self._clock.time() + message.timeout_s)
@@ -459,7 +485,7 @@ class Worker:
             name = decode_message(run.delivery.data).name
         except Exception:
             name = "?"
-        logger.debug(
+        runs_logger.debug(
             "task %s (%s) attempt %d ended in %.3f s: %s",
             run.task_id,
             name,
@@ -495,9 +521,14 @@ class Worker:
     # -- heartbeat: lease renewal, cancellation, lost leases --------------------------------
 
     async def _heartbeat_loop(self) -> None:
-        while True:
-            await self._clock.sleep(self._config.heartbeat_s)
-            await self._heartbeat()
+        async with anyio.create_task_group() as tg:
+            while True:
+                await self._clock.sleep(self._config.heartbeat_s)
+                # Beside the renewal, never before it: a slow registry write (a server that
+                # retries) must not make a lease late. One write at a time.
+                if not self._registry.writing:
+                    tg.start_soon(self._registry.write)
+                await self._heartbeat()
 
     async def _heartbeat(self) -> None:
         """Renew every held lease in one call. The leases of runs whose outcome is on its way
@@ -618,8 +649,11 @@ class Worker:
                 )
 
     async def _abort(self) -> None:
-        """Cleanup on any exit: cancel the slots; on cancellation, release what we hold."""
+        """Cleanup on any exit: cancel the slots; on cancellation, release what we hold;
+        leave the worker registry."""
         await self._unwatch()
+        with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+            await self._registry.remove()
         for slot in self._slots:
             if slot.task is not None and not slot.task.done():
                 slot.task.cancel()

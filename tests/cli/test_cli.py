@@ -143,6 +143,69 @@ def test_worker_says_what_it_is_and_stops_on_sigterm(tmp_path: Path) -> None:
     assert not any(" DEBUG " in line for line in seen), seen
 
 
+FAILING_APP = """
+from taskflow import QueueTasks, TaskContext
+
+app = QueueTasks(name="cli-test")
+
+
+@app.task(retries=1, retry_backoff=0)
+async def flaky(ctx: TaskContext) -> str:
+    if ctx.attempt == 1:
+        raise ValueError("first try")
+    return "ok"
+
+
+@app.task
+async def fine() -> str:
+    return "ok"
+
+
+@app.task
+async def broken() -> None:
+    raise KeyError("nope")
+
+
+@app.worker_service
+async def kick(app, state) -> None:
+    for name in ("fine", "flaky", "broken"):
+        await app.add_task(name)
+"""
+
+
+def test_worker_logs_starts_and_failures_at_info_and_no_end_of_success(tmp_path: Path) -> None:
+    """The default level: one line per task start and per failed attempt, nothing more per
+    task, all on ``taskflow.worker.runs``."""
+    target = write_app(tmp_path, "cli_failing_app", FAILING_APP)
+    proc = start_cli(tmp_path, "worker", target)
+    seen: list[str] = []
+    try:
+        wait_for_line(proc, "(broken) failed for good", seen)
+        wait_for_line(proc, "(flaky) attempt 2 started", seen)
+        proc.send_signal(signal.SIGTERM)
+        assert read_rest(proc, seen) == 0
+    finally:
+        kill_group(proc)
+    runs = [line for line in seen if " taskflow.worker.runs[" in line]
+    starts = [line for line in runs if line.endswith(" started")]
+    pattern = re.compile(r"\((\w+)\) attempt (\d) started$")
+    assert sorted(m.groups() for s in starts if (m := pattern.search(s))) == [
+        ("broken", "1"),
+        ("fine", "1"),
+        ("flaky", "1"),
+        ("flaky", "2"),
+    ]
+    failures = [line for line in runs if not line.endswith(" started")]
+    assert len(failures) == 2, runs
+    [retried] = [line for line in failures if "(flaky)" in line]
+    assert " WARNING " in retried and retried.endswith(
+        "attempt 1 failed, retrying: ValueError: first try"
+    )
+    [failed] = [line for line in failures if "(broken)" in line]
+    assert " ERROR " in failed and failed.endswith("failed for good on attempt 1: KeyError: 'nope'")
+    assert not any("ended in" in line for line in seen)  # no line for a success
+
+
 def test_worker_logs_each_task_start_and_end_at_debug(tmp_path: Path) -> None:
     target = write_app(tmp_path, "cli_slow_app2", SLOW_APP)
     proc = start_cli(tmp_path, "--log-level", "DEBUG", "worker", target)

@@ -29,6 +29,7 @@ DEFAULTS = {
     "unknown_task_window_s": 300.0,
     "unknown_task_retry_s": 5.0,
     "events_maxlen": 100_000,
+    "errors_maxlen": 10_000,
     "cleanup_interval_s": 300.0,
     "default_queue": "default",
 }

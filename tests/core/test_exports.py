@@ -97,9 +97,12 @@ def test_abc_exports_the_contracts_components_and_the_types_they_speak() -> None
         "ProgressUpdate", "EnqueueResult", "TaskRecord", "TaskOutcome", "Event", "EventKind",
         "QueueStats", "LeaseInfo", "Versioned", "CancelResult", "ErrorInfo", "Progress",
         "TaskStatus", "ArtifactBlob", "LockMode", "LockRequest", "LockHold", "LockState",
-        "LockHolder", "LockWaiter", "Checkpoint",
+        "LockHolder", "LockWaiter", "Checkpoint", "WorkerInfo", "FailedAttempt",
     }  # fmt: skip
-    codecs = {"encode_message", "decode_message", "encode_value", "decode_value"}
+    codecs = {
+        "encode_message", "decode_message", "encode_value", "decode_value",
+        "encode_worker", "decode_worker", "encode_failed", "decode_failed",
+    }  # fmt: skip
     assert set(taskflow.abc.__all__) == contracts | constants | structs | codecs
 
 

@@ -205,6 +205,8 @@ PAGES_WITH_PROGRAMS = [
     "artifacts.md",
     "chunks.md",
     "periodic.md",
+    "registry.md",
+    "errors.md",
 ]
 
 

@@ -51,6 +51,7 @@ from .._message import EnqueueResult as EnqueueResult
 from .._message import ErrorInfo as ErrorInfo
 from .._message import Event as Event
 from .._message import EventKind as EventKind
+from .._message import FailedAttempt as FailedAttempt
 from .._message import Lease as Lease
 from .._message import LeaseInfo as LeaseInfo
 from .._message import LeaseState as LeaseState
@@ -70,10 +71,15 @@ from .._message import TaskOutcome as TaskOutcome
 from .._message import TaskRecord as TaskRecord
 from .._message import TaskStatus as TaskStatus
 from .._message import Versioned as Versioned
+from .._message import WorkerInfo as WorkerInfo
+from .._message import decode_failed as decode_failed
 from .._message import decode_message as decode_message
 from .._message import decode_value as decode_value
+from .._message import decode_worker as decode_worker
+from .._message import encode_failed as encode_failed
 from .._message import encode_message as encode_message
 from .._message import encode_value as encode_value
+from .._message import encode_worker as encode_worker
 from ._artifacts import ArtifactBlob as ArtifactBlob
 from ._artifacts import ArtifactStore as ArtifactStore
 from ._broker import Broker as Broker
@@ -97,6 +103,7 @@ __all__ = [
     "ErrorInfo",
     "Event",
     "EventKind",
+    "FailedAttempt",
     "Lease",
     "LeaseInfo",
     "LeaseState",
@@ -119,8 +126,13 @@ __all__ = [
     "TaskRecord",
     "TaskStatus",
     "Versioned",
+    "WorkerInfo",
+    "decode_failed",
     "decode_message",
     "decode_value",
+    "decode_worker",
+    "encode_failed",
     "encode_message",
     "encode_value",
+    "encode_worker",
 ]

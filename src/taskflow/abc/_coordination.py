@@ -2,9 +2,9 @@
 
 What processes of one deployment agree on, apart from tasks: who leads (the orders'
 `Supervisor` holds a lease), and the small durable records orders and plans are kept in,
-written with compare-and-set. The locks, elections, worker registry and rate limits of later
-issues grow here, so they never widen `Storage`. What does not live here: task records
-(`Storage`) and messages (`Broker`).
+written with compare-and-set; the registry of live workers (`register_workers`). The
+elections and rate limits of later issues grow here, so they never widen `Storage`. What does
+not live here: task records (`Storage`) and messages (`Broker`).
 """
 
 from __future__ import annotations
@@ -12,8 +12,10 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 
+import msgspec
+
 from .._locknames import check_lock_name
-from .._message import LeaseInfo, LockHold, LockRequest, LockState, Versioned
+from .._message import LeaseInfo, LockHold, LockRequest, LockState, Versioned, WorkerInfo
 from ._lifecycle import Lifecycle
 
 __all__ = ["Coordination"]
@@ -183,6 +185,49 @@ class Coordination(Lifecycle, ABC):
     @abstractmethod
     async def _lock_states(self, names: list[str] | None, now: float) -> list[LockState]:
         """See `lock_states`. `names` (None: every lock) are distinct, sorted and never empty."""
+
+    # -- the worker registry (`QueueTasks.workers`, ``taskflow workers``) ------------------
+    #
+    # Rules: an entry lives until its `expires_at` (``now + ttl_s`` when written); a lapsed
+    # entry is gone for every reader, and whichever call sees it first (a write or a read)
+    # deletes it, so no sweeper is needed. Writing an id again replaces its entry.
+
+    async def register_workers(
+        self, entries: Sequence[WorkerInfo], *, ttl_s: float, now: float
+    ) -> None:
+        """Write (or replace) registry entries, each with ``heartbeat_at=now`` and
+        ``expires_at=now + ttl_s``, in one round trip. A worker calls it with its heartbeat."""
+        self._check_open()
+        if not entries:
+            return
+        stamped = [
+            msgspec.structs.replace(e, heartbeat_at=now, expires_at=now + ttl_s) for e in entries
+        ]
+        await self._register_workers(stamped, now)
+
+    async def list_workers(self, *, now: float) -> list[WorkerInfo]:
+        """Every live registry entry (``expires_at > now``), sorted by id."""
+        self._check_open()
+        return await self._list_workers(now)
+
+    async def unregister_workers(self, worker_ids: Sequence[str]) -> None:
+        """Delete registry entries at once (a worker that stops); unknown ids are ignored."""
+        self._check_open()
+        if worker_ids:
+            await self._unregister_workers(list(worker_ids))
+
+    @abstractmethod
+    async def _register_workers(self, entries: list[WorkerInfo], now: float) -> None:
+        """See `register_workers`: store each entry (already stamped with `heartbeat_at` and
+        `expires_at`) under its id; may delete entries lapsed at `now`."""
+
+    @abstractmethod
+    async def _list_workers(self, now: float) -> list[WorkerInfo]:
+        """See `list_workers`; deletes the entries lapsed at `now` it finds."""
+
+    @abstractmethod
+    async def _unregister_workers(self, worker_ids: list[str]) -> None:
+        """See `unregister_workers`."""
 
     # -- durable key-value records (orders and their plans) --------------------------------
 

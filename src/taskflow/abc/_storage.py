@@ -12,7 +12,7 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Sequence
 from typing import Final
 
-from .._message import Checkpoint, Event, ProgressUpdate, TaskOutcome, TaskRecord
+from .._message import Checkpoint, Event, FailedAttempt, ProgressUpdate, TaskOutcome, TaskRecord
 from ._lifecycle import Lifecycle
 from ._waiters import ResultWaiters
 
@@ -45,6 +45,9 @@ class Storage(Lifecycle, ABC):
         whenever it learns that a task ended."""
         self.events_maxlen: int = 100_000
         """Approximate number of events kept per queue (set from `GlobalConfig.events_maxlen`)."""
+        self.errors_maxlen: int = 10_000
+        """Approximate number of failed attempts kept per queue in the error log (set from
+        `GlobalConfig.errors_maxlen`); older ones are dropped as new ones come."""
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -230,6 +233,36 @@ class Storage(Lifecycle, ABC):
     async def _latest_cursor(self, queue: str) -> str | None:
         """The cursor of `queue`'s newest event, or None if it has none (what `LATEST`
         stands for): reading after it returns only events appended later."""
+
+    # -- the error log ---------------------------------------------------------------------
+
+    async def errors(
+        self,
+        *,
+        since: float | None = None,
+        name: str | None = None,
+        queues: Sequence[str] | None = None,
+        limit: int = 100,
+    ) -> list[FailedAttempt]:
+        """The newest failed attempts first, at most `limit`: each RETRY or FAILED outcome
+        with an error that `Broker.complete` stored, kept in a capped log per queue
+        (`errors_maxlen`). Only those at or after `since` (None: any), of the task named
+        `name` (None: any), in `queues` (None: every queue with a log).
+
+        Raises:
+            ValueError: `limit` is below 1.
+        """
+        self._check_open()
+        if limit < 1:
+            raise ValueError(f"limit={limit!r} must be >= 1")
+        chosen = None if queues is None else sorted(set(queues))
+        return await self._errors(since, name, chosen, limit)
+
+    @abstractmethod
+    async def _errors(
+        self, since: float | None, name: str | None, queues: list[str] | None, limit: int
+    ) -> list[FailedAttempt]:
+        """See `errors`: newest first (by `at`), filtered, at most `limit`."""
 
     # -- maintenance -----------------------------------------------------------------------
 

@@ -12,7 +12,7 @@ from typing import NoReturn, TypeAlias
 
 from .. import __version__
 from .._backends import DEFAULT_APP
-from . import _artifacts, _locks, _queues, _schedules, _tasks, _workers
+from . import _artifacts, _locks, _observe, _queues, _schedules, _tasks, _workers
 from ._errors import ExitCode, classify, exit_codes_help, format_traceback
 
 __all__ = ["main"]
@@ -82,6 +82,7 @@ def _parser() -> _Parser:
     _add_queue_commands(sub)
     _add_locks(sub)
     _add_schedules(sub)
+    _add_observe(sub)
     _add_artifacts(sub)
     _add_db(sub)
     return parser
@@ -229,6 +230,29 @@ def _add_schedules(sub: Commands) -> None:
         help="resume schedule NAME from its next slot (slots missed while paused are skipped)",
     )
     _with_json(schedules)
+
+
+def _add_observe(sub: Commands) -> None:
+    workers = _command(
+        sub, "workers", _observe.workers, "list the live workers, in every process and host"
+    )
+    _with_app(workers)
+    _with_json(workers)
+    errors = _command(
+        sub, "errors", _observe.errors, "list failed attempts, newest first (retried ones too)"
+    )
+    _with_app(errors)
+    errors.add_argument(
+        "--since", default=None, help="only since then: 90s, 30m, 1h, 2d or an ISO 8601 time"
+    )
+    errors.add_argument("--task", default=None, metavar="NAME", help="only the task NAME")
+    errors.add_argument(
+        "--limit", type=int, default=100, help="at most this many (default 100, newest first)"
+    )
+    errors.add_argument(
+        "--traceback", action="store_true", help="show each attempt's full traceback"
+    )
+    _with_json(errors)
 
 
 def _add_db(sub: Commands) -> None:

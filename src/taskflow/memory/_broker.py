@@ -281,9 +281,11 @@ class MemoryBroker(Broker):
                 if task.id in waiters:
                     waiters.wake(task.id, task.outcome(now))
             elif kind is OutcomeKind.RETRY or kind is OutcomeKind.RELEASE:
+                _log_error(queue, task, outcome, now)
                 self._reschedule(queue, task, outcome, now)
                 queue.wake_watchers()
             else:
+                _log_error(queue, task, outcome, now)
                 storage.finish(
                     queue,
                     task,
@@ -454,3 +456,11 @@ class MemoryBroker(Broker):
             )
             purged += 1
         return purged
+
+
+def _log_error(queue: QueueState, task: TaskState, outcome: Outcome, now: float) -> None:
+    """Add a failed attempt to the queue's error log: a RETRY or FAILED outcome with an error,
+    before the task's worker is forgotten."""
+    kind = outcome.kind
+    if outcome.error is not None and (kind is OutcomeKind.RETRY or kind is OutcomeKind.FAILED):
+        queue.log_failure(task, outcome.error, now, retried=kind is OutcomeKind.RETRY)

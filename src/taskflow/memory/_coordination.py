@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ..abc import Coordination, LeaseInfo, LockHold, LockRequest, LockState, Versioned
+from ..abc import Coordination, LeaseInfo, LockHold, LockRequest, LockState, Versioned, WorkerInfo
 from ._locks import LockTable
 
 __all__ = ["MemoryCoordination"]
@@ -38,6 +38,7 @@ class MemoryCoordination(Coordination):
         self._kv: dict[str, dict[str, Versioned]] = {}
         self._leases: dict[str, _NamedLease] = {}
         self._locks = LockTable()
+        self._workers: dict[str, WorkerInfo] = {}
 
     # -- leases ----------------------------------------------------------------------------
 
@@ -102,6 +103,26 @@ class MemoryCoordination(Coordination):
 
     async def _lock_states(self, names: list[str] | None, now: float) -> list[LockState]:
         return self._locks.states(names, now)
+
+    # -- the worker registry ---------------------------------------------------------------
+
+    async def _register_workers(self, entries: list[WorkerInfo], now: float) -> None:
+        self._drop_lapsed_workers(now)
+        for entry in entries:
+            self._workers[entry.id] = entry
+
+    async def _list_workers(self, now: float) -> list[WorkerInfo]:
+        self._drop_lapsed_workers(now)
+        return [self._workers[worker_id] for worker_id in sorted(self._workers)]
+
+    async def _unregister_workers(self, worker_ids: list[str]) -> None:
+        for worker_id in worker_ids:
+            self._workers.pop(worker_id, None)
+
+    def _drop_lapsed_workers(self, now: float) -> None:
+        lapsed = [w.id for w in self._workers.values() if w.expires_at <= now]
+        for worker_id in lapsed:
+            del self._workers[worker_id]
 
     # -- key-value records -----------------------------------------------------------------
 

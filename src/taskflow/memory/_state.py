@@ -31,6 +31,7 @@ import msgspec
 from .._message import (
     ErrorInfo,
     EventKind,
+    FailedAttempt,
     Progress,
     TaskMessage,
     TaskOutcome,
@@ -181,6 +182,7 @@ class QueueState:
 
     __slots__ = (
         "dead",
+        "errors",
         "event_futures",
         "event_seq",
         "events",
@@ -194,7 +196,7 @@ class QueueState:
         "watchers",
     )
 
-    def __init__(self, name: str, events_maxlen: int) -> None:
+    def __init__(self, name: str, events_maxlen: int, errors_maxlen: int = 10_000) -> None:
         self.name = name
         #: (-priority, due, seq, task): claimable now.
         self.ready: list[tuple[int, float, int, TaskState]] = []
@@ -209,6 +211,8 @@ class QueueState:
         #: Dead letters in the order they died.
         self.dead: dict[str, TaskState] = {}
         self.events: deque[EventTuple] = deque(maxlen=events_maxlen)
+        #: The error log: failed attempts, oldest first, capped.
+        self.errors: deque[FailedAttempt] = deque(maxlen=errors_maxlen)
         self.event_seq = 0
         self.event_futures: list[asyncio.Future[None]] = []
         self.watchers: list[WorkWatcher] = []
@@ -223,6 +227,21 @@ class QueueState:
             (self.event_seq, task.id, kind, at, task.attempts, msg.order_id, detail, msg.name)
         )
         self.wake_followers()
+
+    def log_failure(self, task: TaskState, error: ErrorInfo, at: float, *, retried: bool) -> None:
+        """Add a failed attempt of `task` (still claimed by its worker) to the error log."""
+        self.errors.append(
+            FailedAttempt(
+                at=at,
+                task_id=task.id,
+                name=task.msg.name,
+                queue=self.name,
+                attempt=task.attempts,
+                worker_id=task.worker_id,
+                error=error,
+                retried=retried,
+            )
+        )
 
     def wake_followers(self) -> None:
         """Wake every `follow_events` reader waiting for this queue's next event."""

@@ -23,6 +23,7 @@ from .._message import (
     ErrorInfo,
     Event,
     EventKind,
+    FailedAttempt,
     ProgressUpdate,
     TaskMessage,
     TaskOutcome,
@@ -53,6 +54,7 @@ class MemoryStorage(Storage):
     def __init__(self) -> None:
         self._queues: dict[str, QueueState] = {}
         self._events_maxlen = 100_000
+        self._errors_maxlen = 10_000
         super().__init__()
         self._tasks: dict[str, TaskState] = {}
         self._dedup: dict[tuple[str, str], TaskState] = {}
@@ -73,6 +75,19 @@ class MemoryStorage(Storage):
         self._events_maxlen = value
         for queue in self._queues.values():
             queue.events = deque(queue.events, maxlen=value)
+
+    @property
+    def errors_maxlen(self) -> int:
+        """Failed attempts kept per queue's error log; setting it re-caps the existing logs."""
+        return self._errors_maxlen
+
+    @errors_maxlen.setter
+    def errors_maxlen(self, value: int) -> None:
+        if value < 1:
+            raise ValueError(f"errors_maxlen={value!r} must be an integer >= 1")
+        self._errors_maxlen = value
+        for queue in self._queues.values():
+            queue.errors = deque(queue.errors, maxlen=value)
 
     # -- lifecycle: only what belongs to the event loop goes ---------------------------------
 
@@ -115,7 +130,7 @@ class MemoryStorage(Storage):
         """The state of queue `name`, made on first use."""
         queue = self._queues.get(name)
         if queue is None:
-            queue = self._queues[name] = QueueState(name, self._events_maxlen)
+            queue = self._queues[name] = QueueState(name, self._events_maxlen, self.errors_maxlen)
         return queue
 
     def dedup_owner(self, queue: str, key: str, now: float) -> TaskState | None:
@@ -303,6 +318,20 @@ class MemoryStorage(Storage):
                 events, start, start + limit
             )
         ]
+
+    async def _errors(
+        self, since: float | None, name: str | None, queues: list[str] | None, limit: int
+    ) -> list[FailedAttempt]:
+        names = self._queues if queues is None else queues
+        chosen = [
+            entry
+            for queue in (self._queues.get(n) for n in names)
+            if queue is not None
+            for entry in queue.errors
+            if (since is None or entry.at >= since) and (name is None or entry.name == name)
+        ]
+        chosen.sort(key=lambda e: e.at, reverse=True)
+        return chosen[:limit]
 
     async def _latest_cursor(self, queue: str) -> str | None:
         state = self._queues.get(queue)

@@ -31,6 +31,7 @@ from ..abc import (
     Lease,
     LeaseState,
     Outcome,
+    OutcomeKind,
     QueueStats,
     TaskMessage,
     TaskRecord,
@@ -61,6 +62,9 @@ if TYPE_CHECKING:
 __all__ = ["PostgresBroker"]
 
 logger = logging.getLogger("taskflow.postgres")
+
+#: The outcomes whose error goes to the error log (the complete statement's ``errs``).
+_LOGGED = (OutcomeKind.RETRY, OutcomeKind.FAILED)
 
 #: How long a closing broker tries to give back claims whose reply was lost.
 _GIVE_BACK_ON_CLOSE_S = 2.0
@@ -330,6 +334,11 @@ class PostgresBroker(Broker):
             if row["ok"] and TaskStatus(row["status"]).terminal:
                 pg.heard_end(outcome.task_id)  # local waiters: no need to hear it
         await pg.count_events(row["queue"] for row in rows if row["ok"])
+        await pg.count_errors(
+            row["queue"]
+            for outcome, row in zip(outcomes, rows, strict=True)
+            if row["ok"] and outcome.error is not None and outcome.kind in _LOGGED
+        )
         return accepted
 
     # -- cancel ---------------------------------------------------------------------------------

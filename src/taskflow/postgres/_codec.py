@@ -22,6 +22,7 @@ from ..abc import (
     ErrorInfo,
     Event,
     EventKind,
+    FailedAttempt,
     LeaseInfo,
     LockHolder,
     LockMode,
@@ -156,6 +157,20 @@ def event(row: asyncpg.Record) -> Event:
         order_id=row["order_id"],
         detail=row["detail"],
         name=row["name"],
+    )
+
+
+def failed_attempt(row: asyncpg.Record) -> FailedAttempt:
+    """A row of the ``errors`` table (the error log) as a `FailedAttempt`."""
+    return FailedAttempt(
+        at=row["at"],
+        task_id=row["task_id"],
+        name=row["name"],
+        queue=row["queue"],
+        attempt=row["attempt"],
+        worker_id=row["worker_id"],
+        error=_error_decoder.decode(row["error"]),
+        retried=row["retried"],
     )
 
 

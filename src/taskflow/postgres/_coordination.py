@@ -1,7 +1,8 @@
 """`PostgresCoordination`: leases with fencing tokens, reader/writer locks and versioned
 key-value records.
 
-They live in the app schema's ``leases``, ``locks``, ``lock_entries`` and ``kv`` tables (a
+They live in the app schema's ``leases``, ``locks``, ``lock_entries``, ``kv`` and ``workers``
+(the worker registry) tables (a
 batch of lock calls is one call of its ``lock_batch`` function) and go through the storage's pool
 (`PostgresStorage.run`): the broker opens the coordination after the storage and closes it
 before. What does not live here: the SQL (``_sql_coordination.py``), task records
@@ -21,6 +22,9 @@ from ..abc import (
     LockRequest,
     LockState,
     Versioned,
+    WorkerInfo,
+    decode_worker,
+    encode_worker,
 )
 from ._codec import lease_info, lock_states, versioned
 from ._schema import quote_schema
@@ -117,6 +121,23 @@ class PostgresCoordination(Coordination):
     async def _lock_states(self, names: list[str] | None, now: float) -> list[LockState]:
         rows = await self._pg.run(lambda conn: conn.fetch(self.sql.lock_states, now, names))
         return lock_states(rows)
+
+    # -- the worker registry -------------------------------------------------------------------
+
+    async def _register_workers(self, entries: list[WorkerInfo], now: float) -> None:
+        ids = [e.id for e in entries]
+        blobs = [encode_worker(e) for e in entries]
+        expiries = [e.expires_at for e in entries]
+        sql = self.sql.register_workers
+        await self._pg.run(lambda conn: conn.execute(sql, now, ids, blobs, expiries))
+
+    async def _list_workers(self, now: float) -> list[WorkerInfo]:
+        rows = await self._pg.run(lambda conn: conn.fetch(self.sql.list_workers, now))
+        return [decode_worker(row["entry"]) for row in rows]
+
+    async def _unregister_workers(self, worker_ids: list[str]) -> None:
+        sql = self.sql.unregister_workers
+        await self._pg.run(lambda conn: conn.execute(sql, worker_ids))
 
     # -- key-value records ----------------------------------------------------------------------
 

@@ -429,6 +429,27 @@ END
 $$;
 """
 
+_V11_WORKERS_ERRORS: Final = """
+CREATE TABLE {s}.workers (
+    id         text PRIMARY KEY,
+    entry      bytea NOT NULL,
+    expires_at double precision NOT NULL
+);
+CREATE TABLE {s}.errors (
+    seq       bigserial PRIMARY KEY,
+    queue     text NOT NULL,
+    at        double precision NOT NULL,
+    task_id   text NOT NULL,
+    name      text NOT NULL,
+    attempt   integer NOT NULL,
+    worker_id text,
+    error     bytea NOT NULL,
+    retried   boolean NOT NULL
+);
+CREATE INDEX errors_by_queue ON {s}.errors (queue, seq);
+CREATE INDEX errors_by_time ON {s}.errors (at);
+"""
+
 #: (version, description, DDL with ``{s}`` for the quoted schema), in order. Append only.
 MIGRATIONS: Final[tuple[tuple[int, str, str], ...]] = (
     (1, "tables: tasks, events, leases, kv; the notify helper", _V1_TABLES),
@@ -448,6 +469,11 @@ MIGRATIONS: Final[tuple[tuple[int, str, str], ...]] = (
         10,
         "locks: a release batch settles each lock once; an index of exclusive lock entries",
         _V10_LOCK_BATCH,
+    ),
+    (
+        11,
+        "the worker registry (workers) and the error log of failed attempts (errors)",
+        _V11_WORKERS_ERRORS,
     ),
 )
 LATEST_VERSION: Final = MIGRATIONS[-1][0]

@@ -226,6 +226,10 @@ WITH input AS (
         $7::float8[], $8::text[]
     ) WITH ORDINALITY AS i(id, token, kind, result, error, retry_at, result_expires_at, detail,
                            ord)
+), prev AS (  -- the claiming worker of a failed attempt, before a retry forgets it (the
+              -- same snapshot as upd); no read at all for a batch without one
+    SELECT t.id, t.worker_id FROM {{s}}.tasks t
+    WHERE t.id IN (SELECT id FROM input WHERE kind IN ('retry', 'failed') AND error IS NOT NULL)
 ), upd AS (
     UPDATE {{s}}.tasks t SET
         status = CASE i.kind
@@ -258,6 +262,11 @@ WITH input AS (
            CASE kind WHEN 'retry' THEN 'retrying' WHEN 'release' THEN 'released' ELSE kind END,
            $9, attempts, order_id, detail, name
     FROM upd
+), errs AS (  -- the error log: each failed attempt (a retry or a failure with an error)
+    INSERT INTO {{s}}.errors (queue, at, task_id, name, attempt, worker_id, error, retried)
+    SELECT u.queue, $9, u.id, u.name, u.attempts, p.worker_id, i.error, u.kind = 'retry'
+    FROM upd u JOIN input i ON i.ord = u.ord LEFT JOIN prev p ON p.id = u.id
+    WHERE u.kind IN ('retry', 'failed') AND i.error IS NOT NULL
 )
 SELECT i.ord, u.ord IS NOT NULL AS ok, u.status, u.queue,
        (SELECT {{s}}.notify($10, 'd:', array_agg(

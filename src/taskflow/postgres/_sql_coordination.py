@@ -66,6 +66,20 @@ RETURNING version
 _KV_LIST: Final = "SELECT key, value, version FROM {s}.kv WHERE namespace = $1"
 _KV_DELETE: Final = "DELETE FROM {s}.kv WHERE namespace = $1 AND key = $2"
 
+# The worker registry: every write and read deletes the entries lapsed at now first (but
+# never one the same statement writes: a row is changed once per statement).
+_REGISTER_WORKERS: Final = """
+WITH lapsed AS (DELETE FROM {s}.workers WHERE expires_at <= $1 AND id <> ALL ($2::text[]))
+INSERT INTO {s}.workers (id, entry, expires_at)
+SELECT * FROM unnest($2::text[], $3::bytea[], $4::double precision[])
+ON CONFLICT (id) DO UPDATE SET entry = EXCLUDED.entry, expires_at = EXCLUDED.expires_at
+"""
+_LIST_WORKERS: Final = """
+WITH lapsed AS (DELETE FROM {s}.workers WHERE expires_at <= $1)
+SELECT entry FROM {s}.workers WHERE expires_at > $1 ORDER BY id
+"""
+_UNREGISTER_WORKERS: Final = "DELETE FROM {s}.workers WHERE id = ANY ($1::text[])"
+
 
 class CoordinationStatements:
     """Every statement of the coordination, formatted for one (quoted) schema."""
@@ -84,3 +98,6 @@ class CoordinationStatements:
         self.kv_replace = _KV_REPLACE.format(s=s)
         self.kv_list = _KV_LIST.format(s=s)
         self.kv_delete = _KV_DELETE.format(s=s)
+        self.register_workers = _REGISTER_WORKERS.format(s=s)
+        self.list_workers = _LIST_WORKERS.format(s=s)
+        self.unregister_workers = _UNREGISTER_WORKERS.format(s=s)

@@ -1,4 +1,4 @@
-"""The storage's SQL: task records, progress reports, checkpoints, the event stream, cleanup.
+"""The storage's SQL: task records, progress, checkpoints, the event stream, the error log, cleanup.
 
 What lives here: the statements of `PostgresStorage` and `StorageStatements`, which formats
 them for one schema once. The report is one statement like the broker's batched calls: it
@@ -108,6 +108,22 @@ WHERE queue = $1 AND id <= (
 )
 """
 
+# The error log (written by the broker's complete): newest first, filtered, capped by
+# `trim_errors` to about `errors_maxlen` rows per queue.
+_READ_ERRORS: Final = """
+SELECT at, task_id, name, queue, attempt, worker_id, error, retried FROM {s}.errors
+WHERE ($1::float8 IS NULL OR at >= $1) AND ($2::text IS NULL OR name = $2)
+  AND ($3::text[] IS NULL OR queue = ANY ($3))
+ORDER BY at DESC, seq DESC LIMIT $4
+"""
+_TRIM_ERRORS: Final = """
+DELETE FROM {s}.errors
+WHERE queue = $1 AND seq <= (
+    SELECT seq FROM {s}.errors WHERE queue = $1 ORDER BY seq DESC OFFSET $2 LIMIT 1
+)
+"""
+_ERROR_QUEUES: Final = "SELECT DISTINCT queue FROM {s}.errors"
+
 
 class StorageStatements:
     """Every statement of the storage, formatted for one (quoted) schema."""
@@ -124,3 +140,6 @@ class StorageStatements:
         self.cleanup_tasks = _CLEANUP_TASKS.format(s=s)
         self.event_queues = _EVENT_QUEUES.format(s=s)
         self.trim_events = _TRIM_EVENTS.format(s=s)
+        self.read_errors = _READ_ERRORS.format(s=s)
+        self.trim_errors = _TRIM_ERRORS.format(s=s)
+        self.error_queues = _ERROR_QUEUES.format(s=s)

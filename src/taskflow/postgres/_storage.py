@@ -24,6 +24,7 @@ from .._backends import DEFAULT_APP, mask_password
 from ..abc import (
     Checkpoint,
     Event,
+    FailedAttempt,
     ProgressUpdate,
     ReadCoalescer,
     Storage,
@@ -39,7 +40,7 @@ from ._client import (
     reaching,
     require_asyncpg,
 )
-from ._codec import Attempt, event, parse_cursor, report_batch, task_record
+from ._codec import Attempt, event, failed_attempt, parse_cursor, report_batch, task_record
 from ._listener import DONE, ENDED, EVENTS, WORK, Listener, Notification, PushedDone
 from ._schema import DEFAULT_SCHEMA, app_schema, channel_name, migrate, quote_schema
 from ._sql_storage import StorageStatements
@@ -113,6 +114,8 @@ class PostgresStorage(Storage):
         self._listener: Listener | None = None
         #: Per queue: events this process appended since it last trimmed that queue's stream.
         self._events_since_trim: dict[str, int] = {}
+        #: Per queue: failed attempts this process logged since it last trimmed that queue's.
+        self._errors_since_trim: dict[str, int] = {}
         #: The result waiters' reads of one loop turn, made as one statement (rows by id).
         self._row_reads: ReadCoalescer[str, asyncpg.Record | None] = ReadCoalescer(self._fetch_rows)
         self._reset_session()
@@ -381,25 +384,52 @@ class PostgresStorage(Storage):
     async def count_events(self, queues: Iterable[str]) -> None:
         """Count events just appended to `queues`; trim a queue's stream back to about
         `events_maxlen` once this process added a tenth of that since its last trim."""
-        threshold = max(1, self.events_maxlen // 10)
-        counts = self._events_since_trim
-        full: list[str] = []
-        for queue in queues:
-            counts[queue] = counts.get(queue, 0) + 1
-            if counts[queue] == threshold:
-                full.append(queue)
-        for queue in full:
-            counts[queue] = 0
+        for queue in _filled(self._events_since_trim, queues, self.events_maxlen):
             try:
                 await self._trim_queue_events(queue)
             except Exception:  # the change itself is stored; trimming waits for the next round
                 logger.warning("could not trim the event stream of queue %r", queue, exc_info=True)
 
+    async def count_errors(self, queues: Iterable[str]) -> None:
+        """Count failed attempts just logged in `queues` (by the broker's complete); trim a
+        queue's error log back to about `errors_maxlen` as `count_events` trims events."""
+        for queue in _filled(self._errors_since_trim, queues, self.errors_maxlen):
+            try:
+                await self._trim_queue_errors(queue)
+            except Exception:  # the outcome is stored; trimming waits for the next round
+                logger.warning("could not trim the error log of queue %r", queue, exc_info=True)
+
+    async def _trim_queue_errors(self, queue: str) -> None:
+        await self.run(lambda conn: conn.execute(self.sql.trim_errors, queue, self.errors_maxlen))
+
+    async def _errors(
+        self, since: float | None, name: str | None, queues: list[str] | None, limit: int
+    ) -> list[FailedAttempt]:
+        sql = self.sql.read_errors
+        rows = await self.run(lambda conn: conn.fetch(sql, since, name, queues, limit))
+        return [failed_attempt(row) for row in rows]
+
     async def trim_events(self) -> None:
-        """Keep about `events_maxlen` events per queue."""
+        """Keep about `events_maxlen` events and `errors_maxlen` failed attempts per queue."""
         queues = await self.run(lambda conn: conn.fetch(self.sql.event_queues))
         for row in queues:
             await self._trim_queue_events(row["queue"])
+        queues = await self.run(lambda conn: conn.fetch(self.sql.error_queues))
+        for row in queues:
+            await self._trim_queue_errors(row["queue"])
 
     async def _trim_queue_events(self, queue: str) -> None:
         await self.run(lambda conn: conn.execute(self.sql.trim_events, queue, self.events_maxlen))
+
+
+def _filled(counts: dict[str, int], queues: Iterable[str], maxlen: int) -> list[str]:
+    """Count one append per queue named in `queues`; return the queues that reached a tenth
+    of `maxlen` since their last trim (their counts start again)."""
+    threshold = max(1, maxlen // 10)
+    full: list[str] = []
+    for queue in queues:
+        counts[queue] = counts.get(queue, 0) + 1
+        if counts[queue] == threshold:
+            counts[queue] = 0
+            full.append(queue)
+    return full

@@ -267,7 +267,9 @@ class RedisBroker(Broker):
         out = [False] * len(outcomes)
         groups = group_by_queue(queues)
         calls = [
-            rs.run_queue_script("complete", q, now, complete_args([outcomes[i] for i in idx]))
+            rs.run_queue_script(
+                "complete", q, now, complete_args([outcomes[i] for i in idx], rs.errors_maxlen)
+            )
             for q, idx in groups.items()
         ]
         # One queue (the usual case): no gather, no extra task on the latency path.

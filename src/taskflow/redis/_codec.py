@@ -28,6 +28,7 @@ from .._message import (
     ErrorInfo,
     Event,
     EventKind,
+    FailedAttempt,
     LeaseState,
     Outcome,
     Progress,
@@ -54,6 +55,7 @@ __all__ = [
     "enqueue_args",
     "enqueued_from",
     "event_from",
+    "failed_from",
     "handed_off",
     "message_of",
     "msgpack_encode",
@@ -204,9 +206,9 @@ def enqueued_from(reply: list[Any]) -> list[EnqueueResult]:
     ]
 
 
-def complete_args(outcomes: Sequence[Outcome]) -> list[Any]:
+def complete_args(outcomes: Sequence[Outcome], errors_maxlen: int) -> list[Any]:
     """The complete script's batch: per outcome its id, token, kind, result, error, error type,
-    retry time and result expiry ('' for none)."""
+    retry time and result expiry ('' for none); then the error log's length."""
     args: list[str | bytes] = []
     for o in outcomes:
         error = o.error
@@ -221,7 +223,7 @@ def complete_args(outcomes: Sequence[Outcome]) -> list[Any]:
             opt_time_arg(o.retry_at),
             opt_time_arg(o.result_expires_at),
         )
-    return [pack(args)]
+    return [pack(args), str(errors_maxlen)]
 
 
 def record_from(
@@ -466,6 +468,20 @@ class QueueFacts(NamedTuple):
             int(ready),
             int(finished),
         )
+
+
+def failed_from(queue: str, fields: dict[bytes, bytes]) -> FailedAttempt:
+    """A failed attempt from an entry of the queue's error log (written by ``complete.lua``)."""
+    return FailedAttempt(
+        at=float(fields[b"t"]),
+        task_id=fields[b"i"].decode(),
+        name=fields[b"n"].decode(),
+        queue=queue,
+        attempt=int(fields[b"a"]),
+        worker_id=opt_text(fields.get(b"w")),
+        error=_error_decoder.decode(fields[b"e"]),
+        retried=fields[b"r"] == b"1",
+    )
 
 
 def event_from(queue: str, entry_id: bytes, fields: dict[bytes, bytes]) -> Event:

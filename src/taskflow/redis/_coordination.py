@@ -2,8 +2,9 @@
 
 A lease is one hash (``<prefix>lease:<name>``: owner, fencing token, expiry) changed by
 ``lua/lease.lua``; a key-value namespace is two hashes (values, versions) written by
-``lua/kv_set.lua``. Both run through the storage's connections. The reader/writer locks are
-`RedisLocks` (``_locks.py``).
+``lua/kv_set.lua``; the worker registry is a hash of entries and a sorted set of their
+expiries (``<prefix>{workers}:d`` and ``:x``, one slot) changed by ``lua/workers.lua``. All
+run through the storage's connections. The reader/writer locks are `RedisLocks` (``_locks.py``).
 
 What does not live here: task records (``_storage.py``), the message path (``_broker.py``).
 """
@@ -13,7 +14,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from .._message import LeaseInfo, LockHold, LockRequest, LockState, Versioned
+from .._message import (
+    LeaseInfo,
+    LockHold,
+    LockRequest,
+    LockState,
+    Versioned,
+    WorkerInfo,
+    decode_worker,
+    encode_worker,
+)
 from ..abc import Coordination
 from ._codec import time_arg
 from ._locks import RedisLocks
@@ -88,6 +98,27 @@ class RedisCoordination(Coordination):
 
     async def _lock_states(self, names: list[str] | None, now: float) -> list[LockState]:
         return await self._locks.states(names, now)
+
+    # -- the worker registry ---------------------------------------------------------------
+
+    def _worker_keys(self) -> list[str]:
+        base = f"{self._rs.prefix}{{workers}}"
+        return [f"{base}:d", f"{base}:x"]
+
+    async def _register_workers(self, entries: list[WorkerInfo], now: float) -> None:
+        args: list[Any] = ["put", time_arg(now)]
+        for entry in entries:
+            args += [entry.id, time_arg(entry.expires_at), encode_worker(entry)]
+        await self._rs.run_script("workers", self._worker_keys(), args)
+
+    async def _list_workers(self, now: float) -> list[WorkerInfo]:
+        flat = await self._rs.run_script("workers", self._worker_keys(), ["list", time_arg(now)])
+        entries = [decode_worker(data) for data in flat[1::2]]
+        return sorted(entries, key=lambda e: e.id)
+
+    async def _unregister_workers(self, worker_ids: list[str]) -> None:
+        # "now" 0: deleting these must not depend on a clock; nothing lapses at time 0.
+        await self._rs.run_script("workers", self._worker_keys(), ["del", "0", *worker_ids])
 
     # -- key-value records -----------------------------------------------------------------
 

@@ -37,6 +37,7 @@ QUEUE_SCRIPTS: Final = (
 STANDALONE_SCRIPTS: Final = (
     "lease",
     "kv_set",
+    "workers",
     "lock",
     "artifact_commit",
     "artifact_delete",

@@ -25,7 +25,15 @@ from typing import Any, Final
 from .._backends import DEFAULT_APP, check_app_name, mask_password
 from .._exceptions import AuthenticationFailed, BackendUnavailable, ConfigError
 from .._ids import is_task_id
-from .._message import Checkpoint, Event, ProgressUpdate, TaskOutcome, TaskRecord, TaskStatus
+from .._message import (
+    Checkpoint,
+    Event,
+    FailedAttempt,
+    ProgressUpdate,
+    TaskOutcome,
+    TaskRecord,
+    TaskStatus,
+)
 from ..abc import ReadCoalescer, Storage
 from ._client import (
     AUTH_ERRORS,
@@ -50,6 +58,7 @@ from ._codec import (
     time_arg,
 )
 from ._early import EarlyOutcomes
+from ._errorlog import read_errors
 from ._lane import Lane
 from ._listener import Listener
 from ._routing import QueueRoutes, group_by_queue
@@ -512,6 +521,17 @@ class RedisStorage(Storage):
             count=1,
             block=_EVENTS_BLOCK_MS,
         )
+
+    # -- the error log (written by ``lua/complete.lua``) -------------------------------------
+
+    async def _errors(
+        self, since: float | None, name: str | None, queues: list[str] | None, limit: int
+    ) -> list[FailedAttempt]:
+        if queues is None:
+            members = await self._client.smembers(f"{self.prefix}queues")
+            queues = sorted(q.decode() for q in members)
+        streams = {queue: self.qkey(queue, "errors") for queue in queues}
+        return await read_errors(self._client, streams, since, name, limit)
 
     # -- maintenance -----------------------------------------------------------------------
 

@@ -956,7 +956,7 @@ async def test_registrations_are_not_trusted_across_a_resubscribe(
     # A completion whose push was lost: no inbox left to push to, no local notification.
     await storage.client.hdel(storage.qkey("default", f"t:{task_id}"), "w")
     await storage.run_queue_script(
-        "complete", "default", clock.time(), complete_args([done(delivery, clock, 9)])
+        "complete", "default", clock.time(), complete_args([done(delivery, clock, 9)], 100)
     )
     reads = _count_reads(broker, monkeypatch)
     with anyio.fail_after(5):

@@ -1,6 +1,15 @@
 -- Record outcomes, checking each fencing token, and ack: ARGV[6] packs per outcome 8 fields: id, token, kind, encoded result, encoded error, error type, retry at, result expires
 -- at ('' = none). A terminal outcome is pushed to its waiters' inboxes (see push_later).
 -- Returns per outcome 1 (stored and acked) or 0 (refused: stale token or not running).
+-- ARGV[7]: the error log's length. A RETRY or FAILED outcome with an error adds the failed
+-- attempt to the queue's error log (the stream "errors", trimmed exactly: failures are rare,
+-- the trim cheap): time, id, name, attempt, worker id, encoded error, retried ("1") or not.
+local ERRMAX = ARGV[7]
+local function log_error(id, att, wid, name, err, retried)
+  if err == '' then return end
+  redis.call('XADD', K .. 'errors', 'MAXLEN', ERRMAX, '*', 't', NOW, 'i', id,
+    'n', name or '', 'a', att, 'w', wid or '', 'e', err, 'r', retried)
+end
 local A = unframe(ARGV[6])
 local n = #A / 8
 local out = {}
@@ -10,16 +19,18 @@ for i = 0, n - 1 do
   local id, tok, kind = A[b], A[b + 1], A[b + 2]
   local res, err, etype, at, rx = A[b + 3], A[b + 4], A[b + 5], A[b + 6], A[b + 7]
   local r = rkey(id)
-  local st, cur_tok, att, pr, m, oid, nr, w, prog, y, name = unpack(redis.call('HMGET', r,
-    'st', 'tok', 'att', 'pr', 'm', 'oid', 'nr', 'w', 'prog', 'y', 'n'))
+  local st, cur_tok, att, pr, m, oid, nr, w, prog, y, name, wid = unpack(redis.call('HMGET', r,
+    'st', 'tok', 'att', 'pr', 'm', 'oid', 'nr', 'w', 'prog', 'y', 'n', 'wid'))
   if st ~= 'running' or cur_tok ~= tok then
     out[#out + 1] = 0
   else
     -- A lapsed lease not yet re-claimed: its old worker still owns the outcome.
     if take_lapsed(id) then ready_remove(pr, m) end
+    if kind == 'failed' then log_error(id, att, wid, name, err, '0') end
     if TERMINAL[kind] then
       finish(id, kind, res, err, rx, att, oid, etype, nr, w or false, name)
     elseif kind == 'retry' then
+      log_error(id, att, wid, name, err, '1')
       zrem_later(K .. 'run', id)
       if err ~= '' then
         redis.call('HSET', r, 'st', 'retrying', 'err', err)
