@@ -12,8 +12,9 @@ from typing import NoReturn, TypeAlias
 
 from .. import __version__
 from .._backends import DEFAULT_APP
-from . import _artifacts, _locks, _observe, _queues, _schedules, _tasks, _workers
+from . import _artifacts, _locks, _monitor, _observe, _queues, _schedules, _tasks, _workers
 from ._errors import ExitCode, classify, exit_codes_help, format_traceback
+from ._monitor_data import DEFAULT_REFRESH_S
 
 __all__ = ["main"]
 
@@ -84,6 +85,7 @@ def _parser() -> _Parser:
     _add_schedules(sub)
     _add_observe(sub)
     _add_artifacts(sub)
+    _add_monitor(sub)
     _add_db(sub)
     return parser
 
@@ -253,6 +255,50 @@ def _add_observe(sub: Commands) -> None:
         "--traceback", action="store_true", help="show each attempt's full traceback"
     )
     _with_json(errors)
+
+
+def _add_monitor(sub: Commands) -> None:
+    monitor = _command(
+        sub, "monitor", _monitor.monitor, "a live view of workers, queues, leaders and errors"
+    )
+    _with_app(monitor)
+    monitor.add_argument(
+        "--spawn",
+        type=int,
+        default=0,
+        metavar="N",
+        help="start N worker processes of the app, show them, stop them on q (default 0)",
+    )
+    monitor.add_argument(
+        "--role",
+        default="generator",
+        help="the role whose leader k kills, shown first (default generator)",
+    )
+    monitor.add_argument(
+        "--roles",
+        nargs="*",
+        default=None,
+        metavar="ROLE",
+        help="more roles whose leaders to show",
+    )
+    monitor.add_argument(
+        "--queues",
+        "-q",
+        default=None,
+        help="comma-separated queues (default: the default queue and every task's queue)",
+    )
+    monitor.add_argument(
+        "--refresh",
+        type=float,
+        default=DEFAULT_REFRESH_S,
+        metavar="S",
+        help=f"seconds between reads of queues, leaders and workers (default {DEFAULT_REFRESH_S})",
+    )
+    monitor.add_argument(
+        "--log-dir",
+        default=None,
+        help="with --spawn: where each worker's output goes (default: a new temporary directory)",
+    )
 
 
 def _add_db(sub: Commands) -> None:

@@ -1,0 +1,66 @@
+"""``taskflow monitor``: a live terminal view of an app's workers, queues, leaders and errors;
+with ``--spawn N``, of N worker processes it starts and stops.
+
+This module is the command: it checks that Textual (the ``taskflow[monitor]`` extra) is
+installed, loads the app, builds the data source (``_monitor_data``) and the processes
+(``_monitor_procs``), and runs the screen (``_monitor_screen``) until ``q``. It stops what it
+started even if the screen ends by an error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import logging
+import tempfile
+from pathlib import Path
+
+import anyio
+
+from .._app import QueueTasks
+from ._common import app_queues, parse_queues, shared_app
+from ._errors import CliError, ExitCode
+from ._monitor_data import AppData
+from ._monitor_procs import Spawned, worker_command
+
+__all__ = ["monitor"]
+
+
+def monitor(args: argparse.Namespace) -> int:
+    """Run ``taskflow monitor`` until ``q`` (see the module docstring)."""
+    if importlib.util.find_spec("textual") is None:
+        raise CliError(
+            ExitCode.USAGE,
+            "taskflow monitor needs Textual: pip install 'taskflow[monitor]'",
+        )
+    if args.spawn < 0:
+        raise CliError(ExitCode.USAGE, f"--spawn must be >= 0, got {args.spawn}")
+    if args.refresh <= 0:
+        raise CliError(ExitCode.USAGE, f"--refresh must be > 0 seconds, got {args.refresh}")
+    app = shared_app(args.app, "monitor")
+    queues = parse_queues(args.queues) or app_queues(app)
+    roles = [args.role, *(r for r in args.roles or () if r != args.role)]
+    spawned = None
+    if args.spawn:
+        log_dir = Path(args.log_dir or tempfile.mkdtemp(prefix="taskflow-monitor-"))
+        level = logging.getLevelName(args.log_level)
+        spawned = Spawned(worker_command(args.app, level), args.spawn, log_dir)
+    data = AppData(app, queues, roles, refresh_s=args.refresh)
+    return anyio.run(_run, app, data, spawned, args.role)
+
+
+async def _run(app: QueueTasks, data: AppData, spawned: Spawned | None, role: str) -> int:
+    from ._monitor_screen import MonitorApp
+
+    async with app:
+        if spawned is not None:
+            spawned.start()
+        try:
+            screen = MonitorApp(
+                data, procs=spawned, role=role, title=f"taskflow monitor {app.name}"
+            )
+            await screen.run_async()
+        finally:
+            if spawned is not None:
+                spawned.stop_all()
+    return ExitCode.OK

@@ -1,0 +1,193 @@
+"""What ``taskflow monitor`` shows, gathered in one place: the seam between the screen and the
+backend.
+
+`MonitorData` is the contract the screen reads through: a `Snapshot` (queues by state, the
+leaders of named roles, workers, latest errors) read at the registry's heartbeat cadence, and
+the event stream, followed push-driven, from which the screen counts throughput and errors as
+they happen. `AppData` is the real one, over an app's broker, storage and coordination; tests
+give the screen a fake. Nothing here imports Textual (that is ``_monitor_screen``), and nothing
+here starts processes (``_monitor_procs``).
+"""
+
+from __future__ import annotations
+
+import collections
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Final, Protocol
+
+import anyio
+
+from .._app import QueueTasks
+from .._message import Event, EventKind, LeaseInfo, QueueStats
+from ..abc import LATEST
+
+__all__ = [
+    "DEFAULT_REFRESH_S",
+    "AppData",
+    "ErrorRow",
+    "MonitorData",
+    "Snapshot",
+    "Throughput",
+    "WorkerRow",
+    "error_of",
+    "owner_pid",
+    "role_lease_name",
+]
+
+#: How often the snapshot (queues, leaders, workers) is read again: the cadence at which a
+#: worker refreshes its registry entry, so the screen never polls the store faster than the
+#: store changes.
+DEFAULT_REFRESH_S: Final = 1.0
+
+#: Event kinds that are a failed attempt (retried or for good).
+FAILED_KINDS: Final = frozenset({EventKind.FAILED, EventKind.RETRYING})
+
+
+@dataclass(frozen=True)
+class WorkerRow:
+    """One worker process as the screen shows it (from the worker registry)."""
+
+    worker_id: str
+    host: str
+    pid: int
+    queues: tuple[str, ...] = ()
+    concurrency: int = 0
+    processed: int = 0
+    failed: int = 0
+    running: int = 0
+    last_heartbeat: float = 0.0
+    roles: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ErrorRow:
+    """One failed attempt: when, which task, which attempt, and the error's type."""
+
+    at: float
+    task_id: str
+    name: str
+    attempt: int
+    error: str
+    retried: bool
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Everything the screen shows that is read rather than followed."""
+
+    queues: list[QueueStats] = field(default_factory=list)
+    leaders: dict[str, LeaseInfo | None] = field(default_factory=dict)
+    workers: list[WorkerRow] = field(default_factory=list)
+
+
+class MonitorData(Protocol):
+    """Where the monitor's figures come from (the real app, or a test's fake)."""
+
+    refresh_s: float
+
+    async def snapshot(self) -> Snapshot:
+        """Queues, leaders and workers as they are now."""
+        ...
+
+    async def follow(self, on_event: Callable[[Event], None]) -> None:
+        """Call `on_event` with every watched queue's events from now on, as they happen
+        (push-driven), until cancelled."""
+        ...
+
+
+def role_lease_name(role: str) -> str:
+    """The coordination lease that says who holds `role` (its owner is the leader)."""
+    return role
+
+
+def owner_pid(owner: str) -> int | None:
+    """The process id named by a lease owner of the form ``host:pid[:...]`` (None otherwise)."""
+    parts = owner.split(":")
+    if len(parts) >= 2 and parts[1].isdigit():
+        return int(parts[1])
+    return None
+
+
+def error_of(event: Event) -> ErrorRow | None:
+    """The failed attempt an event records, or None if it records none."""
+    if event.kind not in FAILED_KINDS:
+        return None
+    return ErrorRow(
+        at=event.at,
+        task_id=event.task_id,
+        name=event.name,
+        attempt=event.attempt,
+        error=event.detail or "error",
+        retried=event.kind is EventKind.RETRYING,
+    )
+
+
+class Throughput:
+    """Tasks finished per second over a sliding window, counted from the event stream."""
+
+    def __init__(self, window_s: float = 10.0) -> None:
+        self.window_s = window_s
+        self._ends: collections.deque[float] = collections.deque()
+        self.total = 0
+
+    def add(self, event: Event, now: float) -> None:
+        """Count `event` if it ends a task (done, failed, cancelled, expired)."""
+        if event.kind in (EventKind.DONE, EventKind.FAILED, EventKind.CANCELLED, EventKind.EXPIRED):
+            self._ends.append(now)
+            self.total += 1
+
+    def per_second(self, now: float) -> float:
+        """Ends per second over the last `window_s` seconds before `now`."""
+        while self._ends and self._ends[0] < now - self.window_s:
+            self._ends.popleft()
+        return len(self._ends) / self.window_s
+
+
+class AppData:
+    """`MonitorData` over an app's backend: broker stats, lease reads, the event stream.
+
+    Args:
+        app: The app to watch (opened by the caller).
+        queues: The queues to show and follow.
+        roles: The named roles whose leaders to show.
+        refresh_s: How often `snapshot` is meant to be read.
+    """
+
+    def __init__(
+        self,
+        app: QueueTasks,
+        queues: Sequence[str],
+        roles: Sequence[str],
+        *,
+        refresh_s: float = DEFAULT_REFRESH_S,
+    ) -> None:
+        self.app = app
+        self.queues = list(queues)
+        self.roles = list(roles)
+        self.refresh_s = refresh_s
+
+    async def snapshot(self) -> Snapshot:
+        now = self.app.clock.time()
+        stats = await self.app.broker.stats(self.queues, now=now)
+        leaders = {
+            role: await self.app.coordination.get_lease(role_lease_name(role), now=now)
+            for role in self.roles
+        }
+        return Snapshot(queues=stats, leaders=leaders, workers=[])
+
+    async def follow(self, on_event: Callable[[Event], None]) -> None:
+        """Follow every watched queue's stream from its newest event on, one task each."""
+        async with anyio.create_task_group() as tg:
+            for queue in self.queues:
+                tg.start_soon(self._follow_queue, queue, on_event)
+
+    async def _follow_queue(self, queue: str, on_event: Callable[[Event], None]) -> None:
+        async for event in self.app.storage.follow_events(queue, after=LATEST):
+            on_event(event)
+
+
+def monotonic() -> float:
+    """The screen's clock for throughput windows (not the app's: a fake clock stands still)."""
+    return time.monotonic()

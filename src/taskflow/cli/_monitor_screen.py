@@ -1,0 +1,232 @@
+"""The screen of ``taskflow monitor``: a Textual app of tables, and its keys.
+
+`MonitorApp` shows the leaders of named roles, the processes ``--spawn`` started (as the
+seed's monitor does: pid, whether it leads, generated, processed, errors), the worker registry,
+the queues by state, throughput and the latest failed attempts. It reads a `MonitorData`
+snapshot every `refresh_s` (the registry's heartbeat cadence) and follows the event stream,
+push-driven, for throughput, errors and "generated" counts. Keys: ``q`` stops every process it
+started and quits, ``k`` SIGKILLs the current leader of the watched role.
+
+Textual is imported here only; the command (``_monitor``) imports this module once it has
+checked that Textual is installed.
+"""
+
+from __future__ import annotations
+
+import collections
+import datetime
+from collections.abc import Sequence
+from typing import ClassVar, Final
+
+from textual.app import App, ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Vertical
+from textual.widgets import DataTable, Footer, Static
+
+from .._message import Event, EventKind, LeaseInfo, QueueStats
+from ._monitor_data import (
+    ErrorRow,
+    MonitorData,
+    Snapshot,
+    Throughput,
+    WorkerRow,
+    error_of,
+    monotonic,
+    owner_pid,
+)
+from ._monitor_procs import ProcessControl, exit_text
+
+__all__ = ["MonitorApp"]
+
+#: How many failed attempts the errors table keeps.
+ERRORS_SHOWN: Final = 20
+
+
+def _clock(at: float) -> str:
+    return datetime.datetime.fromtimestamp(at).strftime("%H:%M:%S")
+
+
+def leader_text(role: str, lease: LeaseInfo | None) -> str:
+    """One line per role: who leads it (and its pid, if the owner names one)."""
+    if lease is None:
+        return f"{role}: no leader"
+    pid = owner_pid(lease.owner)
+    who = f"pid {pid}" if pid is not None else lease.owner
+    return f"{role}: {who} (owner {lease.owner}, token {lease.token})"
+
+
+class MonitorApp(App[None]):
+    """The live view (see the module docstring).
+
+    Args:
+        data: Where the figures come from.
+        procs: The processes ``--spawn`` started, or None.
+        role: The role whose leader ``k`` kills.
+        title: What the header line calls the app.
+    """
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("q", "quit_all", "quit (stops the processes it started)"),
+        Binding("k", "kill_leader", "kill the leader"),
+    ]
+    CSS = "DataTable { height: auto; max-height: 12; } Static { height: auto; }"
+
+    def __init__(
+        self,
+        data: MonitorData,
+        *,
+        procs: ProcessControl | None = None,
+        role: str = "generator",
+        title: str = "taskflow",
+    ) -> None:
+        super().__init__()
+        self.data = data
+        self.procs = procs
+        self.role = role
+        self.heading = title
+        self.snapshot = Snapshot()
+        self.throughput = Throughput()
+        self.errors: collections.deque[ErrorRow] = collections.deque(maxlen=ERRORS_SHOWN)
+        self.generated: collections.Counter[int] = collections.Counter()
+        self.note = ""
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Static(id="summary")
+            yield Static(id="leaders")
+            if self.procs is not None:
+                yield DataTable(id="processes")
+            yield DataTable(id="workers")
+            yield DataTable(id="queues")
+            yield DataTable(id="errors")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self._columns("processes", "pid", "leader", "generated", "processed", "errors", "state")
+        self._columns(
+            "workers", "worker", "host", "pid", "queues", "running", "processed", "failed",
+            "roles", "heartbeat",
+        )  # fmt: skip
+        self._columns("queues", "queue", "ready", "scheduled", "running", "dead", "done/min")
+        self._columns("errors", "time", "task", "name", "attempt", "error", "then")
+        self.run_worker(self.data.follow(self.take_event), name="events", exit_on_error=False)
+        self.set_interval(self.data.refresh_s, self.refresh_snapshot)
+        self.call_later(self.refresh_snapshot)
+
+    def _columns(self, table_id: str, *names: str) -> None:
+        tables = self.query(f"#{table_id}")
+        if tables:
+            tables.first(DataTable).add_columns(*names)
+
+    # -- data in ---------------------------------------------------------------------------
+
+    def take_event(self, event: Event) -> None:
+        """One event of the stream: count it, note an error, credit a send to the leader."""
+        self.throughput.add(event, monotonic())
+        error = error_of(event)
+        if error is not None:
+            self.errors.appendleft(error)
+        if event.kind is EventKind.QUEUED:
+            leader = self.leader_pid()
+            if leader is not None:
+                self.generated[leader] += 1
+
+    async def refresh_snapshot(self) -> None:
+        """Read the snapshot again and redraw everything."""
+        try:
+            self.snapshot = await self.data.snapshot()
+        except Exception as exc:
+            self.note = f"cannot read the backend: {type(exc).__name__}: {exc}"
+        self.redraw()
+
+    def leader_pid(self) -> int | None:
+        """The pid of the watched role's current leader, if its lease owner names one."""
+        lease = self.snapshot.leaders.get(self.role)
+        return None if lease is None else owner_pid(lease.owner)
+
+    # -- drawing ---------------------------------------------------------------------------
+
+    def redraw(self) -> None:
+        rate = self.throughput.per_second(monotonic())
+        summary = f"{self.heading}  throughput {rate:.1f}/s  finished {self.throughput.total}"
+        self.query_one("#summary", Static).update(summary + (f"  {self.note}" if self.note else ""))
+        leaders = [leader_text(role, lease) for role, lease in self.snapshot.leaders.items()]
+        self.query_one("#leaders", Static).update("\n".join(leaders) or "no roles watched")
+        self._fill("processes", self._process_rows())
+        self._fill("workers", [_worker_cells(w) for w in self.snapshot.workers])
+        self._fill("queues", [_queue_cells(q) for q in self.snapshot.queues])
+        self._fill("errors", [_error_cells(e) for e in self.errors])
+
+    def _fill(self, table_id: str, rows: Sequence[Sequence[object]]) -> None:
+        tables = self.query(f"#{table_id}")
+        if not tables:
+            return
+        table = tables.first(DataTable)
+        table.clear()
+        table.add_rows(rows)
+
+    def _process_rows(self) -> list[list[object]]:
+        if self.procs is None:
+            return []
+        by_pid = {w.pid: w for w in self.snapshot.workers}
+        leader = self.leader_pid()
+        rows: list[list[object]] = []
+        for proc in self.procs.rows():
+            worker = by_pid.get(proc.pid)
+            rows.append(
+                [
+                    proc.pid,
+                    f"* {self.role}" if proc.pid == leader and proc.alive else "",
+                    self.generated[proc.pid],
+                    "-" if worker is None else worker.processed,
+                    "-" if worker is None else worker.failed,
+                    exit_text(proc.returncode),
+                ]
+            )
+        return rows
+
+    # -- keys ------------------------------------------------------------------------------
+
+    def action_kill_leader(self) -> None:
+        """``k``: SIGKILL the watched role's leader, if it is a process this monitor started."""
+        pid = self.leader_pid()
+        if self.procs is None or pid is None or not self.procs.kill(pid):
+            self.note = f"k: no leader of {self.role!r} among the processes this monitor started"
+        else:
+            self.note = f"k: killed pid {pid} (leader of {self.role!r})"
+        self.redraw()
+
+    def action_quit_all(self) -> None:
+        """``q``: stop every process this monitor started, then quit."""
+        if self.procs is not None:
+            self.procs.stop_all()
+        self.exit()
+
+
+def _worker_cells(w: WorkerRow) -> list[object]:
+    return [
+        w.worker_id,
+        w.host,
+        w.pid,
+        ",".join(w.queues),
+        w.running,
+        w.processed,
+        w.failed,
+        ",".join(w.roles),
+        _clock(w.last_heartbeat) if w.last_heartbeat else "-",
+    ]
+
+
+def _queue_cells(q: QueueStats) -> list[object]:
+    return [q.queue, q.queued, q.scheduled, q.running, q.dead, q.finished_last_minute]
+
+
+def _error_cells(e: ErrorRow) -> list[object]:
+    return [
+        _clock(e.at),
+        e.task_id,
+        e.name,
+        e.attempt,
+        e.error,
+        "retried" if e.retried else "failed",
+    ]
