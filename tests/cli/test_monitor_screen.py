@@ -1,0 +1,150 @@
+"""``taskflow monitor``'s screen under Textual's pilot (`App.run_test`): what it shows of a
+memory-backend app (queues, leaders, errors and throughput from the event stream), and its
+keys against fake processes (``k`` kills the leader by pid, ``q`` stops them all and quits).
+
+The end-to-end test in a real terminal (tmux, Redis, real worker processes) is
+tests/cli/test_monitor_tmux.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import anyio
+from textual.widgets import DataTable, Static
+
+from taskflow import QueueTasks
+from taskflow._message import Event, LeaseInfo, QueueStats
+from taskflow.cli._monitor_data import AppData, Snapshot, WorkerRow
+from taskflow.cli._monitor_procs import ProcessRow
+from taskflow.cli._monitor_screen import MonitorApp
+from tests.services import poll_until
+
+
+def _text(screen: MonitorApp, widget_id: str) -> str:
+    return str(screen.query_one(f"#{widget_id}", Static).content)
+
+
+def _cells(screen: MonitorApp, table_id: str) -> list[list[str]]:
+    table = screen.query_one(f"#{table_id}", DataTable)
+    return [[str(cell) for cell in table.get_row_at(i)] for i in range(table.row_count)]
+
+
+async def test_shows_queues_leaders_errors_and_throughput_of_a_memory_app() -> None:
+    app = QueueTasks()
+
+    @app.task
+    async def ok() -> None:
+        pass
+
+    @app.task(retries=0)
+    async def boom() -> None:
+        raise ValueError("no such order")
+
+    async with app:
+        await app.coordination.acquire_lease(
+            "generator", "hostx:4242:ab", ttl_s=60, now=app.clock.time()
+        )
+        data = AppData(app, [app.config.default_queue], ["generator"], refresh_s=0.05)
+        screen = MonitorApp(data, title="memory app")
+        async with screen.run_test() as pilot:
+            await anyio.wait_all_tasks_blocked()  # the event stream is followed from here on
+            await boom.add_task()
+            await ok.add_task()
+            await ok.add_task()
+            await poll_until(
+                lambda: any(
+                    row[0] == "default" and row[1] == "3" for row in _cells(screen, "queues")
+                ),
+                deadline_s=5,
+            )
+            async with app.running():
+                await poll_until(lambda: screen.throughput.total == 3, deadline_s=5)
+            await poll_until(lambda: "finished 3" in _text(screen, "summary"), deadline_s=5)
+            errors = _cells(screen, "errors")
+            assert [row[2:] for row in errors] == [[boom.name, "1", "ValueError", "failed"]]
+            assert "generator: pid 4242" in _text(screen, "leaders")
+            await pilot.press("q")
+        assert screen.return_code == 0
+
+
+@dataclass
+class FakeProcesses:
+    """Two started processes; records what the screen asks of them."""
+
+    pids: list[int] = field(default_factory=lambda: [101, 102])
+    killed: list[int] = field(default_factory=list)
+    stopped: bool = False
+
+    def rows(self) -> list[ProcessRow]:
+        return [ProcessRow(pid, -9 if pid in self.killed else None) for pid in self.pids]
+
+    def kill(self, pid: int) -> bool:
+        if pid in self.pids and pid not in self.killed:
+            self.killed.append(pid)
+            return True
+        return False
+
+    def stop_all(self) -> None:
+        self.stopped = True
+
+
+@dataclass
+class FakeData:
+    """A registry of two workers, one leading "generator"; events pushed by the test."""
+
+    leader_owner: str = "h:102:x"
+    refresh_s: float = 0.05
+    push: Callable[[Event], None] | None = None
+
+    async def snapshot(self) -> Snapshot:
+        return Snapshot(
+            queues=[QueueStats(queue="default", queued=1)],
+            leaders={
+                "generator": LeaseInfo(
+                    name="generator", owner=self.leader_owner, token=7, expires_at=0
+                )
+            },
+            workers=[
+                WorkerRow("w1", "h", 101, processed=5, failed=1),
+                WorkerRow("w2", "h", 102, processed=0, roles=("generator",)),
+            ],
+        )
+
+    async def follow(self, on_event: Callable[[Event], None]) -> None:
+        self.push = on_event
+        await anyio.sleep_forever()
+
+
+async def test_spawned_processes_show_as_the_seed_monitor_and_k_kills_the_leader() -> None:
+    procs, data = FakeProcesses(), FakeData()
+    screen = MonitorApp(data, procs=procs, role="generator")
+    async with screen.run_test() as pilot:
+        await poll_until(lambda: len(_cells(screen, "processes")) == 2, deadline_s=5)
+        rows = {row[0]: row for row in _cells(screen, "processes")}
+        assert rows["101"][1:] == ["", "0", "5", "1", "running"]
+        assert rows["102"][1] == "* generator"
+        await pilot.press("k")
+        assert procs.killed == [102]
+        data.leader_owner = "h:101:y"  # the other one takes over
+        await poll_until(
+            lambda: (
+                {r[0]: r[1] for r in _cells(screen, "processes")}
+                == {"101": "* generator", "102": ""}
+            ),
+            deadline_s=5,
+        )
+        assert "killed by SIGKILL" in {r[0]: r[5] for r in _cells(screen, "processes")}["102"]
+        await pilot.press("q")
+    assert procs.stopped
+
+
+async def test_k_without_a_leader_among_its_processes_kills_nothing() -> None:
+    procs, data = FakeProcesses(), FakeData(leader_owner="elsewhere:999:z")
+    screen = MonitorApp(data, procs=procs)
+    async with screen.run_test() as pilot:
+        await poll_until(lambda: "generator: pid 999" in _text(screen, "leaders"), deadline_s=5)
+        await pilot.press("k")
+        assert procs.killed == []
+        assert "no leader of 'generator'" in _text(screen, "summary")
