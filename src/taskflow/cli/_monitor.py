@@ -40,13 +40,27 @@ def monitor(args: argparse.Namespace) -> int:
     app = shared_app(args.app, "monitor")
     queues = parse_queues(args.queues) or app_queues(app)
     roles = [args.role, *(r for r in args.roles or () if r != args.role)]
+    log_dir = Path(args.log_dir or tempfile.mkdtemp(prefix="taskflow-monitor-"))
+    _log_to_file(log_dir / "monitor.log")
     spawned = None
     if args.spawn:
-        log_dir = Path(args.log_dir or tempfile.mkdtemp(prefix="taskflow-monitor-"))
         level = logging.getLevelName(args.log_level)
         spawned = Spawned(worker_command(args.app, level), args.spawn, log_dir)
     data = AppData(app, queues, roles, refresh_s=args.refresh)
     return anyio.run(_run, app, data, spawned, args.role)
+
+
+def _log_to_file(path: Path) -> None:
+    """Send this process's log records to `path`: the screen owns the terminal, and a line
+    written to it would tear the picture."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    root = logging.getLogger()
+    formatter = root.handlers[0].formatter if root.handlers else None
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    handler = logging.FileHandler(path)
+    handler.setFormatter(formatter)
+    root.addHandler(handler)
 
 
 async def _run(app: QueueTasks, data: AppData, spawned: Spawned | None, role: str) -> int:

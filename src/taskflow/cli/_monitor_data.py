@@ -33,7 +33,6 @@ __all__ = [
     "WorkerRow",
     "error_of",
     "owner_pid",
-    "role_lease_name",
 ]
 
 #: How often the snapshot (queues, leaders, workers) is read again: the cadence at which a
@@ -97,13 +96,9 @@ class MonitorData(Protocol):
         ...
 
 
-def role_lease_name(role: str) -> str:
-    """The coordination lease that says who holds `role` (its owner is the leader)."""
-    return role
-
-
 def owner_pid(owner: str) -> int | None:
-    """The process id named by a lease owner of the form ``host:pid[:...]`` (None otherwise)."""
+    """The process id named by a lease owner of the form ``host:pid[:...]`` (None otherwise):
+    the form of the owners `QueueTasks.leadership` makes when it is given none."""
     parts = owner.split(":")
     if len(parts) >= 2 and parts[1].isdigit():
         return int(parts[1])
@@ -146,7 +141,8 @@ class Throughput:
 
 
 class AppData:
-    """`MonitorData` over an app's backend: broker stats, lease reads, the event stream.
+    """`MonitorData` over an app's backend: broker stats, `QueueTasks.leader_of`, the event
+    stream.
 
     Args:
         app: The app to watch (opened by the caller).
@@ -171,10 +167,7 @@ class AppData:
     async def snapshot(self) -> Snapshot:
         now = self.app.clock.time()
         stats = await self.app.broker.stats(self.queues, now=now)
-        leaders = {
-            role: await self.app.coordination.get_lease(role_lease_name(role), now=now)
-            for role in self.roles
-        }
+        leaders = {role: await self.app.leader_of(role) for role in self.roles}
         return Snapshot(queues=stats, leaders=leaders, workers=[])
 
     async def follow(self, on_event: Callable[[Event], None]) -> None:

@@ -1,0 +1,185 @@
+"""``taskflow monitor --spawn 3`` end to end in a real terminal: tmux on a private socket runs
+the monitor against the test Redis with an app module written here (an elected generator that
+sends a task every 500 ms, and processors), presses ``k`` and watches another process take the
+role on screen, then ``q`` and checks that every process it started is gone.
+
+Needs the tmux binary (``apt-get install tmux``; scripts/services says so); skipped with the
+reason when tmux is missing or cannot start a server. The tmux server is stopped by its socket
+(``tmux -L NAME kill-server``), and processes are only ever signalled by pid.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.cli_support import drop_shared, env_for, shared_url, write_app
+from tests.services import wait_until
+
+pytestmark = [pytest.mark.slow, pytest.mark.redis, pytest.mark.timeout(120)]
+
+APP = """
+    import anyio
+
+    from taskflow import LeadershipLost, QueueTasks
+
+    app = QueueTasks(broker={url!r})
+
+
+    @app.task
+    async def process(n: int) -> int:
+        return n
+
+
+    @app.worker_service
+    async def generate(app: QueueTasks, state: object) -> None:
+        # The seed's generator: whoever holds the role sends a message every 500 ms; the
+        # others process them (as workers) and campaign until the holder is gone.
+        while True:
+            try:
+                async with app.leadership("generator", ttl=2) as term:
+                    n = 0
+                    while True:
+                        await process.add_task(n)
+                        n += 1
+                        await anyio.sleep(0.5)
+            except LeadershipLost:
+                continue
+"""
+
+LEADER = re.compile(r"generator: pid (\d+)")
+
+
+class Tmux:
+    """A tmux server of the test's own (private socket), driven by its command line."""
+
+    def __init__(self, socket: str, env: dict[str, str]) -> None:
+        self.socket = socket
+        self.env = env
+
+    def run(self, *args: str) -> str:
+        done = subprocess.run(
+            ["tmux", "-L", self.socket, "-f", os.devnull, *args],
+            capture_output=True,
+            text=True,
+            env=self.env,
+            timeout=10,
+            check=True,
+        )
+        return done.stdout
+
+    def screen(self) -> str:
+        return self.run("capture-pane", "-p", "-t", "mon")
+
+    def kill_server(self) -> None:
+        subprocess.run(
+            ["tmux", "-L", self.socket, "kill-server"],
+            capture_output=True,
+            env=self.env,
+            timeout=10,
+        )
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return not Path(f"/proc/{pid}/stat").read_text().split(") ")[-1].startswith("Z")
+
+
+def _children(pid: int) -> list[int]:
+    """The pids whose parent is `pid` (read from /proc: by parent, never by name)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            found.append(int(entry.name))
+    return sorted(found)
+
+
+@pytest.fixture
+def tmux(tmp_path: Path) -> Iterator[Tmux]:
+    if shutil.which("tmux") is None:
+        pytest.skip("tmux is not installed (apt-get install tmux)")
+    env = env_for(tmp_path, TERM="xterm-256color")
+    env.pop("TMUX", None)
+    server = Tmux(f"taskflow-test-{os.getpid()}-{os.urandom(3).hex()}", env)
+    try:
+        server.run("start-server", ";", "show-options", "-g")
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
+        server.kill_server()
+        pytest.skip(f"tmux cannot start a server here: {exc}")
+    try:
+        yield server
+    finally:
+        server.kill_server()
+
+
+def test_k_kills_the_generator_and_another_takes_over_on_screen(tmux: Tmux, tmp_path: Path) -> None:
+    url = shared_url("redis")
+    target = write_app(tmp_path, "seedapp", APP.format(url=url))
+    command = (
+        f"cd {tmp_path} && exec {sys.executable} -m taskflow monitor --spawn 3 "
+        f"--log-dir {tmp_path / 'logs'} {target}"
+    )
+    spawned: list[int] = []
+    try:
+        tmux.run("new-session", "-d", "-s", "mon", "-x", "160", "-y", "60", command)
+        monitor_pid = int(tmux.run("display-message", "-p", "-t", "mon", "#{pane_pid}"))
+        wait_until(
+            lambda: len(_children(monitor_pid)) == 3, deadline_s=15, failure="3 workers start"
+        )
+        spawned = _children(monitor_pid)
+
+        first = _leader_on_screen(tmux, spawned, failure="a spawned worker leads")
+        tmux.run("send-keys", "-t", "mon", "k")
+        wait_until(
+            lambda: _leader(tmux.screen()) not in (None, first),
+            deadline_s=15,
+            failure=f"another worker than {first} shows as the leader after k:\n{tmux.screen()}",
+        )
+        second = _leader(tmux.screen())
+        assert second in spawned
+        assert not _alive(first)
+
+        tmux.run("send-keys", "-t", "mon", "q")
+        wait_until(
+            lambda: not any(_alive(pid) for pid in [monitor_pid, *spawned]),
+            deadline_s=20,
+            failure="the monitor and every process it started end after q",
+        )
+    finally:
+        for pid in spawned:  # only if the test failed midway: the workers it started, by pid
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        drop_shared(url)
+
+
+def _leader(screen: str) -> int | None:
+    match = LEADER.search(screen)
+    return None if match is None else int(match.group(1))
+
+
+def _leader_on_screen(tmux: Tmux, spawned: list[int], *, failure: str) -> int:
+    wait_until(
+        lambda: _leader(tmux.screen()) in spawned,
+        deadline_s=20,
+        failure=f"{failure}:\n{tmux.screen()}",
+    )
+    leader = _leader(tmux.screen())
+    assert leader is not None
+    return leader
