@@ -69,7 +69,11 @@ class MonitorApp(App[None]):
         Binding("q", "quit_all", "quit (stops the processes it started)"),
         Binding("k", "kill_leader", "kill the leader"),
     ]
-    CSS = "DataTable { height: auto; max-height: 12; } Static { height: auto; }"
+    CSS = """
+    DataTable { height: auto; max-height: 12; }
+    Static { height: auto; }
+    .title { text-style: bold; margin-top: 1; }
+    """
 
     def __init__(
         self,
@@ -95,9 +99,13 @@ class MonitorApp(App[None]):
             yield Static(id="summary")
             yield Static(id="leaders")
             if self.procs is not None:
+                yield Static("Processes started by --spawn", classes="title")
                 yield DataTable(id="processes")
+            yield Static("Workers (registry)", classes="title")
             yield DataTable(id="workers")
+            yield Static("Queues", classes="title")
             yield DataTable(id="queues")
+            yield Static("Latest failed attempts", classes="title")
             yield DataTable(id="errors")
         yield Footer()
 
