@@ -4,6 +4,7 @@
 taskflow [--log-level LEVEL] [--version] COMMAND ...
   worker MODULE:APP [-c M] [-p N] [-q a,b]             run workers until SIGINT/SIGTERM
   status MODULE:APP TASK_ID [--watch] [--json]         a task: status, progress, result, error
+  monitor MODULE:APP [--spawn N] [--role NAME]         a live view; --spawn starts N workers
   send MODULE:APP TASK [--args JSON] [--kwargs JSON]   send a task by name, print its id
   cancel MODULE:APP TASK_ID [TASK_ID ...]              cancel tasks
   stats MODULE:APP [-q a,b] [--json]                   count each queue's tasks by state
