@@ -148,3 +148,33 @@ async def test_k_without_a_leader_among_its_processes_kills_nothing() -> None:
         await pilot.press("k")
         assert procs.killed == []
         assert "no leader of 'generator'" in _text(screen, "summary")
+
+
+@dataclass
+class FlakyData(FakeData):
+    """The first snapshot read and the first follow fail, as a backend that went away."""
+
+    snapshot_failures: int = 1
+    follows: int = 0
+
+    async def snapshot(self) -> Snapshot:
+        if self.snapshot_failures:
+            self.snapshot_failures -= 1
+            raise ConnectionError("server closed the connection")
+        return await super().snapshot()
+
+    async def follow(self, on_event: Callable[[Event], None]) -> None:
+        self.follows += 1
+        if self.follows == 1:
+            raise ConnectionError("stream dropped")
+        await super().follow(on_event)
+
+
+async def test_a_backend_that_drops_is_shown_and_read_again() -> None:
+    data = FlakyData()
+    screen = MonitorApp(data)
+    async with screen.run_test():
+        await poll_until(lambda: data.follows == 2, deadline_s=5)
+        await poll_until(lambda: "generator: pid 102" in _text(screen, "leaders"), deadline_s=5)
+        assert "cannot read" not in _text(screen, "summary")
+        assert "event stream lost (ConnectionError: stream dropped)" in _text(screen, "summary")

@@ -18,6 +18,7 @@ import datetime
 from collections.abc import Sequence
 from typing import ClassVar, Final
 
+import anyio
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
@@ -92,7 +93,8 @@ class MonitorApp(App[None]):
         self.throughput = Throughput()
         self.errors: collections.deque[ErrorRow] = collections.deque(maxlen=ERRORS_SHOWN)
         self.generated: collections.Counter[int] = collections.Counter()
-        self.note = ""
+        #: What went wrong or what a key did, by source ("snapshot", "events", "key").
+        self.notes: dict[str, str] = {}
 
     def compose(self) -> ComposeResult:
         with Vertical():
@@ -117,7 +119,7 @@ class MonitorApp(App[None]):
         )  # fmt: skip
         self._columns("queues", "queue", "ready", "scheduled", "running", "dead", "done/min")
         self._columns("errors", "time", "task", "name", "attempt", "error", "then")
-        self.run_worker(self.data.follow(self.take_event), name="events", exit_on_error=False)
+        self.run_worker(self.follow_events(), name="events", exit_on_error=False)
         self.set_interval(self.data.refresh_s, self.refresh_snapshot)
         self.call_later(self.refresh_snapshot)
 
@@ -130,6 +132,7 @@ class MonitorApp(App[None]):
 
     def take_event(self, event: Event) -> None:
         """One event of the stream: count it, note an error, credit a send to the leader."""
+        self.notes.pop("events", None)
         self.throughput.add(event, monotonic())
         error = error_of(event)
         if error is not None:
@@ -139,12 +142,26 @@ class MonitorApp(App[None]):
             if leader is not None:
                 self.generated[leader] += 1
 
+    async def follow_events(self) -> None:
+        """Follow the event stream for as long as the screen runs; if the backend drops it,
+        say so and follow again after a refresh interval (from the newest event: what came
+        meanwhile is in the counts the snapshot reads, not in the stream's tallies)."""
+        while True:
+            try:
+                await self.data.follow(self.take_event)
+            except Exception as exc:
+                self.notes["events"] = (
+                    f"event stream lost ({type(exc).__name__}: {exc}); following again"
+                )
+            await anyio.sleep(self.data.refresh_s)  # a backoff before following again
+
     async def refresh_snapshot(self) -> None:
         """Read the snapshot again and redraw everything."""
         try:
             self.snapshot = await self.data.snapshot()
+            self.notes.pop("snapshot", None)
         except Exception as exc:
-            self.note = f"cannot read the backend: {type(exc).__name__}: {exc}"
+            self.notes["snapshot"] = f"cannot read the backend: {type(exc).__name__}: {exc}"
         self.redraw()
 
     def leader_pid(self) -> int | None:
@@ -157,7 +174,7 @@ class MonitorApp(App[None]):
     def redraw(self) -> None:
         rate = self.throughput.per_second(monotonic())
         summary = f"{self.heading}  throughput {rate:.1f}/s  finished {self.throughput.total}"
-        self.query_one("#summary", Static).update(summary + (f"  {self.note}" if self.note else ""))
+        self.query_one("#summary", Static).update("  ".join([summary, *self.notes.values()]))
         leaders = [leader_text(role, lease) for role, lease in self.snapshot.leaders.items()]
         self.query_one("#leaders", Static).update("\n".join(leaders) or "no roles watched")
         self._fill("processes", self._process_rows())
@@ -199,9 +216,11 @@ class MonitorApp(App[None]):
         """``k``: SIGKILL the watched role's leader, if it is a process this monitor started."""
         pid = self.leader_pid()
         if self.procs is None or pid is None or not self.procs.kill(pid):
-            self.note = f"k: no leader of {self.role!r} among the processes this monitor started"
+            self.notes["key"] = (
+                f"k: no leader of {self.role!r} among the processes this monitor started"
+            )
         else:
-            self.note = f"k: killed pid {pid} (leader of {self.role!r})"
+            self.notes["key"] = f"k: killed pid {pid} (leader of {self.role!r})"
         self.redraw()
 
     def action_quit_all(self) -> None:
