@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 import anyio
 from textual.widgets import DataTable, Static
 
-from taskflow import QueueTasks
-from taskflow._message import Event, LeaseInfo, QueueStats
-from taskflow.cli._monitor_data import AppData, Snapshot, WorkerRow
+from taskflow import ErrorInfo, FailedAttempt, QueueTasks, WorkerInfo
+from taskflow.abc import Event, LeaseInfo, QueueStats
+from taskflow.cli._monitor_data import AppData, Snapshot
 from taskflow.cli._monitor_procs import ProcessRow
 from taskflow.cli._monitor_screen import MonitorApp
 from tests.services import poll_until
@@ -62,8 +62,11 @@ async def test_shows_queues_leaders_errors_and_throughput_of_a_memory_app() -> N
             async with app.running():
                 await poll_until(lambda: screen.throughput.total == 3, deadline_s=5)
             await poll_until(lambda: "finished 3" in _text(screen, "summary"), deadline_s=5)
-            errors = _cells(screen, "errors")
-            assert [row[2:] for row in errors] == [[boom.name, "1", "ValueError", "failed"]]
+            await poll_until(lambda: len(_cells(screen, "errors")) == 1, deadline_s=5)
+            [error] = _cells(screen, "errors")
+            assert error[1:3] == [boom.name, "1"]
+            assert error[4] == "ValueError: no such order"
+            assert "in boom" in error[5] and error[6] == "failed"
             assert "generator: pid 4242" in _text(screen, "leaders")
             await pilot.press("q")
         assert screen.return_code == 0
@@ -96,6 +99,7 @@ class FakeData:
 
     leader_owner: str = "h:102:x"
     refresh_s: float = 0.05
+    registry_s: float = 0.05
     push: Callable[[Event], None] | None = None
 
     async def snapshot(self) -> Snapshot:
@@ -106,11 +110,27 @@ class FakeData:
                     name="generator", owner=self.leader_owner, token=7, expires_at=0
                 )
             },
-            workers=[
-                WorkerRow("w1", "h", 101, processed=5, failed=1),
-                WorkerRow("w2", "h", 102, processed=0, roles=("generator",)),
-            ],
         )
+
+    async def workers(self) -> list[WorkerInfo]:
+        return [
+                WorkerInfo(
+                    id="w1", host="h", pid=101, queues=("default",), concurrency=4,
+                    started_at=0, processed=5, failed=1,
+                ),
+                WorkerInfo(
+                    id="w2", host="h", pid=102, queues=("default",), concurrency=4,
+                    started_at=0, roles=("generator",),
+                ),
+        ]  # fmt: skip
+
+    async def errors(self, limit: int) -> list[FailedAttempt]:
+        error = ErrorInfo("KeyError", "'sku'", 'File "shop.py", line 3, in pick')
+        attempt = FailedAttempt(
+            at=0, task_id="t1", name="pick", queue="default", attempt=2, worker_id="w1",
+            error=error, retried=True,
+        )  # fmt: skip
+        return [attempt][:limit]
 
     async def follow(self, on_event: Callable[[Event], None]) -> None:
         self.push = on_event
@@ -125,6 +145,10 @@ async def test_spawned_processes_show_as_the_seed_monitor_and_k_kills_the_leader
         rows = {row[0]: row for row in _cells(screen, "processes")}
         assert rows["101"][1:] == ["", "0", "5", "1", "running"]
         assert rows["102"][1] == "* generator"
+        assert [r[0] for r in _cells(screen, "workers")] == ["w1", "w2"]
+        assert _cells(screen, "errors")[0][1:] == [
+            "pick", "2", "w1", "KeyError: 'sku'", 'File "shop.py", line 3, in pick', "retried",
+        ]  # fmt: skip
         await pilot.press("k")
         assert procs.killed == [102]
         data.leader_owner = "h:101:y"  # the other one takes over

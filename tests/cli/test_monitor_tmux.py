@@ -56,6 +56,11 @@ APP = """
 """
 
 LEADER = re.compile(r"generator: pid (\d+)")
+#: A row of the processes table: pid, leader mark, generated, processed, errors, state.
+PROCESS_ROW = re.compile(
+    r"^ (\d+) +(\* generator)? +(\d+) +(\d+|-) +(\d+|-) +(running|killed by \w+|exited -?\d+)",
+    re.MULTILINE,
+)
 
 
 class Tmux:
@@ -115,7 +120,8 @@ def _children(pid: int) -> list[int]:
 def tmux(tmp_path: Path) -> Iterator[Tmux]:
     if shutil.which("tmux") is None:
         pytest.skip("tmux is not installed (apt-get install tmux)")
-    env = env_for(tmp_path, TERM="xterm-256color")
+    # A short lease: workers write their registry entry every second (a third of it).
+    env = env_for(tmp_path, TERM="xterm-256color", TASKFLOW_LEASE_S="3")
     env.pop("TMUX", None)
     server = Tmux(f"taskflow-test-{os.getpid()}-{os.urandom(3).hex()}", env)
     try:
@@ -155,6 +161,15 @@ def test_k_kills_the_generator_and_another_takes_over_on_screen(tmux: Tmux, tmp_
         second = _leader(tmux.screen())
         assert second in spawned
         assert not _alive(first)
+        wait_until(  # the old leader's row says how it ended; the others count what they did
+            lambda: (
+                _rows(tmux.screen()).get(first, ("",))[-1] == "killed by SIGKILL"
+                and sum(int(row[3]) for row in _rows(tmux.screen()).values() if row[3] != "-") > 0
+            ),
+            deadline_s=15,
+            failure=f"the processes table shows the kill and processed counts:\n{tmux.screen()}",
+        )
+        assert _rows(tmux.screen())[second][1] == "* generator"
 
         tmux.run("send-keys", "-t", "mon", "q")
         wait_until(
@@ -172,6 +187,11 @@ def test_k_kills_the_generator_and_another_takes_over_on_screen(tmux: Tmux, tmp_
 def _leader(screen: str) -> int | None:
     match = LEADER.search(screen)
     return None if match is None else int(match.group(1))
+
+
+def _rows(screen: str) -> dict[int, tuple[str, ...]]:
+    """The processes table on the screen, by pid."""
+    return {int(m[1]): tuple(g or "" for g in m.groups()) for m in PROCESS_ROW.finditer(screen)}
 
 
 def _leader_on_screen(tmux: Tmux, spawned: list[int], *, failure: str) -> int:

@@ -2,11 +2,13 @@
 backend.
 
 `MonitorData` is the contract the screen reads through: a `Snapshot` (queues by state, the
-leaders of named roles, workers, latest errors) read at the registry's heartbeat cadence, and
-the event stream, followed push-driven, from which the screen counts throughput and errors as
-they happen. `AppData` is the real one, over an app's broker, storage and coordination; tests
-give the screen a fake. Nothing here imports Textual (that is ``_monitor_screen``), and nothing
-here starts processes (``_monitor_procs``).
+leaders of named roles) read every second or so; the worker registry, read at the workers'
+heartbeat cadence (no faster than its entries change); the
+error log (`QueueTasks.errors`), read only after the stream showed a failed attempt; and the
+event stream, followed push-driven, from which the screen counts throughput and the tasks sent
+while each process led. `AppData` is the real one, over an app's broker, storage and
+coordination; tests give the screen a fake. Nothing here imports Textual (that is
+``_monitor_screen``), and nothing here starts processes (``_monitor_procs``).
 """
 
 from __future__ import annotations
@@ -20,24 +22,21 @@ from typing import Final, Protocol
 import anyio
 
 from .._app import QueueTasks
-from .._message import Event, EventKind, LeaseInfo, QueueStats
+from .._message import Event, EventKind, FailedAttempt, LeaseInfo, QueueStats, WorkerInfo
 from ..abc import LATEST
 
 __all__ = [
     "DEFAULT_REFRESH_S",
     "AppData",
-    "ErrorRow",
     "MonitorData",
     "Snapshot",
     "Throughput",
-    "WorkerRow",
-    "error_of",
+    "is_failure",
     "owner_pid",
 ]
 
-#: How often the snapshot (queues, leaders, workers) is read again: the cadence at which a
-#: worker refreshes its registry entry, so the screen never polls the store faster than the
-#: store changes.
+#: How often the queues and the leaders are read again (one stats call, one lease read per
+#: role). The worker registry is read at the workers' own heartbeat cadence instead.
 DEFAULT_REFRESH_S: Final = 1.0
 
 #: Event kinds that are a failed attempt (retried or for good).
@@ -45,49 +44,29 @@ FAILED_KINDS: Final = frozenset({EventKind.FAILED, EventKind.RETRYING})
 
 
 @dataclass(frozen=True)
-class WorkerRow:
-    """One worker process as the screen shows it (from the worker registry)."""
-
-    worker_id: str
-    host: str
-    pid: int
-    queues: tuple[str, ...] = ()
-    concurrency: int = 0
-    processed: int = 0
-    failed: int = 0
-    running: int = 0
-    last_heartbeat: float = 0.0
-    roles: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class ErrorRow:
-    """One failed attempt: when, which task, which attempt, and the error's type."""
-
-    at: float
-    task_id: str
-    name: str
-    attempt: int
-    error: str
-    retried: bool
-
-
-@dataclass(frozen=True)
 class Snapshot:
-    """Everything the screen shows that is read rather than followed."""
+    """The queues and the leaders: what the screen reads every `MonitorData.refresh_s`."""
 
     queues: list[QueueStats] = field(default_factory=list)
     leaders: dict[str, LeaseInfo | None] = field(default_factory=dict)
-    workers: list[WorkerRow] = field(default_factory=list)
 
 
 class MonitorData(Protocol):
     """Where the monitor's figures come from (the real app, or a test's fake)."""
 
     refresh_s: float
+    registry_s: float
 
     async def snapshot(self) -> Snapshot:
-        """Queues, leaders and workers as they are now."""
+        """Queues and leaders as they are now (read every `refresh_s`)."""
+        ...
+
+    async def workers(self) -> list[WorkerInfo]:
+        """The worker registry (read every `registry_s`, the workers' heartbeat)."""
+        ...
+
+    async def errors(self, limit: int) -> list[FailedAttempt]:
+        """The latest `limit` failed attempts, newest first."""
         ...
 
     async def follow(self, on_event: Callable[[Event], None]) -> None:
@@ -105,18 +84,10 @@ def owner_pid(owner: str) -> int | None:
     return None
 
 
-def error_of(event: Event) -> ErrorRow | None:
-    """The failed attempt an event records, or None if it records none."""
-    if event.kind not in FAILED_KINDS:
-        return None
-    return ErrorRow(
-        at=event.at,
-        task_id=event.task_id,
-        name=event.name,
-        attempt=event.attempt,
-        error=event.detail or "error",
-        retried=event.kind is EventKind.RETRYING,
-    )
+def is_failure(event: Event) -> bool:
+    """Whether an event records a failed attempt (retried or for good): the error log has a
+    new entry to read."""
+    return event.kind in FAILED_KINDS
 
 
 class Throughput:
@@ -149,6 +120,10 @@ class AppData:
         queues: The queues to show and follow.
         roles: The named roles whose leaders to show.
         refresh_s: How often `snapshot` is meant to be read.
+
+    Attributes:
+        registry_s: How often `workers` is meant to be read: the app's ``heartbeat_s``, the
+            cadence at which each worker rewrites its registry entry.
     """
 
     def __init__(
@@ -163,12 +138,19 @@ class AppData:
         self.queues = list(queues)
         self.roles = list(roles)
         self.refresh_s = refresh_s
+        self.registry_s = app.config.heartbeat_s
 
     async def snapshot(self) -> Snapshot:
         now = self.app.clock.time()
         stats = await self.app.broker.stats(self.queues, now=now)
         leaders = {role: await self.app.leader_of(role) for role in self.roles}
-        return Snapshot(queues=stats, leaders=leaders, workers=[])
+        return Snapshot(queues=stats, leaders=leaders)
+
+    async def workers(self) -> list[WorkerInfo]:
+        return await self.app.workers()
+
+    async def errors(self, limit: int) -> list[FailedAttempt]:
+        return await self.app.errors(queues=self.queues, limit=limit)
 
     async def follow(self, on_event: Callable[[Event], None]) -> None:
         """Follow every watched queue's stream from its newest event on, one task each."""

@@ -1,10 +1,11 @@
 """The screen of ``taskflow monitor``: a Textual app of tables, and its keys.
 
 `MonitorApp` shows the leaders of named roles, the processes ``--spawn`` started (as the
-seed's monitor does: pid, whether it leads, generated, processed, errors), the worker registry,
-the queues by state, throughput and the latest failed attempts. It reads a `MonitorData`
-snapshot every `refresh_s` (the registry's heartbeat cadence) and follows the event stream,
-push-driven, for throughput, errors and "generated" counts. Keys: ``q`` stops every process it
+seed's monitor does: pid, whether it leads, generated, processed, errors), the worker
+registry, the queues by state, throughput and the latest failed attempts. It reads queues and
+leaders every `refresh_s`, the registry every `registry_s` (the workers' heartbeat), the error
+log after the stream showed a failure, and follows the event stream, push-driven, for
+throughput and "generated" counts. Keys: ``q`` stops every process it
 started and quits, ``k`` SIGKILLs the current leader of the watched role.
 
 Textual is imported here only; the command (``_monitor``) imports this module once it has
@@ -24,17 +25,8 @@ from textual.binding import Binding, BindingType
 from textual.containers import Vertical
 from textual.widgets import DataTable, Footer, Static
 
-from .._message import Event, EventKind, LeaseInfo, QueueStats
-from ._monitor_data import (
-    ErrorRow,
-    MonitorData,
-    Snapshot,
-    Throughput,
-    WorkerRow,
-    error_of,
-    monotonic,
-    owner_pid,
-)
+from .._message import Event, EventKind, FailedAttempt, LeaseInfo, QueueStats, WorkerInfo
+from ._monitor_data import MonitorData, Snapshot, Throughput, is_failure, monotonic, owner_pid
 from ._monitor_procs import ProcessControl, exit_text
 
 __all__ = ["MonitorApp"]
@@ -90,8 +82,11 @@ class MonitorApp(App[None]):
         self.role = role
         self.heading = title
         self.snapshot = Snapshot()
+        self.registry: list[WorkerInfo] = []
         self.throughput = Throughput()
-        self.errors: collections.deque[ErrorRow] = collections.deque(maxlen=ERRORS_SHOWN)
+        self.errors: list[FailedAttempt] = []
+        #: Set by a failed attempt on the stream: the error log is read at the next refresh.
+        self.errors_stale = True
         self.generated: collections.Counter[int] = collections.Counter()
         #: What went wrong or what a key did, by source ("snapshot", "events", "key").
         self.notes: dict[str, str] = {}
@@ -118,10 +113,12 @@ class MonitorApp(App[None]):
             "roles", "heartbeat",
         )  # fmt: skip
         self._columns("queues", "queue", "ready", "scheduled", "running", "dead", "done/min")
-        self._columns("errors", "time", "task", "name", "attempt", "error", "then")
+        self._columns("errors", "time", "task", "attempt", "worker", "error", "where", "then")
         self.run_worker(self.follow_events(), name="events", exit_on_error=False)
         self.set_interval(self.data.refresh_s, self.refresh_snapshot)
+        self.set_interval(self.data.registry_s, self.refresh_workers)
         self.call_later(self.refresh_snapshot)
+        self.call_later(self.refresh_workers)
 
     def _columns(self, table_id: str, *names: str) -> None:
         tables = self.query(f"#{table_id}")
@@ -134,9 +131,8 @@ class MonitorApp(App[None]):
         """One event of the stream: count it, note an error, credit a send to the leader."""
         self.notes.pop("events", None)
         self.throughput.add(event, monotonic())
-        error = error_of(event)
-        if error is not None:
-            self.errors.appendleft(error)
+        if is_failure(event):
+            self.errors_stale = True
         if event.kind is EventKind.QUEUED:
             leader = self.leader_pid()
             if leader is not None:
@@ -156,12 +152,25 @@ class MonitorApp(App[None]):
             await anyio.sleep(self.data.refresh_s)  # a backoff before following again
 
     async def refresh_snapshot(self) -> None:
-        """Read the snapshot again and redraw everything."""
+        """Read the snapshot (and the error log, if the stream showed a failure) again and
+        redraw everything."""
         try:
             self.snapshot = await self.data.snapshot()
+            if self.errors_stale:
+                self.errors_stale = False
+                self.errors = await self.data.errors(ERRORS_SHOWN)
             self.notes.pop("snapshot", None)
         except Exception as exc:
             self.notes["snapshot"] = f"cannot read the backend: {type(exc).__name__}: {exc}"
+        self.redraw()
+
+    async def refresh_workers(self) -> None:
+        """Read the worker registry again (at the workers' heartbeat cadence) and redraw."""
+        try:
+            self.registry = await self.data.workers()
+            self.notes.pop("registry", None)
+        except Exception as exc:
+            self.notes["registry"] = f"cannot read the registry: {type(exc).__name__}: {exc}"
         self.redraw()
 
     def leader_pid(self) -> int | None:
@@ -178,7 +187,7 @@ class MonitorApp(App[None]):
         leaders = [leader_text(role, lease) for role, lease in self.snapshot.leaders.items()]
         self.query_one("#leaders", Static).update("\n".join(leaders) or "no roles watched")
         self._fill("processes", self._process_rows())
-        self._fill("workers", [_worker_cells(w) for w in self.snapshot.workers])
+        self._fill("workers", [_worker_cells(w) for w in self.registry])
         self._fill("queues", [_queue_cells(q) for q in self.snapshot.queues])
         self._fill("errors", [_error_cells(e) for e in self.errors])
 
@@ -193,7 +202,7 @@ class MonitorApp(App[None]):
     def _process_rows(self) -> list[list[object]]:
         if self.procs is None:
             return []
-        by_pid = {w.pid: w for w in self.snapshot.workers}
+        by_pid = {w.pid: w for w in self.registry}
         leader = self.leader_pid()
         rows: list[list[object]] = []
         for proc in self.procs.rows():
@@ -230,9 +239,9 @@ class MonitorApp(App[None]):
         self.exit()
 
 
-def _worker_cells(w: WorkerRow) -> list[object]:
+def _worker_cells(w: WorkerInfo) -> list[object]:
     return [
-        w.worker_id,
+        w.id,
         w.host,
         w.pid,
         ",".join(w.queues),
@@ -240,7 +249,7 @@ def _worker_cells(w: WorkerRow) -> list[object]:
         w.processed,
         w.failed,
         ",".join(w.roles),
-        _clock(w.last_heartbeat) if w.last_heartbeat else "-",
+        _clock(w.heartbeat_at) if w.heartbeat_at else "-",
     ]
 
 
@@ -248,12 +257,25 @@ def _queue_cells(q: QueueStats) -> list[object]:
     return [q.queue, q.queued, q.scheduled, q.running, q.dead, q.finished_last_minute]
 
 
-def _error_cells(e: ErrorRow) -> list[object]:
+def _error_cells(e: FailedAttempt) -> list[object]:
     return [
         _clock(e.at),
-        e.task_id,
         e.name,
         e.attempt,
-        e.error,
+        e.worker_id or "-",
+        _short(f"{e.error.type}: {e.error.message}", 60),
+        _tail(e.last_frame, 50),
         "retried" if e.retried else "failed",
     ]
+
+
+def _short(text: str, width: int) -> str:
+    """`text` on one line, cut to `width` at its end."""
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _tail(text: str, width: int) -> str:
+    """`text` on one line, cut to `width` at its start (a frame's line and function stay)."""
+    text = " ".join(text.split())
+    return text if len(text) <= width else "…" + text[len(text) - width + 1 :]
