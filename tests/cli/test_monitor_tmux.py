@@ -203,3 +203,35 @@ def _leader_on_screen(tmux: Tmux, spawned: list[int], *, failure: str) -> int:
     leader = _leader(tmux.screen())
     assert leader is not None
     return leader
+
+
+@pytest.mark.parametrize("how", ["SIGTERM", "closed terminal"])
+def test_a_stopped_monitor_stops_the_processes_it_started(
+    tmux: Tmux, tmp_path: Path, how: str
+) -> None:
+    url = shared_url("redis")
+    target = write_app(tmp_path, "seedapp", APP.format(url=url))
+    command = f"cd {tmp_path} && exec {sys.executable} -m taskflow monitor --spawn 2 {target}"
+    spawned: list[int] = []
+    try:
+        tmux.run("new-session", "-d", "-s", "mon", "-x", "160", "-y", "60", command)
+        monitor_pid = int(tmux.run("display-message", "-p", "-t", "mon", "#{pane_pid}"))
+        wait_until(
+            lambda: len(_children(monitor_pid)) == 2, deadline_s=15, failure="2 workers start"
+        )
+        spawned = _children(monitor_pid)
+        _leader_on_screen(tmux, spawned, failure="a spawned worker leads")
+        if how == "SIGTERM":
+            os.kill(monitor_pid, signal.SIGTERM)
+        else:
+            tmux.kill_server()  # the pane's terminal goes away: SIGHUP
+        wait_until(
+            lambda: not any(_alive(pid) for pid in [monitor_pid, *spawned]),
+            deadline_s=20,
+            failure=f"the monitor and every process it started end after {how}",
+        )
+    finally:
+        for pid in spawned:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        drop_shared(url)

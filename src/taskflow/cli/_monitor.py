@@ -12,8 +12,10 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import logging
+import signal
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anyio
 
@@ -22,6 +24,9 @@ from ._common import app_queues, parse_queues, shared_app
 from ._errors import CliError, ExitCode
 from ._monitor_data import AppData
 from ._monitor_procs import Spawned, worker_command
+
+if TYPE_CHECKING:  # Textual is optional: imported when the command runs
+    from textual.app import App
 
 __all__ = ["monitor"]
 
@@ -63,6 +68,15 @@ def _log_to_file(path: Path) -> None:
     root.addHandler(handler)
 
 
+async def _exit_on_signal(screen: App[None]) -> None:
+    """End the screen on SIGTERM or SIGHUP (the terminal closed), as ``q`` does, so that the
+    processes it started are stopped rather than left running."""
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGHUP) as signals:
+        async for _ in signals:
+            screen.exit()
+            return
+
+
 async def _run(app: QueueTasks, data: AppData, spawned: Spawned | None, role: str) -> int:
     from ._monitor_screen import MonitorApp
 
@@ -73,7 +87,10 @@ async def _run(app: QueueTasks, data: AppData, spawned: Spawned | None, role: st
             screen = MonitorApp(
                 data, procs=spawned, role=role, title=f"taskflow monitor {app.name}"
             )
-            await screen.run_async()
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(_exit_on_signal, screen)
+                await screen.run_async()
+                tg.cancel_scope.cancel()
         finally:
             if spawned is not None:
                 spawned.stop_all()

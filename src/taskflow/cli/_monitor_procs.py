@@ -94,8 +94,14 @@ class Spawned:
         for slot in range(self.count):
             log = (self.log_dir / f"worker-{os.getpid()}-{slot}.log").open("ab")
             self._logs.append(log)
+            # A process group of its own: the terminal's signals (a hangup, Ctrl-C) reach the
+            # monitor only, which stops its children gracefully and by pid.
             proc = subprocess.Popen(
-                self.command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+                self.command,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                process_group=0,
             )
             self._procs.append(proc)
 
