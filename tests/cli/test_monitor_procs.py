@@ -50,3 +50,10 @@ def test_monitor_refuses_the_memory_backend_and_a_negative_spawn(tmp_path: Path)
     done = run_cli(tmp_path, "monitor", "--spawn", "-1", target)
     assert done.returncode == ExitCode.USAGE
     assert "--spawn must be >= 0" in done.stderr
+
+
+def test_monitor_roles_option_needs_a_name(tmp_path: Path) -> None:
+    target = write_app(tmp_path, "memapp", "from taskflow import QueueTasks\napp = QueueTasks()\n")
+    done = run_cli(tmp_path, "monitor", "--roles", ",", target)
+    assert done.returncode == ExitCode.USAGE
+    assert "--roles needs at least one name" in done.stderr

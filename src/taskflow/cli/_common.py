@@ -64,16 +64,16 @@ def shared_app(target: str, command: str) -> QueueTasks:
 
 
 def parse_queues(raw: str | None, option: str = "--queues") -> list[str] | None:
-    """The queues of a comma-separated option (None if not given).
+    """The names (queues, roles) of a comma-separated option (None if not given).
 
     Raises:
-        CliError: `ExitCode.USAGE` if it names no queue.
+        CliError: `ExitCode.USAGE` if it names nothing.
     """
     if raw is None:
         return None
     queues = [q.strip() for q in raw.split(",") if q.strip()]
     if not queues:
-        raise CliError(ExitCode.USAGE, f"{option} needs at least one queue name, got {raw!r}")
+        raise CliError(ExitCode.USAGE, f"{option} needs at least one name, got {raw!r}")
     return queues
 
 

@@ -276,10 +276,9 @@ def _add_monitor(sub: Commands) -> None:
     )
     monitor.add_argument(
         "--roles",
-        nargs="*",
         default=None,
-        metavar="ROLE",
-        help="more roles whose leaders to show",
+        metavar="A,B",
+        help="comma-separated roles whose leaders to show besides --role",
     )
     monitor.add_argument(
         "--queues",

@@ -42,9 +42,10 @@ def monitor(args: argparse.Namespace) -> int:
         raise CliError(ExitCode.USAGE, f"--spawn must be >= 0, got {args.spawn}")
     if args.refresh <= 0:
         raise CliError(ExitCode.USAGE, f"--refresh must be > 0 seconds, got {args.refresh}")
+    more = parse_queues(args.roles, "--roles") or []
+    roles = [args.role, *(role for role in more if role != args.role)]
     app = shared_app(args.app, "monitor")
     queues = parse_queues(args.queues) or app_queues(app)
-    roles = [args.role, *(r for r in args.roles or () if r != args.role)]
     log_dir = Path(args.log_dir or tempfile.mkdtemp(prefix="taskflow-monitor-"))
     _log_to_file(log_dir / "monitor.log")
     spawned = None
