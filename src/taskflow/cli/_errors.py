@@ -53,7 +53,8 @@ EXIT_CODE_MEANINGS: Final = {
     ),
     ExitCode.USAGE: (
         "bad command line: an unknown option, a bad MODULE:APP, --log-level or JSON value, "
-        "a bad setting; purge without a terminal and without --yes"
+        "a bad setting; purge without a terminal and without --yes; monitor without Textual "
+        "(pip install 'taskflow[monitor]')"
     ),
     ExitCode.UNAVAILABLE: (
         "the backend cannot be reached (server down, wrong URL or login) or its driver is not "
