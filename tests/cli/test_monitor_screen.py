@@ -1,6 +1,7 @@
-"""``taskflow monitor``'s screen under Textual's pilot (`App.run_test`): what it shows of a
-memory-backend app (queues, leaders, errors and throughput from the event stream), and its
-keys against fake processes (``k`` kills the leader by pid, ``q`` stops them all and quits).
+"""``taskflow monitor``'s screen under Textual's pilot (`App.run_test`): what it shows of an
+app on every backend (queues, leaders, the worker registry, the error log; throughput from the
+event stream), and its keys against fake processes (``k`` kills the leader by pid, ``q`` stops
+them all and quits).
 
 The end-to-end test in a real terminal (tmux, Redis, real worker processes) is
 tests/cli/test_monitor_tmux.py.
@@ -12,9 +13,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import anyio
+import pytest
 from textual.widgets import DataTable, Static
 
-from taskflow import ErrorInfo, FailedAttempt, QueueTasks, WorkerInfo
+from taskflow import ErrorInfo, FailedAttempt, GlobalConfig, QueueTasks, WorkerInfo
 from taskflow.abc import Event, LeaseInfo, QueueStats
 from taskflow.cli._monitor_data import AppData, Snapshot
 from taskflow.cli._monitor_procs import ProcessRow
@@ -31,8 +33,24 @@ def _cells(screen: MonitorApp, table_id: str) -> list[list[str]]:
     return [[str(cell) for cell in table.get_row_at(i)] for i in range(table.row_count)]
 
 
-async def test_shows_queues_leaders_errors_and_throughput_of_a_memory_app() -> None:
-    app = QueueTasks()
+KINDS = [
+    pytest.param("memory"),
+    pytest.param("redis", marks=pytest.mark.redis),
+    pytest.param("redis_cluster", marks=pytest.mark.redis),
+    pytest.param("postgres", marks=pytest.mark.postgres),
+]
+
+
+@pytest.fixture(params=KINDS)
+def app_url(request: pytest.FixtureRequest) -> str:
+    """A URL of each backend kind, in a namespace of the test's own."""
+    url: str = request.getfixturevalue(f"backend_url_{request.param}")
+    return url
+
+
+async def test_shows_queues_leaders_workers_errors_and_throughput(app_url: str) -> None:
+    # A short lease: the worker rewrites its registry entry every 0.5 s (a third of it).
+    app = QueueTasks(broker=app_url, config=GlobalConfig(lease_s=1.5))
 
     @app.task
     async def ok() -> None:
@@ -42,34 +60,53 @@ async def test_shows_queues_leaders_errors_and_throughput_of_a_memory_app() -> N
     async def boom() -> None:
         raise ValueError("no such order")
 
-    async with app:
-        await app.coordination.acquire_lease(
-            "generator", "hostx:4242:ab", ttl_s=60, now=app.clock.time()
-        )
+    async with app, app.leadership("generator", owner="hostx:4242:ab:1"):
         data = AppData(app, [app.config.default_queue], ["generator"], refresh_s=0.05)
-        screen = MonitorApp(data, title="memory app")
+        screen = MonitorApp(data, title="the app")
         async with screen.run_test() as pilot:
-            await anyio.wait_all_tasks_blocked()  # the event stream is followed from here on
             await boom.add_task()
             await ok.add_task()
             await ok.add_task()
             await poll_until(
-                lambda: any(
-                    row[0] == "default" and row[1] == "3" for row in _cells(screen, "queues")
-                ),
-                deadline_s=5,
+                lambda: ["default", "3", "0", "0", "0", "0"] in _cells(screen, "queues"),
+                deadline_s=10,
             )
             async with app.running():
-                await poll_until(lambda: screen.throughput.total == 3, deadline_s=5)
-            await poll_until(lambda: "finished 3" in _text(screen, "summary"), deadline_s=5)
-            await poll_until(lambda: len(_cells(screen, "errors")) == 1, deadline_s=5)
-            [error] = _cells(screen, "errors")
-            assert error[1:3] == [boom.name, "1"]
-            assert error[4] == "ValueError: no such order"
-            assert "in boom" in error[5] and error[6] == "failed"
+                await poll_until(
+                    lambda: ["default", "0", "0", "0", "1", "3"] in _cells(screen, "queues"),
+                    deadline_s=10,
+                )
+                await poll_until(lambda: len(_cells(screen, "errors")) == 1, deadline_s=10)
+                [error] = _cells(screen, "errors")
+                assert error[1:3] == [boom.name, "1"]
+                assert error[4] == "ValueError: no such order"
+                assert "in boom" in error[5] and error[6] == "failed"
+                await poll_until(  # the registry: 2 processed, 1 failed
+                    lambda: [row[5:7] for row in _cells(screen, "workers")] == [["2", "1"]],
+                    deadline_s=10,
+                )
             assert "generator: pid 4242" in _text(screen, "leaders")
             await pilot.press("q")
         assert screen.return_code == 0
+
+
+async def test_counts_throughput_from_the_event_stream() -> None:
+    app = QueueTasks()
+
+    @app.task
+    async def ok() -> None:
+        pass
+
+    async with app:
+        data = AppData(app, [app.config.default_queue], [], refresh_s=0.05)
+        screen = MonitorApp(data)
+        async with screen.run_test():
+            await anyio.wait_all_tasks_blocked()  # the (in-memory) stream is followed from here
+            await ok.add_task()
+            await ok.add_task()
+            async with app.running():
+                await poll_until(lambda: "finished 2" in _text(screen, "summary"), deadline_s=5)
+            assert "no roles watched" in _text(screen, "leaders")
 
 
 @dataclass

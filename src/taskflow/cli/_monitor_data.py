@@ -3,10 +3,10 @@ backend.
 
 `MonitorData` is the contract the screen reads through: a `Snapshot` (queues by state, the
 leaders of named roles) read every second or so; the worker registry, read at the workers'
-heartbeat cadence (no faster than its entries change); the
-error log (`QueueTasks.errors`), read only after the stream showed a failed attempt; and the
-event stream, followed push-driven, from which the screen counts throughput and the tasks sent
-while each process led. `AppData` is the real one, over an app's broker, storage and
+heartbeat cadence (no faster than its entries change); the error log (`QueueTasks.errors`),
+read after the stream showed a failed attempt (and once per heartbeat, for one it missed); and
+the event stream, followed push-driven, from which the screen counts throughput and the tasks
+sent while each process led. `AppData` is the real one, over an app's broker, storage and
 coordination; tests give the screen a fake. Nothing here imports Textual (that is
 ``_monitor_screen``), and nothing here starts processes (``_monitor_procs``).
 """

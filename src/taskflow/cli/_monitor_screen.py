@@ -169,6 +169,9 @@ class MonitorApp(App[None]):
         try:
             self.registry = await self.data.workers()
             self.notes.pop("registry", None)
+            # Read the error log at the next refresh as well: a failure whose event was not
+            # seen (the stream was being followed again) still shows within a heartbeat.
+            self.errors_stale = True
         except Exception as exc:
             self.notes["registry"] = f"cannot read the registry: {type(exc).__name__}: {exc}"
         self.redraw()
