@@ -147,7 +147,7 @@ def test_k_kills_the_generator_and_another_takes_over_on_screen(tmux: Tmux, tmp_
         tmux.run("new-session", "-d", "-s", "mon", "-x", "160", "-y", "60", command)
         monitor_pid = int(tmux.run("display-message", "-p", "-t", "mon", "#{pane_pid}"))
         wait_until(
-            lambda: len(_children(monitor_pid)) == 3, deadline_s=15, failure="3 workers start"
+            lambda: len(_children(monitor_pid)) == 3, deadline_s=30, failure="3 workers start"
         )
         spawned = _children(monitor_pid)
 
@@ -155,7 +155,7 @@ def test_k_kills_the_generator_and_another_takes_over_on_screen(tmux: Tmux, tmp_
         tmux.run("send-keys", "-t", "mon", "k")
         wait_until(
             lambda: _leader(tmux.screen()) not in (None, first),
-            deadline_s=15,
+            deadline_s=30,
             failure=f"another worker than {first} shows as the leader after k:\n{tmux.screen()}",
         )
         second = _leader(tmux.screen())
@@ -166,7 +166,7 @@ def test_k_kills_the_generator_and_another_takes_over_on_screen(tmux: Tmux, tmp_
                 _rows(tmux.screen()).get(first, ("",))[-1] == "killed by SIGKILL"
                 and sum(int(row[3]) for row in _rows(tmux.screen()).values() if row[3] != "-") > 0
             ),
-            deadline_s=15,
+            deadline_s=30,
             failure=f"the processes table shows the kill and processed counts:\n{tmux.screen()}",
         )
         assert _rows(tmux.screen())[second][1] == "* generator"
@@ -174,7 +174,7 @@ def test_k_kills_the_generator_and_another_takes_over_on_screen(tmux: Tmux, tmp_
         tmux.run("send-keys", "-t", "mon", "q")
         wait_until(
             lambda: not any(_alive(pid) for pid in [monitor_pid, *spawned]),
-            deadline_s=20,
+            deadline_s=30,
             failure="the monitor and every process it started end after q",
         )
     finally:
@@ -197,7 +197,7 @@ def _rows(screen: str) -> dict[int, tuple[str, ...]]:
 def _leader_on_screen(tmux: Tmux, spawned: list[int], *, failure: str) -> int:
     wait_until(
         lambda: _leader(tmux.screen()) in spawned,
-        deadline_s=20,
+        deadline_s=30,
         failure=f"{failure}:\n{tmux.screen()}",
     )
     leader = _leader(tmux.screen())
@@ -217,7 +217,7 @@ def test_a_stopped_monitor_stops_the_processes_it_started(
         tmux.run("new-session", "-d", "-s", "mon", "-x", "160", "-y", "60", command)
         monitor_pid = int(tmux.run("display-message", "-p", "-t", "mon", "#{pane_pid}"))
         wait_until(
-            lambda: len(_children(monitor_pid)) == 2, deadline_s=15, failure="2 workers start"
+            lambda: len(_children(monitor_pid)) == 2, deadline_s=30, failure="2 workers start"
         )
         spawned = _children(monitor_pid)
         _leader_on_screen(tmux, spawned, failure="a spawned worker leads")
@@ -227,7 +227,7 @@ def test_a_stopped_monitor_stops_the_processes_it_started(
             tmux.kill_server()  # the pane's terminal goes away: SIGHUP
         wait_until(
             lambda: not any(_alive(pid) for pid in [monitor_pid, *spawned]),
-            deadline_s=20,
+            deadline_s=30,
             failure=f"the monitor and every process it started end after {how}",
         )
     finally:

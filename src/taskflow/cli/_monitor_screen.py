@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from typing import ClassVar, Final
 
 import anyio
+import anyio.to_thread
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
@@ -88,7 +89,8 @@ class MonitorApp(App[None]):
         #: Set by a failed attempt on the stream: the error log is read at the next refresh.
         self.errors_stale = True
         self.generated: collections.Counter[int] = collections.Counter()
-        #: What went wrong or what a key did, by source ("snapshot", "events", "key").
+        #: What went wrong or what a key did, by source ("snapshot", "registry", "events",
+        #: "key"), shown on the summary line.
         self.notes: dict[str, str] = {}
 
     def compose(self) -> ComposeResult:
@@ -235,10 +237,13 @@ class MonitorApp(App[None]):
             self.notes["key"] = f"k: killed pid {pid} (leader of {self.role!r})"
         self.redraw()
 
-    def action_quit_all(self) -> None:
-        """``q``: stop every process this monitor started, then quit."""
+    async def action_quit_all(self) -> None:
+        """``q``: stop every process this monitor started (in a thread: the screen keeps
+        drawing during the grace), then quit."""
         if self.procs is not None:
-            self.procs.stop_all()
+            self.notes["key"] = "q: stopping the processes this monitor started"
+            self.redraw()
+            await anyio.to_thread.run_sync(self.procs.stop_all)
         self.exit()
 
 
