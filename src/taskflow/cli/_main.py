@@ -291,7 +291,8 @@ def _add_monitor(sub: Commands) -> None:
         type=float,
         default=DEFAULT_REFRESH_S,
         metavar="S",
-        help=f"seconds between reads of queues, leaders and workers (default {DEFAULT_REFRESH_S})",
+        help=f"seconds between reads of queues and leaders (default {DEFAULT_REFRESH_S}; the "
+        "worker registry is read every heartbeat_s of the app)",
     )
     monitor.add_argument(
         "--log-dir",
