@@ -85,12 +85,15 @@ class Tmux:
         return self.run("capture-pane", "-p", "-t", "mon")
 
     def kill_server(self) -> None:
+        """Stop the server by its socket, and remove the socket file tmux leaves behind."""
         subprocess.run(
             ["tmux", "-L", self.socket, "kill-server"],
             capture_output=True,
             env=self.env,
             timeout=10,
         )
+        tmpdir = Path(self.env.get("TMUX_TMPDIR") or "/tmp") / f"tmux-{os.getuid()}"
+        (tmpdir / self.socket).unlink(missing_ok=True)
 
 
 def _alive(pid: int) -> bool:
