@@ -14,13 +14,11 @@ Supervisor's use of a role (``supervisor/_leader.py``), reading the holder
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 from types import TracebackType
 from typing import Any, Final, Protocol
 
-from ._aio import shielded
 from ._clock import Clock
 from ._exceptions import InvalidOption, LeadershipLost, LifecycleError
 from ._fencing import fenced_set
@@ -255,17 +253,11 @@ class Leadership:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        block = self._block
-        try:
-            await shielded(self._leave())
-        except asyncio.CancelledError:
-            if block.lost is None:
-                raise
-            # Our own cancellation, which arrived after the block had ended: raised below.
-        if not block.raise_loss(exc_type):
+        lost = await self._block.leave(self._leave(), exc_type)
+        if lost is None:
             return
-        logger.warning("%s lost role %r: %s", self.owner, self.role, block.lost)
-        raise LeadershipLost(self.role, self.owner, self.token, block.lost or "") from exc
+        logger.warning("%s lost role %r: %s", self.owner, self.role, lost)
+        raise LeadershipLost(self.role, self.owner, self.token, lost) from exc
 
     async def _leave(self) -> None:
         self._left = True

@@ -237,16 +237,10 @@ class AppLock:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> bool:
-        block = self._block
-        try:
-            await shielded(self._leave())
-        except asyncio.CancelledError:
-            if block.lost is None:
-                raise
-            # Our own cancellation, which arrived after the block had ended: LockLost below.
-        if not block.raise_loss(exc_type):
+        lost = await self._block.leave(self._leave(), exc_type)
+        if lost is None:
             return False
-        raise LockLost(self.name, self.mode, self.token, block.lost or "") from exc
+        raise LockLost(self.name, self.mode, self.token, lost) from exc
 
     async def _leave(self) -> None:
         await self._block.stop()

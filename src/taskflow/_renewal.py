@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 
-from ._aio import first_of
+from ._aio import first_of, shielded
 from ._clock import Clock
 
 __all__ = ["Renew", "RenewedBlock"]
@@ -71,6 +72,21 @@ class RenewedBlock:
         if renewer is not None:
             renewer.cancel()
             await asyncio.wait([renewer])
+
+    async def leave(
+        self, leave: Coroutine[Any, Any, None], exc_type: type[BaseException] | None
+    ) -> str | None:
+        """End the block: run `leave` (release what was held) shielded from cancellation,
+        then say why the exit must raise the loss (`raise_loss`), or None if it must not.
+
+        The cancellation the block's own loss sent is absorbed here when it arrives only
+        after the block ended; any other cancellation goes on."""
+        try:
+            await shielded(leave)
+        except asyncio.CancelledError:
+            if self.lost is None:
+                raise
+        return (self.lost or "") if self.raise_loss(exc_type) else None
 
     def raise_loss(self, exc_type: type[BaseException] | None) -> bool:
         """After `stop`: True if the block's exit must raise the loss (the caller's "lost"
