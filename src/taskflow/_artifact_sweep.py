@@ -186,7 +186,14 @@ class ArtifactSweep:
         if record.state is ArtifactState.WRITING:
             why = f"its put did not finish within {STALE_WRITE_S / 3600:g} h (its worker died?)"
             done = await keeper.end(
-                record, version, ArtifactState.ABANDONED, why, now, forget_at=now
+                # Forgotten by the next pass, never this one: whether this pass would still
+                # read the bucket it is filed in depends on where `now` falls in it.
+                record,
+                version,
+                ArtifactState.ABANDONED,
+                why,
+                now,
+                forget_at=now + 1,
             )
             report.abandoned += done
             return done
