@@ -31,7 +31,14 @@ import threading
 import time
 from typing import Final
 
-__all__ = ["TASK_ID_LENGTH", "TASK_ID_PATTERN", "is_task_id", "new_task_id", "queue_code"]
+__all__ = [
+    "TASK_ID_LENGTH",
+    "TASK_ID_PATTERN",
+    "derived_task_id",
+    "is_task_id",
+    "new_task_id",
+    "queue_code",
+]
 
 ALPHABET: Final = "0123456789abcdefghjkmnpqrstvwxyz"
 #: Characters of each part, in order.
@@ -101,3 +108,15 @@ _generator: Final = _Generator()
 os.register_at_fork(after_in_child=_generator._reseed)
 #: A new task id ending with `code` (a `queue_code`): ``new_task_id(code) -> str``.
 new_task_id: Final = _generator.new
+
+
+def derived_task_id(base_id: str, key: str, queue: str) -> str:
+    """The id of a task derived from `base_id` under `key` (``"shard:3"``, ``"join"``,
+    ``"hedge:1"``), for a message of `queue`: always the same for the same three, so a run that
+    is repeated after a crash enqueues the same ids again and the backend's id dedup keeps one
+    task of each. It has the shape of every id (`is_task_id`, routed by its queue code) and
+    sorts with `base_id`'s time (its first 12 characters)."""
+    digest = hashlib.blake2b(f"{base_id}\x00{key}".encode(), digest_size=7).digest()
+    stem = _base32(int.from_bytes(digest, "big") >> 6, _STEM)
+    head = base_id[: _TIME + _SEQ] if is_task_id(base_id) else _base32(0, _TIME + _SEQ)
+    return f"{head}{stem}{queue_code(queue)}"

@@ -16,7 +16,10 @@ import msgspec
 
 __all__ = [
     "LEASE_EXPIRED",
+    "SKIPPED",
+    "SUPERSEDED",
     "TERMINAL_STATUSES",
+    "UPSTREAM_FAILED",
     "CancelResult",
     "Checkpoint",
     "Delivery",
@@ -25,6 +28,7 @@ __all__ = [
     "Event",
     "EventKind",
     "FailedAttempt",
+    "FailurePolicy",
     "Lease",
     "LeaseInfo",
     "LeaseState",
@@ -57,7 +61,8 @@ __all__ = [
 
 
 class TaskStatus(str, enum.Enum):
-    """Where a task is in its life. The last four are terminal and never change again."""
+    """Where a task is in its life. Done, failed, cancelled and expired are terminal and never
+    change again."""
 
     QUEUED = "queued"
     """Waiting to be claimed."""
@@ -75,6 +80,10 @@ class TaskStatus(str, enum.Enum):
     """Cancelled before it finished."""
     EXPIRED = "expired"
     """Not started before its `expires` time, so never run."""
+    WAITING = "waiting"
+    """Waiting for other tasks to end: a flow node whose parents (`TaskMessage.waits_for`)
+    have not all ended, or a task whose run ended with `OutcomeKind.WAIT` and whose outcome
+    will be that of the task linked to it (`TaskMessage.outcome_to`), such as its join."""
 
     @property
     def terminal(self) -> bool:
@@ -102,6 +111,34 @@ LEASE_EXPIRED: Final = ErrorInfo(
 )
 """The error a backend stores on a task it dead-letters because the lease of its last attempt
 lapsed (every backend stores this one, so the message is the same everywhere)."""
+
+
+class FailurePolicy(str, enum.Enum):
+    """What a flow node does when one of its parents ends without a value (failed, cancelled,
+    expired): `TaskMessage.after_failure`."""
+
+    FAIL = "fail"
+    """End FAILED at once, without running, with an ``UpstreamFailed`` error naming the
+    parent and its reason (the default); its own children then follow their policy."""
+    SKIP = "skip"
+    """End CANCELLED at once, without running, with a ``Skipped`` error naming the parent and
+    its reason."""
+    RUN = "run"
+    """Count the parent as ended and run once every parent has ended (a join that takes
+    partial results)."""
+
+
+UPSTREAM_FAILED: Final = "UpstreamFailed"
+"""The error type of a node ended by `FailurePolicy.FAIL`. Its message is
+``"<parent> <status>: <type>: <message>"``, where ``<parent>`` is the parent's node name, else
+its task name, followed by its id in parentheses (``"load (1m9...) failed: KeyError: 'x'"``)."""
+SKIPPED: Final = "Skipped"
+"""The error type of a node ended by `FailurePolicy.SKIP` (the message as for
+`UPSTREAM_FAILED`)."""
+SUPERSEDED: Final = "Superseded"
+"""The error type of a task cancelled because the task its outcome goes to
+(`TaskMessage.outcome_to`) ended first: a hedge copy that lost, or the join of a cancelled
+fan-out. Its message names the task that ended."""
 
 
 class Progress(msgspec.Struct, frozen=True, array_like=True):
@@ -140,6 +177,28 @@ class TaskMessage(msgspec.Struct, frozen=True, array_like=True, gc=False):
     headers: dict[str, str] = {}
     #: The reader/writer locks the run takes before it starts: (lock name, mode) pairs.
     locks: list[tuple[str, LockMode]] = []
+    #: The flow this task is a node of (`Storage.flow_tasks` lists a flow's tasks).
+    flow_id: str | None = None
+    #: Its name in the flow, unique there (``"load"``, ``"shard[3]"``); for viewers.
+    node: str | None = None
+    #: The tasks it waits for (its parents): it is stored WAITING, and becomes claimable once
+    #: each has ended DONE (`after_failure` says what any other end does to it).
+    waits_for: list[str] = []
+    #: Its children: (task id, queue) of each task whose `waits_for` holds this one, told
+    #: of this task's end by the backend in the call that stores it.
+    children: list[tuple[str, str]] = []
+    #: What it does when a parent ends without a value.
+    after_failure: FailurePolicy = FailurePolicy.FAIL
+    #: Parameter -> the parent (or the parents, in order) whose result the worker passes
+    #: as that keyword argument when the task runs.
+    inputs: dict[str, str | list[str]] = {}
+    #: A task (always of the same queue) that ends with this task's outcome when this one
+    #: ends, if it has not ended yet: the first outcome wins (a join -> the task that fanned
+    #: out; a hedge copy -> the task it copies).
+    outcome_to: str | None = None
+    #: True for a hedge copy of `outcome_to` (a second run of a straggler): its enqueue emits a
+    #: HEDGED event on `outcome_to`, and the events of the race say which copy won.
+    copy: bool = False
 
 
 class EnqueueResult(msgspec.Struct, frozen=True, array_like=True):
@@ -204,6 +263,11 @@ class OutcomeKind(str, enum.Enum):
     """Not terminal: give the message back (due at `retry_at`, or now) and refund the attempt.
 
     Used on graceful shutdown and for a task name no worker knows yet."""
+    WAIT = "wait"
+    """Not terminal: the run is over and the task becomes WAITING, its lease dropped, until a
+    task whose `TaskMessage.outcome_to` is this one ends (the join of a fan-out); this task then
+    ends with that outcome. The attempt is spent. Refused, like any outcome, if the task has
+    ended already (its join may end before the run that fanned out reports)."""
 
 
 TERMINAL_OUTCOMES: Final = frozenset(
@@ -216,6 +280,7 @@ OUTCOME_STATUS: Final = {
     OutcomeKind.CANCELLED: TaskStatus.CANCELLED,
     OutcomeKind.EXPIRED: TaskStatus.EXPIRED,
     OutcomeKind.RETRY: TaskStatus.RETRYING,
+    OutcomeKind.WAIT: TaskStatus.WAITING,
 }
 
 
@@ -289,6 +354,11 @@ class TaskRecord(msgspec.Struct, kw_only=True):
     token: int = 0
     worker_id: str | None = None
     undecodable: bool = False
+    flow_id: str | None = None
+    node: str | None = None
+    waits_for: list[str] = []
+    outcome_to: str | None = None
+    copy: bool = False
 
 
 class TaskOutcome(msgspec.Struct, kw_only=True, gc=False):
@@ -356,13 +426,18 @@ class EventKind(str, enum.Enum):
     PROGRESS = "progress"
     YIELDED = "yielded"
     REQUEUED = "requeued"
+    WAITING = "waiting"
+    """Stored waiting for its parents, or its run ended waiting for its join (`OutcomeKind.WAIT`;
+    the detail is the join's id)."""
+    HEDGED = "hedged"
+    """A hedge copy of this task was enqueued; the detail is the copy's id."""
 
 
 class Event(msgspec.Struct, frozen=True, kw_only=True):
     """One entry of a queue's event stream. `cursor` resumes reading right after it.
 
     `name` is the task's registered name ("" for events a backend stored before events
-    carried it).
+    carried it); `flow_id` the flow the task is a node of.
     """
 
     cursor: str
@@ -374,6 +449,7 @@ class Event(msgspec.Struct, frozen=True, kw_only=True):
     order_id: str | None = None
     detail: str | None = None
     name: str = ""
+    flow_id: str | None = None
 
 
 class QueueStats(msgspec.Struct, frozen=True, kw_only=True):
@@ -386,6 +462,8 @@ class QueueStats(msgspec.Struct, frozen=True, kw_only=True):
         running: Claimed by a worker (tasks whose lease lapsed, waiting to be re-delivered,
             included).
         dead: Dead letters (failed for good, not requeued).
+        waiting: Waiting for other tasks to end (`TaskStatus.WAITING`: flow nodes whose
+            parents are still running, tasks waiting for their join).
         finished_last_minute: Tasks that reached a terminal state (done, failed, cancelled,
             expired) in the minute before ``now``. Redis counts it in whole seconds of the
             callers' clocks, so its window may hold up to one second more.
@@ -397,6 +475,7 @@ class QueueStats(msgspec.Struct, frozen=True, kw_only=True):
     running: int = 0
     dead: int = 0
     finished_last_minute: int = 0
+    waiting: int = 0
 
 
 class LeaseInfo(msgspec.Struct, frozen=True, kw_only=True):

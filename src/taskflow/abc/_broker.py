@@ -101,6 +101,15 @@ class Broker(Lifecycle, ABC):
         Dedup: a message whose `dedup_key` (scoped to its queue) belongs to a live task, or to
         one that ended less than its `dedup_ttl_s` ago, is not added; its result names the
         existing task. The same holds for a message whose `id` already exists.
+
+        Flows (see ``docs/flows.md``): a message with `waits_for` is stored WAITING (event
+        WAITING) and becomes claimable only through `complete` (or `cancel`) of its parents.
+        The backend stores every message of the call before any of them can be claimed, so a
+        parent cannot end before its children are stored; callers put all of a graph (or a
+        fan-out's shards and join) in one call. A message with `copy` set emits a HEDGED event
+        (detail: its id) on its `outcome_to` task. Every message keeps its `flow_id`, `node`,
+        `waits_for`, `outcome_to` and `copy` on its record, and `Storage.flow_tasks` finds it
+        by its `flow_id`.
         """
         self._check_open()
         if not messages:
@@ -152,7 +161,30 @@ class Broker(Lifecycle, ABC):
         only sent while the attempt is at most the message's `retries` (the worker sends FAILED
         once they are spent), so attempts never exceed ``retries + 1``. A RELEASE refunds the
         attempt and drops its progress and yielded values (the task reads as one that has not
-        run); a RETRY keeps them next to its error until the next claim clears them.
+        run); a RETRY keeps them next to its error until the next claim clears them. A WAIT
+        makes the task WAITING (lease dropped, attempt spent) until its join ends.
+
+        **How a task's end reaches the tasks linked to it**, in the same atomic call that stores
+        the end (on Redis, for a child in another queue's slot, see ``docs/internals/redis.md``),
+        and again for each task ended this way (a cascade):
+
+        - each of its `children` that is still WAITING counts it as ended. If it ended DONE,
+          or the child's `after_failure` is RUN, the child becomes claimable once every one of
+          its `waits_for` has ended (QUEUED, or SCHEDULED if its eta is later than `now`;
+          event QUEUED or SCHEDULED, detail ``"ready"``). Otherwise the child ends at once
+          without running: FAILED with an `UPSTREAM_FAILED` error (policy FAIL) or CANCELLED
+          with a `SKIPPED` error (policy SKIP), its result waiters woken;
+        - if its `outcome_to` task has not ended (waiting, queued, or running: a hedge race),
+          that task ends the same way: same status, result and error, its result waiters
+          woken, its lease void (a later outcome of its run is refused; `extend` says LOST).
+          Its event carries the detail ``"outcome of <id>"``, or ``"won by copy <id>"`` when
+          this task is a `copy`;
+        - every task whose `outcome_to` is this one and that has not ended is cancelled with a
+          `SUPERSEDED` error: at once if it is not running (event CANCELLED, detail
+          ``"lost to <id>"``), by request if it is (its worker sees CANCEL).
+
+        Ending means reaching a terminal status here, by `cancel`, `purge`, expiry or a lapsed
+        last lease; each of those applies the same rules in its own call.
         """
         self._check_open()
         if not outcomes:
@@ -169,8 +201,9 @@ class Broker(Lifecycle, ABC):
         return accepted
 
     async def cancel(self, task_ids: Sequence[str], *, now: float) -> list[CancelResult]:
-        """Cancel tasks: queued/scheduled/retrying ones at once (terminal CANCELLED), running
-        ones by request (their worker sees CANCEL on its next `extend`)."""
+        """Cancel tasks: queued/scheduled/retrying/waiting ones at once (terminal CANCELLED,
+        their end reaching their linked tasks as `complete` describes), running ones by
+        request (their worker sees CANCEL on its next `extend`)."""
         self._check_open()
         if not task_ids:
             return []
@@ -254,8 +287,9 @@ class Broker(Lifecycle, ABC):
         return await self._stats(queues, now)
 
     async def purge(self, queue: str, *, now: float) -> int:
-        """Drop every task of `queue` that waits to run: queued, scheduled, and retrying (waiting
-        for its next attempt). Returns how many were dropped.
+        """Drop every task of `queue` that waits to run: queued, scheduled, retrying (waiting
+        for its next attempt) and waiting (for its parents or its join). Returns how many
+        were dropped.
 
         A dropped task ends as if cancelled before it started: its status is CANCELLED with an
         error of type ``"Purged"``, a CANCELLED event is emitted, its result waiters wake

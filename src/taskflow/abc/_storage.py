@@ -183,6 +183,19 @@ class Storage(Lifecycle, ABC):
     async def _checkpoints(self, task_id: str) -> dict[str, bytes]:
         """See `checkpoints`."""
 
+    # -- flows -----------------------------------------------------------------------------
+
+    async def flow_tasks(self, flow_id: str, *, now: float) -> list[TaskRecord]:
+        """Every task whose message named `flow_id` (`TaskMessage.flow_id`) and whose record
+        is still kept, oldest first (by `created_at`, then id): the nodes of a flow, the shards
+        and joins of its fan-outs and its hedge copies. Unknown flow: an empty list."""
+        self._check_open()
+        return await self._flow_tasks(flow_id, now)
+
+    @abstractmethod
+    async def _flow_tasks(self, flow_id: str, now: float) -> list[TaskRecord]:
+        """See `flow_tasks`."""
+
     # -- events ----------------------------------------------------------------------------
 
     async def read_events(

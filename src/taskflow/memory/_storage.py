@@ -277,6 +277,9 @@ class MemoryStorage(Storage):
             out.append(True)
         return out
 
+    async def _flow_tasks(self, flow_id: str, now: float) -> list[TaskRecord]:
+        raise NotImplementedError("flows: issue 17, being built")
+
     async def _checkpoints(self, task_id: str) -> dict[str, bytes]:
         task = self._tasks.get(task_id)
         return {} if task is None or task.checkpoints is None else dict(task.checkpoints)

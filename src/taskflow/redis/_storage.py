@@ -386,6 +386,9 @@ class RedisStorage(Storage):
                 out[i] = bool(ok)
         return out
 
+    async def _flow_tasks(self, flow_id: str, now: float) -> list[TaskRecord]:
+        raise NotImplementedError("flows: issue 17, being built")
+
     async def _checkpoints(self, task_id: str) -> dict[str, bytes]:
         (queue,) = await self.routes.resolve_queues([task_id])
         if queue is None:
