@@ -44,6 +44,9 @@ Rules every backend follows (the conformance suite in ``tests/conformance`` chec
 """
 
 from .._message import LEASE_EXPIRED as LEASE_EXPIRED
+from .._message import SKIPPED as SKIPPED
+from .._message import SUPERSEDED as SUPERSEDED
+from .._message import UPSTREAM_FAILED as UPSTREAM_FAILED
 from .._message import CancelResult as CancelResult
 from .._message import Checkpoint as Checkpoint
 from .._message import Delivery as Delivery
@@ -52,6 +55,7 @@ from .._message import ErrorInfo as ErrorInfo
 from .._message import Event as Event
 from .._message import EventKind as EventKind
 from .._message import FailedAttempt as FailedAttempt
+from .._message import FailurePolicy as FailurePolicy
 from .._message import Lease as Lease
 from .._message import LeaseInfo as LeaseInfo
 from .._message import LeaseState as LeaseState
@@ -92,6 +96,9 @@ from ._waiters import ResultWaiters as ResultWaiters
 __all__ = [
     "LATEST",
     "LEASE_EXPIRED",
+    "SKIPPED",
+    "SUPERSEDED",
+    "UPSTREAM_FAILED",
     "ArtifactBlob",
     "ArtifactStore",
     "Broker",
@@ -104,6 +111,7 @@ __all__ = [
     "Event",
     "EventKind",
     "FailedAttempt",
+    "FailurePolicy",
     "Lease",
     "LeaseInfo",
     "LeaseState",
