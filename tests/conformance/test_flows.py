@@ -43,7 +43,7 @@ from taskflow.abc import (
 )
 from taskflow.testing import FakeClock
 
-from ._helpers import TTL_S, claim, done, enqueue_one, failed, message
+from ._helpers import LEASE_S, TTL_S, claim, done, enqueue_one, failed, message
 
 FLOW = "flow-1"
 
@@ -219,14 +219,14 @@ async def test_a_ready_child_wakes_a_worker_watching_its_queue(
     graph.node("b", after=["a"], queue="other")
     await graph.submit(clock)
     woken = anyio.Event()
-    backend.watch_work(["other"], "w-other", woken.set)
+    backend.watch_work(["other"], worker_id="w-other", callback=woken.set)
     try:
         [delivery] = await claim(backend, clock)
         await backend.complete([done(delivery, clock)], now=clock.time())
         with anyio.fail_after(10):
             await woken.wait()
     finally:
-        await backend.unwatch_work(["other"], "w-other", now=clock.time())
+        await backend.unwatch_work(["other"], worker_id="w-other", now=clock.time())
 
 
 async def test_a_child_with_a_later_eta_is_scheduled_when_ready(
@@ -681,7 +681,7 @@ async def test_a_wait_outcome_makes_the_task_wait_for_its_join(
     assert await backend.complete([done(fan.delivery, clock)], now=clock.time()) == [False]
     [stats] = await backend.stats(["default"], now=clock.time())
     assert (stats.waiting, stats.running, stats.queued) == (3, 0, 0)  # parent, join, after
-    [event] = [e for e in await events_of(backend, fan.parent) if e.kind is EventKind.WAITING][1:]
+    [event] = [e for e in await events_of(backend, fan.parent) if e.kind is EventKind.WAITING]
     assert (event.detail, event.attempt, event.flow_id) == (fan.join, 1, FLOW)
     assert await claim(backend, clock) == []
 
@@ -912,6 +912,49 @@ async def test_a_copy_that_fails_ends_its_primary_failed(backend: Broker, clock:
     assert (primary.status, primary.error) == (TaskStatus.FAILED, copy.error)
     child = await record_of(backend, clock, hedge.child)
     assert child.error == ErrorInfo(UPSTREAM_FAILED, upstream_message(primary))
+
+
+@pytest.mark.parametrize("ending", ["cancel", "purge", "lapse"])
+async def test_a_copy_ended_by_the_backend_leaves_its_primary_running(
+    backend: Broker, clock: FakeClock, ending: str
+) -> None:
+    """Only an outcome its own run reports (DONE or FAILED) of a copy reaches its primary: a
+    copy cancelled, purged, or whose last lease lapsed (its worker died) ends alone."""
+    hedge = Hedge(backend, clock)
+    await hedge.start()
+    if ending == "cancel":
+        await backend.cancel([hedge.copy], now=clock.time())
+    elif ending == "purge":
+        assert await backend.purge("default", now=clock.time()) == 2  # and the waiting child
+    else:
+        await claim_one(backend, clock, hedge.copy, worker="w2")
+        await backend.extend(
+            [Lease(hedge.primary, hedge.d_primary.token)], lease_s=100, now=clock.time()
+        )
+        await clock.advance(LEASE_S + 1)
+        assert await claim(backend, clock) == []  # settles the copy's lapse: dead-lettered
+    copy = await record_of(backend, clock, hedge.copy)
+    assert copy.status in (TaskStatus.CANCELLED, TaskStatus.FAILED)
+    assert await status_of(backend, clock, hedge.primary) is TaskStatus.RUNNING
+    assert await backend.complete([done(hedge.d_primary, clock, "slow")], now=clock.time()) == [
+        True
+    ]
+    primary = await record_of(backend, clock, hedge.primary)
+    assert primary.result == encode_value("slow")
+
+
+async def test_a_cancelled_join_ends_the_task_that_fanned_out(
+    backend: Broker, clock: FakeClock
+) -> None:
+    """A join passes on any end, even one the backend decided."""
+    fan = FanOut(backend, clock)
+    await fan.start()
+    assert await fan.report_wait()
+    assert await backend.cancel([fan.join], now=clock.time()) == [CancelResult.CANCELLED]
+    parent = await record_of(backend, clock, fan.parent)
+    assert parent.status is TaskStatus.CANCELLED
+    [event] = [e for e in await events_of(backend, fan.parent) if e.kind is EventKind.CANCELLED]
+    assert event.detail == f"outcome of {fan.join}"
 
 
 async def test_a_copy_enqueued_after_its_primary_ended_is_superseded_at_once(
