@@ -223,7 +223,8 @@ async def test_every_event_carries_its_tasks_name(backend: Broker, clock: FakeCl
     doomed = await send("shop.fail")
     lapsed = await send("shop.lapse")
     expired = await send("shop.expire")
-    await send("shop.later", eta=clock.time() + 60)
+    later = await send("shop.later", eta=clock.time() + 60)
+    await send("shop.child", waits_for=[later], flow_id="flow-1")
     cancelled = await send("shop.cancel")
     await backend.cancel([cancelled], now=clock.time())
     d_runner, d_doomed, d_lapsed, d_expired = await claim(backend, clock, limit=4, lease_s=10)
@@ -254,10 +255,10 @@ async def test_every_event_carries_its_tasks_name(backend: Broker, clock: FakeCl
     await clock.advance(11)
     # Starts the requeued task, and dead-letters the lapsed one (no attempt left).
     assert [d.task_id for d in await claim(backend, clock)] == [requeued]
+    await send("shop.copy", outcome_to=requeued, copy=True)  # a HEDGED event on `requeued`
 
     events = await backend.storage.read_events("default")
-    # The kinds of flows (waiting, hedged) are covered with their names in test_flows.py.
-    assert {e.kind for e in events} == set(EventKind) - {EventKind.WAITING, EventKind.HEDGED}
+    assert {e.kind for e in events} == set(EventKind)
     assert kinds(events, lapsed)[-1] is EventKind.FAILED
     assert [(e.task_id, e.kind, e.name) for e in events] == [
         (e.task_id, e.kind, names[e.task_id]) for e in events

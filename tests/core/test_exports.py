@@ -91,13 +91,13 @@ def test_abc_exports_the_contracts_components_and_the_types_they_speak() -> None
         "Broker", "Storage", "Coordination", "ArtifactStore", "ResultWaiters", "ReadCoalescer",
         "LATEST",
     }  # fmt: skip
-    constants = {"LEASE_EXPIRED"}
+    constants = {"LEASE_EXPIRED", "UPSTREAM_FAILED", "SKIPPED", "SUPERSEDED"}
     structs = {
         "TaskMessage", "Delivery", "Lease", "LeaseState", "Outcome", "OutcomeKind",
         "ProgressUpdate", "EnqueueResult", "TaskRecord", "TaskOutcome", "Event", "EventKind",
         "QueueStats", "LeaseInfo", "Versioned", "CancelResult", "ErrorInfo", "Progress",
         "TaskStatus", "ArtifactBlob", "LockMode", "LockRequest", "LockHold", "LockState",
-        "LockHolder", "LockWaiter", "Checkpoint", "WorkerInfo", "FailedAttempt",
+        "LockHolder", "LockWaiter", "Checkpoint", "WorkerInfo", "FailedAttempt", "FailurePolicy",
     }  # fmt: skip
     codecs = {
         "encode_message", "decode_message", "encode_value", "decode_value",

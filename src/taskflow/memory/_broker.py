@@ -38,6 +38,7 @@ from .._message import (
 )
 from ..abc import Broker
 from ._coordination import MemoryCoordination
+from ._flows import hold, hold_for_join, link_new, settle
 from ._state import QueueState, TaskState
 from ._storage import MemoryStorage
 
@@ -97,32 +98,35 @@ class MemoryBroker(Broker):
         touched: list[QueueState] = []
         queue: QueueState | None = None
         results: list[EnqueueResult] = []
+        linked: list[TaskState] = []
         for msg in messages:
             task_id = msg.id
-            if task_id in tasks:
-                results.append(EnqueueResult(task_id, False))
+            existing = task_id if task_id in tasks else _dedup_owner(storage, msg, now)
+            if existing is not None:
+                results.append(EnqueueResult(existing, False))
                 continue
-            key = msg.dedup_key
-            if key is not None:
-                owner = storage.dedup_owner(msg.queue, key, now)
-                if owner is not None:
-                    results.append(EnqueueResult(owner.id, False))
-                    continue
             task = storage.new_task(msg)
             if queue is None or queue.name != msg.queue:
                 queue = storage.queue(msg.queue)
                 if queue not in touched:
                     touched.append(queue)
             eta = msg.eta
-            if eta is None or eta <= now:
+            if not msg.waits_for and (eta is None or eta <= now):
                 # The common case, inlined: queued and due now (see `_add_new`).
                 task.qseq = task.first_seq = seq = next(queue.seq)
                 heapq.heappush(queue.ready, (-msg.priority, now if eta is None else eta, seq, task))
                 queue.event_seq = n = queue.event_seq + 1
-                queue.events.append((n, task_id, _EV_QUEUED, now, 0, msg.order_id, None, msg.name))
+                queue.events.append(
+                    (n, task_id, _EV_QUEUED, now, 0, msg.order_id, None, msg.name, msg.flow_id)
+                )
             else:
                 self._add_new(queue, task, now)
+            if msg.outcome_to is not None:
+                linked.append(task)
             results.append(EnqueueResult(task_id, True))
+        # Links apply once the whole batch is stored (a target may come later in it).
+        for task in linked:
+            link_new(storage, task, now, self.result_ttl_s)
         for queue in touched:
             queue.wake_followers()
             queue.wake_watchers()
@@ -130,9 +134,12 @@ class MemoryBroker(Broker):
 
     @staticmethod
     def _add_new(queue: QueueState, task: TaskState, now: float) -> None:
-        """Make a new task claimable (QUEUED), or SCHEDULED until its eta."""
+        """Make a new task claimable (QUEUED), or SCHEDULED until its eta, or WAITING for its
+        parents."""
         eta = task.msg.eta
-        if eta is not None and eta > now:
+        if task.msg.waits_for:
+            hold(queue, task, now)
+        elif eta is not None and eta > now:
             task.status = _SCHEDULED
             queue.make_pending(task, eta, now)
             queue.emit(task, EventKind.SCHEDULED, now)
@@ -162,9 +169,7 @@ class MemoryBroker(Broker):
                     continue  # cancelled, or taken back by its old worker
                 if task.cancel_requested:
                     # A lapsed task whose cancel was requested: end it instead of running it.
-                    self.storage.finish(
-                        queue, task, _CANCELLED, now, result_expires_at=now + self.result_ttl_s
-                    )
+                    self._end(queue, task, _CANCELLED, now)
                     continue
                 task.qseq = 0
                 task.status = _RUNNING
@@ -181,7 +186,17 @@ class MemoryBroker(Broker):
                 queue.event_seq = n_events
                 msg = task.msg
                 events.append(
-                    (n_events, task.id, _EV_RUNNING, now, attempt, msg.order_id, None, msg.name)
+                    (
+                        n_events,
+                        task.id,
+                        _EV_RUNNING,
+                        now,
+                        attempt,
+                        msg.order_id,
+                        None,
+                        msg.name,
+                        msg.flow_id,
+                    )
                 )
                 out.append(Delivery(task.id, token, attempt, task.data, lease_expires_at))
             queue.wake_followers()
@@ -198,9 +213,7 @@ class MemoryBroker(Broker):
             # Rare (a worker died or stalled), so worth a log line per task.
             if task.cancel_requested:
                 logger.info("task %s: lease lapsed after a cancel request; cancelled", task.id)
-                self.storage.finish(
-                    queue, task, _CANCELLED, now, result_expires_at=now + self.result_ttl_s
-                )
+                self._end(queue, task, _CANCELLED, now)
             elif task.attempts >= task.msg.retries + 1:
                 logger.warning(
                     "task %s (queue %s): lease of worker %s lapsed with no attempt left; "
@@ -209,14 +222,7 @@ class MemoryBroker(Broker):
                     queue.name,
                     task.worker_id,
                 )
-                self.storage.finish(
-                    queue,
-                    task,
-                    _FAILED,
-                    now,
-                    error=LEASE_EXPIRED,
-                    result_expires_at=now + self.result_ttl_s,
-                )
+                self._end(queue, task, _FAILED, now, error=LEASE_EXPIRED)
             else:
                 # Still RUNNING under its old token until claimed: a late outcome or renewal
                 # from the old worker is accepted (and takes the entry back) until then.
@@ -276,29 +282,52 @@ class MemoryBroker(Broker):
                 task.result_expires_at = outcome.result_expires_at
                 queue.event_seq = n = queue.event_seq + 1
                 queue.events.append(
-                    (n, task.id, _EV_DONE, now, task.attempts, msg.order_id, None, msg.name)
+                    (
+                        n,
+                        task.id,
+                        _EV_DONE,
+                        now,
+                        task.attempts,
+                        msg.order_id,
+                        None,
+                        msg.name,
+                        msg.flow_id,
+                    )
                 )
                 if task.id in waiters:
                     waiters.wake(task.id, task.outcome(now))
-            elif kind is OutcomeKind.RETRY or kind is OutcomeKind.RELEASE:
-                _log_error(queue, task, outcome, now)
-                self._reschedule(queue, task, outcome, now)
-                queue.wake_watchers()
+                if storage.has_links(task):
+                    settle(storage, task, now, self.result_ttl_s, by_run=True)
             else:
-                _log_error(queue, task, outcome, now)
-                storage.finish(
-                    queue,
-                    task,
-                    _TERMINAL_BY_OUTCOME[kind],
-                    now,
-                    result=outcome.result if msg.store_result else None,
-                    error=outcome.error,
-                    result_expires_at=outcome.result_expires_at,
-                )
+                self._apply(queue, task, outcome, now)
             out.append(True)
         for queue in touched:
             queue.wake_followers()
         return out
+
+    def _apply(self, queue: QueueState, task: TaskState, outcome: Outcome, now: float) -> None:
+        """Apply an accepted outcome other than DONE to the running `task` of `queue`."""
+        kind = outcome.kind
+        storage = self.storage
+        if kind is OutcomeKind.RETRY or kind is OutcomeKind.RELEASE:
+            _log_error(queue, task, outcome, now)
+            self._reschedule(queue, task, outcome, now)
+            queue.wake_watchers()
+        elif kind is OutcomeKind.WAIT:
+            hold_for_join(storage, queue, task, now)
+        else:
+            _log_error(queue, task, outcome, now)
+            storage.finish(
+                queue,
+                task,
+                _TERMINAL_BY_OUTCOME[kind],
+                now,
+                result=outcome.result if task.msg.store_result else None,
+                error=outcome.error,
+                result_expires_at=outcome.result_expires_at,
+            )
+            if storage.has_links(task):
+                settle(storage, task, now, self.result_ttl_s, by_run=True)
 
     @staticmethod
     def _reschedule(queue: QueueState, task: TaskState, outcome: Outcome, now: float) -> None:
@@ -337,15 +366,26 @@ class MemoryBroker(Broker):
                     storage.queue(task.msg.queue).emit(task, EventKind.CANCEL_REQUESTED, now)
                 out.append(CancelResult.REQUESTED)
             else:
-                storage.finish(
-                    storage.queue(task.msg.queue),
-                    task,
-                    _CANCELLED,
-                    now,
-                    result_expires_at=now + self.result_ttl_s,
-                )
+                self._end(storage.queue(task.msg.queue), task, _CANCELLED, now)
                 out.append(CancelResult.CANCELLED)
         return out
+
+    def _end(
+        self,
+        queue: QueueState,
+        task: TaskState,
+        status: TaskStatus,
+        now: float,
+        *,
+        error: ErrorInfo | None = None,
+    ) -> None:
+        """End `task` by the backend's own decision (a cancel, a lapsed lease), its result kept
+        for the result TTL, and apply its end to the tasks linked to it."""
+        self.storage.finish(
+            queue, task, status, now, error=error, result_expires_at=now + self.result_ttl_s
+        )
+        if self.storage.has_links(task):
+            settle(self.storage, task, now, self.result_ttl_s, by_run=False)
 
     async def _wake(self, task_ids: list[str], now: float) -> None:
         storage = self.storage
@@ -435,6 +475,7 @@ class MemoryBroker(Broker):
             scheduled=scheduled,
             running=running,
             dead=len(queue.dead),
+            waiting=len(queue.held),
             finished_last_minute=self.storage.count_finished(name, now - 60.0, now),
         )
 
@@ -442,20 +483,28 @@ class MemoryBroker(Broker):
         state = self.storage.queues.get(queue)
         if state is None:
             return 0
-        purged = 0
-        for task in state.waiting():
-            if task.status is _RUNNING or task.ended:
-                continue  # lapsed, waiting for re-delivery: still running
-            self.storage.finish(
-                state,
-                task,
-                _CANCELLED,
-                now,
-                error=error,
-                result_expires_at=now + self.result_ttl_s,
+        # Every task of the queue is purged first, then the ends reach the linked tasks: a
+        # waiting child of a purged parent in this queue is purged too, not ended by its policy.
+        doomed = [t for t in state.waiting() if t.status is not _RUNNING and not t.ended]
+        doomed += state.held.values()  # lapsed ones, waiting for re-delivery, still run
+        storage = self.storage
+        for task in doomed:
+            storage.finish(
+                state, task, _CANCELLED, now, error=error, result_expires_at=now + self.result_ttl_s
             )
-            purged += 1
-        return purged
+        for task in doomed:
+            if storage.has_links(task):
+                settle(storage, task, now, self.result_ttl_s, by_run=False)
+        return len(doomed)
+
+
+def _dedup_owner(storage: MemoryStorage, msg: TaskMessage, now: float) -> str | None:
+    """The id of the task that owns `msg`'s dedup key, if any (then `msg` is not added)."""
+    key = msg.dedup_key
+    if key is None:
+        return None
+    owner = storage.dedup_owner(msg.queue, key, now)
+    return None if owner is None else owner.id
 
 
 def _log_error(queue: QueueState, task: TaskState, outcome: Outcome, now: float) -> None:

@@ -46,8 +46,8 @@ _RUNNING: Final = TaskStatus.RUNNING
 #: Heaps holding stale entries are compacted when they grow past this and twice their live size.
 COMPACT_MIN: Final = 1024
 
-#: An event as kept: (seq, task_id, kind, at, attempt, order_id, detail, task name).
-EventTuple = tuple[int, str, EventKind, float, int, "str | None", "str | None", str]
+#: An event as kept: (seq, task_id, kind, at, attempt, order_id, detail, task name, flow id).
+EventTuple = tuple[int, str, EventKind, float, int, "str | None", "str | None", str, "str | None"]
 
 
 class TaskState(msgspec.Struct, gc=False):
@@ -87,6 +87,9 @@ class TaskState(msgspec.Struct, gc=False):
     #: Named checkpoint values (`Storage.save_checkpoints`): kept across claims, gone with
     #: the task.
     checkpoints: dict[str, bytes] | None = None
+    #: While it waits for its parents (WAITING, `TaskMessage.waits_for`): the parents whose
+    #: end has not reached it yet; None otherwise. A set, so a parent's end counts once.
+    pending: set[str] | None = None
 
     def outcome(self, now: float) -> TaskOutcome:
         """How the task ended so far, as seen at `now` (result hidden once expired)."""
@@ -157,6 +160,21 @@ def _add_message_extras(record: TaskRecord, msg: TaskMessage) -> None:
         record.dedup_key = msg.dedup_key
     if not msg.store_result:
         record.store_result = False
+    _add_flow_extras(record, msg)
+
+
+def _add_flow_extras(record: TaskRecord, msg: TaskMessage) -> None:
+    """Set on `record` the message's flow fields that differ from their defaults."""
+    if msg.flow_id is not None:
+        record.flow_id = msg.flow_id
+    if msg.node is not None:
+        record.node = msg.node
+    if msg.waits_for:
+        record.waits_for = list(msg.waits_for)
+    if msg.outcome_to is not None:
+        record.outcome_to = msg.outcome_to
+    if msg.copy:
+        record.copy = True
 
 
 def wake_all(futures: list[asyncio.Future[None]]) -> None:
@@ -186,6 +204,7 @@ class QueueState:
         "event_futures",
         "event_seq",
         "events",
+        "held",
         "leases",
         "leases_limit",
         "name",
@@ -208,6 +227,8 @@ class QueueState:
         self.leases_limit = COMPACT_MIN
         #: Numbers heap entries: a task's entry is valid while it is the task's ``qseq``.
         self.seq = itertools.count(1)
+        #: The WAITING tasks (for their parents, or for their join), by id.
+        self.held: dict[str, TaskState] = {}
         #: Dead letters in the order they died.
         self.dead: dict[str, TaskState] = {}
         self.events: deque[EventTuple] = deque(maxlen=events_maxlen)
@@ -224,7 +245,17 @@ class QueueState:
         self.event_seq += 1
         msg = task.msg
         self.events.append(
-            (self.event_seq, task.id, kind, at, task.attempts, msg.order_id, detail, msg.name)
+            (
+                self.event_seq,
+                task.id,
+                kind,
+                at,
+                task.attempts,
+                msg.order_id,
+                detail,
+                msg.name,
+                msg.flow_id,
+            )
         )
         self.wake_followers()
 

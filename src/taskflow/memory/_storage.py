@@ -5,7 +5,8 @@ every `TaskState` and `QueueState` of the backend, so several `MemoryBroker`s bu
 storage share their queues. It also offers the memory backend's internal surface, the few
 public methods `MemoryBroker` changes that state through: `tasks`, `queues` and `queue` to look
 states up, `dedup_owner` and `new_task` to create one, `finish` and `notify_end` to end one,
-`watch` and `unwatch` for the workers waiting for work, `count_finished` for stats.
+`has_links`, `linked_to` and `pop_linked` for the tasks linked to it (flows), `watch` and
+`unwatch` for the workers waiting for work, `count_finished` for stats.
 
 What does not live here: the message path (`MemoryBroker`), leases and key-value records
 (`MemoryCoordination`), the shapes of the states themselves (``_state.py``).
@@ -38,6 +39,7 @@ __all__ = ["MemoryStorage"]
 
 _RUNNING = TaskStatus.RUNNING
 _FAILED = TaskStatus.FAILED
+_WAITING = TaskStatus.WAITING
 
 
 class MemoryStorage(Storage):
@@ -58,6 +60,10 @@ class MemoryStorage(Storage):
         super().__init__()
         self._tasks: dict[str, TaskState] = {}
         self._dedup: dict[tuple[str, str], TaskState] = {}
+        #: Flow id -> its tasks, by id (`flow_tasks`).
+        self._flows: dict[str, dict[str, TaskState]] = {}
+        #: Task id -> the tasks whose `outcome_to` is that task (its join, its hedge copies).
+        self._linked: dict[str, list[TaskState]] = {}
         self._watchers: dict[str, WorkWatcher] = {}
 
     def describe(self) -> str:
@@ -151,6 +157,10 @@ class MemoryStorage(Storage):
         task holds that key (a requeue is not deduplicated, but must not steal a live key)."""
         task = TaskState(msg, msg.id, encode_message(msg))
         self._tasks[msg.id] = task
+        if msg.flow_id is not None:
+            self._flows.setdefault(msg.flow_id, {})[msg.id] = task
+        if msg.outcome_to is not None:
+            self._linked.setdefault(msg.outcome_to, []).append(task)
         key = msg.dedup_key
         if key is not None:
             holder = self._dedup.get((msg.queue, key))
@@ -168,9 +178,14 @@ class MemoryStorage(Storage):
         result: bytes | None = None,
         error: ErrorInfo | None = None,
         result_expires_at: float | None = None,
+        detail: str | None = None,
     ) -> None:
         """Make `task` (of `queue`) terminal with `status`: record how it ended, list it as a
-        dead letter if FAILED, emit the event and wake its result waiters."""
+        dead letter if FAILED, emit the event (its detail: `detail`, else the error's type)
+        and wake its result waiters. The tasks linked to it are the caller's (``_flows.py``)."""
+        if task.status is _WAITING:
+            del queue.held[task.id]
+            task.pending = None
         task.status = status
         task.ended = True
         task.qseq = 0  # a lapsed task waiting for re-delivery must not be delivered
@@ -180,8 +195,24 @@ class MemoryStorage(Storage):
         task.result_expires_at = result_expires_at
         if status is _FAILED:
             queue.dead[task.id] = task
-        queue.emit(task, EventKind(status.value), now, None if error is None else error.type)
+        if detail is None and error is not None:
+            detail = error.type
+        queue.emit(task, EventKind(status.value), now, detail)
         self.notify_end(task, now)
+
+    def has_links(self, task: TaskState) -> bool:
+        """Whether the end of `task` may reach other tasks: it has children, an `outcome_to`
+        task, or tasks whose `outcome_to` it is."""
+        msg = task.msg
+        return bool(msg.children) or msg.outcome_to is not None or task.id in self._linked
+
+    def linked_to(self, task_id: str) -> list[TaskState]:
+        """The tasks whose `outcome_to` is `task_id`, in enqueue order."""
+        return self._linked.get(task_id, [])
+
+    def pop_linked(self, task_id: str) -> list[TaskState]:
+        """`linked_to`, forgotten: the task `task_id` ended, so its links are used up."""
+        return self._linked.pop(task_id, [])
 
     def notify_end(self, task: TaskState, now: float) -> None:
         """Wake the result waiters of `task`, which just ended, with its outcome."""
@@ -278,7 +309,28 @@ class MemoryStorage(Storage):
         return out
 
     async def _flow_tasks(self, flow_id: str, now: float) -> list[TaskRecord]:
-        raise NotImplementedError("flows: issue 17, being built")
+        members = self._flows.get(flow_id)
+        if not members:
+            return []
+        ordered = sorted(members.values(), key=lambda t: (t.msg.created_at, t.id))
+        return [task.record(now) for task in ordered]
+
+    def _forget_links(self, task: TaskState) -> None:
+        """Drop the cleaned-up `task` from the flow index and the links."""
+        msg = task.msg
+        if msg.flow_id is not None:
+            members = self._flows.get(msg.flow_id)
+            if members is not None:
+                members.pop(task.id, None)
+                if not members:
+                    del self._flows[msg.flow_id]
+        self._linked.pop(task.id, None)
+        if msg.outcome_to is not None:
+            linked = self._linked.get(msg.outcome_to)
+            if linked is not None and task in linked:
+                linked.remove(task)
+                if not linked:
+                    del self._linked[msg.outcome_to]
 
     async def _checkpoints(self, task_id: str) -> dict[str, bytes]:
         task = self._tasks.get(task_id)
@@ -305,6 +357,7 @@ class MemoryStorage(Storage):
             return []
         events = state.events
         start = max(0, self._cursor_seq(after) - events[0][0] + 1)
+        window = itertools.islice(events, start, start + limit)
         return [
             Event(
                 cursor=str(seq),
@@ -316,10 +369,9 @@ class MemoryStorage(Storage):
                 order_id=order_id,
                 detail=detail,
                 name=name,
+                flow_id=flow_id,
             )
-            for seq, task_id, kind, at, attempt, order_id, detail, name in itertools.islice(
-                events, start, start + limit
-            )
+            for seq, task_id, kind, at, attempt, order_id, detail, name, flow_id in window
         ]
 
     async def _errors(
@@ -364,6 +416,7 @@ class MemoryStorage(Storage):
         ]
         for task in doomed:
             del self._tasks[task.id]
+            self._forget_links(task)
             queue = self._queues.get(task.msg.queue)
             if queue is not None:
                 queue.dead.pop(task.id, None)
