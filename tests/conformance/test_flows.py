@@ -398,6 +398,29 @@ async def test_each_failure_policy(
     assert await claim(backend, clock) == []
 
 
+async def test_an_upstream_failed_node_is_a_dead_letter_that_requeues_without_its_parents(
+    backend: Broker, clock: FakeClock
+) -> None:
+    graph = Graph(backend)
+    graph.node("a")
+    graph.node("b", after=["a"])
+    ids = await graph.submit(clock)
+    [delivery] = await claim(backend, clock)
+    await backend.complete([failed(delivery, clock)], now=clock.time())
+    dead = await backend.dead_letters("default")
+    assert sorted(r.id for r in dead) == sorted([ids["a"], ids["b"]])  # one finished_at
+    [new_id] = await backend.requeue_dead([ids["b"]], now=clock.time(), new_ids=["requeued-b"])
+    record = await record_of(backend, clock, "requeued-b")
+    assert (record.status, record.flow_id, record.node, record.waits_for) == (
+        TaskStatus.QUEUED,
+        FLOW,
+        "b",
+        [],
+    )
+    [delivery] = await claim(backend, clock)
+    assert delivery.task_id == new_id == "requeued-b"
+
+
 async def test_an_upstream_error_names_the_task_when_the_parent_has_no_node(
     backend: Broker, clock: FakeClock
 ) -> None:

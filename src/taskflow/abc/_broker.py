@@ -106,8 +106,14 @@ class Broker(Lifecycle, ABC):
         WAITING) and becomes claimable only through `complete` (or `cancel`) of its parents.
         The backend stores every message of the call before any of them can be claimed, so a
         parent cannot end before its children are stored; callers put all of a graph (or a
-        fan-out's shards and join) in one call. A message with `copy` set emits a HEDGED event
-        (detail: its id) on its `outcome_to` task. Every message keeps its `flow_id`, `node`,
+        fan-out's shards and join) in one call: a `waits_for` id whose task was stored by an
+        earlier call does not name the child in its `children`, so its end never reaches the
+        child (which waits until cancelled). A message with `copy` set emits a HEDGED event
+        (detail: its id) on its `outcome_to` task. A message whose `outcome_to` task has
+        already ended is stored and at once cancelled with a `SUPERSEDED` error (event
+        CANCELLED, detail ``"lost to <id>"``), so no live task points at an ended one; links
+        are applied once every message of the call is stored. Every message keeps its
+        `flow_id`, `node`,
         `waits_for`, `outcome_to` and `copy` on its record, and `Storage.flow_tasks` finds it
         by its `flow_id`.
         """
@@ -172,19 +178,30 @@ class Broker(Lifecycle, ABC):
           or the child's `after_failure` is RUN, the child becomes claimable once every one of
           its `waits_for` has ended (QUEUED, or SCHEDULED if its eta is later than `now`;
           event QUEUED or SCHEDULED, detail ``"ready"``). Otherwise the child ends at once
-          without running: FAILED with an `UPSTREAM_FAILED` error (policy FAIL) or CANCELLED
-          with a `SKIPPED` error (policy SKIP), its result waiters woken;
+          without running: FAILED with an `UPSTREAM_FAILED` error (policy FAIL; listed as a dead
+          letter, like every FAILED task) or CANCELLED with a `SKIPPED` error (policy SKIP),
+          its result waiters woken, its result kept for `result_ttl_s`. The error's message is
+          ``"<node or name> (<id>) <status>: <type>: <message>"`` of the parent (without the
+          part after the status when the parent ended without an error, e.g. cancelled);
+          the event's detail is the error's type. A parent's end is counted once per child
+          (a set of arrived parents, so delivering it twice changes nothing);
         - if its `outcome_to` task has not ended (waiting, queued, or running: a hedge race),
           that task ends the same way: same status, result and error, its result waiters
           woken, its lease void (a later outcome of its run is refused; `extend` says LOST).
           Its event carries the detail ``"outcome of <id>"``, or ``"won by copy <id>"`` when
-          this task is a `copy`;
+          this task is a `copy`. A `copy` passes on only a DONE or FAILED outcome that its own
+          run reported here: a copy cancelled, purged, expired, or dead-lettered by a lapsed
+          last lease (its worker died) ends alone, and its primary runs on. A join (any task
+          that is not a copy) passes on every end;
         - every task whose `outcome_to` is this one and that has not ended is cancelled with a
-          `SUPERSEDED` error: at once if it is not running (event CANCELLED, detail
-          ``"lost to <id>"``), by request if it is (its worker sees CANCEL).
+          `SUPERSEDED` error (message ``"<node or name> (<id>) ended first: <status>"``): at
+          once if it is not running (event CANCELLED, detail ``"lost to <id>"``), by request
+          if it is (event CANCEL_REQUESTED, detail ``"lost to <id>"``; its worker sees CANCEL
+          and its outcome is stored as its run reports it).
 
         Ending means reaching a terminal status here, by `cancel`, `purge`, expiry or a lapsed
-        last lease; each of those applies the same rules in its own call.
+        last lease; each of those applies the same rules in its own call. The memory backend
+        (``memory/_flows.py``) is the reference implementation.
         """
         self._check_open()
         if not outcomes:
@@ -276,7 +293,9 @@ class Broker(Lifecycle, ABC):
         """Requeue dead letters as new tasks (ids from `new_ids`) linked to the old ones by
         `requeued_from`, with fresh attempts. Per id: the new task id, or None if the task is
         not dead-lettered. The old record stays FAILED but leaves the dead-letter list (a second
-        requeue of it returns None); the new task is not deduplicated."""
+        requeue of it returns None); the new task is not deduplicated. A flow node requeued
+        keeps its flow fields but not its `waits_for` (its parents ended long ago): it is
+        claimable at once, like any requeued task."""
         self._check_open()
         return await self._requeue_dead(task_ids, now, new_ids)
 
@@ -297,7 +316,9 @@ class Broker(Lifecycle, ABC):
         `result_ttl_s`), like any finished task. Running tasks are not touched (a task whose
         lease lapsed and that waits to be re-delivered counts as running): `cancel` stops
         those. Dead letters stay listed. A task enqueued while the purge runs may be dropped
-        or kept.
+        or kept. Every task of the queue is dropped before their ends reach linked tasks (as
+        `complete` describes), so a waiting child in the purged queue is purged too (counted),
+        not ended by its policy; children in other queues follow their policy.
         """
         self._check_open()
         error = ErrorInfo(

@@ -449,7 +449,7 @@ class MemoryBroker(Broker):
                 out.append(None)
                 continue
             msg = msgspec.structs.replace(
-                old.msg, id=new_id, requeued_from=old_id, eta=None, created_at=now
+                old.msg, id=new_id, requeued_from=old_id, eta=None, created_at=now, waits_for=[]
             )
             task = storage.new_task(msg)  # not deduplicated: an operator's decision
             del queue.dead[old_id]
