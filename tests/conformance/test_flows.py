@@ -67,14 +67,15 @@ class Graph:
         self._specs.append((name, queue, list(after), options))
         return task_id
 
-    def messages(self) -> list[TaskMessage]:
+    def messages(self, created_at: float = 0.0) -> list[TaskMessage]:
+        """The graph's messages, made at `created_at` (the same for all, as a submit does)."""
         children: dict[str, list[tuple[str, str]]] = {name: [] for name in self.ids}
         for name, queue, after, _ in self._specs:
             for parent in after:
                 children[parent].append((self.ids[name], queue))
         out = []
         for name, queue, after, options in self._specs:
-            options = {"flow_id": self.flow_id, "node": name, **options}
+            options = {"flow_id": self.flow_id, "node": name, "created_at": created_at, **options}
             if after:
                 options["waits_for"] = [self.ids[p] for p in after]
             if children[name]:
@@ -84,7 +85,7 @@ class Graph:
 
     async def submit(self, clock: FakeClock) -> dict[str, str]:
         """Enqueue every node in one call; the ids by node name."""
-        results = await self.broker.enqueue(self.messages(), now=clock.time())
+        results = await self.broker.enqueue(self.messages(clock.time()), now=clock.time())
         assert all(r.created for r in results), results
         return self.ids
 
@@ -378,7 +379,7 @@ async def test_each_failure_policy(
         assert delivery.task_id == ids["report"]
         return
     assert upstream_message(parent) == expected_error.message
-    assert (child.error.type, child.error.message) == (expected_error.type, expected_error.message)
+    assert child.error == expected_error
     assert child.attempts == 0 and child.started_at is None
     assert child.finished_at == clock.time()
     assert child.result_expires_at is not None and child.result_expires_at > clock.time()
@@ -1019,11 +1020,13 @@ async def test_flow_tasks_lists_a_flows_tasks_oldest_first(
     other_flow.node("x")
     await other_flow.submit(clock)
     await enqueue_one(backend, clock)  # no flow
-    await clock.advance(1)
-    late = await enqueue_one(backend, clock, "third", flow_id=FLOW, node="late")
+    # Made earlier (an older created_at) though its id is newer: it comes first.
+    early = await enqueue_one(
+        backend, clock, "third", flow_id=FLOW, node="early", created_at=clock.time() - 10
+    )
 
     records = await backend.storage.flow_tasks(FLOW, now=clock.time())
-    assert [r.id for r in records] == [*sorted([ids["a"], ids["b"]]), late]
+    assert [r.id for r in records] == [early, *sorted([ids["a"], ids["b"]])]
     assert [(r.node, r.flow_id) for r in records if r.id == ids["b"]] == [("b", FLOW)]
     by_id = {r.id: r for r in records}
     assert by_id[ids["b"]].waits_for == [ids["a"]]
