@@ -807,6 +807,20 @@ async def test_cancel_the_waiting_task_that_fanned_out_supersedes_its_join(
     assert await status_of(backend, clock, fan.join) is TaskStatus.CANCELLED
 
 
+async def test_a_wait_after_a_cancel_request_cancels_the_task(
+    backend: Broker, clock: FakeClock
+) -> None:
+    fan = FanOut(backend, clock)
+    await fan.start()
+    assert await backend.cancel([fan.parent], now=clock.time()) == [CancelResult.REQUESTED]
+    assert await fan.report_wait()
+    parent = await record_of(backend, clock, fan.parent)
+    assert parent.status is TaskStatus.CANCELLED and parent.finished_at == clock.time()
+    join = await record_of(backend, clock, fan.join)
+    assert join.status is TaskStatus.CANCELLED
+    assert join.error is not None and join.error.type == SUPERSEDED
+
+
 # -- hedged copies ----------------------------------------------------------------------------
 
 

@@ -168,7 +168,9 @@ class Broker(Lifecycle, ABC):
         once they are spent), so attempts never exceed ``retries + 1``. A RELEASE refunds the
         attempt and drops its progress and yielded values (the task reads as one that has not
         run); a RETRY keeps them next to its error until the next claim clears them. A WAIT
-        makes the task WAITING (lease dropped, attempt spent) until its join ends.
+        makes the task WAITING (lease dropped, attempt spent) until its join ends; a WAIT from
+        a run whose cancel was requested ends the task CANCELLED instead (result TTL
+        `result_ttl_s`; its join is then superseded, as below), so the request is not lost.
 
         **How a task's end reaches the tasks linked to it**, in the same atomic call that stores
         the end (on Redis, for a child in another queue's slot, see ``docs/internals/redis.md``),

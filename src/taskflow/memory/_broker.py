@@ -313,6 +313,8 @@ class MemoryBroker(Broker):
             _log_error(queue, task, outcome, now)
             self._reschedule(queue, task, outcome, now)
             queue.wake_watchers()
+        elif kind is OutcomeKind.WAIT and task.cancel_requested:
+            self._end(queue, task, _CANCELLED, now)  # the request wins over waiting for a join
         elif kind is OutcomeKind.WAIT:
             hold_for_join(storage, queue, task, now)
         else:
