@@ -256,6 +256,8 @@ async def test_children_in_other_queues_become_ready(backend: Broker, clock: Fak
     for i in range(5):
         graph.node(f"child{i}", after=["a"], queue=f"q{i}")
     ids = await graph.submit(clock)
+    queues = tuple(f"q{i}" for i in range(5))
+    assert await claim(backend, clock, queues) == []
     await run_one(backend, clock, ids["a"])
     for i in range(5):
         [delivery] = await claim(backend, clock, (f"q{i}",))
@@ -837,6 +839,7 @@ class Hedge:
         self.child = graph.node("next", after=["slow"])
         await graph.submit(self.clock)
         self.d_primary = await claim_one(self.backend, self.clock, self.primary, worker="w1")
+        assert await status_of(self.backend, self.clock, self.child) is TaskStatus.WAITING
         self.copy = self.backend.new_task_id("default")
         [result] = await self.backend.enqueue([self.copy_message()], now=self.clock.time())
         assert result.created
