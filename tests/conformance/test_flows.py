@@ -14,6 +14,7 @@ child its parents (``waits_for``).
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterable
 from typing import Any
 
@@ -352,6 +353,55 @@ async def test_a_retried_parent_does_not_release_its_children(
     await run_one(backend, clock, ids["a"])
     assert second.task_id == ids["a"]
     assert await status_of(backend, clock, ids["b"]) is TaskStatus.QUEUED
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+async def test_random_graphs_drain_as_the_model_says(
+    backend: Broker, clock: FakeClock, seed: int
+) -> None:
+    """Random graphs over two queues, random policies and outcomes, drained by claiming what
+    is claimable: every node is claimed at most once and only after each of its parents ended,
+    and each ends as the model says (a parent without a value ends a FAIL child FAILED and a
+    SKIP child CANCELLED; a RUN child, or one whose parents all ended DONE, runs)."""
+    rng = random.Random(seed)
+    graph = Graph(backend)
+    parents: dict[str, list[str]] = {}
+    policy: dict[str, FailurePolicy] = {}
+    fails: dict[str, bool] = {}
+    for i in range(40):
+        name = f"n{i}"
+        parents[name] = rng.sample(sorted(parents), k=min(len(parents), rng.randint(0, 3)))
+        policy[name] = rng.choice(list(FailurePolicy))
+        fails[name] = rng.random() < 0.2
+        graph.node(name, after=parents[name], after_failure=policy[name], queue=rng.choice("ab"))
+    ids = await graph.submit(clock)
+    names = {task_id: name for name, task_id in ids.items()}
+    claimed: set[str] = set()
+    while deliveries := await claim(backend, clock, ("a", "b"), limit=7):
+        for delivery in deliveries:
+            name = names[delivery.task_id]
+            assert name not in claimed
+            claimed.add(name)
+            ended = await statuses(backend, clock, [ids[p] for p in parents[name]])
+            assert all(status.terminal for status in ended), name
+        outcomes = [
+            failed(d, clock) if fails[names[d.task_id]] else done(d, clock) for d in deliveries
+        ]
+        assert all(await backend.complete(outcomes, now=clock.time()))
+
+    expected: dict[str, TaskStatus] = {}
+    for name in ids:  # parents come first
+        upstream_ended_badly = any(expected[p] is not TaskStatus.DONE for p in parents[name])
+        if upstream_ended_badly and policy[name] is FailurePolicy.FAIL:
+            expected[name] = TaskStatus.FAILED
+        elif upstream_ended_badly and policy[name] is FailurePolicy.SKIP:
+            expected[name] = TaskStatus.CANCELLED
+        else:
+            assert name in claimed
+            expected[name] = TaskStatus.FAILED if fails[name] else TaskStatus.DONE
+    assert dict(zip(ids, await statuses(backend, clock, ids.values()), strict=True)) == expected
+    [a, b] = await backend.stats(["a", "b"], now=clock.time())
+    assert (a.waiting, b.waiting, a.queued, b.queued) == (0, 0, 0, 0)
 
 
 # -- failure policies and cascades ------------------------------------------------------------
