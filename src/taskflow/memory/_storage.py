@@ -325,12 +325,12 @@ class MemoryStorage(Storage):
                 if not members:
                     del self._flows[msg.flow_id]
         self._linked.pop(task.id, None)
-        if msg.outcome_to is not None:
-            linked = self._linked.get(msg.outcome_to)
-            if linked is not None and task in linked:
-                linked.remove(task)
-                if not linked:
-                    del self._linked[msg.outcome_to]
+        target = msg.outcome_to
+        linked = None if target is None else self._linked.get(target)
+        if target is not None and linked is not None:
+            linked[:] = [t for t in linked if t is not task]
+            if not linked:
+                del self._linked[target]
 
     async def _checkpoints(self, task_id: str) -> dict[str, bytes]:
         task = self._tasks.get(task_id)
