@@ -92,6 +92,7 @@ class Graph:
 
 
 async def record_of(backend: Broker, clock: FakeClock, task_id: str) -> TaskRecord:
+    """The record of `task_id`, which must exist."""
     record = await backend.storage.get(task_id, now=clock.time())
     assert record is not None, task_id
     return record
@@ -102,8 +103,11 @@ async def status_of(backend: Broker, clock: FakeClock, task_id: str) -> TaskStat
 
 
 async def statuses(backend: Broker, clock: FakeClock, ids: Iterable[str]) -> list[TaskStatus]:
-    records = await backend.storage.get_many(list(ids), now=clock.time())
-    return [r.status if r is not None else TaskStatus.QUEUED for r in records]
+    ids = list(ids)
+    records = await backend.storage.get_many(ids, now=clock.time())
+    missing = [task_id for task_id, r in zip(ids, records, strict=True) if r is None]
+    assert not missing, missing
+    return [r.status for r in records if r is not None]
 
 
 async def run_one(
@@ -119,12 +123,14 @@ async def run_one(
 async def claim_one(
     backend: Broker, clock: FakeClock, task_id: str, queue: str = "default", worker: str = "w1"
 ) -> Delivery:
+    """Claim one task of `queue` as `worker`: it must be `task_id`."""
     [delivery] = await claim(backend, clock, (queue,), limit=1, worker_id=worker)
     assert delivery.task_id == task_id
     return delivery
 
 
 def outcome(delivery: Delivery, kind: OutcomeKind, clock: FakeClock) -> Outcome:
+    """A terminal outcome of `kind` for `delivery`, without a result or an error."""
     return Outcome(delivery.task_id, delivery.token, kind, result_expires_at=clock.time() + TTL_S)
 
 
@@ -134,6 +140,7 @@ def wait_outcome(delivery: Delivery) -> Outcome:
 
 
 async def events_of(backend: Broker, task_id: str, queue: str = "default") -> list[Event]:
+    """The events of `task_id` in `queue`'s stream, oldest first."""
     return [
         e for e in await backend.storage.read_events(queue, limit=100_000) if e.task_id == task_id
     ]
