@@ -98,20 +98,25 @@ class MemoryBroker(Broker):
         touched: list[QueueState] = []
         queue: QueueState | None = None
         results: list[EnqueueResult] = []
-        linked: list[TaskState] = []
+        slow: list[TaskState] = []
         for msg in messages:
             task_id = msg.id
-            existing = task_id if task_id in tasks else _dedup_owner(storage, msg, now)
-            if existing is not None:
-                results.append(EnqueueResult(existing, False))
+            if task_id in tasks:
+                results.append(EnqueueResult(task_id, False))
                 continue
+            key = msg.dedup_key
+            if key is not None:
+                owner = storage.dedup_owner(msg.queue, key, now)
+                if owner is not None:
+                    results.append(EnqueueResult(owner.id, False))
+                    continue
             task = storage.new_task(msg)
             if queue is None or queue.name != msg.queue:
                 queue = storage.queue(msg.queue)
                 if queue not in touched:
                     touched.append(queue)
             eta = msg.eta
-            if not msg.waits_for and (eta is None or eta <= now):
+            if (eta is None or eta <= now) and not msg.waits_for and msg.outcome_to is None:
                 # The common case, inlined: queued and due now (see `_add_new`).
                 task.qseq = task.first_seq = seq = next(queue.seq)
                 heapq.heappush(queue.ready, (-msg.priority, now if eta is None else eta, seq, task))
@@ -121,11 +126,10 @@ class MemoryBroker(Broker):
                 )
             else:
                 self._add_new(queue, task, now)
-            if msg.outcome_to is not None:
-                linked.append(task)
+                slow.append(task)
             results.append(EnqueueResult(task_id, True))
         # Links apply once the whole batch is stored (a target may come later in it).
-        for task in linked:
+        for task in slow:
             link_new(storage, task, now, self.result_ttl_s)
         for queue in touched:
             queue.wake_followers()
@@ -257,6 +261,7 @@ class MemoryBroker(Broker):
         storage = self.storage
         tasks = storage.tasks
         waiters = storage.waiters
+        linked = storage.link_targets
         touched: list[QueueState] = []
         queue: QueueState | None = None
         out: list[bool] = []
@@ -296,7 +301,8 @@ class MemoryBroker(Broker):
                 )
                 if task.id in waiters:
                     waiters.wake(task.id, task.outcome(now))
-                if storage.has_links(task):
+                # `MemoryStorage.has_links`, inlined.
+                if msg.children or msg.outcome_to is not None or task.id in linked:
                     settle(storage, task, now, self.result_ttl_s, by_run=True)
             else:
                 self._apply(queue, task, outcome, now)
@@ -498,15 +504,6 @@ class MemoryBroker(Broker):
             if storage.has_links(task):
                 settle(storage, task, now, self.result_ttl_s, by_run=False)
         return len(doomed)
-
-
-def _dedup_owner(storage: MemoryStorage, msg: TaskMessage, now: float) -> str | None:
-    """The id of the task that owns `msg`'s dedup key, if any (then `msg` is not added)."""
-    key = msg.dedup_key
-    if key is None:
-        return None
-    owner = storage.dedup_owner(msg.queue, key, now)
-    return None if owner is None else owner.id
 
 
 def _log_error(queue: QueueState, task: TaskState, outcome: Outcome, now: float) -> None:

@@ -76,10 +76,11 @@ def hold_for_join(storage: MemoryStorage, queue: QueueState, task: TaskState, no
 
 
 def link_new(storage: MemoryStorage, task: TaskState, now: float, result_ttl_s: float) -> None:
-    """Apply the `outcome_to` link of a task just enqueued (after its whole batch is stored):
-    a copy emits HEDGED on its primary; a task whose target has ended already is superseded at
-    once (no live task ever points at an ended one)."""
-    target = storage.tasks.get(task.msg.outcome_to or "")
+    """Apply the `outcome_to` link, if any, of a task just enqueued (after its whole batch is
+    stored): a copy emits HEDGED on its primary; a task whose target has ended already is
+    superseded at once (no live task ever points at an ended one)."""
+    target_id = task.msg.outcome_to
+    target = None if target_id is None else storage.tasks.get(target_id)
     if target is None:
         return
     if target.ended:

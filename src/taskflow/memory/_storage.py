@@ -5,8 +5,8 @@ every `TaskState` and `QueueState` of the backend, so several `MemoryBroker`s bu
 storage share their queues. It also offers the memory backend's internal surface, the few
 public methods `MemoryBroker` changes that state through: `tasks`, `queues` and `queue` to look
 states up, `dedup_owner` and `new_task` to create one, `finish` and `notify_end` to end one,
-`has_links`, `linked_to` and `pop_linked` for the tasks linked to it (flows), `watch` and
-`unwatch` for the workers waiting for work, `count_finished` for stats.
+`has_links`, `link_targets`, `linked_to` and `pop_linked` for the tasks linked to it (flows),
+`watch` and `unwatch` for the workers waiting for work, `count_finished` for stats.
 
 What does not live here: the message path (`MemoryBroker`), leases and key-value records
 (`MemoryCoordination`), the shapes of the states themselves (``_state.py``).
@@ -199,6 +199,11 @@ class MemoryStorage(Storage):
             detail = error.type
         queue.emit(task, EventKind(status.value), now, detail)
         self.notify_end(task, now)
+
+    @property
+    def link_targets(self) -> Mapping[str, list[TaskState]]:
+        """Task id -> the tasks whose `outcome_to` is that task (read-only; `has_links`)."""
+        return self._linked
 
     def has_links(self, task: TaskState) -> bool:
         """Whether the end of `task` may reach other tasks: it has children, an `outcome_to`
