@@ -44,6 +44,7 @@ from ._codec import (
     complete_columns,
     encode_error,
     enqueue_columns,
+    flow_columns,
     message_or_none,
     queue_stats,
     task_record,
@@ -177,7 +178,13 @@ class PostgresBroker(Broker):
         self, conn: Conn, messages: Sequence[TaskMessage], now: float
     ) -> list[EnqueueResult]:
         """Insert a batch (one statement; a second one only for messages that collided)."""
-        rows = await conn.fetch(self.sql.enqueue, *enqueue_columns(messages), now, self.pg.channel)
+        rows = await conn.fetch(
+            self.sql.enqueue,
+            *enqueue_columns(messages),
+            now,
+            self.pg.channel,
+            *flow_columns(messages),
+        )
         results: list[EnqueueResult | None] = []
         seen: set[str] = set()
         unresolved: list[int] = []

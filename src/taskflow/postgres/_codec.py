@@ -52,6 +52,7 @@ __all__ = [
     "encode_error",
     "enqueue_columns",
     "event",
+    "flow_columns",
     "lease_info",
     "lock_states",
     "message_or_none",
@@ -65,6 +66,7 @@ __all__ = [
 logger = logging.getLogger("taskflow.postgres")
 
 _encoder: Final = msgspec.msgpack.Encoder()
+_json: Final = msgspec.json.Encoder()
 _error_decoder: Final = msgspec.msgpack.Decoder(ErrorInfo)
 _progress_decoder: Final = msgspec.msgpack.Decoder(Progress)
 
@@ -76,7 +78,8 @@ LEASE_EXPIRED: Final = _encoder.encode(LEASE_EXPIRED_ERROR)
 TASK_RECORD_COLUMNS: Final = (
     "id, name, queue, status, priority, attempts, retries, created_at, eta, started_at, "
     "finished_at, result, error, progress, yields, parent_id, order_id, requeued_from, "
-    "dedup_key, store_result, cancel_requested, result_expires_at, token, worker_id"
+    "dedup_key, store_result, cancel_requested, result_expires_at, token, worker_id, "
+    "flow_id, node, waits_for, outcome_to, is_copy"
 )
 
 
@@ -123,6 +126,11 @@ def task_record(row: asyncpg.Record, now: float) -> TaskRecord:
         token=row["token"],
         worker_id=row["worker_id"],
         undecodable=bool(damaged),
+        flow_id=row["flow_id"],
+        node=row["node"],
+        waits_for=list(row["waits_for"] or ()),
+        outcome_to=row["outcome_to"],
+        copy=row["is_copy"],
     )
 
 
@@ -157,6 +165,7 @@ def event(row: asyncpg.Record) -> Event:
         order_id=row["order_id"],
         detail=row["detail"],
         name=row["name"],
+        flow_id=row["flow_id"],
     )
 
 
@@ -183,6 +192,7 @@ def queue_stats(row: asyncpg.Record) -> QueueStats:
         running=row["running"],
         dead=row["dead"],
         finished_last_minute=row["finished_last_minute"],
+        waiting=row["waiting"],
     )
 
 
@@ -255,7 +265,8 @@ def parse_cursor(after: str | None) -> int:
 
 
 def enqueue_columns(messages: Sequence[TaskMessage]) -> list[list[Any]]:
-    """The parallel arrays of the enqueue statement ($1..$15), one item per message."""
+    """The parallel arrays of the enqueue statement ($1..$15), one item per message (its flow
+    fields are `flow_columns`)."""
     return [
         [m.id for m in messages],
         [m.name for m in messages],
@@ -273,6 +284,26 @@ def enqueue_columns(messages: Sequence[TaskMessage]) -> list[list[Any]]:
         [m.order_id for m in messages],
         [m.requeued_from for m in messages],
     ]
+
+
+def flow_columns(messages: Sequence[TaskMessage]) -> list[list[Any]]:
+    """The flow fields of a batch for the enqueue statement ($18..$24): flow id, node, parents
+    and children (JSON arrays of ids, NULL when empty), failure policy, outcome_to, copy.
+    A batch with no flow field sends arrays of NULLs (a plain task costs nothing else)."""
+    return [
+        [m.flow_id for m in messages],
+        [m.node for m in messages],
+        [_json_ids(m.waits_for) for m in messages],
+        [_json_ids([child for child, _queue in m.children]) for m in messages],
+        [m.after_failure.value if m.waits_for else None for m in messages],
+        [m.outcome_to for m in messages],
+        [m.copy for m in messages],
+    ]
+
+
+def _json_ids(ids: Sequence[str]) -> str | None:
+    """Task ids as a JSON array, None if there are none."""
+    return _json.encode(list(ids)).decode() if ids else None
 
 
 def complete_columns(outcomes: Sequence[Outcome]) -> list[list[Any]]:

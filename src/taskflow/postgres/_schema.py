@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Final
 
 from .._backends import check_app_name
 from .._exceptions import ConfigError
+from ._schema_flows import MIGRATION_12_FLOWS
 
 if TYPE_CHECKING:
     from ._client import Conn
@@ -32,6 +33,7 @@ __all__ = [
     "LATEST_VERSION",
     "LIVE_STATES_SQL",
     "MIGRATIONS",
+    "NOT_ENDED_SQL",
     "TERMINAL_STATES_SQL",
     "app_schema",
     "channel_name",
@@ -54,6 +56,9 @@ DEFAULT_SCHEMA: Final = "taskflow"
 LIVE_STATES_SQL: Final = "('queued', 'scheduled', 'retrying', 'running')"
 #: Terminal task states.
 TERMINAL_STATES_SQL: Final = "('done', 'failed', 'cancelled', 'expired')"
+#: States of a task that has not ended: the live ones and ``waiting`` (a flow node waiting for
+#: its parents, or a task waiting for its join), which no claim reads.
+NOT_ENDED_SQL: Final = "('queued', 'scheduled', 'retrying', 'running', 'waiting')"
 
 _V1_TABLES: Final = """
 CREATE TABLE {s}.tasks (
@@ -450,6 +455,8 @@ CREATE INDEX errors_by_queue ON {s}.errors (queue, seq);
 CREATE INDEX errors_by_time ON {s}.errors (at);
 """
 
+_V12_FLOWS: Final = MIGRATION_12_FLOWS
+
 #: (version, description, DDL with ``{s}`` for the quoted schema), in order. Append only.
 MIGRATIONS: Final[tuple[tuple[int, str, str], ...]] = (
     (1, "tables: tasks, events, leases, kv; the notify helper", _V1_TABLES),
@@ -474,6 +481,11 @@ MIGRATIONS: Final[tuple[tuple[int, str, str], ...]] = (
         11,
         "the worker registry (workers) and the error log of failed attempts (errors)",
         _V11_WORKERS_ERRORS,
+    ),
+    (
+        12,
+        "flows: waiting tasks, parents, children and outcome links; their end applied by a trigger",
+        _V12_FLOWS,
     ),
 )
 LATEST_VERSION: Final = MIGRATIONS[-1][0]

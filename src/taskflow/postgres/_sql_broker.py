@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import Final
 
 from ._codec import TASK_RECORD_COLUMNS
-from ._schema import LIVE_STATES_SQL, TERMINAL_STATES_SQL
+from ._schema import LIVE_STATES_SQL, NOT_ENDED_SQL, TERMINAL_STATES_SQL
 
 __all__ = ["PUSHED_RESULT_MAX", "BrokerStatements"]
 
@@ -26,6 +26,8 @@ __all__ = ["PUSHED_RESULT_MAX", "BrokerStatements"]
 PUSHED_RESULT_MAX: Final = 192
 _PUSHED: Final = f"status = 'done' AND coalesce(octet_length(result), 0) <= {PUSHED_RESULT_MAX}"
 _WAITING: Final = "('queued', 'scheduled', 'retrying')"
+#: What purge drops: what waits to run, and flow tasks waiting for their parents or join.
+_PURGEABLE: Final = "('queued', 'scheduled', 'retrying', 'waiting')"
 #: Dead letters: failed tasks not requeued yet.
 _DEAD: Final = "status = 'failed' AND requeued_as IS NULL"
 
@@ -34,38 +36,47 @@ WITH input AS (
     SELECT * FROM unnest(
         $1::text[], $2::text[], $3::text[], $4::bytea[], $5::int4[], $6::float8[], $7::float8[],
         $8::int4[], $9::float8[], $10::text[], $11::float8[], $12::bool[], $13::text[],
-        $14::text[], $15::text[]
+        $14::text[], $15::text[], $18::text[], $19::text[], $20::text[], $21::text[],
+        $22::text[], $23::text[], $24::bool[]
     ) WITH ORDINALITY AS i(id, name, queue, data, priority, eta, created_at, retries, expires_at,
                            dedup_key, dedup_ttl_s, store_result, parent_id, order_id,
-                           requeued_from, ord)
+                           requeued_from, flow_id, node, waits_for, children, after_failure,
+                           outcome_to, is_copy, ord)
 ), blocked AS (
     SELECT i.ord, (
         SELECT t.id FROM {{s}}.tasks t
         WHERE t.queue = i.queue AND t.dedup_key = i.dedup_key
-          AND (t.status IN {LIVE_STATES_SQL} OR t.dedup_until > $16)
+          AND (t.status IN {NOT_ENDED_SQL} OR t.dedup_until > $16)
         ORDER BY t.seq DESC LIMIT 1
     ) AS by_id
     FROM input i WHERE i.dedup_key IS NOT NULL AND i.requeued_from IS NULL
 ), ins AS (
     INSERT INTO {{s}}.tasks (
         id, name, queue, status, priority, due_at, data, created_at, eta, retries, expires_at,
-        dedup_key, dedup_ttl_s, store_result, parent_id, order_id, requeued_from)
+        dedup_key, dedup_ttl_s, store_result, parent_id, order_id, requeued_from, flow_id, node,
+        waits_for, pending, children, after_failure, outcome_to, is_copy, flow_links)
     SELECT i.id, i.name, i.queue,
-           CASE WHEN i.eta > $16 THEN 'scheduled' ELSE 'queued' END,
+           CASE WHEN i.waits_for IS NOT NULL THEN 'waiting'
+                WHEN i.eta > $16 THEN 'scheduled' ELSE 'queued' END,
            i.priority, coalesce(i.eta, $16), i.data, i.created_at, i.eta, i.retries,
            i.expires_at, i.dedup_key, i.dedup_ttl_s, i.store_result, i.parent_id, i.order_id,
-           i.requeued_from
+           i.requeued_from, i.flow_id, i.node,
+           {{s}}.json_ids(i.waits_for, false), {{s}}.json_ids(i.waits_for, true),
+           {{s}}.json_ids(i.children, false),
+           i.after_failure, i.outcome_to, i.is_copy,
+           i.children IS NOT NULL OR i.outcome_to IS NOT NULL
     FROM input i
     WHERE NOT EXISTS (SELECT 1 FROM blocked b WHERE b.ord = i.ord AND b.by_id IS NOT NULL)
     ORDER BY i.ord
     ON CONFLICT DO NOTHING
-    RETURNING id, name, queue, status, order_id
+    RETURNING id, name, queue, status, order_id, flow_id
 ), ev AS (
-    INSERT INTO {{s}}.events (queue, task_id, kind, at, attempt, order_id, name)
-    SELECT queue, id, status, $16, 0, order_id, name FROM ins
+    INSERT INTO {{s}}.events (queue, task_id, kind, at, attempt, order_id, name, flow_id)
+    SELECT queue, id, status, $16, 0, order_id, name, flow_id FROM ins
 )
 SELECT i.id, (ins.id IS NOT NULL) AS created, b.by_id,
-       (SELECT {{s}}.notify($17, 'w:', array_agg(DISTINCT queue)) FROM ins) AS notified
+       (SELECT {{s}}.notify($17, 'w:', array_agg(DISTINCT queue)) FROM ins
+        WHERE status <> 'waiting') AS notified
 FROM input i
 LEFT JOIN ins ON ins.id = i.id
 LEFT JOIN blocked b ON b.ord = i.ord
@@ -79,7 +90,7 @@ SELECT i.ord, coalesce(
     (SELECT t.id FROM {{s}}.tasks t WHERE t.id = i.id),
     (SELECT t.id FROM {{s}}.tasks t
      WHERE t.queue = i.queue AND t.dedup_key = i.dedup_key
-       AND t.status IN {LIVE_STATES_SQL} LIMIT 1)
+       AND t.status IN {NOT_ENDED_SQL} LIMIT 1)
 ) AS existing
 FROM unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY AS i(id, queue, dedup_key, ord)
 ORDER BY i.ord
@@ -106,10 +117,10 @@ def _give_back_ctes(now: str, queues: str, ids: str) -> str:
         claim_id = NULL
     FROM unnest({queues}::text[], {ids}::text[]) AS l(queue, claim_id)
     WHERE t.queue = l.queue AND t.claim_id = l.claim_id AND t.status = 'running'
-    RETURNING t.id, t.name, t.queue, t.status, t.attempts, t.order_id
+    RETURNING t.id, t.name, t.queue, t.status, t.attempts, t.order_id, t.flow_id
 ), back_ev AS (
-    INSERT INTO {{s}}.events (queue, task_id, kind, at, attempt, order_id, detail, name)
-    SELECT queue, id, 'released', {now}, attempts, order_id, 'claim reply lost', name
+    INSERT INTO {{s}}.events (queue, task_id, kind, at, attempt, order_id, detail, name, flow_id)
+    SELECT queue, id, 'released', {now}, attempts, order_id, 'claim reply lost', name, flow_id
     FROM back WHERE status = 'queued'
 )"""
 
@@ -164,11 +175,11 @@ WITH {{give_back}}cand AS (
     FROM cand c
     WHERE t.id = c.id
     RETURNING t.id, t.name, t.queue, t.status, t.token, t.attempts, t.data, t.order_id,
-              c.priority, c.old_due, c.seq
+              t.flow_id, c.priority, c.old_due, c.seq
 ), ev AS (
-    INSERT INTO {{s}}.events (queue, task_id, kind, at, attempt, order_id, detail, name)
+    INSERT INTO {{s}}.events (queue, task_id, kind, at, attempt, order_id, detail, name, flow_id)
     SELECT queue, id, status, $2, attempts, order_id,
-           CASE WHEN status = 'failed' THEN 'LeaseExpired' END, name
+           CASE WHEN status = 'failed' THEN 'LeaseExpired' END, name, flow_id
     FROM upd
 ), later AS (
     SELECT CASE WHEN (SELECT count(*) FROM upd) >= $3 THEN $2  -- full: more may be due now
@@ -234,6 +245,7 @@ WITH input AS (
     UPDATE {{s}}.tasks t SET
         status = CASE i.kind
             WHEN 'retry' THEN 'retrying'
+            WHEN 'wait' THEN 'waiting'
             WHEN 'release' THEN
                 CASE WHEN coalesce(i.retry_at, $9) > $9 THEN 'scheduled' ELSE 'queued' END
             ELSE i.kind END,
@@ -246,22 +258,34 @@ WITH input AS (
         -- a release refunds the attempt: none of its progress or yields stay behind
         progress = CASE WHEN i.kind = 'release' THEN NULL ELSE t.progress END,
         yields = CASE WHEN i.kind = 'release' THEN ARRAY[]::bytea[] ELSE t.yields END,
-        finished_at = CASE WHEN i.kind IN ('retry', 'release') THEN NULL ELSE $9 END,
-        result_expires_at = CASE WHEN i.kind IN ('retry', 'release') THEN NULL
+        finished_at = CASE WHEN i.kind IN ('retry', 'release', 'wait') THEN NULL ELSE $9 END,
+        result_expires_at = CASE WHEN i.kind IN ('retry', 'release', 'wait') THEN NULL
                                  ELSE i.result_expires_at END,
-        worker_id = CASE WHEN i.kind IN ('retry', 'release') THEN NULL ELSE t.worker_id END,
-        dedup_until = CASE WHEN i.kind IN ('retry', 'release') THEN NULL
+        worker_id = CASE WHEN i.kind IN ('retry', 'release', 'wait') THEN NULL
+                         ELSE t.worker_id END,
+        dedup_until = CASE WHEN i.kind IN ('retry', 'release', 'wait') THEN NULL
                            ELSE $9 + t.dedup_ttl_s END
     FROM input i
     WHERE t.id = i.id AND t.token = i.token AND t.status = 'running'
+      -- a flow task ended by an earlier outcome of the batch (its copy's, its join's): the
+      -- first outcome wins, as if the batch were completed one outcome at a time
+      AND (NOT t.flow_links OR NOT EXISTS (
+          SELECT 1 FROM input e JOIN {{s}}.tasks o ON o.id = e.id
+          WHERE e.ord < i.ord AND o.outcome_to = t.id AND o.token = e.token
+            AND o.status = 'running' AND e.kind IN ('done', 'failed', 'cancelled', 'expired')))
     RETURNING i.ord, t.id, t.name, t.queue, t.status, t.due_at, t.attempts, t.order_id, i.kind,
-              i.detail, t.result, t.result_expires_at
-), ev AS (
-    INSERT INTO {{s}}.events (queue, task_id, kind, at, attempt, order_id, detail, name)
-    SELECT queue, id,
-           CASE kind WHEN 'retry' THEN 'retrying' WHEN 'release' THEN 'released' ELSE kind END,
-           $9, attempts, order_id, detail, name
-    FROM upd
+              i.detail, t.result, t.result_expires_at, t.flow_id
+), ev AS (  -- a WAIT's detail is its join: the task whose outcome goes to it
+    INSERT INTO {{s}}.events (queue, task_id, kind, at, attempt, order_id, detail, name, flow_id)
+    SELECT u.queue, u.id,
+           CASE u.kind WHEN 'retry' THEN 'retrying' WHEN 'release' THEN 'released'
+                       WHEN 'wait' THEN 'waiting' ELSE u.kind END,
+           $9, u.attempts, u.order_id,
+           CASE WHEN u.kind = 'wait' THEN (
+               SELECT j.id FROM {{s}}.tasks j WHERE j.outcome_to = u.id AND NOT j.is_copy
+               ORDER BY j.seq LIMIT 1) ELSE u.detail END,
+           u.name, u.flow_id
+    FROM upd u
 ), errs AS (  -- the error log: each failed attempt (a retry or a failure with an error)
     INSERT INTO {{s}}.errors (queue, at, task_id, name, attempt, worker_id, error, retried)
     SELECT u.queue, $9, u.id, u.name, u.attempts, p.worker_id, i.error, u.kind = 'retry'
@@ -310,14 +334,14 @@ WITH input AS (
         dedup_until = CASE WHEN t.status = 'running' THEN t.dedup_until
                            ELSE $2 + t.dedup_ttl_s END
     FROM (SELECT DISTINCT id FROM input) i
-    WHERE t.id = i.id AND t.status IN {LIVE_STATES_SQL}
+    WHERE t.id = i.id AND t.status IN {NOT_ENDED_SQL}
       AND NOT (t.status = 'running' AND t.cancel_requested)
-    RETURNING t.id, t.name, t.queue, t.status, t.attempts, t.order_id
+    RETURNING t.id, t.name, t.queue, t.status, t.attempts, t.order_id, t.flow_id
 ), ev AS (
-    INSERT INTO {{s}}.events (queue, task_id, kind, at, attempt, order_id, name)
+    INSERT INTO {{s}}.events (queue, task_id, kind, at, attempt, order_id, name, flow_id)
     SELECT queue, id,
            CASE WHEN status = 'running' THEN 'cancel_requested' ELSE 'cancelled' END,
-           $2, attempts, order_id, name
+           $2, attempts, order_id, name, flow_id
     FROM upd
 )
 SELECT i.ord, u.status, u.queue,
@@ -340,11 +364,11 @@ WITH upd AS (
         finished_at = $2,
         result_expires_at = $2::float8 + $3::float8,
         dedup_until = $2 + t.dedup_ttl_s
-    WHERE t.queue = $1 AND t.status IN {_WAITING}
-    RETURNING t.id, t.attempts, t.order_id, t.name
+    WHERE t.queue = $1 AND t.status IN {_PURGEABLE}
+    RETURNING t.id, t.attempts, t.order_id, t.name, t.flow_id
 ), ev AS (
-    INSERT INTO {{s}}.events (queue, task_id, kind, at, attempt, order_id, detail, name)
-    SELECT $1, id, 'cancelled', $2, attempts, order_id, $5, name FROM upd
+    INSERT INTO {{s}}.events (queue, task_id, kind, at, attempt, order_id, detail, name, flow_id)
+    SELECT $1, id, 'cancelled', $2, attempts, order_id, $5, name, flow_id FROM upd
 )
 SELECT (SELECT array_agg(id) FROM upd) AS ids,
        (SELECT {{s}}.notify($6, 't:', array_agg(id)) FROM upd) AS n1,
@@ -365,7 +389,9 @@ SELECT q.queue,
            AS dead,
        (SELECT count(*) FROM {{s}}.tasks f
         WHERE f.queue = q.queue AND f.finished_at > $2 - 60 AND f.finished_at <= $2)
-           AS finished_last_minute
+           AS finished_last_minute,
+       (SELECT count(*) FROM {{s}}.tasks w WHERE w.queue = q.queue AND w.status = 'waiting')
+           AS waiting
 FROM unnest($1::text[]) WITH ORDINALITY AS q(queue, ord)
 LEFT JOIN {{s}}.tasks t ON t.queue = q.queue AND t.status IN {LIVE_STATES_SQL}
 GROUP BY q.queue, q.ord
@@ -394,10 +420,11 @@ WITH n AS (
 ), upd AS (
     UPDATE {s}.tasks t SET requeued_as = n.new_id, dedup_until = NULL
     FROM n WHERE t.id = n.old_id
-    RETURNING t.queue, t.id, t.name, t.attempts, t.order_id, n.new_id, n.ord
+    RETURNING t.queue, t.id, t.name, t.attempts, t.order_id, t.flow_id, n.new_id, n.ord
 )
-INSERT INTO {s}.events (queue, task_id, kind, at, attempt, order_id, detail, name)
-SELECT queue, id, 'requeued', $3::float8, attempts, order_id, new_id, name FROM upd ORDER BY ord
+INSERT INTO {s}.events (queue, task_id, kind, at, attempt, order_id, detail, name, flow_id)
+SELECT queue, id, 'requeued', $3::float8, attempts, order_id, new_id, name, flow_id
+FROM upd ORDER BY ord
 """
 
 

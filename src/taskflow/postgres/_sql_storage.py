@@ -31,16 +31,16 @@ WITH input AS (
         yields = t.yields || coalesce(ys.vals, '{{}}'::bytea[])
     FROM input i LEFT JOIN ys ON ys.owner = i.ord
     WHERE t.id = i.id AND t.token = i.token AND t.status = 'running'
-    RETURNING i.ord, t.id, t.name, t.queue, t.attempts, t.order_id,
+    RETURNING i.ord, t.id, t.name, t.queue, t.attempts, t.order_id, t.flow_id,
               i.progress IS NOT NULL AS has_progress, i.detail, coalesce(ys.n, 0) AS n_yields,
               cardinality(t.yields) AS n_total
 ), ev AS (
-    INSERT INTO {s}.events (queue, task_id, kind, at, attempt, order_id, detail, name)
-    SELECT queue, id, 'progress', $7::float8, attempts, order_id, detail, name
+    INSERT INTO {s}.events (queue, task_id, kind, at, attempt, order_id, detail, name, flow_id)
+    SELECT queue, id, 'progress', $7::float8, attempts, order_id, detail, name, flow_id
     FROM upd WHERE has_progress
     UNION ALL
     SELECT queue, id, 'yielded', $7::float8, attempts, order_id,
-           (upd.n_total - upd.n_yields + k - 1)::text, name
+           (upd.n_total - upd.n_yields + k - 1)::text, name, flow_id
     FROM upd, generate_series(1, upd.n_yields) AS k
 )
 SELECT i.ord, u.ord IS NOT NULL AS ok,
@@ -70,10 +70,14 @@ SELECT i.ord, ok.ord IS NOT NULL AS ok FROM input i LEFT JOIN ok ON ok.ord = i.o
 
 _CHECKPOINTS: Final = "SELECT name, value FROM {s}.checkpoints WHERE task_id = $1"
 
+_FLOW_TASKS: Final = f"""
+SELECT {TASK_RECORD_COLUMNS} FROM {{s}}.tasks WHERE flow_id = $1 ORDER BY created_at, id
+"""
+
 _GET_MANY: Final = f"SELECT {TASK_RECORD_COLUMNS} FROM {{s}}.tasks WHERE id = ANY($1::text[])"
 
 _READ_EVENTS: Final = """
-SELECT id, task_id, queue, kind, at, attempt, order_id, detail, name FROM {s}.events
+SELECT id, task_id, queue, kind, at, attempt, order_id, detail, name, flow_id FROM {s}.events
 WHERE queue = $1 AND id > $2 ORDER BY id LIMIT $3
 """
 
@@ -133,6 +137,7 @@ class StorageStatements:
         self.report = _REPORT.format(s=s)
         self.save_checkpoints = _SAVE_CHECKPOINTS.format(s=s)
         self.checkpoints = _CHECKPOINTS.format(s=s)
+        self.flow_tasks = _FLOW_TASKS.format(s=s)
         self.get_many = _GET_MANY.format(s=s)
         self.read_events = _READ_EVENTS.format(s=s)
         self.has_events_after = _HAS_EVENTS_AFTER.format(s=s)

@@ -342,7 +342,8 @@ class PostgresStorage(Storage):
         return [bool(row["ok"]) for row in rows]
 
     async def _flow_tasks(self, flow_id: str, now: float) -> list[TaskRecord]:
-        raise NotImplementedError("flows: issue 17, being built")
+        rows = await self.run(lambda conn: conn.fetch(self.sql.flow_tasks, flow_id))
+        return [task_record(row, now) for row in rows]
 
     async def _checkpoints(self, task_id: str) -> dict[str, bytes]:
         rows = await self.run(lambda conn: conn.fetch(self.sql.checkpoints, task_id))
