@@ -123,6 +123,51 @@ async def test_an_older_schema_is_upgraded_in_place_keeping_its_tasks(schema: st
         assert claimed == ["old-1", new_id]
 
 
+async def test_tasks_stored_before_flows_read_and_run_as_plain_tasks(schema: str) -> None:
+    """Migration 12 adds the flow columns: a task and its event stored at version 11 read with
+    no flow field, and the task runs to its end (its row never enters the flow triggers)."""
+    clock = FakeClock()
+    assert await upgrade(postgres_dsn(), schema, target=11) == 11
+    conn = await asyncpg.connect(postgres_dsn())
+    try:
+        await conn.execute(
+            f'INSERT INTO "{_tables(schema)}".tasks'
+            " (id, name, queue, status, due_at, data, created_at)"
+            " VALUES ('old-1', 'tests.task', 'default', 'queued', $1, $2, $1)",
+            clock.time(),
+            encode_message(
+                TaskMessage(id="old-1", name="tests.task", queue="default", payload=PAYLOAD)
+            ),
+        )
+        await conn.execute(
+            f'INSERT INTO "{_tables(schema)}".events (queue, task_id, kind, at, name) '
+            "VALUES ('default', 'old-1', 'queued', $1, 'tests.task')",
+            clock.time(),
+        )
+    finally:
+        await conn.close()
+    async with from_url(postgres_dsn(), schema=schema) as broker:  # migrates to 12
+        record = await broker.storage.get("old-1", now=clock.time())
+        assert record is not None
+        assert (record.flow_id, record.node, record.waits_for, record.outcome_to, record.copy) == (
+            None,
+            None,
+            [],
+            None,
+            False,
+        )
+        [delivery] = await claim(broker, clock)
+        assert await broker.complete([done(delivery, clock)], now=clock.time()) == [True]
+        events = await broker.storage.read_events("default")
+        assert [(e.kind.value, e.flow_id) for e in events] == [
+            ("queued", None),
+            ("running", None),
+            ("done", None),
+        ]
+        [stats] = await broker.stats(["default"], now=clock.time())
+        assert (stats.waiting, stats.queued) == (0, 0)
+
+
 async def test_events_stored_before_they_named_their_task_read_with_no_name(schema: str) -> None:
     clock = FakeClock()
     assert await upgrade(postgres_dsn(), schema, target=3) == 3
