@@ -332,7 +332,7 @@ class PostgresBroker(Broker):
 
     async def _complete(self, outcomes: Sequence[Outcome], now: float) -> list[bool]:
         pg = self.pg
-        args = (*complete_columns(outcomes), now, pg.channel)
+        args = (*complete_columns(outcomes), now, pg.channel, self.result_ttl_s)
         rows = await pg.run(lambda conn: conn.fetch(self.sql.complete, *args))
         self._due_after_claim.clear()
         accepted: list[bool] = []
@@ -446,9 +446,10 @@ class PostgresBroker(Broker):
                 out.append(None)
                 continue
             taken.add(new_id)
+            # A flow node keeps its flow fields, not its parents: they ended long ago.
             messages.append(
                 msgspec.structs.replace(
-                    message, id=new_id, requeued_from=old_id, eta=None, created_at=now
+                    message, id=new_id, requeued_from=old_id, eta=None, created_at=now, waits_for=[]
                 )
             )
             out.append(new_id)

@@ -13,9 +13,9 @@ the parents not yet arrived, ``children``, ``after_failure``, ``outcome_to``, ``
   ``outcome_to`` target and the superseded tasks, and again for each task ended that way (a
   worklist, not a recursion: ``pg_trigger_depth() = 0`` keeps the cascade's own updates from
   firing the trigger again);
-- ``tasks_flow_inserted`` (``AFTER INSERT``): a row waiting for parents that ended already
-  counts them; a row with an ``outcome_to`` marks its target linked, emits ``hedged`` on it for
-  a copy, and is superseded at once if its target ended already.
+- ``tasks_flow_inserted`` (``AFTER INSERT``, at the end of the enqueue statement, so once
+  every message of the call is stored): a row with an ``outcome_to`` marks its target linked,
+  emits ``hedged`` on it for a copy, and is superseded at once if its target ended already.
 
 A plain task (no flow field) is never looked at: its row fails the ``WHEN`` clause, which costs
 a few comparisons in the executor. Times are the caller's, as everywhere: a cascade happens at
@@ -267,7 +267,7 @@ DECLARE
 BEGIN
     SELECT id, name, node, status, finished_at, result_expires_at INTO won
     FROM {{s}}.tasks WHERE id = p_id;
-    why := {{s}}.flow_who(won.id, won.node, won.name) || ' ended first (' || won.status || ')';
+    why := {{s}}.flow_who(won.id, won.node, won.name) || ' ended first: ' || won.status;
     WITH locked AS (
         SELECT id FROM {{s}}.tasks
         WHERE outcome_to = p_id AND status IN {_NOT_ENDED}
@@ -319,17 +319,21 @@ DECLARE
     cur  record;
 BEGIN
     WHILE k <= cardinality(todo) LOOP
-        SELECT id, children, outcome_to, finished_at INTO cur
+            SELECT id, status, error, children, outcome_to, is_copy, finished_at INTO cur
         FROM {s}.tasks WHERE id = todo[k];
-        k := k + 1;
         IF cardinality(cur.children) > 0 THEN
             todo := todo || coalesce(
                 {s}.flow_reach_children(cur.id, cur.children, cur.finished_at, p_chan), '{{}}');
         END IF;
-        IF cur.outcome_to IS NOT NULL THEN
+        -- A join passes on every end; a hedge copy only a done or failed its own run reported
+        -- (the first task of the worklist, not dead-lettered by a lapsed last lease).
+        IF cur.outcome_to IS NOT NULL AND (NOT cur.is_copy OR (
+                k = 1 AND cur.status IN ('done', 'failed')
+                AND coalesce({s}.mp_error_text(cur.error), '') NOT LIKE 'LeaseExpired:%')) THEN
             todo := todo || coalesce({s}.flow_adopt(cur.id, p_chan), '{{}}');
         END IF;
         todo := todo || coalesce({s}.flow_supersede(cur.id, cur.finished_at, p_chan), '{{}}');
+        k := k + 1;
     END LOOP;
 END
 $$;
@@ -350,38 +354,29 @@ WHEN (NEW.flow_links AND OLD.status NOT IN {_TERMINAL} AND NEW.status IN {_TERMI
       AND pg_trigger_depth() = 0)
 EXECUTE FUNCTION {{s}}.flow_ended();
 
--- A new row with links: its outcome_to target is marked linked (and told of a hedge copy; a
--- target that ended already supersedes the new row at once); a waiting row counts the parents
--- that ended before it was stored.
+-- A new row with an outcome_to: its target is marked linked and told of a hedge copy; a target
+-- that ended already supersedes the new row at once. (A waiting row's parents stored by an
+-- earlier call do not name it among their children: it waits until cancelled, as the contract
+-- says.)
 CREATE FUNCTION {{s}}.flow_inserted() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
     chan   text := {{s}}.flow_channel(TG_TABLE_SCHEMA);
     now_at float8 := CASE WHEN NEW.eta IS NULL THEN NEW.due_at ELSE NEW.created_at END;
     target record;
-    par    record;
     ended  text[] := '{{{{}}}}';
     one    text;
 BEGIN
-    IF NEW.outcome_to IS NOT NULL THEN
-        UPDATE {{s}}.tasks SET flow_links = true WHERE id = NEW.outcome_to
-        RETURNING id, name, queue, status, attempts, order_id, flow_id INTO target;
-        IF FOUND AND target.status IN {_TERMINAL} THEN
-            ended := ended || coalesce({{s}}.flow_supersede(target.id, now_at, chan), '{{{{}}}}');
-        ELSIF FOUND AND NEW.is_copy THEN
-            INSERT INTO {{s}}.events (queue, task_id, kind, at, attempt, order_id, detail, name,
-                                      flow_id)
-            VALUES (target.queue, target.id, 'hedged', now_at, target.attempts, target.order_id,
-                    NEW.id, target.name, target.flow_id);
-            PERFORM {{s}}.notify(chan, 'e:', ARRAY[target.queue]);
-        END IF;
-    END IF;
-    IF NEW.status = 'waiting' THEN
-        FOR par IN SELECT id FROM {{s}}.tasks
-                   WHERE id = ANY (NEW.pending) AND status IN {_TERMINAL} ORDER BY id LOOP
-            ended := ended || coalesce(
-                {{s}}.flow_reach_children(par.id, ARRAY[NEW.id], now_at, chan), '{{{{}}}}');
-        END LOOP;
+    UPDATE {{s}}.tasks SET flow_links = true WHERE id = NEW.outcome_to
+    RETURNING id, name, queue, status, attempts, order_id, flow_id INTO target;
+    IF FOUND AND target.status IN {_TERMINAL} THEN
+        ended := coalesce({{s}}.flow_supersede(target.id, now_at, chan), '{{{{}}}}');
+    ELSIF FOUND AND NEW.is_copy THEN
+        INSERT INTO {{s}}.events (queue, task_id, kind, at, attempt, order_id, detail, name,
+                                  flow_id)
+        VALUES (target.queue, target.id, 'hedged', now_at, target.attempts, target.order_id,
+                NEW.id, target.name, target.flow_id);
+        PERFORM {{s}}.notify(chan, 'e:', ARRAY[target.queue]);
     END IF;
     FOREACH one IN ARRAY ended LOOP
         PERFORM {{s}}.flow_settle(one, chan);
@@ -392,7 +387,7 @@ $$;
 
 CREATE TRIGGER tasks_flow_inserted AFTER INSERT ON {{s}}.tasks
 FOR EACH ROW
-WHEN (NEW.outcome_to IS NOT NULL OR NEW.status = 'waiting')
+WHEN (NEW.outcome_to IS NOT NULL)
 EXECUTE FUNCTION {{s}}.flow_inserted();
 """
 

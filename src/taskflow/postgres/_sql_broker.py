@@ -245,7 +245,8 @@ WITH input AS (
     UPDATE {{s}}.tasks t SET
         status = CASE i.kind
             WHEN 'retry' THEN 'retrying'
-            WHEN 'wait' THEN 'waiting'
+            -- a WAIT from a run whose cancel was requested: the request wins
+            WHEN 'wait' THEN CASE WHEN t.cancel_requested THEN 'cancelled' ELSE 'waiting' END
             WHEN 'release' THEN
                 CASE WHEN coalesce(i.retry_at, $9) > $9 THEN 'scheduled' ELSE 'queued' END
             ELSE i.kind END,
@@ -258,12 +259,18 @@ WITH input AS (
         -- a release refunds the attempt: none of its progress or yields stay behind
         progress = CASE WHEN i.kind = 'release' THEN NULL ELSE t.progress END,
         yields = CASE WHEN i.kind = 'release' THEN ARRAY[]::bytea[] ELSE t.yields END,
-        finished_at = CASE WHEN i.kind IN ('retry', 'release', 'wait') THEN NULL ELSE $9 END,
-        result_expires_at = CASE WHEN i.kind IN ('retry', 'release', 'wait') THEN NULL
+        finished_at = CASE WHEN i.kind IN ('retry', 'release') THEN NULL
+                           WHEN i.kind = 'wait' AND NOT t.cancel_requested THEN NULL
+                           ELSE $9 END,
+        result_expires_at = CASE WHEN i.kind IN ('retry', 'release') THEN NULL
+                                 WHEN i.kind = 'wait' AND NOT t.cancel_requested THEN NULL
+                                 WHEN i.kind = 'wait' THEN $9::float8 + $11::float8
                                  ELSE i.result_expires_at END,
-        worker_id = CASE WHEN i.kind IN ('retry', 'release', 'wait') THEN NULL
+        worker_id = CASE WHEN i.kind IN ('retry', 'release') THEN NULL
+                         WHEN i.kind = 'wait' AND NOT t.cancel_requested THEN NULL
                          ELSE t.worker_id END,
-        dedup_until = CASE WHEN i.kind IN ('retry', 'release', 'wait') THEN NULL
+        dedup_until = CASE WHEN i.kind IN ('retry', 'release') THEN NULL
+                           WHEN i.kind = 'wait' AND NOT t.cancel_requested THEN NULL
                            ELSE $9 + t.dedup_ttl_s END
     FROM input i
     WHERE t.id = i.id AND t.token = i.token AND t.status = 'running'
@@ -279,9 +286,9 @@ WITH input AS (
     INSERT INTO {{s}}.events (queue, task_id, kind, at, attempt, order_id, detail, name, flow_id)
     SELECT u.queue, u.id,
            CASE u.kind WHEN 'retry' THEN 'retrying' WHEN 'release' THEN 'released'
-                       WHEN 'wait' THEN 'waiting' ELSE u.kind END,
+                       WHEN 'wait' THEN u.status ELSE u.kind END,
            $9, u.attempts, u.order_id,
-           CASE WHEN u.kind = 'wait' THEN (
+           CASE WHEN u.status = 'waiting' THEN (
                SELECT j.id FROM {{s}}.tasks j WHERE j.outcome_to = u.id AND NOT j.is_copy
                ORDER BY j.seq LIMIT 1) ELSE u.detail END,
            u.name, u.flow_id
