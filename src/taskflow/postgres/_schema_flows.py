@@ -1,8 +1,10 @@
 """Migration 12 of the PostgreSQL schema: flows (``docs/internals/postgres.md``, "Flows").
 
-A task's links live in columns of its row (``flow_id``, ``node``, ``waits_for``, ``pending``:
-the parents not yet arrived, ``children``, ``after_failure``, ``outcome_to``, ``is_copy``), and
-``flow_links`` is true on each row whose end must reach another one: it has children or an
+A task's links live in columns of its row (``flow_id``, ``node``, ``waits_for``, ``children``,
+``after_failure``, ``outcome_to``, ``is_copy``) and, for a waiting child, in ``flow_waits``: one
+row per parent that has not arrived yet (deleted when it arrives, so a parent counts once and a
+join of ten thousand shards never rewrites a large row). ``flow_links`` is true on each row
+whose end must reach another one: it has children or an
 ``outcome_to``, or another task's ``outcome_to`` names it. How an end reaches the linked tasks
 (the rules of `taskflow.abc.Broker.complete`) is PL/pgSQL, run by two row triggers whose
 ``WHEN`` clause keeps every other row out of it:
@@ -42,13 +44,19 @@ ALTER TABLE {{s}}.tasks
     ADD COLUMN flow_id text,
     ADD COLUMN node text,
     ADD COLUMN waits_for text[],
-    ADD COLUMN pending text[],
     ADD COLUMN children text[],
     ADD COLUMN after_failure text,
     ADD COLUMN outcome_to text,
     ADD COLUMN is_copy boolean NOT NULL DEFAULT false,
     ADD COLUMN flow_links boolean NOT NULL DEFAULT false;
 ALTER TABLE {{s}}.events ADD COLUMN flow_id text;
+
+-- The parents each waiting child still waits for; gone with the child's row.
+CREATE TABLE {{s}}.flow_waits (
+    child   text NOT NULL REFERENCES {{s}}.tasks (id) ON DELETE CASCADE,
+    parent  text NOT NULL,
+    PRIMARY KEY (child, parent)
+);
 
 -- Storage.flow_tasks: a flow's rows, oldest first.
 CREATE INDEX tasks_flow ON {{s}}.tasks (flow_id, created_at, id) WHERE flow_id IS NOT NULL;
@@ -123,11 +131,10 @@ EXCEPTION WHEN others THEN
 END
 $$;
 
--- A JSON array of task ids as text[] (NULL stays NULL; distinct: each id once).
-CREATE FUNCTION {s}.json_ids(p text, p_distinct boolean) RETURNS text[]
+-- A JSON array of task ids as text[] (NULL stays NULL).
+CREATE FUNCTION {s}.json_ids(p text) RETURNS text[]
 LANGUAGE sql IMMUTABLE AS $$
     SELECT CASE WHEN p IS NULL THEN NULL
-                WHEN p_distinct THEN ARRAY(SELECT DISTINCT jsonb_array_elements_text(p::jsonb))
                 ELSE ARRAY(SELECT jsonb_array_elements_text(p::jsonb)) END
 $$;
 
@@ -146,34 +153,58 @@ CREATE FUNCTION {s}.flow_reach_children(
 ) RETURNS text[]
 LANGUAGE plpgsql AS $$
 DECLARE
-    par   record;
-    why   text;
-    ended text[];
-    n1    integer;
-    n2    integer;
-    n3    integer;
+    par     record;
+    why     text;
+    arrived text[];
+    ended   text[];
+    n1      integer;
+    n2      integer;
+    n3      integer;
 BEGIN
-    SELECT id, name, node, status, error, finished_at, result_expires_at INTO par
-    FROM {s}.tasks WHERE id = p_parent;
-    why := {s}.flow_who(par.id, par.node, par.name) || ' ' || par.status
-           || coalesce(': ' || {s}.mp_error_text(par.error), '');
+    -- The children still waiting that wait for it (rows locked in id order) count it: its
+    -- edge goes, so it is counted once.
     WITH locked AS (
         SELECT id FROM {s}.tasks
-        WHERE id = ANY (p_children) AND status = 'waiting' AND par.id = ANY (pending)
+        WHERE id = ANY (p_children) AND status = 'waiting'
         ORDER BY id
         FOR UPDATE
-    ), verdict AS (
+    ), gone AS (
+        DELETE FROM {s}.flow_waits w USING locked l
+        WHERE w.child = l.id AND w.parent = p_parent
+        RETURNING w.child
+    )
+    SELECT array_agg(child) INTO arrived FROM gone;
+    IF arrived IS NULL THEN
+        RETURN NULL;
+    END IF;
+    SELECT id, name, node, status, error, finished_at, result_expires_at INTO par
+    FROM {s}.tasks WHERE id = p_parent;
+    -- The edges left are looked for from the highest parent id down: parents are claimed, so
+    -- mostly end, in id order, and the edges gone (whose index entries a scan still visits
+    -- until they are vacuumed) are then behind, so a join of n shards costs O(n), not O(n^2).
+    IF par.status = 'done' THEN  -- the usual case: only the children with no parent left
+        SELECT array_agg(a) INTO arrived FROM unnest(arrived) AS a
+        WHERE NOT EXISTS (SELECT 1 FROM {s}.flow_waits w WHERE w.child = a
+                          ORDER BY w.parent DESC LIMIT 1);
+        IF arrived IS NULL THEN
+            RETURN NULL;
+        END IF;
+    ELSE
+        why := {s}.flow_who(par.id, par.node, par.name) || ' ' || par.status
+               || coalesce(': ' || {s}.mp_error_text(par.error), '');
+    END IF;
+    WITH verdict AS (
         SELECT c.id, CASE
             WHEN par.status <> 'done' AND c.after_failure = 'skip' THEN 'cancelled'
             WHEN par.status <> 'done' AND c.after_failure <> 'run' THEN 'failed'
-            WHEN cardinality(array_remove(c.pending, par.id)) > 0 THEN 'waiting'
+            WHEN EXISTS (SELECT 1 FROM {s}.flow_waits w WHERE w.child = c.id
+                         ORDER BY w.parent DESC LIMIT 1) THEN 'waiting'
             WHEN c.eta > p_now THEN 'scheduled'
             ELSE 'queued' END AS status
-        FROM {s}.tasks c JOIN locked l ON l.id = c.id
+        FROM {s}.tasks c WHERE c.id = ANY (arrived)
     ), upd AS (
         UPDATE {s}.tasks c SET
             status = v.status,
-            pending = CASE WHEN v.status = 'waiting' THEN array_remove(c.pending, par.id) END,
             due_at = CASE WHEN v.status IN ('queued', 'scheduled') THEN coalesce(c.eta, p_now)
                           ELSE c.due_at END,
             error = CASE v.status WHEN 'failed' THEN {s}.mp_error('UpstreamFailed', why)
@@ -185,7 +216,7 @@ BEGIN
             dedup_until = CASE WHEN v.status IN ('failed', 'cancelled')
                                THEN p_now + c.dedup_ttl_s END
         FROM verdict v
-        WHERE c.id = v.id
+        WHERE c.id = v.id AND v.status <> 'waiting'
         RETURNING c.id, c.name, c.queue, c.status, c.attempts, c.order_id, c.flow_id, c.flow_links
     ), ev AS (
         INSERT INTO {s}.events (queue, task_id, kind, at, attempt, order_id, detail, name,
@@ -194,15 +225,14 @@ BEGIN
                CASE status WHEN 'failed' THEN 'UpstreamFailed' WHEN 'cancelled' THEN 'Skipped'
                            ELSE 'ready' END,
                name, flow_id
-        FROM upd WHERE status <> 'waiting'
+        FROM upd
     )
     SELECT array_agg(id) FILTER (WHERE status IN ('failed', 'cancelled') AND flow_links),
            {s}.notify(p_chan, 't:', array_agg(id) FILTER (
                WHERE status IN ('failed', 'cancelled'))),
            {s}.notify(p_chan, 'w:', array_agg(DISTINCT queue) FILTER (
                WHERE status IN ('queued', 'scheduled'))),
-           {s}.notify(p_chan, 'e:', array_agg(DISTINCT queue) FILTER (
-               WHERE status <> 'waiting'))
+           {s}.notify(p_chan, 'e:', array_agg(DISTINCT queue))
     INTO ended, n1, n2, n3
     FROM upd;
     RETURN ended;
@@ -228,7 +258,6 @@ BEGIN
             status = src.status,
             result = CASE WHEN x.store_result THEN src.result END,
             error = src.error,
-            pending = NULL,
             finished_at = src.finished_at,
             result_expires_at = src.result_expires_at,
             dedup_until = src.finished_at + x.dedup_ttl_s
@@ -280,7 +309,6 @@ BEGIN
             cancel_requested = true,
             error = CASE WHEN y.status = 'running' THEN y.error
                          ELSE {{s}}.mp_error('Superseded', why) END,
-            pending = CASE WHEN y.status = 'running' THEN y.pending END,
             finished_at = CASE WHEN y.status = 'running' THEN y.finished_at ELSE p_now END,
             result_expires_at = CASE WHEN y.status = 'running' THEN y.result_expires_at
                                      ELSE p_now + (won.result_expires_at - won.finished_at) END,
@@ -332,7 +360,9 @@ BEGIN
                 AND coalesce({s}.mp_error_text(cur.error), '') NOT LIKE 'LeaseExpired:%')) THEN
             todo := todo || coalesce({s}.flow_adopt(cur.id, p_chan), '{{}}');
         END IF;
-        todo := todo || coalesce({s}.flow_supersede(cur.id, cur.finished_at, p_chan), '{{}}');
+        IF EXISTS (SELECT 1 FROM {s}.tasks WHERE outcome_to = cur.id) THEN
+            todo := todo || coalesce({s}.flow_supersede(cur.id, cur.finished_at, p_chan), '{{}}');
+        END IF;
         k := k + 1;
     END LOOP;
 END

@@ -54,22 +54,25 @@ WITH input AS (
     INSERT INTO {{s}}.tasks (
         id, name, queue, status, priority, due_at, data, created_at, eta, retries, expires_at,
         dedup_key, dedup_ttl_s, store_result, parent_id, order_id, requeued_from, flow_id, node,
-        waits_for, pending, children, after_failure, outcome_to, is_copy, flow_links)
+        waits_for, children, after_failure, outcome_to, is_copy, flow_links)
     SELECT i.id, i.name, i.queue,
            CASE WHEN i.waits_for IS NOT NULL THEN 'waiting'
                 WHEN i.eta > $16 THEN 'scheduled' ELSE 'queued' END,
            i.priority, coalesce(i.eta, $16), i.data, i.created_at, i.eta, i.retries,
            i.expires_at, i.dedup_key, i.dedup_ttl_s, i.store_result, i.parent_id, i.order_id,
            i.requeued_from, i.flow_id, i.node,
-           {{s}}.json_ids(i.waits_for, false), {{s}}.json_ids(i.waits_for, true),
-           {{s}}.json_ids(i.children, false),
+           {{s}}.json_ids(i.waits_for), {{s}}.json_ids(i.children),
            i.after_failure, i.outcome_to, i.is_copy,
            i.children IS NOT NULL OR i.outcome_to IS NOT NULL
     FROM input i
     WHERE NOT EXISTS (SELECT 1 FROM blocked b WHERE b.ord = i.ord AND b.by_id IS NOT NULL)
     ORDER BY i.ord
     ON CONFLICT DO NOTHING
-    RETURNING id, name, queue, status, order_id, flow_id
+    RETURNING id, name, queue, status, order_id, flow_id, waits_for
+), waits AS (  -- a waiting task's parents, one row each (see flow_reach_children)
+    INSERT INTO {{s}}.flow_waits (child, parent)
+    SELECT DISTINCT ins.id, w.parent FROM ins, unnest(ins.waits_for) AS w(parent)
+    WHERE ins.status = 'waiting'
 ), ev AS (
     INSERT INTO {{s}}.events (queue, task_id, kind, at, attempt, order_id, name, flow_id)
     SELECT queue, id, status, $16, 0, order_id, name, flow_id FROM ins
@@ -241,6 +244,12 @@ WITH input AS (
               -- same snapshot as upd); no read at all for a batch without one
     SELECT t.id, t.worker_id FROM {{s}}.tasks t
     WHERE t.id IN (SELECT id FROM input WHERE kind IN ('retry', 'failed') AND error IS NOT NULL)
+), firsts AS (  -- per outcome_to target: the first outcome of the batch that ends it
+    SELECT o.outcome_to AS target, min(e.ord) AS ord
+    FROM input e JOIN {{s}}.tasks o ON o.id = e.id
+    WHERE o.outcome_to IS NOT NULL AND o.token = e.token AND o.status = 'running'
+      AND e.kind IN ('done', 'failed', 'cancelled', 'expired')
+    GROUP BY o.outcome_to
 ), upd AS (
     UPDATE {{s}}.tasks t SET
         status = CASE i.kind
@@ -276,10 +285,9 @@ WITH input AS (
     WHERE t.id = i.id AND t.token = i.token AND t.status = 'running'
       -- a flow task ended by an earlier outcome of the batch (its copy's, its join's): the
       -- first outcome wins, as if the batch were completed one outcome at a time
+      -- (`firsts` is read, so computed, only for a batch with such a row)
       AND (NOT t.flow_links OR NOT EXISTS (
-          SELECT 1 FROM input e JOIN {{s}}.tasks o ON o.id = e.id
-          WHERE e.ord < i.ord AND o.outcome_to = t.id AND o.token = e.token
-            AND o.status = 'running' AND e.kind IN ('done', 'failed', 'cancelled', 'expired')))
+          SELECT 1 FROM firsts f WHERE f.target = t.id AND f.ord < i.ord))
     RETURNING i.ord, t.id, t.name, t.queue, t.status, t.due_at, t.attempts, t.order_id, i.kind,
               i.detail, t.result, t.result_expires_at, t.flow_id
 ), ev AS (  -- a WAIT's detail is its join: the task whose outcome goes to it
