@@ -286,10 +286,19 @@ def enqueue_columns(messages: Sequence[TaskMessage]) -> list[list[Any]]:
     ]
 
 
-def flow_columns(messages: Sequence[TaskMessage]) -> list[list[Any]]:
+#: What `flow_columns` gives for a batch without a flow field: NULL arrays, which the
+#: statement's ``unnest`` reads as NULLs for every message.
+_NO_FLOW: Final[list[list[Any] | None]] = [None] * 7
+
+
+def flow_columns(messages: Sequence[TaskMessage]) -> list[list[Any] | None]:
     """The flow fields of a batch for the enqueue statement ($18..$24): flow id, node, parents
-    and children (JSON arrays of ids, NULL when empty), failure policy, outcome_to, copy.
-    A batch with no flow field sends arrays of NULLs (a plain task costs nothing else)."""
+    and children (JSON arrays of ids, NULL when empty), failure policy, outcome_to, copy. A
+    batch with no flow field sends seven NULLs instead (a plain batch pays nothing more)."""
+    if not any(
+        m.flow_id or m.node or m.waits_for or m.children or m.outcome_to or m.copy for m in messages
+    ):
+        return _NO_FLOW
     return [
         [m.flow_id for m in messages],
         [m.node for m in messages],

@@ -131,13 +131,6 @@ EXCEPTION WHEN others THEN
 END
 $$;
 
--- A JSON array of task ids as text[] (NULL stays NULL).
-CREATE FUNCTION {s}.json_ids(p text) RETURNS text[]
-LANGUAGE sql IMMUTABLE AS $$
-    SELECT CASE WHEN p IS NULL THEN NULL
-                ELSE ARRAY(SELECT jsonb_array_elements_text(p::jsonb)) END
-$$;
-
 -- How a task is named in the errors of the tasks its end reaches: "<node or name> (<id>)".
 CREATE FUNCTION {s}.flow_who(p_id text, p_node text, p_name text) RETURNS text
 LANGUAGE sql IMMUTABLE AS $$

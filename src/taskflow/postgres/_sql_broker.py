@@ -61,8 +61,11 @@ WITH input AS (
            i.priority, coalesce(i.eta, $16), i.data, i.created_at, i.eta, i.retries,
            i.expires_at, i.dedup_key, i.dedup_ttl_s, i.store_result, i.parent_id, i.order_id,
            i.requeued_from, i.flow_id, i.node,
-           {{s}}.json_ids(i.waits_for), {{s}}.json_ids(i.children),
-           i.after_failure, i.outcome_to, i.is_copy,
+           CASE WHEN i.waits_for IS NOT NULL
+                THEN ARRAY(SELECT jsonb_array_elements_text(i.waits_for::jsonb)) END,
+           CASE WHEN i.children IS NOT NULL
+                THEN ARRAY(SELECT jsonb_array_elements_text(i.children::jsonb)) END,
+           i.after_failure, i.outcome_to, coalesce(i.is_copy, false),
            i.children IS NOT NULL OR i.outcome_to IS NOT NULL
     FROM input i
     WHERE NOT EXISTS (SELECT 1 FROM blocked b WHERE b.ord = i.ord AND b.by_id IS NOT NULL)
