@@ -247,12 +247,6 @@ WITH input AS (
               -- same snapshot as upd); no read at all for a batch without one
     SELECT t.id, t.worker_id FROM {{s}}.tasks t
     WHERE t.id IN (SELECT id FROM input WHERE kind IN ('retry', 'failed') AND error IS NOT NULL)
-), firsts AS (  -- per outcome_to target: the first outcome of the batch that ends it
-    SELECT o.outcome_to AS target, min(e.ord) AS ord
-    FROM input e JOIN {{s}}.tasks o ON o.id = e.id
-    WHERE o.outcome_to IS NOT NULL AND o.token = e.token AND o.status = 'running'
-      AND e.kind IN ('done', 'failed', 'cancelled', 'expired')
-    GROUP BY o.outcome_to
 ), upd AS (
     UPDATE {{s}}.tasks t SET
         status = CASE i.kind
@@ -288,9 +282,14 @@ WITH input AS (
     WHERE t.id = i.id AND t.token = i.token AND t.status = 'running'
       -- a flow task ended by an earlier outcome of the batch (its copy's, its join's): the
       -- first outcome wins, as if the batch were completed one outcome at a time
-      -- (`firsts` is read, so computed, only for a batch with such a row)
+      -- (looked for only for a row with links, through the outcome_to index: a task pointing
+      -- at it whose outcome comes earlier in the batch; the batch's arrays are read by
+      -- position, not from a CTE: a CTE read here, rechecked after a lock wait, returned the
+      -- row twice)
       AND (NOT t.flow_links OR NOT EXISTS (
-          SELECT 1 FROM firsts f WHERE f.target = t.id AND f.ord < i.ord))
+          SELECT 1 FROM {{s}}.tasks o, LATERAL (SELECT array_position($1, o.id) AS k) AS e
+          WHERE o.outcome_to = t.id AND o.status = 'running' AND e.k < i.ord
+            AND o.token = $2[e.k] AND $3[e.k] IN ('done', 'failed', 'cancelled', 'expired')))
     RETURNING i.ord, t.id, t.name, t.queue, t.status, t.due_at, t.attempts, t.order_id, i.kind,
               i.detail, t.result, t.result_expires_at, t.flow_id
 ), ev AS (  -- a WAIT's detail is its join: the task whose outcome goes to it
