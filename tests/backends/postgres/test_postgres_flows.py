@@ -16,7 +16,7 @@ import anyio
 import asyncpg
 import pytest
 
-from taskflow.abc import Broker, TaskMessage, TaskStatus
+from taskflow.abc import Broker, Outcome, TaskMessage, TaskStatus
 from taskflow.postgres import PostgresBroker, from_url
 from taskflow.testing import FakeClock
 from tests.conformance._helpers import claim, done, message
@@ -51,6 +51,14 @@ def fan_in(broker: Broker, shards: int) -> tuple[list[TaskMessage], str]:
     ]
     messages.append(message(broker, id=join, flow_id="f", waits_for=ids))
     return messages, join
+
+
+async def complete_as(broker: Broker, outcomes: list[Outcome], now: float) -> None:
+    await broker.complete(outcomes, now=now)
+
+
+async def enqueue_as(broker: Broker, messages: list[TaskMessage], now: float) -> None:
+    await broker.enqueue(messages, now=now)
 
 
 async def test_shards_ended_at_once_on_many_connections_release_their_join_once(
@@ -94,15 +102,9 @@ async def test_a_copy_enqueued_while_its_primary_completes_has_one_outcome(
         [delivery] = await claim(one, clock)
         copy = message(two, flow_id="f", outcome_to=primary.id, copy=True)
 
-        async def complete_primary() -> None:
-            await one.complete([done(delivery, clock, "primary")], now=clock.time())
-
-        async def enqueue_copy() -> None:
-            await two.enqueue([copy], now=clock.time())
-
         async with anyio.create_task_group() as tg:
-            tg.start_soon(complete_primary)
-            tg.start_soon(enqueue_copy)
+            tg.start_soon(complete_as, one, [done(delivery, clock, "primary")], clock.time())
+            tg.start_soon(enqueue_as, two, [copy], clock.time())
 
         records = await one.storage.get_many([primary.id, copy.id], now=clock.time())
         assert [r.status if r else None for r in records] == [
@@ -132,4 +134,5 @@ async def test_a_plain_task_is_stored_without_links(
         edges = await conn.fetchval(f'SELECT count(*) FROM "{one.pg.schema}".flow_waits')
     finally:
         await conn.close()
+    assert row is not None
     assert (row["flow_links"], row["waits_for"], row["children"], edges) == (False, None, None, 0)
