@@ -155,11 +155,14 @@ class PostgresBroker(Broker):
             pg.not_sent(m.id for m in messages)
             raise
         pg.not_sent(m.id for m, r in zip(messages, results, strict=True) if not r.created)
-        created = [m.queue for m, r in zip(messages, results, strict=True) if r.created]
-        if created:
-            # Workers of this process hear of it at once, without waiting for the NOTIFY.
-            pg.wakeups.announce(sorted(set(created)), work=True)
-            await pg.count_events(created)
+        made = [m for m, r in zip(messages, results, strict=True) if r.created]
+        if made:
+            # Workers of this process hear of it at once, without waiting for the NOTIFY (a
+            # waiting flow task is no work yet: its parents' ends announce it).
+            work = {m.queue for m in made if not m.waits_for}
+            if work:
+                pg.wakeups.announce(sorted(work), work=True)
+            await pg.count_events(m.queue for m in made)
         return results
 
     async def _enqueue_in(
