@@ -45,13 +45,16 @@ if TYPE_CHECKING:
 
 __all__ = [
     "LEASE_EXPIRED",
+    "MAX_LISTED_EVENTS",
     "TASK_RECORD_COLUMNS",
     "Attempt",
+    "EventCursor",
     "ReportBatch",
     "complete_columns",
     "encode_error",
     "enqueue_columns",
     "event",
+    "events_after",
     "flow_columns",
     "lease_info",
     "lock_states",
@@ -153,10 +156,10 @@ def _decoded(
         return None
 
 
-def event(row: asyncpg.Record) -> Event:
-    """A row of the ``events`` table as an `Event` (its id is the cursor)."""
+def event(row: asyncpg.Record, cursor: str) -> Event:
+    """A row of the ``events`` table as an `Event` with `cursor`."""
     return Event(
-        cursor=str(row["id"]),
+        cursor=cursor,
         task_id=row["task_id"],
         queue=row["queue"],
         kind=EventKind(row["kind"]),
@@ -243,22 +246,80 @@ def message_or_none(data: bytes) -> TaskMessage | None:
         return None
 
 
-def parse_cursor(after: str | None) -> int:
-    """An event cursor as the event id it stands for (0: before the first).
+#: Most events of younger transactions a cursor lists (see `EventCursor`); past that a
+#: reader waits for the final order to pass them.
+MAX_LISTED_EVENTS: Final = 1000
+
+Position = tuple[int, int]
+"""An event's place in the read order: (its transaction, its id)."""
+
+
+class EventCursor(NamedTuple):
+    """Where a reader of a queue's events stands.
+
+    Events are read in (transaction, id) order. `position` is the last event read of the part
+    of that order that is final (events of transactions older than any still in progress);
+    `listed` holds the events read beyond it (committed by younger transactions while an older
+    one was still in progress), each read once, until the position passes them. A cursor is
+    ``"<transaction>.<id>"``, then ``"+<transaction>.<id>"`` per listed event; one of the
+    form older versions made, an id alone, has no transaction (`xact_known` False).
+    """
+
+    position: Position
+    listed: tuple[Position, ...] = ()
+    xact_known: bool = True
+
+    def __str__(self) -> str:
+        return "+".join(f"{xact}.{event_id}" for xact, event_id in (self.position, *self.listed))
+
+    @property
+    def listed_ids(self) -> list[int]:
+        """The ids of the listed events."""
+        return [event_id for _, event_id in self.listed]
+
+    @property
+    def may_list(self) -> bool:
+        """Whether a read may list more events beyond the position (see `MAX_LISTED_EVENTS`)."""
+        return len(self.listed) < MAX_LISTED_EVENTS
+
+    def past(self, row: asyncpg.Record) -> EventCursor:
+        """The cursor right after the event read in `row` (its ``final`` column says which
+        part of the order it came from)."""
+        place = (int(row["xact"]), row["id"])
+        if row["final"]:
+            return EventCursor(place, tuple(p for p in self.listed if p > place))
+        return EventCursor(self.position, (*self.listed, place))
+
+
+def parse_cursor(after: str | None) -> EventCursor:
+    """An event cursor (see `EventCursor`) as its parts; None: before the first event.
 
     Raises:
         ValueError: `after` is not a cursor of this backend.
     """
     if after is None:
-        return 0
+        return EventCursor((0, 0))
     try:
-        return int(after)
+        if "." not in after:
+            return EventCursor((0, int(after)), xact_known=False)
+        places = [part.split(".") for part in after.split("+")]
+        position, *listed = [(int(xact), int(event_id)) for xact, event_id in places]
     except ValueError:
         raise ValueError(
             f"event cursor {after!r} is not a PostgreSQL event cursor: pass the `cursor` of an "
             "Event read from this backend, None to start at the oldest kept event, or "
             "taskflow.abc.LATEST for only what comes next"
         ) from None
+    return EventCursor(position, tuple(listed))
+
+
+def events_after(rows: Sequence[asyncpg.Record], cursor: EventCursor) -> list[Event]:
+    """The events read in `rows` (final part first, each in order), each with its cursor."""
+    events = []
+    for row in rows:
+        cursor = cursor.past(row)
+        events.append(event(row, str(cursor)))
+    return events
 
 
 # --- batches to statement arguments -------------------------------------------------------------

@@ -457,6 +457,17 @@ CREATE INDEX errors_by_time ON {s}.errors (at);
 
 _V12_FLOWS: Final = MIGRATION_12_FLOWS
 
+# An event's id is taken when it is inserted, but the event is seen when its transaction
+# commits, so ids are not seen in order: a reader that went past a later id would never see an
+# earlier one committed after it. Each event therefore records its transaction; readers take
+# only events of transactions older than every one still in progress, in (transaction, id)
+# order, which is then final (`_sql_storage.py`, ``_READ_EVENTS``).
+_V13_EVENT_XACTS: Final = """
+ALTER TABLE {s}.events ADD COLUMN xact xid8 NOT NULL DEFAULT pg_current_xact_id();
+CREATE INDEX events_queue_xact ON {s}.events (queue, xact, id);
+DROP INDEX {s}.events_queue_id;
+"""
+
 #: (version, description, DDL with ``{s}`` for the quoted schema), in order. Append only.
 MIGRATIONS: Final[tuple[tuple[int, str, str], ...]] = (
     (1, "tables: tasks, events, leases, kv; the notify helper", _V1_TABLES),
@@ -487,6 +498,7 @@ MIGRATIONS: Final[tuple[tuple[int, str, str], ...]] = (
         "flows: waiting tasks, parents, children and outcome links; their end applied by a trigger",
         _V12_FLOWS,
     ),
+    (13, "events record their transaction, read in commit-safe order", _V13_EVENT_XACTS),
 )
 LATEST_VERSION: Final = MIGRATIONS[-1][0]
 

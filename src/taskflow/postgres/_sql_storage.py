@@ -76,14 +76,49 @@ SELECT {TASK_RECORD_COLUMNS} FROM {{s}}.tasks WHERE flow_id = $1 ORDER BY create
 
 _GET_MANY: Final = f"SELECT {TASK_RECORD_COLUMNS} FROM {{s}}.tasks WHERE id = ANY($1::text[])"
 
-_READ_EVENTS: Final = """
-SELECT id, task_id, queue, kind, at, attempt, order_id, detail, name, flow_id FROM {s}.events
-WHERE queue = $1 AND id > $2 ORDER BY id LIMIT $3
+# An event's id is taken when it is inserted but the event is seen when its transaction
+# commits, so ids are not seen in order (``_V13_EVENT_XACTS``). Events are read in
+# (transaction, id) order: first those of transactions older than every transaction still in
+# progress (the snapshot's xmin: that part of the order is final, nothing can appear in it
+# later), after the cursor's position; then, so a reader sees what was just committed, the
+# committed events of younger transactions, which the cursor lists one by one until its
+# position passes them (`_codec.EventCursor`). $4 is the ids the cursor lists, $6 whether it
+# may list more. One statement, so both parts read one snapshot.
+_SAFE: Final = "xact < pg_snapshot_xmin(pg_current_snapshot())"
+_EVENT_COLUMNS: Final = (
+    "id, xact, task_id, queue, kind, at, attempt, order_id, detail, name, flow_id"
+)
+
+_READ_EVENTS: Final = f"""
+SELECT id, xact::text AS xact, task_id, queue, kind, at, attempt, order_id, detail, name, flow_id,
+       final
+FROM (
+    (SELECT {_EVENT_COLUMNS}, true AS final FROM {{s}}.events
+     WHERE queue = $1 AND (xact, id) > ($2::text::xid8, $3::int8) AND {_SAFE}
+       AND NOT id = ANY ($4::int8[])
+     ORDER BY xact, id LIMIT $5)
+    UNION ALL
+    (SELECT {_EVENT_COLUMNS}, false AS final FROM {{s}}.events
+     WHERE $6 AND queue = $1 AND (xact, id) > ($2::text::xid8, $3::int8) AND NOT {_SAFE}
+       AND NOT id = ANY ($4::int8[])
+     ORDER BY xact, id LIMIT $5)
+) AS e
+ORDER BY final DESC, e.xact, e.id
 """
 
-_HAS_EVENTS_AFTER: Final = "SELECT EXISTS (SELECT 1 FROM {s}.events WHERE queue = $1 AND id > $2)"
+_LATEST_EVENTS: Final = f"""
+SELECT xact::text AS xact, id, final FROM (
+    (SELECT xact, id, true AS final FROM {{s}}.events WHERE queue = $1 AND {_SAFE}
+     ORDER BY xact DESC, id DESC LIMIT 1)
+    UNION ALL
+    (SELECT xact, id, false AS final FROM {{s}}.events
+     WHERE queue = $1 AND NOT {_SAFE} ORDER BY xact, id LIMIT $2)
+) AS e
+ORDER BY final DESC, e.xact, e.id
+"""
 
-_LATEST_EVENT: Final = "SELECT max(id) FROM {s}.events WHERE queue = $1"
+# A cursor of the form events had before they recorded their transaction (an id alone).
+_EVENT_XACT: Final = "SELECT xact::text FROM {s}.events WHERE id = $1"
 
 _CLEANUP_TASKS: Final = f"""
 WITH doomed AS (
@@ -140,8 +175,8 @@ class StorageStatements:
         self.flow_tasks = _FLOW_TASKS.format(s=s)
         self.get_many = _GET_MANY.format(s=s)
         self.read_events = _READ_EVENTS.format(s=s)
-        self.has_events_after = _HAS_EVENTS_AFTER.format(s=s)
-        self.latest_event = _LATEST_EVENT.format(s=s)
+        self.latest_events = _LATEST_EVENTS.format(s=s)
+        self.event_xact = _EVENT_XACT.format(s=s)
         self.cleanup_tasks = _CLEANUP_TASKS.format(s=s)
         self.event_queues = _EVENT_QUEUES.format(s=s)
         self.trim_events = _TRIM_EVENTS.format(s=s)

@@ -16,6 +16,7 @@ and its errors (``_client.py``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Final, TypeVar
@@ -40,7 +41,16 @@ from ._client import (
     reaching,
     require_asyncpg,
 )
-from ._codec import Attempt, event, failed_attempt, parse_cursor, report_batch, task_record
+from ._codec import (
+    MAX_LISTED_EVENTS,
+    Attempt,
+    EventCursor,
+    events_after,
+    failed_attempt,
+    parse_cursor,
+    report_batch,
+    task_record,
+)
 from ._listener import DONE, ENDED, EVENTS, WORK, Listener, Notification, PushedDone
 from ._schema import DEFAULT_SCHEMA, app_schema, channel_name, migrate, quote_schema
 from ._sql_storage import StorageStatements
@@ -63,6 +73,9 @@ _CALL_RETRIES: Final = 10
 _CLEANUP_CHUNK: Final = 10_000
 #: Most tasks remembered as sent here and not heard to end (see `PostgresStorage.expect_end`).
 _MAX_UNFINISHED: Final = 10_000
+#: How long a follower whose cursor lists all it may waits before it looks again at events
+#: held back behind a transaction still in progress (one that may end without notifying).
+_HELD_RECHECK_S: Final = 0.05
 
 
 class PostgresStorage(Storage):
@@ -350,25 +363,50 @@ class PostgresStorage(Storage):
         return {row["name"]: bytes(row["value"]) for row in rows}
 
     async def _read_events(self, queue: str, after: str | None, limit: int) -> list[Event]:
+        cursor = await self._cursor(after)
+        args = (queue, str(cursor.position[0]), cursor.position[1], cursor.listed_ids, limit)
+        rows = await self.run(lambda conn: conn.fetch(self.sql.read_events, *args, cursor.may_list))
+        room = MAX_LISTED_EVENTS - len(cursor.listed)
+        kept = [row for row in rows if row["final"]]
+        kept += [row for row in rows if not row["final"]][:room]
+        return events_after(kept[:limit], cursor)
+
+    async def _cursor(self, after: str | None) -> EventCursor:
+        """`after` parsed; a cursor of the older form (an id alone) is placed at its event's
+        transaction, or at the start if its event is gone (reading resumes at the oldest)."""
         cursor = parse_cursor(after)
-        rows = await self.run(lambda conn: conn.fetch(self.sql.read_events, queue, cursor, limit))
-        return [event(row) for row in rows]
+        if cursor.xact_known:
+            return cursor
+        event_id = cursor.position[1]
+        xact = await self.run(lambda conn: conn.fetchval(self.sql.event_xact, event_id))
+        return EventCursor((int(xact or 0), event_id))
 
     async def _latest_cursor(self, queue: str) -> str | None:
-        newest = await self.run(lambda conn: conn.fetchval(self.sql.latest_event, queue))
-        return None if newest is None else str(newest)
+        rows = await self.run(
+            lambda conn: conn.fetch(self.sql.latest_events, queue, MAX_LISTED_EVENTS)
+        )
+        if not rows:
+            return None
+        places = [(int(row["xact"]), row["id"]) for row in rows]
+        if rows[0]["final"]:
+            return str(EventCursor(places[0], tuple(places[1:])))
+        return str(EventCursor((0, 0), tuple(places)))
 
     async def _wait_events(self, queue: str, after: str | None) -> None:
         await self._ensure_listening()
         wakeups = self.wakeups
         seen = wakeups.event_mark(queue)
-        cursor = parse_cursor(after)
-        exists = await self.run(
-            lambda conn: conn.fetchval(self.sql.has_events_after, queue, cursor)
-        )
-        if exists:
+        if await self._read_events(queue, after, 1):
             return
-        await wakeups.wait_changed(lambda: wakeups.event_mark(queue) != seen)
+        changed = wakeups.wait_changed(lambda: wakeups.event_mark(queue) != seen)
+        if parse_cursor(after).may_list:
+            await changed
+            return
+        # The cursor lists as many events beyond the final order as it may: the rest wait
+        # until the transactions holding the order back end, which may be ones that append no
+        # event and so notify nobody when they end. Look again after a while.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(changed, _HELD_RECHECK_S)
 
     # -- maintenance ----------------------------------------------------------------------------
 

@@ -13,6 +13,7 @@ import pytest
 from taskflow import BackendUnavailable, QueueTasks
 from taskflow.abc import TaskStatus
 from taskflow.postgres import PostgresBroker
+from taskflow.postgres._codec import MAX_LISTED_EVENTS
 from taskflow.testing import FakeClock
 from tests.conformance._helpers import claim, message
 from tests.plugins.backend_postgres import drop_schema, postgres_factory, random_schema
@@ -135,3 +136,69 @@ async def test_task_options_connection_end_to_end(
                 assert await app.get(dropped.task_id) is None
     finally:
         await drop_schema(postgres_dsn(), schema)
+
+
+async def test_a_follower_misses_no_event_of_a_transaction_that_commits_late(
+    broker: PostgresBroker, conn: asyncpg.Connection[asyncpg.Record], clock: FakeClock
+) -> None:
+    # An event's id is taken when it is inserted, but it is seen only when its transaction
+    # commits: here the first one commits after a later one, while a follower reads on.
+    early, late = message(broker), message(broker)
+    transaction = conn.transaction()
+    await transaction.start()
+    await broker.enqueue([early], now=clock.time(), connection=conn)  # the lower event id
+    await broker.enqueue([late], now=clock.time())  # a higher id, committed first
+    seen = await broker.storage.read_events("default")  # the late one is held back, if read
+    await transaction.commit()
+    with anyio.fail_after(10):
+        async for event in broker.storage.follow_events(
+            "default", after=seen[-1].cursor if seen else None
+        ):
+            seen.append(event)
+            if len(seen) == 2:
+                break
+    assert sorted(e.task_id for e in seen) == sorted([early.id, late.id])
+    # Nothing comes twice: after the newest cursor there is nothing left to read.
+    assert await broker.storage.read_events("default", after=seen[-1].cursor) == []
+
+
+async def test_a_transaction_in_progress_holds_back_no_event_committed_after_it(
+    broker: PostgresBroker, conn: asyncpg.Connection[asyncpg.Record], clock: FakeClock
+) -> None:
+    # An older transaction still in progress (here one that appends no event, so it notifies
+    # nobody when it ends) does not hide what was committed meanwhile: a reader sees its own
+    # writes at once, up to MAX_LISTED_EVENTS; the rest arrive once that transaction ended.
+    transaction = conn.transaction()
+    await transaction.start()
+    await conn.fetchval("SELECT pg_current_xact_id()")  # holds the oldest transaction id
+    msgs = [message(broker) for _ in range(MAX_LISTED_EVENTS + 1)]
+    await broker.enqueue(msgs, now=clock.time())
+    seen = await broker.storage.read_events("default", limit=2 * MAX_LISTED_EVENTS)
+    assert [e.task_id for e in seen] == [m.id for m in msgs[:MAX_LISTED_EVENTS]]
+    assert await broker.storage.read_events("default", after=seen[-1].cursor) == []
+    follower = broker.storage.follow_events("default", after=seen[-1].cursor)
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+
+            async def follow() -> None:
+                seen.append(await anext(follower))
+
+            tg.start_soon(follow)
+            await anyio.wait_all_tasks_blocked()
+            await transaction.rollback()
+    assert [e.task_id for e in seen] == [m.id for m in msgs]
+    assert await broker.storage.read_events("default", after=seen[-1].cursor) == []
+
+
+async def test_a_cursor_of_the_older_form_resumes_after_its_event(
+    broker: PostgresBroker, clock: FakeClock
+) -> None:
+    # Cursors made before events recorded their transaction were the event's id alone.
+    first, second = message(broker), message(broker)
+    await broker.enqueue([first], now=clock.time())
+    await broker.enqueue([second], now=clock.time())
+    events = await broker.storage.read_events("default")
+    old_form = events[0].cursor.rpartition(".")[2]
+    assert [e.task_id for e in await broker.storage.read_events("default", after=old_form)] == [
+        second.id
+    ]
