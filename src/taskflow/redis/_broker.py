@@ -54,10 +54,12 @@ from ._codec import (
     message_of,
     msgpack_encode,
     queued_form,
+    split_outbox,
     status_of,
     time_arg,
 )
 from ._coordination import RedisCoordination
+from ._outbox import deliver_outboxes
 from ._routing import check_queue_name, group_by_queue
 from ._storage import RedisStorage
 
@@ -70,6 +72,9 @@ logger = logging.getLogger("taskflow.redis")
 _ENQUEUE_FIRST: Final = 100
 
 _ENQUEUE_CHUNK: Final = 250
+
+#: Outcome kinds after which the task has not ended (its result waiters keep waiting).
+_NOT_ENDED: Final = frozenset((OutcomeKind.RETRY, OutcomeKind.RELEASE, OutcomeKind.WAIT))
 
 #: Most tasks one call of the ``purge`` script ends (the server runs nothing else meanwhile).
 _PURGE_CHUNK: Final = 500
@@ -136,6 +141,37 @@ class RedisBroker(Broker):
     # -- enqueue ---------------------------------------------------------------------------
 
     async def _enqueue(self, messages: Sequence[TaskMessage], now: float) -> list[EnqueueResult]:
+        waiting = [i for i, m in enumerate(messages) if m.waits_for]
+        if not waiting:  # the plain path: no flow parents
+            if messages[0].flow_id or any(m.flow_id for m in messages):
+                await self._index_flows(messages)
+            return await self._enqueue_some(messages, now)
+        # Children first: every WAITING task is stored before any of its parents can be
+        # claimed, also across queues (one script call per queue is atomic only in itself).
+        await self._index_flows(messages)
+        rest = [i for i, m in enumerate(messages) if not m.waits_for]
+        results: list[EnqueueResult | None] = [None] * len(messages)
+        for picked in (waiting, rest):
+            done = await self._enqueue_some([messages[i] for i in picked], now)
+            for i, result in zip(picked, done, strict=True):
+                results[i] = result
+        return [r for r in results if r is not None]
+
+    async def _index_flows(self, messages: Sequence[TaskMessage]) -> None:
+        """Add the queues of `messages` to their flows' queue sets (``flq:{<flow>}``), which
+        `RedisStorage.flow_tasks` reads, before the messages are stored."""
+        flows: dict[str, set[str]] = {}
+        for m in messages:
+            if m.flow_id:
+                flows.setdefault(m.flow_id, set()).add(m.queue)
+        for flow_id, queues in flows.items():
+            await self._redis.client.sadd(self._redis.flow_queues_key(flow_id), *queues)
+
+    async def _enqueue_some(
+        self, messages: Sequence[TaskMessage], now: float
+    ) -> list[EnqueueResult]:
+        if not messages:
+            return []
         rs = self._redis
         by_index = [i for i, m in enumerate(messages) if not self._check_routing(m)]
         queues = {m.queue for m in messages}
@@ -153,10 +189,14 @@ class RedisBroker(Broker):
         groups = group_by_queue([messages[i].queue for i in todo])
         inboxes = {q: rs.enqueue_inbox(q) for q in groups}
 
+        rx = now + self.result_ttl_s
+
         async def part(queue: str, picked: list[int]) -> None:
             """Enqueue the messages `picked` (all of `queue`) in one script call."""
-            args = enqueue_args([messages[i] for i in picked], now, inboxes[queue])
-            reply = await rs.run_queue_script("enqueue", queue, now, args)
+            args = enqueue_args([messages[i] for i in picked], now, inboxes[queue], rx)
+            reply, outbox = split_outbox(await rs.run_queue_script("enqueue", queue, now, args))
+            if outbox:
+                await self._deliver([queue], now)
             created = []
             for i, result in zip(picked, enqueued_from(reply), strict=True):
                 results[i] = result
@@ -172,6 +212,11 @@ class RedisBroker(Broker):
             picks = {q: [todo[j] for j in idx] for q, idx in groups.items()}
             await self._enqueue_parts(part, picks)
         return [r for r in results if r is not None]
+
+    async def _deliver(self, queues: list[str], now: float) -> None:
+        """Deliver what calls on `queues` left in their outboxes (ends of flow tasks for
+        children of other queues, see ``_outbox.py``)."""
+        await deliver_outboxes(self._redis, queues, now, now + self.result_ttl_s)
 
     async def _enqueue_parts(
         self,
@@ -232,6 +277,9 @@ class RedisBroker(Broker):
             nonce = os.urandom(8).hex()
             reply = await rs.run_queue_script("claim", queue, now, [str(want), *fixed, nonce, park])
             unreadable, *flat = reply
+            if unreadable and isinstance(unreadable[0], list):  # {unreadable, outbox entries}
+                unreadable = unreadable[0]
+                await self._deliver([queue], now)
             if unreadable:
                 _log_unreadable(queue, unreadable)
             deliveries += deliveries_from(flat, lease_until)
@@ -274,13 +322,19 @@ class RedisBroker(Broker):
         ]
         # One queue (the usual case): no gather, no extra task on the latency path.
         replies = [await calls[0]] if len(calls) == 1 else await asyncio.gather(*calls)
-        for idx, reply in zip(groups.values(), replies, strict=True):
+        filled: list[str] = []
+        for (queue, idx), full_reply in zip(groups.items(), replies, strict=True):
+            reply, outbox = split_outbox(full_reply)
+            if outbox:
+                filled.append(queue)
             for i, ok in zip(idx, reply, strict=True):
                 out[i] = bool(ok)
                 outcome = outcomes[i]
-                if ok and outcome.kind not in (OutcomeKind.RETRY, OutcomeKind.RELEASE):
+                if ok and outcome.kind not in _NOT_ENDED:
                     # Waiters in this process need not wait for the pub/sub round trip.
                     rs.waiters.wake(outcome.task_id)
+        if filled:
+            await self._deliver(filled, now)
         return out
 
     # -- cancel, scheduling, waiting for work ----------------------------------------------
@@ -291,7 +345,9 @@ class RedisBroker(Broker):
         out = [CancelResult.NOT_FOUND] * len(task_ids)
         for queue, idx in group_by_queue(queues).items():
             args = [time_arg(now + self.result_ttl_s)] + [task_ids[i] for i in idx]
-            reply = await rs.run_queue_script("cancel", queue, now, args)
+            reply, outbox = split_outbox(await rs.run_queue_script("cancel", queue, now, args))
+            if outbox:
+                await self._deliver([queue], now)
             for i, code in zip(idx, reply, strict=True):
                 out[i] = CANCEL_CODES[code]
                 if out[i] is CancelResult.CANCELLED:
@@ -463,6 +519,7 @@ class RedisBroker(Broker):
                 running=f.running,
                 dead=f.dead,
                 finished_last_minute=f.finished_last_minute,
+                waiting=f.waiting,
             )
             for q, f in zip(queues, facts, strict=True)
         ]
@@ -472,7 +529,9 @@ class RedisBroker(Broker):
         args = [time_arg(now + self.result_ttl_s), msgpack_encode(error), _PURGE_CHUNK, error.type]
         purged = 0
         while True:  # in chunks: one script call must not hold the server for long
-            ended = await rs.run_queue_script("purge", queue, now, args)
+            ended, outbox = split_outbox(await rs.run_queue_script("purge", queue, now, args))
+            if outbox:
+                await self._deliver([queue], now)
             for task_id in ended:
                 rs.waiters.wake(task_id.decode())
             purged += len(ended)

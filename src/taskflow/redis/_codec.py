@@ -56,7 +56,9 @@ __all__ = [
     "enqueued_from",
     "event_from",
     "failed_from",
+    "flow_wiring",
     "handed_off",
+    "is_flow_message",
     "message_of",
     "msgpack_encode",
     "opt_float",
@@ -68,6 +70,7 @@ __all__ = [
     "progress_text",
     "queued_form",
     "record_from",
+    "split_outbox",
     "status_of",
     "stream_cursor",
     "time_arg",
@@ -179,9 +182,48 @@ def queued_form(m: TaskMessage, state: str, inbox: str) -> bytes:
     )
 
 
-def enqueue_args(messages: Sequence[TaskMessage], now: float, inbox: str) -> list[Any]:
+def is_flow_message(m: TaskMessage) -> bool:
+    """Whether `m` has flow fields (a flow id, parents, children, an `outcome_to` task, or is
+    a copy): such a task is stored with its wiring (`flow_wiring`)."""
+    return bool(m.flow_id or m.waits_for or m.children or m.outcome_to or m.copy)
+
+
+def flow_wiring(m: TaskMessage) -> bytes:
+    """What the scripts need of a flow message's links, packed (``FX`` in lua/common.lua):
+    flow id, node, children (id, queue, id, queue, ...), failure policy, `outcome_to`, copy
+    flag, how many distinct parents it waits for, eta and creation time. A copy's `children`
+    are not its own (the task it copies tells them), so they are left out."""
+    children = [] if m.copy else [x for child in m.children for x in child]
+    return pack(
+        [
+            m.flow_id or "",
+            m.node or "",
+            children,
+            m.after_failure.value,
+            m.outcome_to or "",
+            "1" if m.copy else "",
+            str(len(set(m.waits_for))),
+            opt_time_arg(m.eta),
+            time_arg(m.created_at),
+        ]
+    )
+
+
+def split_outbox(reply: list[Any]) -> tuple[list[Any], bool]:
+    """A script's reply without its outbox marker (``with_outbox`` in lua/common.lua), and
+    whether it had one: the call left deliveries to children of other queues in the outbox."""
+    if reply and isinstance(reply[-1], list):
+        return reply[:-1], True
+    return reply, False
+
+
+def enqueue_args(
+    messages: Sequence[TaskMessage], now: float, inbox: str, result_expires_at: float
+) -> list[Any]:
     """The enqueue script's batch: per message its id, queued form, priority, due time,
-    scheduled flag, dedup key, order id and name; `inbox` ('' for none) is registered on each."""
+    scheduled flag, dedup key, order id, name and flow wiring ('' for a plain task); `inbox`
+    ('' for none) is registered on each. Then the result expiry of tasks the call ends (a hedge
+    copy whose task ended already)."""
     args: list[str | bytes] = []
     for m in messages:
         eta = m.eta
@@ -195,8 +237,9 @@ def enqueue_args(messages: Sequence[TaskMessage], now: float, inbox: str) -> lis
             m.dedup_key or "",
             m.order_id or "",
             m.name,
+            flow_wiring(m) if is_flow_message(m) else "",
         )
-    return [pack(args)]
+    return [pack(args), time_arg(result_expires_at)]
 
 
 def enqueued_from(reply: list[Any]) -> list[EnqueueResult]:
@@ -251,6 +294,11 @@ def record_from(
         requeued_from=msg.requeued_from,
         dedup_key=msg.dedup_key,
         store_result=msg.store_result,
+        flow_id=msg.flow_id,
+        node=msg.node,
+        waits_for=msg.waits_for,
+        outcome_to=msg.outcome_to,
+        copy=msg.copy,
         **state,
     )
 
@@ -454,10 +502,12 @@ class QueueFacts(NamedTuple):
     ready: int
     #: Tasks ended in the minute before now.
     finished_last_minute: int
+    #: Tasks waiting for their parents or their join (flows).
+    waiting: int
 
     @classmethod
     def from_reply(cls, reply: list[Any]) -> QueueFacts:
-        queued, scheduled, running, dead, first_sched, first_run, ready, finished = reply
+        queued, scheduled, running, dead, first_sched, first_run, ready, finished, waiting = reply
         return cls(
             int(queued),
             int(scheduled),
@@ -467,6 +517,7 @@ class QueueFacts(NamedTuple):
             opt_float(first_run),
             int(ready),
             int(finished),
+            int(waiting),
         )
 
 
@@ -495,4 +546,5 @@ def event_from(queue: str, entry_id: bytes, fields: dict[bytes, bytes]) -> Event
         order_id=opt_text(fields.get(b"o")),
         detail=opt_text(fields.get(b"d")),
         name=fields.get(b"n", b"").decode(),
+        flow_id=opt_text(fields.get(b"f")),
     )

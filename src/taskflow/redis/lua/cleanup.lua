@@ -5,7 +5,7 @@
 local cutoff = ARGV[6]
 local ids = redis.call('ZRANGEBYSCORE', K .. 'fin', '-inf', cutoff, 'LIMIT', 0, 5000)
 for _, id in ipairs(ids) do
-  redis.call('DEL', rkey(id), ykey(id), ckey(id))
+  redis.call('DEL', rkey(id), ykey(id), ckey(id), K .. 'ar:' .. id, K .. 'ob:' .. id)
   zrem_later(K .. 'fin', id)
   zrem_later(K .. 'dead', id)
 end

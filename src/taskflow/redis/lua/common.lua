@@ -118,6 +118,14 @@ local function flush()
   PUSHES, PUSHED_BYTES = {}, {}
 end
 
+-- The flow wiring of the tasks this call read (see "Flows" below): id -> {fl = flow id,
+-- fx = packed wiring, ob = '1' if tasks send their outcome to it}. Plain tasks have none, so
+-- they cost one table lookup per event and per end.
+local LINKS = {}
+local function note_links(id, fl, fx, ob)
+  if fl or fx or ob then LINKS[id] = {fl = fl or nil, fx = fx or nil, ob = ob or nil} end
+end
+
 -- Append one event to the queue's capped stream (same script = same atomic step). One XADD
 -- per event costs the server less than framing a call's events into one entry would. Only a
 -- call's first event trims the stream (MAXLEN ~); a call that adds more trims once more at the
@@ -126,7 +134,10 @@ end
 -- "a" (attempt) when 0, "o" (order id) and "d" (detail) when empty.
 local function event(id, kind, attempt, oid, detail, name)
   local a = tostring(attempt or 0)
+  local links = LINKS[id]
+  local fl = links and links.fl
   local extra = (oid and oid ~= '') or (detail and detail ~= '') or not name or name == ''
+    or fl
   if EVENTS > 0 and not extra then -- the common case, without building a table
     EVENTS = EVENTS + 1
     if a == '0' then
@@ -156,6 +167,10 @@ local function event(id, kind, attempt, oid, detail, name)
   if detail and detail ~= '' then
     args[#args + 1] = 'd'
     args[#args + 1] = detail
+  end
+  if fl then
+    args[#args + 1] = 'f'
+    args[#args + 1] = fl
   end
   redis.call(unpack(args))
 end
@@ -214,6 +229,10 @@ local function push_later(w, id, status, res, err, rx)
   end
 end
 
+-- Flow tasks this call ended, whose end `settle` (below) still has to apply to the tasks
+-- linked to them.
+local ENDED = {}
+
 -- Write a terminal state once: status, outcome, indexes, event, and the waiters' notification.
 -- `nr` is the task's no-result flag ('1': the task does not store results); `w` its waiters'
 -- inboxes if the caller read them already (nil: read here); `name` the task's name.
@@ -240,6 +259,10 @@ local function finish(id, status, res, err, rx, attempt, oid, detail, nr, w, nam
   event(id, status, attempt, oid, detail, name)
   if w == nil then w = redis.call('HGET', rkey(id), 'w') end
   if w then push_later(w, id, status, res, err, rx) end
+  local links = LINKS[id]
+  if links and (links.fx or links.ob) then
+    ENDED[#ENDED + 1] = {id = id, st = status, res = res, err = err, rx = rx, name = name}
+  end
 end
 
 -- One stored form per stage of a task's life. From enqueue until it is first claimed (or ends
@@ -432,4 +455,169 @@ local function create(id, q, pr, due, sched, dk, oid, seq, handed, name)
   end
   if dk ~= '' then redis.call('HSET', K .. 'dedup', dk, id) end
   return m
+end
+
+-- Flows (see docs/internals/redis.md, "Flows"). A message with flow fields is stored as a hash
+-- from its enqueue on (never the queued form, never handed off), with `fl` its flow id and
+-- `fx` its wiring, packed by the client (`flow_wiring` in _codec.py): the array FX below.
+-- `ob` = '1' once a task sends its outcome to it (`{Q}:ob:<id>` lists those), `jn` the join
+-- among them. A WAITING task is in `{Q}:wait` (by enqueue sequence); the parents that arrived
+-- at a child are the set `{Q}:ar:<id>`, so a parent told twice counts once. The end of a task
+-- reaches its linked tasks in `settle`, in the same call: children of the same queue,
+-- its `outcome_to` task (always of the same queue) and the tasks sending their outcome to it;
+-- a child of another queue is told through the queue's outbox `{Q}:outbox` (a sorted set by
+-- sequence, member: a packed delivery), which the client delivers after the call with the
+-- `arrive` script (and every worker's housekeeping again, should it die in between).
+local FX = {fl = 1, node = 2, ch = 3, af = 4, ot = 5, cp = 6, np = 7, eta = 8, at = 9}
+local FLOW_WOKE = false -- a task became claimable (or scheduled): wake idle workers
+local OUTBOX_N = 0 -- deliveries this call added to the outbox
+-- What the flow code reads of a task it may end.
+local LINK_FIELDS = {'st', 'att', 'pr', 'm', 'oid', 'n', 'nr', 'w', 'fl', 'fx', 'ob', 'jn'}
+
+-- The fields LINK_FIELDS of task `id` as a hash record (a queued form is turned into its hash
+-- first, see hash_before_end), its links noted; empty for an unknown task.
+local function load_linked(id, rx)
+  hash_before_end(id, rx)
+  local t = hmget_named(rkey(id), LINK_FIELDS)
+  if t.st then note_links(id, t.fl, t.fx, t.ob) end
+  return t
+end
+
+-- Take a task that has not ended (fields `t`) out of every set that lists it as waiting,
+-- claimable or lapsed (`finish` takes it out of `run`).
+local function unlist(id, t)
+  if t.st == 'waiting' then
+    redis.call('ZREM', K .. 'wait', id)
+  elseif t.st == 'running' then
+    if take_lapsed(id) then ready_remove(t.pr, t.m) end
+  else
+    if t.m then ready_remove(t.pr, t.m) end
+    redis.call('ZREM', K .. 'sched', id)
+  end
+end
+
+-- How a child names a parent that ended without a value: "<node or name> (<id>) <status>",
+-- then ": <type>: <message>" of its error if it has one (UPSTREAM_FAILED in _message.py).
+local function upstream_text(e, node)
+  local label = node
+  if not label or label == '' then label = e.name or '' end
+  local text = label .. ' (' .. e.id .. ') ' .. e.st
+  if e.err ~= '' then
+    local ok, info = pcall(cmsgpack.unpack, e.err)
+    if ok and type(info) == 'table' then
+      text = text .. ': ' .. tostring(info[1]) .. ': ' .. tostring(info[2])
+    end
+  end
+  return text
+end
+
+-- Make a WAITING child whose parents all arrived claimable: QUEUED, or SCHEDULED until its
+-- eta; its event says "ready".
+local function make_ready(id, t, eta)
+  redis.call('ZREM', K .. 'wait', id)
+  if eta ~= '' and tonumber(eta) > NOWN then
+    redis.call('HSET', rkey(id), 'st', 'scheduled')
+    zadd_later(K .. 'sched', eta, id)
+    event(id, 'scheduled', 0, t.oid, 'ready', t.n)
+  else
+    redis.call('HSET', rkey(id), 'st', 'queued')
+    ready_add(t.pr, NOW, t.m)
+    event(id, 'queued', 0, t.oid, 'ready', t.n)
+  end
+  FLOW_WOKE = true
+end
+
+-- Tell child `id` (of this queue) that `parent` ended, with a value (`ok`) or not (`text` says
+-- how). Idempotent: a parent that arrived already, or a child no longer waiting for its
+-- parents (ready, running, ended, or waiting for its join), is left alone. Without a value and
+-- unless its policy is RUN, the child ends at once (FAILED UpstreamFailed or, policy SKIP,
+-- CANCELLED Skipped), which `settle` applies to its own links in turn.
+local function arrive(id, parent, ok, text, rx)
+  local t = hmget_named(rkey(id), LINK_FIELDS)
+  if t.st ~= 'waiting' or not t.fx then return end
+  if redis.call('SADD', K .. 'ar:' .. id, parent) == 0 then return end
+  note_links(id, t.fl, t.fx, t.ob)
+  local x = cmsgpack.unpack(t.fx)
+  if not ok and x[FX.af] ~= 'run' then
+    redis.call('ZREM', K .. 'wait', id)
+    local kind, etype = 'failed', 'UpstreamFailed'
+    if x[FX.af] == 'skip' then kind, etype = 'cancelled', 'Skipped' end
+    finish(id, kind, '', cmsgpack.pack({etype, text}), rx, t.att or 0, t.oid, etype, t.nr,
+      t.w or false, t.n)
+  elseif redis.call('SCARD', K .. 'ar:' .. id) >= tonumber(x[FX.np]) then
+    make_ready(id, t, x[FX.eta])
+  end
+end
+
+-- Record the delivery of a parent's end to child `id` of queue `queue` (another queue, so
+-- maybe another slot): the client delivers it after this call (`arrive` script).
+local function to_outbox(id, queue, parent, ok, text)
+  local n = redis.call('INCR', K .. 'oseq')
+  redis.call('ZADD', K .. 'outbox', n,
+    cmsgpack.pack({tostring(n), id, queue, parent, ok and '1' or '', text or ''}))
+  OUTBOX_N = OUTBOX_N + 1
+end
+
+-- The task `id` that ended as `e` sends its outcome to task `target` (same queue): it ends
+-- the same way unless it ended already; its lease, if it runs, is void from here on.
+local function adopt(target, e, copy)
+  local t = load_linked(target, e.rx)
+  if not t.st or TERMINAL[t.st] then return end
+  unlist(target, t)
+  local detail = (copy and 'won by copy ' or 'outcome of ') .. e.id
+  finish(target, e.st, e.res, e.err, e.rx, t.att or 0, t.oid, detail, t.nr, t.w or false, t.n)
+end
+
+-- Cancel (SUPERSEDED) every task that sends its outcome to `id`, which ended, and has not
+-- ended itself: at once if it does not run, by request if it does.
+local function supersede(id, rx)
+  local err = nil
+  for _, other in ipairs(redis.call('SMEMBERS', K .. 'ob:' .. id)) do
+    local t = load_linked(other, rx)
+    if t.st == 'running' then
+      if redis.call('HSETNX', rkey(other), 'cr', '1') == 1 then
+        event(other, 'cancel_requested', t.att, t.oid, 'lost to ' .. id, t.n)
+      end
+    elseif t.st and not TERMINAL[t.st] then
+      unlist(other, t)
+      err = err or cmsgpack.pack({'Superseded', 'task ' .. id .. ' ended first'})
+      finish(other, 'cancelled', '', err, rx, t.att or 0, t.oid, 'lost to ' .. id, t.nr,
+        t.w or false, t.n)
+    end
+  end
+end
+
+-- Apply the end of each flow task this call ended to its linked tasks, and of each task those
+-- end in turn (a cascade), in this same call.
+local function settle()
+  local i = 1
+  while i <= #ENDED do
+    local e = ENDED[i]
+    i = i + 1
+    local links = LINKS[e.id]
+    if links.fx then
+      local x = cmsgpack.unpack(links.fx)
+      local ch = x[FX.ch]
+      local ok = e.st == 'done'
+      local text = nil
+      if not ok and #ch > 0 then text = upstream_text(e, x[FX.node]) end
+      for j = 1, #ch, 2 do
+        if ch[j + 1] == Q then
+          arrive(ch[j], e.id, ok, text, e.rx)
+        else
+          to_outbox(ch[j], ch[j + 1], e.id, ok, text)
+        end
+      end
+      if x[FX.ot] ~= '' then adopt(x[FX.ot], e, x[FX.cp] == '1') end
+    end
+    if links.ob then supersede(e.id, e.rx) end
+  end
+  ENDED = {}
+end
+
+-- `out`, a script's reply, with a last element {n} if this call added n deliveries to the
+-- outbox (`split_outbox` in _codec.py), for the client to deliver them.
+local function with_outbox(out)
+  if OUTBOX_N > 0 then out[#out + 1] = {OUTBOX_N} end
+  return out
 end

@@ -1,6 +1,8 @@
 -- Record outcomes, checking each fencing token, and ack: ARGV[6] packs per outcome 8 fields: id, token, kind, encoded result, encoded error, error type, retry at, result expires
 -- at ('' = none). A terminal outcome is pushed to its waiters' inboxes (see push_later).
--- Returns per outcome 1 (stored and acked) or 0 (refused: stale token or not running).
+-- Returns per outcome 1 (stored and acked) or 0 (refused: stale token or not running), then
+-- the outbox marker (see with_outbox). A WAIT makes the task WAITING for its join (`jn`);
+-- every end reaches the tasks linked to it (`settle` in common.lua).
 -- ARGV[7]: the error log's length. A RETRY or FAILED outcome with an error adds the failed
 -- attempt to the queue's error log (the stream "errors", trimmed exactly: failures are rare,
 -- the trim cheap): time, id, name, attempt, worker id, encoded error, retried ("1") or not.
@@ -19,11 +21,13 @@ for i = 0, n - 1 do
   local id, tok, kind = A[b], A[b + 1], A[b + 2]
   local res, err, etype, at, rx = A[b + 3], A[b + 4], A[b + 5], A[b + 6], A[b + 7]
   local r = rkey(id)
-  local st, cur_tok, att, pr, m, oid, nr, w, prog, y, name, wid = unpack(redis.call('HMGET', r,
-    'st', 'tok', 'att', 'pr', 'm', 'oid', 'nr', 'w', 'prog', 'y', 'n', 'wid'))
+  local st, cur_tok, att, pr, m, oid, nr, w, prog, y, name, wid, fl, fx, ob, jn = unpack(
+    redis.call('HMGET', r, 'st', 'tok', 'att', 'pr', 'm', 'oid', 'nr', 'w', 'prog', 'y', 'n',
+      'wid', 'fl', 'fx', 'ob', 'jn'))
   if st ~= 'running' or cur_tok ~= tok then
     out[#out + 1] = 0
   else
+    note_links(id, fl, fx, ob)
     -- A lapsed lease not yet re-claimed: its old worker still owns the outcome.
     if take_lapsed(id) then ready_remove(pr, m) end
     if kind == 'failed' then log_error(id, att, wid, name, err, '0') end
@@ -42,6 +46,11 @@ for i = 0, n - 1 do
       zadd_later(K .. 'sched', due, id)
       event(id, 'retrying', att, oid, etype, name)
       woke = true -- idle workers shorten their sleep to the retry's due time
+    elseif kind == 'wait' then -- its join's end ends it (see adopt in common.lua)
+      zrem_later(K .. 'run', id)
+      redis.call('HSET', r, 'st', 'waiting')
+      zadd_later(K .. 'wait', tonumber(string.sub(m or '', 1, 12), 16) or 0, id)
+      event(id, 'waiting', att, oid, jn or '', name)
     else -- release: give it back and refund the attempt, with its progress and yields
       zrem_later(K .. 'run', id)
       if prog or y then redis.call('HDEL', r, 'prog', 'y') end
@@ -62,6 +71,7 @@ for i = 0, n - 1 do
     out[#out + 1] = 1
   end
 end
+settle()
 flush()
-if woke then wake_workers() end
-return out
+if woke or FLOW_WOKE then wake_workers() end
+return with_outbox(out)
