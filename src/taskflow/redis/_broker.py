@@ -141,14 +141,13 @@ class RedisBroker(Broker):
     # -- enqueue ---------------------------------------------------------------------------
 
     async def _enqueue(self, messages: Sequence[TaskMessage], now: float) -> list[EnqueueResult]:
+        if any(m.flow_id for m in messages):
+            await self._index_flows(messages)
         waiting = [i for i, m in enumerate(messages) if m.waits_for]
         if not waiting:  # the plain path: no flow parents
-            if messages[0].flow_id or any(m.flow_id for m in messages):
-                await self._index_flows(messages)
             return await self._enqueue_some(messages, now)
         # Children first: every WAITING task is stored before any of its parents can be
         # claimed, also across queues (one script call per queue is atomic only in itself).
-        await self._index_flows(messages)
         rest = [i for i, m in enumerate(messages) if not m.waits_for]
         results: list[EnqueueResult | None] = [None] * len(messages)
         for picked in (waiting, rest):
@@ -156,6 +155,23 @@ class RedisBroker(Broker):
             for i, result in zip(picked, done, strict=True):
                 results[i] = result
         return [r for r in results if r is not None]
+
+    async def _route(self, messages: Sequence[TaskMessage]) -> list[EnqueueResult | None]:
+        """Register `messages`' queues and index the ids chosen by users; the result of each
+        message already decided (an id of another queue's task), None for the others."""
+        by_index = [i for i, m in enumerate(messages) if not self._check_routing(m)]
+        queues = {m.queue for m in messages}
+        if not self._routes.knows(queues):
+            await self._routes.register_queues(queues)
+        results: list[EnqueueResult | None] = [None] * len(messages)
+        if by_index:
+            indexed = await self._routes.index_ids(
+                [(messages[i].id, messages[i].queue) for i in by_index]
+            )
+            for i, ok in zip(by_index, indexed, strict=True):
+                if not ok:  # the id belongs to a task of another queue
+                    results[i] = EnqueueResult(messages[i].id, False)
+        return results
 
     async def _index_flows(self, messages: Sequence[TaskMessage]) -> None:
         """Add the queues of `messages` to their flows' queue sets (``flq:{<flow>}``), which
@@ -170,21 +186,11 @@ class RedisBroker(Broker):
     async def _enqueue_some(
         self, messages: Sequence[TaskMessage], now: float
     ) -> list[EnqueueResult]:
+        """Enqueue `messages` in one script call per queue (or per chunk, see `_enqueue_parts`)."""
         if not messages:
             return []
         rs = self._redis
-        by_index = [i for i, m in enumerate(messages) if not self._check_routing(m)]
-        queues = {m.queue for m in messages}
-        if not self._routes.knows(queues):
-            await self._routes.register_queues(queues)
-        results: list[EnqueueResult | None] = [None] * len(messages)
-        if by_index:
-            indexed = await self._routes.index_ids(
-                [(messages[i].id, messages[i].queue) for i in by_index]
-            )
-            for i, ok in zip(by_index, indexed, strict=True):
-                if not ok:  # the id belongs to a task of another queue
-                    results[i] = EnqueueResult(messages[i].id, False)
+        results = await self._route(messages)
         todo = [i for i in range(len(messages)) if results[i] is None]
         groups = group_by_queue([messages[i].queue for i in todo])
         inboxes = {q: rs.enqueue_inbox(q) for q in groups}

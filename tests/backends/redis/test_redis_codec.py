@@ -95,8 +95,9 @@ def test_replies_of_fixed_size_entries_read_by_name() -> None:
         EnqueueResult("a", True),
         EnqueueResult("b", False),
     ]
-    facts = QueueFacts.from_reply([1, 2, 3, 4, b"", b"7.5", 5, 6])
+    facts = QueueFacts.from_reply([1, 2, 3, 4, b"", b"7.5", 5, 6, 8])
     assert (facts.first_scheduled, facts.first_expiry, facts.finished_last_minute) == (None, 7.5, 6)
+    assert facts.waiting == 8
     assert NextDue.from_reply([0, b"3.25", b""]) == NextDue(False, 3.25, None)
 
 

@@ -471,6 +471,7 @@ end
 local FX = {fl = 1, node = 2, ch = 3, af = 4, ot = 5, cp = 6, np = 7, eta = 8, at = 9}
 local FLOW_WOKE = false -- a task became claimable (or scheduled): wake idle workers
 local OUTBOX_N = 0 -- deliveries this call added to the outbox
+local REPORTED = {} -- id -> true: its run reported its end DONE or FAILED (complete.lua)
 -- What the flow code reads of a task it may end.
 local LINK_FIELDS = {'st', 'att', 'pr', 'm', 'oid', 'n', 'nr', 'w', 'fl', 'fx', 'ob', 'jn'}
 
@@ -608,7 +609,10 @@ local function settle()
           to_outbox(ch[j], ch[j + 1], e.id, ok, text)
         end
       end
-      if x[FX.ot] ~= '' then adopt(x[FX.ot], e, x[FX.cp] == '1') end
+      -- A copy passes on only what its own run reported (DONE or FAILED, see REPORTED); a
+      -- join passes on any end.
+      local copy = x[FX.cp] == '1'
+      if x[FX.ot] ~= '' and (not copy or REPORTED[e.id]) then adopt(x[FX.ot], e, copy) end
     end
     if links.ob then supersede(e.id, e.rx) end
   end

@@ -32,6 +32,7 @@ for i = 0, n - 1 do
     if take_lapsed(id) then ready_remove(pr, m) end
     if kind == 'failed' then log_error(id, att, wid, name, err, '0') end
     if TERMINAL[kind] then
+      if kind == 'done' or kind == 'failed' then REPORTED[id] = true end
       finish(id, kind, res, err, rx, att, oid, etype, nr, w or false, name)
     elseif kind == 'retry' then
       log_error(id, att, wid, name, err, '1')
@@ -49,6 +50,7 @@ for i = 0, n - 1 do
     elseif kind == 'wait' then -- its join's end ends it (see adopt in common.lua)
       zrem_later(K .. 'run', id)
       redis.call('HSET', r, 'st', 'waiting')
+      redis.call('HDEL', r, 'wid', 'lx')
       zadd_later(K .. 'wait', tonumber(string.sub(m or '', 1, 12), 16) or 0, id)
       event(id, 'waiting', att, oid, jn or '', name)
     else -- release: give it back and refund the attempt, with its progress and yields
@@ -69,9 +71,10 @@ for i = 0, n - 1 do
       event(id, 'released', tonumber(att) - 1, oid, etype, name) -- why, if it says
     end
     out[#out + 1] = 1
+    -- Applied before the next outcome: a hedge copy's end voids its primary's outcome.
+    if #ENDED > 0 then settle() end
   end
 end
-settle()
 flush()
 if woke or FLOW_WOKE then wake_workers() end
 return with_outbox(out)
