@@ -64,7 +64,9 @@ async def test_an_end_left_in_the_outbox_is_delivered_by_housekeeping(
     [delivery] = await claim(broker, clock)
     # The complete script alone: the delivery that follows it in the broker never happens.
     args = complete_args([done(delivery, clock)], rs.errors_maxlen)
-    reply, outbox = split_outbox(await rs.run_queue_script("complete", "default", clock.time(), args))
+    reply, outbox = split_outbox(
+        await rs.run_queue_script("complete", "default", clock.time(), args)
+    )
     assert (reply, outbox) == ([1], True)
     assert await _status(broker, parent, clock) is TaskStatus.DONE
     assert await _status(broker, child, clock) is TaskStatus.WAITING
