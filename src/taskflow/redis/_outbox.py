@@ -17,21 +17,31 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Final
+from typing import Any, Final, Protocol
 
 from ._codec import pack, split_outbox, time_arg, unpack
 
-if TYPE_CHECKING:
-    from ._storage import RedisStorage
+__all__ = ["OutboxServer", "deliver_outboxes"]
 
-__all__ = ["deliver_outboxes"]
+
+class OutboxServer(Protocol):
+    """What delivering needs of a `RedisStorage` (which calls this module, so it is not
+    imported here)."""
+
+    @property
+    def client(self) -> Any: ...
+
+    def qkey(self, queue: str, suffix: str) -> str: ...
+
+    async def run_queue_script(self, name: str, queue: str, now: float, args: list[Any]) -> Any: ...
+
 
 #: Outbox entries read, delivered and removed per round.
 _CHUNK: Final = 500
 
 
 async def deliver_outboxes(
-    storage: RedisStorage, queues: Iterable[str], now: float, result_expires_at: float
+    storage: OutboxServer, queues: Iterable[str], now: float, result_expires_at: float
 ) -> int:
     """Deliver every entry of the outboxes of `queues`, and of the outboxes those deliveries
     fill in turn (a cascade across queues). Children ended by a delivery (a parent without a
@@ -48,7 +58,7 @@ async def deliver_outboxes(
 
 
 async def _deliver_one(
-    storage: RedisStorage, queue: str, now: float, result_expires_at: float
+    storage: OutboxServer, queue: str, now: float, result_expires_at: float
 ) -> tuple[int, set[str]]:
     """Deliver `queue`'s outbox: how many entries, and the queues whose outboxes got entries."""
     key = storage.qkey(queue, "outbox")
@@ -77,7 +87,7 @@ def _by_target(members: list[bytes]) -> dict[str, list[bytes]]:
 
 
 async def _arrive(
-    storage: RedisStorage, groups: dict[str, list[bytes]], now: float, result_expires_at: float
+    storage: OutboxServer, groups: dict[str, list[bytes]], now: float, result_expires_at: float
 ) -> set[str]:
     """One ``arrive`` call per target queue; the queues whose own outboxes got entries."""
     targets = list(groups)
