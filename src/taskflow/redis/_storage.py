@@ -391,6 +391,15 @@ class RedisStorage(Storage):
         """The set of the queues that hold tasks of flow `flow_id` (written before the tasks)."""
         return f"{self.prefix}flq:{{{flow_id}}}"
 
+    async def _forget_flow_queue(self, flow_id: str, queue: str) -> None:
+        """Take `queue` out of `flow_id`'s queue set, its index there emptied by cleanup; put
+        it back if a task of the flow was enqueued there meanwhile (its enqueue added the
+        queue first, then stored the task)."""
+        key = self.flow_queues_key(flow_id)
+        await self._client.srem(key, queue)
+        if await self._client.exists(self.qkey(queue, f"fl:{flow_id}")):
+            await self._client.sadd(key, queue)
+
     async def _flow_tasks(self, flow_id: str, now: float) -> list[TaskRecord]:
         queues = [q.decode() for q in await self._client.smembers(self.flow_queues_key(flow_id))]
         records: list[TaskRecord] = []
@@ -563,10 +572,21 @@ class RedisStorage(Storage):
         await deliver_outboxes(self, queues, now, now + keep_s)
         deleted = 0
         for queue in queues:
-            ids = await self.run_queue_script("cleanup", queue, now, [time_arg(now - keep_s)])
+            reply = await self.run_queue_script("cleanup", queue, now, [time_arg(now - keep_s)])
+            ids, emptied = _deleted_and_emptied(reply)
+            for flow_id in emptied:  # no task of the flow is left in this queue
+                await self._forget_flow_queue(flow_id, queue)
             deleted += len(ids)
             indexed = [i.decode() for i in ids if not is_task_id(i.decode())]
             for task_id in indexed:
                 await self._client.delete(f"{self.prefix}ix:{task_id}")
                 self.routes.forget_id(task_id)
         return deleted
+
+
+def _deleted_and_emptied(reply: list[Any]) -> tuple[list[bytes], list[str]]:
+    """The ``cleanup`` script's reply: the ids it deleted, and the flows whose index in the
+    queue it emptied."""
+    if reply and isinstance(reply[-1], list):
+        return reply[:-1], [flow.decode() for flow in reply[-1]]
+    return reply, []

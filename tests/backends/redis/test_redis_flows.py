@@ -97,3 +97,25 @@ async def test_a_delivery_made_twice_counts_once(broker: RedisBroker, clock: Fak
     assert await _status(broker, child_id, clock) is TaskStatus.WAITING  # one of two arrived
     assert await broker.complete([done(second, clock)], now=clock.time()) == [True]
     assert await _status(broker, child_id, clock) is TaskStatus.QUEUED
+
+
+async def test_cleanup_leaves_no_flow_keys_behind(broker: RedisBroker, clock: FakeClock) -> None:
+    """A flow's index in a queue and the queue's entry in the flow's queue set go with the last
+    of its records there."""
+    rs = broker.storage
+    parent, child = await _parent_and_child(broker, clock)
+    [delivery] = await claim(broker, clock)
+    await broker.complete([done(delivery, clock)], now=clock.time())
+    [delivery] = await claim(broker, clock, ("other",))
+    await broker.complete([done(delivery, clock)], now=clock.time())
+    assert await rs.client.smembers(rs.flow_queues_key("f")) == {b"default", b"other"}
+
+    await clock.advance(TTL_S + 1)
+    assert await rs.cleanup(now=clock.time(), keep_s=0.0) == 2
+
+    assert await rs.flow_tasks("f", now=clock.time()) == []
+    assert await rs.client.exists(rs.flow_queues_key("f")) == 0
+    for queue in ("default", "other"):
+        assert await rs.client.exists(rs.qkey(queue, "fl:f")) == 0
+    keys = [rs.qkey("other", f"ar:{child}"), rs.qkey("default", f"ar:{parent}")]
+    assert await rs.client.exists(*keys) == 0
