@@ -50,7 +50,9 @@ from ._codec import (
     deliveries_from,
     enqueue_args,
     enqueued_from,
+    flow_wiring,
     handed_off,
+    is_flow_message,
     message_of,
     msgpack_encode,
     queued_form,
@@ -322,7 +324,12 @@ class RedisBroker(Broker):
         groups = group_by_queue(queues)
         calls = [
             rs.run_queue_script(
-                "complete", q, now, complete_args([outcomes[i] for i in idx], rs.errors_maxlen)
+                "complete",
+                q,
+                now,
+                complete_args(
+                    [outcomes[i] for i in idx], rs.errors_maxlen, now + self.result_ttl_s
+                ),
             )
             for q, idx in groups.items()
         ]
@@ -486,8 +493,8 @@ class RedisBroker(Broker):
                     "cannot requeue dead letter %s: its stored message does not decode", task_ids[i]
                 )
                 continue
-            new = msgspec.structs.replace(
-                old, id=new_id, requeued_from=old.id, eta=None, created_at=now
+            new = msgspec.structs.replace(  # a flow node keeps its flow, not its parents
+                old, id=new_id, requeued_from=old.id, eta=None, created_at=now, waits_for=[]
             )
             if not self._check_routing(new):
                 by_index.append((new.id, new.queue))
@@ -496,24 +503,37 @@ class RedisBroker(Broker):
             await self._routes.index_ids(by_index)
         if plans:
             await self._routes.register_queues(new.queue for _, new in plans)
+            await self._index_flows([new for _, new in plans])
         groups = group_by_queue([new.queue for _, new in plans])
         for queue, idx in groups.items():
-            args: list[Any] = [str(len(idx))]
-            for j in idx:
-                i, new = plans[j]
-                args += [
-                    task_ids[i],
-                    new.id,
-                    queued_form(new, "queued", ""),
-                    str(new.priority),
-                    new.dedup_key or "",
-                    new.order_id or "",
-                    new.name,
-                ]
-            reply = await rs.run_queue_script("requeue", queue, now, args)
-            for j, new_id in zip(idx, reply, strict=True):
-                out[plans[j][0]] = new_id.decode() or None
+            picked = [(task_ids[plans[j][0]], plans[j][1]) for j in idx]
+            for j, made in zip(idx, await self._requeue_in(queue, picked, now), strict=True):
+                out[plans[j][0]] = made
         return out
+
+    async def _requeue_in(
+        self, queue: str, picked: list[tuple[str, TaskMessage]], now: float
+    ) -> list[str | None]:
+        """One ``requeue`` call for `queue`: each (dead letter's id, new message) of `picked`;
+        per entry the new id, or None if the task was not dead-lettered."""
+        args: list[Any] = [str(len(picked)), time_arg(now + self.result_ttl_s)]
+        for old_id, new in picked:
+            args += [
+                old_id,
+                new.id,
+                queued_form(new, "queued", ""),
+                str(new.priority),
+                new.dedup_key or "",
+                new.order_id or "",
+                new.name,
+                flow_wiring(new) if is_flow_message(new) else "",
+            ]
+        reply, outbox = split_outbox(
+            await self._redis.run_queue_script("requeue", queue, now, args)
+        )
+        if outbox:
+            await self._deliver([queue], now)
+        return [new_id.decode() or None for new_id in reply]
 
     async def _stats(self, queues: Sequence[str], now: float) -> list[QueueStats]:
         facts = [QueueFacts.from_reply(r) for r in await self._inspect(queues, now, "stats")]

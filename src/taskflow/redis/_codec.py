@@ -31,6 +31,7 @@ from .._message import (
     FailedAttempt,
     LeaseState,
     Outcome,
+    OutcomeKind,
     Progress,
     TaskMessage,
     TaskOutcome,
@@ -249,11 +250,17 @@ def enqueued_from(reply: list[Any]) -> list[EnqueueResult]:
     ]
 
 
-def complete_args(outcomes: Sequence[Outcome], errors_maxlen: int) -> list[Any]:
+def complete_args(
+    outcomes: Sequence[Outcome], errors_maxlen: int, wait_expires_at: float | None = None
+) -> list[Any]:
     """The complete script's batch: per outcome its id, token, kind, result, error, error type,
-    retry time and result expiry ('' for none); then the error log's length."""
+    retry time and result expiry ('' for none; `wait_expires_at` for a WAIT without one, which
+    ends the task CANCELLED if its cancel was requested); then the error log's length."""
     args: list[str | bytes] = []
     for o in outcomes:
+        expires_at = o.result_expires_at
+        if expires_at is None and o.kind is OutcomeKind.WAIT:
+            expires_at = wait_expires_at
         error = o.error
         result = o.result
         args += (
@@ -264,7 +271,7 @@ def complete_args(outcomes: Sequence[Outcome], errors_maxlen: int) -> list[Any]:
             b"" if error is None else msgpack_encode(error),
             "" if error is None else error.type,
             opt_time_arg(o.retry_at),
-            opt_time_arg(o.result_expires_at),
+            opt_time_arg(expires_at),
         )
     return [pack(args), str(errors_maxlen)]
 

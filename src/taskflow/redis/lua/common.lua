@@ -569,10 +569,22 @@ local function adopt(target, e, copy)
   finish(target, e.st, e.res, e.err, e.rx, t.att or 0, t.oid, detail, t.nr, t.w or false, t.n)
 end
 
+-- The Superseded error of a task whose `outcome_to` task `id` (fields `t`: its node in `fx`,
+-- its name `n` and status `st`) ended first: "<node or name> (<id>) ended first: <status>".
+local function superseded_error(id, t)
+  local label = t.n or ''
+  if t.fx then
+    local node = cmsgpack.unpack(t.fx)[FX.node]
+    if node ~= '' then label = node end
+  end
+  return cmsgpack.pack({'Superseded', label .. ' (' .. id .. ') ended first: ' .. t.st})
+end
+
 -- Cancel (SUPERSEDED) every task that sends its outcome to `id`, which ended, and has not
 -- ended itself: at once if it does not run, by request if it does.
 local function supersede(id, rx)
   local err = nil
+  local ended = nil -- the fields of `id`, read once
   for _, other in ipairs(redis.call('SMEMBERS', K .. 'ob:' .. id)) do
     local t = load_linked(other, rx)
     if t.st == 'running' then
@@ -581,7 +593,8 @@ local function supersede(id, rx)
       end
     elseif t.st and not TERMINAL[t.st] then
       unlist(other, t)
-      err = err or cmsgpack.pack({'Superseded', 'task ' .. id .. ' ended first'})
+      ended = ended or hmget_named(rkey(id), {'st', 'n', 'fx'})
+      err = err or superseded_error(id, ended)
       finish(other, 'cancelled', '', err, rx, t.att or 0, t.oid, 'lost to ' .. id, t.nr,
         t.w or false, t.n)
     end
@@ -624,4 +637,62 @@ end
 local function with_outbox(out)
   if OUTBOX_N > 0 then out[#out + 1] = {OUTBOX_N} end
   return out
+end
+
+-- Link task `id` (fields: its queued form `x`) to the task `target` it sends its outcome to:
+-- listed in `{Q}:ob:<target>` (and as its join unless it is a `copy`; a copy emits HEDGED on
+-- the target). A target that ended already has its outcome: the new task, not listed yet, is
+-- cancelled at once (false returned).
+local function link_outcome(id, x, target, copy, name, rx)
+  local t = load_linked(target, rx)
+  if not t.st then return true end
+  if TERMINAL[t.st] then
+    finish(id, 'cancelled', '', superseded_error(target, t), rx, 0, x[QF.oid], 'lost to ' .. target, x[QF.nr], x[QF.w] ~= '' and x[QF.w] or false, name)
+    return false
+  end
+  redis.call('SADD', K .. 'ob:' .. target, id)
+  note_links(target, t.fl, t.fx, '1')
+  if copy then
+    redis.call('HSET', rkey(target), 'ob', '1')
+    event(target, 'hedged', t.att, t.oid, id, t.n)
+  else
+    redis.call('HSET', rkey(target), 'ob', '1', 'jn', id)
+  end
+  return true
+end
+
+-- Store a new flow task (`fx`: its wiring; `rx` the result expiry should it end at once; the
+-- other arguments as `create` takes them) as a
+-- hash record: WAITING if it has parents, else queued or scheduled; indexed by its flow.
+-- True if it is listed claimable or scheduled (idle workers are woken).
+local function create_flow(id, q, pr, due, sched, dk, oid, seq, name, fx, rx)
+  local digits = string.format('%012x', seq)
+  local m = digits .. id
+  local x = unpack_queued(digits .. q)
+  local f = cmsgpack.unpack(fx)
+  local fl = f[FX.fl] ~= '' and f[FX.fl] or nil
+  local waiting = tonumber(f[FX.np]) > 0
+  local st = waiting and 'waiting' or x[QF.st]
+  if fl then
+    hash_from(id, x, m, st, 0, 0, 'fx', fx, 'fl', fl)
+    redis.call('ZADD', K .. 'fl:' .. fl, f[FX.at], id)
+  else
+    hash_from(id, x, m, st, 0, 0, 'fx', fx)
+  end
+  note_links(id, fl, fx, nil)
+  if dk ~= '' then redis.call('HSET', K .. 'dedup', dk, id) end
+  if f[FX.ot] ~= '' and not link_outcome(id, x, f[FX.ot], f[FX.cp] == '1', name, rx) then
+    return false
+  end
+  if waiting then
+    zadd_later(K .. 'wait', seq, id)
+    event(id, 'waiting', 0, oid, '', name)
+  elseif sched == '1' then
+    zadd_later(K .. 'sched', due, id)
+    event(id, 'scheduled', 0, oid, '', name)
+  else
+    ready_add(pr, due, m)
+    event(id, 'queued', 0, oid, '', name)
+  end
+  return not waiting
 end

@@ -2,7 +2,9 @@
 -- at ('' = none). A terminal outcome is pushed to its waiters' inboxes (see push_later).
 -- Returns per outcome 1 (stored and acked) or 0 (refused: stale token or not running), then
 -- the outbox marker (see with_outbox). A WAIT makes the task WAITING for its join (`jn`);
--- every end reaches the tasks linked to it (`settle` in common.lua).
+-- a WAIT from a run whose cancel was requested ends it CANCELLED instead (the client sends the
+-- result expiry with every WAIT). Every end reaches the tasks linked to it (`settle` in
+-- common.lua).
 -- ARGV[7]: the error log's length. A RETRY or FAILED outcome with an error adds the failed
 -- attempt to the queue's error log (the stream "errors", trimmed exactly: failures are rare,
 -- the trim cheap): time, id, name, attempt, worker id, encoded error, retried ("1") or not.
@@ -21,9 +23,9 @@ for i = 0, n - 1 do
   local id, tok, kind = A[b], A[b + 1], A[b + 2]
   local res, err, etype, at, rx = A[b + 3], A[b + 4], A[b + 5], A[b + 6], A[b + 7]
   local r = rkey(id)
-  local st, cur_tok, att, pr, m, oid, nr, w, prog, y, name, wid, fl, fx, ob, jn = unpack(
+  local st, cur_tok, att, pr, m, oid, nr, w, prog, y, name, wid, fl, fx, ob, jn, cr = unpack(
     redis.call('HMGET', r, 'st', 'tok', 'att', 'pr', 'm', 'oid', 'nr', 'w', 'prog', 'y', 'n',
-      'wid', 'fl', 'fx', 'ob', 'jn'))
+      'wid', 'fl', 'fx', 'ob', 'jn', 'cr'))
   if st ~= 'running' or cur_tok ~= tok then
     out[#out + 1] = 0
   else
@@ -31,6 +33,10 @@ for i = 0, n - 1 do
     -- A lapsed lease not yet re-claimed: its old worker still owns the outcome.
     if take_lapsed(id) then ready_remove(pr, m) end
     if kind == 'failed' then log_error(id, att, wid, name, err, '0') end
+    if kind == 'wait' and cr == '1' then -- a cancel was requested: not lost to the wait
+      kind = 'cancelled'
+      res, err, etype = '', '', ''
+    end
     if TERMINAL[kind] then
       if kind == 'done' or kind == 'failed' then REPORTED[id] = true end
       finish(id, kind, res, err, rx, att, oid, etype, nr, w or false, name)

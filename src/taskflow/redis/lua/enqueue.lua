@@ -54,64 +54,6 @@ local function parked_worker()
   return best
 end
 
--- Link task `id` (fields: its queued form `x`) to the task `target` it sends its outcome to:
--- listed in `{Q}:ob:<target>` (and as its join unless it is a `copy`; a copy emits HEDGED on
--- the target). A target that ended already has its outcome: the new task, not listed yet, is
--- cancelled at once (false returned).
-local function link_outcome(id, x, target, copy, name)
-  local t = load_linked(target, RX)
-  if not t.st then return true end
-  if TERMINAL[t.st] then
-    finish(id, 'cancelled', '', cmsgpack.pack({'Superseded', 'task ' .. target .. ' ended first'}),
-      RX, 0, x[QF.oid], 'lost to ' .. target, x[QF.nr], x[QF.w] ~= '' and x[QF.w] or false, name)
-    return false
-  end
-  redis.call('SADD', K .. 'ob:' .. target, id)
-  note_links(target, t.fl, t.fx, '1')
-  if copy then
-    redis.call('HSET', rkey(target), 'ob', '1')
-    event(target, 'hedged', t.att, t.oid, id, t.n)
-  else
-    redis.call('HSET', rkey(target), 'ob', '1', 'jn', id)
-  end
-  return true
-end
-
--- Store a new flow task (`fx`: its wiring; the other arguments as `create` takes them) as a
--- hash record: WAITING if it has parents, else queued or scheduled; indexed by its flow.
--- True if it is listed claimable or scheduled (idle workers are woken).
-local function create_flow(id, q, pr, due, sched, dk, oid, seq, name, fx)
-  local digits = string.format('%012x', seq)
-  local m = digits .. id
-  local x = unpack_queued(digits .. q)
-  local f = cmsgpack.unpack(fx)
-  local fl = f[FX.fl] ~= '' and f[FX.fl] or nil
-  local waiting = tonumber(f[FX.np]) > 0
-  local st = waiting and 'waiting' or x[QF.st]
-  if fl then
-    hash_from(id, x, m, st, 0, 0, 'fx', fx, 'fl', fl)
-    redis.call('ZADD', K .. 'fl:' .. fl, f[FX.at], id)
-  else
-    hash_from(id, x, m, st, 0, 0, 'fx', fx)
-  end
-  note_links(id, fl, fx, nil)
-  if dk ~= '' then redis.call('HSET', K .. 'dedup', dk, id) end
-  if f[FX.ot] ~= '' and not link_outcome(id, x, f[FX.ot], f[FX.cp] == '1', name) then
-    return false
-  end
-  if waiting then
-    zadd_later(K .. 'wait', seq, id)
-    event(id, 'waiting', 0, oid, '', name)
-  elseif sched == '1' then
-    zadd_later(K .. 'sched', due, id)
-    event(id, 'scheduled', 0, oid, '', name)
-  else
-    ready_add(pr, due, m)
-    event(id, 'queued', 0, oid, '', name)
-  end
-  return not waiting
-end
-
 for i = 0, n - 1 do
   local b = 1 + i * F
   local id, q, pr, due, sched, dk, oid = A[b], A[b + 1], A[b + 2], A[b + 3], A[b + 4], A[b + 5],
@@ -138,7 +80,7 @@ for i = 0, n - 1 do
     out[#out + 1] = 0
   elseif fx ~= '' then
     seq = seq + 1
-    if create_flow(id, q, pr, due, sched, dk, oid, seq, name, fx) then woke = true end
+    if create_flow(id, q, pr, due, sched, dk, oid, seq, name, fx, RX) then woke = true end
     out[#out + 1] = id
     out[#out + 1] = 1
   else
