@@ -222,10 +222,11 @@ def enqueue_args(
     messages: Sequence[TaskMessage], now: float, inbox: str, result_expires_at: float
 ) -> list[Any]:
     """The enqueue script's batch: per message its id, queued form, priority, due time,
-    scheduled flag, dedup key, order id, name and flow wiring ('' for a plain task); `inbox`
-    ('' for none) is registered on each. Then the result expiry of tasks the call ends (a hedge
-    copy whose task ended already)."""
+    scheduled flag, dedup key, order id and name; `inbox` ('' for none) is registered on each.
+    Only if some message has flow fields, then: the result expiry of tasks the call ends (a
+    hedge copy whose task ended already) and each message's flow wiring ('' for a plain one)."""
     args: list[str | bytes] = []
+    wiring: list[bytes | str] = []
     for m in messages:
         eta = m.eta
         scheduled = eta is not None and eta > now
@@ -238,9 +239,14 @@ def enqueue_args(
             m.dedup_key or "",
             m.order_id or "",
             m.name,
-            flow_wiring(m) if is_flow_message(m) else "",
         )
-    return [pack(args), time_arg(result_expires_at)]
+        if is_flow_message(m):
+            wiring += [""] * (len(args) // 8 - 1 - len(wiring))
+            wiring.append(flow_wiring(m))
+    if not wiring:
+        return [pack(args)]
+    wiring += [""] * (len(messages) - len(wiring))
+    return [pack(args), time_arg(result_expires_at), pack(wiring)]
 
 
 def enqueued_from(reply: list[Any]) -> list[EnqueueResult]:

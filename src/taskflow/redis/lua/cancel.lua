@@ -9,8 +9,8 @@ for j = 7, #ARGV do
   local id = ARGV[j]
   local r = rkey(id)
   hash_before_end(id, RX) -- one that cannot be read is failed there: 'already_terminal'
-  local t = hmget_named(r, {'st', 'att', 'pr', 'm', 'oid', 'n', 'fl', 'fx', 'ob'})
-  note_links(id, t.fl, t.fx, t.ob)
+  local t = hmget_named(r, {'st', 'att', 'pr', 'm', 'oid', 'n', 'fx', 'ob'})
+  note_links(id, t.fx, t.ob)
   local st = t.st
   if not st then
     out[#out + 1] = 'not_found'

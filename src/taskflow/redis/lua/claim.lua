@@ -62,10 +62,9 @@ local lapsed = redis.call('ZRANGEBYSCORE', K .. 'run', '-inf', NOW, 'WITHSCORES'
 if #lapsed > 0 then redis.call('ZREMRANGEBYSCORE', K .. 'run', '-inf', NOW) end
 for j = 1, #lapsed, 2 do
   local id, at = lapsed[j], lapsed[j + 1]
-  local t = hmget_named(rkey(id), {'st', 'att', 'rt', 'cr', 'pr', 'm', 'oid', 'n', 'fl', 'fx',
-    'ob'})
+  local t = hmget_named(rkey(id), {'st', 'att', 'rt', 'cr', 'pr', 'm', 'oid', 'n', 'fx', 'ob'})
   if t.st == 'running' then
-    note_links(id, t.fl, t.fx, t.ob)
+    note_links(id, t.fx, t.ob)
     if t.cr == '1' then
       finish(id, 'cancelled', '', '', RX, t.att, t.oid, '', '', nil, t.n)
     elseif (tonumber(t.att) or 0) >= (tonumber(t.rt) or 0) + 1 then -- unreadable: none left
@@ -99,15 +98,14 @@ for _, pr in ipairs(prios) do
       if x then -- a first claim: the queued form has no attempt, token or cancel request yet
         st, msg, oid, name = x[QF.st], x[QF.msg], x[QF.oid], x[QF.n]
       elseif not why then
-        local h = redis.pcall('HMGET', r, 'st', 'att', 'tok', 'msg', 'oid', 'cr', 'n', 'fl',
-          'fx', 'ob')
+        local h = redis.pcall('HMGET', r, 'st', 'att', 'tok', 'msg', 'oid', 'cr', 'n', 'fx')
         if h.err then
           why = 'its record is a key of another type (' .. h.err .. ')'
         elseif not h[1] then -- listed ready, but neither form is stored
           why = 'its record is missing'
         else
           st, att, tok, msg, oid, cr, name = unpack(h, 1, 7)
-          note_links(id, h[8], h[9], h[10])
+          if h[8] then note_links(id, h[8], redis.call('HGET', r, 'ob')) end
         end
       end
       if why then fail_unreadable(id, why, raw, RX) end

@@ -119,11 +119,20 @@ local function flush()
 end
 
 -- The flow wiring of the tasks this call read (see "Flows" below): id -> {fl = flow id,
--- fx = packed wiring, ob = '1' if tasks send their outcome to it}. Plain tasks have none, so
--- they cost one table lookup per event and per end.
+-- x = the wiring (`fx`, unpacked: FX), ob = '1' if tasks send their outcome to it}, noted from
+-- the task's `fx` and `ob` hash fields. Every task with links has an `fx` (a plain task
+-- gets an empty wiring when a copy links to it, see link_outcome), so the hot paths (complete,
+-- claim) read `ob` only for those: a plain task costs one absent field in a read, and one
+-- table lookup per event and per end.
 local LINKS = {}
-local function note_links(id, fl, fx, ob)
-  if fl or fx or ob then LINKS[id] = {fl = fl or nil, fx = fx or nil, ob = ob or nil} end
+local function note_links(id, fx, ob)
+  if not fx and not ob then return end
+  local links = {ob = ob or nil}
+  if fx then
+    links.x = cmsgpack.unpack(fx)
+    if links.x[1] ~= '' then links.fl = links.x[1] end
+  end
+  LINKS[id] = links
 end
 
 -- Append one event to the queue's capped stream (same script = same atomic step). One XADD
@@ -260,7 +269,7 @@ local function finish(id, status, res, err, rx, attempt, oid, detail, nr, w, nam
   if w == nil then w = redis.call('HGET', rkey(id), 'w') end
   if w then push_later(w, id, status, res, err, rx) end
   local links = LINKS[id]
-  if links and (links.fx or links.ob) then
+  if links then
     ENDED[#ENDED + 1] = {id = id, st = status, res = res, err = err, rx = rx, name = name}
   end
 end
@@ -473,14 +482,14 @@ local FLOW_WOKE = false -- a task became claimable (or scheduled): wake idle wor
 local OUTBOX_N = 0 -- deliveries this call added to the outbox
 local REPORTED = {} -- id -> true: its run reported its end DONE or FAILED (complete.lua)
 -- What the flow code reads of a task it may end.
-local LINK_FIELDS = {'st', 'att', 'pr', 'm', 'oid', 'n', 'nr', 'w', 'fl', 'fx', 'ob', 'jn'}
+local LINK_FIELDS = {'st', 'att', 'pr', 'm', 'oid', 'n', 'nr', 'w', 'fx', 'ob'}
 
 -- The fields LINK_FIELDS of task `id` as a hash record (a queued form is turned into its hash
 -- first, see hash_before_end), its links noted; empty for an unknown task.
 local function load_linked(id, rx)
   hash_before_end(id, rx)
   local t = hmget_named(rkey(id), LINK_FIELDS)
-  if t.st then note_links(id, t.fl, t.fx, t.ob) end
+  if t.st then note_links(id, t.fx, t.ob) end
   return t
 end
 
@@ -537,8 +546,8 @@ local function arrive(id, parent, ok, text, rx)
   local t = hmget_named(rkey(id), LINK_FIELDS)
   if t.st ~= 'waiting' or not t.fx then return end
   if redis.call('SADD', K .. 'ar:' .. id, parent) == 0 then return end
-  note_links(id, t.fl, t.fx, t.ob)
-  local x = cmsgpack.unpack(t.fx)
+  note_links(id, t.fx, t.ob)
+  local x = LINKS[id].x
   if not ok and x[FX.af] ~= 'run' then
     redis.call('ZREM', K .. 'wait', id)
     local kind, etype = 'failed', 'UpstreamFailed'
@@ -609,8 +618,8 @@ local function settle()
     local e = ENDED[i]
     i = i + 1
     local links = LINKS[e.id]
-    if links.fx then
-      local x = cmsgpack.unpack(links.fx)
+    local x = links.x
+    if x then
       local ch = x[FX.ch]
       local ok = e.st == 'done'
       local text = nil
@@ -651,7 +660,11 @@ local function link_outcome(id, x, target, copy, name, rx)
     return false
   end
   redis.call('SADD', K .. 'ob:' .. target, id)
-  note_links(target, t.fl, t.fx, '1')
+  if not t.fx then -- every task with links has a wiring (hot paths read `ob` only then)
+    t.fx = cmsgpack.pack({'', '', {}, 'fail', '', '', '0', '', ''}) -- no flow, no links
+    redis.call('HSET', rkey(target), 'fx', t.fx)
+  end
+  note_links(target, t.fx, '1')
   if copy then
     redis.call('HSET', rkey(target), 'ob', '1')
     event(target, 'hedged', t.att, t.oid, id, t.n)
@@ -679,7 +692,7 @@ local function create_flow(id, q, pr, due, sched, dk, oid, seq, name, fx, rx)
   else
     hash_from(id, x, m, st, 0, 0, 'fx', fx)
   end
-  note_links(id, fl, fx, nil)
+  note_links(id, fx, nil)
   if dk ~= '' then redis.call('HSET', K .. 'dedup', dk, id) end
   if f[FX.ot] ~= '' and not link_outcome(id, x, f[FX.ot], f[FX.cp] == '1', name, rx) then
     return false

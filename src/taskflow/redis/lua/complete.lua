@@ -23,13 +23,15 @@ for i = 0, n - 1 do
   local id, tok, kind = A[b], A[b + 1], A[b + 2]
   local res, err, etype, at, rx = A[b + 3], A[b + 4], A[b + 5], A[b + 6], A[b + 7]
   local r = rkey(id)
-  local st, cur_tok, att, pr, m, oid, nr, w, prog, y, name, wid, fl, fx, ob, jn, cr = unpack(
+  local st, cur_tok, att, pr, m, oid, nr, w, prog, y, name, wid, fx = unpack(
     redis.call('HMGET', r, 'st', 'tok', 'att', 'pr', 'm', 'oid', 'nr', 'w', 'prog', 'y', 'n',
-      'wid', 'fl', 'fx', 'ob', 'jn', 'cr'))
+      'wid', 'fx'))
   if st ~= 'running' or cur_tok ~= tok then
     out[#out + 1] = 0
   else
-    note_links(id, fl, fx, ob)
+    if fx then note_links(id, fx, redis.call('HGET', r, 'ob')) end
+    local jn, cr = nil, nil -- read for a WAIT only
+    if kind == 'wait' then jn, cr = unpack(redis.call('HMGET', r, 'jn', 'cr')) end
     -- A lapsed lease not yet re-claimed: its old worker still owns the outcome.
     if take_lapsed(id) then ready_remove(pr, m) end
     if kind == 'failed' then log_error(id, att, wid, name, err, '0') end
@@ -38,7 +40,7 @@ for i = 0, n - 1 do
       res, err, etype = '', '', ''
     end
     if TERMINAL[kind] then
-      if kind == 'done' or kind == 'failed' then REPORTED[id] = true end
+      if fx and (kind == 'done' or kind == 'failed') then REPORTED[id] = true end
       finish(id, kind, res, err, rx, att, oid, etype, nr, w or false, name)
     elseif kind == 'retry' then
       log_error(id, att, wid, name, err, '1')

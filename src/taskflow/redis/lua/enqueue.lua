@@ -1,10 +1,11 @@
--- Enqueue a batch: ARGV[6] packs per message 9 fields: id, its queued form as the client
+-- Enqueue a batch: ARGV[6] packs per message 8 fields: id, its queued form as the client
 -- packed it (QF in common.lua: the message, state, priority, retries, dedup key and ttl, order
 -- id, no-result flag, the inboxes to push its outcome to, as a result waiter's read would
 -- register them, and the task name), priority, due time, scheduled flag, dedup key, order id,
--- task name (for the events; the queued form is not unpacked here), and its flow wiring
--- ('' for a plain task; see "Flows" in common.lua). ARGV[7]: the result expiry of tasks this
--- call ends (a hedge copy or join whose task ended already is cancelled at once).
+-- task name (for the events; the queued form is not unpacked here). ARGV[7], only when the
+-- batch has flow messages: the result expiry of tasks this call ends (a hedge copy or join
+-- whose task ended already is cancelled at once), and ARGV[8] packs each message's flow wiring
+-- ('' for a plain task; see "Flows" in common.lua). A plain batch pays nothing for flows.
 -- Returns per message: the id now standing for it, and 1 if created (0: deduplicated); then
 -- the outbox marker (see with_outbox).
 --
@@ -20,7 +21,8 @@
 -- as usual (the worker is woken), so no hand-off jumps ahead of it.
 local A = unframe(ARGV[6])
 local RX = ARGV[7]
-local F = 9 -- fields per message
+local FXS = ARGV[8] and unframe(ARGV[8]) -- nil for a plain batch
+local F = 8 -- fields per message
 local n = #A / F
 local seq = redis.call('INCRBY', K .. 'seq', n) - n -- reserve n sequence numbers at once
 local out = {}
@@ -58,7 +60,8 @@ for i = 0, n - 1 do
   local b = 1 + i * F
   local id, q, pr, due, sched, dk, oid = A[b], A[b + 1], A[b + 2], A[b + 3], A[b + 4], A[b + 5],
     A[b + 6]
-  local name, fx = A[b + 7], A[b + 8]
+  local name = A[b + 7]
+  local fx = FXS and FXS[i + 1] or ''
   local existing = nil
   if exists(id) then
     existing = id

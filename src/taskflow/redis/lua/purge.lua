@@ -14,12 +14,12 @@ local function drop(id, rk, m)
     if rk then redis.call('ZREM', rk, m) end
     return true
   end
-  local t = hmget_named(rkey(id), {'st', 'att', 'pr', 'm', 'oid', 'n', 'fl', 'fx', 'ob'})
+  local t = hmget_named(rkey(id), {'st', 'att', 'pr', 'm', 'oid', 'n', 'fx', 'ob'})
   local st = t.st
   if st ~= 'queued' and st ~= 'scheduled' and st ~= 'retrying' and st ~= 'waiting' then
     return false
   end
-  note_links(id, t.fl, t.fx, t.ob)
+  note_links(id, t.fx, t.ob)
   unlist(id, t) -- a scheduled task may already sit in a ready set (promoted when due)
   finish(id, 'cancelled', '', ERR, RX, t.att, t.oid, ETYPE, '', nil, t.n)
   out[#out + 1] = id
