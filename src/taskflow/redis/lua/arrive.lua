@@ -7,7 +7,7 @@
 local RX = ARGV[6]
 local A = unframe(ARGV[7])
 for b = 1, #A, 4 do
-  arrive(A[b], A[b + 1], A[b + 2] == '1', A[b + 3], RX)
+  flows().arrive(A[b], A[b + 1], A[b + 2] == '1', A[b + 3], RX)
 end
 settle()
 flush()

@@ -22,7 +22,8 @@ for j = 7, #ARGV do
     end
     out[#out + 1] = 'requested'
   else
-    unlist(id, t) -- a scheduled task may already sit in a ready set (promoted when due)
+    -- A scheduled task may already sit in a ready set (promoted when it became due).
+    flows().unlist(id, t)
     finish(id, 'cancelled', '', '', RX, t.att, t.oid, '', '', nil, t.n)
     out[#out + 1] = 'cancelled'
   end

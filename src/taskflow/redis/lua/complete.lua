@@ -80,7 +80,7 @@ for i = 0, n - 1 do
     end
     out[#out + 1] = 1
     -- Applied before the next outcome: a hedge copy's end voids its primary's outcome.
-    if #ENDED > 0 then settle() end
+    settle()
   end
 end
 flush()

@@ -83,7 +83,8 @@ for i = 0, n - 1 do
     out[#out + 1] = 0
   elseif fx ~= '' then
     seq = seq + 1
-    if create_flow(id, q, pr, due, sched, dk, oid, seq, name, fx, RX) then woke = true end
+    local listed = flows().create_flow(id, q, pr, due, sched, dk, oid, seq, name, fx, RX)
+    if listed then woke = true end
     out[#out + 1] = id
     out[#out + 1] = 1
   else

@@ -20,7 +20,8 @@ local function drop(id, rk, m)
     return false
   end
   note_links(id, t.fx, t.ob)
-  unlist(id, t) -- a scheduled task may already sit in a ready set (promoted when due)
+  -- A scheduled task may already sit in a ready set (promoted when it became due).
+  flows().unlist(id, t)
   finish(id, 'cancelled', '', ERR, RX, t.att, t.oid, ETYPE, '', nil, t.n)
   out[#out + 1] = id
   return true

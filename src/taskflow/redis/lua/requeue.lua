@@ -19,7 +19,8 @@ for i = 0, n - 1 do
     redis.call('ZREM', K .. 'dead', old)
     redis.call('HSET', rkey(old), 'rqd', new)
     if fx ~= '' then
-      create_flow(new, q, pr, NOW, '0', dk, oid, redis.call('INCR', K .. 'seq'), name, fx, RX)
+      local seq = redis.call('INCR', K .. 'seq')
+      flows().create_flow(new, q, pr, NOW, '0', dk, oid, seq, name, fx, RX)
     else
       create(new, q, pr, NOW, '0', dk, oid, redis.call('INCR', K .. 'seq'), false, name)
     end
