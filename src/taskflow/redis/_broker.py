@@ -223,8 +223,18 @@ class RedisBroker(Broker):
 
     async def _deliver(self, queues: list[str], now: float) -> None:
         """Deliver what calls on `queues` left in their outboxes (ends of flow tasks for
-        children of other queues, see ``_outbox.py``)."""
-        await deliver_outboxes(self._redis, queues, now, now + self.result_ttl_s)
+        children of other queues, see ``_outbox.py``). The call that filled them succeeded
+        whatever happens here: a delivery that fails is logged, and every worker's
+        housekeeping delivers it again."""
+        try:
+            await deliver_outboxes(self._redis, queues, now, now + self.result_ttl_s)
+        except Exception:
+            logger.warning(
+                "could not deliver the outboxes of %s now (ends of flow tasks for children in "
+                "other queues); worker housekeeping delivers them again",
+                queues,
+                exc_info=True,
+            )
 
     async def _enqueue_parts(
         self,
