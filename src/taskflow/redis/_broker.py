@@ -50,14 +50,18 @@ from ._codec import (
     deliveries_from,
     enqueue_args,
     enqueued_from,
+    flow_wiring,
     handed_off,
+    is_flow_message,
     message_of,
     msgpack_encode,
     queued_form,
+    split_outbox,
     status_of,
     time_arg,
 )
 from ._coordination import RedisCoordination
+from ._outbox import deliver_outboxes
 from ._routing import check_queue_name, group_by_queue
 from ._storage import RedisStorage
 
@@ -70,6 +74,9 @@ logger = logging.getLogger("taskflow.redis")
 _ENQUEUE_FIRST: Final = 100
 
 _ENQUEUE_CHUNK: Final = 250
+
+#: Outcome kinds after which the task has not ended (its result waiters keep waiting).
+_NOT_ENDED: Final = frozenset((OutcomeKind.RETRY, OutcomeKind.RELEASE, OutcomeKind.WAIT))
 
 #: Most tasks one call of the ``purge`` script ends (the server runs nothing else meanwhile).
 _PURGE_CHUNK: Final = 500
@@ -136,7 +143,24 @@ class RedisBroker(Broker):
     # -- enqueue ---------------------------------------------------------------------------
 
     async def _enqueue(self, messages: Sequence[TaskMessage], now: float) -> list[EnqueueResult]:
-        rs = self._redis
+        if any(m.flow_id for m in messages):
+            await self._index_flows(messages)
+        waiting = [i for i, m in enumerate(messages) if m.waits_for]
+        if not waiting:  # the plain path: no flow parents
+            return await self._enqueue_some(messages, now)
+        # Children first: every WAITING task is stored before any of its parents can be
+        # claimed, also across queues (one script call per queue is atomic only in itself).
+        rest = [i for i, m in enumerate(messages) if not m.waits_for]
+        results: list[EnqueueResult | None] = [None] * len(messages)
+        for picked in (waiting, rest):
+            done = await self._enqueue_some([messages[i] for i in picked], now)
+            for i, result in zip(picked, done, strict=True):
+                results[i] = result
+        return [r for r in results if r is not None]
+
+    async def _route(self, messages: Sequence[TaskMessage]) -> list[EnqueueResult | None]:
+        """Register `messages`' queues and index the ids chosen by users; the result of each
+        message already decided (an id of another queue's task), None for the others."""
         by_index = [i for i, m in enumerate(messages) if not self._check_routing(m)]
         queues = {m.queue for m in messages}
         if not self._routes.knows(queues):
@@ -149,14 +173,38 @@ class RedisBroker(Broker):
             for i, ok in zip(by_index, indexed, strict=True):
                 if not ok:  # the id belongs to a task of another queue
                     results[i] = EnqueueResult(messages[i].id, False)
+        return results
+
+    async def _index_flows(self, messages: Sequence[TaskMessage]) -> None:
+        """Add the queues of `messages` to their flows' queue sets (``flq:{<flow>}``), which
+        `RedisStorage.flow_tasks` reads, before the messages are stored."""
+        flows: dict[str, set[str]] = {}
+        for m in messages:
+            if m.flow_id:
+                flows.setdefault(m.flow_id, set()).add(m.queue)
+        for flow_id, queues in flows.items():
+            await self._redis.client.sadd(self._redis.flow_queues_key(flow_id), *queues)
+
+    async def _enqueue_some(
+        self, messages: Sequence[TaskMessage], now: float
+    ) -> list[EnqueueResult]:
+        """Enqueue `messages` in one script call per queue (or per chunk, see `_enqueue_parts`)."""
+        if not messages:
+            return []
+        rs = self._redis
+        results = await self._route(messages)
         todo = [i for i in range(len(messages)) if results[i] is None]
         groups = group_by_queue([messages[i].queue for i in todo])
         inboxes = {q: rs.enqueue_inbox(q) for q in groups}
 
+        rx = now + self.result_ttl_s
+
         async def part(queue: str, picked: list[int]) -> None:
             """Enqueue the messages `picked` (all of `queue`) in one script call."""
-            args = enqueue_args([messages[i] for i in picked], now, inboxes[queue])
-            reply = await rs.run_queue_script("enqueue", queue, now, args)
+            args = enqueue_args([messages[i] for i in picked], now, inboxes[queue], rx)
+            reply, outbox = split_outbox(await rs.run_queue_script("enqueue", queue, now, args))
+            if outbox:
+                await self._deliver([queue], now)
             created = []
             for i, result in zip(picked, enqueued_from(reply), strict=True):
                 results[i] = result
@@ -172,6 +220,21 @@ class RedisBroker(Broker):
             picks = {q: [todo[j] for j in idx] for q, idx in groups.items()}
             await self._enqueue_parts(part, picks)
         return [r for r in results if r is not None]
+
+    async def _deliver(self, queues: list[str], now: float) -> None:
+        """Deliver what calls on `queues` left in their outboxes (ends of flow tasks for
+        children of other queues, see ``_outbox.py``). The call that filled them succeeded
+        whatever happens here: a delivery that fails is logged, and every worker's
+        housekeeping delivers it again."""
+        try:
+            await deliver_outboxes(self._redis, queues, now, now + self.result_ttl_s)
+        except Exception:
+            logger.warning(
+                "could not deliver the outboxes of %s now (ends of flow tasks for children in "
+                "other queues); worker housekeeping delivers them again",
+                queues,
+                exc_info=True,
+            )
 
     async def _enqueue_parts(
         self,
@@ -232,6 +295,9 @@ class RedisBroker(Broker):
             nonce = os.urandom(8).hex()
             reply = await rs.run_queue_script("claim", queue, now, [str(want), *fixed, nonce, park])
             unreadable, *flat = reply
+            if unreadable and isinstance(unreadable[0], list):  # {unreadable, outbox entries}
+                unreadable = unreadable[0]
+                await self._deliver([queue], now)
             if unreadable:
                 _log_unreadable(queue, unreadable)
             deliveries += deliveries_from(flat, lease_until)
@@ -268,19 +334,30 @@ class RedisBroker(Broker):
         groups = group_by_queue(queues)
         calls = [
             rs.run_queue_script(
-                "complete", q, now, complete_args([outcomes[i] for i in idx], rs.errors_maxlen)
+                "complete",
+                q,
+                now,
+                complete_args(
+                    [outcomes[i] for i in idx], rs.errors_maxlen, now + self.result_ttl_s
+                ),
             )
             for q, idx in groups.items()
         ]
         # One queue (the usual case): no gather, no extra task on the latency path.
         replies = [await calls[0]] if len(calls) == 1 else await asyncio.gather(*calls)
-        for idx, reply in zip(groups.values(), replies, strict=True):
+        filled: list[str] = []
+        for (queue, idx), full_reply in zip(groups.items(), replies, strict=True):
+            reply, outbox = split_outbox(full_reply)
+            if outbox:
+                filled.append(queue)
             for i, ok in zip(idx, reply, strict=True):
                 out[i] = bool(ok)
                 outcome = outcomes[i]
-                if ok and outcome.kind not in (OutcomeKind.RETRY, OutcomeKind.RELEASE):
+                if ok and outcome.kind not in _NOT_ENDED:
                     # Waiters in this process need not wait for the pub/sub round trip.
                     rs.waiters.wake(outcome.task_id)
+        if filled:
+            await self._deliver(filled, now)
         return out
 
     # -- cancel, scheduling, waiting for work ----------------------------------------------
@@ -291,7 +368,9 @@ class RedisBroker(Broker):
         out = [CancelResult.NOT_FOUND] * len(task_ids)
         for queue, idx in group_by_queue(queues).items():
             args = [time_arg(now + self.result_ttl_s)] + [task_ids[i] for i in idx]
-            reply = await rs.run_queue_script("cancel", queue, now, args)
+            reply, outbox = split_outbox(await rs.run_queue_script("cancel", queue, now, args))
+            if outbox:
+                await self._deliver([queue], now)
             for i, code in zip(idx, reply, strict=True):
                 out[i] = CANCEL_CODES[code]
                 if out[i] is CancelResult.CANCELLED:
@@ -424,8 +503,8 @@ class RedisBroker(Broker):
                     "cannot requeue dead letter %s: its stored message does not decode", task_ids[i]
                 )
                 continue
-            new = msgspec.structs.replace(
-                old, id=new_id, requeued_from=old.id, eta=None, created_at=now
+            new = msgspec.structs.replace(  # a flow node keeps its flow, not its parents
+                old, id=new_id, requeued_from=old.id, eta=None, created_at=now, waits_for=[]
             )
             if not self._check_routing(new):
                 by_index.append((new.id, new.queue))
@@ -434,24 +513,37 @@ class RedisBroker(Broker):
             await self._routes.index_ids(by_index)
         if plans:
             await self._routes.register_queues(new.queue for _, new in plans)
+            await self._index_flows([new for _, new in plans])
         groups = group_by_queue([new.queue for _, new in plans])
         for queue, idx in groups.items():
-            args: list[Any] = [str(len(idx))]
-            for j in idx:
-                i, new = plans[j]
-                args += [
-                    task_ids[i],
-                    new.id,
-                    queued_form(new, "queued", ""),
-                    str(new.priority),
-                    new.dedup_key or "",
-                    new.order_id or "",
-                    new.name,
-                ]
-            reply = await rs.run_queue_script("requeue", queue, now, args)
-            for j, new_id in zip(idx, reply, strict=True):
-                out[plans[j][0]] = new_id.decode() or None
+            picked = [(task_ids[plans[j][0]], plans[j][1]) for j in idx]
+            for j, made in zip(idx, await self._requeue_in(queue, picked, now), strict=True):
+                out[plans[j][0]] = made
         return out
+
+    async def _requeue_in(
+        self, queue: str, picked: list[tuple[str, TaskMessage]], now: float
+    ) -> list[str | None]:
+        """One ``requeue`` call for `queue`: each (dead letter's id, new message) of `picked`;
+        per entry the new id, or None if the task was not dead-lettered."""
+        args: list[Any] = [str(len(picked)), time_arg(now + self.result_ttl_s)]
+        for old_id, new in picked:
+            args += [
+                old_id,
+                new.id,
+                queued_form(new, "queued", ""),
+                str(new.priority),
+                new.dedup_key or "",
+                new.order_id or "",
+                new.name,
+                flow_wiring(new) if is_flow_message(new) else "",
+            ]
+        reply, outbox = split_outbox(
+            await self._redis.run_queue_script("requeue", queue, now, args)
+        )
+        if outbox:
+            await self._deliver([queue], now)
+        return [new_id.decode() or None for new_id in reply]
 
     async def _stats(self, queues: Sequence[str], now: float) -> list[QueueStats]:
         facts = [QueueFacts.from_reply(r) for r in await self._inspect(queues, now, "stats")]
@@ -463,6 +555,7 @@ class RedisBroker(Broker):
                 running=f.running,
                 dead=f.dead,
                 finished_last_minute=f.finished_last_minute,
+                waiting=f.waiting,
             )
             for q, f in zip(queues, facts, strict=True)
         ]
@@ -472,7 +565,9 @@ class RedisBroker(Broker):
         args = [time_arg(now + self.result_ttl_s), msgpack_encode(error), _PURGE_CHUNK, error.type]
         purged = 0
         while True:  # in chunks: one script call must not hold the server for long
-            ended = await rs.run_queue_script("purge", queue, now, args)
+            ended, outbox = split_outbox(await rs.run_queue_script("purge", queue, now, args))
+            if outbox:
+                await self._deliver([queue], now)
             for task_id in ended:
                 rs.waiters.wake(task_id.decode())
             purged += len(ended)

@@ -31,6 +31,7 @@ from .._message import (
     FailedAttempt,
     LeaseState,
     Outcome,
+    OutcomeKind,
     Progress,
     TaskMessage,
     TaskOutcome,
@@ -56,7 +57,9 @@ __all__ = [
     "enqueued_from",
     "event_from",
     "failed_from",
+    "flow_wiring",
     "handed_off",
+    "is_flow_message",
     "message_of",
     "msgpack_encode",
     "opt_float",
@@ -68,6 +71,7 @@ __all__ = [
     "progress_text",
     "queued_form",
     "record_from",
+    "split_outbox",
     "status_of",
     "stream_cursor",
     "time_arg",
@@ -179,10 +183,50 @@ def queued_form(m: TaskMessage, state: str, inbox: str) -> bytes:
     )
 
 
-def enqueue_args(messages: Sequence[TaskMessage], now: float, inbox: str) -> list[Any]:
+def is_flow_message(m: TaskMessage) -> bool:
+    """Whether `m` has flow fields (a flow id, parents, children, an `outcome_to` task, or is
+    a copy): such a task is stored with its wiring (`flow_wiring`)."""
+    return bool(m.flow_id or m.waits_for or m.children or m.outcome_to or m.copy)
+
+
+def flow_wiring(m: TaskMessage) -> bytes:
+    """What the scripts need of a flow message's links, packed (``FX`` in lua/common.lua):
+    flow id, node, children (id, queue, id, queue, ...), failure policy, `outcome_to`, copy
+    flag, how many distinct parents it waits for, eta and creation time. A copy's `children`
+    are not its own (the task it copies tells them), so they are left out."""
+    children = [] if m.copy else [x for child in m.children for x in child]
+    return pack(
+        [
+            m.flow_id or "",
+            m.node or "",
+            children,
+            m.after_failure.value,
+            m.outcome_to or "",
+            "1" if m.copy else "",
+            str(len(set(m.waits_for))),
+            opt_time_arg(m.eta),
+            time_arg(m.created_at),
+        ]
+    )
+
+
+def split_outbox(reply: list[Any]) -> tuple[list[Any], bool]:
+    """A script's reply without its outbox marker (``with_outbox`` in lua/common.lua), and
+    whether it had one: the call left deliveries to children of other queues in the outbox."""
+    if reply and isinstance(reply[-1], list):
+        return reply[:-1], True
+    return reply, False
+
+
+def enqueue_args(
+    messages: Sequence[TaskMessage], now: float, inbox: str, result_expires_at: float
+) -> list[Any]:
     """The enqueue script's batch: per message its id, queued form, priority, due time,
-    scheduled flag, dedup key, order id and name; `inbox` ('' for none) is registered on each."""
+    scheduled flag, dedup key, order id and name; `inbox` ('' for none) is registered on each.
+    Only if some message has flow fields, then: the result expiry of tasks the call ends (a
+    hedge copy whose task ended already) and each message's flow wiring ('' for a plain one)."""
     args: list[str | bytes] = []
+    wiring: list[bytes | str] = []
     for m in messages:
         eta = m.eta
         scheduled = eta is not None and eta > now
@@ -196,7 +240,13 @@ def enqueue_args(messages: Sequence[TaskMessage], now: float, inbox: str) -> lis
             m.order_id or "",
             m.name,
         )
-    return [pack(args)]
+        if is_flow_message(m):
+            wiring += [""] * (len(args) // 8 - 1 - len(wiring))
+            wiring.append(flow_wiring(m))
+    if not wiring:
+        return [pack(args)]
+    wiring += [""] * (len(messages) - len(wiring))
+    return [pack(args), time_arg(result_expires_at), pack(wiring)]
 
 
 def enqueued_from(reply: list[Any]) -> list[EnqueueResult]:
@@ -206,11 +256,17 @@ def enqueued_from(reply: list[Any]) -> list[EnqueueResult]:
     ]
 
 
-def complete_args(outcomes: Sequence[Outcome], errors_maxlen: int) -> list[Any]:
+def complete_args(
+    outcomes: Sequence[Outcome], errors_maxlen: int, wait_expires_at: float | None = None
+) -> list[Any]:
     """The complete script's batch: per outcome its id, token, kind, result, error, error type,
-    retry time and result expiry ('' for none); then the error log's length."""
+    retry time and result expiry ('' for none; `wait_expires_at` for a WAIT without one, which
+    ends the task CANCELLED if its cancel was requested); then the error log's length."""
     args: list[str | bytes] = []
     for o in outcomes:
+        expires_at = o.result_expires_at
+        if expires_at is None and o.kind is OutcomeKind.WAIT:
+            expires_at = wait_expires_at
         error = o.error
         result = o.result
         args += (
@@ -221,7 +277,7 @@ def complete_args(outcomes: Sequence[Outcome], errors_maxlen: int) -> list[Any]:
             b"" if error is None else msgpack_encode(error),
             "" if error is None else error.type,
             opt_time_arg(o.retry_at),
-            opt_time_arg(o.result_expires_at),
+            opt_time_arg(expires_at),
         )
     return [pack(args), str(errors_maxlen)]
 
@@ -251,6 +307,11 @@ def record_from(
         requeued_from=msg.requeued_from,
         dedup_key=msg.dedup_key,
         store_result=msg.store_result,
+        flow_id=msg.flow_id,
+        node=msg.node,
+        waits_for=msg.waits_for,
+        outcome_to=msg.outcome_to,
+        copy=msg.copy,
         **state,
     )
 
@@ -454,10 +515,12 @@ class QueueFacts(NamedTuple):
     ready: int
     #: Tasks ended in the minute before now.
     finished_last_minute: int
+    #: Tasks waiting for their parents or their join (flows).
+    waiting: int
 
     @classmethod
     def from_reply(cls, reply: list[Any]) -> QueueFacts:
-        queued, scheduled, running, dead, first_sched, first_run, ready, finished = reply
+        queued, scheduled, running, dead, first_sched, first_run, ready, finished, waiting = reply
         return cls(
             int(queued),
             int(scheduled),
@@ -467,6 +530,7 @@ class QueueFacts(NamedTuple):
             opt_float(first_run),
             int(ready),
             int(finished),
+            int(waiting),
         )
 
 
@@ -495,4 +559,5 @@ def event_from(queue: str, entry_id: bytes, fields: dict[bytes, bytes]) -> Event
         order_id=opt_text(fields.get(b"o")),
         detail=opt_text(fields.get(b"d")),
         name=fields.get(b"n", b"").decode(),
+        flow_id=opt_text(fields.get(b"f")),
     )

@@ -33,6 +33,7 @@ QUEUE_SCRIPTS: Final = (
     "inspect",
     "cleanup",
     "purge",
+    "arrive",
 )
 STANDALONE_SCRIPTS: Final = (
     "lease",

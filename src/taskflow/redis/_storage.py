@@ -61,6 +61,7 @@ from ._early import EarlyOutcomes
 from ._errorlog import read_errors
 from ._lane import Lane
 from ._listener import Listener
+from ._outbox import deliver_outboxes
 from ._routing import QueueRoutes, group_by_queue
 from ._scripts import Script, load_scripts
 
@@ -386,8 +387,35 @@ class RedisStorage(Storage):
                 out[i] = bool(ok)
         return out
 
+    def flow_queues_key(self, flow_id: str) -> str:
+        """The set of the queues that hold tasks of flow `flow_id` (written before the tasks)."""
+        return f"{self.prefix}flq:{{{flow_id}}}"
+
+    async def _forget_flow_queue(self, flow_id: str, queue: str) -> None:
+        """Take `queue` out of `flow_id`'s queue set, its index there emptied by cleanup; put
+        it back if a task of the flow was enqueued there meanwhile (its enqueue added the
+        queue first, then stored the task)."""
+        key = self.flow_queues_key(flow_id)
+        await self._client.srem(key, queue)
+        if await self._client.exists(self.qkey(queue, f"fl:{flow_id}")):
+            await self._client.sadd(key, queue)
+
     async def _flow_tasks(self, flow_id: str, now: float) -> list[TaskRecord]:
-        raise NotImplementedError("flows: issue 17, being built")
+        queues = [q.decode() for q in await self._client.smembers(self.flow_queues_key(flow_id))]
+        records: list[TaskRecord] = []
+        for queue in sorted(queues):
+            index = self.qkey(queue, f"fl:{flow_id}")
+            ids = [i.decode() for i in await self._client.zrange(index, 0, -1)]
+            for task_id in ids:
+                if not is_task_id(task_id):
+                    self.routes.remember_queue(task_id, queue)
+            found = await self.get_many(ids, now=now)
+            gone = [i for i, r in zip(ids, found, strict=True) if r is None]
+            if gone:  # records deleted by cleanup: forget them in the index too
+                await self._client.zrem(index, *gone)
+            records += [r for r in found if r is not None]
+        records.sort(key=lambda r: (r.created_at, r.id))
+        return records
 
     async def _checkpoints(self, task_id: str) -> dict[str, bytes]:
         (queue,) = await self.routes.resolve_queues([task_id])
@@ -540,12 +568,25 @@ class RedisStorage(Storage):
 
     async def _cleanup(self, now: float, keep_s: float) -> int:
         queues = [q.decode() for q in await self._client.smembers(f"{self.prefix}queues")]
+        # What a crash between a call and its delivery left in the outboxes (``_outbox.py``).
+        await deliver_outboxes(self, queues, now, now + keep_s)
         deleted = 0
         for queue in queues:
-            ids = await self.run_queue_script("cleanup", queue, now, [time_arg(now - keep_s)])
+            reply = await self.run_queue_script("cleanup", queue, now, [time_arg(now - keep_s)])
+            ids, emptied = _deleted_and_emptied(reply)
+            for flow_id in emptied:  # no task of the flow is left in this queue
+                await self._forget_flow_queue(flow_id, queue)
             deleted += len(ids)
             indexed = [i.decode() for i in ids if not is_task_id(i.decode())]
             for task_id in indexed:
                 await self._client.delete(f"{self.prefix}ix:{task_id}")
                 self.routes.forget_id(task_id)
         return deleted
+
+
+def _deleted_and_emptied(reply: list[Any]) -> tuple[list[bytes], list[str]]:
+    """The ``cleanup`` script's reply: the ids it deleted, and the flows whose index in the
+    queue it emptied."""
+    if reply and isinstance(reply[-1], list):
+        return reply[:-1], [flow.decode() for flow in reply[-1]]
+    return reply, []

@@ -18,11 +18,13 @@ from taskflow.redis._codec import (
     NextDue,
     QueueFacts,
     deliveries_from,
+    enqueue_args,
     enqueued_from,
     handed_off,
     outcomes_pushed,
     pack,
     record_from,
+    split_outbox,
     unpack,
 )
 
@@ -95,11 +97,30 @@ def test_replies_of_fixed_size_entries_read_by_name() -> None:
         EnqueueResult("a", True),
         EnqueueResult("b", False),
     ]
-    facts = QueueFacts.from_reply([1, 2, 3, 4, b"", b"7.5", 5, 6])
+    facts = QueueFacts.from_reply([1, 2, 3, 4, b"", b"7.5", 5, 6, 8])
     assert (facts.first_scheduled, facts.first_expiry, facts.finished_last_minute) == (None, 7.5, 6)
+    assert facts.waiting == 8
     assert NextDue.from_reply([0, b"3.25", b""]) == NextDue(False, 3.25, None)
 
 
 def test_a_reply_cut_short_is_an_error_not_a_shorter_list() -> None:
     with pytest.raises(ValueError):
         deliveries_from([b"a", 3, 2], 9.0)
+
+
+def test_a_plain_batch_sends_no_flow_argument_and_a_mixed_one_aligns_the_wiring() -> None:
+    plain = TaskMessage(id="p1", queue="q", name="t", payload=b"")
+    child = TaskMessage(id="c1", queue="q", name="t", payload=b"", waits_for=["p1", "p1"])
+    assert len(enqueue_args([plain, plain], 1.0, "", 9.0)) == 1
+    batch, expires, wiring = enqueue_args([plain, child, plain], 1.0, "", 9.0)
+    assert len(unpack(batch)) == 3 * 8
+    assert expires == "9.0"
+    first, second, third = unpack(wiring)
+    assert (first, third) == (b"", b"")
+    assert unpack(second)[6] == b"1"  # distinct parents
+
+
+def test_the_outbox_marker_is_the_replys_last_list() -> None:
+    assert split_outbox([1, 0, [2]]) == ([1, 0], True)
+    assert split_outbox([b"a", b"b"]) == ([b"a", b"b"], False)
+    assert split_outbox([]) == ([], False)

@@ -16,7 +16,8 @@
 -- A task whose stored form cannot be read (see fail_unreadable in common.lua) is failed on its
 -- own as it is met; the others are claimed as usual.
 -- Returns the ids of the tasks failed so, then per delivery 4 values:
--- {{id, ...}, id, token, attempt, message, id, token, ...}.
+-- {{id, ...}, id, token, attempt, message, id, token, ...}; when this call added deliveries to
+-- the outbox (a lapsed last lease ended a flow task), the first element is {{id, ...}, n}.
 local limit = tonumber(ARGV[6])
 local LX, WID, RX, LEASE_ERR, NONCE = ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11]
 local PARK = ARGV[12]
@@ -61,8 +62,9 @@ local lapsed = redis.call('ZRANGEBYSCORE', K .. 'run', '-inf', NOW, 'WITHSCORES'
 if #lapsed > 0 then redis.call('ZREMRANGEBYSCORE', K .. 'run', '-inf', NOW) end
 for j = 1, #lapsed, 2 do
   local id, at = lapsed[j], lapsed[j + 1]
-  local t = hmget_named(rkey(id), {'st', 'att', 'rt', 'cr', 'pr', 'm', 'oid', 'n'})
+  local t = hmget_named(rkey(id), {'st', 'att', 'rt', 'cr', 'pr', 'm', 'oid', 'n', 'fx', 'ob'})
   if t.st == 'running' then
+    note_links(id, t.fx, t.ob)
     if t.cr == '1' then
       finish(id, 'cancelled', '', '', RX, t.att, t.oid, '', '', nil, t.n)
     elseif (tonumber(t.att) or 0) >= (tonumber(t.rt) or 0) + 1 then -- unreadable: none left
@@ -74,6 +76,7 @@ for j = 1, #lapsed, 2 do
   end
 end
 
+settle() -- lapsed last leases end flow tasks too: their children may become ready
 flush() -- the pop below reads the ready sets the steps above added to
 
 local need = limit
@@ -95,13 +98,14 @@ for _, pr in ipairs(prios) do
       if x then -- a first claim: the queued form has no attempt, token or cancel request yet
         st, msg, oid, name = x[QF.st], x[QF.msg], x[QF.oid], x[QF.n]
       elseif not why then
-        local h = redis.pcall('HMGET', r, 'st', 'att', 'tok', 'msg', 'oid', 'cr', 'n')
+        local h = redis.pcall('HMGET', r, 'st', 'att', 'tok', 'msg', 'oid', 'cr', 'n', 'fx')
         if h.err then
           why = 'its record is a key of another type (' .. h.err .. ')'
         elseif not h[1] then -- listed ready, but neither form is stored
           why = 'its record is missing'
         else
-          st, att, tok, msg, oid, cr, name = unpack(h)
+          st, att, tok, msg, oid, cr, name = unpack(h, 1, 7)
+          if h[8] then note_links(id, h[8], redis.call('HGET', r, 'ob')) end
         end
       end
       if why then fail_unreadable(id, why, raw, RX) end
@@ -133,6 +137,7 @@ for _, pr in ipairs(prios) do
   -- A level drained by exactly `need` stays listed until a later claim finds it empty.
   if empty then redis.call('ZREM', K .. 'prios', pr) end
 end
+settle() -- a cancel requested before the claim ended a flow task
 flush()
 
 if PARK ~= '' then
@@ -150,4 +155,6 @@ if #out > 1 then
   for j = 2, #out, 4 do mine[#mine + 1] = out[j] end
   redis.call('SET', last_key, cmsgpack.pack(mine), 'PX', 86400000)
 end
+if FLOW_WOKE then wake_workers() end
+if OUTBOX_N > 0 then out[1] = {UNREADABLE, OUTBOX_N} end
 return out

@@ -118,6 +118,23 @@ local function flush()
   PUSHES, PUSHED_BYTES = {}, {}
 end
 
+-- The flow wiring of the tasks this call read (see "Flows" below): id -> {fl = flow id,
+-- x = the wiring (`fx`, unpacked: FX), ob = '1' if tasks send their outcome to it}, noted from
+-- the task's `fx` and `ob` hash fields. Every task with links has an `fx` (a plain task
+-- gets an empty wiring when a copy links to it, see link_outcome), so the hot paths (complete,
+-- claim) read `ob` only for those: a plain task costs one absent field in a read, and one
+-- table lookup per event and per end.
+local LINKS = {}
+local function note_links(id, fx, ob)
+  if not fx and not ob then return end
+  local links = {ob = ob or nil}
+  if fx then
+    links.x = cmsgpack.unpack(fx)
+    if links.x[1] ~= '' then links.fl = links.x[1] end
+  end
+  LINKS[id] = links
+end
+
 -- Append one event to the queue's capped stream (same script = same atomic step). One XADD
 -- per event costs the server less than framing a call's events into one entry would. Only a
 -- call's first event trims the stream (MAXLEN ~); a call that adds more trims once more at the
@@ -126,7 +143,10 @@ end
 -- "a" (attempt) when 0, "o" (order id) and "d" (detail) when empty.
 local function event(id, kind, attempt, oid, detail, name)
   local a = tostring(attempt or 0)
+  local links = LINKS[id]
+  local fl = links and links.fl
   local extra = (oid and oid ~= '') or (detail and detail ~= '') or not name or name == ''
+    or fl
   if EVENTS > 0 and not extra then -- the common case, without building a table
     EVENTS = EVENTS + 1
     if a == '0' then
@@ -156,6 +176,10 @@ local function event(id, kind, attempt, oid, detail, name)
   if detail and detail ~= '' then
     args[#args + 1] = 'd'
     args[#args + 1] = detail
+  end
+  if fl then
+    args[#args + 1] = 'f'
+    args[#args + 1] = fl
   end
   redis.call(unpack(args))
 end
@@ -214,6 +238,10 @@ local function push_later(w, id, status, res, err, rx)
   end
 end
 
+-- Flow tasks this call ended, whose end `settle` (below) still has to apply to the tasks
+-- linked to them.
+local ENDED = {}
+
 -- Write a terminal state once: status, outcome, indexes, event, and the waiters' notification.
 -- `nr` is the task's no-result flag ('1': the task does not store results); `w` its waiters'
 -- inboxes if the caller read them already (nil: read here); `name` the task's name.
@@ -240,6 +268,10 @@ local function finish(id, status, res, err, rx, attempt, oid, detail, nr, w, nam
   event(id, status, attempt, oid, detail, name)
   if w == nil then w = redis.call('HGET', rkey(id), 'w') end
   if w then push_later(w, id, status, res, err, rx) end
+  local links = LINKS[id]
+  if links then
+    ENDED[#ENDED + 1] = {id = id, st = status, res = res, err = err, rx = rx, name = name}
+  end
 end
 
 -- One stored form per stage of a task's life. From enqueue until it is first claimed (or ends
@@ -432,4 +464,266 @@ local function create(id, q, pr, due, sched, dk, oid, seq, handed, name)
   end
   if dk ~= '' then redis.call('HSET', K .. 'dedup', dk, id) end
   return m
+end
+
+-- Flows (see docs/internals/redis.md, "Flows"). A message with flow fields is stored as a hash
+-- from its enqueue on (never the queued form, never handed off), with `fl` its flow id and
+-- `fx` its wiring, packed by the client (`flow_wiring` in _codec.py): the array FX below.
+-- `ob` = '1' once a task sends its outcome to it (`{Q}:ob:<id>` lists those), `jn` the join
+-- among them. A WAITING task is in `{Q}:wait` (by enqueue sequence); the parents that arrived
+-- at a child are the set `{Q}:ar:<id>`, so a parent told twice counts once. The end of a task
+-- reaches its linked tasks in `settle`, in the same call: children of the same queue,
+-- its `outcome_to` task (always of the same queue) and the tasks sending their outcome to it;
+-- a child of another queue is told through the queue's outbox `{Q}:outbox` (a sorted set by
+-- sequence, member: a packed delivery), which the client delivers after the call with the
+-- `arrive` script (and every worker's housekeeping again, should it die in between).
+local FLOW_WOKE = false -- a task became claimable (or scheduled): wake idle workers
+local OUTBOX_N = 0 -- deliveries this call added to the outbox
+local REPORTED = {} -- id -> true: its run reported its end DONE or FAILED (complete.lua)
+
+-- `out`, a script's reply, with a last element {n} if this call added n deliveries to the
+-- outbox (`split_outbox` in _codec.py), for the client to deliver them.
+local function with_outbox(out)
+  if OUTBOX_N > 0 then out[#out + 1] = {OUTBOX_N} end
+  return out
+end
+
+-- The flow code proper, built on first use (`flows()`): a script call that meets no flow task
+-- (the plain path) does not pay for making its functions.
+local FLOWS = nil
+local function flows()
+  if FLOWS then return FLOWS end
+  local FX = {fl = 1, node = 2, ch = 3, af = 4, ot = 5, cp = 6, np = 7, eta = 8, at = 9}
+  -- What the flow code reads of a task it may end.
+  local LINK_FIELDS = {'st', 'att', 'pr', 'm', 'oid', 'n', 'nr', 'w', 'fx', 'ob'}
+
+  -- The fields LINK_FIELDS of task `id` as a hash record (a queued form is turned into its hash
+  -- first, see hash_before_end), its links noted; empty for an unknown task.
+  local function load_linked(id, rx)
+    hash_before_end(id, rx)
+    local t = hmget_named(rkey(id), LINK_FIELDS)
+    if t.st then note_links(id, t.fx, t.ob) end
+    return t
+  end
+
+  -- Take a task that has not ended (fields `t`) out of every set that lists it as waiting,
+  -- claimable or lapsed (`finish` takes it out of `run`).
+  local function unlist(id, t)
+    if t.st == 'waiting' then
+      redis.call('ZREM', K .. 'wait', id)
+    elseif t.st == 'running' then
+      if take_lapsed(id) then ready_remove(t.pr, t.m) end
+    else
+      if t.m then ready_remove(t.pr, t.m) end
+      redis.call('ZREM', K .. 'sched', id)
+    end
+  end
+
+  -- How a child names a parent that ended without a value: "<node or name> (<id>) <status>",
+  -- then ": <type>: <message>" of its error if it has one (UPSTREAM_FAILED in _message.py).
+  local function upstream_text(e, node)
+    local label = node
+    if not label or label == '' then label = e.name or '' end
+    local text = label .. ' (' .. e.id .. ') ' .. e.st
+    if e.err ~= '' then
+      local ok, info = pcall(cmsgpack.unpack, e.err)
+      if ok and type(info) == 'table' then
+        text = text .. ': ' .. tostring(info[1]) .. ': ' .. tostring(info[2])
+      end
+    end
+    return text
+  end
+
+  -- Make a WAITING child whose parents all arrived claimable: QUEUED, or SCHEDULED until its
+  -- eta; its event says "ready".
+  local function make_ready(id, t, eta)
+    redis.call('ZREM', K .. 'wait', id)
+    if eta ~= '' and tonumber(eta) > NOWN then
+      redis.call('HSET', rkey(id), 'st', 'scheduled')
+      zadd_later(K .. 'sched', eta, id)
+      event(id, 'scheduled', 0, t.oid, 'ready', t.n)
+    else
+      redis.call('HSET', rkey(id), 'st', 'queued')
+      ready_add(t.pr, NOW, t.m)
+      event(id, 'queued', 0, t.oid, 'ready', t.n)
+    end
+    FLOW_WOKE = true
+  end
+
+  -- Tell child `id` (of this queue) that `parent` ended, with a value (`ok`) or not (`text` says
+  -- how). Idempotent: a parent that arrived already, or a child no longer waiting for its
+  -- parents (ready, running, ended, or waiting for its join), is left alone. Without a value and
+  -- unless its policy is RUN, the child ends at once (FAILED UpstreamFailed or, policy SKIP,
+  -- CANCELLED Skipped), which `settle` applies to its own links in turn.
+  local function arrive(id, parent, ok, text, rx)
+    local t = hmget_named(rkey(id), LINK_FIELDS)
+    if t.st ~= 'waiting' or not t.fx then return end
+    if redis.call('SADD', K .. 'ar:' .. id, parent) == 0 then return end
+    note_links(id, t.fx, t.ob)
+    local x = LINKS[id].x
+    if not ok and x[FX.af] ~= 'run' then
+      redis.call('ZREM', K .. 'wait', id)
+      local kind, etype = 'failed', 'UpstreamFailed'
+      if x[FX.af] == 'skip' then kind, etype = 'cancelled', 'Skipped' end
+      finish(id, kind, '', cmsgpack.pack({etype, text}), rx, t.att or 0, t.oid, etype, t.nr,
+        t.w or false, t.n)
+    elseif redis.call('SCARD', K .. 'ar:' .. id) >= tonumber(x[FX.np]) then
+      make_ready(id, t, x[FX.eta])
+    end
+  end
+
+  -- Record the delivery of a parent's end to child `id` of queue `queue` (another queue, so
+  -- maybe another slot): the client delivers it after this call (`arrive` script).
+  local function to_outbox(id, queue, parent, ok, text)
+    local n = redis.call('INCR', K .. 'oseq')
+    redis.call('ZADD', K .. 'outbox', n,
+      cmsgpack.pack({tostring(n), id, queue, parent, ok and '1' or '', text or ''}))
+    OUTBOX_N = OUTBOX_N + 1
+  end
+
+  -- The task `id` that ended as `e` sends its outcome to task `target` (same queue): it ends
+  -- the same way unless it ended already; its lease, if it runs, is void from here on.
+  local function adopt(target, e, copy)
+    local t = load_linked(target, e.rx)
+    if not t.st or TERMINAL[t.st] then return end
+    unlist(target, t)
+    local detail = (copy and 'won by copy ' or 'outcome of ') .. e.id
+    finish(target, e.st, e.res, e.err, e.rx, t.att or 0, t.oid, detail, t.nr, t.w or false, t.n)
+  end
+
+  -- The Superseded error of a task whose `outcome_to` task `id` (fields `t`: its node in `fx`,
+  -- its name `n` and status `st`) ended first: "<node or name> (<id>) ended first: <status>".
+  local function superseded_error(id, t)
+    local label = t.n or ''
+    if t.fx then
+      local node = cmsgpack.unpack(t.fx)[FX.node]
+      if node ~= '' then label = node end
+    end
+    return cmsgpack.pack({'Superseded', label .. ' (' .. id .. ') ended first: ' .. t.st})
+  end
+
+  -- Cancel (SUPERSEDED) every task that sends its outcome to `id`, which ended, and has not
+  -- ended itself: at once if it does not run, by request if it does.
+  local function supersede(id, rx)
+    local err = nil
+    local ended = nil -- the fields of `id`, read once
+    for _, other in ipairs(redis.call('SMEMBERS', K .. 'ob:' .. id)) do
+      local t = load_linked(other, rx)
+      if t.st == 'running' then
+        if redis.call('HSETNX', rkey(other), 'cr', '1') == 1 then
+          event(other, 'cancel_requested', t.att, t.oid, 'lost to ' .. id, t.n)
+        end
+      elseif t.st and not TERMINAL[t.st] then
+        unlist(other, t)
+        ended = ended or hmget_named(rkey(id), {'st', 'n', 'fx'})
+        err = err or superseded_error(id, ended)
+        finish(other, 'cancelled', '', err, rx, t.att or 0, t.oid, 'lost to ' .. id, t.nr,
+          t.w or false, t.n)
+      end
+    end
+  end
+
+  -- Apply the end of each flow task this call ended to its linked tasks, and of each task those
+  -- end in turn (a cascade), in this same call.
+  local function settle()
+    local i = 1
+    while i <= #ENDED do
+      local e = ENDED[i]
+      i = i + 1
+      local links = LINKS[e.id]
+      local x = links.x
+      if x then
+        local ch = x[FX.ch]
+        local ok = e.st == 'done'
+        local text = nil
+        if not ok and #ch > 0 then text = upstream_text(e, x[FX.node]) end
+        for j = 1, #ch, 2 do
+          if ch[j + 1] == Q then
+            arrive(ch[j], e.id, ok, text, e.rx)
+          else
+            to_outbox(ch[j], ch[j + 1], e.id, ok, text)
+          end
+        end
+        -- A copy passes on only what its own run reported (DONE or FAILED, see REPORTED); a
+        -- join passes on any end.
+        local copy = x[FX.cp] == '1'
+        if x[FX.ot] ~= '' and (not copy or REPORTED[e.id]) then adopt(x[FX.ot], e, copy) end
+      end
+      if links.ob then supersede(e.id, e.rx) end
+    end
+    ENDED = {}
+  end
+
+  -- Link task `id` (fields: its queued form `x`) to the task `target` it sends its outcome to:
+  -- listed in `{Q}:ob:<target>` (and as its join unless it is a `copy`; a copy emits HEDGED on
+  -- the target). A target that ended already has its outcome: the new task, not listed yet, is
+  -- cancelled at once (false returned).
+  local function link_outcome(id, x, target, copy, name, rx)
+    local t = load_linked(target, rx)
+    if not t.st then return true end
+    if TERMINAL[t.st] then
+      local w = x[QF.w] ~= '' and x[QF.w] or false
+      finish(id, 'cancelled', '', superseded_error(target, t), rx, 0, x[QF.oid],
+        'lost to ' .. target, x[QF.nr], w, name)
+      return false
+    end
+    redis.call('SADD', K .. 'ob:' .. target, id)
+    if not t.fx then -- every task with links has a wiring (hot paths read `ob` only then)
+      t.fx = cmsgpack.pack({'', '', {}, 'fail', '', '', '0', '', ''}) -- no flow, no links
+      redis.call('HSET', rkey(target), 'fx', t.fx)
+    end
+    note_links(target, t.fx, '1')
+    if copy then
+      redis.call('HSET', rkey(target), 'ob', '1')
+      event(target, 'hedged', t.att, t.oid, id, t.n)
+    else
+      redis.call('HSET', rkey(target), 'ob', '1', 'jn', id)
+    end
+    return true
+  end
+
+  -- Store a new flow task (`fx`: its wiring; `rx` the result expiry should it end at once; the
+  -- other arguments as `create` takes them) as a
+  -- hash record: WAITING if it has parents, else queued or scheduled; indexed by its flow.
+  -- True if it is listed claimable or scheduled (idle workers are woken).
+  local function create_flow(id, q, pr, due, sched, dk, oid, seq, name, fx, rx)
+    local digits = string.format('%012x', seq)
+    local m = digits .. id
+    local x = unpack_queued(digits .. q)
+    local f = cmsgpack.unpack(fx)
+    local fl = f[FX.fl] ~= '' and f[FX.fl] or nil
+    local waiting = tonumber(f[FX.np]) > 0
+    local st = waiting and 'waiting' or x[QF.st]
+    if fl then
+      hash_from(id, x, m, st, 0, 0, 'fx', fx, 'fl', fl)
+      redis.call('ZADD', K .. 'fl:' .. fl, f[FX.at], id)
+    else
+      hash_from(id, x, m, st, 0, 0, 'fx', fx)
+    end
+    note_links(id, fx, nil)
+    if dk ~= '' then redis.call('HSET', K .. 'dedup', dk, id) end
+    if f[FX.ot] ~= '' and not link_outcome(id, x, f[FX.ot], f[FX.cp] == '1', name, rx) then
+      return false
+    end
+    if waiting then
+      zadd_later(K .. 'wait', seq, id)
+      event(id, 'waiting', 0, oid, '', name)
+    elseif sched == '1' then
+      zadd_later(K .. 'sched', due, id)
+      event(id, 'scheduled', 0, oid, '', name)
+    else
+      ready_add(pr, due, m)
+      event(id, 'queued', 0, oid, '', name)
+    end
+    return not waiting
+  end
+  FLOWS = {unlist = unlist, load_linked = load_linked, arrive = arrive, settle = settle,
+    create_flow = create_flow}
+  return FLOWS
+end
+
+-- Apply the ends of the flow tasks this call ended (see `settle` in `flows`); nothing to do,
+-- and nothing built, if it ended none.
+local function settle()
+  if #ENDED > 0 then flows().settle() end
 end

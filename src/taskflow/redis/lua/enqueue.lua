@@ -2,8 +2,12 @@
 -- packed it (QF in common.lua: the message, state, priority, retries, dedup key and ttl, order
 -- id, no-result flag, the inboxes to push its outcome to, as a result waiter's read would
 -- register them, and the task name), priority, due time, scheduled flag, dedup key, order id,
--- task name (for the events; the queued form is not unpacked here).
--- Returns per message: the id now standing for it, and 1 if created (0: deduplicated).
+-- task name (for the events; the queued form is not unpacked here). ARGV[7], only when the
+-- batch has flow messages: the result expiry of tasks this call ends (a hedge copy or join
+-- whose task ended already is cancelled at once), and ARGV[8] packs each message's flow wiring
+-- ('' for a plain task; see "Flows" in common.lua). A plain batch pays nothing for flows.
+-- Returns per message: the id now standing for it, and 1 if created (0: deduplicated); then
+-- the outbox marker (see with_outbox).
 --
 -- Direct hand-off: a worker whose last claim found the queue dry is parked (claim.lua) with
 -- its free capacity. While one is, and nothing else is claimable (no listed ready level, no
@@ -16,7 +20,10 @@
 -- first task that would pass it, and every task after it in this call, is stored and claimed
 -- as usual (the worker is woken), so no hand-off jumps ahead of it.
 local A = unframe(ARGV[6])
-local n = #A / 8
+local RX = ARGV[7]
+local FXS = ARGV[8] and unframe(ARGV[8]) -- nil for a plain batch
+local F = 8 -- fields per message
+local n = #A / F
 local seq = redis.call('INCRBY', K .. 'seq', n) - n -- reserve n sequence numbers at once
 local out = {}
 local woke = false
@@ -50,10 +57,11 @@ local function parked_worker()
 end
 
 for i = 0, n - 1 do
-  local b = 1 + i * 8
+  local b = 1 + i * F
   local id, q, pr, due, sched, dk, oid = A[b], A[b + 1], A[b + 2], A[b + 3], A[b + 4], A[b + 5],
     A[b + 6]
   local name = A[b + 7]
+  local fx = FXS and FXS[i + 1] or ''
   local existing = nil
   if exists(id) then
     existing = id
@@ -73,6 +81,12 @@ for i = 0, n - 1 do
   if existing then
     out[#out + 1] = existing
     out[#out + 1] = 0
+  elseif fx ~= '' then
+    seq = seq + 1
+    local listed = flows().create_flow(id, q, pr, due, sched, dk, oid, seq, name, fx, RX)
+    if listed then woke = true end
+    out[#out + 1] = id
+    out[#out + 1] = 1
   else
     seq = seq + 1
     local w = nil
@@ -130,6 +144,7 @@ for _, w in ipairs(parked or {}) do
     redis.call('HDEL', K .. 'park', w.wid)
   end
 end
+settle()
 flush()
-if woke then wake_workers() end
-return out
+if woke or FLOW_WOKE then wake_workers() end
+return with_outbox(out)

@@ -4,7 +4,7 @@
 -- `NextDue` in taskflow/redis/_codec.py. Else (for stats) {queued (due), scheduled (not yet
 -- due), running, dead, earliest scheduled due time or '', earliest lease expiry or '', entries
 -- in the ready sets, tasks ended in the minute before NOW (see count_finished in common.lua,
--- by whole seconds)}, named by `QueueFacts` there. Lapsed tasks waiting in a ready set for
+-- by whole seconds), waiting tasks (flows)}, named by `QueueFacts` there. Lapsed tasks waiting in a ready set for
 -- re-delivery count as running.
 local first_sched = redis.call('ZRANGE', K .. 'sched', 0, 0, 'WITHSCORES')
 local first_run = redis.call('ZRANGE', K .. 'run', 0, 0, 'WITHSCORES')
@@ -28,4 +28,5 @@ for j = 2, #buckets, 2 do
   if s and s > now_s - 60 and s <= now_s then finished = finished + tonumber(c) end
 end
 return {queued, scheduled, redis.call('ZCARD', K .. 'run') + lapsed,
-  redis.call('ZCARD', K .. 'dead'), first_sched[2] or '', first_run[2] or '', ready, finished}
+  redis.call('ZCARD', K .. 'dead'), first_sched[2] or '', first_run[2] or '', ready, finished,
+  redis.call('ZCARD', K .. 'wait')}

@@ -1,4 +1,5 @@
--- Purge: end up to ARGV[8] tasks of the queue that wait to run (queued, scheduled, retrying)
+-- Purge: end up to ARGV[8] tasks of the queue that wait to run (queued, scheduled, retrying,
+-- waiting for their parents or join; their ends reach their linked tasks, see settle)
 -- as cancelled, with error ARGV[7] (encoded; its type ARGV[9] as the event's detail) and result
 -- expiry ARGV[6]. Running tasks are left alone, lapsed ones waiting in a ready set for
 -- re-delivery included. Returns the ids ended; fewer than ARGV[8] means none is left.
@@ -13,12 +14,14 @@ local function drop(id, rk, m)
     if rk then redis.call('ZREM', rk, m) end
     return true
   end
-  local t = hmget_named(rkey(id), {'st', 'att', 'pr', 'm', 'oid', 'n'})
+  local t = hmget_named(rkey(id), {'st', 'att', 'pr', 'm', 'oid', 'n', 'fx', 'ob'})
   local st = t.st
-  if st ~= 'queued' and st ~= 'scheduled' and st ~= 'retrying' then return false end
+  if st ~= 'queued' and st ~= 'scheduled' and st ~= 'retrying' and st ~= 'waiting' then
+    return false
+  end
+  note_links(id, t.fx, t.ob)
   -- A scheduled task may already sit in a ready set (promoted when it became due).
-  ready_remove(t.pr, t.m)
-  redis.call('ZREM', K .. 'sched', id)
+  flows().unlist(id, t)
   finish(id, 'cancelled', '', ERR, RX, t.att, t.oid, ETYPE, '', nil, t.n)
   out[#out + 1] = id
   return true
@@ -43,5 +46,14 @@ while #out < LIMIT do
     if not drop(id) then redis.call('ZREM', K .. 'sched', id) end -- a stale entry
   end
 end
+while #out < LIMIT do
+  local ids = redis.call('ZRANGE', K .. 'wait', 0, LIMIT - #out - 1)
+  if #ids == 0 then break end
+  for _, id in ipairs(ids) do
+    if not drop(id) then redis.call('ZREM', K .. 'wait', id) end -- a stale entry
+  end
+end
+settle()
 flush()
-return out
+if FLOW_WOKE then wake_workers() end
+return with_outbox(out)
