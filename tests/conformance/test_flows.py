@@ -230,6 +230,8 @@ async def test_a_ready_child_wakes_a_worker_watching_its_queue(
     woken = anyio.Event()
     backend.watch_work(["other"], worker_id="w-other", callback=woken.set)
     try:
+        # A watcher reads next_due before it sleeps: that waits for the subscription.
+        assert await backend.next_due(["other"], now=clock.time()) is None
         [delivery] = await claim(backend, clock)
         await backend.complete([done(delivery, clock)], now=clock.time())
         with anyio.fail_after(10):
