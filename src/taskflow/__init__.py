@@ -69,6 +69,7 @@ from ._options import TaskDefaults as TaskDefaults
 from ._schedule import Schedule as Schedule
 from ._schedule_state import ScheduleInfo as ScheduleInfo
 from ._starter import Starter as Starter
+from ._steps import Step as Step
 from ._task import PreparedTask as PreparedTask
 from ._task import TaskCall as TaskCall
 from ._task import TaskFunc as TaskFunc
@@ -122,6 +123,7 @@ __all__ = [
     "ScheduleNotFound",
     "Shared",
     "Starter",
+    "Step",
     "SyncResult",
     "SyncTask",
     "SystemClock",
