@@ -58,6 +58,7 @@ from ._message import ErrorInfo as ErrorInfo
 from ._message import Event as Event
 from ._message import EventKind as EventKind
 from ._message import FailedAttempt as FailedAttempt
+from ._message import Hedge as Hedge
 from ._message import Progress as Progress
 from ._message import TaskOutcome as TaskOutcome
 from ._message import TaskRecord as TaskRecord
@@ -104,6 +105,7 @@ __all__ = [
     "FailedAttempt",
     "FencedValue",
     "GlobalConfig",
+    "Hedge",
     "InvalidArguments",
     "InvalidArtifactName",
     "InvalidOption",
