@@ -198,7 +198,7 @@ def _cancelled(message: TaskMessage) -> ErrorInfo:
     when the task it copies ends first (`Broker.complete`): it lost the race, so it says so as
     a copy cancelled before it ran does (a copy cancelled by hand says the same)."""
     if message.copy and message.outcome_to is not None:
-        return ErrorInfo(SUPERSEDED, f"lost to {message.outcome_to}, which ended first")
+        return ErrorInfo(SUPERSEDED, f"{message.name} ({message.outcome_to}) ended first")
     return ErrorInfo("Cancelled", "cancelled on request")
 
 

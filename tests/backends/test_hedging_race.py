@@ -1,4 +1,4 @@
-"""Hedged stragglers with two real workers (in one process) on Redis and PostgreSQL: the copy
+"""Hedged stragglers with two real workers (in one process) on memory, Redis and PostgreSQL: the copy
 wins (the task's own run is stopped as one that lost its lease, its late outcome refused), and
 the task wins (the running copy is cancelled, Superseded). One outcome either way, and the
 event stream says a hedge started and which copy won.
@@ -24,8 +24,11 @@ from tests.cli_support import drop_shared, shared_url
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(params=["redis", "postgres"])
-def url(request: pytest.FixtureRequest) -> Iterator[str]:
+@pytest.fixture(params=["memory", "redis", "postgres"])
+def url(request: pytest.FixtureRequest) -> Iterator[str | None]:
+    if request.param == "memory":
+        yield None  # the embedded default
+        return
     value = shared_url(request.param)
     try:
         yield value
@@ -34,7 +37,7 @@ def url(request: pytest.FixtureRequest) -> Iterator[str]:
 
 
 @pytest.fixture
-async def app(url: str) -> AsyncIterator[QueueTasks]:
+async def app(url: str | None) -> AsyncIterator[QueueTasks]:
     config = GlobalConfig(lease_s=2.0, heartbeat_s=0.2, shutdown_grace_s=0.5)
     app = QueueTasks(name="hedging", broker=url, config=config)
     async with app:
