@@ -1,8 +1,9 @@
 """`RunCheckpoints`: the checkpoints of one run, read once and written through the backend.
 
 A task's context reaches its checkpoints (`Storage.checkpoints`, `Storage.save_checkpoints`)
-only through this: it reads the values earlier runs saved once, on first use, and writes each new
-value at once, awaited, fenced by the run's token. A write the backend refuses means another run
+only through this: it reads the values earlier runs saved once, on first use (a hedge copy also
+reads those of the task it copies, so it starts where that run got to), and writes each new value
+at once, awaited, fenced by the run's token. A write the backend refuses means another run
 holds the task now: the run is stopped as one whose lease the heartbeat found lost
 (`Run.interrupt` with "lost", then `LeaseLost`), so nothing it does afterwards is stored.
 ``ctx.chunks`` keeps its position here, and ``ctx.step`` its record (``_steps.py``).
@@ -60,8 +61,18 @@ class RunCheckpoints:
     async def read(self, name: str) -> bytes | None:
         """The value an earlier run (or this one) saved under `name`, or None."""
         if self._loaded is None:
-            self._loaded = await self._storage.checkpoints(self._run.task_id)
+            self._loaded = await self._load()
         return self._loaded.get(name)
+
+    async def _load(self) -> dict[str, bytes]:
+        """This task's checkpoints; a hedge copy starts from those of the task it copies (what
+        that run recorded done is done), its own written over them."""
+        own = await self._storage.checkpoints(self._run.task_id)
+        message = self._run.message
+        if message is None or not message.copy or message.outcome_to is None:
+            return own
+        inherited = await self._storage.checkpoints(message.outcome_to)
+        return {**inherited, **own}
 
     async def save(self, name: str, value: bytes) -> None:
         """Save `value` under `name`, awaited, fenced by the run's token.

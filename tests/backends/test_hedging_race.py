@@ -137,3 +137,39 @@ async def test_the_task_wins_and_its_running_copy_is_cancelled(app: QueueTasks) 
     ]
     assert (EventKind.HEDGED, copy_id) in events
     assert sum(kind is EventKind.DONE for kind, _ in events) == 1
+
+
+async def test_the_copy_starts_at_the_step_its_task_got_to(app: QueueTasks) -> None:
+    """A copy reads the step records of the task it copies: what the straggler recorded done
+    is not done again; the step it is stuck in is run by the copy."""
+    calls: list[tuple[str, str]] = []
+    primary_stuck = anyio.Event()
+
+    @app.task(hedge=Hedge(after=0.3))
+    async def report(ctx: TaskContext) -> list[str]:
+        async def part(name: str) -> str:
+            calls.append((ctx.task_id, name))
+            if name == "aggregate" and len(calls) == 2:  # the task's own run straggles here
+                primary_stuck.set()
+                await anyio.sleep_forever()
+            return f"{name} by {ctx.task_id}"
+
+        return [await ctx.step(name, part, name) for name in ("download", "aggregate")]
+
+    with anyio.fail_after(20):
+        async with anyio.create_task_group() as tg:
+            first = await tg.start(Worker(app, worker_id="w1", concurrency=2).run)
+            handle = await report.add_task()
+            await primary_stuck.wait()
+            second = await tg.start(Worker(app, worker_id="w2", concurrency=2).run)
+            result = await handle.result(timeout=15)
+            first.stop()
+            second.stop()
+
+    copy_id = derived_task_id(handle.task_id, HEDGE_KEY, "default")
+    assert calls == [
+        (handle.task_id, "download"),
+        (handle.task_id, "aggregate"),
+        (copy_id, "aggregate"),
+    ]
+    assert result == [f"download by {handle.task_id}", f"aggregate by {copy_id}"]
