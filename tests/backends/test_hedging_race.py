@@ -1,11 +1,12 @@
-"""Hedged stragglers with two real workers (in one process) on memory, Redis and PostgreSQL: the copy
-wins (the task's own run is stopped as one that lost its lease, its late outcome refused), and
-the task wins (the running copy is cancelled, Superseded). One outcome either way, and the
-event stream says a hedge started and which copy won.
+"""Hedged stragglers with two real workers (in one process) on memory, Redis and PostgreSQL:
+the copy wins (the task's own run is stopped as one that lost its lease, its late outcome
+refused), and the task wins (the running copy is cancelled, Superseded). One outcome either way,
+and the event stream says a hedge started and which copy won. A copy starts at the step its
+task got to.
 
 The race itself is the contract's (tests/conformance/test_flows.py); here the workers drive it:
 the worker running the straggler enqueues the copy once another worker is live, and the other
-worker runs it. A SIGKILL-free real-process run is in tests/backends/test_hedging_crash.py.
+worker runs it. With worker processes: tests/backends/test_hedging_processes.py.
 """
 
 from __future__ import annotations
