@@ -3,7 +3,7 @@ message), thresholds (fixed, percentile once enough runs are known), run times s
 the coordination store, one copy at most and only while another live worker serves the queue,
 the copy's message, and a copy given back by the worker running its task. The race between a
 copy and its task is the backends' (tests/conformance/test_flows.py); with real workers it is in
-tests/backends/test_hedging_race.py and tests/backends/test_hedging_crash.py."""
+tests/backends/test_hedging_race.py and tests/backends/test_hedging_processes.py."""
 
 from __future__ import annotations
 
