@@ -186,8 +186,8 @@ class Hedging:
 
 def hedge_copy(message: TaskMessage, now: float) -> TaskMessage:
     """The hedge copy of `message`: same task, arguments and queue, its own derived id, its
-    outcome going to `message`'s task; no parents, children, dedup key or delay. It keeps its
-    `hedge` (its run time counts) but is never hedged itself (`copy`)."""
+    outcome going to `message`'s task; no parents, children, dedup key, delay or expiry. It
+    keeps its `hedge` (its run time counts) but is never hedged itself (`copy`)."""
     return msgspec.structs.replace(
         message,
         id=derived_task_id(message.id, HEDGE_KEY, message.queue),
@@ -199,6 +199,7 @@ def hedge_copy(message: TaskMessage, now: float) -> TaskMessage:
         dedup_key=None,
         dedup_ttl_s=None,
         eta=None,
+        expires_at=None,  # "not started by then": its task started, so neither is it late
         created_at=now,
         requeued_from=None,
     )

@@ -104,6 +104,7 @@ def test_the_copy_is_the_same_task_with_its_own_derived_id() -> None:
         queue="default",
         payload=b"\x92\x90\x80",
         eta=5.0,
+        expires_at=50.0,
         dedup_key="k",
         dedup_ttl_s=60.0,
         flow_id="f",
@@ -119,12 +120,8 @@ def test_the_copy_is_the_same_task_with_its_own_derived_id() -> None:
     assert (copy.name, copy.queue, copy.payload) == (message.name, message.queue, message.payload)
     assert (copy.flow_id, copy.inputs, copy.hedge) == ("f", {"rows": "a"}, Hedge(after=1.0))
     assert (copy.node, copy.waits_for, copy.children) == (None, [], [])
-    assert (copy.dedup_key, copy.dedup_ttl_s, copy.eta, copy.created_at) == (
-        None,
-        None,
-        None,
-        100.0,
-    )
+    assert (copy.dedup_key, copy.dedup_ttl_s, copy.eta, copy.expires_at) == (None,) * 4
+    assert copy.created_at == 100.0
 
 
 def _other_worker(worker_id: str, queues: tuple[str, ...] = ("default",)) -> WorkerInfo:
