@@ -58,6 +58,7 @@ from ._message import ErrorInfo as ErrorInfo
 from ._message import Event as Event
 from ._message import EventKind as EventKind
 from ._message import FailedAttempt as FailedAttempt
+from ._message import Hedge as Hedge
 from ._message import Progress as Progress
 from ._message import TaskOutcome as TaskOutcome
 from ._message import TaskRecord as TaskRecord
@@ -69,6 +70,7 @@ from ._options import TaskDefaults as TaskDefaults
 from ._schedule import Schedule as Schedule
 from ._schedule_state import ScheduleInfo as ScheduleInfo
 from ._starter import Starter as Starter
+from ._steps import Step as Step
 from ._task import PreparedTask as PreparedTask
 from ._task import TaskCall as TaskCall
 from ._task import TaskFunc as TaskFunc
@@ -103,6 +105,7 @@ __all__ = [
     "FailedAttempt",
     "FencedValue",
     "GlobalConfig",
+    "Hedge",
     "InvalidArguments",
     "InvalidArtifactName",
     "InvalidOption",
@@ -122,6 +125,7 @@ __all__ = [
     "ScheduleNotFound",
     "Shared",
     "Starter",
+    "Step",
     "SyncResult",
     "SyncTask",
     "SystemClock",

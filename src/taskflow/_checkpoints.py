@@ -1,11 +1,12 @@
 """`RunCheckpoints`: the checkpoints of one run, read once and written through the backend.
 
 A task's context reaches its checkpoints (`Storage.checkpoints`, `Storage.save_checkpoints`)
-only through this: it reads the values earlier runs saved once, on first use, and writes each new
-value at once, awaited, fenced by the run's token. A write the backend refuses means another run
+only through this: it reads the values earlier runs saved once, on first use (a hedge copy also
+reads those of the task it copies, so it starts where that run got to), and writes each new value
+at once, awaited, fenced by the run's token. A write the backend refuses means another run
 holds the task now: the run is stopped as one whose lease the heartbeat found lost
 (`Run.interrupt` with "lost", then `LeaseLost`), so nothing it does afterwards is stored.
-``ctx.chunks`` keeps its position here; a step recorded once its block exits would too.
+``ctx.chunks`` keeps its position here, and ``ctx.step`` its record (``_steps.py``).
 
 What does not live here: what the values mean (``_chunks.py``), the contract itself
 (`taskflow.abc.Storage`).
@@ -46,26 +47,32 @@ class RunCheckpoints:
         #: Names claimed by a user of this run (`claim_name`): one loop per name.
         self._names: set[str] = set()
 
-    def claim_name(self, name: str, what: str) -> None:
-        """Reserve `name` for one user in this run (a second loop with the same name would
-        read the first one's position).
+    def claim_name(self, name: str, refusal: str) -> None:
+        """Reserve `name` for one user in this run (a second loop or step with the same name
+        would read the first one's record); `refusal` is the error's message if it is taken.
 
         Raises:
             ValueError: `name` is taken already in this run.
         """
         if name in self._names:
-            raise ValueError(
-                f"{what} {name!r} is used twice in one run of task {self._run.task_id}: give "
-                f"each loop a name of its own, e.g. ctx.chunks(..., name='orders') and "
-                f"ctx.chunks(..., name='refunds'), so each resumes at its own position"
-            )
+            raise ValueError(refusal)
         self._names.add(name)
 
     async def read(self, name: str) -> bytes | None:
         """The value an earlier run (or this one) saved under `name`, or None."""
         if self._loaded is None:
-            self._loaded = await self._storage.checkpoints(self._run.task_id)
+            self._loaded = await self._load()
         return self._loaded.get(name)
+
+    async def _load(self) -> dict[str, bytes]:
+        """This task's checkpoints; a hedge copy starts from those of the task it copies (what
+        that run recorded done is done), its own written over them."""
+        own = await self._storage.checkpoints(self._run.task_id)
+        message = self._run.message
+        if message is None or not message.copy or message.outcome_to is None:
+            return own
+        inherited = await self._storage.checkpoints(message.outcome_to)
+        return {**inherited, **own}
 
     async def save(self, name: str, value: bytes) -> None:
         """Save `value` under `name`, awaited, fenced by the run's token.

@@ -114,7 +114,12 @@ class Chunks(Generic[C_co]):
         self._sync_chunks: Iterator[Any] | None = None
         self._async_chunks: AsyncIterator[list[Any]] | None = None
         if resume:
-            checkpoints.claim_name(name, "ctx.chunks name")
+            checkpoints.claim_name(
+                name,
+                f"ctx.chunks name {name!r} is used twice in one run of task {run.task_id}: give "
+                "each loop a name of its own, e.g. ctx.chunks(..., name='orders') and "
+                "ctx.chunks(..., name='refunds'), so each resumes at its own position",
+            )
 
     def __repr__(self) -> str:
         return (

@@ -3,8 +3,9 @@
 A task gets one by declaring a parameter annotated with `TaskContext` (put it first, so the
 typed handle's arguments are the rest). The context reports progress and yielded values to the
 worker, which batches them to the storage; it never does I/O itself, so it is safe to call from a
-sync task running in a thread. The one exception is `TaskContext.chunks`, whose iteration writes
-checkpoints (awaited; from a sync task's thread through the event loop). It also shows the
+sync task running in a thread. The exceptions are `TaskContext.chunks` and `TaskContext.step`
+(``_steps.py``), which write checkpoints (awaited; from a sync task's thread through the event
+loop). It also shows the
 headers the task was sent with (`headers`), less the one taskflow reserves for the idempotency
 key, and carries the task's side of its artifacts (`TaskArtifacts`, from `_artifacts.py`), which
 does I/O on the worker's loop.
@@ -15,9 +16,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import AsyncIterable, Iterable, Mapping
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Mapping
 from types import MappingProxyType, SimpleNamespace
-from typing import Any, Final, TypeVar, overload
+from typing import Any, Final, ParamSpec, TypeVar, overload
 
 from ._artifacts import TaskArtifacts
 from ._checkpoints import RunCheckpoints
@@ -25,8 +26,10 @@ from ._chunks import ChunkCount, Chunks
 from ._exceptions import LifecycleError
 from ._message import Progress
 from ._run import Run
+from ._steps import Step, call_step, check_step_function
 
 T = TypeVar("T")
+P = ParamSpec("P")
 
 __all__ = ["IDEMPOTENCY_HEADER", "TaskContext", "WorkerState"]
 
@@ -210,6 +213,57 @@ class TaskContext:
             report=self.progress,
             loop_thread=self._loop_thread,
         )
+
+    @overload
+    def step(self, name: str, /) -> Step: ...
+
+    @overload
+    def step(
+        self,
+        name: str,
+        fn: Callable[P, Awaitable[T]],
+        /,
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> Awaitable[T]: ...
+
+    @overload
+    def step(
+        self, name: str, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs
+    ) -> Awaitable[T]: ...
+
+    def step(self, name: str, fn: Any = None, /, *args: Any, **kwargs: Any) -> Any:
+        """A named step of this run, skipped by a re-run once recorded done (`Step`).
+
+        ``value = await ctx.step("download", fn, *args, **kwargs)`` calls `fn` (sync or async)
+        unless an earlier run of this task recorded the step done, records its return value
+        and returns the recorded value. ``async with ctx.step("download") as step:`` (``with``
+        in a sync task) makes a block a step: the block runs every time and guards its work
+        with ``if not step.done:``, setting ``step.value``. A step is recorded done (a
+        checkpoint, awaited, fenced by the run's token) only when it ends normally; a step that
+        raised, or whose run died, runs again on the next run. See ``docs/steps.md``.
+
+        Args:
+            name: The step's name, unique in the task (a loop of steps names each one,
+                ``f"load:{day}"``).
+            fn: For the callable form, the function to call (its result is the step's value).
+            *args: Positional arguments for `fn`.
+            **kwargs: Keyword arguments for `fn`.
+
+        Raises:
+            ValueError: `name` is empty or used by another step of this run.
+            TypeError: `fn` is not callable, or the callable form is used in a sync task.
+            UnencodableResult: (when the step ends) its value cannot be encoded.
+            LeaseLost: (when the step ends) the backend refused its record: another run holds
+                the task now; let it propagate.
+        """
+        step = Step(
+            name, checkpoints=self._checkpoints, run=self._run, loop_thread=self._loop_thread
+        )
+        if fn is None:
+            return step
+        check_step_function(name, fn, threading.get_ident() == self._loop_thread)
+        return call_step(step, fn, args, kwargs)
 
     def _call_in_loop(self, fn: Any, arg: Any) -> None:
         if threading.get_ident() == self._loop_thread:

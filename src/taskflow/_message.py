@@ -29,6 +29,7 @@ __all__ = [
     "EventKind",
     "FailedAttempt",
     "FailurePolicy",
+    "Hedge",
     "Lease",
     "LeaseInfo",
     "LeaseState",
@@ -149,6 +150,43 @@ class Progress(msgspec.Struct, frozen=True, array_like=True):
     message: str | None = None
 
 
+class Hedge(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
+    """When a running task gets a second copy on another worker (a hedge against stragglers):
+    the ``hedge`` option, ``@app.task(hedge=Hedge(percentile=95))``. See ``docs/hedging.md``.
+
+    The threshold is the `percentile` of the task's recent run times (shared by the workers)
+    once at least `min_samples` runs are known; until then (or without a `percentile`) it is
+    `after` seconds; without either known, no copy starts. One copy at most per task.
+
+    Args:
+        percentile: A run slower than this percentile of recent runs (0 < p < 100) is hedged.
+        after: Hedge a run that has taken this many seconds (> 0); with `percentile`, the
+            threshold until enough runs are known.
+        min_samples: Runs to know before the percentile is trusted (>= 1).
+
+    Raises:
+        ValueError: neither `percentile` nor `after` is given, or one is out of range.
+    """
+
+    percentile: float | None = None
+    after: float | None = None
+    min_samples: int = 20
+
+    def __post_init__(self) -> None:
+        p, after, n = self.percentile, self.after, self.min_samples
+        if p is None and after is None:
+            raise ValueError(
+                "Hedge needs a threshold: Hedge(percentile=95) (of recent run times), "
+                "Hedge(after=30.0) (seconds), or both"
+            )
+        if p is not None and not (isinstance(p, int | float) and 0 < p < 100):
+            raise ValueError(f"Hedge(percentile=...) must be a number in (0, 100), got {p!r}")
+        if after is not None and not (isinstance(after, int | float) and after > 0):
+            raise ValueError(f"Hedge(after=...) must be seconds > 0, got {after!r}")
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"Hedge(min_samples=...) must be an int >= 1, got {n!r}")
+
+
 class TaskMessage(msgspec.Struct, frozen=True, array_like=True, gc=False):
     """One task as it travels through the broker.
 
@@ -199,6 +237,8 @@ class TaskMessage(msgspec.Struct, frozen=True, array_like=True, gc=False):
     #: True for a hedge copy of `outcome_to` (a second run of a straggler): its enqueue emits a
     #: HEDGED event on `outcome_to`, and the events of the race say which copy won.
     copy: bool = False
+    #: When the worker running it starts a hedge copy (the ``hedge`` option); None: never.
+    hedge: Hedge | None = None
 
 
 class EnqueueResult(msgspec.Struct, frozen=True, array_like=True):

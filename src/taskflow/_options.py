@@ -22,6 +22,7 @@ from typing import Any, Final, TypedDict, TypeVar
 
 from ._exceptions import InvalidOption
 from ._lock_types import DeclaredLock, Exclusive, Shared
+from ._message import Hedge
 
 __all__ = [
     "CALL_OPTION_NAMES",
@@ -97,6 +98,9 @@ class TaskDefaults(TypedDict, total=False):
         locks: Reader/writer locks the run takes before it starts (`Shared` / `Exclusive`,
             each lock named once); while one is taken the task waits queued, holding no worker
             slot (default: none).
+        hedge: Start a second copy of a run that takes longer than this says (a `Hedge`) on
+            another worker; the first outcome wins (default None: never). See
+            ``docs/hedging.md``.
     """
 
     queue: str
@@ -107,6 +111,7 @@ class TaskDefaults(TypedDict, total=False):
     expires: Seconds | datetime | None
     store_result: bool
     locks: Sequence[DeclaredLock]
+    hedge: Hedge | None
 
 
 class CallOptions(TaskDefaults, total=False):
@@ -177,6 +182,7 @@ class TaskOptions:
     headers: dict[str, str] | _NotGiven = NOT_GIVEN
     connection: Any = None
     idempotency_key: str | _NotGiven | None = NOT_GIVEN
+    hedge: Hedge | _NotGiven | None = NOT_GIVEN
 
     def __post_init__(self) -> None:
         for name, (normalize, rule) in _RULES.items():
@@ -361,6 +367,10 @@ def _locks(value: Any) -> Any:
     return locks
 
 
+def _hedge(value: Any) -> Any:
+    return value if isinstance(value, Hedge) else _BAD
+
+
 def _or_none(normalize: Normalizer) -> Normalizer:
     def normalize_or_none(value: Any) -> Any:
         return None if value is None else normalize(value)
@@ -412,6 +422,10 @@ _RULES: Final[dict[str, tuple[Normalizer, str]]] = {
     ),
 }
 """Option name -> (normalizer, rule). `connection` has none: the backend checks it."""
+_RULES["hedge"] = (
+    _or_none(_hedge),
+    "a taskflow.Hedge (e.g. hedge=Hedge(percentile=95) or hedge=Hedge(after=30.0)), or None",
+)
 
 
 NO_OPTIONS: Final = TaskOptions()

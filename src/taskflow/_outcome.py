@@ -29,7 +29,7 @@ from typing import Any, Final
 from ._clock import Clock
 from ._config import GlobalConfig
 from ._exceptions import InvalidArguments, NotResumable, Retry, TaskTimeout, UnencodableResult
-from ._message import ErrorInfo, Outcome, OutcomeKind, TaskMessage, encode_value
+from ._message import SUPERSEDED, ErrorInfo, Outcome, OutcomeKind, TaskMessage, encode_value
 from ._run import Run
 from ._task import TaskDefinition
 
@@ -131,8 +131,7 @@ class OutcomeDecision:
         if reason == "lost":
             return None
         if reason == "cancel":
-            cancelled = ErrorInfo("Cancelled", "cancelled on request")
-            return self._ended(run, OutcomeKind.CANCELLED, error=cancelled)
+            return self._ended(run, OutcomeKind.CANCELLED, error=_cancelled(message))
         if reason == "lock" and run.lost_lock is not None:
             return self.of_error(run, message, definition, run.lost_lock)
         if reason == "timeout":
@@ -192,6 +191,15 @@ class OutcomeDecision:
         return Outcome(
             run.task_id, run.token, kind, result=result, error=error, result_expires_at=expires_at
         )
+
+
+def _cancelled(message: TaskMessage) -> ErrorInfo:
+    """The error of a run cancelled by request. A running hedge copy is cancelled by the backend
+    when the task it copies ends first (`Broker.complete`): it lost the race, so it says so as
+    a copy cancelled before it ran does (a copy cancelled by hand says the same)."""
+    if message.copy and message.outcome_to is not None:
+        return ErrorInfo(SUPERSEDED, f"{message.name} ({message.outcome_to}) ended first")
+    return ErrorInfo("Cancelled", "cancelled on request")
 
 
 def release(run: Run) -> Outcome:

@@ -171,6 +171,7 @@ class Sender:
             order_id=given(options.order_id, None),
             headers=_headers(options),
             locks=[(lock.name, lock.mode) for lock in given(options.locks, definition.locks)],
+            hedge=given(options.hedge, definition.hedge),
         )
 
     def _from_template(

@@ -36,6 +36,7 @@ from typing_extensions import Unpack
 from ._artifacts import DEFAULT_KEEP_S, DEFAULT_RETENTION, Retention
 from ._exceptions import InvalidArguments, InvalidOption, TaskRegistrationError
 from ._lock_types import DeclaredLock
+from ._message import Hedge
 from ._options import (
     DEFAULT_OPTION_NAMES,
     NO_OPTIONS,
@@ -126,6 +127,8 @@ class TaskDefinition:
     artifacts: Retention = DEFAULT_RETENTION
     """How long the task's artifacts are kept (``artifacts_keep``,
     ``artifacts_delete_after_fetch``); each put can say otherwise."""
+    hedge: Hedge | None = None
+    """When a run gets a hedge copy (the ``hedge`` option); None: never."""
 
 
 def _task_kind(fn: Callable[..., Any]) -> TaskKind:
@@ -230,6 +233,7 @@ def make_definition(
         check_arguments=argument_check(task_name, call_signature, context_param),
         context_index=_positional_index(signature, context_param),
         artifacts=artifacts,
+        hedge=given(options.hedge, None),
     )
 
 

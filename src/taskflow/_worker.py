@@ -10,6 +10,8 @@ One worker is a handful of loops around shared state:
 * the **recorder** (`_recorder.py`) batches progress and yields into `Storage.report` and
   stores and acks outcomes in one `Broker.complete` call per batch;
 * the **deadline sweep** (`_deadlines.py`) interrupts tasks that ran past their timeout;
+* **hedging** (`_hedging.py`) starts a copy of a hedged run that straggles, once per
+  heartbeat period, and shares run times with the other workers;
 * **housekeeping** deletes long-expired task records (`_cleanup_loop`) and expires artifacts
   (`_artifact_sweep.py`), now and then, in every worker;
 * the **lock gate** (`_lock_gate.py`) takes the locks a task declares before its run takes a
@@ -46,6 +48,7 @@ from ._context import TaskContext, WorkerState
 from ._deadlines import DeadlineSweep
 from ._exceptions import LifecycleError, LockLost
 from ._executor import TaskExecutor
+from ._hedging import Hedging
 from ._lifecycle import AppLifecycle
 from ._lock_gate import LockGate
 from ._message import (
@@ -173,6 +176,14 @@ class Worker:
             counters=self._counters,
             roles=lambda: app.leading,
         )
+        self._hedging = Hedging(
+            app.broker,
+            app.coordination,
+            app.clock,
+            worker_id=self.worker_id,
+            runs=self._runs,
+            period_s=config.heartbeat_s,
+        )
         self._stopping = False
         #: When the grace period of a stop ends (`stop` sets it).
         self._grace_ends_at = 0.0
@@ -255,6 +266,7 @@ class Worker:
                 tg.start_soon(self._recorder.report_loop)
                 tg.start_soon(self._deadlines.loop)
                 tg.start_soon(self._gate.loop)
+                tg.start_soon(self._hedging.loop)
                 task_status.started(self)
                 await self._claimer.loop()
                 await self._unwatch()
@@ -375,6 +387,10 @@ class Worker:
         if run.interrupt_reason is not None:  # cancelled or lost while waiting for a slot
             self._settle(run, self._decide.of_interruption(run, message, None))
             return
+        given_back = self._hedging.give_back(run, message)
+        if given_back is not None:
+            self._finish(given_back)
+            return
         tasks = self._tasks
         definition = tasks.get(message.name)
         if definition is None:
@@ -453,6 +469,7 @@ class Worker:
             self._deadlines.add(run, self._clock.time() + message.timeout_s)
         run.task = slot.task
         slot.run = run
+        self._hedging.started(run, message)
         assert self._executor is not None
         decide = self._decide
         try:
@@ -473,6 +490,7 @@ class Worker:
             run.task = None
             if run.interrupt_reason is not None:
                 run.forget_interrupt_cancel()
+        self._hedging.ended(run, outcome)
         self._settle(run, outcome)
 
     def _log_end(self, run: Run, took: float) -> None:
