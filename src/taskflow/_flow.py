@@ -203,7 +203,7 @@ class Flow:
                     f"node {node_name!r}: the {option} option is refused in a flow (a node's "
                     "id must be the one its children wait for); leave it out"
                 )
-        policy = None if after_failure is None else policy_of(after_failure, node_name)
+        policy = None if after_failure is None else policy_of(after_failure, f"node {node_name!r}")
         node = FlowNode(self, node_name, call, policy)
         node.after(*after)
         node.inputs = self._inputs(node, inputs or {})

@@ -80,7 +80,7 @@ def test_arguments_that_do_not_bind_are_refused_as_for_add_task() -> None:
     with pytest.raises(InvalidArguments, match="task 'load' takes"):
         flow.add(load)
     with pytest.raises(InvalidArguments, match="unexpected keyword argument 'days'"):
-        flow.add(load, days="x")
+        flow.add(load, "d", days="x")
 
 
 def test_inputs_fill_parameters_and_the_rest_must_bind() -> None:
