@@ -241,9 +241,9 @@ class TaskContext:
         join: Any = None,
         partial: bool = False,
         kwargs: Mapping[str, Any] | None = None,
-    ) -> str:
-        """Split this task's work into shards and a join, stored in one backend call; the
-        join's id. ``await ctx.fan_out(count_rows, parts, join=merge)``.
+    ) -> Any:
+        """Split this task's work into shards and a join, stored in one backend call.
+        ``return await ctx.fan_out(count_rows, parts, join=merge)``.
 
         Each item of `shards` is one shard: ``shard_task(item, **kwargs)``. The join gets the
         shards' results, in shard order, as its first parameter once every shard has ended
@@ -251,6 +251,11 @@ class TaskContext:
         task waits for its join and ends as the join ends: its result is the join's (what the
         function returned is ignored), and in a flow its children start then. Once per run; a
         run repeated after a crash stores nothing new (the ids are derived from this task's).
+
+        It returns the join's id (a `str`), typed `Any` so that ``return await
+        ctx.fan_out(...)`` type-checks against the task's declared result, the join's: write
+        ``async def split(ctx: TaskContext, day: str) -> int`` when the join returns an int,
+        and ``split.add_task(...)`` gives an ``AsyncResult[int]``.
 
         Args:
             shard_task: The task each shard runs (a `TaskFunc`, or a registered name).
@@ -287,7 +292,7 @@ class TaskContext:
         join: Any = None,
         partial: bool = False,
         kwargs: Mapping[str, Any] | None = None,
-    ) -> str:
+    ) -> Any:
         """`fan_out` from a sync task (it runs in a thread; the call runs on the worker's
         loop and blocks until the shards are stored).
 

@@ -26,7 +26,7 @@ import msgspec
 
 from ._clock import Clock
 from ._exceptions import InvalidFlow
-from ._flow import FlowSender, check_inputs
+from ._flow import FlowSender, check_inputs, node_label
 from ._flow_inputs import NodeFailed
 from ._ids import derived_task_id
 from ._message import FailurePolicy, TaskMessage
@@ -121,7 +121,7 @@ class FanOut:
         """The flow id the new tasks belong to (the fanning task's, or its own id: a task
         fanning out outside a flow starts one), and the node name for `key`."""
         message = self._message
-        return message.flow_id or message.id, f"{message.node or message.name}.{key}"
+        return message.flow_id or message.id, f"{message.node or node_label(message.name)}.{key}"
 
     def _shards(
         self,

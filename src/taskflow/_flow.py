@@ -27,7 +27,16 @@ from ._message import FailurePolicy, TaskMessage
 from ._options import NO_OPTIONS, TaskOptions, given
 from ._task import PreparedTask, TaskDefinition, TaskFunc
 
-__all__ = ["Flow", "FlowBuildApp", "FlowNode", "FlowSender", "check_inputs", "policy_of"]
+__all__ = [
+    "Flow",
+    "FlowBuildApp",
+    "FlowNode",
+    "FlowSender",
+    "check_inputs",
+    "find_cycle",
+    "node_label",
+    "policy_of",
+]
 
 # Options that would make a node's id differ from the one its children wait for.
 _REFUSED_OPTIONS: Final = ("task_id", "dedup_key")
@@ -66,8 +75,8 @@ class FlowNode:
     ``inputs``.
 
     Attributes:
-        name: Its name, unique in its flow (the task's name by default; ``"load#2"`` for the
-            second node of task ``load``).
+        name: Its name, unique in its flow (by default the task's name after its last dot;
+            ``"load#2"`` for the second node of task ``load``).
         task_name: The registered name of its task.
         task_id: Its task's id once the flow is submitted (None before).
     """
@@ -182,8 +191,8 @@ class Flow:
                 more arguments here), or a registered task's name.
             after: The node's parents.
             inputs: Parameter -> the parent (or list of parents) whose result it receives.
-            name: The node's name, unique in the flow (default: the task's name, numbered
-                from the second node of one task on: ``"load#2"``).
+            name: The node's name, unique in the flow (default: the task's name after its
+                last dot, numbered from the second node of one task on: ``"load#2"``).
             after_failure: What the node does when a parent ends without a value (default:
                 the flow's).
 
@@ -196,7 +205,7 @@ class Flow:
         """
         self.check_open_for_edges()
         call = self._prepared(task, args, kwargs)
-        node_name = self._node_name(name, call.definition.name)
+        node_name = self._node_name(name, node_label(call.definition.name))
         for option in _REFUSED_OPTIONS:
             if given(getattr(call.options, option), None) is not None:
                 raise InvalidFlow(
@@ -367,6 +376,12 @@ class Flow:
 def _id(node: FlowNode) -> str:
     assert node.task_id is not None  # set by _messages before the links are made
     return node.task_id
+
+
+def node_label(task_name: str) -> str:
+    """The default node name of a task: its name after the last dot (``"etl.load"`` ->
+    ``"load"``), short enough for a view of the graph."""
+    return task_name.rsplit(".", 1)[-1]
 
 
 def policy_of(value: FailurePolicy | str, owner: str) -> FailurePolicy:

@@ -71,7 +71,7 @@ def test_a_taken_node_name_is_refused() -> None:
 
 def test_an_unknown_task_name_is_refused_with_the_registered_ones() -> None:
     flow = app.flow("nightly")
-    with pytest.raises(UnknownTaskError, match="no task named 'lod'.*registered: "):
+    with pytest.raises(UnknownTaskError, match=r"no task named 'lod'.*registered: "):
         flow.add("lod", "d")
 
 
@@ -186,7 +186,8 @@ def test_prepared_calls_carry_options_and_take_no_more_arguments() -> None:
 @pytest.mark.parametrize("option", ["task_id", "dedup_key"])
 def test_options_that_change_a_nodes_id_are_refused(option: str) -> None:
     flow = app.flow("nightly")
-    call = load.options(**{option: "x"}).prepare("d")  # type: ignore[misc]
+    options: dict[str, Any] = {option: "x"}
+    call = load.options(**options).prepare("d")
     with pytest.raises(InvalidFlow, match=f"the {option} option is refused in a flow"):
         flow.add(call)
 
