@@ -135,9 +135,7 @@ async def main() -> None:
     print(f"{previous.state.value}: {previous.summary}")
     second = [step for attempt, step in ran_steps if attempt == 2]
     first = [step for attempt, step in ran_steps if attempt == 1]
-    print(
-        f"report: attempt 2 resumes at step {second[0]!r} ({', '.join(first[:-1])} recorded)"
-    )
+    print(f"report: attempt 2 resumes at step {second[0]!r} ({', '.join(first[:-1])} recorded)")
     print(results["report"])
 
 

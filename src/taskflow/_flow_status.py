@@ -44,6 +44,8 @@ __all__ = [
 
 # How many unfinished tasks `FlowHandle.wait` waits for at once.
 _WAIT_BATCH: Final = 256
+# How long `watch` gives its event followers to end before it cancels them again.
+_CANCEL_AGAIN_S: Final = 0.05
 # Error types of tasks ended by another task's failure: their reasons come after the causes.
 _FOLLOWERS: Final = frozenset({UPSTREAM_FAILED, SKIPPED})
 
@@ -334,13 +336,16 @@ async def _followers(
             if event.flow_id == flow_id:
                 changed.set()
 
-    tasks = [asyncio.create_task(follow(queue)) for queue in sorted(queues)]
+    tasks = {asyncio.create_task(follow(queue)) for queue in sorted(queues)}
     try:
         yield
     finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        # Cancelled again until they end: a driver may swallow one cancellation (redis-py
+        # does, in a blocking XREAD) and go on following.
+        while tasks:
+            for task in tasks:
+                task.cancel()
+            _, tasks = await asyncio.wait(tasks, timeout=_CANCEL_AGAIN_S)
 
 
 class SyncFlowHandle:
