@@ -3,7 +3,9 @@
 
 The shards' ids are derived from the task's id (`derived_task_id(task_id, "shard:<i>",
 queue)`), and so is the join's (``"join"``): a run repeated after a crash enqueues the same ids
-and the backend's id dedup keeps the first ones, so nothing is added twice. The join waits for
+and the backend's id dedup keeps the first ones, so nothing is added twice (a re-run must fan
+out the same shards: the first fan-out's are kept). A hedge copy's fan-out uses its task's id,
+so it stores nothing new either. The join waits for
 every shard (`waits_for`), gets their results in shard order as its first parameter
 (`inputs`), runs on the fanning task's queue, and hands its outcome to the fanning task
 (`outcome_to`): the fanning task ends as its join ends, and a flow node's children see the
@@ -103,7 +105,7 @@ class FanOut:
         now = self._clock.time()
         shard_def = self._definition(shard_task)
         join_def = BUILTIN_TASKS[JOIN_TASK] if join is None else self._definition(join)
-        join_id = derived_task_id(message.id, "join", message.queue)
+        join_id = derived_task_id(self._owner, "join", message.queue)
         shard_messages = self._shards(shard_def, list(shards), dict(kwargs or {}), join_id, now)
         join_message = self._join(join_def, join_id, [m.id for m in shard_messages], partial, now)
         await self._broker.enqueue([*shard_messages, join_message], now=now)
@@ -121,7 +123,16 @@ class FanOut:
         """The flow id the new tasks belong to (the fanning task's, or its own id: a task
         fanning out outside a flow starts one), and the node name for `key`."""
         message = self._message
-        return message.flow_id or message.id, f"{message.node or node_label(message.name)}.{key}"
+        owner = self._owner
+        return message.flow_id or owner, f"{message.node or node_label(message.name)}.{key}"
+
+    @property
+    def _owner(self) -> str:
+        """The task the fan-out belongs to: this one, or for a hedge copy the task it copies
+        (so the copy's fan-out is the same ids as its task's, stored once, and its join's
+        outcome goes to the task; the copy itself is then superseded)."""
+        message = self._message
+        return message.outcome_to if message.copy and message.outcome_to else message.id
 
     def _shards(
         self,
@@ -140,10 +151,10 @@ class FanOut:
             out.append(
                 msgspec.structs.replace(
                     built,
-                    id=derived_task_id(message.id, f"shard:{index}", built.queue),
+                    id=derived_task_id(self._owner, f"shard:{index}", built.queue),
                     flow_id=flow_id,
                     node=node,
-                    parent_id=message.id,
+                    parent_id=self._owner,
                     children=[(join_id, message.queue)],
                 )
             )
@@ -168,11 +179,11 @@ class FanOut:
             id=join_id,
             flow_id=flow_id,
             node=node,
-            parent_id=message.id,
+            parent_id=self._owner,
             waits_for=shard_ids,
             after_failure=FailurePolicy.RUN if partial else FailurePolicy.FAIL,
             inputs={param: shard_ids},
-            outcome_to=message.id,
+            outcome_to=self._owner,
         )
 
 
