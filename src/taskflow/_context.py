@@ -255,7 +255,8 @@ class TaskContext:
         It returns the join's id (a `str`), typed `Any` so that ``return await
         ctx.fan_out(...)`` type-checks against the task's declared result, the join's: write
         ``async def split(ctx: TaskContext, day: str) -> int`` when the join returns an int,
-        and ``split.add_task(...)`` gives an ``AsyncResult[int]``.
+        and ``split.add_task(...)`` gives an ``AsyncResult[int]`` (under mypy's
+        ``warn_return_any``: ``return cast(int, await ctx.fan_out(...))``).
 
         Args:
             shard_task: The task each shard runs (a `TaskFunc`, or a registered name).
