@@ -384,3 +384,34 @@ async def test_a_flow_is_submitted_once(app: QueueTasks) -> None:
             await flow.submit()
         with pytest.raises(InvalidFlow, match="was submitted already"):
             node.after(node)
+
+
+async def test_cancel_reaches_the_shards_and_the_join_of_a_fan_out(app: QueueTasks) -> None:
+    started: list[int] = []
+    all_started = anyio.Event()
+
+    @app.task
+    async def hang(part: int) -> int:
+        started.append(part)
+        if len(started) == 3:
+            all_started.set()
+        await anyio.sleep_forever()
+        return part
+
+    @app.task
+    async def fan(ctx: TaskContext) -> list[int]:
+        return await ctx.fan_out(hang, range(5))
+
+    flow = app.flow("fanned")
+    node = flow.add(fan)
+    with anyio.fail_after(10):
+        async with app.running(concurrency=3):
+            handle = await flow.submit()
+            await all_started.wait()  # 3 shards run, 2 are queued, the node waits for its join
+            assert await handle.cancel() == 1 + 5 + 1
+            status = await handle.wait(timeout=5)
+    assert status.state is FlowState.CANCELLED
+    assert status.counts.cancelled == 7
+    assert status.node("fan").task_id == node.task_id
+    join = status.node("fan.join")
+    assert join.status is TaskStatus.CANCELLED
