@@ -28,8 +28,12 @@ from ._exceptions import AuthenticationFailed as AuthenticationFailed
 from ._exceptions import BackendUnavailable as BackendUnavailable
 from ._exceptions import ConfigError as ConfigError
 from ._exceptions import EncodeError as EncodeError
+from ._exceptions import FlowCycle as FlowCycle
+from ._exceptions import FlowFailed as FlowFailed
+from ._exceptions import FlowNotFound as FlowNotFound
 from ._exceptions import InvalidArguments as InvalidArguments
 from ._exceptions import InvalidArtifactName as InvalidArtifactName
+from ._exceptions import InvalidFlow as InvalidFlow
 from ._exceptions import InvalidOption as InvalidOption
 from ._exceptions import LeadershipLost as LeadershipLost
 from ._exceptions import LeaseLost as LeaseLost
@@ -49,6 +53,14 @@ from ._exceptions import TaskTimeout as TaskTimeout
 from ._exceptions import TimeoutError as TimeoutError  # noqa: A004 - deliberate builtin twin
 from ._exceptions import UnknownTaskError as UnknownTaskError
 from ._fencing import FencedValue as FencedValue
+from ._flow import Flow as Flow
+from ._flow import FlowNode as FlowNode
+from ._flow_inputs import NodeFailed as NodeFailed
+from ._flow_status import FlowHandle as FlowHandle
+from ._flow_status import FlowState as FlowState
+from ._flow_status import FlowStatus as FlowStatus
+from ._flow_status import NodeStatus as NodeStatus
+from ._flow_status import SyncFlowHandle as SyncFlowHandle
 from ._leadership import Leadership as Leadership
 from ._lock_types import Exclusive as Exclusive
 from ._lock_types import Shared as Shared
@@ -58,6 +70,7 @@ from ._message import ErrorInfo as ErrorInfo
 from ._message import Event as Event
 from ._message import EventKind as EventKind
 from ._message import FailedAttempt as FailedAttempt
+from ._message import FailurePolicy as FailurePolicy
 from ._message import Hedge as Hedge
 from ._message import Progress as Progress
 from ._message import TaskOutcome as TaskOutcome
@@ -67,6 +80,8 @@ from ._message import WorkerInfo as WorkerInfo
 from ._options import NOT_GIVEN as NOT_GIVEN
 from ._options import CallOptions as CallOptions
 from ._options import TaskDefaults as TaskDefaults
+from ._rollup import Counts as Counts
+from ._rollup import summarize as summarize
 from ._schedule import Schedule as Schedule
 from ._schedule_state import ScheduleInfo as ScheduleInfo
 from ._starter import Starter as Starter
@@ -96,6 +111,7 @@ __all__ = [
     "Chunks",
     "Clock",
     "ConfigError",
+    "Counts",
     "DirectoryArtifactStore",
     "EncodeError",
     "ErrorInfo",
@@ -103,17 +119,29 @@ __all__ = [
     "EventKind",
     "Exclusive",
     "FailedAttempt",
+    "FailurePolicy",
     "FencedValue",
+    "Flow",
+    "FlowCycle",
+    "FlowFailed",
+    "FlowHandle",
+    "FlowNode",
+    "FlowNotFound",
+    "FlowState",
+    "FlowStatus",
     "GlobalConfig",
     "Hedge",
     "InvalidArguments",
     "InvalidArtifactName",
+    "InvalidFlow",
     "InvalidOption",
     "Leadership",
     "LeadershipLost",
     "LeaseLost",
     "LifecycleError",
     "LockLost",
+    "NodeFailed",
+    "NodeStatus",
     "NotResumable",
     "PreparedTask",
     "Progress",
@@ -126,6 +154,7 @@ __all__ = [
     "Shared",
     "Starter",
     "Step",
+    "SyncFlowHandle",
     "SyncResult",
     "SyncTask",
     "SystemClock",
@@ -150,4 +179,5 @@ __all__ = [
     "Worker",
     "WorkerInfo",
     "WorkerState",
+    "summarize",
 ]

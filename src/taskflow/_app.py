@@ -49,10 +49,19 @@ from ._config import GlobalConfig, app_config
 from ._context import TaskContext, WorkerState
 from ._exceptions import TaskRegistrationError
 from ._fencing import FencedValue, fenced_get
+from ._flow import Flow
+from ._flow_status import FlowHandle
 from ._leadership import HeldTerms, Leadership, check_leadership_ttl, check_role
 from ._lifecycle import AppLifecycle, BackendLink
 from ._locking import AppLock, LockWaiters, check_lock_ttl
-from ._message import CancelResult, FailedAttempt, LeaseInfo, TaskRecord, WorkerInfo
+from ._message import (
+    CancelResult,
+    FailedAttempt,
+    FailurePolicy,
+    LeaseInfo,
+    TaskRecord,
+    WorkerInfo,
+)
 from ._options import CallOptions, Seconds, TaskDefaults, TaskOptions
 from ._periodic import Periodic
 from ._schedule import Schedule
@@ -704,6 +713,32 @@ class QueueTasks:
         """The stored record of a task (the seed's ``QueueTasks.get()``), or None if unknown."""
         await self.lifecycle.ensure_open()
         return await self.storage.get(task_id, now=self.clock.time())
+
+    def flow(self, name: str, *, after_failure: FailurePolicy | str = FailurePolicy.FAIL) -> Flow:
+        """A new flow: a graph of this app's tasks to store and run as one
+        (``docs/flows.md``). ``flow.add(task, *args, after=[...], inputs={...})`` adds nodes;
+        ``await flow.submit()`` stores them all in one backend call.
+
+        Args:
+            name: A label for people (the handle and ``taskflow flow`` show it).
+            after_failure: What a node does when a parent ends without a value, unless the
+                node says otherwise: `FailurePolicy.FAIL` (the default), ``SKIP`` or ``RUN``.
+
+        Raises:
+            InvalidFlow: `name` is not a non-empty string.
+            InvalidOption: `after_failure` is not a `FailurePolicy`.
+        """
+        return Flow(self, name, after_failure=after_failure)
+
+    async def get_flow(self, flow_id: str) -> FlowHandle:
+        """A handle on a flow submitted elsewhere (another process, an earlier run), by id.
+
+        Raises:
+            FlowNotFound: no task of the flow is stored.
+        """
+        handle = FlowHandle(self, flow_id)
+        await handle.status()
+        return handle
 
     def result(self, task_id: str) -> AsyncResult[Any]:
         """An `AsyncResult` handle for a task id (from a log, a database, another process)."""

@@ -5,7 +5,7 @@ typed handle's arguments are the rest). The context reports progress and yielded
 worker, which batches them to the storage; it never does I/O itself, so it is safe to call from a
 sync task running in a thread. The exceptions are `TaskContext.chunks` and `TaskContext.step`
 (``_steps.py``), which write checkpoints (awaited; from a sync task's thread through the event
-loop). It also shows the
+loop), and `TaskContext.fan_out`, which stores shards and a join (`_fan_out.py`). It also shows the
 headers the task was sent with (`headers`), less the one taskflow reserves for the idempotency
 key, and carries the task's side of its artifacts (`TaskArtifacts`, from `_artifacts.py`), which
 does I/O on the worker's loop.
@@ -18,7 +18,7 @@ import logging
 import threading
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Mapping
 from types import MappingProxyType, SimpleNamespace
-from typing import Any, Final, ParamSpec, TypeVar, overload
+from typing import Any, Final, ParamSpec, Protocol, TypeVar, overload
 
 from ._artifacts import TaskArtifacts
 from ._checkpoints import RunCheckpoints
@@ -28,10 +28,28 @@ from ._message import Progress
 from ._run import Run
 from ._steps import Step, call_step, check_step_function
 
+
+class FanOutStarter(Protocol):
+    """What ``ctx.fan_out`` calls: the run's `FanOut` (`_fan_out.py`, which imports this
+    module's neighbours, so it is seen through this protocol)."""
+
+    async def start(
+        self,
+        shard_task: Any,
+        shards: Iterable[Any],
+        *,
+        join: Any,
+        partial: bool,
+        kwargs: Mapping[str, Any] | None,
+    ) -> str:
+        """Store the shards and the join; the join's id."""
+        ...
+
+
 T = TypeVar("T")
 P = ParamSpec("P")
 
-__all__ = ["IDEMPOTENCY_HEADER", "TaskContext", "WorkerState"]
+__all__ = ["IDEMPOTENCY_HEADER", "FanOutStarter", "TaskContext", "WorkerState"]
 
 IDEMPOTENCY_HEADER: Final = "idempotency_key"
 """The header that carries `TaskContext.idempotency_key` (set by ``options(idempotency_key=...)``);
@@ -64,6 +82,7 @@ class TaskContext:
     __slots__ = (
         "_artifacts",
         "_checkpoints",
+        "_fan_out",
         "_loop",
         "_loop_thread",
         "_run",
@@ -89,8 +108,10 @@ class TaskContext:
         state: WorkerState,
         checkpoints: RunCheckpoints,
         artifacts: TaskArtifacts | None = None,
+        fan_out: FanOutStarter | None = None,
     ) -> None:
         self._run = run
+        self._fan_out = fan_out
         self._checkpoints = checkpoints
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
@@ -213,6 +234,82 @@ class TaskContext:
             report=self.progress,
             loop_thread=self._loop_thread,
         )
+
+    async def fan_out(
+        self,
+        shard_task: Any,
+        shards: Iterable[Any],
+        *,
+        join: Any = None,
+        partial: bool = False,
+        kwargs: Mapping[str, Any] | None = None,
+    ) -> Any:
+        """Split this task's work into shards and a join, stored in one backend call.
+        ``return await ctx.fan_out(count_rows, parts, join=merge)``.
+
+        Each item of `shards` is one shard: ``shard_task(item, **kwargs)``. The join gets the
+        shards' results, in shard order, as its first parameter once every shard has ended
+        (``join(results)``; the default join returns the list). When this run returns, the
+        task waits for its join and ends as the join ends: its result is the join's (what the
+        function returned is ignored), and in a flow its children start then. Once per run; a
+        run repeated after a crash stores nothing new (the ids are derived from this task's).
+
+        It returns the join's id (a `str`), typed `Any` so that ``return await
+        ctx.fan_out(...)`` type-checks against the task's declared result, the join's: write
+        ``async def split(ctx: TaskContext, day: str) -> int`` when the join returns an int,
+        and ``split.add_task(...)`` gives an ``AsyncResult[int]`` (under mypy's
+        ``warn_return_any``: ``return cast(int, await ctx.fan_out(...))``).
+
+        Args:
+            shard_task: The task each shard runs (a `TaskFunc`, or a registered name).
+            shards: One argument per shard.
+            join: The task (a `TaskFunc`, or a registered name) that gets the list of
+                results (default: the built-in one, which returns it). It runs on this
+                task's queue.
+            partial: False (default): a shard that fails for good fails the join, with the
+                shard's reason. True: the join runs once every shard has ended, getting a
+                `NodeFailed` for each shard that failed (the built-in join: None).
+            kwargs: Keyword arguments given to every shard.
+
+        Raises:
+            InvalidFlow: this run fanned out already, or the join takes no parameter.
+            UnknownTaskError: a task named by a string is not registered.
+            InvalidArguments: a shard's arguments do not bind to `shard_task`.
+            EncodeError: a shard's argument cannot be encoded.
+            LifecycleError: this context was not made by a worker.
+        """
+        if self._fan_out is None:
+            raise LifecycleError(
+                "this TaskContext was made outside a worker, so it cannot fan out: run the "
+                "task through a worker (`async with app.running():`)"
+            )
+        return await self._fan_out.start(
+            shard_task, shards, join=join, partial=partial, kwargs=kwargs
+        )
+
+    def fan_out_sync(
+        self,
+        shard_task: Any,
+        shards: Iterable[Any],
+        *,
+        join: Any = None,
+        partial: bool = False,
+        kwargs: Mapping[str, Any] | None = None,
+    ) -> Any:
+        """`fan_out` from a sync task (it runs in a thread; the call runs on the worker's
+        loop and blocks until the shards are stored).
+
+        Raises:
+            LifecycleError: called on the worker's loop (there, ``await ctx.fan_out(...)``).
+            InvalidFlow, UnknownTaskError, InvalidArguments, EncodeError: as `fan_out`.
+        """
+        if threading.get_ident() == self._loop_thread:
+            raise LifecycleError(
+                "ctx.fan_out_sync blocks, and this is the worker's event loop: in an async "
+                "task, await ctx.fan_out(...)"
+            )
+        coroutine = self.fan_out(shard_task, shards, join=join, partial=partial, kwargs=kwargs)
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
 
     @overload
     def step(self, name: str, /) -> Step: ...

@@ -39,8 +39,15 @@ TaskflowError
 ├── InvalidArtifactName (ValueError)  a name that cannot name an artifact (``/``, ``..``, NUL,
 │                                     empty, too long); raised by ctx.artifacts.put and fetches
 ├── OrderNotFound (KeyError)          no order has this id (taskflow.supervisor)
-└── OrderError (ValueError)           an order or amendment that cannot be carried out
-                                      (taskflow.supervisor)
+├── OrderError (ValueError)           an order or amendment that cannot be carried out
+│                                     (taskflow.supervisor)
+├── InvalidFlow (ValueError)          a flow graph refused at submit (a cycle, inputs naming a
+│   │                                 node that is not a parent or a parameter the task lacks),
+│   │                                 or a fan-out that cannot be made (ctx.fan_out)
+│   └── FlowCycle                     the graph's edges close a circle
+├── FlowNotFound (LookupError)        app.get_flow of an id no stored task names
+└── FlowFailed                        FlowHandle.result() of a flow that ended failed or
+                                      cancelled; carries its FlowStatus
 ```
 
 `TaskTimeout` and `UnencodableResult` are not raised to callers: a run that ends with one fails
@@ -54,7 +61,7 @@ public so that ``retry_on=(TaskTimeout, ...)`` and ``dont_retry_on=TaskTimeout``
 from __future__ import annotations
 
 import builtins
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ._message import LockMode
@@ -65,8 +72,12 @@ __all__ = [
     "BackendUnavailable",
     "ConfigError",
     "EncodeError",
+    "FlowCycle",
+    "FlowFailed",
+    "FlowNotFound",
     "InvalidArguments",
     "InvalidArtifactName",
+    "InvalidFlow",
     "InvalidOption",
     "LeadershipLost",
     "LeaseLost",
@@ -330,3 +341,48 @@ class OrderNotFound(TaskflowError, KeyError):
 class OrderError(TaskflowError, ValueError):
     """An order or an amendment that cannot be carried out; the message says why (raised by
     `Supervisor.submit` and `Supervisor.amend`)."""
+
+
+class InvalidFlow(TaskflowError, ValueError):
+    """A flow that cannot be stored, or a fan-out that cannot be made; the message names the
+    node and what to change.
+
+    Raised by `Flow.add` and `Flow.submit` before anything is stored (inputs that name a node
+    that is not a parent, or a parameter the task lacks; a node of another flow; an empty flow;
+    a flow submitted twice), and by ``ctx.fan_out`` (no shards, a second fan-out in one run). A
+    task unknown by name raises `UnknownTaskError`, arguments that do not bind
+    `InvalidArguments`, as for `add_task`.
+    """
+
+
+class FlowCycle(InvalidFlow):
+    """The flow's edges close a circle (``a -> b -> a``): no node of it could ever start.
+    Raised by `Flow.submit`; the message names the nodes of one circle in order."""
+
+
+class FlowNotFound(TaskflowError, LookupError):
+    """No stored task names this flow id (raised by `QueueTasks.get_flow`): the id is wrong,
+    the flow lives on another backend, or its records were cleaned up."""
+
+    def __init__(self, flow_id: str) -> None:
+        super().__init__(
+            f"no task of flow {flow_id!r} is stored: check the id, that this app uses the "
+            "backend the flow was submitted to, and that its records are still kept "
+            "(GlobalConfig.result_ttl_s)"
+        )
+        self.flow_id = flow_id
+
+
+class FlowFailed(TaskflowError):
+    """A flow ended without every node done (raised by `FlowHandle.result`).
+
+    Attributes:
+        flow_id: The flow's id.
+        status: The flow's `FlowStatus` when it ended (its `summary` says what failed; typed
+            loosely here so the exceptions import nothing of the flows).
+    """
+
+    def __init__(self, flow_id: str, state: str, summary: str, status: Any) -> None:
+        super().__init__(f"flow {flow_id!r} {state}: {summary}")
+        self.flow_id = flow_id
+        self.status = status

@@ -2,7 +2,7 @@
 and nowhere else.
 
 * a value: DONE (its encoded result kept for `result_ttl_s`), or FAILED if it cannot be
-  encoded;
+  encoded; WAIT after a fan-out (the task's outcome will be its join's);
 * an error: RETRY (exponential backoff with jitter, or the delay of a `Retry`) while it is
   retryable (`Retry`; `retry_on` / `dont_retry_on`; never `InvalidArguments`,
   `NotResumable` or `UnencodableResult`) and attempts remain (`retries`), else FAILED (a dead
@@ -74,7 +74,15 @@ class OutcomeDecision:
         (a cancel request that came too late to stop it does not undo a value)."""
         if run.interrupt_reason is not None and run.interrupt_reason != "cancel":
             return self.of_interruption(run, message, definition)
+        if run.join_id is not None:
+            return self.of_fan_out(run)
         return self.of_value(run, message, definition, value)
+
+    def of_fan_out(self, run: Run) -> Outcome:
+        """WAIT: the run fanned out (``ctx.fan_out``) and returned; the task ends as its join
+        ends. What the function returned is not its result (the join's is), so it is ignored
+        (``docs/flows.md``)."""
+        return Outcome(run.task_id, run.token, OutcomeKind.WAIT)
 
     def of_raised(
         self, run: Run, message: TaskMessage, definition: TaskDefinition, exc: Exception

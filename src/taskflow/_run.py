@@ -59,6 +59,8 @@ class Run:
         chunk_at: The chunk of ``ctx.chunks`` the task is processing (a description, "chunk 3
             of 10 of 'rows' (rows 200..299)"), named in the error of a run that fails in it;
             None outside a chunk loop.
+        join_id: The id of the join of the fan-out this run stored (``ctx.fan_out``): the
+            run then ends WAIT, its outcome the join's. None if it did not fan out.
     """
 
     __slots__ = (
@@ -69,6 +71,7 @@ class Run:
         "dirty",
         "ending",
         "interrupt_reason",
+        "join_id",
         "kind",
         "lease_until",
         "lost_lock",
@@ -103,6 +106,7 @@ class Run:
         self.message: TaskMessage | None = None
         self.lost_lock: LockLost | None = None
         self.chunk_at: str | None = None
+        self.join_id: str | None = None
 
     @property
     def started(self) -> bool:

@@ -48,6 +48,9 @@ from ._context import TaskContext, WorkerState
 from ._deadlines import DeadlineSweep
 from ._exceptions import LifecycleError, LockLost
 from ._executor import TaskExecutor
+from ._fan_out import BUILTIN_TASKS, FanOut
+from ._flow import FlowSender
+from ._flow_inputs import InputsUnavailable, input_ids, read_inputs
 from ._hedging import Hedging
 from ._lifecycle import AppLifecycle
 from ._lock_gate import LockGate
@@ -85,6 +88,11 @@ class WorkerApp(Protocol):
     coordination: Coordination
     lifecycle: AppLifecycle
     artifact_keeper: ArtifactKeeper
+
+    @property
+    def sender(self) -> FlowSender:
+        """Builds the messages of the tasks a run sends (``ctx.fan_out``)."""
+        ...
 
     @property
     def leading(self) -> frozenset[str]:
@@ -392,7 +400,7 @@ class Worker:
             self._finish(given_back)
             return
         tasks = self._tasks
-        definition = tasks.get(message.name)
+        definition = tasks.get(message.name) or BUILTIN_TASKS.get(message.name)
         if definition is None:
             shared = self.app.storage.shared_across_processes
             self._finish(self._decide.of_unknown_task(run, message, tasks, shared=shared))
@@ -404,7 +412,21 @@ class Worker:
         if arguments is None:
             return
         args, kwargs = arguments
+        if message.inputs and not await self._add_inputs(run, message, kwargs):
+            return
         await self._run_task(slot, run, message, definition, args, kwargs)
+
+    async def _add_inputs(self, run: Run, message: TaskMessage, kwargs: dict[str, Any]) -> bool:
+        """Put a flow node's inputs (its parents' results, one batched read) into `kwargs`;
+        False if they cannot be read (the run then fails, naming the parent)."""
+        ids = input_ids(message.inputs)
+        records = await self.app.storage.get_many(ids, now=self._clock.time())
+        try:
+            kwargs.update(read_inputs(message.inputs, records))
+        except InputsUnavailable as exc:
+            self._finish(self._decide.failure(run, "InputsUnavailable", str(exc)))
+            return False
+        return True
 
     def _decode(self, run: Run) -> TaskMessage | None:
         if run.message is not None:
@@ -443,6 +465,7 @@ class Worker:
                     self.app.artifact_keeper, run.task_id, definition.artifacts
                 ),
                 checkpoints=RunCheckpoints(self.app.storage, self._clock, run),
+                fan_out=FanOut(self.app.sender, self.app.broker, self._clock, message, run),
             )
             index = definition.context_index
             if index is not None and index <= len(args):

@@ -103,11 +103,14 @@ def test_example_runs(path: Path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("service", ["redis", "postgres"])
-def test_the_exports_example_runs_against_a_url_given_on_its_command_line(service: str) -> None:
-    path = EXAMPLES_DIR / "exports.py"
+@pytest.mark.parametrize("example", ["exports.py", "flow.py"])
+def test_an_example_runs_against_a_url_given_on_its_command_line(
+    example: str, service: str
+) -> None:
+    path = EXAMPLES_DIR / example
     url = os.environ.get(SERVICE_ENV[service])
     if not url:
-        pytest.skip(f"set {SERVICE_ENV[service]} to run examples/exports.py on {service}")
+        pytest.skip(f"set {SERVICE_ENV[service]} to run examples/{example} on {service}")
     run = subprocess.run(
         [sys.executable, str(path), url],
         capture_output=True,

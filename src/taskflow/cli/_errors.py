@@ -17,6 +17,7 @@ from .._exceptions import (
     BackendUnavailable,
     ConfigError,
     EncodeError,
+    FlowNotFound,
     InvalidArguments,
     InvalidArtifactName,
     InvalidOption,
@@ -62,10 +63,13 @@ EXIT_CODE_MEANINGS: Final = {
     ),
     ExitCode.NOT_FOUND: (
         "no task with that id (cancel, requeue: at least one of the ids), no task of that "
-        "name registered (send), or no schedule of that name declared (schedules --pause, "
-        "--resume)"
+        "name registered (send), no schedule of that name declared (schedules --pause, "
+        "--resume), or no task of that flow stored (flow)"
     ),
-    ExitCode.TASK_FAILED: "the task ended failed, cancelled or expired (status)",
+    ExitCode.TASK_FAILED: (
+        "the task ended failed, cancelled or expired (status); the flow ended failed or "
+        "cancelled (flow)"
+    ),
     ExitCode.WORKER_FAILED: (
         "the worker did not start (an on_startup hook raised), or its processes kept failing "
         "(--processes N)"
@@ -117,7 +121,7 @@ def classify(exc: BaseException) -> tuple[ExitCode, str]:
         return ExitCode.INTERRUPTED, "interrupted"
     if isinstance(exc, BackendUnavailable):
         return ExitCode.UNAVAILABLE, str(exc)
-    if isinstance(exc, TaskNotFound | UnknownTaskError | ScheduleNotFound):
+    if isinstance(exc, TaskNotFound | UnknownTaskError | ScheduleNotFound | FlowNotFound):
         return ExitCode.NOT_FOUND, str(exc)
     if isinstance(exc, TaskFailed):
         return ExitCode.TASK_FAILED, str(exc)

@@ -12,7 +12,17 @@ from typing import NoReturn, TypeAlias
 
 from .. import __version__
 from .._backends import DEFAULT_APP
-from . import _artifacts, _locks, _monitor, _observe, _queues, _schedules, _tasks, _workers
+from . import (
+    _artifacts,
+    _flows,
+    _locks,
+    _monitor,
+    _observe,
+    _queues,
+    _schedules,
+    _tasks,
+    _workers,
+)
 from ._errors import ExitCode, classify, exit_codes_help, format_traceback
 from ._monitor_data import DEFAULT_REFRESH_S
 
@@ -80,6 +90,7 @@ def _parser() -> _Parser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_worker(sub)
     _add_task_commands(sub)
+    _add_flow(sub)
     _add_queue_commands(sub)
     _add_locks(sub)
     _add_schedules(sub)
@@ -132,6 +143,19 @@ def _add_worker(sub: Commands) -> None:
         default=None,
         help="comma-separated queues to serve (default: the default queue)",
     )
+
+
+def _add_flow(sub: Commands) -> None:
+    flow = _command(sub, "flow", _flows.flow, "show a flow: its state, each task, and the roll-up")
+    _with_app(flow)
+    flow.add_argument("flow_id", metavar="FLOW_ID", help="the id of the flow's handle")
+    flow.add_argument(
+        "--watch",
+        "-w",
+        action="store_true",
+        help="follow the flow live, a line per change, until it ends",
+    )
+    _with_json(flow)
 
 
 def _add_task_commands(sub: Commands) -> None:

@@ -25,9 +25,10 @@ import msgspec
 from .._aio import first_of
 from .._exceptions import LeadershipLost
 from .._leadership import Leadership
+from .._rollup import summarize
 from ._book import OrderBook
 from ._manager import TaskManager
-from ._model import JobRecord, JobState, OrderRecord, OrderState, summarize
+from ._model import JobRecord, JobState, OrderRecord, OrderState
 from ._status import failures, report, stored_counts
 
 __all__ = ["LEASE_NAME", "Leader"]
@@ -283,4 +284,4 @@ def _final_reason(order: OrderRecord, jobs: list[JobRecord], state: OrderState) 
         return f"{len(failed)} unit(s) failed; first: {failed[0].reason}"
     if state is OrderState.CANCELLED:
         return "cancelled by request"
-    return summarize(order.order.total, stored_counts(jobs), failed)
+    return summarize(order.order.total, stored_counts(jobs), [f.reason for f in failed])

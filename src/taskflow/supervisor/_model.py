@@ -14,6 +14,7 @@ from typing import Any, Final, Literal
 
 import msgspec
 
+from .._rollup import Counts, summarize
 from ._plan import Plan
 
 __all__ = [
@@ -248,27 +249,6 @@ class OrderEvent(msgspec.Struct, frozen=True, kw_only=True):
     detail: str | None = None
 
 
-class Counts(msgspec.Struct, kw_only=True):
-    """Units by state. `queued` includes scheduled and retrying tasks."""
-
-    planned: int = 0
-    queued: int = 0
-    running: int = 0
-    done: int = 0
-    failed: int = 0
-    cancelled: int = 0
-
-    @property
-    def total(self) -> int:
-        """All units counted."""
-        return self.planned + self.queued + self.running + self.done + self.failed + self.cancelled
-
-    def add(self, other: Counts) -> None:
-        """Add `other`'s counts into these."""
-        for field in self.__struct_fields__:
-            setattr(self, field, getattr(self, field) + getattr(other, field))
-
-
 class UnitFailure(msgspec.Struct, frozen=True, kw_only=True):
     """A failed unit and why it failed (the task's error type and message)."""
 
@@ -304,7 +284,7 @@ class OrderStatus(msgspec.Struct, kw_only=True):
     @property
     def summary(self) -> str:
         """One line: ``"37 of 84 done, 2 failed: ValueError: out of stock"``."""
-        return summarize(self.total, self.counts, self.failures)
+        return summarize(self.total, self.counts, [f.reason for f in self.failures])
 
 
 class OrderReport(msgspec.Struct, kw_only=True):
@@ -325,20 +305,6 @@ class OrderReport(msgspec.Struct, kw_only=True):
     def from_payload(cls, payload: Any) -> OrderReport:
         """Type the dict a notifier task received back into an `OrderReport`."""
         return msgspec.convert(payload, cls)
-
-
-_MAX_REASONS: Final = 3
-
-
-def summarize(total: int, counts: Counts, failures: list[UnitFailure]) -> str:
-    """``"37 of 84 done, 2 failed: reason; reason"`` (up to three distinct reasons)."""
-    text = f"{counts.done} of {total} done"
-    if counts.failed:
-        reasons = list(dict.fromkeys(f.reason for f in failures))[:_MAX_REASONS]
-        text += f", {counts.failed} failed: " + "; ".join(reasons)
-    if counts.cancelled:
-        text += f", {counts.cancelled} cancelled"
-    return text
 
 
 _encoder: Final = msgspec.msgpack.Encoder()

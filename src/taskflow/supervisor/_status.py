@@ -10,9 +10,9 @@ from collections.abc import Mapping
 from typing import Final
 
 from .._message import TaskStatus
+from .._rollup import Counts, summarize
 from ._manager import unit_task_id
 from ._model import (
-    Counts,
     JobRecord,
     JobState,
     JobStatus,
@@ -23,7 +23,6 @@ from ._model import (
     UnitFailure,
     UnitRecord,
     UnitState,
-    summarize,
 )
 
 __all__ = ["failures", "live_task_ids", "order_status", "report", "stored_counts"]
@@ -101,7 +100,7 @@ def report(order: OrderRecord, jobs: list[JobRecord]) -> OrderReport:
         counts=counts,
         failures=failed,
         reason=order.reason,
-        summary=summarize(order.order.total, counts, failed),
+        summary=summarize(order.order.total, counts, [f.reason for f in failed]),
         days={
             j.key: f"{j.state.value}: {_unit_counts(j.units, {}).done}/{len(j.units)} done"
             for j in jobs
