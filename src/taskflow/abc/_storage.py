@@ -234,6 +234,13 @@ class Storage(Lifecycle, ABC):
             if not events:
                 await self._wait_events(queue, cursor)
 
+    async def latest_cursor(self, queue: str) -> str | None:
+        """The cursor of `queue`'s newest event now (None if it has none): what `LATEST`
+        stands for at this moment. Reading or following after it yields only events appended
+        later; a page that shows "from now on" keeps it to resume from without a gap."""
+        self._check_open()
+        return await self._latest_cursor(queue)
+
     @abstractmethod
     async def _read_events(self, queue: str, after: str | None, limit: int) -> list[Event]:
         """Return up to `limit` events of `queue` after cursor `after`, oldest first."""

@@ -1,0 +1,95 @@
+"""`create_app`: the web view of one taskflow app as a Starlette ASGI app, mountable under any
+prefix of a user's ASGI app; its routes (WEB_API.md), its static pages, the error handling.
+
+What does not live here: the handlers (``_reads``, ``_actions``, ``_download``, ``_stream``),
+the ``taskflow web`` command (``taskflow.cli._web``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Final
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
+from starlette.staticfiles import StaticFiles
+
+from .._app import QueueTasks
+from .._exceptions import BackendUnavailable
+from ._actions import Actions
+from ._download import Downloads
+from ._json import ApiError
+from ._reads import Reads
+from ._session import Sessions
+from ._stream import LiveStream
+
+__all__ = ["STATIC_DIR", "create_app"]
+
+#: The pages (HTML, CSS, JavaScript; no build step), served at the root of the mount.
+STATIC_DIR: Final = Path(__file__).resolve().parent / "static"
+
+
+async def _api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return exc.response()
+
+
+async def _unavailable(request: Request, exc: Exception) -> Response:
+    return ApiError(503, "unavailable", str(exc)).response()
+
+
+def _routes(app: QueueTasks, sessions: Sessions) -> list[BaseRoute]:
+    reads, actions, downloads = Reads(app), Actions(app, sessions), Downloads(app)
+    get, post = ["GET"], ["POST"]
+    return [
+        Route("/api/session", actions.session, methods=get),
+        Route("/api/login", actions.login, methods=post),
+        Route("/api/logout", actions.logout, methods=post),
+        Route("/api/queues", reads.queues, methods=get),
+        Route("/api/queues/{queue}/tasks", reads.queue_tasks, methods=get),
+        Route("/api/queues/{queue}/dead", reads.dead, methods=get),
+        Route("/api/queues/{queue}/purge", actions.purge, methods=post),
+        Route("/api/dead/requeue", actions.requeue, methods=post),
+        Route("/api/tasks", actions.submit, methods=post),
+        Route("/api/tasks/{task_id}", reads.task, methods=get),
+        Route("/api/tasks/{task_id}/events", reads.events, methods=get),
+        Route("/api/tasks/{task_id}/cancel", actions.cancel, methods=post),
+        Route("/api/tasks/{task_id}/artifacts", reads.artifacts, methods=get),
+        Route("/api/tasks/{task_id}/artifacts/{name:path}", downloads.artifact, methods=get),
+        Route("/api/search", reads.search, methods=get),
+        Route("/api/workers", reads.workers, methods=get),
+        Route("/api/errors", reads.errors, methods=get),
+        Route("/api/locks", reads.locks, methods=get),
+        Route("/api/schedules", reads.schedules, methods=get),
+        Route("/api/schedules/{name}/pause", actions.pause, methods=post),
+        Route("/api/schedules/{name}/resume", actions.resume, methods=post),
+        Route("/api/task-types", actions.task_types, methods=get),
+        WebSocketRoute("/ws", LiveStream(app)),
+        Mount("/", app=StaticFiles(directory=STATIC_DIR, html=True, check_dir=False)),
+    ]
+
+
+def create_app(app: QueueTasks, *, token: str | None = None) -> Starlette:
+    """The web view of `app`: its JSON API, its live WebSocket and its pages, as an ASGI app.
+
+    Serve it with ``taskflow web MODULE:APP`` (uvicorn), or mount it in your own ASGI app:
+    ``Starlette(routes=[Mount("/tasks", app=create_app(app, token=...))])``. The app is opened
+    on the serving event loop at the first request (and stays open); a memory backend is only
+    visible from its own process, so serve the view there, beside the workers.
+
+    Args:
+        app: The taskflow app to show.
+        token: The sign-in token. None (the default): the view is read-only and refuses every
+            change. With one, a browser signed in with it may cancel, requeue, purge, pause
+            and resume schedules and submit tasks (each request carrying its CSRF token).
+
+    Raises:
+        ValueError: `token` is an empty string.
+    """
+    sessions = Sessions(token)
+    return Starlette(
+        routes=_routes(app, sessions),
+        exception_handlers={ApiError: _api_error, BackendUnavailable: _unavailable},
+    )
