@@ -44,6 +44,8 @@ class ExitCode(enum.IntEnum):
     WORKER_FAILED = 6
     NOT_SHARED = 7
     ARTIFACT_NOT_FOUND = 8
+    PORT_IN_USE = 9
+    MISSING_EXTRA = 10
     INTERRUPTED = 130
 
 
@@ -81,6 +83,10 @@ EXIT_CODE_MEANINGS: Final = {
     ExitCode.ARTIFACT_NOT_FOUND: (
         "no artifact of that name to fetch: never put, still being written, deleted or "
         "expired (artifacts --fetch; the message says which and when)"
+    ),
+    ExitCode.PORT_IN_USE: "web: the port to listen on is taken by another process (--port)",
+    ExitCode.MISSING_EXTRA: (
+        "web: Starlette or uvicorn is not installed (pip install 'taskflow[web]')"
     ),
     ExitCode.INTERRUPTED: "interrupted by Ctrl-C before it finished",
 }

@@ -21,6 +21,7 @@ from . import (
     _queues,
     _schedules,
     _tasks,
+    _web,
     _workers,
 )
 from ._errors import ExitCode, classify, exit_codes_help, format_traceback
@@ -97,6 +98,7 @@ def _parser() -> _Parser:
     _add_observe(sub)
     _add_artifacts(sub)
     _add_monitor(sub)
+    _add_web(sub)
     _add_db(sub)
     return parser
 
@@ -322,6 +324,30 @@ def _add_monitor(sub: Commands) -> None:
         "--log-dir",
         default=None,
         help="with --spawn: where each worker's output goes (default: a new temporary directory)",
+    )
+
+
+def _add_web(sub: Commands) -> None:
+    web = _command(sub, "web", _web.web, "serve a live web view of an app's queues and tasks")
+    _with_app(web)
+    web.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    web.add_argument("--port", type=int, default=8787, help="port to listen on (default 8787)")
+    web.add_argument(
+        "--token",
+        default=None,
+        help=f"sign-in token that allows changes (default: ${_web.TOKEN_ENV}; none: read-only)",
+    )
+    web.add_argument(
+        "--with-worker",
+        action="store_true",
+        help="run a worker of the app inside the server (needed for the memory backend)",
+    )
+    web.add_argument(
+        "--concurrency",
+        "-c",
+        type=int,
+        default=None,
+        help="with --with-worker: tasks run at once (default GlobalConfig.concurrency)",
     )
 
 
