@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -53,6 +54,7 @@ class Served:
         self.asgi = asgi
         self.port = 0
         self._server: uvicorn.Server | None = None
+        self._sock: socket.socket | None = None
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -60,9 +62,9 @@ class Served:
         return f"http://127.0.0.1:{self.port}"
 
     async def start(self) -> None:
-        sock = bind("127.0.0.1", self.port)
+        sock = self._sock = bind("127.0.0.1", self.port)
         self.port = sock.getsockname()[1]
-        config = uvicorn.Config(self.asgi, lifespan="off", log_level="warning", ws="websockets")
+        config = uvicorn.Config(self.asgi, lifespan="off", log_level="warning", ws="websockets-sansio")
         server = self._server = uvicorn.Server(config)
         self._task = asyncio.create_task(server.serve(sockets=[sock]))
         await poll_until(lambda: server.started or self._task.done(), deadline_s=10)
@@ -72,7 +74,11 @@ class Served:
     async def stop(self) -> None:
         assert self._server is not None and self._task is not None
         self._server.should_exit = True
-        await self._task
+        try:
+            await self._task
+        finally:
+            if self._sock is not None:
+                self._sock.close()
 
 
 @contextlib.asynccontextmanager

@@ -107,7 +107,7 @@ def web(args: argparse.Namespace) -> int:
 
     worker = (args.concurrency or app.config.concurrency) if args.with_worker else None
     config = uvicorn.Config(
-        asgi_app(app, token, worker), log_level="warning", lifespan="on", ws="auto"
+        asgi_app(app, token, worker), log_level="warning", lifespan="on", ws="websockets-sansio"
     )
     host, port = sock.getsockname()[:2]
     mode = "read-only" if token is None else "sign in with the token to change things"

@@ -66,7 +66,7 @@ def _routes(app: QueueTasks, sessions: Sessions) -> list[BaseRoute]:
         Route("/api/schedules/{name}/pause", actions.pause, methods=post),
         Route("/api/schedules/{name}/resume", actions.resume, methods=post),
         Route("/api/task-types", actions.task_types, methods=get),
-        WebSocketRoute("/ws", LiveStream(app)),
+        WebSocketRoute("/ws", LiveStream(app).serve),
         Mount("/", app=StaticFiles(directory=STATIC_DIR, html=True, check_dir=False)),
     ]
 

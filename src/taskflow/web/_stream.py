@@ -92,7 +92,8 @@ class LiveStream:
     def __init__(self, app: QueueTasks) -> None:
         self.app = app
 
-    async def __call__(self, websocket: WebSocket) -> None:
+    async def serve(self, websocket: WebSocket) -> None:
+        """Serve one page's socket until it goes."""
         await websocket.accept()
         socket = _Socket(websocket)
         try:
