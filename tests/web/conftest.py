@@ -64,7 +64,9 @@ class Served:
     async def start(self) -> None:
         sock = self._sock = bind("127.0.0.1", self.port)
         self.port = sock.getsockname()[1]
-        config = uvicorn.Config(self.asgi, lifespan="off", log_level="warning", ws="websockets-sansio")
+        config = uvicorn.Config(
+            self.asgi, lifespan="off", log_level="warning", ws="websockets-sansio"
+        )
         server = self._server = uvicorn.Server(config)
         self._task = asyncio.create_task(server.serve(sockets=[sock]))
         await poll_until(lambda: server.started or self._task.done(), deadline_s=10)

@@ -16,7 +16,7 @@ import pytest
 from fastapi import FastAPI
 from starlette.routing import Mount
 
-from taskflow import GlobalConfig, QueueTasks, TaskContext
+from taskflow import GlobalConfig, QueueTasks, TaskContext, TaskFailed
 from taskflow.web import create_app
 from tests.web.conftest import client_of, signed_in
 
@@ -37,7 +37,9 @@ def make_app(url: str) -> QueueTasks:
         return a + b
 
     @app.task(name="report")
-    async def report(day: str, kind: Literal["csv", "json"] = "csv", rows: list[int] | None = None) -> str:
+    async def report(
+        day: str, kind: Literal["csv", "json"] = "csv", rows: list[int] | None = None
+    ) -> str:
         return f"{day}:{kind}:{rows}"
 
     @app.task(name="boom")
@@ -46,8 +48,9 @@ def make_app(url: str) -> QueueTasks:
 
     @app.task(name="export")
     async def export(ctx: TaskContext, rows: int) -> int:
-        await ctx.artifacts.put("rows é.csv", b"".join(b"%d\n" % i for i in range(rows)),
-                                delete_after_fetch=True)
+        await ctx.artifacts.put(
+            "rows é.csv", b"".join(b"%d\n" % i for i in range(rows)), delete_after_fetch=True
+        )
         return rows
 
     return app
@@ -105,7 +108,9 @@ async def test_changes_need_the_csrf_token_and_a_signed_in_session(app: QueueTas
         cookie = (await client.post(cancel, headers=headers)).json()
         assert cookie == {"result": "cancelled"}
         out = await client.post("/api/logout", headers=headers)
-        assert (await client.post(cancel, headers={"X-CSRF-Token": out.json()["csrf"]})).status_code == 401
+        assert (
+            await client.post(cancel, headers={"X-CSRF-Token": out.json()["csrf"]})
+        ).status_code == 401
 
 
 async def test_the_session_cookie_is_signed_http_only_and_same_site(app: QueueTasks) -> None:
@@ -160,7 +165,8 @@ async def test_a_submitted_form_is_checked_converted_and_sent(app: QueueTasks) -
         unknown = await client.post("/api/tasks", json={"name": "nope"}, headers=headers)
         assert unknown.status_code == 404
         option = await client.post(
-            "/api/tasks", json={"name": "add", "args": [1], "options": {"priority": "high"}},
+            "/api/tasks",
+            json={"name": "add", "args": [1], "options": {"priority": "high"}},
             headers=headers,
         )
         assert option.status_code == 422
@@ -169,7 +175,7 @@ async def test_a_submitted_form_is_checked_converted_and_sent(app: QueueTasks) -
 async def test_the_json_carries_raw_text(app: QueueTasks) -> None:
     async with app.running(1), client_of(create_app(app)) as client:
         handle = await app.add_task("boom", (SCRIPT,))
-        with pytest.raises(Exception):
+        with pytest.raises(TaskFailed):
             await handle.result(timeout=10)
         task = (await client.get(f"/api/tasks/{handle.task_id}")).json()
         errors = (await client.get("/api/errors")).json()["items"]
@@ -197,11 +203,13 @@ async def test_a_queue_pages_on_the_server(app: QueueTasks) -> None:
             if after is None:
                 break
         assert seen == sent and pages == 3
-        queued = (await client.get(
-            "/api/queues/default/tasks", params={"status": "done", "limit": "500"}
-        )).json()
+        queued = (
+            await client.get("/api/queues/default/tasks", params={"status": "done", "limit": "500"})
+        ).json()
         assert queued["items"] == [] and queued["next"] is None
-        assert (await client.get("/api/queues/default/tasks", params={"limit": "0"})).status_code == 400
+        assert (
+            await client.get("/api/queues/default/tasks", params={"limit": "0"})
+        ).status_code == 400
         found = (await client.get("/api/search", params={"q": sent[7]})).json()["task"]
         assert found["id"] == sent[7] and found["status"] == "queued"
         assert (await client.get("/api/tasks/no-such-task")).status_code == 404
@@ -211,18 +219,20 @@ async def test_dead_letters_page_and_requeue(app: QueueTasks) -> None:
     async with app.running(2), client_of(create_app(app, token=TOKEN)) as client:
         handles = [await app.add_task("boom", (f"e{i}",)) for i in range(5)]
         for h in handles:
-            with pytest.raises(Exception):
+            with pytest.raises(TaskFailed):
                 await h.result(timeout=10)
         first = (await client.get("/api/queues/default/dead", params={"limit": "3"})).json()
-        second = (await client.get(
-            "/api/queues/default/dead", params={"limit": "3", "offset": first["next"]}
-        )).json()
+        second = (
+            await client.get(
+                "/api/queues/default/dead", params={"limit": "3", "offset": first["next"]}
+            )
+        ).json()
         ids = [t["id"] for t in first["items"] + second["items"]]
         assert sorted(ids) == sorted(h.task_id for h in handles) and second["next"] is None
         headers = await signed_in(client, TOKEN)
-        answer = (await client.post(
-            "/api/dead/requeue", json={"ids": ids[:2]}, headers=headers
-        )).json()
+        answer = (
+            await client.post("/api/dead/requeue", json={"ids": ids[:2]}, headers=headers)
+        ).json()
         assert all(answer["new_ids"]) and len(answer["new_ids"]) == 2
 
 

@@ -15,9 +15,10 @@ import contextlib
 import errno
 import importlib.util
 import os
+import signal
 import socket
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Any
 
 from .._app import QueueTasks
@@ -112,6 +113,24 @@ def web(args: argparse.Namespace) -> int:
     host, port = sock.getsockname()[:2]
     mode = "read-only" if token is None else "sign in with the token to change things"
     print(f"taskflow web: app {app.name!r} at http://{host}:{port}/ ({mode})", file=sys.stderr)
-    with sock:
+    with sock, _stop_signals_end_quietly():
         asyncio.run(uvicorn.Server(config).serve(sockets=[sock]))
     return ExitCode.OK
+
+
+@contextlib.contextmanager
+def _stop_signals_end_quietly() -> Iterator[None]:
+    """While serving, SIGINT and SIGTERM only stop uvicorn gracefully: uvicorn raises the
+    signal again once it has stopped, which must then end the command with status 0 (as a
+    worker's stop does), not kill it."""
+    stops = (signal.SIGINT, signal.SIGTERM)
+    previous = {sig: signal.signal(sig, _stopped) for sig in stops}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _stopped(signum: int, frame: object) -> None:
+    """The handler uvicorn's re-raised stop signal reaches: the server has stopped already."""
