@@ -7,7 +7,7 @@ session's CSRF token, or (but for sign-in) when not signed in, before the body i
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -26,7 +26,26 @@ from ._forms import convert_arguments, task_type
 from ._json import ApiError, json_body, json_response
 from ._session import Sessions
 
-__all__ = ["Actions"]
+__all__ = ["FORM_OPTIONS", "Actions"]
+
+#: The send options a form may set (`CallOptions`): JSON values all. Not a connection (a
+#: driver object), nor links that only the library sets (parent, order, locks, headers).
+FORM_OPTIONS: Final = frozenset(
+    {
+        "queue",
+        "priority",
+        "retries",
+        "retry_backoff",
+        "timeout",
+        "expires",
+        "delay",
+        "eta",
+        "task_id",
+        "dedup_key",
+        "dedup_ttl",
+        "idempotency_key",
+    }
+)
 
 
 def _field(body: dict[str, Any], name: str, kind: type, default: Any) -> Any:
@@ -108,6 +127,13 @@ class Actions:
         args = _field(body, "args", list, [])
         kwargs = _field(body, "kwargs", dict, {})
         options = _field(body, "options", dict, {})
+        refused = sorted(set(options) - FORM_OPTIONS)
+        if refused:
+            raise ApiError(
+                422,
+                "invalid_arguments",
+                f"options {refused} cannot be set from the form; use {sorted(FORM_OPTIONS)}",
+            )
         await self._now()
         try:
             args, kwargs = convert_arguments(definition, args, kwargs)
