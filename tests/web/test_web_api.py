@@ -7,6 +7,7 @@ worker runs too (a memory backend is only visible there)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from collections.abc import AsyncIterator
 from typing import Literal
@@ -17,6 +18,7 @@ from fastapi import FastAPI
 from starlette.routing import Mount
 
 from taskflow import GlobalConfig, QueueTasks, TaskContext, TaskFailed
+from taskflow.supervisor import Order, Plan, Supervisor
 from taskflow.web import create_app
 from tests.web.conftest import client_of, signed_in
 
@@ -278,3 +280,25 @@ async def test_the_view_mounts_under_a_prefix(app: QueueTasks) -> None:
         assert stats[0]["queued"] == 1
         purged = await client.post("/tasks/api/queues/default/purge", headers=headers)
         assert purged.json() == {"purged": 1}
+
+
+async def test_orders_show_their_roll_up(app: QueueTasks) -> None:
+    supervisor = Supervisor(app)
+    today = dt.datetime.fromtimestamp(app.clock.time()).date()
+    order_id = await supervisor.submit(
+        Order(
+            task="add",
+            args=[1, 2],
+            total=3,
+            plan=Plan.quotas_per_day({today: 3}),
+            label="<i>three</i>",
+        )
+    )
+    async with client_of(create_app(app)) as client:
+        listed = (await client.get("/api/orders")).json()["items"]
+        one = (await client.get(f"/api/orders/{order_id}")).json()
+        missing = await client.get("/api/orders/no-such-order")
+    assert [o["order_id"] for o in listed] == [order_id]
+    assert one["label"] == "<i>three</i>" and one["total"] == 3
+    assert one["summary"] == (await supervisor.status(order_id)).summary
+    assert missing.status_code == 404

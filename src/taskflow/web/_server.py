@@ -21,6 +21,7 @@ from .._exceptions import BackendUnavailable
 from ._actions import Actions
 from ._download import Downloads
 from ._json import ApiError
+from ._orders import Orders
 from ._reads import Reads
 from ._session import Sessions
 from ._stream import LiveStream
@@ -42,6 +43,7 @@ async def _unavailable(request: Request, exc: Exception) -> Response:
 
 def _routes(app: QueueTasks, sessions: Sessions) -> list[BaseRoute]:
     reads, actions, downloads = Reads(app), Actions(app, sessions), Downloads(app)
+    orders = Orders(app)
     get, post = ["GET"], ["POST"]
     return [
         Route("/api/session", actions.session, methods=get),
@@ -66,6 +68,8 @@ def _routes(app: QueueTasks, sessions: Sessions) -> list[BaseRoute]:
         Route("/api/schedules/{name}/pause", actions.pause, methods=post),
         Route("/api/schedules/{name}/resume", actions.resume, methods=post),
         Route("/api/task-types", actions.task_types, methods=get),
+        Route("/api/orders", orders.list, methods=get),
+        Route("/api/orders/{order_id}", orders.one, methods=get),
         WebSocketRoute("/ws", LiveStream(app).serve),
         Mount("/", app=StaticFiles(directory=STATIC_DIR, html=True, check_dir=False)),
     ]
