@@ -17,9 +17,10 @@ import pytest
 from fastapi import FastAPI
 from starlette.routing import Mount
 
-from taskflow import GlobalConfig, QueueTasks, TaskContext, TaskFailed
+from taskflow import GlobalConfig, QueueTasks, TaskContext, TaskFailed, TaskFunc
 from taskflow.supervisor import Order, Plan, Supervisor
 from taskflow.web import create_app
+from taskflow.web._paging import SCAN_LIMIT
 from tests.web.conftest import client_of, signed_in
 
 TOKEN = "s3cret-token"
@@ -56,6 +57,11 @@ def make_app(url: str) -> QueueTasks:
         return rows
 
     return app
+
+
+def app_task(app: QueueTasks) -> TaskFunc[[int], int]:
+    """The app's ``add`` task as a `TaskFunc`, to prepare calls in bulk."""
+    return TaskFunc(app.sender, app.tasks["add"])
 
 
 @pytest.fixture
@@ -302,3 +308,34 @@ async def test_orders_show_their_roll_up(app: QueueTasks) -> None:
     assert one["label"] == "<i>three</i>" and one["total"] == 3
     assert one["summary"] == (await supervisor.status(order_id)).summary
     assert missing.status_code == 404
+
+
+async def test_a_status_filter_pages_through_the_matches(app: QueueTasks) -> None:
+    sent = [(await app.add_task("add", (i,))).task_id for i in range(30)]
+    cancelled = sent[::3]
+    for task_id in cancelled:
+        await app.cancel(task_id)
+    async with client_of(create_app(app)) as client:
+        seen: list[str] = []
+        params = {"status": "cancelled", "limit": "4"}
+        while True:
+            page = (await client.get("/api/queues/default/tasks", params=params)).json()
+            assert len(page["items"]) <= 4
+            seen += [t["id"] for t in page["items"]]
+            if page["next"] is None:
+                break
+            params["after"] = page["next"]
+    assert seen == cancelled
+
+
+async def test_a_page_scans_a_bounded_part_of_a_large_stream() -> None:
+    app = make_app("memory://")
+    async with app:
+        await app.add_tasks([app_task(app).prepare(i) for i in range(6_000)])
+        async with client_of(create_app(app)) as client:
+            params = {"status": "done", "limit": "50"}
+            page = (await client.get("/api/queues/default/tasks", params=params)).json()
+            assert page["items"] == [] and page["scanned"] == SCAN_LIMIT
+            params["after"] = page["next"]
+            rest = (await client.get("/api/queues/default/tasks", params=params)).json()
+    assert rest["scanned"] == 1_000 and rest["next"] is None

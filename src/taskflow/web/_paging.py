@@ -3,10 +3,10 @@
 No backend lists a queue's tasks by status, so a queue's task list is read from its event
 stream (capped at ``events_maxlen`` per queue): a page scans at most `SCAN_LIMIT` events after
 the cursor it is given, collects the tasks created in them (their first ``queued``,
-``scheduled`` or ``waiting`` event), reads at most ``limit`` records in one round trip and
-filters them. The answer's ``next`` cursor resumes the scan; a filtered page may hold fewer
-items than ``limit`` and still have a ``next``. Dead letters page by offset
-(`Broker.dead_letters`).
+``scheduled`` or ``waiting`` event), reads their records in batches (one round trip each) and
+keeps those that match, until ``limit`` match or the scan ends. The answer's ``next`` cursor
+resumes the scan; a filtered page may hold fewer items than ``limit`` and still have a
+``next``. Dead letters page by offset (`Broker.dead_letters`).
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ __all__ = ["SCAN_LIMIT", "EventPage", "TaskPage", "task_events", "task_page"]
 SCAN_LIMIT: Final = 5000
 #: Events read per round trip while scanning.
 _READ: Final = 1000
+#: Records read per round trip while a status filter looks for matches.
+_FILTERED_BATCH: Final = 500
 #: The kinds of a task's first event: it was stored (enqueued, delayed, or waiting).
 CREATED: Final = frozenset({EventKind.QUEUED, EventKind.SCHEDULED, EventKind.WAITING})
 
@@ -50,26 +52,27 @@ class EventPage:
 
 
 async def _created_ids(
-    storage: Storage, queue: str, after: str | None, limit: int, name: str | None, page: TaskPage
-) -> list[str]:
-    """Scan from `after` for up to `limit` tasks created in the stream (of name `name`);
-    record in `page` how many events were scanned, where the scan stopped and where to go on."""
-    found: dict[str, None] = {}
-    page.cursor = after
+    storage: Storage, queue: str, limit: int, name: str | None, page: TaskPage
+) -> dict[str, str]:
+    """Scan on from `page.cursor` for up to `limit` tasks created in the stream (of name
+    `name`), each with the cursor of its creation; move `page.cursor` and `page.scanned` on,
+    and set `page.next` (None: the scan reached the stream's end)."""
+    found: dict[str, str] = {}
+    page.next = page.cursor
     while page.scanned < SCAN_LIMIT and len(found) < limit:
         want = min(_READ, SCAN_LIMIT - page.scanned)
         events = await storage.read_events(queue, after=page.cursor, limit=want)
         for event in events:
             page.scanned += 1
-            page.cursor = event.cursor
+            page.cursor = page.next = event.cursor
             if _is_creation(event, name) and event.task_id not in found:
-                found[event.task_id] = None
+                found[event.task_id] = event.cursor
                 if len(found) == limit:
                     break
         if len(events) < want and len(found) < limit:  # the stream's end, for now
-            return list(found)
-    page.next = page.cursor
-    return list(found)
+            page.next = None
+            break
+    return found
 
 
 def _is_creation(event: Event, name: str | None) -> bool:
@@ -87,13 +90,23 @@ async def task_page(
     status: str | None = None,
 ) -> TaskPage:
     """Up to `limit` tasks of `queue` created after cursor `after` (None: from the oldest kept
-    event), of name `name` and status `status` (None: any); see the module docstring."""
-    page = TaskPage()
-    ids = await _created_ids(storage, queue, after, limit, name, page)
-    records = await storage.get_many(ids, now=now) if ids else []
-    page.records = [
-        r for r in records if r is not None and (status is None or r.status.value == status)
-    ]
+    event), of name `name` and status `status` (None: any); see the module docstring. Records
+    are read in batches of `limit` (500 with a status filter), one round trip each, until
+    `limit` match or `SCAN_LIMIT` events were scanned."""
+    page = TaskPage(cursor=after)
+    batch = limit if status is None else max(limit, _FILTERED_BATCH)
+    while len(page.records) < limit and page.scanned < SCAN_LIMIT:
+        found = await _created_ids(storage, queue, batch, name, page)
+        records = await storage.get_many(list(found), now=now) if found else []
+        for record in records:
+            if record is None or (status is not None and record.status.value != status):
+                continue
+            page.records.append(record)
+            if len(page.records) == limit:  # the next page starts after this one's creation
+                page.cursor = page.next = found[record.id]
+                return page
+        if page.next is None:
+            break
     return page
 
 
