@@ -106,6 +106,7 @@ async def test_a_filtered_page_gets_its_tasks_and_every_cursor(app: QueueTasks) 
 
 
 async def test_a_bad_subscription_is_answered_not_dropped(app: QueueTasks) -> None:
+    await app.add_task("add", (1,))  # a stream to check cursors against
     async with (
         served(create_app(app)) as server,
         websockets.connect(ws_url(server.url)) as socket,
@@ -113,6 +114,8 @@ async def test_a_bad_subscription_is_answered_not_dropped(app: QueueTasks) -> No
         await socket.send("not json")
         assert json.loads(await socket.recv())["error"] == "bad_request"
         await socket.send(json.dumps({"type": "subscribe", "queues": {"default": 5}}))
+        assert json.loads(await socket.recv())["error"] == "bad_request"
+        await socket.send(json.dumps({"type": "subscribe", "queues": {"default": "x-y.z"}}))
         assert json.loads(await socket.recv())["error"] == "bad_request"
         await socket.send(json.dumps({"type": "subscribe", "queues": {"default": "$"}}))
         assert json.loads(await socket.recv())["type"] == "events"

@@ -125,12 +125,21 @@ class LiveStream:
 
     async def _resolved(self, cursors: dict[str, str | None]) -> dict[str, str | None]:
         """`LATEST` replaced by each queue's newest cursor now, so the page can resume from
-        it even before an event arrives."""
+        it even before an event arrives; every other cursor checked by a read of one event.
+
+        Raises:
+            ValueError: a cursor is not one of this backend's.
+        """
         storage = self.app.storage
-        return {
-            queue: await storage.latest_cursor(queue) if cursor == LATEST else cursor
-            for queue, cursor in cursors.items()
-        }
+        resolved: dict[str, str | None] = {}
+        for queue, cursor in cursors.items():
+            if cursor == LATEST:
+                resolved[queue] = await storage.latest_cursor(queue)
+                continue
+            if cursor is not None:
+                await storage.read_events(queue, after=cursor, limit=1)
+            resolved[queue] = cursor
+        return resolved
 
     def _start_followers(
         self, tg: TaskGroup, cursors: dict[str, str | None], send: MemoryObjectSendStream[Event]
