@@ -339,3 +339,12 @@ async def test_a_page_scans_a_bounded_part_of_a_large_stream() -> None:
             params["after"] = page["next"]
             rest = (await client.get("/api/queues/default/tasks", params=params)).json()
     assert rest["scanned"] == 1_000 and rest["next"] is None
+
+
+async def test_answers_carry_a_content_security_policy_and_unknown_routes_are_json() -> None:
+    async with client_of(create_app(make_app("memory://"))) as client:
+        answer = await client.get("/api/no-such-route")
+    assert answer.status_code == 404 and answer.json()["error"] == "not_found"
+    policy = answer.headers["content-security-policy"]
+    assert "script-src 'self'" in policy and "frame-ancestors 'none'" in policy
+    assert answer.headers["x-content-type-options"] == "nosniff"

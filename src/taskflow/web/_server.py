@@ -11,10 +11,12 @@ from pathlib import Path
 from typing import Final
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .._app import QueueTasks
 from .._exceptions import BackendUnavailable
@@ -26,10 +28,48 @@ from ._reads import Reads
 from ._session import Sessions
 from ._stream import LiveStream
 
-__all__ = ["STATIC_DIR", "create_app"]
+__all__ = ["SECURITY_HEADERS", "STATIC_DIR", "SecurityHeaders", "create_app"]
 
 #: The pages (HTML, CSS, JavaScript; no build step), served at the root of the mount.
 STATIC_DIR: Final = Path(__file__).resolve().parent / "static"
+
+
+#: Headers of every HTTP answer: the pages may load scripts, styles and images only from the
+#: view itself (no inline script: a string that slipped into markup cannot run), talk only to
+#: it (its WebSocket included), and may not be framed by another site.
+SECURITY_HEADERS: Final = (
+    (
+        b"content-security-policy",
+        b"default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+        b"img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'self'; "
+        b"form-action 'self'",
+    ),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"same-origin"),
+)
+
+
+class SecurityHeaders:
+    """ASGI middleware adding `SECURITY_HEADERS` to every HTTP response."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), *SECURITY_HEADERS]
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
+
+
+async def _unknown_api(request: Request) -> Response:
+    raise ApiError(404, "not_found", f"no API route {request.url.path!r}: see WEB_API.md")
 
 
 async def _api_error(request: Request, exc: Exception) -> Response:
@@ -70,6 +110,7 @@ def _routes(app: QueueTasks, sessions: Sessions) -> list[BaseRoute]:
         Route("/api/task-types", actions.task_types, methods=get),
         Route("/api/orders", orders.list, methods=get),
         Route("/api/orders/{order_id}", orders.one, methods=get),
+        Route("/api/{rest:path}", _unknown_api),
         WebSocketRoute("/ws", LiveStream(app).serve),
         Mount("/", app=StaticFiles(directory=STATIC_DIR, html=True, check_dir=False)),
     ]
@@ -95,5 +136,6 @@ def create_app(app: QueueTasks, *, token: str | None = None) -> Starlette:
     sessions = Sessions(token)
     return Starlette(
         routes=_routes(app, sessions),
+        middleware=[Middleware(SecurityHeaders)],
         exception_handlers={ApiError: _api_error, BackendUnavailable: _unavailable},
     )
