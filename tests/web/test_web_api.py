@@ -325,7 +325,14 @@ async def test_a_status_filter_pages_through_the_matches(app: QueueTasks) -> Non
             if page["next"] is None:
                 break
             params["after"] = page["next"]
+        last = page["items"][-1]
+        events = (
+            await client.get(
+                f"/api/tasks/{last['id']}/events", params={"after": last["events_after"]}
+            )
+        ).json()
     assert seen == cancelled
+    assert [e["kind"] for e in events["items"]] == ["queued", "cancelled"]
 
 
 async def test_a_page_scans_a_bounded_part_of_a_large_stream() -> None:

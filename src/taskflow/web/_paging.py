@@ -39,6 +39,9 @@ class TaskPage:
     cursor: str | None = None
     """Where the scan stopped (at the end too): resume from it to see tasks created later."""
     scanned: int = 0
+    before: dict[str, str | None] = field(default_factory=dict)
+    """Per task listed, the cursor of the event before its creation: read its events after it
+    (`task_events`) to start right at the task's first event."""
 
 
 @dataclass
@@ -64,9 +67,11 @@ async def _created_ids(
         events = await storage.read_events(queue, after=page.cursor, limit=want)
         for event in events:
             page.scanned += 1
-            page.cursor = page.next = event.cursor
+            before, page.cursor = page.cursor, event.cursor
+            page.next = event.cursor
             if _is_creation(event, name) and event.task_id not in found:
                 found[event.task_id] = event.cursor
+                page.before[event.task_id] = before
                 if len(found) == limit:
                     break
         if len(events) < want and len(found) < limit:  # the stream's end, for now

@@ -92,7 +92,9 @@ class Reads:
         )
         return json_response(
             {
-                "items": [task_summary(r) for r in page.records],
+                "items": [
+                    {**task_summary(r), "events_after": page.before.get(r.id)} for r in page.records
+                ],
                 "next": page.next,
                 "cursor": page.cursor,
                 "scanned": page.scanned,
