@@ -7,6 +7,7 @@ worker runs too (a memory backend is only visible there)."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import uuid
 from collections.abc import AsyncIterator
@@ -16,6 +17,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from starlette.routing import Mount
+from starlette.testclient import TestClient
 
 from taskflow import GlobalConfig, QueueTasks, TaskContext, TaskFailed, TaskFunc
 from taskflow.supervisor import Order, Plan, Supervisor
@@ -355,3 +357,35 @@ async def test_answers_carry_a_content_security_policy_and_unknown_routes_are_js
     policy = answer.headers["content-security-policy"]
     assert "script-src 'self'" in policy and "frame-ancestors 'none'" in policy
     assert answer.headers["x-content-type-options"] == "nosniff"
+
+
+def test_a_memory_app_mounted_beside_its_worker_is_live() -> None:
+    """The memory recipe: the view mounted in the user's app, whose lifespan runs the worker
+    on the same loop; a task sent through the form is followed to its end on the socket."""
+    app = make_app("memory://")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        async with app.running(1):
+            yield
+
+    outer = FastAPI(lifespan=lifespan, routes=[Mount("/tasks", app=create_app(app, token=TOKEN))])
+    with TestClient(outer) as client:
+        session = client.get("/tasks/api/session").json()
+        login = client.post(
+            "/tasks/api/login", json={"token": TOKEN}, headers={"X-CSRF-Token": session["csrf"]}
+        )
+        with client.websocket_connect("/tasks/ws") as socket:
+            socket.send_json({"type": "subscribe", "queues": {"default": "$"}})
+            assert socket.receive_json()["type"] == "events"
+            sent = client.post(
+                "/tasks/api/tasks",
+                json={"name": "add", "args": [1, 2]},
+                headers={"X-CSRF-Token": login.json()["csrf"]},
+            ).json()
+            kinds: list[str] = []
+            while "done" not in kinds:
+                message = socket.receive_json()
+                kinds += [e["kind"] for e in message["events"] if e["task_id"] == sent["task_id"]]
+        assert client.get(f"/tasks/api/tasks/{sent['task_id']}").json()["result"] == 3
+    assert kinds == ["queued", "running", "done"]
