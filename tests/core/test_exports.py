@@ -15,7 +15,7 @@ import taskflow
 import taskflow.abc
 
 # Sub-packages and modules are reached as ``taskflow.memory`` etc.; they are not re-exported.
-SUBMODULES_ALLOWED = {"abc", "memory", "redis", "postgres", "testing", "cli", "supervisor"}
+SUBMODULES_ALLOWED = {"abc", "memory", "redis", "postgres", "testing", "cli", "supervisor", "web"}
 
 
 def public_names() -> set[str]:
