@@ -389,3 +389,25 @@ def test_a_memory_app_mounted_beside_its_worker_is_live() -> None:
                 kinds += [e["kind"] for e in message["events"] if e["task_id"] == sent["task_id"]]
         assert client.get(f"/tasks/api/tasks/{sent['task_id']}").json()["result"] == 3
     assert kinds == ["queued", "running", "done"]
+
+
+async def test_a_flow_shows_its_graph_and_roll_up(app: QueueTasks) -> None:
+    flow = app.flow("nightly")
+    first = flow.add("add", 1, 2)
+    second = flow.add("add", 3, after=[first])
+    flow.add("boom", "<b>late</b>", after=[second, first])
+    async with client_of(create_app(app)) as client:
+        handle = await flow.submit()
+        waiting = (await client.get(f"/api/flows/{handle.flow_id}")).json()
+        async with app.running(2):
+            await handle.wait(timeout=10)
+        ended = (await client.get(f"/api/flows/{handle.flow_id}")).json()
+        missing = await client.get("/api/flows/no-such-flow")
+    assert waiting["state"] == "running"
+    depth = {n["task_id"]: n["depth"] for n in waiting["nodes"]}
+    assert sorted(depth.values()) == [0, 1, 2]
+    assert len(waiting["edges"]) == 3
+    assert ended["state"] == "failed" and ended["summary"] == (await handle.status()).summary
+    failed = [n for n in ended["nodes"] if n["status"] == "failed"]
+    assert failed[0]["reason"] == "ValueError: <b>late</b>"
+    assert missing.status_code == 404

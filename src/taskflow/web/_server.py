@@ -22,6 +22,7 @@ from .._app import QueueTasks
 from .._exceptions import BackendUnavailable
 from ._actions import Actions
 from ._download import Downloads
+from ._flows import Flows
 from ._json import ApiError
 from ._orders import Orders
 from ._reads import Reads
@@ -83,7 +84,7 @@ async def _unavailable(request: Request, exc: Exception) -> Response:
 
 def _routes(app: QueueTasks, sessions: Sessions) -> list[BaseRoute]:
     reads, actions, downloads = Reads(app), Actions(app, sessions), Downloads(app)
-    orders = Orders(app)
+    orders, flows = Orders(app), Flows(app)
     get, post = ["GET"], ["POST"]
     return [
         Route("/api/session", actions.session, methods=get),
@@ -108,6 +109,7 @@ def _routes(app: QueueTasks, sessions: Sessions) -> list[BaseRoute]:
         Route("/api/schedules/{name}/pause", actions.pause, methods=post),
         Route("/api/schedules/{name}/resume", actions.resume, methods=post),
         Route("/api/task-types", actions.task_types, methods=get),
+        Route("/api/flows/{flow_id}", flows.one, methods=get),
         Route("/api/orders", orders.list, methods=get),
         Route("/api/orders/{order_id}", orders.one, methods=get),
         Route("/api/{rest:path}", _unknown_api),
