@@ -28,6 +28,14 @@ async def app(web_url: str) -> AsyncIterator[QueueTasks]:
         yield app
 
 
+def per_task(events: list[tuple[str, str]]) -> dict[str, list[str]]:
+    """Each task's event kinds, in the order given."""
+    kinds: dict[str, list[str]] = {}
+    for task_id, kind in events:
+        kinds.setdefault(task_id, []).append(kind)
+    return kinds
+
+
 def ws_url(http: str) -> str:
     return http.replace("http://", "ws://") + "/ws"
 
@@ -66,11 +74,12 @@ async def test_a_reconnect_after_a_restart_misses_nothing_and_repeats_nothing(
             after = [await app.add_task("add", (i,)) for i in range(5)]
             await read_until(socket, cursors, 15, seen)
     stream = await app.storage.read_events("default", limit=10_000)
-    # Each event once, in order; compared by what they say, not by their cursors (opaque: on
-    # PostgreSQL a resumed read's cursors also list what it passed, a fresh read's do not).
-    assert [(e["task_id"], e["kind"], e["attempt"]) for e in seen] == [
-        (e.task_id, e.kind.value, e.attempt) for e in stream
-    ]
+    # Each event once, each task's in order; compared by what they say, not by their cursors
+    # (opaque), and not across tasks: on PostgreSQL a follower sees an event committed late
+    # when it commits, after events a fresh read puts behind it.
+    assert per_task([(e["task_id"], e["kind"]) for e in seen]) == per_task(
+        [(e.task_id, e.kind.value) for e in stream]
+    )
     done = Counter(e["task_id"] for e in seen if e["kind"] == "done")
     assert set(done) == {h.task_id for h in before + during + after}
     assert set(done.values()) == {1}
