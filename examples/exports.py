@@ -31,6 +31,7 @@ Run it with `python examples/exports.py`: no server needed. Given a URL
 from __future__ import annotations
 
 import datetime as dt
+import os
 import sys
 import tempfile
 from collections.abc import AsyncIterator, Callable
@@ -57,10 +58,16 @@ CHUNK_SIZE = 250  # the seed's CHUNK_SIZE: rows read per step
 TABLE = "dwh.sales"
 STATIONS = ["Moscow", "Kazan", "Omsk", "Tver"]
 
+#: The backend: the URL given when this file runs as a script (`python examples/... URL`), else
+#: $TASKFLOW_URL when it is imported (`taskflow web examples.flow:app`, `taskflow worker`), else
+#: None, the embedded backend. The command line of an importing program is not a URL.
+BROKER = (sys.argv[1] if __name__ == "__main__" and len(sys.argv) > 1 else None) or os.environ.get(
+    "TASKFLOW_URL"
+)
 clock = FakeClock(dt.datetime(2026, 12, 4, 9, tzinfo=dt.UTC).timestamp())
 app = QueueTasks(
     name="exports",
-    broker=sys.argv[1] if len(sys.argv) > 1 else None,  # None: the embedded backend
+    broker=BROKER,
     clock=clock,
     config=GlobalConfig(cleanup_interval_s=600),  # each worker's housekeeping pass
 )

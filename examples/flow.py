@@ -25,6 +25,7 @@ Run it with `python examples/flow.py`: no server needed. Given a URL
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
@@ -36,9 +37,15 @@ DAY = "2026-12-04"
 ROWS = 2000
 SHARDS = 20
 
+#: The backend: the URL given when this file runs as a script (`python examples/... URL`), else
+#: $TASKFLOW_URL when it is imported (`taskflow web examples.flow:app`, `taskflow worker`), else
+#: None, the embedded backend. The command line of an importing program is not a URL.
+BROKER = (sys.argv[1] if __name__ == "__main__" and len(sys.argv) > 1 else None) or os.environ.get(
+    "TASKFLOW_URL"
+)
 app = QueueTasks(
     name="flowdemo",
-    broker=sys.argv[1] if len(sys.argv) > 1 else None,  # None: the embedded backend
+    broker=BROKER,
     config=GlobalConfig(lease_s=5),
 )
 ran_steps: list[tuple[int, str]] = []  # (attempt, step) of every step body that ran
