@@ -47,3 +47,42 @@ async def test_a_task_sent_appears_and_its_progress_bar_reaches_done(
         await expect(row.locator(".status")).to_have_text("done")
         await expect(bar).to_have_class(re.compile(r"\bcomplete\b"))
         assert await handle.result(timeout=10) == "3 rows"
+
+
+async def test_a_restarted_server_leaves_the_page_with_every_event_once(
+    page: Any, view_backend_url: str
+) -> None:
+    app = QueueTasks("webview", broker=view_backend_url)
+
+    @app.task(name="step")
+    async def step(n: int) -> int:
+        return n
+
+    async def send_and_finish(numbers: range) -> None:
+        handles = [await step.add_task(n) for n in numbers]
+        for handle in handles:
+            await handle.result(timeout=10)
+
+    async def stream_cursors() -> list[str]:
+        return [event.cursor for event in await app.storage.read_events("default", limit=10_000)]
+
+    async with served(app) as view:
+        await page.goto(f"{view.url}tasks.html?queue=default")
+        body = page.locator("body")
+        await expect(body).to_have_attribute("data-live", "live")
+        await send_and_finish(range(5))
+        before = await stream_cursors()
+        await expect(body).to_have_attribute("data-events-applied", str(len(before)))
+
+        await view.stop()
+        await expect(body).to_have_attribute("data-live", "reconnecting")
+        await send_and_finish(range(5, 10))  # while nobody serves the page
+        await view.start()
+
+        after = await stream_cursors()
+        assert len(after) > len(before)
+        await expect(body).to_have_attribute("data-events-applied", str(len(after)))
+        assert await page.evaluate("window.taskflowLive.seen") == after
+        assert await page.evaluate("window.taskflowLive.connections") == 2
+        await expect(page.locator("td.name", has_text="step")).to_have_count(10)
+        await expect(page.locator(".status-done")).to_have_count(10)

@@ -23,7 +23,7 @@ const tf = (() => {
   }
 
   function append(node, children) {
-    for (const child of children.flat()) {
+    for (const child of children.flat(Infinity)) {
       if (child === null || child === undefined || child === false) continue;
       node.append(child instanceof Node ? child : document.createTextNode(String(child)));
     }
@@ -41,6 +41,11 @@ const tf = (() => {
   function svg(tag, attrs, ...children) {
     const node = document.createElementNS(SVG_NS, tag);
     setAttrs(node, attrs);
+    return append(node, children);
+  }
+
+  /** Append children to `node` as `el` does (null and false skipped, arrays flattened). */
+  function add(node, ...children) {
     return append(node, children);
   }
 
@@ -199,6 +204,8 @@ const tf = (() => {
 
   // --- the live socket -----------------------------------------------------------------------
 
+  const SEEN_KEPT = 10000;
+
   /**
    * The page's one WebSocket. `queues` maps queue -> cursor ("$": from now, null: from the
    * oldest kept); `tasks` / `flowId` narrow what the server sends. Events are queued as they
@@ -218,6 +225,7 @@ const tf = (() => {
       this.latestStats = null;
       this.frameRequested = false;
       this.received = 0; // events received over every connection of this page
+      this.seen = []; // their cursors, the latest SEEN_KEPT (the browser tests compare them)
       this.connections = 0;
       this.retryMs = 250;
       this.socket = null;
@@ -272,6 +280,8 @@ const tf = (() => {
       if (message.type === "events") {
         Object.assign(this.cursors, message.cursors || {});
         this.received += message.events.length;
+        for (const event of message.events) this.seen.push(event.cursor);
+        if (this.seen.length > SEEN_KEPT) this.seen.splice(0, this.seen.length - SEEN_KEPT);
         this.pending.push(...message.events);
         this.markReady();
       } else if (message.type === "stats") {
@@ -377,7 +387,7 @@ const tf = (() => {
   }
 
   return {
-    el, svg, clear, byId, time, ago, json, param, taskLink, api, query, notice, session,
+    el, svg, add, clear, byId, time, ago, json, param, taskLink, api, query, notice, session,
     canChange, start, live, STATUS_OF_KIND, ENDED, statusBadge, progressBar, setProgress,
     progressOfEvent, ApiError,
   };

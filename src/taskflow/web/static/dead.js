@@ -9,7 +9,7 @@
   const body = el("tbody", { id: "dead" });
   const more = el("button", { id: "more", text: "Load more", onclick: () => loadPage() });
   let next = null;
-  byId("page").append(el("h1", {}, "Dead letters of ", el("span", { text: queue })),
+  tf.add(byId("page"), el("h1", {}, "Dead letters of ", el("span", { text: queue })),
     el("div", { class: "toolbar changes" }, el("button", { id: "requeue", text: "Requeue ticked", onclick: requeue })),
     el("table", {}, el("thead", {}, el("tr", {}, ["", "task", "name", "attempts", "finished", "error"].map((c) => el("th", { text: c })))), body),
     el("p", {}, more));

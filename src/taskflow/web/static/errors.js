@@ -10,7 +10,7 @@
   const body = el("tbody", { id: "errors" });
   const queueSelect = el("select", { name: "queue" }, el("option", { value: "", text: "all queues" }),
     session.queues.map((q) => el("option", { value: q, selected: q === filters.queue, text: q })));
-  byId("page").append(el("h1", { text: "Errors" }),
+  tf.add(byId("page"), el("h1", { text: "Errors" }),
     el("form", { class: "toolbar", method: "get" }, queueSelect,
       el("input", { name: "name", placeholder: "task name", value: filters.name }), el("button", { type: "submit", text: "Filter" })),
     el("table", {}, el("thead", {}, el("tr", {}, ["at", "task", "name", "queue", "attempt", "error", "traceback"]

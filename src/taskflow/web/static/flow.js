@@ -17,7 +17,7 @@
   const rollup = el("p", { id: "rollup" });
   const holder = el("div", { id: "graph" });
   const table = el("tbody", { id: "nodes" });
-  page.append(
+  tf.add(page, 
     el("h1", {}, "Flow ", el("span", { id: "flow-name" }), " ", el("span", { class: "mono muted", text: flowId })),
     rollup,
     el("div", { class: "legend" }, ["waiting", "queued", "running", "done", "failed", "cancelled"].map(tf.statusBadge)),

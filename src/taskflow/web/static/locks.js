@@ -7,7 +7,7 @@
   const { el, byId, api, notice } = tf;
   const session = await tf.start("locks.html");
   const body = el("tbody", { id: "locks" });
-  byId("page").append(el("h1", { text: "Locks" }),
+  tf.add(byId("page"), el("h1", { text: "Locks" }),
     el("table", {}, el("thead", {}, el("tr", {}, ["lock", "holders", "waiters"].map((c) => el("th", { text: c })))), body));
   let last = 0;
 

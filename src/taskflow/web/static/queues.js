@@ -10,7 +10,7 @@
   const page = byId("page");
   const body = el("tbody", { id: "queues" });
   const recent = el("tbody", { id: "recent" });
-  page.append(
+  tf.add(page, 
     el("h1", { text: "Queues" }),
     el("table", {}, el("thead", {}, el("tr", {},
       el("th", { text: "queue" }), COLUMNS.map((c) => el("th", { class: "num", text: c })),

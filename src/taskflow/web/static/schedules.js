@@ -7,7 +7,7 @@
   const { el, byId, api, notice } = tf;
   const session = await tf.start("schedules.html");
   const body = el("tbody", { id: "schedules" });
-  byId("page").append(el("h1", { text: "Schedules" }),
+  tf.add(byId("page"), el("h1", { text: "Schedules" }),
     el("table", {}, el("thead", {}, el("tr", {}, ["schedule", "task", "queue", "when", "next", "last", "state", ""]
       .map((c) => el("th", { text: c })))), body));
   let last = 0;

@@ -19,7 +19,7 @@
   const select = el("select", { id: "task-type", onchange: () => { location.search = `?task=${encodeURIComponent(select.value)}`; } },
     types.map((t) => el("option", { value: t.name, selected: t.name === chosen, text: t.name })));
   const holder = el("div", { id: "form-holder" });
-  page.append(el("h1", { text: "Submit a task" }),
+  tf.add(page, el("h1", { text: "Submit a task" }),
     session.read_only ? el("p", { class: "muted", id: "read-only-note", text: "This server runs read-only (no --token): it refuses every submission." }) : null,
     !session.read_only && !session.signed_in ? el("p", { class: "muted", text: "Sign in (top right) to submit." }) : null,
     el("div", { class: "toolbar" }, el("label", {}, "task ", select)), holder);

@@ -20,7 +20,7 @@
   const events = el("tbody", { id: "events" });
   const artifacts = el("tbody", { id: "artifacts" });
   const details = el("div", { id: "details" });
-  page.append(
+  tf.add(page, 
     el("h1", {}, "Task ", el("span", { class: "mono", text: id })),
     el("div", { class: "toolbar" }, bar, el("span", { class: "changes" },
       el("button", { id: "cancel", class: "danger", text: "Cancel", onclick: cancel }))),

@@ -25,7 +25,7 @@
   const idInput = el("input", { id: "task-id", placeholder: "task id", class: "mono" });
   const body = el("tbody", { id: "tasks" });
   const more = el("button", { id: "more", text: "Load more", onclick: () => loadPage() });
-  page.append(
+  tf.add(page, 
     el("h1", {}, "Tasks of ", el("span", { text: queue })),
     el("div", { class: "toolbar" },
       el("label", {}, "queue ", queueSelect),

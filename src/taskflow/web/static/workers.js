@@ -7,7 +7,7 @@
   const { el, byId, api, notice } = tf;
   const session = await tf.start("workers.html");
   const body = el("tbody", { id: "workers" });
-  byId("page").append(el("h1", { text: "Workers" }),
+  tf.add(byId("page"), el("h1", { text: "Workers" }),
     el("table", {}, el("thead", {}, el("tr", {}, ["worker", "host", "pid", "queues", "roles", "concurrency", "running", "processed", "failed", "started", "heartbeat"]
       .map((c) => el("th", { text: c })))), body));
   let last = 0;
