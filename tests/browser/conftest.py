@@ -113,7 +113,7 @@ class ServedView:
             port=self.port,
             log_level="warning",
             lifespan="off",
-            ws="wsproto",
+            ws="websockets-sansio",  # as `taskflow web` serves it
             timeout_graceful_shutdown=1,
         )
         self._server = uvicorn.Server(config)

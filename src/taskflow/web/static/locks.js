@@ -13,7 +13,7 @@
 
   function people(list, withToken) {
     return el("ul", {}, list.map((h) => el("li", { class: "mono",
-      text: `${h.owner} (${h.mode}${withToken ? `, token ${h.token}` : ""}, until ${tf.time(h.expires_at)})` })));
+      text: `${h.owner} (${h.mode}${withToken ? `, token ${h.token}` : `, since ${tf.time(h.since)}`}, until ${tf.time(h.expires_at)})` })));
   }
 
   async function load() {

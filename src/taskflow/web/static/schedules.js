@@ -1,4 +1,4 @@
-// The schedules page: each periodic task (every / cron, next and last run, paused) with a
+// The schedules page: each periodic task (every / cron, next and last slot, paused) with a
 // pause / resume button for a signed-in user. Read again after each change and when the
 // socket's stats push arrives (at most every 5 s).
 "use strict";
@@ -8,7 +8,7 @@
   const session = await tf.start("schedules.html");
   const body = el("tbody", { id: "schedules" });
   tf.add(byId("page"), el("h1", { text: "Schedules" }),
-    el("table", {}, el("thead", {}, el("tr", {}, ["schedule", "task", "queue", "when", "next", "last", "state", ""]
+    el("table", {}, el("thead", {}, el("tr", {}, ["schedule", "task", "when", "next", "last", "state", ""]
       .map((c) => el("th", { text: c })))), body));
   let last = 0;
 
@@ -26,12 +26,12 @@
     try {
       const { items } = await api("api/schedules");
       body.replaceChildren(...items.map((s) => el("tr", { "data-schedule": s.name },
-        el("td", { text: s.name }), el("td", { text: s.task }), el("td", { text: s.queue }),
-        el("td", { class: "mono", text: s.cron || (s.every ? `every ${s.every}` : "") }),
-        el("td", { text: tf.time(s.next_at) }), el("td", { text: tf.time(s.last_at) }),
+        el("td", { text: s.name }), el("td", { text: s.task }),
+        el("td", { class: "mono", text: `${s.cron || (s.every_s ? `every ${s.every_s}s` : "")}${s.tz ? ` (${s.tz})` : ""}` }),
+        el("td", { text: s.next_slot || "" }), el("td", { text: s.last_slot || "" }),
         el("td", { text: s.paused ? "paused" : "active" }),
         el("td", { class: "changes" }, el("button", { text: s.paused ? "Resume" : "Pause", onclick: () => toggle(s) })))));
-      if (!items.length) body.append(el("tr", {}, el("td", { colspan: 8, class: "muted", text: "No schedule." })));
+      if (!items.length) body.append(el("tr", {}, el("td", { colspan: 7, class: "muted", text: "No schedule." })));
     } catch (error) {
       notice(error.message);
     }

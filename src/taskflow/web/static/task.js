@@ -56,8 +56,11 @@
   }
 
   function renderDetails(t) {
-    const parts = [el("h2", { text: "Arguments" }),
-      el("pre", { id: "arguments", text: t.args === null ? "(not readable)" : tf.json({ args: t.args, kwargs: t.kwargs }) })];
+    const parts = [];
+    if (t.args !== undefined) { // not every server version sends a task's arguments
+      parts.push(el("h2", { text: "Arguments" }),
+        el("pre", { id: "arguments", text: t.args === null ? "(not readable)" : tf.json({ args: t.args, kwargs: t.kwargs }) }));
+    }
     if (t.error) {
       parts.push(el("h2", { text: "Error" }),
         el("p", { id: "error-message", class: "error" }, el("strong", { text: `${t.error.type}: ` }), t.error.message),
