@@ -14,7 +14,7 @@ import pytest
 from playwright.async_api import expect
 
 from taskflow import QueueTasks, TaskContext
-from tests.browser.conftest import screenshot, served
+from tests.web.browser.conftest import running_view, screenshot
 
 pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.slow]
 
@@ -44,8 +44,8 @@ async def test_an_export_submitted_from_the_form_is_followed_and_downloaded_once
 ) -> None:
     permits: asyncio.Queue[None] = asyncio.Queue()
     app = export_app("memory://", permits)
-    async with served(app, token=TOKEN) as view:
-        await page.goto(f"{view.url}submit.html?task=export")
+    async with running_view(app, token=TOKEN) as view:
+        await page.goto(f"{view.url}/submit.html?task=export")
         await page.fill("#token", TOKEN)
         await page.click("#sign-in button")
         await expect(page.locator("#sign-out")).to_be_visible()
@@ -78,8 +78,8 @@ async def test_an_export_submitted_from_the_form_is_followed_and_downloaded_once
 
 async def test_a_read_only_server_refuses_the_form(page: Any) -> None:
     app = export_app("memory://", asyncio.Queue())
-    async with served(app) as view:
-        await page.goto(f"{view.url}submit.html?task=export")
+    async with running_view(app) as view:
+        await page.goto(f"{view.url}/submit.html?task=export")
         await expect(page.locator("#read-only-note")).to_be_visible()
         await page.fill("#param-rows", "2")
         await page.click("#send")
@@ -95,14 +95,14 @@ async def test_a_script_in_an_error_message_is_shown_as_text(page: Any) -> None:
     async def broken() -> None:
         raise ValueError(HOSTILE)
 
-    async with served(app) as view:
+    async with running_view(app) as view:
         handle = await broken.add_task()
         with pytest.raises(Exception, match="onerror"):
             await handle.result(timeout=10)
-        await page.goto(f"{view.url}task.html?id={handle.task_id}")
+        await page.goto(f"{view.url}/task.html?id={handle.task_id}")
         await expect(page.locator("#error-message")).to_have_text(f"ValueError: {HOSTILE}")
         await screenshot(page, "task-error")
-        await page.goto(f"{view.url}errors.html")
+        await page.goto(f"{view.url}/errors.html")
         await expect(page.locator("#errors .error-message")).to_have_text(f"ValueError: {HOSTILE}")
         assert await page.evaluate("window.__xss") is None
         assert await page.locator("main img").count() == 0

@@ -7,9 +7,9 @@ Playwright's async API, and a web view served in the test's own process.
   servers do (``tests/services.py``).
 * ``page``: a fresh browser context (own cookies) and page per test; a JavaScript error on
   the page (``pageerror``) fails the test.
-* `ServedView`: `taskflow.web.create_app` under uvicorn on a free loopback port, in the test's
-  event loop, beside the worker: the only way to show a memory backend, and the same code the
-  ``taskflow web`` command runs. ``stop()`` and ``start()`` again on the same port restart it.
+* `running_view`: the app open, a worker, and `taskflow.web.create_app` under uvicorn on a
+  free loopback port (``tests/web/conftest.py``'s `served`), all in the test's event loop: the
+  only way to show a memory backend, and what ``taskflow web --with-worker`` runs.
 * `screenshot`: writes a PNG under ``build/screenshots/`` (``TASKFLOW_SCREENSHOTS_DIR``
   overrides), kept as a test artifact; docs/web.md shows copies of them.
 
@@ -19,7 +19,6 @@ module), the loop the browser lives in.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 from collections.abc import AsyncIterator
@@ -31,7 +30,9 @@ import pytest
 import pytest_asyncio
 
 from taskflow import QueueTasks, Worker
-from tests.services import chromium_path, free_port, poll_until
+from taskflow.web import create_app
+from tests.services import chromium_path
+from tests.web.conftest import Served, served
 
 CHROMIUM_ARGS = [
     "--headless",
@@ -43,17 +44,10 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 SCREENSHOTS = Path(os.environ.get("TASKFLOW_SCREENSHOTS_DIR") or REPO / "build" / "screenshots")
 #: How long a page may take to show what the test waits for (ms, Playwright's unit).
 UI_TIMEOUT_MS = 15_000
-
-
-@pytest.fixture(params=["memory", "redis", "postgres"])
-def view_backend_url(request: pytest.FixtureRequest) -> str:
-    """A URL of each backend kind the web view is tested on, in a namespace of the test's own."""
-    url: str = request.getfixturevalue(f"backend_url_{request.param}")
-    return url
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
@@ -87,66 +81,14 @@ async def page(browser: Any) -> AsyncIterator[Any]:
     assert not errors, f"JavaScript errors on the page: {errors}"
 
 
-class ServedView:
-    """The web view of `app` served by uvicorn on 127.0.0.1 in this event loop."""
-
-    def __init__(self, app: QueueTasks, *, token: str | None = None) -> None:
-        self.app = app
-        self.token = token
-        self.port = free_port()
-        self._server: Any = None
-        self._task: asyncio.Task[None] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/"
-
-    async def start(self) -> None:
-        """Serve (again, on the same port), returning once it accepts connections."""
-        import uvicorn
-
-        from taskflow.web import create_app
-
-        config = uvicorn.Config(
-            create_app(self.app, token=self.token),
-            host="127.0.0.1",
-            port=self.port,
-            log_level="warning",
-            lifespan="off",
-            ws="websockets-sansio",  # as `taskflow web` serves it
-            timeout_graceful_shutdown=1,
-        )
-        self._server = uvicorn.Server(config)
-        self._task = asyncio.create_task(self._server.serve())
-        # uvicorn offers a flag, not an event, for "listening".
-        await poll_until(lambda: self._server.started or self._task.done(), deadline_s=10)
-        if not self._server.started:
-            self._task.result()  # raises what stopped it
-            raise RuntimeError(f"uvicorn on port {self.port} stopped at start-up")
-
-    async def stop(self) -> None:
-        """Shut the server down (open WebSockets are closed) and wait until it has."""
-        if self._task is None:
-            return
-        self._server.should_exit = True
-        await self._task
-        self._task = None
-
-    async def __aenter__(self) -> ServedView:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
-
-
 @contextlib.asynccontextmanager
-async def served(app: QueueTasks, *, token: str | None = None) -> AsyncIterator[ServedView]:
-    """`app` open, a worker running its tasks and its web view served, all in this process
-    (as ``taskflow web --with-worker`` does); everything stopped on exit."""
+async def running_view(app: QueueTasks, *, token: str | None = None) -> AsyncIterator[Served]:
+    """`app` open, a worker running its tasks and its web view served (`Served`: stop and
+    start it again to restart it on the same port), all in this process, as ``taskflow web
+    --with-worker`` does; everything stopped on exit."""
     async with app, anyio.create_task_group() as tg:
         await tg.start(Worker(app, concurrency=4).run)
-        async with ServedView(app, token=token) as view:
+        async with served(create_app(app, token=token)) as view:
             yield view
         tg.cancel_scope.cancel()
 

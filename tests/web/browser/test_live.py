@@ -13,15 +13,15 @@ import pytest
 from playwright.async_api import expect
 
 from taskflow import QueueTasks, TaskContext
-from tests.browser.conftest import screenshot, served
+from tests.web.browser.conftest import running_view, screenshot
 
 pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.slow]
 
 
 async def test_a_task_sent_appears_and_its_progress_bar_reaches_done(
-    page: Any, view_backend_url: str, tmp_path: Any
+    page: Any, web_url: str, tmp_path: Any
 ) -> None:
-    app = QueueTasks("webview", broker=view_backend_url)
+    app = QueueTasks("webview", broker=web_url)
     permits: asyncio.Queue[None] = asyncio.Queue()
 
     @app.task(name="export")
@@ -31,8 +31,8 @@ async def test_a_task_sent_appears_and_its_progress_bar_reaches_done(
             ctx.progress(done, rows, f"loaded {done} of {rows}")
         return f"{rows} rows"
 
-    async with served(app) as view:
-        await page.goto(f"{view.url}tasks.html?queue=default")
+    async with running_view(app) as view:
+        await page.goto(f"{view.url}/tasks.html?queue=default")
         await expect(page.locator("body")).to_have_attribute("data-live", "live")
         handle = await export.add_task(3)
         row = page.locator(f'tr[data-task-id="{handle.task_id}"]')
@@ -50,9 +50,9 @@ async def test_a_task_sent_appears_and_its_progress_bar_reaches_done(
 
 
 async def test_a_restarted_server_leaves_the_page_with_every_event_once(
-    page: Any, view_backend_url: str
+    page: Any, web_url: str
 ) -> None:
-    app = QueueTasks("webview", broker=view_backend_url)
+    app = QueueTasks("webview", broker=web_url)
 
     @app.task(name="step")
     async def step(n: int) -> int:
@@ -66,8 +66,8 @@ async def test_a_restarted_server_leaves_the_page_with_every_event_once(
     async def stream_cursors() -> list[str]:
         return [event.cursor for event in await app.storage.read_events("default", limit=10_000)]
 
-    async with served(app) as view:
-        await page.goto(f"{view.url}tasks.html?queue=default")
+    async with running_view(app) as view:
+        await page.goto(f"{view.url}/tasks.html?queue=default")
         body = page.locator("body")
         await expect(body).to_have_attribute("data-live", "live")
         await send_and_finish(range(5))
