@@ -28,6 +28,8 @@ from typing import Any
 import anyio
 import pytest
 import pytest_asyncio
+from fastapi import FastAPI
+from starlette.routing import Mount
 
 from taskflow import QueueTasks, Worker
 from taskflow.web import create_app
@@ -69,7 +71,9 @@ async def browser() -> AsyncIterator[Any]:
 @pytest_asyncio.fixture(loop_scope="session")
 async def page(browser: Any) -> AsyncIterator[Any]:
     """A page in a context of its own; JavaScript errors on it fail the test."""
-    context = await browser.new_context(accept_downloads=True, viewport={"width": 1280, "height": 800})
+    context = await browser.new_context(
+        accept_downloads=True, viewport={"width": 1280, "height": 800}
+    )
     context.set_default_timeout(UI_TIMEOUT_MS)
     tab = await context.new_page()
     errors: list[str] = []
@@ -82,13 +86,19 @@ async def page(browser: Any) -> AsyncIterator[Any]:
 
 
 @contextlib.asynccontextmanager
-async def running_view(app: QueueTasks, *, token: str | None = None) -> AsyncIterator[Served]:
+async def running_view(
+    app: QueueTasks, *, token: str | None = None, prefix: str = ""
+) -> AsyncIterator[Served]:
     """`app` open, a worker running its tasks and its web view served (`Served`: stop and
     start it again to restart it on the same port), all in this process, as ``taskflow web
-    --with-worker`` does; everything stopped on exit."""
+    --with-worker`` does; everything stopped on exit. With `prefix` (``"/tasks"``), the view is
+    mounted there in a FastAPI app, as a user's service would serve it."""
+    asgi: Any = create_app(app, token=token)
+    if prefix:
+        asgi = FastAPI(routes=[Mount(prefix, app=asgi)])
     async with app, anyio.create_task_group() as tg:
         await tg.start(Worker(app, concurrency=4).run)
-        async with served(create_app(app, token=token)) as view:
+        async with served(asgi) as view:
             yield view
         tg.cancel_scope.cancel()
 

@@ -106,3 +106,25 @@ async def test_a_script_in_an_error_message_is_shown_as_text(page: Any) -> None:
         await expect(page.locator("#errors .error-message")).to_have_text(f"ValueError: {HOSTILE}")
         assert await page.evaluate("window.__xss") is None
         assert await page.locator("main img").count() == 0
+
+
+async def test_the_queues_page_under_a_prefix_shows_counts_and_events_live(page: Any) -> None:
+    app = QueueTasks("shop", broker="memory://")
+    release = asyncio.Event()
+
+    @app.task(name="slow")
+    async def slow() -> None:
+        await release.wait()
+
+    async with running_view(app, prefix="/tasks") as view:
+        await page.goto(f"{view.url}/tasks/")
+        row = page.locator('tr[data-queue="default"]')
+        await expect(row.locator(".running")).to_have_text("0")
+        await expect(page.locator("body")).to_have_attribute("data-live", "live")
+        handle = await slow.add_task()
+        await expect(row.locator(".running")).to_have_text("1")  # pushed with the counts
+        await expect(page.locator("#recent tr").first).to_contain_text("slow")
+        await screenshot(page, "queues")
+        release.set()
+        await handle.result(timeout=10)
+        await expect(row.locator(".running")).to_have_text("0")
