@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from typing import Any
 
 import pytest
@@ -16,6 +17,9 @@ from taskflow import QueueTasks, TaskContext
 from tests.web.browser.conftest import running_view, screenshot
 
 pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.slow]
+
+#: Tasks sent at once by the burst test (each makes three events: queued, running, done).
+BURST = 2000
 
 
 async def test_a_task_sent_appears_and_its_progress_bar_reaches_done(
@@ -86,3 +90,32 @@ async def test_a_restarted_server_leaves_the_page_with_every_event_once(
         assert await page.evaluate("window.taskflowLive.connections") == 2
         await expect(page.locator("td.name", has_text="step")).to_have_count(10)
         await expect(page.locator(".status-done")).to_have_count(10)
+
+
+async def test_a_burst_of_events_is_applied_once_per_frame_and_the_list_stays_bounded(
+    page: Any,
+) -> None:
+    app = QueueTasks("burst", broker="memory://")
+
+    @app.task(name="tick")
+    async def tick(n: int) -> int:
+        return n
+
+    async with running_view(app) as view:
+        await page.goto(f"{view.url}/tasks.html?queue=default")
+        body = page.locator("body")
+        await expect(body).to_have_attribute("data-live", "live")
+        started = time.monotonic()
+        handles = [await tick.add_task(n) for n in range(BURST)]
+        for handle in handles:
+            await handle.result(timeout=30)
+        events = len(await app.storage.read_events("default", limit=100_000))
+        await expect(body).to_have_attribute("data-events-applied", str(events))
+        elapsed = time.monotonic() - started
+        live = await page.evaluate(
+            "({frames: taskflowLive.frames, messages: taskflowLive.messages,"
+            " rows: document.querySelectorAll('#tasks tr').length})"
+        )
+        print(f"\n{events} events in {elapsed:.2f}s: {live}")
+        assert live["frames"] <= live["messages"]
+        assert live["rows"] <= 500  # the live part of the list is capped

@@ -227,6 +227,8 @@ const tf = (() => {
       this.received = 0; // events received over every connection of this page
       this.seen = []; // their cursors, the latest SEEN_KEPT (the browser tests compare them)
       this.connections = 0;
+      this.messages = 0; // event messages received
+      this.frames = 0; // flushes that applied events: at most one per animation frame
       this.retryMs = 250;
       this.socket = null;
       this.stopped = false;
@@ -280,6 +282,7 @@ const tf = (() => {
       if (message.type === "events") {
         Object.assign(this.cursors, message.cursors || {});
         this.received += message.events.length;
+        this.messages += 1;
         for (const event of message.events) this.seen.push(event.cursor);
         if (this.seen.length > SEEN_KEPT) this.seen.splice(0, this.seen.length - SEEN_KEPT);
         this.pending.push(...message.events);
@@ -304,6 +307,7 @@ const tf = (() => {
       this.frameRequested = false;
       const batch = this.pending;
       this.pending = [];
+      if (batch.length) this.frames += 1;
       if (batch.length && this.onEvents) this.onEvents(batch);
       if (this.latestStats && this.onStats) this.onStats(this.latestStats);
       this.latestStats = null;
