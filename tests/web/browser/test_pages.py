@@ -128,3 +128,37 @@ async def test_the_queues_page_under_a_prefix_shows_counts_and_events_live(page:
         release.set()
         await handle.result(timeout=10)
         await expect(row.locator(".running")).to_have_text("0")
+
+
+PAGES = ["index", "tasks", "workers", "errors", "locks", "schedules", "orders", "dead", "submit"]
+
+
+async def test_every_page_loads_with_content_and_no_script_error(page: Any) -> None:
+    app = QueueTasks("tour", broker="memory://")
+
+    @app.periodic(cron="0 3 * * *", tz="UTC")
+    @app.task(name="nightly_report")
+    async def nightly_report() -> None:
+        """Once a night."""
+
+    @app.task(name="import_rows", retries=0)
+    async def import_rows(source: str, limit: int = 100) -> None:
+        raise KeyError(source)
+
+    async with running_view(app) as view, app.lock("dwh.sales", shared=True):
+        with pytest.raises(Exception, match="KeyError"):
+            await (await import_rows.add_task("s3://bucket/day.csv")).result(timeout=10)
+        for name in PAGES:
+            await page.goto(f"{view.url}/{name}.html")
+            await expect(page.locator("header nav a.current")).to_have_count(1)
+            await expect(page.locator("#page h1")).to_be_visible()
+        await page.goto(f"{view.url}/workers.html")
+        await expect(page.locator("#workers tr[data-worker]")).to_have_count(1)
+        await screenshot(page, "workers")
+        await page.goto(f"{view.url}/errors.html")
+        await expect(page.locator("#errors tr")).to_have_count(1)
+        await screenshot(page, "errors")
+        await page.goto(f"{view.url}/locks.html")
+        await expect(page.locator('#locks tr[data-lock="dwh.sales"]')).to_be_visible()
+        await page.goto(f"{view.url}/schedules.html")
+        await expect(page.locator("#schedules tr[data-schedule]")).to_have_count(1)

@@ -145,6 +145,7 @@ const tf = (() => {
     ["errors.html", "Errors"],
     ["locks.html", "Locks"],
     ["schedules.html", "Schedules"],
+    ["orders.html", "Orders"],
     ["submit.html", "Submit"],
   ];
 
