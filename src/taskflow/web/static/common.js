@@ -308,11 +308,14 @@ const tf = (() => {
       this.frameRequested = false;
       const batch = this.pending;
       this.pending = [];
-      if (batch.length) this.frames += 1;
-      if (batch.length && this.onEvents) this.onEvents(batch);
-      if (this.latestStats && this.onStats) this.onStats(this.latestStats);
+      const stats = this.latestStats;
       this.latestStats = null;
-      document.body.dataset.eventsApplied = String(Number(document.body.dataset.eventsApplied || 0) + batch.length);
+      if (batch.length) {
+        this.frames += 1;
+        document.body.dataset.eventsApplied = String(Number(document.body.dataset.eventsApplied || 0) + batch.length);
+        if (this.onEvents) this.onEvents(batch);
+      }
+      if (stats && this.onStats) this.onStats(stats);
     }
 
     reconnectLater() {

@@ -129,7 +129,10 @@
       apply(event);
       if (rows.has(event.task_id)) touched.add(event.task_id);
     }
-    for (const id of touched) redraw(rows.get(id)); // one DOM update per task per frame
+    for (const id of touched) {
+      const row = rows.get(id); // gone if the cap dropped it later in this batch
+      if (row) redraw(row); // one DOM update per task per frame
+    }
   }
 
   // Socket first, then the first page: an event of a task on that page, arriving meanwhile,
