@@ -44,7 +44,7 @@
   function value(param, node) {
     if (param.choices) return node.value === "" ? undefined : param.choices[Number(node.value)];
     if (param.type === "bool") return node.checked;
-    if (node.value === "") return undefined; // not given: the task's default applies
+    if (node.value === "") return param.required && param.optional ? null : undefined; // else the default
     if (param.type === "int" || param.type === "float") return Number(node.value);
     if (param.type === "str") return node.value;
     try {

@@ -140,6 +140,12 @@
       tf.setProgress(bar, task.progress, task.status);
     }
     if (batch.some((e) => e.kind !== "progress")) refresh();
+    else if (progress) refreshSoon(); // the progress message is in the record, not the event
+  }
+
+  let soon = null;
+  function refreshSoon() {
+    if (!soon) soon = setTimeout(() => { soon = null; refresh(); }, 1000);
   }
 
   await refresh();
