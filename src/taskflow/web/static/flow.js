@@ -53,7 +53,9 @@
   }
 
   function layout(f) {
-    const depth = depths(f.nodes);
+    // The server gives each node's depth; computed here from waits_for if it did not.
+    const depth = f.nodes.every((n) => Number.isInteger(n.depth))
+      ? new Map(f.nodes.map((n) => [n.task_id, n.depth])) : depths(f.nodes);
     const columns = [];
     for (const n of f.nodes) (columns[depth.get(n.task_id)] ||= []).push(n);
     const at = new Map();
@@ -64,7 +66,7 @@
   }
 
   function label(n) {
-    const text = n.node || n.name || n.task_id;
+    const text = n.node || n.task || n.task_id;
     return text.length > 22 ? `${text.slice(0, 21)}…` : text;
   }
 
