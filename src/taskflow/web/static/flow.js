@@ -113,8 +113,15 @@
       return;
     }
     drawRollup(flow);
-    drawGraph(flow);
-    drawTable(flow);
+    const same = flow.nodes.length === nodes.size && flow.nodes.every((n) => nodes.has(n.task_id));
+    if (same) {
+      // Same graph: recolour in place (a redraw would replace elements under the user's eyes).
+      for (const n of flow.nodes) if (nodes.get(n.task_id).status !== n.status) setStatus(n.task_id, n.status);
+      drawTable(flow); // attempts and reasons
+    } else {
+      drawGraph(flow);
+      drawTable(flow);
+    }
   }
 
   function setStatus(taskId, status) {
