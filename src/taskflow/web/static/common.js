@@ -226,7 +226,10 @@ const tf = (() => {
       this.latestStats = null;
       this.frameRequested = false;
       this.received = 0; // events received over every connection of this page
-      this.seen = []; // their cursors, the latest SEEN_KEPT (the browser tests compare them)
+      // The latest SEEN_KEPT events received, as "task_id kind attempt at" (the browser tests
+      // compare them with the stream; cursors are not compared: they are opaque, and one event
+      // may be reached through different cursors).
+      this.seen = [];
       this.connections = 0;
       this.messages = 0; // event messages received
       this.frames = 0; // flushes that applied events: at most one per animation frame
@@ -284,7 +287,7 @@ const tf = (() => {
         Object.assign(this.cursors, message.cursors || {});
         this.received += message.events.length;
         this.messages += 1;
-        for (const event of message.events) this.seen.push(event.cursor);
+        for (const e of message.events) this.seen.push(`${e.task_id} ${e.kind} ${e.attempt} ${e.at}`);
         if (this.seen.length > SEEN_KEPT) this.seen.splice(0, this.seen.length - SEEN_KEPT);
         this.pending.push(...message.events);
         this.markReady();
