@@ -12,12 +12,7 @@ from playwright.async_api import expect
 from taskflow import QueueTasks
 from tests.web.browser.conftest import running_view, screenshot
 
-pytestmark = [
-    pytest.mark.asyncio(loop_scope="session"),
-    pytest.mark.slow,
-    # Flows (issue 17) and the server's api/flows land on main separately from the pages.
-    pytest.mark.skipif(not hasattr(QueueTasks, "flow"), reason="flows (issue 17) not on main yet"),
-]
+pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.slow]
 
 GREEN = "rgb(46, 158, 79)"  # --done in taskflow.css
 
