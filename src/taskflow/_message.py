@@ -399,6 +399,9 @@ class TaskRecord(msgspec.Struct, kw_only=True):
     waits_for: list[str] = []
     outcome_to: str | None = None
     copy: bool = False
+    #: The task's arguments as sent: the msgpack of ``[args, kwargs]`` (`decode_value`); None
+    #: when the stored message could not be read.
+    payload: bytes | None = None
 
 
 class TaskOutcome(msgspec.Struct, kw_only=True, gc=False):

@@ -27,6 +27,7 @@ async def test_round_trip_records_every_step(backend: Broker, clock: FakeClock) 
     record = await backend.storage.get(msg.id, now=clock.time())
     assert record is not None
     assert (record.status, record.attempts, record.retries) == (TaskStatus.QUEUED, 0, 2)
+    assert record.payload == msg.payload  # the arguments as sent
     assert (record.name, record.queue, record.parent_id, record.order_id) == (
         "tests.task",
         "default",

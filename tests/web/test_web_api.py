@@ -191,6 +191,7 @@ async def test_the_json_carries_raw_text(app: QueueTasks) -> None:
         errors = (await client.get("/api/errors")).json()["items"]
         raw = (await client.get(f"/api/tasks/{handle.task_id}")).text
     assert task["error"]["message"] == SCRIPT and task["status"] == "failed"
+    assert (task["args"], task["kwargs"]) == ([SCRIPT], {})  # the arguments it was sent with
     assert "ValueError" in task["error"]["traceback"]
     assert task["failed_attempts"][0]["message"] == SCRIPT
     assert errors[0]["message"] == SCRIPT

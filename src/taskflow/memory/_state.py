@@ -146,6 +146,7 @@ class TaskState(msgspec.Struct, gc=False):
 
 def _add_message_extras(record: TaskRecord, msg: TaskMessage) -> None:
     """Set on `record` the message's fields that differ from their defaults."""
+    record.payload = msg.payload
     if msg.priority:
         record.priority = msg.priority
     if msg.eta is not None:

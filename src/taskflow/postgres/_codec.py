@@ -82,7 +82,7 @@ TASK_RECORD_COLUMNS: Final = (
     "id, name, queue, status, priority, attempts, retries, created_at, eta, started_at, "
     "finished_at, result, error, progress, yields, parent_id, order_id, requeued_from, "
     "dedup_key, store_result, cancel_requested, result_expires_at, token, worker_id, "
-    "flow_id, node, waits_for, outcome_to, is_copy"
+    "flow_id, node, waits_for, outcome_to, is_copy, data"
 )
 
 
@@ -134,7 +134,17 @@ def task_record(row: asyncpg.Record, now: float) -> TaskRecord:
         waits_for=list(row["waits_for"] or ()),
         outcome_to=row["outcome_to"],
         copy=row["is_copy"],
+        payload=_payload(row["data"]),
     )
+
+
+def _payload(data: bytes) -> bytes | None:
+    """The arguments of the stored message `data`, or None if it does not decode (the
+    record's other columns are shown all the same)."""
+    try:
+        return decode_message(data).payload
+    except (ValueError, TypeError):  # msgspec's errors are ValueErrors
+        return None
 
 
 T = TypeVar("T")

@@ -312,6 +312,7 @@ def record_from(
         waits_for=msg.waits_for,
         outcome_to=msg.outcome_to,
         copy=msg.copy,
+        payload=msg.payload,
         **state,
     )
 

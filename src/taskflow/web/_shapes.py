@@ -8,7 +8,7 @@ from typing import Any
 
 import msgspec
 
-from .._message import Event, TaskRecord
+from .._message import Event, TaskRecord, decode_value
 from .._schedule_state import ScheduleInfo
 from ..cli._show import record_data
 
@@ -40,13 +40,27 @@ def task_summary(record: TaskRecord) -> dict[str, Any]:
 
 
 def task_data(record: TaskRecord) -> dict[str, Any]:
-    """A whole task: the record as ``taskflow status --json`` shows it, and its flow links."""
+    """A whole task: the record as ``taskflow status --json`` shows it, its arguments and its
+    flow links."""
+    args, kwargs = _arguments(record.payload)
     return {
         **record_data(record),
+        "args": args,
+        "kwargs": kwargs,
         "flow_id": record.flow_id,
         "node": record.node,
         "waits_for": list(record.waits_for),
     }
+
+
+def _arguments(payload: bytes | None) -> tuple[Any, Any]:
+    """The arguments a task was sent with, as JSON values (bytes as base64 text); (None, None)
+    when they cannot be read."""
+    try:
+        args, kwargs = decode_value(payload or b"")
+        return msgspec.to_builtins(args), msgspec.to_builtins(kwargs)
+    except (ValueError, TypeError):  # msgspec's errors are ValueErrors; a wrong shape too
+        return None, None
 
 
 def event_data(event: Event) -> dict[str, Any]:

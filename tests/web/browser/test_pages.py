@@ -92,15 +92,19 @@ async def test_a_script_in_an_error_message_is_shown_as_text(page: Any) -> None:
     app = QueueTasks("hostile", broker="memory://")
 
     @app.task(name="broken", retries=0)
-    async def broken() -> None:
+    async def broken(note: str) -> None:
         raise ValueError(HOSTILE)
 
     async with running_view(app) as view:
-        handle = await broken.add_task()
+        handle = await broken.add_task(HOSTILE)  # an argument is user-supplied text too
         with pytest.raises(Exception, match="onerror"):
             await handle.result(timeout=10)
         await page.goto(f"{view.url}/task.html?id={handle.task_id}")
         await expect(page.locator("#error-message")).to_have_text(f"ValueError: {HOSTILE}")
+        await expect(page.locator("#arguments")).to_contain_text('"args"')
+        assert HOSTILE in (await page.locator("#arguments").text_content() or "").replace(
+            '\\"', '"'
+        )
         await screenshot(page, "task-error")
         await page.goto(f"{view.url}/errors.html")
         await expect(page.locator("#errors .error-message")).to_have_text(f"ValueError: {HOSTILE}")
