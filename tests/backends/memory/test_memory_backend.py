@@ -258,6 +258,7 @@ async def test_records_carry_every_field(broker: MemoryBroker, clock: FakeClock)
         result_expired=True,
         token=d.token,
         worker_id="w",
+        payload=msg.payload,
     )
 
 
