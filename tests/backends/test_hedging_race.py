@@ -16,7 +16,15 @@ from collections.abc import AsyncIterator, Iterator
 import anyio
 import pytest
 
-from taskflow import GlobalConfig, Hedge, QueueTasks, TaskContext, TaskStatus, Worker
+from taskflow import (
+    GlobalConfig,
+    Hedge,
+    QueueTasks,
+    TaskCancelled,
+    TaskContext,
+    TaskStatus,
+    Worker,
+)
 from taskflow._hedging import HEDGE_KEY
 from taskflow._ids import derived_task_id
 from taskflow.abc import SUPERSEDED, EventKind, TaskRecord
@@ -120,10 +128,9 @@ async def test_the_task_wins_and_its_running_copy_is_cancelled(app: QueueTasks) 
             assert await handle.result(timeout=15) == "from the task"
             await copy_stopped.wait()  # cancelled by request (its worker saw CANCEL)
             copy_id = derived_task_id(handle.task_id, HEDGE_KEY, "default")
+            with pytest.raises(TaskCancelled):  # its end, pushed: its worker reported it
+                await app.result(copy_id).result(timeout=15)
             copy = await _record(app, copy_id)
-            while not copy.status.terminal:
-                await anyio.sleep(0.05)
-                copy = await _record(app, copy_id)
             first.stop()
             second.stop()
 

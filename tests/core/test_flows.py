@@ -251,6 +251,7 @@ async def test_a_fan_out_outside_a_flow_starts_a_flow_of_the_tasks_own_id(
 async def test_a_run_repeated_after_its_fan_out_stores_nothing_new(app: QueueTasks) -> None:
     runs: list[int] = []
     release = anyio.Event()
+    fanned_again = anyio.Event()
 
     @app.task
     async def slow(part: int) -> int:
@@ -261,6 +262,8 @@ async def test_a_run_repeated_after_its_fan_out_stores_nothing_new(app: QueueTas
     async def fan(ctx: TaskContext) -> list[int]:
         runs.append(ctx.attempt)
         join_id = await ctx.fan_out(slow, range(5))
+        if ctx.attempt == 2:
+            fanned_again.set()
         if ctx.attempt == 1:
             raise Retry(delay=0)  # the run fails after fanning out; the next one fans again
         return join_id  # type: ignore[no-any-return]  # ignored: the result is the join's
@@ -268,8 +271,7 @@ async def test_a_run_repeated_after_its_fan_out_stores_nothing_new(app: QueueTas
     with anyio.fail_after(10):
         async with app.running():
             handle = await fan.add_task()
-            while len(runs) < 2:
-                await anyio.sleep(0.01)
+            await fanned_again.wait()
             flow = await app.get_flow(handle.task_id)
             before = (await flow.status()).total
             release.set()
